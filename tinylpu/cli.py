@@ -1,0 +1,274 @@
+"""The `tinylpu` command line."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_CONFIG, ConfigError, load_config, shipped_configs
+
+
+class CliError(Exception):
+    pass
+
+
+def _config_show(args):
+    cfg = load_config(args.config)
+    d = cfg.derived()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    lat = ", ".join(f"{k}={v}" for k, v in cfg.latency.items())
+    print(f"config {cfg.name}  ({cfg.source})")
+    if cfg.description:
+        print(f"  {cfg.description}")
+    print(f"  floorplan (west -> east): {' '.join(cfg.slice_names)}")
+    print(f"  lanes                     {cfg.lanes} int8 per vector")
+    print(f"  streams                   {cfg.streams} eastward + {cfg.streams} westward")
+    print(f"  MEM                       {cfg.banks} banks x {cfg.mem_depth} vectors x {cfg.lanes} B, 1R+1W per bank per cycle")
+    print(f"  SRAM                      {d['sram_bytes']} bytes ({d['sram_kib']:.0f} KiB)")
+    print(f"  peak int8 MACs/cycle      {d['macs_per_cycle']}")
+    print(f"  stream bandwidth          {d['stream_bytes_per_cycle']} B/cycle per slice boundary = "
+          f"{d['stream_bandwidth_gbps']:.1f} GB/s at {cfg.clock_mhz:g} MHz")
+    print(f"  MEM read bandwidth        {d['mem_read_bandwidth_gbps']:.1f} GB/s (all banks)")
+    print(f"  weight install rate       {d['weight_install_bytes_per_cycle']} B/cycle into the MXMs")
+    print(f"  peak TOPS (int8)          {d['peak_tops_int8']:.4f} at {cfg.clock_mhz:g} MHz")
+    print(f"  MXM accumulators          {cfg.acc_depth} x {cfg.lanes} int32")
+    print(f"  queue depth               {cfg.queue_depth} instructions per slice")
+    print(f"  latencies (cycles)        {lat}")
+    ppm = ", ".join(f"{p:g}" for p in sorted(set(cfg.ppm)))
+    print(f"  chips                     {cfg.chips} (clock offsets ppm: {ppm}); C2C ports {cfg.c2c_ports}, "
+          f"link latency {cfg.link_latency} cycles")
+    return 0
+
+
+def _config_list(args):
+    for n in shipped_configs():
+        cfg = load_config(n)
+        print(f"{n:8s} {cfg.description}")
+    return 0
+
+
+def _read_program(path, cfg):
+    from .firmware.asm import assemble
+    from .firmware.program import Program
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"{path}: file not found")
+    blob = p.read_bytes()
+    if blob[:8] == b"TLPUPRG\0":
+        return Program.from_bytes(blob, str(path))
+    try:
+        text = blob.decode()
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: neither a tinylpu program binary nor UTF-8 assembly text") from None
+    return assemble(text, cfg, str(path))
+
+
+def _asm(args):
+    from .firmware.asm import assemble
+    cfg = load_config(args.config)
+    src = Path(args.source)
+    if not src.exists():
+        raise CliError(f"{args.source}: file not found")
+    prog = assemble(src.read_text(), cfg, args.source)
+    out = Path(args.output or src.with_suffix(".bin"))
+    out.write_bytes(prog.to_bytes())
+    print(f"{out}: {len(prog)} instructions in {len(prog.queues)} queues ({', '.join(prog.queues)})")
+    return 0
+
+
+def _disasm(args):
+    from .firmware.asm import disassemble
+    from .firmware.check import check_program
+    from .firmware.program import Program
+    p = Path(args.binary)
+    if not p.exists():
+        raise CliError(f"{args.binary}: file not found")
+    prog = Program.from_bytes(p.read_bytes(), args.binary)
+    if args.config:
+        check_program(prog, load_config(args.config))
+    text = disassemble(prog)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _parse_bank_spec(spec, what):
+    # BANK:ADDR=FILE  or  BANK:ADDR:N[=FILE]
+    try:
+        lhs, _, rhs = spec.partition("=")
+        parts = lhs.split(":")
+        bank = parts[0]
+        addr = int(parts[1], 0) if len(parts) > 1 else 0
+        n = int(parts[2], 0) if len(parts) > 2 else None
+        return bank, addr, n, rhs or None
+    except (ValueError, IndexError):
+        raise CliError(f"{what} {spec!r}: expected BANK:ADDR=FILE.npy (load) or BANK:ADDR:N[=FILE.npy] (dump)") from None
+
+
+def _run(args):
+    import numpy as np
+
+    from .sim.golden import Golden
+    cfg = load_config(args.config)
+    prog = _read_program(args.program, cfg)
+    g = Golden(cfg)
+    g.load_program(prog)
+    for spec in args.load or []:
+        bank, addr, _, f = _parse_bank_spec(spec, "--load")
+        if f is None or not Path(f).exists():
+            raise CliError(f"--load {spec}: file {f!r} not found")
+        g.write_mem(bank, addr, np.load(f))
+    r = g.run(max_cycles=args.max_cycles)
+    result = {"cycles": r.cycles, "activity": r.activity}
+    for spec in args.dump or []:
+        bank, addr, n, f = _parse_bank_spec(spec, "--dump")
+        data = g.read_mem(bank, addr, n if n is not None else 1)
+        if f:
+            np.save(f, data)
+        else:
+            result.setdefault("dump", {})[f"{bank}:{addr}"] = data.tolist()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"cycles: {r.cycles}")
+        for s, act in r.activity.items():
+            if act.get("issued"):
+                print(f"  {s:6s} " + ", ".join(f"{k}={v}" for k, v in act.items()))
+        for k, v in result.get("dump", {}).items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _isa_doc(args):
+    from .firmware.isadoc import render_isa_doc
+    cfg = load_config(args.config)
+    text = render_isa_doc(cfg)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _sim(args):
+    """The example program, end to end: assemble, load random operands, run, check against numpy."""
+    from importlib import resources
+
+    import numpy as np
+
+    from .firmware.asm import assemble
+    from .sim.golden import Golden, requantize
+    cfg = load_config(args.config)
+    if cfg.lanes != 16 or "mem4" not in cfg.slice_names:
+        raise CliError(f"the example program is written for 16-lane configs with mem0..mem4 (config {cfg.name} "
+                       f"has {cfg.lanes} lanes)")
+    src = resources.files("tinylpu.firmware") / "examples" / "tile_matmul.s"
+    prog = assemble(src.read_text(), cfg, "firmware/examples/tile_matmul.s")
+    rng = np.random.default_rng(args.seed)
+    W = rng.integers(-128, 128, (cfg.lanes, cfg.lanes), dtype=np.int8)
+    X = rng.integers(-128, 128, (cfg.lanes, cfg.lanes), dtype=np.int8)
+    X[0, :] = -128  # an edge case in every run
+    g = Golden(cfg)
+    g.load_program(prog)
+    g.write_mem("mem0", 0, W)
+    g.write_mem("mem1", 0, X)
+    r = g.run()
+    got = g.read_mem("mem4", 0, cfg.lanes)
+    ref = requantize(X.astype(np.int64) @ W.astype(np.int64), 3, 9)
+    bad = int((got != ref).sum())
+    print(f"program   firmware/examples/tile_matmul.s on config {cfg.name} (engine: golden)")
+    print(f"work      Y = requant(X @ W), one {cfg.lanes}x{cfg.lanes} int8 tile, int32 accumulate")
+    print(f"cycles    {r.cycles}")
+    busy = {s: a for s, a in r.activity.items() if a.get("issued")}
+    print("activity  " + "; ".join(f"{s}: " + ", ".join(f"{k}={v}" for k, v in a.items()) for s, a in busy.items()))
+    print(f"check     {cfg.lanes * cfg.lanes - bad}/{cfg.lanes * cfg.lanes} int8 results equal numpy "
+          f"({'PASS' if bad == 0 else 'FAIL'})")
+    return 0 if bad == 0 else 1
+
+
+def _bench(args):
+    from .sim.bench import main as bench_main
+    return bench_main(args)
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="tinylpu", description="tinylpu: a scaled-down, synthesizable LPU")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("config", help="chip configurations")
+    csub = c.add_subparsers(dest="config_cmd", required=True)
+    cs = csub.add_parser("show", help="print a config and its derived numbers")
+    cs.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="shipped config name or YAML path")
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(fn=_config_show)
+    cl = csub.add_parser("list", help="list shipped configs")
+    cl.set_defaults(fn=_config_list)
+
+    a = sub.add_parser("asm", help="assemble PROG.s into a program binary")
+    a.add_argument("source")
+    a.add_argument("-o", "--output")
+    a.add_argument("--config", default=DEFAULT_CONFIG)
+    a.set_defaults(fn=_asm)
+
+    d = sub.add_parser("disasm", help="disassemble a program binary")
+    d.add_argument("binary")
+    d.add_argument("-o", "--output")
+    d.add_argument("--config", default=None, help="also check the program against this config")
+    d.set_defaults(fn=_disasm)
+
+    r = sub.add_parser("run", help="run a program (assembly or binary) on the golden model")
+    r.add_argument("program")
+    r.add_argument("--config", default=DEFAULT_CONFIG)
+    r.add_argument("--load", action="append", metavar="BANK:ADDR=FILE.npy", help="preload int8 vectors")
+    r.add_argument("--dump", action="append", metavar="BANK:ADDR:N[=FILE.npy]", help="read back vectors")
+    r.add_argument("--max-cycles", type=int, default=1_000_000)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=_run)
+
+    i = sub.add_parser("isa-doc", help="generate the ISA reference (docs/isa.md)")
+    i.add_argument("-o", "--output")
+    i.add_argument("--config", default=DEFAULT_CONFIG)
+    i.set_defaults(fn=_isa_doc)
+
+    s = sub.add_parser("sim", help="run the example program end to end and check it")
+    s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_sim)
+
+    b = sub.add_parser("bench", help="measure simulator speeds; prints numbers and writes docs/")
+    b.add_argument("what", choices=["golden"])
+    b.add_argument("--config", default=DEFAULT_CONFIG)
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("-o", "--output", default=None, help="markdown file to write the results to")
+    b.set_defaults(fn=_bench)
+    return ap
+
+
+def main(argv=None):
+    from .firmware.asm import AsmError
+    from .firmware.check import ProgramCheckError
+    from .firmware.program import ProgramFormatError
+    from .sim.golden import ProgramError
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except AsmError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except (CliError, ConfigError, ProgramFormatError, ProgramCheckError, ProgramError) as e:
+        print(f"tinylpu: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
+        print(f"tinylpu: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
