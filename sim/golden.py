@@ -385,7 +385,7 @@ class Golden:
                 y = y + acc[addr]
             y = (y & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
             due = c + L["mxm_mm"]
-            self.acc_pending[sname][addr] = due
+            self.acc_pending[sname].setdefault(addr, []).append((c, due))
             self._later(due, lambda acc=acc, addr=addr, y=y: acc.__setitem__(addr, y))
         elif op == Opcode.EMIT:
             addr = i.addr + k
@@ -405,11 +405,16 @@ class Golden:
             raise ProgramError(c, sname, a.index, a.insn, f"{what} address {addr} out of range 0..{depth - 1}")
 
     def _check_acc(self, sname, a, c, addr):
-        due = self.acc_pending[sname].get(addr, -1)
-        if due > c:
-            raise ProgramError(c, sname, a.index, a.insn,
-                               f"accumulator hazard: acc[{addr}] is read before the MM write to it commits "
-                               f"(cycle {due}; keep {self.L['mxm_mm']} cycles between them)")
+        """An accumulator read at cycle c must not overlap a write sampled earlier and committing later."""
+        pend = self.acc_pending[sname].get(addr)
+        if not pend:
+            return
+        pend[:] = [(w, due) for w, due in pend if due > c]
+        for w, due in pend:
+            if w < c:
+                raise ProgramError(c, sname, a.index, a.insn,
+                                   f"accumulator hazard: acc[{addr}] is read before the MM write to it from "
+                                   f"cycle {w} commits (cycle {due}; keep {self.L['mxm_mm']} cycles between them)")
 
     def _vxm(self, sname, a, k, c):
         i, op, L = a.insn, a.insn.op, self.L

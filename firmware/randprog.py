@@ -1,0 +1,553 @@
+"""Random *valid* programs, for differential testing (golden model vs RTL) and golden-model tests.
+
+``random_program(cfg, seed)`` schedules a random mix of data flows — MEM copies (with REPEAT
+bursts), VXM ops on one to eight operand streams, SXM ops and transposes, MXM weight installs,
+multiplies and emits, GATHER/SCATTER, SYNC/NOTIFY — onto a reservation table that mirrors the
+timing rules of docs/microarchitecture.md, so every operand arrives when it is sampled and no
+sub-unit, queue slot or stream port is used twice.  It returns the program, the MEM image it
+expects, and the MEM ranges worth reading back.
+
+Flows read bank addresses [0, REGION) and write only [REGION/2, REGION); index vectors for GATHER /
+SCATTER sit in the first rows of each bank, which nothing writes.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .isa import INT32_PLANES, Insn, Opcode, StreamRef
+from .program import Program
+
+__all__ = ["random_program", "RandomCase"]
+
+REGION = 64
+
+
+@dataclass
+class RandomCase:
+    program: Program
+    mem: dict                  # bank name -> (addr, int8 array (n, lanes))
+    readback: list             # (bank name, addr, n)
+    flows: list = field(default_factory=list)   # human-readable description of what was scheduled
+    seed: int = 0
+
+
+class _Sched:
+    def __init__(self, cfg, rng):
+        self.cfg, self.rng, self.L = cfg, rng, cfg.latency
+        self.pos = {s.name: s.position for s in cfg.slices}
+        self.q = {s.name: [] for s in cfg.slices}      # slice -> list of (start, end, [insns])
+        self.sub = {}                                  # (slice, sub) -> list of (start, end) inclusive
+        self.port = {}                                 # slice -> set of landing cycles
+        self.acc_w = {}                                # (mxm, addr) -> MM sample cycles (writes)
+        self.acc_r = {}                                # (mxm, addr) -> read cycles (MM acc=1, EMIT)
+        self.max_due = 0
+        self.max_busy = 0
+        self.cells = set()       # (west, idx, pos, cycle) a travelling value occupies
+        self.landings = set()    # (west, idx, pos, cycle) where a result is written into a register
+
+    # --- resource queries -------------------------------------------------------------------
+    def queue_free(self, s, t, end):
+        return t >= 0 and all(end <= a or t >= b for a, b, _ in self.q[s])
+
+    def sub_free(self, s, sub, t0, t1):
+        return t0 >= 0 and all(t1 < a or t0 > b for a, b in self.sub.get((s, sub), ()))
+
+    def port_free(self, s, cycles):
+        return not (self.port.get(s, set()) & set(cycles))
+
+    # --- reservations -----------------------------------------------------------------------------
+    def put(self, s, t, insns, end, sub=None, busy=None, lands=()):
+        self.q[s].append((t, end, insns))
+        if sub is not None:
+            self.sub.setdefault((s, sub), []).append(busy)
+            self.max_busy = max(self.max_busy, busy[1])
+        if lands:
+            self.port.setdefault(s, set()).update(lands)
+            self.max_due = max(self.max_due, max(lands))
+
+
+def _stream_toward(src_pos, dst_pos, idx):
+    return StreamRef(idx, west=dst_pos < src_pos)
+
+
+class _Builder:
+    """One transaction: a set of reservations that are checked together and then committed."""
+
+    def __init__(self, sch):
+        self.sch, self.items, self.ok = sch, [], True
+        self.qspans = {}
+        self.subspans = {}
+        self.lands = {}
+
+    def add(self, s, t, insns, end, sub=None, busy=None, lands=()):
+        sch = self.sch
+        if not sch.queue_free(s, t, end) or any(not (end <= a or t >= b) for a, b in self.qspans.get(s, [])):
+            self.ok = False
+        if sub is not None:
+            if not sch.sub_free(s, sub, *busy) or any(not (busy[1] < a or busy[0] > b)
+                                                      for a, b in self.subspans.get((s, sub), [])):
+                self.ok = False
+            self.subspans.setdefault((s, sub), []).append(busy)
+        if lands:
+            if not sch.port_free(s, lands) or self.lands.get(s, set()) & set(lands):
+                self.ok = False
+            self.lands.setdefault(s, set()).update(lands)
+        self.qspans.setdefault(s, []).append((t, end))
+        self.items.append((s, t, insns, end, sub, busy, tuple(lands)))
+
+    def path(self, s, p_from, land, p_to, n, reps=0, d=0):
+        """Element k lands at p_from in cycle land + k (+ r*d) and is consumed at p_to."""
+        step = -1 if s.west else 1
+        cells, lands = set(), set()
+        for r in range(reps + 1):
+            for k in range(n):
+                c0 = land + r * d + k
+                lands.add((s.west, s.index, p_from, c0))
+                for i, p in enumerate(range(p_from, p_to + step, step)):
+                    cells.add((s.west, s.index, p, c0 + i))
+        sch = self.sch
+        mine_c = getattr(self, "_cells", set())
+        mine_l = getattr(self, "_lands", set())
+        if lands & (sch.cells | mine_c) or cells & (sch.landings | mine_l):
+            self.ok = False
+        self._cells = mine_c | cells
+        self._lands = mine_l | lands
+
+    def commit(self):
+        for it in self.items:
+            self.sch.put(*it)
+        self.sch.cells |= getattr(self, "_cells", set())
+        self.sch.landings |= getattr(self, "_lands", set())
+
+
+def _read(b, bank, addr, n, dst_pos, arrive, stream_idx, stride=1, reps=0, d=0):
+    """READ so that element k reaches position dst_pos at cycle arrive + k (+ r*d for repetitions)."""
+    sch = b.sch
+    p = sch.pos[bank]
+    s = _stream_toward(p, dst_pos, stream_idx)
+    t = arrive - sch.L["mem_read"] - abs(dst_pos - p)
+    insns = [Insn.make(Opcode.READ, s=s, addr=addr, count=n, stride=stride)]
+    end = t + 1
+    lands = []
+    if reps:
+        insns.append(Insn.make(Opcode.REPEAT, n=reps, d=d))
+        end = t + (reps + 1) * d
+    for r in range(reps + 1):
+        lands += [t + r * d + k + sch.L["mem_read"] for k in range(n)]
+    busy_end = t + reps * d + n - 1
+    b.add(bank, t, insns, end, "rd", (t, busy_end), lands)
+    b.path(s, p, t + sch.L["mem_read"], dst_pos, n, reps, d)
+    return s
+
+
+def _write(b, bank, s, addr, n, sample, reps=0, d=0, src_pos=None):
+    """WRITE sampling element k at `sample` + k; with src_pos, also reserve the stream path from it."""
+    sch = b.sch
+    if src_pos is not None:
+        dist = abs(sch.pos[bank] - src_pos)
+        b.path(s, src_pos, sample - dist, sch.pos[bank], n, reps, d)
+    insns = [Insn.make(Opcode.WRITE, s=s, addr=addr, count=n)]
+    end = sample + 1
+    if reps:
+        insns.append(Insn.make(Opcode.REPEAT, n=reps, d=d))
+        end = sample + (reps + 1) * d
+    busy_end = sample + reps * d + n - 1
+    b.add(bank, sample, insns, end, "wr", (sample, busy_end))
+    sch.max_due = max(sch.max_due, busy_end + sch.L["mem_write"])
+
+
+def random_program(cfg, seed, flows=None) -> RandomCase:
+    rng = np.random.default_rng(seed)
+    sch = _Sched(cfg, rng)
+    lanes, S = cfg.lanes, cfg.streams
+    banks = [s.name for s in cfg.slices_of("mem")]
+    mem = {bk: (0, rng.integers(-128, 128, (REGION, lanes), dtype=np.int8)) for bk in banks}
+    # index rows 0..3 of every bank hold in-range GATHER/SCATTER indices (bank-relative, small)
+    for bk in banks:
+        img = mem[bk][1]
+        for r in range(4):
+            v = int(rng.integers(REGION // 2, REGION))
+            img[r, 0], img[r, 1] = v & 0xFF, v >> 8
+    nflows = flows if flows is not None else int(rng.integers(4, 12))
+    described = []
+    kinds = ["copy", "vxm", "vxm", "sxm", "mxm", "gather", "scatter", "trans", "sync"]
+    if not cfg.slices_of("sxm"):
+        kinds = [k for k in kinds if k not in ("sxm", "trans")]
+    cursor = 0
+    for _ in range(nflows):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        for attempt in range(200):
+            t0 = cursor + int(rng.integers(0, 12)) + attempt
+            b = _Builder(sch)
+            desc = _FLOWS[kind](b, cfg, rng, t0, banks)
+            if desc and b.ok:
+                b.commit()
+                described.append(desc)
+                cursor = max(cursor, t0 - 4)
+                break
+    # HALT every queue; the last HALT closes the program after everything has landed
+    end = max([sch.max_due - 1, sch.max_busy] + [e for s in sch.q for _, e, _ in sch.q[s]])
+    queues = {}
+    for s, entries in sch.q.items():
+        entries = sorted(entries, key=lambda e: e[0])
+        out, cur = [], 0
+        for t, e, insns in entries:
+            if t > cur:
+                out.append(Insn.make(Opcode.NOP, n=t - cur))
+            out += insns
+            cur = e
+        if not entries and rng.random() < 0.5:
+            continue
+        halt_at = max(cur, end if not queues else cur + int(rng.integers(0, 3)))
+        if halt_at > cur:
+            out.append(Insn.make(Opcode.NOP, n=halt_at - cur))
+        out.append(Insn.make(Opcode.HALT))
+        queues[s] = out
+    readback = [(bk, 0, REGION) for bk in banks]
+    return RandomCase(Program(queues), mem, readback, described, seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# flows: each returns a description, or None if it cannot be placed on this config
+# ----------------------------------------------------------------------------------------------
+
+def _pick(rng, seq, k=1):
+    idx = rng.choice(len(seq), size=k, replace=False)
+    return [seq[i] for i in idx]
+
+
+def _flow_copy(b, cfg, rng, t0, banks):
+    src, dst = _pick(rng, banks, 2)
+    ps, pd = b.sch.pos[src], b.sch.pos[dst]
+    n = int(rng.integers(1, 9))
+    reps = int(rng.integers(0, 3))
+    d = n + int(rng.integers(0, 4)) if reps else 0
+    if reps and (REGION // 2) + (reps + 1) * n > REGION:
+        reps = 0
+    stride = 1
+    raddr = int(rng.integers(0, REGION - n * (reps + 1) + 1))
+    waddr = int(rng.integers(REGION // 2, REGION - n * (reps + 1) + 1))
+    arrive = t0 + cfg.latency["mem_read"] + abs(pd - ps)
+    s = _read(b, src, raddr, n, pd, arrive, int(rng.integers(cfg.streams)), stride, reps, d)
+    _write(b, dst, s, waddr, n, arrive, reps, d)
+    return f"copy {src}[{raddr}] -> {dst}[{waddr}] n={n} reps={reps}"
+
+
+_VXM_BIN = [Opcode.ADD, Opcode.SUB, Opcode.MUL, Opcode.MIN, Opcode.MAX, Opcode.AND, Opcode.OR, Opcode.XOR]
+_VXM_UN = [Opcode.MOV, Opcode.RELU, Opcode.SHL, Opcode.SHR, Opcode.LUT]
+
+
+def _operands_to(b, cfg, rng, banks, target, n, t_sample, count_streams, group_at=None):
+    """Schedule READs from distinct banks so that operand i is on its stream at `target` at t_sample.
+
+    With `group_at`, the first 4 x len(group_at) operands form int32 groups on streams g..g+3,
+    each group read from four banks on one side of the target (so the planes share a direction).
+    """
+    tpos = b.sch.pos[target]
+    free = list(banks)
+    chosen = []
+    for g in group_at or ():
+        sides = [[x for x in free if b.sch.pos[x] < tpos], [x for x in free if b.sch.pos[x] > tpos]]
+        sides = [sd for sd in sides if len(sd) >= INT32_PLANES]
+        if not sides:
+            return None
+        grp = _pick(rng, sides[int(rng.integers(len(sides)))], INT32_PLANES)
+        chosen += [(bk, g + i) for i, bk in enumerate(grp)]
+        free = [x for x in free if x not in grp]
+    rest = count_streams - len(chosen)
+    if rest > len(free):
+        return None
+    chosen += [(bk, int(rng.integers(cfg.streams))) for bk in _pick(rng, free, rest)]
+    streams, used = [], set()
+    for bk, idx in chosen:
+        west = tpos < b.sch.pos[bk]
+        if (idx, west) in used:
+            return None
+        used.add((idx, west))
+        addr = int(rng.integers(0, REGION - n + 1))
+        streams.append(_read(b, bk, addr, n, tpos, t_sample, idx))
+    return streams
+
+
+def _side_banks(b, rng, banks, src_slice, k):
+    """k banks on one side of src_slice (for the planes of an int32 result), or None."""
+    p = b.sch.pos[src_slice]
+    sides = [[x for x in banks if b.sch.pos[x] < p], [x for x in banks if b.sch.pos[x] > p]]
+    sides = [sd for sd in sides if len(sd) >= k]
+    if not sides:
+        return None
+    return _pick(rng, sides[int(rng.integers(len(sides)))], k)
+
+
+def _sink(b, cfg, rng, banks, src_slice, out_stream_idx, land, n, exclude=()):
+    """WRITE the n vectors landing on out stream at src_slice from cycle `land` into some bank."""
+    choices = [bk for bk in banks if bk not in exclude]
+    dst = _pick(rng, choices)[0]
+    ps, pd = b.sch.pos[src_slice], b.sch.pos[dst]
+    s = StreamRef(out_stream_idx, west=pd < ps)
+    waddr = int(rng.integers(REGION // 2, REGION - n + 1))
+    _write(b, dst, s, waddr, n, land + abs(pd - ps), src_pos=ps)
+    return s, dst
+
+
+def _flow_vxm(b, cfg, rng, t0, banks):
+    vxm = _pick(rng, [s.name for s in cfg.slices_of("vxm")])[0]
+    L = cfg.latency
+    n = int(rng.integers(1, 7))
+    r = rng.random()
+    mbank = len(banks)
+    if r < 0.45:
+        op = _pick(rng, _VXM_BIN)[0]
+        use_imm = rng.random() < 0.3
+        st = _operands_to(b, cfg, rng, banks, vxm, n, t0, 1 if use_imm else 2)
+        if st is None:
+            return None
+        kw = dict(d=StreamRef(0, False), a=st[0])
+        if use_imm:
+            kw.update(imm=int(rng.integers(-128, 128)), use_imm=1)
+        else:
+            kw.update(b=st[1])
+        if op == Opcode.MUL:
+            kw["sh"] = int(rng.integers(0, 9))
+        lat = L["vxm_mul"] if op == Opcode.MUL else L["vxm_alu"]
+    elif r < 0.6:
+        op = _pick(rng, _VXM_UN)[0]
+        st = _operands_to(b, cfg, rng, banks, vxm, n, t0, 1)
+        if st is None:
+            return None
+        kw = dict(d=StreamRef(0, False), a=st[0])
+        if op in (Opcode.SHL, Opcode.SHR):
+            kw["sh"] = int(rng.integers(0, 8))
+        lat = L["vxm_lut"] if op == Opcode.LUT else L["vxm_alu"]
+    elif r < 0.7:
+        op = Opcode.SEL
+        st = _operands_to(b, cfg, rng, banks, vxm, n, t0, 3)
+        if st is None:
+            return None
+        kw = dict(d=StreamRef(0, False), a=st[0], b=st[1], c=st[2])
+        lat = L["vxm_alu"]
+    elif r < 0.85 and mbank >= 4:
+        op = _pick(rng, [Opcode.REQ, Opcode.REQL])[0]
+        g = int(rng.integers(0, cfg.streams - INT32_PLANES + 1))
+        st = _operands_to(b, cfg, rng, banks, vxm, n, t0, 4, group_at=[g])
+        if st is None:
+            return None
+        kw = dict(d=StreamRef(0, False), a=st[0])
+        if op == Opcode.REQ:
+            kw.update(imm=int(rng.integers(-32768, 32768)), sh=int(rng.integers(0, 64)))
+        lat = L["vxm_req"]
+    elif mbank >= 8:
+        op = Opcode.ADD32
+        g1 = int(rng.integers(0, cfg.streams - INT32_PLANES + 1))
+        g2 = int(rng.integers(0, cfg.streams - INT32_PLANES + 1))
+        st = _operands_to(b, cfg, rng, banks, vxm, n, t0, 8, group_at=[g1, g2])
+        if st is None:
+            return None
+        # both groups must be on the streams named (their directions may differ)
+        kw = dict(d=StreamRef(0, False), a=st[0], b=st[4])
+        lat = L["vxm_alu"]
+        # ADD32 results are 4 planes: sink each plane into its own bank
+        dgrp = int(rng.integers(0, cfg.streams - INT32_PLANES + 1))
+        land = t0 + lat
+        outs = _side_banks(b, rng, banks, vxm, INT32_PLANES)
+        if outs is None:
+            return None
+        west = None
+        for i, bk in enumerate(outs):
+            wst = b.sch.pos[bk] < b.sch.pos[vxm]
+            if west is None:
+                west = wst
+            if wst != west:
+                return None
+            s = StreamRef(dgrp + i, west)
+            _write(b, bk, s, int(rng.integers(REGION // 2, REGION - n + 1)),
+                   n, land + abs(b.sch.pos[bk] - b.sch.pos[vxm]), src_pos=b.sch.pos[vxm])
+        kw["d"] = StreamRef(dgrp, west)
+        insn = Insn.make(op, count=n, **kw)
+        b.add(vxm, t0, [insn], t0 + 1, "alu", (t0, t0 + n - 1), [t0 + k + lat for k in range(n)])
+        return f"{vxm} ADD32 n={n}"
+    else:
+        return None
+    # pre-load registers the op depends on, sometimes
+    didx = int(rng.integers(cfg.streams))
+    s_out, dst = _sink(b, cfg, rng, banks, vxm, didx, t0 + lat, n)
+    kw["d"] = s_out
+    insn = Insn.make(op, count=n, **kw)
+    b.add(vxm, t0, [insn], t0 + 1, "alu", (t0, t0 + n - 1), [t0 + k + lat for k in range(n)])
+    if op in (Opcode.REQL, Opcode.LUT) and rng.random() < 0.7:
+        _load_regs(b, cfg, rng, banks, vxm, op, t0 - int(rng.integers(1, 4)) - (256 // cfg.lanes))
+    return f"{vxm} {op.name} n={n} -> {dst}"
+
+
+def _load_regs(b, cfg, rng, banks, vxm, op, t):
+    if t < 0:
+        b.ok = False
+        return
+    if op == Opcode.REQL:
+        st = _operands_to(b, cfg, rng, banks, vxm, 1, t, 3)
+        if st is None:
+            b.ok = False
+            return
+        b.add(vxm, t, [Insn.make(Opcode.LDM, a=st[0], b=st[1], c=st[2])], t + 1, "alu", (t, t))
+    else:
+        n = 256 // cfg.lanes
+        st = _operands_to(b, cfg, rng, banks, vxm, n, t, 1)
+        if st is None:
+            b.ok = False
+            return
+        b.add(vxm, t, [Insn.make(Opcode.LDLUT, a=st[0], imm=0, count=n)], t + 1, "alu", (t, t + n - 1))
+
+
+def _flow_sxm(b, cfg, rng, t0, banks):
+    sxm = cfg.slices_of("sxm")[0].name
+    n = int(rng.integers(1, 6))
+    op = _pick(rng, [Opcode.SHIFT, Opcode.ROT, Opcode.DIST, Opcode.PERM, Opcode.LDPERM])[0]
+    st = _operands_to(b, cfg, rng, banks, sxm, 1 if op == Opcode.LDPERM else n, t0, 1)
+    if st is None:
+        return None
+    if op == Opcode.LDPERM:
+        b.add(sxm, t0, [Insn.make(op, a=st[0])], t0 + 1, "sxm", (t0, t0))
+        return f"{sxm} LDPERM"
+    kw = dict(a=st[0])
+    if op in (Opcode.SHIFT, Opcode.ROT):
+        kw["imm"] = int(rng.integers(-cfg.lanes, cfg.lanes + 1))
+    if op == Opcode.DIST:
+        kw["imm"] = int(rng.integers(cfg.lanes))
+    L = cfg.latency["sxm"]
+    s_out, dst = _sink(b, cfg, rng, banks, sxm, int(rng.integers(cfg.streams)), t0 + L, n)
+    b.add(sxm, t0, [Insn.make(op, d=s_out, count=n, **kw)], t0 + 1, "sxm", (t0, t0 + n - 1),
+          [t0 + k + L for k in range(n)])
+    return f"{sxm} {op.name} n={n} -> {dst}"
+
+
+def _flow_trans(b, cfg, rng, t0, banks):
+    sxm = cfg.slices_of("sxm")[0].name
+    lanes = cfg.lanes
+    st = _operands_to(b, cfg, rng, banks, sxm, lanes, t0, 1)
+    if st is None:
+        return None
+    L = cfg.latency["sxm"]
+    first = t0 + lanes - 1 + L
+    s_out, dst = _sink(b, cfg, rng, banks, sxm, int(rng.integers(cfg.streams)), first, lanes)
+    b.add(sxm, t0, [Insn.make(Opcode.TRANS, d=s_out, a=st[0])], t0 + 1, "sxm", (t0, t0 + 2 * lanes - 1),
+          [first + j for j in range(lanes)])
+    return f"{sxm} TRANS -> {dst}"
+
+
+def _flow_mxm(b, cfg, rng, t0, banks):
+    mxm = _pick(rng, [s.name for s in cfg.slices_of("mxm")])[0]
+    L = cfg.latency
+    lanes = cfg.lanes
+    buf = int(rng.integers(2))
+    rows = int(rng.integers(1, lanes + 1))
+    row0 = int(rng.integers(0, lanes - rows + 1))
+    # install
+    st = _operands_to(b, cfg, rng, banks, mxm, rows, t0, 1)
+    if st is None:
+        return None
+    b.add(mxm, t0, [Insn.make(Opcode.LW, s=st[0], buf=buf, addr=row0, count=rows)], t0 + 1,
+          "install", (t0, t0 + rows - 1))
+    # multiply
+    n = int(rng.integers(1, 9))
+    tm = t0 + rows - 1 + L["mxm_install"] + int(rng.integers(0, 3))
+    addr = int(rng.integers(0, min(cfg.acc_depth, 16) - n + 1))
+    acc = int(rng.random() < 0.5)
+    sch = b.sch
+    Lmm = L["mxm_mm"]
+    te = tm + Lmm + int(rng.integers(0, 3))
+
+    def clash(a, reads, writes):
+        for w in list(sch.acc_w.get((mxm, a), [])) + writes:
+            for r in list(sch.acc_r.get((mxm, a), [])) + reads:
+                if w < r < w + Lmm:
+                    return True
+        return False
+    for k in range(n):
+        reads = [te + k] + ([tm + k] if acc else [])
+        if clash(addr + k, reads, [tm + k]):
+            return None
+    st2 = _operands_to(b, cfg, rng, banks, mxm, n, tm, 1)
+    if st2 is None:
+        return None
+    b.add(mxm, tm, [Insn.make(Opcode.MM, s=st2[0], buf=buf, addr=addr, count=n, acc=acc)], tm + 1,
+          "mm", (tm, tm + n - 1))
+    # emit into 4 banks (planes)
+    land = te + L["mxm_emit"]
+    outs = _side_banks(b, rng, banks, mxm, INT32_PLANES)
+    if outs is None:
+        return None
+    g = int(rng.integers(0, cfg.streams - INT32_PLANES + 1))
+    # all planes flow east from the MXM when it is west of the banks, else west
+    west = None
+    for i, bk in enumerate(outs):
+        wst = b.sch.pos[bk] < b.sch.pos[mxm]
+        if west is None:
+            west = wst
+        if wst != west:
+            return None
+        _write(b, bk, StreamRef(g + i, west), int(rng.integers(REGION // 2, REGION - n + 1)), n,
+               land + abs(b.sch.pos[bk] - b.sch.pos[mxm]), src_pos=b.sch.pos[mxm])
+    b.add(mxm, te, [Insn.make(Opcode.EMIT, s=StreamRef(g, west), addr=addr, count=n)], te + 1,
+          "emit", (te, te + n - 1), [land + k for k in range(n)])
+    if b.ok:
+        for k in range(n):
+            sch.acc_w.setdefault((mxm, addr + k), []).append(tm + k)
+            sch.acc_r.setdefault((mxm, addr + k), []).extend([te + k] + ([tm + k] if acc else []))
+    return f"{mxm} LW {rows} rows buf {buf}, MM n={n} acc={acc}, EMIT"
+
+
+def _flow_gather(b, cfg, rng, t0, banks):
+    bank, other = _pick(rng, banks, 2)
+    p, po = b.sch.pos[bank], b.sch.pos[other]
+    n = int(rng.integers(1, 4))
+    # the index vectors come from rows 0..3 of `other`, read onto a stream toward `bank`
+    st = _read(b, other, int(rng.integers(0, 4 - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
+    L = cfg.latency["mem_read"]
+    sink_bank = _pick(rng, [x for x in banks if x != bank])[0]
+    ps = b.sch.pos[sink_bank]
+    s_out = StreamRef(int(rng.integers(cfg.streams)), west=ps < p)
+    b.add(bank, t0, [Insn.make(Opcode.GATHER, s=s_out, a=st, addr=0, count=n)], t0 + 1, "rd",
+          (t0, t0 + n - 1), [t0 + k + L for k in range(n)])
+    _write(b, sink_bank, s_out, int(rng.integers(REGION // 2, REGION - n + 1)), n, t0 + L + abs(ps - p),
+           src_pos=p)
+    return f"GATHER {bank} -> {sink_bank}"
+
+
+def _flow_scatter(b, cfg, rng, t0, banks):
+    bank, ib, db = _pick(rng, banks, 3)
+    p = b.sch.pos[bank]
+    n = int(rng.integers(1, 4))
+    si = _read(b, ib, int(rng.integers(0, 4 - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
+    sd = _read(b, db, int(rng.integers(0, REGION - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
+    if si == sd:
+        return None
+    b.add(bank, t0, [Insn.make(Opcode.SCATTER, s=sd, a=si, addr=0, count=n)], t0 + 1, "wr", (t0, t0 + n - 1))
+    b.sch.max_due = max(b.sch.max_due, t0 + n - 1 + cfg.latency["mem_write"])
+    return f"SCATTER into {bank}"
+
+
+def _flow_sync(b, cfg, rng, t0, banks):
+    """A queue parks in SYNC and resumes exactly when another queue's NOTIFY fires."""
+    names = [s.name for s in cfg.slices]
+    waiter, notifier = _pick(rng, names, 2)
+    fire = t0 + cfg.latency["notify"]
+    ts = t0 - int(rng.integers(0, 3)) + 1   # SYNC before the fire cycle
+    if ts >= fire or ts < 0:
+        return None
+    # the waiter's queue is blocked from ts until fire; the notifier's for one cycle
+    b.add(waiter, ts, [Insn.make(Opcode.SYNC)], fire)
+    b.add(notifier, t0, [Insn.make(Opcode.NOTIFY)], t0 + 1)
+    # no other queue may be parked at that time: a NOTIFY wakes every parked queue; our
+    # generator only parks queues inside these flows, so overlapping sync flows are refused
+    for s, entries in b.sch.q.items():
+        for a, e, insns in entries:
+            if insns and insns[0].op == Opcode.SYNC and not (e <= ts - cfg.latency["notify"] or a >= fire):
+                b.ok = False
+            if insns and insns[0].op == Opcode.NOTIFY and abs(a - t0) <= cfg.latency["notify"] + 2:
+                b.ok = False
+    return f"SYNC {waiter} until NOTIFY from {notifier}"
+
+
+_FLOWS = {"copy": _flow_copy, "vxm": _flow_vxm, "sxm": _flow_sxm, "trans": _flow_trans, "mxm": _flow_mxm,
+          "gather": _flow_gather, "scatter": _flow_scatter, "sync": _flow_sync}
