@@ -1,0 +1,180 @@
+"""The instruction control unit of one slice: its instruction queue and the issue logic.
+
+Reproduces ``sim.golden.Golden._issue`` cycle for cycle (docs/microarchitecture.md):
+
+* cycle 0 is the first cycle after ``start``; an ordinary instruction takes one issue slot,
+  ``NOP n`` n cycles;
+* ``REPEAT n, d`` takes no slot of its own: the previous (unit) instruction issues again at
+  t+d, ..., t+nd (t its issue cycle) with its address advanced each time (``advance`` below), and
+  the next instruction at t+(n+1)d.  A REPEAT is always fetched at t+1 (the assembler/checker
+  insists it directly follows a unit instruction), so with d = 1 the first repetition issues in
+  that very cycle;
+* ``SYNC`` parks the queue until ``fire`` (the delayed NOTIFY broadcast); the queue issues its next
+  instruction in the fire cycle.  A SYNC issued in a fire cycle waits for the next one;
+* ``NOTIFY`` pulses ``notify`` in its issue cycle (the chip delays and broadcasts it);
+* ``HALT`` pulses ``halt`` and parks the queue for good (``halted``).
+
+The queue is a ``lib.memory`` of ``cfg.queue_depth`` 64-bit words with a synchronous read port
+that is always addressed with the *next* program counter, so the word to issue in a cycle is on the
+read port's data in that cycle and one instruction can issue every cycle.
+
+Load port (from the host port, only while the chip is not running): ``load_we`` writes
+``load_data`` at ``load_addr``; ``len_we`` sets the number of loaded instructions to ``len``.
+A queue of length 0 is halted from the start (as in the golden model).  Running past the last
+loaded instruction, an undefined opcode, or an opcode that does not run on this slice's kind
+pulses ``err_queue`` (and halts the queue).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import enum, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..firmware.isa import INSTR_BITS, OPS, Format, Instr, Opcode
+
+__all__ = ["ICU", "advance"]
+
+
+class State(enum.Enum, shape=2):
+    HALT = 0
+    RUN = 1
+    SYNC = 2
+
+
+def advance(m, insn):
+    """The next repetition of `insn` (an ``Instr`` view) under REPEAT, as a new ``Instr`` view.
+
+    READ/WRITE: addr += count * stride; LW/MM/EMIT: addr += count; LDLUT: imm += count.
+    """
+    nxt = Signal(Instr, name="adv")
+    m.d.comb += nxt.eq(insn)
+    with m.Switch(insn.op):
+        with m.Case(Opcode.READ, Opcode.WRITE):
+            m.d.comb += nxt.args.mem.addr.eq(insn.args.mem.addr + insn.args.mem.count * insn.args.mem.stride)
+        with m.Case(Opcode.LW, Opcode.MM, Opcode.EMIT):
+            m.d.comb += nxt.args.mxm.addr.eq(insn.args.mxm.addr + insn.args.mxm.count)
+        with m.Case(Opcode.LDLUT):
+            m.d.comb += nxt.args.vxm.imm.eq(insn.args.vxm.imm + insn.args.vxm.count)
+    return nxt
+
+
+class ICU(wiring.Component):
+    def __init__(self, cfg, slice):
+        self.cfg, self.slice = cfg, slice
+        self.depth = cfg.queue_depth
+        self.unit_ops = [op for op, info in OPS.items() if info.unit == slice.kind]
+        super().__init__({
+            # control from the chip
+            "start": In(1),        # the START cycle: reset to queue index 0; cycle 0 is the next one
+            "stop": In(1),         # halt now (the chip stops on an error)
+            "fire": In(1),         # a NOTIFY fires this cycle
+            # to the slice unit
+            "issue": Out(1),
+            "insn": Out(Instr),
+            # status to the chip
+            "notify": Out(1),      # a NOTIFY issues this cycle
+            "halt": Out(1),        # a HALT issues this cycle
+            "halted": Out(1),      # the queue is halted (registered state)
+            "parked": Out(1),      # the queue waits in SYNC (registered state)
+            "err_queue": Out(1),   # ran past its last instruction / bad opcode (one-cycle pulse)
+            # load port
+            "load_we": In(1),
+            "load_addr": In(16),
+            "load_data": In(INSTR_BITS),
+            "len_we": In(1),
+            "len": In(range(cfg.queue_depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self.depth
+
+        m.submodules.queue = queue = Memory(shape=INSTR_BITS, depth=depth, init=[])
+        wr = queue.write_port()
+        rd = queue.read_port(domain="sync")
+        m.d.comb += [wr.en.eq(self.load_we), wr.addr.eq(self.load_addr), wr.data.eq(self.load_data)]
+
+        length = Signal(range(depth + 1))
+        with m.If(self.len_we):
+            m.d.sync += length.eq(self.len)
+
+        state = Signal(State, init=State.HALT)
+        pc = Signal(range(depth + 1))              # queue index of the word on rd.data
+        cnt = Signal(24)                          # cycles until the next issue slot
+        rep_left = Signal(24)
+        rep_d = Signal(16)
+        rep_insn = Signal(Instr)                  # the last repetition issued
+        last = Signal(Instr)                      # the last unit instruction issued
+
+        cur = Signal(Instr)
+        m.d.comb += cur.eq(rd.data)
+        m.d.comb += [self.halted.eq(state == State.HALT), self.parked.eq(state == State.SYNC)]
+
+        go = Signal()                             # this queue issues in this cycle
+        m.d.comb += go.eq(((state == State.RUN) & (cnt == 0)) | ((state == State.SYNC) & self.fire))
+
+        rep_active = Signal()
+        m.d.comb += rep_active.eq(rep_left != 0)
+        base = Signal(Instr)                      # the instruction a repetition advances from
+        m.d.comb += base.eq(Mux(rep_active, rep_insn, last))
+        adv = advance(m, base)
+
+        consume = Signal()
+        m.d.comb += rd.addr.eq(Mux(self.start, 0, Mux(consume, pc + 1, pc)))
+        with m.If(self.start):
+            m.d.sync += pc.eq(0)
+        with m.Elif(consume):
+            m.d.sync += pc.eq(pc + 1)
+
+        with m.If((state == State.RUN) & (cnt != 0)):
+            m.d.sync += cnt.eq(cnt - 1)
+
+        unit_op = Signal()
+        m.d.comb += unit_op.eq(0)
+        if self.unit_ops:
+            with m.Switch(cur.op):
+                with m.Case(*self.unit_ops):
+                    m.d.comb += unit_op.eq(1)
+
+        with m.If(self.start):
+            m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), cnt.eq(0), rep_left.eq(0)]
+        with m.Elif(self.stop):
+            m.d.sync += state.eq(State.HALT)
+        with m.Elif(go):
+            with m.If(rep_active):
+                m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
+                m.d.sync += [rep_insn.eq(adv), rep_left.eq(rep_left - 1), cnt.eq(rep_d - 1),
+                             state.eq(State.RUN)]
+            with m.Elif(pc >= length):
+                m.d.comb += self.err_queue.eq(1)
+                m.d.sync += state.eq(State.HALT)
+            with m.Else():
+                m.d.sync += state.eq(State.RUN)
+                m.d.comb += consume.eq(1)
+                with m.Switch(cur.op):
+                    with m.Case(Opcode.NOP):
+                        m.d.sync += cnt.eq(cur.args.ctl.n - 1)
+                    with m.Case(Opcode.REPEAT):
+                        d = cur.args.ctl.d
+                        m.d.sync += rep_d.eq(d)
+                        with m.If(d == 1):
+                            # the first repetition issues right now (t + 1)
+                            m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
+                            m.d.sync += [rep_insn.eq(adv), rep_left.eq(cur.args.ctl.n - 1), cnt.eq(0)]
+                        with m.Else():
+                            m.d.sync += [rep_insn.eq(last), rep_left.eq(cur.args.ctl.n), cnt.eq(d - 2)]
+                    with m.Case(Opcode.SYNC):
+                        m.d.sync += state.eq(State.SYNC)
+                    with m.Case(Opcode.NOTIFY):
+                        m.d.comb += self.notify.eq(1)
+                    with m.Case(Opcode.HALT):
+                        m.d.comb += self.halt.eq(1)
+                        m.d.sync += state.eq(State.HALT)
+                    with m.Default():
+                        with m.If(unit_op):
+                            m.d.comb += [self.issue.eq(1), self.insn.eq(cur)]
+                            m.d.sync += last.eq(cur)
+                        with m.Else():
+                            m.d.comb += self.err_queue.eq(1)
+                            m.d.sync += state.eq(State.HALT)
+        return m

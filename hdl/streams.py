@@ -1,0 +1,79 @@
+"""The stream fabric: every position's eastward and westward stream registers.
+
+Each clock the eastward register ``eK`` at position p takes the value of ``eK`` at p-1 (an empty
+slot enters at position 0) and the westward register ``wK`` at p takes ``wK`` at p+1 (an empty slot
+enters at the east end), unless the slice at p drives its ``out`` port into that register: driving
+``out.valid`` during cycle c loads register ``out.index`` (and the three after it when
+``out.wide``) in direction ``out.west`` at the end of c (docs/rtl.md).  Values leaving the ends of
+the line are dropped.  ``clear`` empties every register (the chip asserts it in the START cycle).
+"""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..firmware.isa import INT32_PLANES
+from .common import OutPortSignature, StreamTap, vec
+
+__all__ = ["StreamFabric"]
+
+
+class StreamFabric(wiring.Component):
+    """``outs[p]``: the result port of the slice at position p; ``taps[p]``: its registers."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.lanes, self.streams, self.positions = cfg.lanes, cfg.streams, cfg.positions
+        super().__init__({
+            "outs": In(OutPortSignature(cfg.lanes)).array(cfg.positions),
+            "taps": Out(StreamTap(cfg.lanes, cfg.streams)).array(cfg.positions),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        S, P, lanes = self.streams, self.positions, self.lanes
+        names = {0: "e", 1: "w"}
+        # reg[d][s][p]: (data, valid)
+        reg = [[[(Signal(vec(lanes), name=f"{names[d]}{s}_p{p}", reset_less=True),
+                  Signal(name=f"{names[d]}{s}_p{p}_valid"))
+                 for p in range(P)] for s in range(S)] for d in (0, 1)]
+
+        for p in range(P):
+            tap = self.taps[p]
+            for s in range(S):
+                m.d.comb += [
+                    tap.east[s].eq(reg[0][s][p][0]), tap.east_valid[s].eq(reg[0][s][p][1]),
+                    tap.west[s].eq(reg[1][s][p][0]), tap.west_valid[s].eq(reg[1][s][p][1]),
+                ]
+
+        for p in range(P):
+            out = self.outs[p]
+            for d in (0, 1):
+                src_p = p - 1 if d == 0 else p + 1
+                for s in range(S):
+                    dat, val = reg[d][s][p]
+                    # which plane of the port (if any) lands in this register
+                    hits = []
+                    for b in range(INT32_PLANES):
+                        if b > s:
+                            break
+                        cond = out.valid & (out.west == d) & (out.index == s - b)
+                        if b > 0:
+                            cond = cond & out.wide
+                        hits.append((cond, out.data[b]))
+                    with m.If(self.clear):
+                        m.d.sync += val.eq(0)
+                    with m.Else():
+                        first = True
+                        for cond, value in hits:
+                            with (m.If if first else m.Elif)(cond):
+                                m.d.sync += [dat.eq(value), val.eq(1)]
+                            first = False
+                        with m.Else():
+                            if 0 <= src_p < P:
+                                sdat, sval = reg[d][s][src_p]
+                                m.d.sync += [dat.eq(sdat), val.eq(sval)]
+                            else:
+                                m.d.sync += val.eq(0)
+        return m

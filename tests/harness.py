@@ -1,0 +1,134 @@
+"""Build tiny programs that run one unit instruction on known operands and write its results back.
+
+Used by the per-opcode golden-model tests (and reusable by RTL tests): operands are placed in MEM
+banks, READ so that they reach the unit exactly when it samples them, and the result is WRITten
+into a bank, all timed with the rules of docs/microarchitecture.md via firmware.randprog's
+reservation helpers.
+"""
+
+import numpy as np
+
+from tinylpu.firmware.isa import INT32_PLANES, Insn, Opcode, StreamRef
+from tinylpu.firmware.program import Program
+from tinylpu.firmware.randprog import _Builder, _read, _Sched, _write
+from tinylpu.sim.golden import Golden
+
+T0 = 40        # the unit instruction issues at this cycle
+OUT_ADDR = 64  # results are written from this bank address on
+
+
+def _finish(sch):
+    end = max([sch.max_due - 1, sch.max_busy] + [e for s in sch.q for _, e, _ in sch.q[s]])
+    queues = {}
+    for s, entries in sch.q.items():
+        if not entries:
+            continue
+        out, cur = [], 0
+        for t, e, insns in sorted(entries, key=lambda x: x[0]):
+            if t > cur:
+                out.append(Insn.make(Opcode.NOP, n=t - cur))
+            out += insns
+            cur = e
+        if end > cur:
+            out.append(Insn.make(Opcode.NOP, n=end - cur))
+        out.append(Insn.make(Opcode.HALT))
+        queues[s] = out
+    return Program(queues)
+
+
+def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields):
+    """Run `op` on slice `unit` with operand vectors from MEM; returns (results, golden, cycles).
+
+    operands: dict field -> array (n, lanes) int8 for a stream operand, or a list of 4 such arrays
+    (int32 planes) for a group operand.  pre: list of (op, operands, fields) register loads issued
+    before the main instruction (LDM, LDLUT, LDPERM).
+    """
+    sch = _Sched(cfg, np.random.default_rng(0))
+    b = _Builder(sch)
+    lanes = cfg.lanes
+    upos = sch.pos[unit]
+    banks = [s.name for s in cfg.slices_of("mem")]
+    free = list(banks)
+    mem = {}
+    stream_idx = [0]
+    used = set()   # (west, index) of operand streams: results must not overwrite them on the way
+
+    def take_bank():
+        return free.pop(0)
+
+    def place(arr, t_arrive):
+        bk = take_bank()
+        arr = np.asarray(arr, dtype=np.int8).reshape(-1, lanes)
+        mem[bk] = arr
+        s = _read(b, bk, 0, len(arr), upos, t_arrive, stream_idx[0] % cfg.streams)
+        stream_idx[0] += 1
+        used.add((s.west, s.index))
+        return s
+
+    def place_group(planes, t_arrive):
+        # four banks on one side, consecutive stream indices
+        base = stream_idx[0] % (cfg.streams - INT32_PLANES + 1)
+        side = [x for x in free if sch.pos[x] > upos] or [x for x in free if sch.pos[x] < upos]
+        if len(side) < INT32_PLANES:
+            side = [x for x in free if sch.pos[x] < upos]
+        grp = side[:INT32_PLANES]
+        for x in grp:
+            free.remove(x)
+        refs = []
+        for i, (bk, arr) in enumerate(zip(grp, planes)):
+            arr = np.asarray(arr, dtype=np.int8).reshape(-1, lanes)
+            mem[bk] = arr
+            refs.append(_read(b, bk, 0, len(arr), upos, t_arrive, base + i))
+            used.add((refs[-1].west, refs[-1].index))
+        stream_idx[0] += INT32_PLANES
+        return refs[0]
+
+    t = T0 - 30
+    for pop, pops, pfields in pre:
+        kw = dict(pfields)
+        cnt = kw.get("count", 1)
+        for f, arr in pops.items():
+            kw[f] = place(arr, t)
+        b.add(unit, t, [Insn.make(pop, **kw)], t + 1, None)
+        t += cnt + 2
+    kw = dict(fields)
+    for f, arr in operands.items():
+        kw[f] = place_group(arr, T0) if isinstance(arr, list) else place(arr, T0)
+    count = n if n is not None else next(
+        (len(np.asarray(a[0] if isinstance(a, list) else a).reshape(-1, lanes)) for a in operands.values()), 1)
+    lat = {Opcode.MUL: "vxm_mul", Opcode.REQ: "vxm_req", Opcode.REQL: "vxm_req", Opcode.LUT: "vxm_lut"}.get(
+        op, "sxm" if cfg.slice(unit).kind == "sxm" else "vxm_alu")
+    L = cfg.latency[lat]
+    land = T0 + L
+    if op == Opcode.TRANS:
+        land = T0 + lanes - 1 + L
+        count = lanes
+    # results go to banks on the other side if possible
+    # (a bank's write port is free even when its read port fed an operand)
+    outs = []
+    dst_side = [x for x in banks if sch.pos[x] > upos]
+    if len(dst_side) < out_planes:
+        dst_side = [x for x in banks if sch.pos[x] < upos]
+    west = sch.pos[dst_side[0]] < upos
+    dbase = next(d for d in range(cfg.streams - out_planes + 1)
+                 if not any((west, d + i) in used for i in range(out_planes)))
+    for i in range(out_planes):
+        bk = dst_side[i]
+        s = StreamRef(dbase + i, west)
+        _write(b, bk, s, OUT_ADDR, count, land + abs(sch.pos[bk] - upos), src_pos=upos)
+        outs.append(bk)
+    kw["d"] = StreamRef(dbase, west)
+    if op not in (Opcode.TRANS,) and "count" not in kw:
+        kw["count"] = count
+    insn = Insn.make(op, **kw)
+    b.add(unit, T0, [insn], T0 + 1, None, None, [land + k for k in range(count)])
+    assert b.ok, "harness could not schedule the operation"
+    b.commit()
+    prog = _finish(sch)
+    g = Golden(cfg)
+    g.load_program(prog)
+    for bk, arr in mem.items():
+        g.write_mem(bk, 0, arr)
+    r = g.run()
+    res = [g.read_mem(bk, OUT_ADDR, count) for bk in outs]
+    return res, g, r.cycles
