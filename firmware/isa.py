@@ -13,6 +13,7 @@ that ``docs/isa.md`` is generated from).
 from dataclasses import dataclass
 
 import enum as pyenum
+import functools
 
 from amaranth.hdl import signed
 from amaranth.lib import data, enum
@@ -351,14 +352,14 @@ class Insn:
         return cls(op, tuple(sorted(full.items())))
 
     def __getattr__(self, name):
-        if name in ("op", "f"):
+        if name in ("op", "f", "fields") or name.startswith("__"):
             raise AttributeError(name)
-        for k, v in self.f:
-            if k == name:
-                return v
-        raise AttributeError(f"{self.op.name} has no field {name!r}")
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(f"{self.op.name} has no field {name!r}") from None
 
-    @property
+    @functools.cached_property
     def fields(self):
         return dict(self.f)
 
@@ -367,7 +368,7 @@ class Insn:
         return OPS[self.op]
 
     def replace(self, **kw):
-        d = self.fields
+        d = dict(self.fields)
         d.update(kw)
         return Insn(self.op, tuple(sorted(d.items())))
 
