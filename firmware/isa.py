@@ -273,15 +273,15 @@ _OPS = [
            "vxm_req", "Requantize: dst = sat8(rshift_round(A * m, sh)), A the int32 on streams a..a+3, "
                       "m an int16 per instruction."),
     OpInfo(Opcode.REQL, Format.VXM, "vxm", (_s("dst", "d"), _g("a", "a"), _n()),
-           "vxm_req", "Requantize per lane: dst[j] = sat8(rshift_round(A[j] * M[j], SH[j])) with the "
-                      "multipliers and shifts loaded by LDM."),
+           "vxm_req", "Requantize per lane: dst[j] = sat8(rshift_round(A[j] * M[j], SH[j]) + Z[j]) with the "
+                      "multipliers, shifts and int8 offsets (a bias at the output scale) loaded by LDM."),
     OpInfo(Opcode.LUT, Format.VXM, "vxm", (_s("dst", "d"), _s("a", "a"), _n()),
            "vxm_lut", "dst = T[a mod 256]: the 256-entry int8 table loaded by LDLUT (indexed by a's bit pattern)."),
     OpInfo(Opcode.ADD32, Format.VXM, "vxm", (_g("dst", "d"), _g("a", "a"), _g("b", "b"), _n()),
            "vxm_alu", "int32 add, wrapping: planes dst..dst+3 = (a..a+3) + (b..b+3)."),
-    OpInfo(Opcode.LDM, Format.VXM, "vxm", (_s("lo", "a"), _s("hi", "b"), _s("sh", "c")),
-           "vxm_alu", "Load per-lane requantization registers: M[j] = int16(hi[j]:lo[j]), SH[j] = sh[j] mod 64. "
-                      "Used by REQL instructions issued from the next cycle on.", fixed={"count": 1}),
+    OpInfo(Opcode.LDM, Format.VXM, "vxm", (_s("lo", "a"), _s("hi", "b"), _s("sh", "c"), _s("z", "d")),
+           "vxm_alu", "Load per-lane requantization registers: M[j] = int16(hi[j]:lo[j]), SH[j] = sh[j] mod 64, "
+                      "Z[j] = z[j]. Used by REQL instructions issued from the next cycle on.", fixed={"count": 1}),
     OpInfo(Opcode.LDLUT, Format.VXM, "vxm", (_s("src", "a"), Operand("row", "imm", "uint", 8, 0), _n()),
            "vxm_alu", "Load the LUT: for k < n, T[(row + k) * lanes + j] = src[j]. "
                       "Used by LUT instructions issued from the next cycle on."),

@@ -385,11 +385,11 @@ def _load_regs(b, cfg, rng, banks, vxm, op, t):
         b.ok = False
         return
     if op == Opcode.REQL:
-        st = _operands_to(b, cfg, rng, banks, vxm, 1, t, 3)
+        st = _operands_to(b, cfg, rng, banks, vxm, 1, t, 4)
         if st is None:
             b.ok = False
             return
-        b.add(vxm, t, [Insn.make(Opcode.LDM, a=st[0], b=st[1], c=st[2])], t + 1, "alu", (t, t))
+        b.add(vxm, t, [Insn.make(Opcode.LDM, a=st[0], b=st[1], c=st[2], d=st[3])], t + 1, "alu", (t, t))
     else:
         n = 256 // cfg.lanes
         st = _operands_to(b, cfg, rng, banks, vxm, n, t, 1)

@@ -65,11 +65,11 @@ def rshift_round(x, sh):
     return np.right_shift(x + bias, sh)
 
 
-def requantize(acc, m, sh):
-    """int32 accumulators -> int8: sat8(rshift_round(acc * m, sh)); m int16, sh in 0..63."""
+def requantize(acc, m, sh, z=0):
+    """int32 accumulators -> int8: sat8(rshift_round(acc * m, sh) + z); m int16, sh in 0..63, z int8."""
     p = np.asarray(acc, dtype=np.int64) * np.asarray(m, dtype=np.int64)
-    # p fits in 48 bits; shifts of 48..63 leave only the sign (-1 or 0), as a 64-bit shifter would.
-    return sat8(rshift_round(p, np.minimum(sh, 62)))
+    # |p| < 2^47, so shifts of 48..63 give 0; clamping at 62 keeps the rounding bias inside int64.
+    return sat8(rshift_round(p, np.minimum(sh, 62)) + np.asarray(z, dtype=np.int64))
 
 
 def int32_to_planes(v):
@@ -142,6 +142,7 @@ class Golden:
         self.lut = {s.name: np.zeros(256, np.int8) for s in cfg.slices_of("vxm")}
         self.req_m = {s.name: np.zeros(cfg.lanes, np.int16) for s in cfg.slices_of("vxm")}
         self.req_sh = {s.name: np.zeros(cfg.lanes, np.int64) for s in cfg.slices_of("vxm")}
+        self.req_z = {s.name: np.zeros(cfg.lanes, np.int8) for s in cfg.slices_of("vxm")}
         self.perm = {s.name: np.arange(cfg.lanes) for s in cfg.slices_of("sxm")}
         self.program = Program({})
 
@@ -420,11 +421,12 @@ class Golden:
         i, op, L = a.insn, a.insn.op, self.L
         rd = lambda s: self._read_stream(sname, a, s, c).astype(np.int64)  # noqa: E731
         if op == Opcode.LDM:
-            lo, hi, sh = (self._read_stream(sname, a, s, c) for s in (i.a, i.b, i.c))
+            lo, hi, sh, z = (self._read_stream(sname, a, s, c) for s in (i.a, i.b, i.c, i.d))
             m = (lo.view(np.uint8).astype(np.uint16) | (hi.view(np.uint8).astype(np.uint16) << 8)).view(np.int16)
             shv = sh.view(np.uint8).astype(np.int64) & 63
-            self._later(c + 1, lambda s=sname, m=m, shv=shv: (self.req_m[s].__setitem__(slice(None), m),
-                                                                self.req_sh[s].__setitem__(slice(None), shv)))
+            self._later(c + 1, lambda s=sname, m=m, shv=shv, z=z: (self.req_m[s].__setitem__(slice(None), m),
+                                                                     self.req_sh[s].__setitem__(slice(None), shv),
+                                                                     self.req_z[s].__setitem__(slice(None), z)))
             return
         if op == Opcode.LDLUT:
             v = self._read_stream(sname, a, i.a, c)
@@ -443,7 +445,7 @@ class Golden:
             if op == Opcode.REQ:
                 out = [requantize(acc, i.imm, i.sh)]
             else:
-                out = [requantize(acc, self.req_m[sname], self.req_sh[sname])]
+                out = [requantize(acc, self.req_m[sname], self.req_sh[sname], self.req_z[sname])]
             lat = L["vxm_req"]
         elif op == Opcode.LUT:
             x = self._read_stream(sname, a, i.a, c)

@@ -116,9 +116,12 @@ def test_vxm_requantize_per_lane():
     lo = (m.view(np.uint16) & 0xFF).astype(np.uint8).view(np.int8).reshape(1, -1)
     hi = (m.view(np.uint16) >> 8).astype(np.uint8).view(np.int8).reshape(1, -1)
     shv = sh.astype(np.uint8).view(np.int8).reshape(1, -1)
+    z = rng.integers(-128, 128, (1, LANES)).astype(np.int8)
+    z[0, :2] = [127, -128]
     (r,), _, _ = run_unit_op(CFG, "vxm0", Opcode.REQL, {"a": int32_to_planes(acc)},
-                             pre=[(Opcode.LDM, {"a": lo, "b": hi, "c": shv}, {})])
-    exp = np.stack([sat(rsr(i64(acc[:, j]) * int(m[j]), min(int(sh[j]), 62))) for j in range(LANES)], axis=1)
+                             pre=[(Opcode.LDM, {"a": lo, "b": hi, "c": shv, "d": z}, {})])
+    exp = np.stack([sat(rsr(i64(acc[:, j]) * int(m[j]), min(int(sh[j]), 62)) + int(z[0, j]))
+                    for j in range(LANES)], axis=1)
     assert np.array_equal(r, exp.astype(np.int8))
 
 
