@@ -17,6 +17,7 @@ import numpy as np
 
 from .isa import INT32_PLANES, Insn, Opcode, StreamRef
 from .program import Program
+from .sched import Schedule, Txn, read_to, write_from
 
 __all__ = ["random_program", "RandomCase"]
 
@@ -32,134 +33,9 @@ class RandomCase:
     seed: int = 0
 
 
-class _Sched:
-    def __init__(self, cfg, rng):
-        self.cfg, self.rng, self.L = cfg, rng, cfg.latency
-        self.pos = {s.name: s.position for s in cfg.slices}
-        self.q = {s.name: [] for s in cfg.slices}      # slice -> list of (start, end, [insns])
-        self.sub = {}                                  # (slice, sub) -> list of (start, end) inclusive
-        self.port = {}                                 # slice -> set of landing cycles
-        self.acc_w = {}                                # (mxm, addr) -> MM sample cycles (writes)
-        self.acc_r = {}                                # (mxm, addr) -> read cycles (MM acc=1, EMIT)
-        self.max_due = 0
-        self.max_busy = 0
-        self.cells = set()       # (west, idx, pos, cycle) a travelling value occupies
-        self.landings = set()    # (west, idx, pos, cycle) where a result is written into a register
-
-    # --- resource queries -------------------------------------------------------------------
-    def queue_free(self, s, t, end):
-        return t >= 0 and all(end <= a or t >= b for a, b, _ in self.q[s])
-
-    def sub_free(self, s, sub, t0, t1):
-        return t0 >= 0 and all(t1 < a or t0 > b for a, b in self.sub.get((s, sub), ()))
-
-    def port_free(self, s, cycles):
-        return not (self.port.get(s, set()) & set(cycles))
-
-    # --- reservations -----------------------------------------------------------------------------
-    def put(self, s, t, insns, end, sub=None, busy=None, lands=()):
-        self.q[s].append((t, end, insns))
-        if sub is not None:
-            self.sub.setdefault((s, sub), []).append(busy)
-            self.max_busy = max(self.max_busy, busy[1])
-        if lands:
-            self.port.setdefault(s, set()).update(lands)
-            self.max_due = max(self.max_due, max(lands))
-
-
-def _stream_toward(src_pos, dst_pos, idx):
-    return StreamRef(idx, west=dst_pos < src_pos)
-
-
-class _Builder:
-    """One transaction: a set of reservations that are checked together and then committed."""
-
-    def __init__(self, sch):
-        self.sch, self.items, self.ok = sch, [], True
-        self.qspans = {}
-        self.subspans = {}
-        self.lands = {}
-
-    def add(self, s, t, insns, end, sub=None, busy=None, lands=()):
-        sch = self.sch
-        if not sch.queue_free(s, t, end) or any(not (end <= a or t >= b) for a, b in self.qspans.get(s, [])):
-            self.ok = False
-        if sub is not None:
-            if not sch.sub_free(s, sub, *busy) or any(not (busy[1] < a or busy[0] > b)
-                                                      for a, b in self.subspans.get((s, sub), [])):
-                self.ok = False
-            self.subspans.setdefault((s, sub), []).append(busy)
-        if lands:
-            if not sch.port_free(s, lands) or self.lands.get(s, set()) & set(lands):
-                self.ok = False
-            self.lands.setdefault(s, set()).update(lands)
-        self.qspans.setdefault(s, []).append((t, end))
-        self.items.append((s, t, insns, end, sub, busy, tuple(lands)))
-
-    def path(self, s, p_from, land, p_to, n, reps=0, d=0):
-        """Element k lands at p_from in cycle land + k (+ r*d) and is consumed at p_to."""
-        step = -1 if s.west else 1
-        cells, lands = set(), set()
-        for r in range(reps + 1):
-            for k in range(n):
-                c0 = land + r * d + k
-                lands.add((s.west, s.index, p_from, c0))
-                for i, p in enumerate(range(p_from, p_to + step, step)):
-                    cells.add((s.west, s.index, p, c0 + i))
-        sch = self.sch
-        mine_c = getattr(self, "_cells", set())
-        mine_l = getattr(self, "_lands", set())
-        if lands & (sch.cells | mine_c) or cells & (sch.landings | mine_l):
-            self.ok = False
-        self._cells = mine_c | cells
-        self._lands = mine_l | lands
-
-    def commit(self):
-        for it in self.items:
-            self.sch.put(*it)
-        self.sch.cells |= getattr(self, "_cells", set())
-        self.sch.landings |= getattr(self, "_lands", set())
-
-
-def _read(b, bank, addr, n, dst_pos, arrive, stream_idx, stride=1, reps=0, d=0):
-    """READ so that element k reaches position dst_pos at cycle arrive + k (+ r*d for repetitions)."""
-    sch = b.sch
-    p = sch.pos[bank]
-    s = _stream_toward(p, dst_pos, stream_idx)
-    t = arrive - sch.L["mem_read"] - abs(dst_pos - p)
-    insns = [Insn.make(Opcode.READ, s=s, addr=addr, count=n, stride=stride)]
-    end = t + 1
-    lands = []
-    if reps:
-        insns.append(Insn.make(Opcode.REPEAT, n=reps, d=d))
-        end = t + (reps + 1) * d
-    for r in range(reps + 1):
-        lands += [t + r * d + k + sch.L["mem_read"] for k in range(n)]
-    busy_end = t + reps * d + n - 1
-    b.add(bank, t, insns, end, "rd", (t, busy_end), lands)
-    b.path(s, p, t + sch.L["mem_read"], dst_pos, n, reps, d)
-    return s
-
-
-def _write(b, bank, s, addr, n, sample, reps=0, d=0, src_pos=None):
-    """WRITE sampling element k at `sample` + k; with src_pos, also reserve the stream path from it."""
-    sch = b.sch
-    if src_pos is not None:
-        dist = abs(sch.pos[bank] - src_pos)
-        b.path(s, src_pos, sample - dist, sch.pos[bank], n, reps, d)
-    insns = [Insn.make(Opcode.WRITE, s=s, addr=addr, count=n)]
-    end = sample + 1
-    if reps:
-        insns.append(Insn.make(Opcode.REPEAT, n=reps, d=d))
-        end = sample + (reps + 1) * d
-    busy_end = sample + reps * d + n - 1
-    b.add(bank, sample, insns, end, "wr", (sample, busy_end))
-    sch.max_due = max(sch.max_due, busy_end + sch.L["mem_write"])
-
-
 def random_program(cfg, seed, flows=None) -> RandomCase:
     rng = np.random.default_rng(seed)
-    sch = _Sched(cfg, rng)
+    sch = Schedule(cfg)
     lanes, S = cfg.lanes, cfg.streams
     banks = [s.name for s in cfg.slices_of("mem")]
     mem = {bk: (0, rng.integers(-128, 128, (REGION, lanes), dtype=np.int8)) for bk in banks}
@@ -179,7 +55,7 @@ def random_program(cfg, seed, flows=None) -> RandomCase:
         kind = kinds[int(rng.integers(len(kinds)))]
         for attempt in range(200):
             t0 = cursor + int(rng.integers(0, 12)) + attempt
-            b = _Builder(sch)
+            b = Txn(sch)
             desc = _FLOWS[kind](b, cfg, rng, t0, banks)
             if desc and b.ok:
                 b.commit()
@@ -187,16 +63,16 @@ def random_program(cfg, seed, flows=None) -> RandomCase:
                 cursor = max(cursor, t0 - 4)
                 break
     # HALT every queue; the last HALT closes the program after everything has landed
-    end = max([sch.max_due - 1, sch.max_busy] + [e for s in sch.q for _, e, _ in sch.q[s]])
+    end = sch.end_cycle
     queues = {}
     for s, entries in sch.q.items():
-        entries = sorted(entries, key=lambda e: e[0])
+        entries = sorted(entries, key=lambda e: e.start)
         out, cur = [], 0
-        for t, e, insns in entries:
-            if t > cur:
-                out.append(Insn.make(Opcode.NOP, n=t - cur))
-            out += insns
-            cur = e
+        for e in entries:
+            if e.start > cur:
+                out.append(Insn.make(Opcode.NOP, n=e.start - cur))
+            out += e.insns
+            cur = e.end
         if not entries and rng.random() < 0.5:
             continue
         halt_at = max(cur, end if not queues else cur + int(rng.integers(0, 3)))
@@ -229,8 +105,8 @@ def _flow_copy(b, cfg, rng, t0, banks):
     raddr = int(rng.integers(0, REGION - n * (reps + 1) + 1))
     waddr = int(rng.integers(REGION // 2, REGION - n * (reps + 1) + 1))
     arrive = t0 + cfg.latency["mem_read"] + abs(pd - ps)
-    s = _read(b, src, raddr, n, pd, arrive, int(rng.integers(cfg.streams)), stride, reps, d)
-    _write(b, dst, s, waddr, n, arrive, reps, d)
+    s = read_to(b, src, raddr, n, pd, arrive, int(rng.integers(cfg.streams)), stride, reps, d)
+    write_from(b, dst, s, waddr, n, arrive, reps, d)
     return f"copy {src}[{raddr}] -> {dst}[{waddr}] n={n} reps={reps}"
 
 
@@ -266,7 +142,7 @@ def _operands_to(b, cfg, rng, banks, target, n, t_sample, count_streams, group_a
             return None
         used.add((idx, west))
         addr = int(rng.integers(0, REGION - n + 1))
-        streams.append(_read(b, bk, addr, n, tpos, t_sample, idx))
+        streams.append(read_to(b, bk, addr, n, tpos, t_sample, idx))
     return streams
 
 
@@ -287,7 +163,7 @@ def _sink(b, cfg, rng, banks, src_slice, out_stream_idx, land, n, exclude=()):
     ps, pd = b.sch.pos[src_slice], b.sch.pos[dst]
     s = StreamRef(out_stream_idx, west=pd < ps)
     waddr = int(rng.integers(REGION // 2, REGION - n + 1))
-    _write(b, dst, s, waddr, n, land + abs(pd - ps), src_pos=ps)
+    write_from(b, dst, s, waddr, n, land + abs(pd - ps), src_pos=ps)
     return s, dst
 
 
@@ -361,7 +237,7 @@ def _flow_vxm(b, cfg, rng, t0, banks):
             if wst != west:
                 return None
             s = StreamRef(dgrp + i, west)
-            _write(b, bk, s, int(rng.integers(REGION // 2, REGION - n + 1)),
+            write_from(b, bk, s, int(rng.integers(REGION // 2, REGION - n + 1)),
                    n, land + abs(b.sch.pos[bk] - b.sch.pos[vxm]), src_pos=b.sch.pos[vxm])
         kw["d"] = StreamRef(dgrp, west)
         insn = Insn.make(op, count=n, **kw)
@@ -453,20 +329,15 @@ def _flow_mxm(b, cfg, rng, t0, banks):
     tm = t0 + rows - 1 + L["mxm_install"] + int(rng.integers(0, 3))
     addr = int(rng.integers(0, min(cfg.acc_depth, 16) - n + 1))
     acc = int(rng.random() < 0.5)
-    sch = b.sch
     Lmm = L["mxm_mm"]
     te = tm + Lmm + int(rng.integers(0, 3))
-
-    def clash(a, reads, writes):
-        for w in list(sch.acc_w.get((mxm, a), [])) + writes:
-            for r in list(sch.acc_r.get((mxm, a), [])) + reads:
-                if w < r < w + Lmm:
-                    return True
-        return False
     for k in range(n):
-        reads = [te + k] + ([tm + k] if acc else [])
-        if clash(addr + k, reads, [tm + k]):
-            return None
+        b.acc_write(mxm, addr + k, tm + k)
+        if acc:
+            b.acc_read(mxm, addr + k, tm + k)
+        b.acc_read(mxm, addr + k, te + k)
+    if not b.ok:
+        return None
     st2 = _operands_to(b, cfg, rng, banks, mxm, n, tm, 1)
     if st2 is None:
         return None
@@ -486,14 +357,10 @@ def _flow_mxm(b, cfg, rng, t0, banks):
             west = wst
         if wst != west:
             return None
-        _write(b, bk, StreamRef(g + i, west), int(rng.integers(REGION // 2, REGION - n + 1)), n,
+        write_from(b, bk, StreamRef(g + i, west), int(rng.integers(REGION // 2, REGION - n + 1)), n,
                land + abs(b.sch.pos[bk] - b.sch.pos[mxm]), src_pos=b.sch.pos[mxm])
     b.add(mxm, te, [Insn.make(Opcode.EMIT, s=StreamRef(g, west), addr=addr, count=n)], te + 1,
           "emit", (te, te + n - 1), [land + k for k in range(n)])
-    if b.ok:
-        for k in range(n):
-            sch.acc_w.setdefault((mxm, addr + k), []).append(tm + k)
-            sch.acc_r.setdefault((mxm, addr + k), []).extend([te + k] + ([tm + k] if acc else []))
     return f"{mxm} LW {rows} rows buf {buf}, MM n={n} acc={acc}, EMIT"
 
 
@@ -502,14 +369,14 @@ def _flow_gather(b, cfg, rng, t0, banks):
     p, po = b.sch.pos[bank], b.sch.pos[other]
     n = int(rng.integers(1, 4))
     # the index vectors come from rows 0..3 of `other`, read onto a stream toward `bank`
-    st = _read(b, other, int(rng.integers(0, 4 - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
+    st = read_to(b, other, int(rng.integers(0, 4 - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
     L = cfg.latency["mem_read"]
     sink_bank = _pick(rng, [x for x in banks if x != bank])[0]
     ps = b.sch.pos[sink_bank]
     s_out = StreamRef(int(rng.integers(cfg.streams)), west=ps < p)
     b.add(bank, t0, [Insn.make(Opcode.GATHER, s=s_out, a=st, addr=0, count=n)], t0 + 1, "rd",
           (t0, t0 + n - 1), [t0 + k + L for k in range(n)])
-    _write(b, sink_bank, s_out, int(rng.integers(REGION // 2, REGION - n + 1)), n, t0 + L + abs(ps - p),
+    write_from(b, sink_bank, s_out, int(rng.integers(REGION // 2, REGION - n + 1)), n, t0 + L + abs(ps - p),
            src_pos=p)
     return f"GATHER {bank} -> {sink_bank}"
 
@@ -518,12 +385,12 @@ def _flow_scatter(b, cfg, rng, t0, banks):
     bank, ib, db = _pick(rng, banks, 3)
     p = b.sch.pos[bank]
     n = int(rng.integers(1, 4))
-    si = _read(b, ib, int(rng.integers(0, 4 - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
-    sd = _read(b, db, int(rng.integers(0, REGION - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
+    si = read_to(b, ib, int(rng.integers(0, 4 - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
+    sd = read_to(b, db, int(rng.integers(0, REGION - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))
     if si == sd:
         return None
     b.add(bank, t0, [Insn.make(Opcode.SCATTER, s=sd, a=si, addr=0, count=n)], t0 + 1, "wr", (t0, t0 + n - 1))
-    b.sch.max_due = max(b.sch.max_due, t0 + n - 1 + cfg.latency["mem_write"])
+    b.expect(t0 + n - 1 + cfg.latency["mem_write"])
     return f"SCATTER into {bank}"
 
 
@@ -541,10 +408,10 @@ def _flow_sync(b, cfg, rng, t0, banks):
     # no other queue may be parked at that time: a NOTIFY wakes every parked queue; our
     # generator only parks queues inside these flows, so overlapping sync flows are refused
     for s, entries in b.sch.q.items():
-        for a, e, insns in entries:
-            if insns and insns[0].op == Opcode.SYNC and not (e <= ts - cfg.latency["notify"] or a >= fire):
+        for e in entries:
+            if e.insns[0].op == Opcode.SYNC and not (e.end <= ts - cfg.latency["notify"] or e.start >= fire):
                 b.ok = False
-            if insns and insns[0].op == Opcode.NOTIFY and abs(a - t0) <= cfg.latency["notify"] + 2:
+            if e.insns[0].op == Opcode.NOTIFY and abs(e.start - t0) <= cfg.latency["notify"] + 2:
                 b.ok = False
     return f"SYNC {waiter} until NOTIFY from {notifier}"
 

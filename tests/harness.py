@@ -9,31 +9,11 @@ reservation helpers.
 import numpy as np
 
 from tinylpu.firmware.isa import INT32_PLANES, Insn, Opcode, StreamRef
-from tinylpu.firmware.program import Program
-from tinylpu.firmware.randprog import _Builder, _read, _Sched, _write
+from tinylpu.firmware.sched import Schedule, read_to, write_from
 from tinylpu.sim.golden import Golden
 
 T0 = 40        # the unit instruction issues at this cycle
 OUT_ADDR = 64  # results are written from this bank address on
-
-
-def _finish(sch):
-    end = max([sch.max_due - 1, sch.max_busy] + [e for s in sch.q for _, e, _ in sch.q[s]])
-    queues = {}
-    for s, entries in sch.q.items():
-        if not entries:
-            continue
-        out, cur = [], 0
-        for t, e, insns in sorted(entries, key=lambda x: x[0]):
-            if t > cur:
-                out.append(Insn.make(Opcode.NOP, n=t - cur))
-            out += insns
-            cur = e
-        if end > cur:
-            out.append(Insn.make(Opcode.NOP, n=end - cur))
-        out.append(Insn.make(Opcode.HALT))
-        queues[s] = out
-    return Program(queues)
 
 
 def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields):
@@ -43,8 +23,8 @@ def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields)
     (int32 planes) for a group operand.  pre: list of (op, operands, fields) register loads issued
     before the main instruction (LDM, LDLUT, LDPERM).
     """
-    sch = _Sched(cfg, np.random.default_rng(0))
-    b = _Builder(sch)
+    sch = Schedule(cfg)
+    b = sch.txn()
     lanes = cfg.lanes
     upos = sch.pos[unit]
     banks = [s.name for s in cfg.slices_of("mem")]
@@ -60,7 +40,7 @@ def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields)
         bk = take_bank()
         arr = np.asarray(arr, dtype=np.int8).reshape(-1, lanes)
         mem[bk] = arr
-        s = _read(b, bk, 0, len(arr), upos, t_arrive, stream_idx[0] % cfg.streams)
+        s = read_to(b, bk, 0, len(arr), upos, t_arrive, stream_idx[0] % cfg.streams)
         stream_idx[0] += 1
         used.add((s.west, s.index))
         return s
@@ -78,7 +58,7 @@ def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields)
         for i, (bk, arr) in enumerate(zip(grp, planes)):
             arr = np.asarray(arr, dtype=np.int8).reshape(-1, lanes)
             mem[bk] = arr
-            refs.append(_read(b, bk, 0, len(arr), upos, t_arrive, base + i))
+            refs.append(read_to(b, bk, 0, len(arr), upos, t_arrive, base + i))
             used.add((refs[-1].west, refs[-1].index))
         stream_idx[0] += INT32_PLANES
         return refs[0]
@@ -115,7 +95,7 @@ def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields)
     for i in range(out_planes):
         bk = dst_side[i]
         s = StreamRef(dbase + i, west)
-        _write(b, bk, s, OUT_ADDR, count, land + abs(sch.pos[bk] - upos), src_pos=upos)
+        write_from(b, bk, s, OUT_ADDR, count, land + abs(sch.pos[bk] - upos), src_pos=upos)
         outs.append(bk)
     kw["d"] = StreamRef(dbase, west)
     if op not in (Opcode.TRANS,) and "count" not in kw:
@@ -124,7 +104,7 @@ def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields)
     b.add(unit, T0, [insn], T0 + 1, None, None, [land + k for k in range(count)])
     assert b.ok, "harness could not schedule the operation"
     b.commit()
-    prog = _finish(sch)
+    prog, _, _ = sch.finish()
     g = Golden(cfg)
     g.load_program(prog)
     for bk, arr in mem.items():
