@@ -279,9 +279,11 @@ _OPS = [
            "vxm_lut", "dst = T[a mod 256]: the 256-entry int8 table loaded by LDLUT (indexed by a's bit pattern)."),
     OpInfo(Opcode.ADD32, Format.VXM, "vxm", (_g("dst", "d"), _g("a", "a"), _g("b", "b"), _n()),
            "vxm_alu", "int32 add, wrapping: planes dst..dst+3 = (a..a+3) + (b..b+3)."),
-    OpInfo(Opcode.LDM, Format.VXM, "vxm", (_s("lo", "a"), _s("hi", "b"), _s("sh", "c"), _s("z", "d")),
-           "vxm_alu", "Load per-lane requantization registers: M[j] = int16(hi[j]:lo[j]), SH[j] = sh[j] mod 64, "
-                      "Z[j] = z[j]. Used by REQL instructions issued from the next cycle on.", fixed={"count": 1}),
+    OpInfo(Opcode.LDM, Format.VXM, "vxm", (_s("src", "a"),),
+           "vxm_alu", "Load the per-lane requantization registers from 4 consecutive vectors on `src`: "
+                      "element 0 = low bytes and element 1 = high bytes of the int16 multipliers M, element 2 = "
+                      "the shifts SH (mod 64), element 3 = the int8 offsets Z. Each register is used by REQL "
+                      "elements from the cycle after it is loaded.", fixed={"count": 4}),
     OpInfo(Opcode.LDLUT, Format.VXM, "vxm", (_s("src", "a"), Operand("row", "imm", "uint", 8, 0), _n()),
            "vxm_alu", "Load the LUT: for k < n, T[(row + k) * lanes + j] = src[j]. "
                       "Used by LUT instructions issued from the next cycle on."),

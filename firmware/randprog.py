@@ -252,7 +252,7 @@ def _flow_vxm(b, cfg, rng, t0, banks):
     insn = Insn.make(op, count=n, **kw)
     b.add(vxm, t0, [insn], t0 + 1, "alu", (t0, t0 + n - 1), [t0 + k + lat for k in range(n)])
     if op in (Opcode.REQL, Opcode.LUT) and rng.random() < 0.7:
-        _load_regs(b, cfg, rng, banks, vxm, op, t0 - int(rng.integers(1, 4)) - (256 // cfg.lanes))
+        _load_regs(b, cfg, rng, banks, vxm, op, t0 - int(rng.integers(4, 7)) - (256 // cfg.lanes))
     return f"{vxm} {op.name} n={n} -> {dst}"
 
 
@@ -261,11 +261,11 @@ def _load_regs(b, cfg, rng, banks, vxm, op, t):
         b.ok = False
         return
     if op == Opcode.REQL:
-        st = _operands_to(b, cfg, rng, banks, vxm, 1, t, 4)
+        st = _operands_to(b, cfg, rng, banks, vxm, 4, t, 1)
         if st is None:
             b.ok = False
             return
-        b.add(vxm, t, [Insn.make(Opcode.LDM, a=st[0], b=st[1], c=st[2], d=st[3])], t + 1, "alu", (t, t))
+        b.add(vxm, t, [Insn.make(Opcode.LDM, a=st[0])], t + 1, "alu", (t, t + 3))
     else:
         n = 256 // cfg.lanes
         st = _operands_to(b, cfg, rng, banks, vxm, n, t, 1)

@@ -421,12 +421,20 @@ class Golden:
         i, op, L = a.insn, a.insn.op, self.L
         rd = lambda s: self._read_stream(sname, a, s, c).astype(np.int64)  # noqa: E731
         if op == Opcode.LDM:
-            lo, hi, sh, z = (self._read_stream(sname, a, s, c) for s in (i.a, i.b, i.c, i.d))
-            m = (lo.view(np.uint8).astype(np.uint16) | (hi.view(np.uint8).astype(np.uint16) << 8)).view(np.int16)
-            shv = sh.view(np.uint8).astype(np.int64) & 63
-            self._later(c + 1, lambda s=sname, m=m, shv=shv, z=z: (self.req_m[s].__setitem__(slice(None), m),
-                                                                     self.req_sh[s].__setitem__(slice(None), shv),
-                                                                     self.req_z[s].__setitem__(slice(None), z)))
+            v = self._read_stream(sname, a, i.a, c)
+            u = v.view(np.uint8)
+            s_ = sname
+            if k == 0:
+                fn = lambda: self.req_m[s_].__setitem__(  # noqa: E731
+                    slice(None), ((self.req_m[s_].view(np.uint16) & 0xFF00) | u).view(np.int16))
+            elif k == 1:
+                fn = lambda: self.req_m[s_].__setitem__(  # noqa: E731
+                    slice(None), ((self.req_m[s_].view(np.uint16) & 0x00FF) | (u.astype(np.uint16) << 8)).view(np.int16))
+            elif k == 2:
+                fn = lambda: self.req_sh[s_].__setitem__(slice(None), u.astype(np.int64) & 63)  # noqa: E731
+            else:
+                fn = lambda: self.req_z[s_].__setitem__(slice(None), v)  # noqa: E731
+            self._later(c + 1, fn)
             return
         if op == Opcode.LDLUT:
             v = self._read_stream(sname, a, i.a, c)

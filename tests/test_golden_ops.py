@@ -119,7 +119,7 @@ def test_vxm_requantize_per_lane():
     z = rng.integers(-128, 128, (1, LANES)).astype(np.int8)
     z[0, :2] = [127, -128]
     (r,), _, _ = run_unit_op(CFG, "vxm0", Opcode.REQL, {"a": int32_to_planes(acc)},
-                             pre=[(Opcode.LDM, {"a": lo, "b": hi, "c": shv, "d": z}, {})])
+                             pre=[(Opcode.LDM, {"a": np.concatenate([lo, hi, shv, z])}, {"count": 4})])
     exp = np.stack([sat(rsr(i64(acc[:, j]) * int(m[j]), min(int(sh[j]), 62)) + int(z[0, j]))
                     for j in range(LANES)], axis=1)
     assert np.array_equal(r, exp.astype(np.int8))
