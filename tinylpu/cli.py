@@ -156,40 +156,59 @@ def _isa_doc(args):
     return 0
 
 
-def _sim(args):
-    """The example program, end to end: assemble, load random operands, run, check against numpy."""
-    from importlib import resources
-
+def _ffn(args):
     import numpy as np
 
-    from .firmware.asm import assemble
-    from .sim.golden import Golden, requantize
+    from .sim.ffn import InputError, run_ffn
+    if not Path(args.input).exists():
+        raise CliError(f"{args.input}: file not found")
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise CliError(f"{args.input}: not a readable .npy file ({e})") from None
+    try:
+        y, rep, c = run_ffn(args.weights, x, args.config, args.engine, args.sim, args.waves, args.artifacts)
+    except InputError as e:
+        raise CliError(str(e)) from None
+    np.save(args.output, y)
+    if args.report:
+        Path(args.report).write_text(json.dumps(rep, indent=2))
+    print(f"{args.output}: {y.shape[0]} tokens x {y.shape[1]} (engine {rep['engine']}, config {rep['config']})")
+    print(f"cycles    predicted {rep['predicted_cycles']}, measured {rep['measured_cycles']}"
+          f" ({'equal' if rep['cycles_match'] else 'MISMATCH'})")
+    print(f"MXM utilization {rep['mxm_utilization']:.3f}, weight-bandwidth utilization {rep['weight_bw_utilization']:.3f}")
+    print(f"error     max |y - float| = {rep['max_abs_error_vs_float']:.4g} (max |y| {rep['max_abs_float_output']:.3g}), "
+          f"cosine {rep['cosine_vs_float']:.5f}")
+    return 0 if rep["cycles_match"] and rep["bit_exact_vs_integer_reference"] else 1
+
+
+def _sim(args):
+    """`make sim`: compile the default SwiGLU layer for the config and run it; check cycles and numbers."""
+    import os
+
+    from .sim.ffn import default_swiglu, run_ffn
     cfg = load_config(args.config)
-    if cfg.lanes != 16 or "mem4" not in cfg.slice_names:
-        raise CliError(f"the example program is written for 16-lane configs with mem0..mem4 (config {cfg.name} "
-                       f"has {cfg.lanes} lanes)")
-    src = resources.files("tinylpu.firmware") / "examples" / "tile_matmul.s"
-    prog = assemble(src.read_text(), cfg, "firmware/examples/tile_matmul.s")
-    rng = np.random.default_rng(args.seed)
-    W = rng.integers(-128, 128, (cfg.lanes, cfg.lanes), dtype=np.int8)
-    X = rng.integers(-128, 128, (cfg.lanes, cfg.lanes), dtype=np.int8)
-    X[0, :] = -128  # an edge case in every run
-    g = Golden(cfg)
-    g.load_program(prog)
-    g.write_mem("mem0", 0, W)
-    g.write_mem("mem1", 0, X)
-    r = g.run()
-    got = g.read_mem("mem4", 0, cfg.lanes)
-    ref = requantize(X.astype(np.int64) @ W.astype(np.int64), 3, 9)
-    bad = int((got != ref).sum())
-    print(f"program   firmware/examples/tile_matmul.s on config {cfg.name} (engine: golden)")
-    print(f"work      Y = requant(X @ W), one {cfg.lanes}x{cfg.lanes} int8 tile, int32 accumulate")
-    print(f"cycles    {r.cycles}")
-    busy = {s: a for s, a in r.activity.items() if a.get("issued")}
-    print("activity  " + "; ".join(f"{s}: " + ", ".join(f"{k}={v}" for k, v in a.items()) for s, a in busy.items()))
-    print(f"check     {cfg.lanes * cfg.lanes - bad}/{cfg.lanes * cfg.lanes} int8 results equal numpy "
-          f"({'PASS' if bad == 0 else 'FAIL'})")
-    return 0 if bad == 0 else 1
+    w, x = default_swiglu(cfg, args.seed, args.tokens)
+    out = Path(args.artifacts)
+    waves = args.waves or os.environ.get("WAVES") == "1"
+    y, rep, c = run_ffn(w, x, cfg, args.engine, args.sim, waves, out)
+    print(f"layer     SwiGLU FFN d_model={w.d_model} d_ff={w.d_ff} with biases, {len(x)} tokens, int8 weights and "
+          f"activations, config {cfg.name} ({cfg.lanes} lanes)")
+    print(f"engine    {rep['engine']}" + (f" ({args.sim})" if args.engine == "rtl" else ""))
+    print(f"cycles    predicted {rep['predicted_cycles']}  measured {rep['measured_cycles']}  "
+          f"({'EQUAL' if rep['cycles_match'] else 'MISMATCH'})")
+    print(f"MXM       utilization {rep['mxm_utilization']:.3f} of {cfg.macs_per_cycle} MACs/cycle; weight bandwidth "
+          f"utilization {rep['weight_bw_utilization']:.3f}")
+    print(f"numbers   bit-exact vs the integer reference: {rep['bit_exact_vs_integer_reference']}; max |error| vs "
+          f"float {rep['max_abs_error_vs_float']:.4f} (outputs up to {rep['max_abs_float_output']:.2f}), cosine "
+          f"{rep['cosine_vs_float']:.5f}")
+    print(f"trace     {out / 'trace.json'} (open in ui.perfetto.dev)")
+    print(f"listing   {out / 'listing.s'}; report {out / 'report.json'}")
+    if rep.get("waves"):
+        print(f"waves     {rep['waves']}")
+    ok = rep["cycles_match"] and rep["bit_exact_vs_integer_reference"] and rep["cosine_vs_float"] >= 0.99
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
 
 
 def _bench(args):
@@ -236,10 +255,28 @@ def build_parser():
     i.add_argument("--config", default=DEFAULT_CONFIG)
     i.set_defaults(fn=_isa_doc)
 
-    s = sub.add_parser("sim", help="run the example program end to end and check it")
+    s = sub.add_parser("sim", help="compile the default SwiGLU FFN and run it (what `make sim` does)")
     s.add_argument("--config", default=DEFAULT_CONFIG)
+    s.add_argument("--engine", choices=["golden", "rtl"], default="rtl")
+    s.add_argument("--sim", choices=["icarus", "verilator"], default="icarus")
+    s.add_argument("--tokens", type=int, default=None, help="tokens (default: one per lane)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--waves", action="store_true", help="write waveforms (also WAVES=1)")
+    s.add_argument("--artifacts", default="build/sim", help="where the listing, trace and report go")
     s.set_defaults(fn=_sim)
+
+    f = sub.add_parser("ffn", help="compile an FFN layer and run it on a chip engine")
+    f.add_argument("--weights", required=True, metavar="W.npz")
+    f.add_argument("--input", required=True, metavar="X.npy")
+    f.add_argument("--output", required=True, metavar="Y.npy")
+    f.add_argument("--engine", choices=["golden", "rtl"], default="golden")
+    f.add_argument("--sim", choices=["icarus", "verilator"], default="icarus")
+    f.add_argument("--config", default=DEFAULT_CONFIG)
+    f.add_argument("--report", metavar="R.json")
+    f.add_argument("--waves", action="store_true")
+    f.add_argument("--artifacts", default=None, metavar="DIR",
+                   help="also write program.bin, mem_image.npz, listing.s, trace.json, report.json here")
+    f.set_defaults(fn=_ffn)
 
     b = sub.add_parser("bench", help="measure simulator speeds; prints numbers and writes docs/")
     b.add_argument("what", choices=["golden"])
@@ -254,7 +291,10 @@ def main(argv=None):
     from .firmware.asm import AsmError
     from .firmware.check import ProgramCheckError
     from .firmware.program import ProgramFormatError
+    from .firmware.compiler import CompileError
+    from .firmware.quant import WeightsError
     from .sim.golden import ProgramError
+    from .sim.host import EngineError
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
@@ -262,7 +302,8 @@ def main(argv=None):
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return 2
-    except (CliError, ConfigError, ProgramFormatError, ProgramCheckError, ProgramError) as e:
+    except (CliError, ConfigError, ProgramFormatError, ProgramCheckError, ProgramError, CompileError, WeightsError,
+            EngineError) as e:
         print(f"tinylpu: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:

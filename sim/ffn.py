@@ -1,0 +1,83 @@
+"""Compile and run an FFN layer end to end: float weights and inputs in, float outputs and a report out.
+
+Used by `tinylpu ffn` and `make sim`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import load_config
+from ..firmware.compiler import compile_ffn
+from ..firmware.quant import FFNWeights, float_ffn, load_weights, quantize_ffn
+from .host import Chip
+
+__all__ = ["InputError", "run_ffn", "default_swiglu", "check_input"]
+
+
+class InputError(ValueError):
+    pass
+
+
+def check_input(x, d_model, source="input"):
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise InputError(f"{source}: dtype {x.dtype}; expected float32 activations (tokens x {d_model})")
+    if x.ndim != 2 or x.shape[1] != d_model:
+        raise InputError(f"{source}: shape {x.shape}; expected (tokens, {d_model}) to match w1 ({d_model} x d_ff)")
+    if x.shape[0] < 1:
+        raise InputError(f"{source}: no tokens")
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{source}: contains NaN or infinite values")
+    return x.astype(np.float64)
+
+
+def default_swiglu(cfg, seed=0, tokens=None):
+    """The layer `make sim` runs: SwiGLU with biases, d_model = 4 lanes, d_ff = 8 lanes."""
+    rng = np.random.default_rng(seed)
+    L = cfg.lanes
+    dm, dff = 4 * L, 8 * L
+    w = FFNWeights(rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=(dff, dm)) / np.sqrt(dff),
+                   rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=dff) * 0.1,
+                   rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1, "swiglu")
+    x = rng.normal(size=(tokens or L, dm)).astype(np.float32)
+    return w, x
+
+
+def run_ffn(weights, x, config="tiny", engine="golden", sim="icarus", waves=False, artifacts=None):
+    """Returns (y float, report dict, compiled)."""
+    cfg = load_config(config)
+    w = weights if isinstance(weights, FFNWeights) else load_weights(weights)
+    x = check_input(x, w.d_model)
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, cfg, len(x))
+    chip = Chip(cfg, engine, sim=sim, waves=waves)
+    chip.load(c)
+    xq = q.quantize_input(x)
+    out = chip.run(xq)
+    ref_int = q.run_int(xq)
+    y = q.dequantize_output(out.y)
+    yf = float_ffn(w, x)
+    rep = dict(c.report)
+    rep.update({
+        "engine": engine,
+        "measured_cycles": out.cycles,
+        "cycles_match": out.cycles == c.predicted_cycles,
+        "bit_exact_vs_integer_reference": bool(np.array_equal(out.y, ref_int)),
+        "max_abs_error_vs_float": float(np.abs(y - yf).max()),
+        "max_abs_float_output": float(np.abs(yf).max()),
+        "cosine_vs_float": float((y * yf).sum() / max(np.linalg.norm(y) * np.linalg.norm(yf), 1e-30)),
+    })
+    if engine == "rtl":
+        rep["simulator"] = sim
+    if artifacts:
+        d = Path(artifacts)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "program.bin").write_bytes(c.program.to_bytes())
+        (d / "listing.s").write_text(c.listing_text())
+        (d / "trace.json").write_text(c.trace_json())
+        np.savez(d / "mem_image.npz", **{f"{b}@{a}": v for b, lst in c.mem_image.items() for a, v in lst})
+        (d / "report.json").write_text(json.dumps(rep, indent=2))
+        rep["artifacts"] = str(d)
+    return y.astype(np.float32), rep, c
