@@ -1,0 +1,311 @@
+"""MXM slice: double-buffered lanes x lanes int8 weights, a pipelined MAC array and an int32
+accumulator SRAM.  Three independent sub-units run concurrently: install (LW), multiply (MM) and
+emit (EMIT); each runs the ``count`` elements of one instruction on consecutive cycles, element 0
+in the issue cycle (fields from ``insn``), element k in cycle t+k (fields from registers).
+
+Weights are flip-flops, ``w{buf}_row{i}`` (row i = weights from input lane i to every output lane).
+The accumulator is one ``lib.memory.Memory`` of ``acc_depth`` x (lanes x int32) with one write
+port and two synchronous, non-transparent read ports: ``acc_rmw`` (MM acc=1) and ``acc_emit``.
+
+LW element sampled in cycle t (``L_i = latency["mxm_install"]`` >= 1)::
+
+    cycle   t                 t+1 .. t+L_i-1     t+L_i                        t+L_i+1
+            sample row v      lw_s* stages       w{buf}_row{r} <= v at the    the multiplier of the
+                                                 end of the cycle             MM element sampled in
+                                                                              t+L_i reads it
+    natural latency 1.
+
+MM element sampled in cycle c (``L_m = latency["mxm_mm"]`` >= 3, E = L_m - 1)::
+
+    cycle   c          c+1                c+2 .. c+E-1              c+E                 c+E+1 = c+L_m
+            sample x   mm_x: products     adder tree levels         last levels,        EMIT / MM acc=1
+                       x[i]*W[buf][i][j]  (registers after some     y (+ acc_rmw data   sampled here
+                       -> mm_prod         levels) and pad stages;   if acc=1) -> write  see the entry
+                                          acc_rmw read issued       port
+                                          in c+E-1 (data in c+E)
+
+    The log2(lanes) adder levels and the final 32-bit add are spread evenly over the
+    L_m - 2 cycles c+2..c+E; with L_m >= log2(lanes) + 3 (7 for 16 lanes) every level has its own
+    register and further latency is padded in front of the final add.  So the *natural* (fully
+    pipelined) latency is log2(lanes) + 3; the minimum 3 puts the whole tree in one cycle.
+    A new activation enters every cycle.
+
+    The read of the old entry for acc=1 happens in c+E-1 >= c+1, not at c.  That is invisible to
+    a correct program: any MM write to the entry that commits after c is an accumulator hazard
+    (flagged), and no later MM can commit before c+E.
+
+EMIT element sampled in cycle c (``L_e = latency["mxm_emit"]`` >= 2)::
+
+    cycle   c                 c+1                 c+2 .. c+L_e-1      c+L_e
+            addr -> acc_emit  read data valid     em_s* pad stages    planes visible on s..s+3
+            read port         out driven in c+L_e-1 (wide: plane b = byte b of every lane's int32)
+    natural latency 2.  The read in cycle c sees every MM write committed by c (written in <= c-1).
+
+Errors are registered: a problem of an element sampled (or an instruction issued) in cycle c
+pulses ``err`` in cycle c+1.
+
+* ``empty``:  LW or MM sampled a stream slot with valid = 0 (the element then does nothing).
+* ``addr``:   LW row >= lanes, MM/EMIT entry >= acc_depth (the element then does nothing).
+* ``hazard``: MM acc=1 or EMIT reads entry A in cycle c while an MM element sampled in
+  c-L_m+1 .. c-1 writes A (its commit cycle is > c).  The element still runs.  An MM element
+  sampled in the same cycle c does not count: its write is later than the read.
+* ``busy``:   an instruction issues to a sub-unit with elements left; the new one replaces it.
+
+``busy`` (out) is high in cycle c while an element runs in c or later, a result is still to be
+driven, or an accumulator write is still to happen; an LW row counts until the cycle before it is
+written into the weight registers, since the golden model commits it at t+L_i (it is then
+"visible" for MM elements sampled from t+L_i on), so a program whose last LW element is sampled
+L_i cycles before its end is not in flight.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+
+from ..firmware import isa
+from ..firmware.isa import INT32_PLANES, Opcode
+from .common import unit_signature, vec
+
+__all__ = ["MxmSlice", "tree_cuts"]
+
+
+def pick_stream(tap, sf):
+    """(vector, valid) of the stream register named by the ``StreamField`` ``sf`` in ``tap``."""
+    data = Mux(sf.west, tap.west[sf.index], tap.east[sf.index])
+    valid = Mux(sf.west, tap.west_valid.bit_select(sf.index, 1), tap.east_valid.bit_select(sf.index, 1))
+    return data, valid
+
+
+def tree_cuts(lanes, l_mm):
+    """Where the MM pipeline registers go: (set of adder levels followed by a register, pad stages).
+
+    Levels 1..log2(lanes) are the adder tree, level log2(lanes)+1 the accumulator add; they are
+    spread over the l_mm - 2 cycles after the product register.
+    """
+    levels = (lanes - 1).bit_length()
+    regs = min(levels, l_mm - 3)
+    cuts = {lv for lv in range(1, levels + 1)
+            if lv * (regs + 1) // (levels + 1) > (lv - 1) * (regs + 1) // (levels + 1)}
+    assert len(cuts) == regs
+    return cuts, l_mm - 3 - regs
+
+
+class MxmSlice(wiring.Component):
+    """One MXM; built as ``MxmSlice(cfg, slice)``.  See the module docstring for timing."""
+
+    def __init__(self, cfg, slice):
+        self.cfg = cfg
+        self.slice = slice
+        lanes = cfg.lanes
+        super().__init__(unit_signature(cfg))
+        self.acc = Memory(shape=unsigned(32 * lanes), depth=cfg.acc_depth, init=[])
+        self.weights = [[Signal(vec(lanes), name=f"w{b}_row{i}") for i in range(lanes)] for b in range(2)]
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        lanes = cfg.lanes
+        depth = cfg.acc_depth
+        abits = max(1, (depth - 1).bit_length())
+        l_inst, l_mm, l_emit = (cfg.latency[k] for k in ("mxm_install", "mxm_mm", "mxm_emit"))
+        assert l_inst >= 1 and l_mm >= 3 and l_emit >= 2
+        e_stage = l_mm - 1              # stage (cycles after sampling) of the accumulator write
+
+        m.submodules.acc = acc = self.acc
+        acc_w = acc.write_port()
+        acc_rmw = acc.read_port()
+        acc_emit = acc.read_port()
+
+        insn, args = self.insn, self.insn.args.mxm
+        op = insn.op
+        has_elems = args.count != 0
+        issue_lw = Signal(name="issue_lw")
+        issue_mm = Signal(name="issue_mm")
+        issue_em = Signal(name="issue_em")
+        m.d.comb += [
+            issue_lw.eq(self.issue & (op == Opcode.LW) & has_elems),
+            issue_mm.eq(self.issue & (op == Opcode.MM) & has_elems),
+            issue_em.eq(self.issue & (op == Opcode.EMIT) & has_elems),
+        ]
+
+        def sequencer(prefix, issue, with_buf=False, with_acc=False):
+            """Element sequencing of one sub-unit: returns this cycle's element fields."""
+            left = Signal(12, name=f"{prefix}_left")
+            reg = {"s": Signal(isa.StreamField, name=f"{prefix}_s"), "addr": Signal(13, name=f"{prefix}_addr")}
+            new = {"s": args.s, "addr": args.addr}
+            if with_buf:
+                reg["buf"], new["buf"] = Signal(name=f"{prefix}_buf"), args.buf
+            if with_acc:
+                reg["acc"], new["acc"] = Signal(name=f"{prefix}_accum"), args.acc
+            el = {"el": Signal(name=f"{prefix}_el")}
+            for k, r in reg.items():
+                el[k] = Signal.like(r, name=f"{prefix}_el_{k}")
+            with m.If(issue):
+                m.d.comb += el["el"].eq(1)
+                m.d.comb += [el[k].eq(v) for k, v in new.items()]
+                m.d.sync += left.eq(args.count - 1)
+            with m.Else():
+                m.d.comb += el["el"].eq(left != 0)
+                m.d.comb += [el[k].eq(r) for k, r in reg.items()]
+                with m.If(left != 0):
+                    m.d.sync += left.eq(left - 1)
+            m.d.sync += [reg[k].eq(el[k]) for k in reg if k != "addr"]
+            m.d.sync += reg["addr"].eq(el["addr"] + 1)
+            err_busy = issue & (left != 0)
+            return el, left, err_busy
+
+        # ------------------------------------------------------------------------------------
+        # install (LW)
+        # ------------------------------------------------------------------------------------
+        lw, lw_left, lw_err_busy = sequencer("lw", issue_lw, with_buf=True)
+        lw_vec, lw_vec_valid = pick_stream(self.tap, lw["s"])
+        lw_row_ok = lw["addr"] < lanes
+        lw_ok = lw["el"] & lw_vec_valid & lw_row_ok
+        lw_err_empty = lw["el"] & ~lw_vec_valid
+        lw_err_addr = lw["el"] & lw_vec_valid & ~lw_row_ok
+
+        rbits = max(1, (lanes - 1).bit_length())
+        lw_valid, lw_buf, lw_row, lw_data = lw_ok, lw["buf"], lw["addr"][:rbits], lw_vec
+        lw_busy_valids = []
+        for k in range(1, l_inst + 1):
+            v = Signal(name=f"lw_s{k}_valid")
+            b = Signal(name=f"lw_s{k}_buf")
+            r = Signal(rbits, name=f"lw_s{k}_row")
+            x = Signal(vec(lanes), name=f"lw_s{k}_data")
+            m.d.sync += [v.eq(lw_valid), b.eq(lw_buf), r.eq(lw_row), x.eq(lw_data)]
+            lw_valid, lw_buf, lw_row, lw_data = v, b, r, x
+            if k < l_inst:
+                lw_busy_valids.append(v)
+        for b in range(2):
+            for i in range(lanes):
+                with m.If(lw_valid & (lw_buf == b) & (lw_row == i)):
+                    m.d.sync += self.weights[b][i].eq(lw_data)
+
+        # ------------------------------------------------------------------------------------
+        # multiply (MM)
+        # ------------------------------------------------------------------------------------
+        mm, mm_left, mm_err_busy = sequencer("mm", issue_mm, with_buf=True, with_acc=True)
+        mm_x, mm_x_valid = pick_stream(self.tap, mm["s"])
+        mm_addr_ok = mm["addr"] < depth
+        mm_ok = mm["el"] & mm_x_valid & mm_addr_ok
+
+        # element metadata per stage 1..E (stage k holds the element sampled k cycles ago)
+        mm_meta = []
+        prev = (mm_ok, mm["addr"], mm["acc"])
+        for k in range(1, e_stage + 1):
+            st = (Signal(name=f"mm_s{k}_valid"), Signal(13, name=f"mm_s{k}_addr"), Signal(name=f"mm_s{k}_accum"))
+            m.d.sync += [d.eq(s) for d, s in zip(st, prev)]
+            mm_meta.append(st)
+            prev = st
+
+        def pending(addr):
+            """An MM write to `addr` sampled in the last L_m - 1 cycles has not committed yet."""
+            return Cat(*[v & (a == addr) for v, a, _ in mm_meta]).any()
+
+        mm_err_empty = mm["el"] & ~mm_x_valid
+        mm_err_addr = mm["el"] & mm_x_valid & ~mm_addr_ok
+        mm_err_hazard = mm_ok & mm["acc"] & pending(mm["addr"])
+
+        # stage 1: activation register and weight buffer select
+        x_reg = Signal(vec(lanes), name="mm_x")
+        x_buf = Signal(name="mm_x_buf")
+        m.d.sync += [x_reg.eq(mm_x), x_buf.eq(mm["buf"])]
+        # products (registered at the end of stage 1)
+        terms = []   # terms[j] = list of the addends of output lane j
+        for j in range(lanes):
+            col = []
+            for i in range(lanes):
+                w0 = self.weights[0][i][8 * j:8 * j + 8].as_signed()
+                w1 = self.weights[1][i][8 * j:8 * j + 8].as_signed()
+                p = Signal(signed(16), name=f"mm_prod_i{i}_j{j}")
+                m.d.sync += p.eq(x_reg[8 * i:8 * i + 8].as_signed() * Mux(x_buf, w1, w0))
+                col.append(p)
+            terms.append(col)
+        # adder tree, registers after the levels in `cuts`, then pad stages
+        cuts, pad = tree_cuts(lanes, l_mm)
+        levels = (lanes - 1).bit_length()
+        for lv in range(1, levels + 1):
+            new_terms = []
+            for j, col in enumerate(terms):
+                nxt = []
+                for n in range(0, len(col), 2):
+                    s = col[n] + col[n + 1]
+                    if lv in cuts:
+                        r = Signal(s.shape(), name=f"mm_sum{lv}_j{j}_{n // 2}")
+                        m.d.sync += r.eq(s)
+                        s = r
+                    nxt.append(s)
+                new_terms.append(nxt)
+            terms = new_terms
+        y = [col[0] for col in terms]
+        for k in range(pad):
+            regs = [Signal(signed(32), name=f"mm_pad{k}_y{j}") for j in range(lanes)]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, y)]
+            y = regs
+
+        # read-modify-write: read in stage E-1, add and write in stage E
+        rd_valid, rd_addr, rd_accum = mm_meta[e_stage - 2]
+        wr_valid, wr_addr, wr_accum = mm_meta[e_stage - 1]
+        m.d.comb += [
+            acc_rmw.addr.eq(rd_addr[:abits]),
+            acc_rmw.en.eq(rd_valid & rd_accum),
+        ]
+        new_entry = []
+        for j in range(lanes):
+            old = acc_rmw.data[32 * j:32 * j + 32].as_signed()
+            s = Signal(32, name=f"mm_new_j{j}")
+            m.d.comb += s.eq(y[j] + Mux(wr_accum, old, 0))
+            new_entry.append(s)
+        m.d.comb += [
+            acc_w.addr.eq(wr_addr[:abits]),
+            acc_w.data.eq(Cat(*new_entry)),
+            acc_w.en.eq(wr_valid),
+        ]
+
+        # ------------------------------------------------------------------------------------
+        # emit (EMIT)
+        # ------------------------------------------------------------------------------------
+        em, em_left, em_err_busy = sequencer("em", issue_em)
+        em_addr_ok = em["addr"] < depth
+        em_ok = em["el"] & em_addr_ok
+        em_err_addr = em["el"] & ~em_addr_ok
+        em_err_hazard = em_ok & pending(em["addr"])
+        m.d.comb += [
+            acc_emit.addr.eq(em["addr"][:abits]),
+            acc_emit.en.eq(em_ok),
+        ]
+        em_valid = Signal(name="em_s1_valid")
+        em_dst = Signal(isa.StreamField, name="em_s1_dst")
+        m.d.sync += [em_valid.eq(em_ok), em_dst.eq(em["s"])]
+        em_data = acc_emit.data
+        em_valids = [em_valid]
+        for k in range(2, l_emit):
+            v = Signal(name=f"em_s{k}_valid")
+            d = Signal(isa.StreamField, name=f"em_s{k}_dst")
+            x = Signal(unsigned(32 * lanes), name=f"em_s{k}_data")
+            m.d.sync += [v.eq(em_valid), d.eq(em_dst), x.eq(em_data)]
+            em_valid, em_dst, em_data = v, d, x
+            em_valids.append(v)
+        m.d.comb += [
+            self.out.valid.eq(em_valid),
+            self.out.west.eq(em_dst.west),
+            self.out.index.eq(em_dst.index),
+            self.out.wide.eq(1),
+        ]
+        for b in range(INT32_PLANES):
+            m.d.comb += self.out.data[b].eq(Cat(*[em_data[32 * j + 8 * b:32 * j + 8 * b + 8] for j in range(lanes)]))
+
+        # ------------------------------------------------------------------------------------
+        # status
+        # ------------------------------------------------------------------------------------
+        m.d.sync += [
+            self.err.empty.eq(lw_err_empty | mm_err_empty),
+            self.err.addr.eq(lw_err_addr | mm_err_addr | em_err_addr),
+            self.err.hazard.eq(mm_err_hazard | em_err_hazard),
+            self.err.busy.eq(lw_err_busy | mm_err_busy | em_err_busy),
+        ]
+        m.d.comb += self.busy.eq(
+            issue_lw | issue_mm | issue_em | (lw_left != 0) | (mm_left != 0) | (em_left != 0)
+            | Cat(*lw_busy_valids, *[v for v, _, _ in mm_meta], *em_valids).any())
+        return m
+
