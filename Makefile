@@ -7,7 +7,7 @@ SIM   ?= icarus
 export AMARANTH_USE_YOSYS := builtin
 PYTEST := PYTHONWARNINGS=error $(PY) -m pytest
 
-.PHONY: setup sim test test-all docs bench clean help
+.PHONY: setup sim test test-all docs bench perf clean help
 
 help:
 	@echo "make sim       run the example program on the default config ($(CONFIG)) and check it"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-all  fast + slow tiers"
 	@echo "make docs      regenerate docs/isa.md from the ISA module"
 	@echo "make bench     measure the golden model's speed (writes docs/benchmarks.md)"
+	@echo "make perf      compiled-FFN utilization across shapes (writes docs/performance.md)"
 
 setup:
 	@./scripts/bootstrap.sh
@@ -33,6 +34,9 @@ docs: setup
 
 bench: setup
 	$(PY) -m tinylpu.cli bench golden --config $(CONFIG) -o docs/benchmarks.md
+
+perf: setup
+	$(PY) -m tinylpu.cli bench compiler -o docs/performance.md
 
 clean:
 	rm -rf build .pytest_cache
