@@ -28,7 +28,7 @@ from .isa import INT32_PLANES, Insn, Opcode, StreamRef
 from .quant import QuantFFN
 from .sched import Schedule, read_to, write_from
 
-__all__ = ["CompileError", "Compiled", "compile_ffn", "plan_blocks"]
+__all__ = ["CompileError", "Compiled", "compile_ffn", "compile_moe", "plan_blocks"]
 
 
 class CompileError(ValueError):
@@ -145,7 +145,7 @@ def plan_blocks(cfg, tokens):
 
 
 class _FFNScheduler:
-    def __init__(self, cfg, q: QuantFFN, tokens):
+    def __init__(self, cfg, q: QuantFFN, tokens, alloc=None, image=None, shared=None):
         self.cfg, self.q, self.T = cfg, q, tokens
         if cfg.lanes < 4 or not cfg.slices_of("mxm") or not cfg.slices_of("vxm") or cfg.banks < 4:
             raise CompileError(f"config {cfg.name}: the FFN compiler needs an MXM, a VXM and at least 4 MEM banks")
@@ -160,8 +160,9 @@ class _FFNScheduler:
         half = max(4, len(banks) // 2)
         self.wbanks = [b.name for b in banks[:half]]                  # weights, params, LUT
         self.abanks = [b.name for b in banks[half:]] or self.wbanks   # activations
-        self.alloc = _Alloc(cfg)
-        self.image = {}
+        self.alloc = alloc or _Alloc(cfg)
+        self.image = {} if image is None else image
+        self.shared = shared          # MoE: activation regions shared by every expert
         # in-order cursors per unit
         self.next_lw = self.next_mm = self.next_emit = self.next_vxm = 0
         self.buf = 0
@@ -365,13 +366,17 @@ class _FFNScheduler:
         blocks, tb = plan_blocks(self.cfg, T)
         weight_vecs = L * (KT * FT * (3 if q.gated else 2) + FT * MT)
         act_vecs = T * (KT + MT) + tb * FT * (3 if q.gated else 2) * len(blocks)
+        if self.shared:
+            act_vecs = 0          # MoE: the first expert allocated the shared activation buffers
         total = (weight_vecs + act_vecs + 4 * (FT * (2 if q.gated else 1) + MT) + 256 // L) * L
-        if total > self.cfg.sram_bytes:
+        avail = self.cfg.sram_bytes - self.alloc.used_bytes
+        if total > avail:
+            used = f", {self.alloc.used_bytes} already used by earlier experts" if self.alloc.used_bytes else ""
             raise CompileError(
                 f"FFN {q.d_model}x{q.d_ff}{' gated' if q.gated else ''} for {T} tokens needs {total} bytes of SRAM "
                 f"({weight_vecs * L} of int8 weights in {L}x{L} tiles, {act_vecs * L} of activations, "
                 f"the rest requant params and the LUT); config {self.cfg.name} has {self.cfg.sram_bytes} "
-                f"({self.cfg.banks} banks x {self.cfg.mem_depth} vectors x {L} B)")
+                f"({self.cfg.banks} banks x {self.cfg.mem_depth} vectors x {L} B{used})")
         # weights, spread round-robin over the weight banks (then any bank)
         allb = self.wbanks + [b for b in self.abanks if b not in self.wbanks]
         wt = {}
@@ -391,8 +396,13 @@ class _FFNScheduler:
         ab = self.abanks + [b for b in allb if b not in self.abanks]
 
         def act_region(k, n, what):
+            if self.shared is not None and what in self.shared:
+                return self.shared[what]
             pref = ab[k % len(ab):] + ab[:k % len(ab)]
-            return self.alloc.take(pref, n, what)
+            r = self.alloc.take(pref, n, what)
+            if self.shared is not None:
+                self.shared[what] = r
+            return r
         # X and H on ab[0] (read by MM), Z1 on ab[1], U on ab[2], A and Y on ab[3]: the two operands
         # of MUL (A, U) sit in different banks and every VXM result has a free write port
         x_layout = {k: act_region(0, T, f"input X tile {k}") for k in range(KT)}
@@ -446,10 +456,10 @@ class _FFNScheduler:
         return program, H + 1, listing, x_layout, y_layout
 
 
-def compile_ffn(q: QuantFFN, cfg, tokens) -> Compiled:
+def compile_ffn(q: QuantFFN, cfg, tokens, _alloc=None, _image=None, _shared=None) -> Compiled:
     if tokens < 1:
         raise CompileError("tokens must be >= 1")
-    s = _FFNScheduler(cfg, q, tokens)
+    s = _FFNScheduler(cfg, q, tokens, _alloc, _image, _shared)
     program, cycles, listing, xl, yl = s.run()
     if max(len(v) for v in program.queues.values()) > cfg.queue_depth:
         worst = max(program.queues, key=lambda k: len(program.queues[k]))
@@ -459,6 +469,31 @@ def compile_ffn(q: QuantFFN, cfg, tokens) -> Compiled:
     c = Compiled(cfg, program, s.image, xl, yl, tokens, cycles, listing, s.sch, q)
     c.report = _report(c, s)
     return c
+
+
+def compile_moe(experts, cfg, tokens):
+    """Several experts resident in one chip: one MEM image, one program per expert.
+
+    The experts share the input, output and intermediate regions (one expert runs at a time), and
+    each keeps its weights, requantization parameters and LUT. The host picks an expert at run time
+    by loading its program; nothing is copied. Raises CompileError when the experts do not fit.
+    """
+    if not experts:
+        raise CompileError("an MoE layer needs at least one expert")
+    shapes = {(q.d_model, q.d_ff, q.gated) for q in experts}
+    if len(shapes) != 1:
+        raise CompileError(f"experts must share one shape to share activation buffers, got {sorted(shapes)}")
+    alloc, image, shared = _Alloc(cfg), {}, {}
+    out = []
+    for e, q in enumerate(experts):
+        try:
+            out.append(compile_ffn(q, cfg, tokens, alloc, image, shared))
+        except CompileError as err:
+            raise CompileError(f"expert {e} of {len(experts)}: {err}") from None
+    for c in out:
+        c.report["sram_bytes_used"] = alloc.used_bytes
+        c.report["experts_resident"] = len(out)
+    return out
 
 
 def _report(c: Compiled, s: _FFNScheduler):

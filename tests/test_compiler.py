@@ -140,3 +140,27 @@ def test_cli_ffn_golden(tmp_path):
     cmd[7] = str(tmp_path / "X3.npy")
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "expected float32 activations" in r.stderr
+
+
+def test_moe_experts_resident_in_one_chip():
+    """Four small experts share one SRAM; the host picks one per run by loading its program."""
+    from tinylpu.firmware.compiler import compile_moe
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(4, 16))
+    experts = [quantize_ffn(layer(16, 32, "swiglu", gated=True, seed=e), x) for e in range(4)]
+    compiled = compile_moe(experts, CFG, 4)
+    image = compiled[0].mem_image
+    assert all(c.mem_image is image for c in compiled)
+    assert len({id(c.x_layout[0]) for c in compiled}) == 1 or all(
+        (c.x_layout[0].bank, c.x_layout[0].addr) == (compiled[0].x_layout[0].bank, compiled[0].x_layout[0].addr)
+        for c in compiled)
+    for e in (2, 0, 3):
+        chip = Chip(CFG)
+        chip.load(compiled[e])
+        xq = experts[e].quantize_input(x)
+        out = chip.run(xq)
+        assert np.array_equal(out.y, experts[e].run_int(xq))
+        assert out.cycles == compiled[e].predicted_cycles
+    too_many = [quantize_ffn(layer(64, 128, "swiglu", gated=True, seed=e), rng.normal(size=(4, 64))) for e in range(3)]
+    with pytest.raises(CompileError, match=r"expert 2 of 3: .* already used by earlier experts"):
+        compile_moe(too_many, CFG, 4)
