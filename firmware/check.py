@@ -64,8 +64,16 @@ def insn_problems(insn: Insn, kind: str, cfg):
                            f"of {cfg.lanes} entries"))
     if op in (Opcode.SHIFT, Opcode.ROT) and not -cfg.lanes <= f["imm"] <= cfg.lanes:
         out.append(("imm", f"k must be in [-{cfg.lanes}, {cfg.lanes}], got {f['imm']}"))
-    if op == Opcode.DIST and f["imm"] >= cfg.lanes:
+    if op == Opcode.DIST and not 0 <= f["imm"] < cfg.lanes:
         out.append(("imm", f"lane must be in [0, {cfg.lanes - 1}], got {f['imm']}"))
+    if any(o.imm_flag for o in info.operands) and f.get("use_imm") and not -128 <= f["imm"] <= 127:
+        out.append(("imm", f"the immediate operand is an int8: [-128, 127], got {f['imm']}"))
+    if op == Opcode.LDM and f["count"] != 4:
+        out.append(("count", f"LDM loads exactly 4 vectors, got count {f['count']}"))
+    if op == Opcode.TRANS and f["count"] != 0:
+        out.append(("count", f"TRANS takes exactly lanes vectors (count field 0), got {f['count']}"))
+    if op == Opcode.LDPERM and f["count"] != 1:
+        out.append(("count", f"LDPERM loads exactly 1 vector, got count {f['count']}"))
     return out
 
 

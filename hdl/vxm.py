@@ -1,0 +1,363 @@
+"""VXM slice: the vector ALU (every VXM opcode), requantization, the LUT and their register loads.
+
+One ALU sub-unit: an instruction with count n processes element k at cycle t+k (t the issue cycle);
+element k samples its stream operands from ``tap`` during t+k and its result is driven on ``out``
+during t+k+L-1 (visible on the stream during t+k+L), L the op's configured latency:
+
+===========================  ===========  =========================================================
+ops                          latency      pipeline; ``|cut|`` = optional register stage
+===========================  ===========  =========================================================
+MOV ADD SUB MIN MAX RELU     ``vxm_alu``  operands -> ALU -> result register
+SHL SHR AND OR XOR SEL ADD32
+MUL                          ``vxm_mul``  operands |in| 8x16 product |prod| rounded shift |shift|
+                                          round, saturate -> result register
+REQ REQL                     ``vxm_req``  operands (A, m, sh, z) |in| two 16x16 partial products
+                                          (DSP blocks) |prod| 48-bit sum |sum| rounded shift
+                                          |shift| round, add z (REQL offset), saturate -> result
+LUT                          ``vxm_lut``  operand |in| table read (one read port per lane), byte
+                                          select -> result register
+LDM (elements: M low bytes,  -            registers written at the end of the sample cycle
+M high bytes, SH, Z), LDLUT
+===========================  ===========  =========================================================
+
+Each op class has its own result pipeline of L-1 registers.  The last one is always the result
+register; the cuts are used in the order of priority MUL: prod, in, shift; REQ: prod, sum, in,
+shift; LUT: in, as far as L-1 leaves room, and what is left over pads the result as a delay line.
+At the minimum latency (2) every op computes in its sample cycle.  tiny (mul 3, req 4, lut 2):
+MUL |prod|, REQ |prod|sum|; fpga (mul 3, req 5, lut 3): MUL |prod|, REQ |in|prod|sum|, LUT |in|.
+Register loads take effect at the end of their sample cycle.  REQL takes M/SH/Z in its sample
+cycle; LUT reads the table at most one cycle later (after |in|), when a load sampled then has not
+landed yet: an element never sees a load sampled after it.
+
+Two results driven in one cycle (ops of different latency) flag ``err.port``; an element reading
+an empty stream slot flags ``err.empty``; an issue while elements remain flags ``err.busy`` (the
+new instruction is ignored); an LDLUT row outside the table flags ``err.addr``.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.utils import exact_log2
+
+from ..config import MIN_LATENCY
+from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
+from .common import unit_signature, vec
+
+__all__ = ["VxmSlice", "Pipe", "round_sat8", "round_add_sat8", "sat8"]
+
+
+class Pipe:
+    """The result pipeline of one op class: ``latency - 1`` register stages.
+
+    ``cuts`` names the optional register stages inside the computation, most useful first; as
+    many as fit are used (``cut``), the final result register comes from ``finish``, and the rest
+    of the budget pads the result as a delay line.  Values travel as dicts of name -> Value or
+    list of Values (one per lane); ``valid`` marks a live element.
+    """
+
+    def __init__(self, m, name, latency, cuts=()):
+        regs = latency - 1
+        if regs < 1:
+            raise ValueError(f"{name}: latency {latency} is below the minimum of 2")
+        self.m, self.name = m, name
+        self.cuts = tuple(cuts)[:regs - 1]
+        self.pad = regs - 1 - len(self.cuts)
+        self.valids = []
+
+    def _reg1(self, name, v):
+        v = Value.cast(v)
+        s = Signal(v.shape(), name=name)
+        self.m.d.sync += s.eq(v)
+        return s
+
+    def _reg(self, tag, vals):
+        out = {}
+        for key, v in vals.items():
+            if isinstance(v, (list, tuple)):
+                out[key] = [self._reg1(f"{self.name}_{tag}_{key}{j}", x) for j, x in enumerate(v)]
+            else:
+                out[key] = self._reg1(f"{self.name}_{tag}_{key}", v)
+        if "valid" in out:
+            self.valids.append(out["valid"])
+        return out
+
+    def cut(self, tag, vals):
+        return self._reg(tag, vals) if tag in self.cuts else vals
+
+    def finish(self, vals):
+        vals = self._reg("r", vals)
+        for i in range(self.pad):
+            vals = self._reg(f"d{i + 1}", vals)
+        return vals
+
+
+META = ("valid", "index", "west", "wide")
+
+
+def _meta(vals):
+    return {k: vals[k] for k in META}
+
+
+def sat8(v):
+    """Saturate a signed value to int8; returns the 8-bit pattern."""
+    v = Value.cast(v)
+    return Mux(v > 127, 127, Mux(v < -128, -128, v))[0:8]
+
+
+def round_sat8(t):
+    """sat8((t + 1) >> 1) for a signed t = (2 * p) >> s, i.e. sat8(rshift_round(p, s)).
+
+    With u = t >> 1 = p >> s and the round bit r = t[0] = p[s - 1], the result is u + r; the
+    saturation test is done on u (a sign-extension check) so only an 8-bit increment remains.
+    """
+    t = Value.cast(t)
+    w = len(t)
+    assert w >= 10
+    hi = t[8:w]                         # u bits 7.. : u fits int8 iff they are all equal
+    fits = hi.all() | ~hi.any()
+    u_is_127 = t[1:8].all() & ~t[8]
+    low = (t[1:9] + t[0])[0:8]
+    return Mux(fits, Mux(u_is_127 & t[0], 0x7F, low), Mux(t[w - 1], 0x80, 0x7F))
+
+
+def round_add_sat8(t, z):
+    """sat8(((t + 1) >> 1) + z) for a signed t = (2 * p) >> s and an int8 z: requantization with
+    the REQL offset, sat8(rshift_round(p, s) + z).
+
+    Only u = t >> 1 in [-512, 511] needs the addition (11 bits); outside that range |z + r| <= 128
+    cannot bring the result back into int8, and the sign of u decides.
+    """
+    t = Value.cast(t)
+    w = len(t)
+    assert w >= 12
+    hi = t[10:w]                        # u bits 9.. : u fits 10 bits iff they are all equal
+    fits = hi.all() | ~hi.any()
+    small = t[1:11].as_signed() + t[0] + Value.cast(z).as_signed()
+    return Mux(fits, sat8(small), Mux(t[w - 1], 0x80, 0x7F))
+
+
+def _lanes(v, lanes):
+    return [v[8 * j:8 * j + 8] for j in range(lanes)]
+
+
+class VxmSlice(wiring.Component):
+    """The VXM slice unit; ``VxmSlice(cfg, slice)``."""
+
+    def __init__(self, cfg, slice=None):
+        self.cfg = cfg
+        self.slice = slice
+        self.lanes = cfg.lanes
+        self.latency = {k: cfg.latency[k] for k in ("vxm_alu", "vxm_mul", "vxm_req", "vxm_lut")}
+        for key, value in self.latency.items():
+            if value < MIN_LATENCY[key]:
+                self._MustUse__silence = True       # never elaborated: no "unused" warning
+                raise ValueError(f"latency {key} = {value} is below the minimum of {MIN_LATENCY[key]}")
+        self.lut_rows = 256 // cfg.lanes          # 0 when a row is wider than the table
+        super().__init__(unit_signature(cfg))
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, lat = self.lanes, self.latency
+        tap = self.tap
+
+        # --- element sequencing ------------------------------------------------------------
+        cur = Signal(Instr, name="cur_insn")          # the running instruction (elements k >= 1)
+        left = Signal(range(COUNT_MAX + 1), name="elems_left")   # elements after this cycle's
+        knext = Signal(range(COUNT_MAX + 1), name="elem_next")
+        accept = Signal(name="accept")
+        ins = Signal(Instr, name="el_insn")           # the instruction of this cycle's element
+        el = Signal(name="el_valid")                  # an element samples its operands now
+        k = Signal(range(COUNT_MAX + 1), name="el_k")
+        new_count = self.insn.args.vxm.count
+        m.d.comb += [
+            accept.eq(self.issue & (left == 0)),
+            self.err.busy.eq(self.issue & (left != 0)),
+            ins.eq(Mux(accept, self.insn.as_value(), cur.as_value())),
+            el.eq((accept & (new_count != 0)) | (left != 0)),
+            k.eq(Mux(accept, 0, knext)),
+        ]
+        with m.If(accept):
+            m.d.sync += [cur.eq(self.insn), left.eq(Mux(new_count != 0, new_count - 1, 0)), knext.eq(1)]
+        with m.Elif(left != 0):
+            m.d.sync += [left.eq(left - 1), knext.eq(knext + 1)]
+
+        # --- decode --------------------------------------------------------------------------
+        v = ins.args.vxm
+        op = ins.op
+
+        def is_(*ops):
+            return Cat(*(op == o for o in ops)).any()
+
+        O = Opcode
+        dec = {}
+        for nm, val in {
+            "alu8": is_(O.MOV, O.ADD, O.SUB, O.MIN, O.MAX, O.RELU, O.SHL, O.SHR, O.AND, O.OR, O.XOR, O.SEL),
+            "add32": is_(O.ADD32), "mul": is_(O.MUL), "req": is_(O.REQ, O.REQL), "reql": is_(O.REQL),
+            "lut": is_(O.LUT), "ldm": is_(O.LDM), "ldlut": is_(O.LDLUT), "sel": is_(O.SEL),
+            "binary": is_(O.ADD, O.SUB, O.MUL, O.MIN, O.MAX, O.AND, O.OR, O.XOR),
+        }.items():
+            dec[nm] = Signal(name=f"dec_{nm}")
+            m.d.comb += dec[nm].eq(val)
+
+        # --- operands: streams a, a+1..a+3, b, b+1..b+3, c ---------------------------------------
+        def stream(ref, name, plane=0):
+            idx = ref.index + plane if plane else ref.index
+            d = Signal(vec(lanes), name=name)
+            ok = Signal(name=f"{name}_ok")
+            m.d.comb += [
+                d.eq(Mux(ref.west, tap.west[idx], tap.east[idx])),
+                ok.eq(Mux(ref.west, tap.west_valid.bit_select(idx, 1), tap.east_valid.bit_select(idx, 1))),
+            ]
+            return d, ok
+
+        a = [stream(v.a, f"opa{b}", b) for b in range(INT32_PLANES)]
+        bb = [stream(v.b, f"opb{b}", b) for b in range(INT32_PLANES)]
+        c, c_ok = stream(v.c, "opc")
+        a_ok4 = Cat(*(ok for _, ok in a)).all()
+        b_ok4 = Cat(*(ok for _, ok in bb)).all()
+        a_group = dec["req"] | dec["add32"]
+        a_byte = dec["alu8"] | dec["mul"] | dec["lut"] | dec["ldm"] | dec["ldlut"]
+        b_byte = (dec["binary"] & ~v.use_imm) | dec["sel"]
+        c_byte = dec["sel"]
+        m.d.comb += self.err.empty.eq(el & (
+            (a_byte & ~a[0][1]) | (a_group & ~a_ok4) | (b_byte & ~bb[0][1]) |
+            (dec["add32"] & ~b_ok4) | (c_byte & ~c_ok)))
+
+        xa = _lanes(a[0][0], lanes)
+        xb = _lanes(bb[0][0], lanes)
+        xc = _lanes(c, lanes)
+        imm = v.imm                                   # signed 16
+        # operand b of the binary ops: the stream lane, or the immediate (all 16 bits of it)
+        ys = [Mux(v.use_imm, imm, xb[j].as_signed()) for j in range(lanes)]
+
+        def meta(cls, wide=0):
+            return {"valid": el & cls, "index": v.d.index, "west": v.d.west, "wide": wide}
+
+        pipes = []
+
+        # --- ALU: int8 ops and ADD32 -------------------------------------------------------------
+        alu = Pipe(m, "alu", lat["vxm_alu"])
+        pipes.append(alu)
+        planes = [[None] * lanes for _ in range(INT32_PLANES)]
+        for j in range(lanes):
+            x, y, bs, cs = xa[j].as_signed(), ys[j], xb[j], xc[j]
+            r = Signal(8, name=f"alu_res{j}")
+            with m.Switch(op):
+                with m.Case(O.MOV):
+                    m.d.comb += r.eq(x)
+                with m.Case(O.ADD):
+                    m.d.comb += r.eq(sat8(x + y))
+                with m.Case(O.SUB):
+                    m.d.comb += r.eq(sat8(x - y))
+                with m.Case(O.MIN):
+                    m.d.comb += r.eq(Mux(x < y, x, y)[0:8])
+                with m.Case(O.MAX):
+                    m.d.comb += r.eq(Mux(x > y, x, y)[0:8])
+                with m.Case(O.RELU):
+                    m.d.comb += r.eq(Mux(x[7], 0, x))
+                with m.Case(O.SHL):
+                    m.d.comb += r.eq((xa[j] << v.sh)[0:8])
+                with m.Case(O.SHR):
+                    m.d.comb += r.eq((x >> v.sh)[0:8])
+                with m.Case(O.AND):
+                    m.d.comb += r.eq((x & y)[0:8])
+                with m.Case(O.OR):
+                    m.d.comb += r.eq((x | y)[0:8])
+                with m.Case(O.XOR):
+                    m.d.comb += r.eq((x ^ y)[0:8])
+                with m.Case(O.SEL):
+                    m.d.comb += r.eq(Mux(cs.any(), xa[j], bs))
+            s32 = Signal(32, name=f"add32_sum{j}")
+            m.d.comb += s32.eq(Cat(*(p[0][8 * j:8 * j + 8] for p in a)) + Cat(*(p[0][8 * j:8 * j + 8] for p in bb)))
+            planes[0][j] = Mux(dec["add32"], s32[0:8], r)
+            for p in range(1, INT32_PLANES):
+                planes[p][j] = s32[8 * p:8 * p + 8]
+        alu_out = alu.finish({**meta(dec["alu8"] | dec["add32"], dec["add32"]),
+                              "data": [Cat(*pl) for pl in planes]})
+
+        # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
+        mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "shift"))
+        pipes.append(mul)
+        s = mul.cut("in", {**meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
+                           "y": ys, "sh": v.sh})
+        s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], "sh": s["sh"]})
+        s = mul.cut("shift", {**_meta(s), "t": [(p << 1) >> s["sh"] for p in s["p"]]})
+        mul_out = mul.finish({**_meta(s), "data": [Cat(*(round_sat8(t) for t in s["t"]))]})
+
+        # --- REQ / REQL: sat8(rshift_round(A * m, sh) + z), A int32, m int16, z int8 ------------------
+        ldm_m = [Signal(signed(16), name=f"ldm_m{j}") for j in range(lanes)]
+        ldm_sh = [Signal(6, name=f"ldm_sh{j}") for j in range(lanes)]
+        ldm_z = [Signal(signed(8), name=f"ldm_z{j}") for j in range(lanes)]
+        # LDM: element 0 loads the low bytes of M, 1 the high bytes, 2 the shifts, 3 (and any
+        # further element) the offsets Z, each from stream a
+        with m.If(el & dec["ldm"]):
+            with m.Switch(k):
+                with m.Case(0):
+                    m.d.sync += [ldm_m[j][0:8].eq(xa[j]) for j in range(lanes)]
+                with m.Case(1):
+                    m.d.sync += [ldm_m[j][8:16].eq(xa[j]) for j in range(lanes)]
+                with m.Case(2):
+                    m.d.sync += [ldm_sh[j].eq(xa[j][0:6]) for j in range(lanes)]
+                with m.Default():
+                    m.d.sync += [ldm_z[j].eq(xa[j]) for j in range(lanes)]
+        req = Pipe(m, "req", lat["vxm_req"], cuts=("prod", "sum", "in", "shift"))
+        pipes.append(req)
+        acc = [Cat(*(p[0][8 * j:8 * j + 8] for p in a)).as_signed() for j in range(lanes)]
+        s = req.cut("in", {**meta(dec["req"]), "acc": acc,
+                           "m": [Mux(dec["reql"], ldm_m[j], imm) for j in range(lanes)],
+                           "sh": [Mux(dec["reql"], ldm_sh[j], v.sh) for j in range(lanes)],
+                           "z": [Mux(dec["reql"], ldm_z[j], 0) for j in range(lanes)]})
+        s = req.cut("prod", {**_meta(s),
+                             "plo": [s["acc"][j][0:16] * s["m"][j] for j in range(lanes)],      # signed 33
+                             "phi": [s["acc"][j][16:32].as_signed() * s["m"][j] for j in range(lanes)],
+                             "sh": s["sh"], "z": s["z"]})
+        # |A * m| <= 2^46: 48 bits hold the product
+        s = req.cut("sum", {**_meta(s), "p": [((s["phi"][j] << 16) + s["plo"][j])[0:48].as_signed()
+                                              for j in range(lanes)], "sh": s["sh"], "z": s["z"]})
+        # shifts of 48 or more leave 0 (as the golden model's 62 does): the shifter fills with sign
+        s = req.cut("shift", {**_meta(s), "t": [(s["p"][j] << 1) >> s["sh"][j] for j in range(lanes)],
+                              "z": s["z"]})
+        req_out = req.finish({**_meta(s), "data": [Cat(*(round_add_sat8(t, z) for t, z in zip(s["t"], s["z"])))]})
+
+        # --- LUT / LDLUT: one 256-entry table, one read port per lane --------------------------------
+        rows = max(1, self.lut_rows)
+        colbits = exact_log2(min(lanes, 256))
+        m.submodules.lut_mem = lut_mem = Memory(shape=vec(lanes), depth=rows, init=[])
+        wp = lut_mem.write_port()
+        row = Signal(signed(18), name="ldlut_row")
+        row_ok = Signal(name="ldlut_row_ok")
+        m.d.comb += [
+            row.eq(imm + k),
+            row_ok.eq((row >= 0) & (row < self.lut_rows)),
+            wp.addr.eq(row[:len(wp.addr)]),
+            wp.data.eq(a[0][0]),
+            wp.en.eq(el & dec["ldlut"] & row_ok),
+            self.err.addr.eq(el & dec["ldlut"] & ~row_ok),
+        ]
+        lut = Pipe(m, "lut", lat["vxm_lut"], cuts=("in",))
+        pipes.append(lut)
+        s = lut.cut("in", {**meta(dec["lut"]), "x": xa})
+        res = []
+        for j in range(lanes):
+            rp = lut_mem.read_port(domain="comb")
+            m.d.comb += rp.addr.eq(s["x"][j][colbits:8])
+            byte = Signal(8, name=f"lut_res{j}")
+            m.d.comb += byte.eq(rp.data.word_select(s["x"][j][0:colbits], 8))
+            res.append(byte)
+        lut_out = lut.finish({**_meta(s), "data": [Cat(*res)]})
+
+        # --- output port ------------------------------------------------------------------------
+        finals = [alu_out, mul_out, req_out, lut_out]
+        first = True
+        for f in finals:
+            with (m.If if first else m.Elif)(f["valid"]):
+                m.d.comb += [self.out.valid.eq(1), self.out.index.eq(f["index"]),
+                             self.out.west.eq(f["west"]), self.out.wide.eq(f["wide"])]
+                for p, d in enumerate(f["data"]):
+                    m.d.comb += self.out.data[p].eq(d)
+            first = False
+        vs = [f["valid"] for f in finals]
+        m.d.comb += self.err.port.eq(Cat(*(vs[i] & vs[j] for i in range(len(vs))
+                                           for j in range(i + 1, len(vs)))).any())
+        m.d.comb += self.busy.eq(el | Cat(*(vv for p in pipes for vv in p.valids)).any())
+        return m
