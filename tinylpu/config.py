@@ -74,6 +74,7 @@ class ChipConfig:
     link_latency: int
     topology: str
     chips: int
+    link: dict            # C2C link-layer parameters (width_bits, skip_interval, elastic_depth, ...)
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     # --- floorplan helpers -------------------------------------------------------------
@@ -278,6 +279,16 @@ def parse_config(text, source="<string>") -> ChipConfig:
     topology = r.get("c2c.topology", "full")
     if topology not in ("full", "ring"):
         raise r.err("c2c.topology", f"must be one of full, ring; got {topology!r}")
+    link = {
+        "width_bits": r.int("c2c.width_bits", 8, 256, default=32, pow2=True),
+        "skip_interval": r.int("c2c.skip_interval", 16, 1 << 20, default=1024),
+        "elastic_depth": r.int("c2c.elastic_depth", 4, 1024, default=16, pow2=True),
+        "ppm_budget": r.num("c2c.ppm_budget", 1, 100000, default=300),
+        "hac_interval": r.int("c2c.hac_interval", 16, 1 << 20, default=256),
+        "epoch": r.int("c2c.epoch", 64, 1 << 24, default=4096, pow2=True),
+    }
+    if link["width_bits"] > 8 * lanes:
+        raise r.err("c2c.width_bits", f"is {link['width_bits']} but a vector has only {8 * lanes} bits")
     if chips > 1 and topology == "full" and c2c_ports < chips - 1:
         raise r.err("c2c.ports", f"a fully connected tray of {chips} chips needs {chips - 1} ports per chip, "
                     f"got {c2c_ports}")
@@ -285,7 +296,7 @@ def parse_config(text, source="<string>") -> ChipConfig:
                       lanes=lanes, streams=streams, slices=tuple(slices), mem_depth=mem_depth,
                       acc_depth=acc_depth, queue_depth=queue_depth, latency=latency, clock_mhz=clock_mhz,
                       ppm=ppm, c2c_ports=c2c_ports, link_latency=link_latency, topology=topology,
-                      chips=chips, raw=data)
+                      chips=chips, link=link, raw=data)
 
 
 def _ppm(r, i, v):
