@@ -138,8 +138,6 @@ class ICU(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), cnt.eq(0), rep_left.eq(0)]
-        with m.Elif(self.stop):
-            m.d.sync += state.eq(State.HALT)
         with m.Elif(go):
             with m.If(rep_active):
                 m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
@@ -177,4 +175,7 @@ class ICU(wiring.Component):
                         with m.Else():
                             m.d.comb += self.err_queue.eq(1)
                             m.d.sync += state.eq(State.HALT)
+        # (after the issue logic, so that `stop` never feeds back into this cycle's issue)
+        with m.If(self.stop & ~self.start):
+            m.d.sync += state.eq(State.HALT)
         return m

@@ -211,6 +211,21 @@ def _sim(args):
     return 0 if ok else 1
 
 
+def _verilog(args):
+    import os
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    from amaranth.back import verilog
+
+    from .hdl.chip import Chip
+    cfg = load_config(args.config)
+    text = verilog.convert(Chip(cfg), name="tinylpu_chip")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"{out}: module tinylpu_chip for config {cfg.name} ({len(text.splitlines())} lines)")
+    return 0
+
+
 def _bench(args):
     from .sim.bench import main as bench_main
     return bench_main(args)
@@ -278,8 +293,13 @@ def build_parser():
                    help="also write program.bin, mem_image.npz, listing.s, trace.json, report.json here")
     f.set_defaults(fn=_ffn)
 
+    v = sub.add_parser("verilog", help="write the chip's Verilog (module tinylpu_chip)")
+    v.add_argument("--config", default=DEFAULT_CONFIG, help="shipped config name or YAML path")
+    v.add_argument("-o", "--output", required=True, metavar="FILE.v")
+    v.set_defaults(fn=_verilog)
+
     b = sub.add_parser("bench", help="measure simulator speeds; prints numbers and writes docs/")
-    b.add_argument("what", choices=["golden"])
+    b.add_argument("what", choices=["golden", "compiler"])
     b.add_argument("--config", default=DEFAULT_CONFIG)
     b.add_argument("--repeat", type=int, default=5)
     b.add_argument("-o", "--output", default=None, help="markdown file to write the results to")

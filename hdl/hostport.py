@@ -1,0 +1,194 @@
+"""The host port: the chip's only valid/ready interface (``amaranth.lib.stream``), 64-bit words.
+
+Command word: bits 0-7 command, 8-15 target, 16-31 address, 32-47 count (docs/rtl.md).
+
+======  ==========  ==============  ==========================================================
+cmd     name        target          follows / answers
+======  ==========  ==============  ==========================================================
+0x01    WRITE_MEM   bank number     ``count`` vectors follow, ceil(lanes/8) words each, lane 0
+                                    in bits 0-7 of the first word
+0x02    READ_MEM    bank number     answers ``count`` vectors in the same layout
+0x03    LOAD_QUEUE  slice position  ``count`` instruction words follow, stored from queue index
+                                    ``address``; the queue's length becomes address + count
+                                    (so LOAD_QUEUE with count 0 at address 0 empties a queue)
+0x04    START       -               queues to index 0, cycle counter to 0, streams cleared
+0x05    STATUS      -               2 words: running (bit 0), done (bit 1), error flags (bits
+                                    8-15, ``ErrorFlags`` order); cycles
+======  ==========  ==============  ==========================================================
+
+Unknown commands are dropped.  A bank number the chip does not have writes nothing and reads
+zeros (the word count of the answer stays the same).  MEM and queue access is meant for an idle
+chip.
+
+Timing: ``cmd.ready`` and ``resp.valid``/``resp.payload`` depend on registers only (never
+combinationally on the host's signals), so a host may sample them anywhere in the cycle.
+MEM side: ``mem_we``/``mem_re`` (one bit per bank number) with ``mem_addr``/``mem_wdata``;
+the read data of ``mem_re`` in cycle c is on ``mem_rdata`` in c+1.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..firmware.isa import INSTR_BITS
+from .common import ERROR_BITS, vec
+
+__all__ = ["HostPort", "Cmd", "command"]
+
+
+class Cmd(enum.Enum, shape=8):
+    WRITE_MEM = 0x01
+    READ_MEM = 0x02
+    LOAD_QUEUE = 0x03
+    START = 0x04
+    STATUS = 0x05
+
+
+def command(cmd, target=0, address=0, count=0):
+    """A command word (for hosts and testbenches)."""
+    return int(getattr(cmd, "value", cmd)) | (target & 0xFF) << 8 | (address & 0xFFFF) << 16 | (count & 0xFFFF) << 32
+
+
+def _onehot(sel, n):
+    return (Const(1, n) << sel)[:n]
+
+
+class HostPort(wiring.Component):
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.banks = max(s.index for s in cfg.slices_of("mem")) + 1
+        self.words = -(-cfg.lanes // 8)              # host words per vector
+        super().__init__({
+            "cmd": In(stream.Signature(64)),
+            "resp": Out(stream.Signature(64)),
+            # MEM banks (bit/entry i = bank number i)
+            "mem_addr": Out(16),
+            "mem_wdata": Out(vec(cfg.lanes)),
+            "mem_we": Out(self.banks),
+            "mem_re": Out(self.banks),
+            "mem_rdata": In(data.ArrayLayout(vec(cfg.lanes), self.banks)),
+            # instruction queues (bit i = slice position i)
+            "q_addr": Out(16),
+            "q_data": Out(INSTR_BITS),
+            "q_we": Out(cfg.positions),
+            "q_len": Out(17),
+            "q_len_we": Out(cfg.positions),
+            # run control and status
+            "start": Out(1),
+            "st_running": In(1),
+            "st_done": In(1),
+            "st_errors": In(len(ERROR_BITS)),
+            "st_cycles": In(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.words
+        cmd, resp = self.cmd, self.resp
+        word = cmd.payload
+        c_op, c_target, c_addr, c_count = word[0:8], word[8:16], word[16:32], word[32:48]
+
+        target = Signal(8)
+        addr = Signal(16)
+        count = Signal(16)
+        widx = Signal(range(max(W, 2)))
+        buf = Signal(64 * W)                          # vector being assembled / sent
+        status = Signal(128)
+
+        rdata = Array(self.mem_rdata[i] for i in range(self.banks))
+
+        # MEM address: the registered write address while a write is on the port, else the read
+        # address of this cycle (reads and writes never share a cycle: a write lands in the cycle
+        # after its last word, before the next command can have been taken)
+        waddr = Signal(16)
+        raddr = Signal(16)
+        m.d.comb += [raddr.eq(addr), self.mem_addr.eq(Mux(self.mem_we.any(), waddr, raddr))]
+
+        m.d.sync += [self.start.eq(0), self.mem_we.eq(0)]
+        m.d.comb += [self.q_addr.eq(addr), self.q_data.eq(word)]
+
+        with m.FSM(name="host"):
+            with m.State("IDLE"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    m.d.sync += [target.eq(c_target), addr.eq(c_addr), count.eq(c_count), widx.eq(0)]
+                    with m.Switch(c_op):
+                        with m.Case(Cmd.WRITE_MEM):
+                            with m.If(c_count != 0):
+                                m.next = "WDATA"
+                        with m.Case(Cmd.READ_MEM):
+                            with m.If(c_count != 0):
+                                m.next = "RREAD"
+                        with m.Case(Cmd.LOAD_QUEUE):
+                            m.d.comb += [self.q_len.eq(c_addr + c_count),
+                                         self.q_len_we.eq(_onehot(c_target, self.cfg.positions))]
+                            with m.If(c_count != 0):
+                                m.next = "QDATA"
+                        with m.Case(Cmd.START):
+                            m.d.sync += self.start.eq(1)
+                        with m.Case(Cmd.STATUS):
+                            m.d.sync += [
+                                status.eq(Cat(self.st_running, self.st_done, Const(0, 6), self.st_errors,
+                                              Const(0, 48), self.st_cycles)),
+                                widx.eq(0),
+                            ]
+                            m.next = "STATUS"
+
+            with m.State("WDATA"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    m.d.sync += buf.word_select(widx, 64).eq(word)
+                    with m.If(widx == W - 1):
+                        m.d.sync += [
+                            widx.eq(0),
+                            self.mem_we.eq(_onehot(target, self.banks)),
+                            waddr.eq(addr),
+                            self.mem_wdata.eq(Cat(buf[:64 * (W - 1)], word) if W > 1 else word),
+                            addr.eq(addr + 1),
+                            count.eq(count - 1),
+                        ]
+                        with m.If(count == 1):
+                            m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += widx.eq(widx + 1)
+
+            with m.State("RREAD"):
+                # the first vector's read; its data is on mem_rdata in RDATA
+                m.d.comb += self.mem_re.eq(_onehot(target, self.banks))
+                m.next = "RDATA"
+            with m.State("RDATA"):
+                with m.If(target < self.banks):
+                    m.d.sync += buf.eq(rdata[target])
+                with m.Else():
+                    m.d.sync += buf.eq(0)
+                m.d.sync += widx.eq(0)
+                m.next = "RSEND"
+            with m.State("RSEND"):
+                m.d.comb += [resp.valid.eq(1), resp.payload.eq(buf.word_select(widx, 64))]
+                with m.If(resp.ready):
+                    with m.If(widx == W - 1):
+                        m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
+                        with m.If(count == 1):
+                            m.next = "IDLE"
+                        with m.Else():
+                            # read the next vector while its predecessor's last word goes out
+                            m.d.comb += [self.mem_re.eq(_onehot(target, self.banks)), raddr.eq(addr + 1)]
+                            m.next = "RDATA"
+                    with m.Else():
+                        m.d.sync += widx.eq(widx + 1)
+
+            with m.State("QDATA"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    m.d.comb += self.q_we.eq(_onehot(target, self.cfg.positions))
+                    m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
+                    with m.If(count == 1):
+                        m.next = "IDLE"
+
+            with m.State("STATUS"):
+                m.d.comb += [resp.valid.eq(1), resp.payload.eq(status.word_select(widx[0], 64))]
+                with m.If(resp.ready):
+                    m.d.sync += widx.eq(widx + 1)
+                    with m.If(widx[0]):
+                        m.next = "IDLE"
+        return m
