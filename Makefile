@@ -41,6 +41,7 @@ docs: setup
 
 bench: setup
 	$(PY) -m tinylpu.cli bench golden --config $(CONFIG) -o docs/benchmarks.md
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m tinylpu.cli bench sims --config $(CONFIG) --repeat 3 -o docs/benchmarks.md
 
 perf: setup
 	$(PY) -m tinylpu.cli bench compiler -o docs/performance.md

