@@ -198,10 +198,22 @@ def _image_entries(spec):
     return [(0, spec)]
 
 
-def normalize_case(cfg, case, index=0):
-    """A case as the JSON the cocotb testbench reads (see sim/cocotb_chip.py)."""
+def normalize_case(cfg, case, index=0, check=True):
+    """A case as the JSON the cocotb testbench reads (see sim/cocotb_chip.py).
+
+    With ``check``, a program that does not fit the chip (wrong queue, opcode on the wrong slice,
+    stream or address out of range) is refused here, before anything is loaded.
+    """
+    from ..firmware.check import check_program
     from ..firmware.program import Program
     prog = _get(case, "program")
+    if check:
+        p = prog
+        if isinstance(p, str):
+            p = bytes.fromhex(p)
+        if isinstance(p, (bytes, bytearray)):
+            p = Program.from_bytes(bytes(p), f"case {index}")
+        check_program(p, cfg)
     if isinstance(prog, Program):
         prog = prog.to_bytes()
     if isinstance(prog, (bytes, bytearray)):
@@ -227,7 +239,7 @@ def normalize_case(cfg, case, index=0):
     }
 
 
-def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True):
+def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True):
     """Run `cases` on the RTL chip in one simulator run; one result dict per case (module doc).
 
     `cfg_name`: a shipped config name, a YAML path, or a ``ChipConfig``.
@@ -243,7 +255,7 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True):
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     cfg = load_config(cfg_name)
     vfile = build_verilog(cfg_name)
-    norm = [normalize_case(cfg, c, i) for i, c in enumerate(cases)]
+    norm = [normalize_case(cfg, c, i, check) for i, c in enumerate(cases)]
     sim_dir = vfile.parent / (sim + ("_waves" if waves else ""))
     runner = get_runner(sim)
     build_args = []
