@@ -19,8 +19,8 @@ def insn_problems(insn: Insn, kind: str, cfg):
     """Problems of one instruction placed on a slice of `kind`: list of (field, message)."""
     info = OPS[insn.op]
     out = []
-    if info.unit == "c2c":
-        out.append(("op", f"{insn.op.name} is a reserved C2C encoding; this chip has no C2C slice yet"))
+    if info.unit == "c2c" and not cfg.c2c_ports:
+        out.append(("op", f"{insn.op.name} needs a C2C slice; config {cfg.name} has no C2C ports"))
         return out
     if info.unit not in ("any", kind):
         out.append(("op", f"{insn.op.name} runs on a {info.unit} slice, not on a {kind} slice"))
@@ -37,8 +37,10 @@ def insn_problems(insn: Insn, kind: str, cfg):
                         if o.kind == "group" else f"stream {s}")
                 out.append((o.field, f"{what}: the chip has {cfg.streams} streams per direction "
                                      f"(e0..e{cfg.streams - 1}, w0..w{cfg.streams - 1})"))
+    if info.unit == "c2c" and f["port"] >= cfg.c2c_ports:
+        out.append(("port", f"port {f['port']} out of range: config {cfg.name} has {cfg.c2c_ports} C2C ports"))
     n = f.get("count", 1)
-    if info.fmt != Format.CTL and insn.op != Opcode.TRANS and not 1 <= n <= COUNT_MAX:
+    if info.fmt != Format.CTL and insn.op not in (Opcode.TRANS, Opcode.DESKEW) and not 1 <= n <= COUNT_MAX:
         out.append(("count", f"n must be in [1, {COUNT_MAX}], got {n}"))
     op = insn.op
     if op in (Opcode.NOP,) and f["n"] < 1:

@@ -69,7 +69,7 @@ class Opcode(enum.Enum, shape=8):
     DIST = 0x53
     TRANS = 0x54
     LDPERM = 0x55
-    # C2C (encodings reserved; the links arrive in a later release)
+    # C2C
     SEND = 0x60
     RECV = 0x61
     DESKEW = 0x62
@@ -305,11 +305,14 @@ _OPS = [
            fixed={"count": 1}),
     # C2C (reserved)
     OpInfo(Opcode.SEND, Format.C2C, "c2c", (Operand("port", "port", "uint", 4), _s("src", "s"), _n()), None,
-           "Reserved: send n vectors from `src` to C2C `port`."),
-    OpInfo(Opcode.RECV, Format.C2C, "c2c", (_s("dst", "s"), Operand("port", "port", "uint", 4), _n()), None,
-           "Reserved: receive n vectors from C2C `port` onto `dst` at the scheduled cycle."),
-    OpInfo(Opcode.DESKEW, Format.C2C, "c2c", (), None,
-           "Reserved: stall the issuing queues until the next counter epoch."),
+           "For k < n: the vector on `src`, sampled at cycle t + k x F (F = flit_words, the link's cycles per "
+           "vector), goes out on C2C `port`; it can be received from link_latency cycles after it was sampled."),
+    OpInfo(Opcode.RECV, Format.C2C, "c2c", (_s("dst", "s"), Operand("port", "port", "uint", 4), _n()), "c2c_recv",
+           "For k < n: at cycle t + k x F, the oldest vector that has arrived on `port` onto stream `dst` "
+           "(an error if none has arrived)."),
+    OpInfo(Opcode.DESKEW, Format.C2C, "any", (), None,
+           "Park this queue until the next epoch boundary (cycle a multiple of c2c.epoch), where the chips "
+           "realign their counters; every live queue must be parked in DESKEW then, with nothing in flight."),
 ]
 
 OPS: dict[Opcode, OpInfo] = {i.op: i for i in _OPS}

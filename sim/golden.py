@@ -101,6 +101,7 @@ class _Active:
     start: int
     n: int          # elements
     busy_until: int  # last cycle (inclusive) the sub-unit is occupied
+    stride: int = 1  # cycles between elements (C2C: one vector per flit)
 
 
 @dataclass
@@ -109,7 +110,7 @@ class _Queue:
     insns: list
     pc: int = 0
     next_issue: int = 0
-    state: str = "run"        # run | sync | halt
+    state: str = "run"        # run | sync | deskew | halt
     sync_since: int = 0
     rep_left: int = 0
     rep_d: int = 0
@@ -144,6 +145,8 @@ class Golden:
         self.req_sh = {s.name: np.zeros(cfg.lanes, np.int64) for s in cfg.slices_of("vxm")}
         self.req_z = {s.name: np.zeros(cfg.lanes, np.int8) for s in cfg.slices_of("vxm")}
         self.perm = {s.name: np.arange(cfg.lanes) for s in cfg.slices_of("sxm")}
+        self.tx_hook = None          # set by a tray: (port, cycle, vector) for every SEND element
+        self.rx = {p: [] for p in range(cfg.c2c_ports)}
         self.program = Program({})
 
     # --- host-side access -------------------------------------------------------------------
@@ -183,65 +186,97 @@ class Golden:
 
     # --- the run ------------------------------------------------------------------------------
     def run(self, max_cycles=1_000_000) -> RunResult:
-        cfg, L, lanes, S, P = self.cfg, self.L, self.lanes, self.S, self.P
+        self.start()
+        while not self.step():
+            if self.c >= max_cycles:
+                raise ProgramError(self.c, "-", None, None, f"did not halt within {max_cycles} cycles")
+        return self.result()
+
+    def start(self):
+        """Reset the run state (streams, queues); unit state and MEM persist, as on the chip."""
+        cfg, lanes, S, P = self.cfg, self.lanes, self.S, self.P
         self.sdata = np.zeros((2, S, P, lanes), np.int8)
         self.svalid = np.zeros((2, S, P), bool)
         self.effects = {}            # due cycle -> list of callables / stream writes
         self.port_busy = {}          # (slice, due cycle) -> description of the result using the port
         self.acc_pending = {n: {} for n in self.acc}
-        queues = [_Queue(n, list(v)) for n, v in self.program.queues.items()]
+        self.queues = [_Queue(n, list(v)) for n, v in self.program.queues.items()]
         for n in self.pos:
             if n not in self.program.queues:
-                queues.append(_Queue(n, [], state="halt"))
+                self.queues.append(_Queue(n, [], state="halt"))
         self.active = {}             # (slice, sub) -> _Active
         self._last_dispatched, self._last_issue = {}, {}
         self.activity = {n: {"issued": 0} for n in self.pos}
-        notify_fire = []             # cycles at which NOTIFYs fire
-        halted = {}
-        last_halt = -1
+        self.notify_fire = []        # cycles at which NOTIFYs fire
+        self.halted = {q.name: -1 for q in self.queues if q.state == "halt"}
+        self.last_halt = -1
+        self.rx = {p: [] for p in range(cfg.c2c_ports)}   # port -> [(arrival cycle, vector)]
+        self.c = 0
+        self.done = len(self.halted) == len(self.queues)
+
+    def step(self):
+        """Simulate one cycle; True when the program has ended."""
+        if self.done:
+            return True
+        c, queues = self.c, self.queues
+        # 1. issue
+        fired = c in self.notify_fire
+        deskew = [q for q in queues if q.state == "deskew" and q.next_issue == c]
+        if deskew:
+            self._deskew_check(c)
         for q in queues:
+            if q.state == "sync" and fired:
+                q.state, q.next_issue = "run", c
+            if q.state == "deskew" and q.next_issue == c:
+                q.state = "run"
+            if q.state != "run" or q.next_issue != c:
+                continue
+            self._issue(q, c, self.notify_fire, self.halted)
             if q.state == "halt":
-                halted[q.name] = -1
-        c = 0
-        while True:
-            if c >= max_cycles:
-                raise ProgramError(c, "-", None, None, f"did not halt within {max_cycles} cycles")
-            # 1. issue
-            fired = c in notify_fire
-            for q in queues:
-                if q.state == "sync" and fired:
-                    q.state, q.next_issue = "run", c
-                if q.state != "run" or q.next_issue != c:
-                    continue
-                self._issue(q, c, notify_fire, halted)
-                if q.state == "halt":
-                    last_halt = c
-            # 2. process the elements of active sub-units
-            for key in list(self.active):
-                a = self.active[key]
-                k = c - a.start
-                if 0 <= k < a.n:
-                    self._element(key[0], a, k, c)
-                if c >= a.busy_until:
-                    del self.active[key]
-            # 3. commit what becomes visible at c + 1
-            self._commit(c + 1)
-            c += 1
-            if len(halted) == len(queues):
-                break
-            if all(q.state in ("halt", "sync") for q in queues) and not any(f >= c for f in notify_fire):
-                parked = [q.name for q in queues if q.state == "sync"]
-                raise ProgramError(c, ",".join(parked), None, None,
-                                   "deadlock: queues wait in SYNC and no NOTIFY is coming")
-        cycles = last_halt + 1
+                self.last_halt = c
+        # 2. process the elements of active sub-units
+        for key in list(self.active):
+            a = self.active[key]
+            d = c - a.start
+            if d % a.stride == 0 and 0 <= d // a.stride < a.n:
+                self._element(key[0], a, d // a.stride, c)
+            if c >= a.busy_until:
+                del self.active[key]
+        # 3. commit what becomes visible at c + 1
+        self._commit(c + 1)
+        self.c = c = c + 1
+        if len(self.halted) == len(queues):
+            self.done = True
+            return True
+        if all(q.state in ("halt", "sync") for q in queues) and not any(f >= c for f in self.notify_fire):
+            parked = [q.name for q in queues if q.state == "sync"]
+            raise ProgramError(c, ",".join(parked), None, None,
+                               "deadlock: queues wait in SYNC and no NOTIFY is coming")
+        return False
+
+    def result(self) -> RunResult:
+        cycles = self.last_halt + 1
         late = [d for d in self.effects if d > cycles]
         if self.active or late:
             what = [f"{s}.{sub} ({a.insn.op.name} #{a.index})" for (s, sub), a in self.active.items()]
             if late:
                 what.append(f"results due at cycle {min(late)}")
-            raise ProgramError(last_halt, "-", None, None,
+            raise ProgramError(self.last_halt, "-", None, None,
                                "work still in flight when the last queue halted: " + ", ".join(what))
-        return RunResult(cycles, self.activity, halted)
+        return RunResult(cycles, self.activity, self.halted)
+
+    def _deskew_check(self, c):
+        """At an epoch boundary where queues leave DESKEW the chip must be quiet: every live queue
+        parked in DESKEW, no sub-unit running, nothing in flight (the stall length varies with drift)."""
+        for q in self.queues:
+            if q.state not in ("deskew", "halt") or (q.state == "deskew" and q.next_issue != c):
+                raise ProgramError(c, q.name, None, None,
+                                   f"DESKEW at the epoch boundary (cycle {c}) needs every live queue parked in "
+                                   f"DESKEW; queue {q.name} is not")
+        busy = [f"{s}.{sub}" for (s, sub), a in self.active.items() if a.busy_until >= c]
+        if busy or any(d > c for d in self.effects):
+            raise ProgramError(c, "-", None, None, f"DESKEW at cycle {c}: the chip is not quiet "
+                               f"({', '.join(busy) or 'results still in flight'}): nothing may cross a deskew")
 
     # --- issue ------------------------------------------------------------------------------------
     def _issue(self, q: _Queue, c, notify_fire, halted):
@@ -275,6 +310,9 @@ class Golden:
         elif op == Opcode.HALT:
             q.state = "halt"
             halted[q.name] = c
+        elif op == Opcode.DESKEW:
+            E = self.cfg.link["epoch"]
+            q.state, q.next_issue = "deskew", (c // E + 1) * E
         else:
             self._dispatch(q.name, insn, idx, c)
             q.next_issue = c + 1
@@ -286,16 +324,20 @@ class Golden:
         kind = self.kind[sname]
         sub = _SUBUNIT.get(op, {"vxm": "alu", "sxm": "sxm"}.get(kind))
         n = insn.count
-        busy = n
+        busy, stride = n, 1
         if op == Opcode.TRANS:
             n, busy = self.lanes, 2 * self.lanes
+        if op in (Opcode.SEND, Opcode.RECV):
+            sub = f"{'tx' if op == Opcode.SEND else 'rx'}{insn.port}"
+            stride = self.cfg.flit_words
+            busy = n * stride
         key = (sname, sub)
         if key in self.active and self.active[key].busy_until >= c:
             a = self.active[key]
             raise ProgramError(c, sname, idx, insn,
                                f"{sub} {'port' if kind == 'mem' else 'unit'} is busy until cycle "
                                f"{a.busy_until} with {a.insn.op.name} (#{a.index}) issued at cycle {a.start}")
-        self.active[key] = _Active(sub, insn, idx, c, n, c + busy - 1)
+        self.active[key] = _Active(sub, insn, idx, c, n, c + busy - 1, stride)
         act = self.activity[sname]
         act[f"{sub}_busy"] = act.get(f"{sub}_busy", 0) + busy
 
@@ -394,6 +436,18 @@ class Golden:
             self._check_addr(sname, a, c, addr, len(acc), "accumulator")
             self._check_acc(sname, a, c, addr)
             self._emit(sname, a, i.s, int32_to_planes(acc[addr]), c + L["mxm_emit"], c)
+        elif op == Opcode.SEND:
+            v = self._read_stream(sname, a, i.s, c)
+            if self.tx_hook is None:
+                raise ProgramError(c, sname, a.index, i, f"SEND on port {i.port}: this chip is not in a tray")
+            self.tx_hook(i.port, c, v)
+        elif op == Opcode.RECV:
+            q = self.rx[i.port]
+            if not q or q[0][0] > c:
+                nxt = f"; the next arrives at cycle {q[0][0]}" if q else ""
+                raise ProgramError(c, sname, a.index, i, f"RECV on port {i.port}: no vector has arrived{nxt}")
+            _, v = q.pop(0)
+            self._emit(sname, a, i.s, [v], c + L["c2c_recv"], c)
         elif OPS[op].unit == "vxm":
             self._vxm(sname, a, k, c)
         elif OPS[op].unit == "sxm":

@@ -125,7 +125,7 @@ ERRS = [
     ("READ e0,, 3", "test.s:2:10: error: unexpected ',': expected an operand between commas"),
     ("MM e0, 0, 0", "test.s:2:2: error: unexpected 'MM': expected MM runs on a mxm slice, not on a mem slice"),
     ("REPEAT 2, 3", "test.s:2:2: error: unexpected 'REPEAT': expected REPEAT right after a unit instruction"),
-    ("SEND 1, e0", "test.s:2:2: error: unexpected 'SEND': expected SEND is a reserved C2C encoding"),
+    ("SEND 1, e0", "test.s:2:2: error: unexpected 'SEND': expected SEND needs a C2C slice; config tiny has no C2C ports"),
     ("NOP 1, 2", "test.s:2:9: error: unexpected '2': expected end of line: NOP takes 1 operand (n)"),
 ]
 

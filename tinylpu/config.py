@@ -18,8 +18,8 @@ __all__ = ["ConfigError", "ChipConfig", "Slice", "load_config", "shipped_configs
 
 DEFAULT_CONFIG = "tiny"
 
-#: Slice kinds that may appear in a floorplan.
-SLICE_KINDS = ("mem", "mxm", "vxm", "sxm")
+#: Slice kinds that may appear in a floorplan (c2c only when the config has C2C ports).
+SLICE_KINDS = ("mem", "mxm", "vxm", "sxm", "c2c")
 
 #: Latency keys and the smallest value the RTL pipeline can implement (see docs/microarchitecture.md).
 MIN_LATENCY = {
@@ -34,10 +34,12 @@ MIN_LATENCY = {
     "vxm_lut": 2,      # LUT (256-entry table)
     "sxm": 2,          # SHIFT/ROT/PERM/DIST, and TRANS counted from its last input row
     "notify": 1,       # NOTIFY issue -> parked SYNC queues issue again
+    "c2c_recv": 1,     # RECV element -> the received vector visible on the stream (optional key, default 2)
 }
+_LATENCY_DEFAULTS = {"c2c_recv": 2}
 LATENCY_KEYS = tuple(MIN_LATENCY)
 
-_NAME_RE = re.compile(r"^(mem|mxm|vxm|sxm)(\d+)$")
+_NAME_RE = re.compile(r"^(mem|mxm|vxm|sxm|c2c)(\d+)$")
 
 
 class ConfigError(ValueError):
@@ -120,6 +122,19 @@ class ChipConfig:
     @property
     def peak_tops(self) -> float:
         return 2 * self.macs_per_cycle * self.clock_hz / 1e12
+
+    @property
+    def flit_words(self) -> int:
+        """Link words per vector: header + payload + CRC-32; also the cycles between SEND/RECV elements."""
+        return 2 + -(-8 * self.lanes // self.link["width_bits"])
+
+    def peer(self, chip, port):
+        """(chip, port) at the other end of `port` of `chip` (fully connected: port p skips itself)."""
+        if self.topology == "full":
+            other = port if port < chip else port + 1
+            return other, (chip if chip < other else chip - 1)
+        nxt = (chip + (1 if port == 0 else -1)) % self.chips       # ring: port 0 east, port 1 west
+        return nxt, 1 - port
 
     @property
     def weight_bytes_per_cycle(self) -> int:
@@ -235,7 +250,7 @@ def parse_config(text, source="<string>") -> ChipConfig:
         m = _NAME_RE.match(str(nm))
         if not m:
             raise r.err(f"floorplan[{pos}]", f"{nm!r} is not a slice name; use <kind><number> with kind in "
-                        f"{', '.join(SLICE_KINDS)} (c2c slices arrive with the C2C links)")
+                        f"{', '.join(SLICE_KINDS)}")
         if nm in seen:
             raise r.err(f"floorplan[{pos}]", f"slice {nm!r} appears twice")
         seen.add(nm)
@@ -263,7 +278,8 @@ def parse_config(text, source="<string>") -> ChipConfig:
     for k in lat_raw:
         if k not in MIN_LATENCY:
             raise r.err(f"latency.{k}", f"unknown latency; allowed keys are {', '.join(LATENCY_KEYS)}")
-    latency = {k: r.int(f"latency.{k}", MIN_LATENCY[k], 64) for k in LATENCY_KEYS}
+    latency = {k: r.int(f"latency.{k}", MIN_LATENCY[k], 64, default=_LATENCY_DEFAULTS.get(k, KeyError))
+               for k in LATENCY_KEYS}
 
     chips = r.int("chips", 1, 256, default=1)
     clock_mhz = r.num("clock.mhz", 1, 5000)
@@ -286,9 +302,15 @@ def parse_config(text, source="<string>") -> ChipConfig:
         "ppm_budget": r.num("c2c.ppm_budget", 1, 100000, default=300),
         "hac_interval": r.int("c2c.hac_interval", 16, 1 << 20, default=256),
         "epoch": r.int("c2c.epoch", 64, 1 << 24, default=4096, pow2=True),
+        "rx_vectors": r.int("c2c.rx_vectors", 1, 1024, default=8),
     }
     if link["width_bits"] > 8 * lanes:
         raise r.err("c2c.width_bits", f"is {link['width_bits']} but a vector has only {8 * lanes} bits")
+    n_c2c = sum(sl.kind == "c2c" for sl in slices)
+    if n_c2c > 1:
+        raise r.err("floorplan", f"at most one c2c slice (it serves all {c2c_ports} ports), got {n_c2c}")
+    if n_c2c and not c2c_ports:
+        raise r.err("floorplan", "has a c2c slice but c2c.ports is 0")
     if chips > 1 and topology == "full" and c2c_ports < chips - 1:
         raise r.err("c2c.ports", f"a fully connected tray of {chips} chips needs {chips - 1} ports per chip, "
                     f"got {c2c_ports}")
