@@ -1,0 +1,643 @@
+"""Chip-to-chip (C2C) link layer: ``LinkTX``, ``LinkRX`` and the test top ``C2CLinkPair``.
+
+The full contract (symbols, flit layout, CRC, elastic buffer, ppm budget, training, HAC exchange,
+alarms, measured goodput and latency) is in docs/c2c.md.  In short:
+
+* The wire carries one word per sender clock: ``width_bits`` of data plus a control flag ``k``
+  (a K symbol, like an 8b/10b comma).  K words carry a 4-bit symbol code in bits [0, 4).
+* ``LinkTX`` (sender's clock domain) sends TRAIN words after reset, then IDLE, a SKIP every
+  ``skip_interval`` words (always, even inside a flit), a HAC frame (the sender's hardware-aligned
+  counter) every ``hac_interval`` cycles when the link is free, and one DATA flit per vector:
+  header (k=1, DATA, sequence number) + ``8*lanes/width_bits`` payload words + CRC-32.
+* ``LinkRX`` samples the wire in the recovered (= sender's) clock, locks on TRAIN words, writes
+  every word into an elastic buffer (a gray-coded ``AsyncFIFO``), dropping a SKIP when the buffer
+  is above its centre; the reader (receiver's clock) repeats a SKIP when it is below its centre.
+  Behind the buffer, in the receiver's clock, the deframer checks the framing, the CRC and the
+  sequence number and delivers good vectors (``recv_valid``); it never retransmits.
+
+Inside a chip there is no back-pressure: ``LinkTX`` accepts a vector in any cycle, holds at most
+one waiting vector, and raises the sticky ``overrun`` flag if the chip offers a vector while one is
+still waiting.  A chip that offers at most one vector every ``LinkParams.send_interval`` cycles
+(``flit_words + 1``) never overruns (docs/c2c.md, "Link rate").
+"""
+
+import zlib
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import cdc, data, enum, fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import vec
+
+__all__ = ["Sym", "LinkParams", "LinkWire", "AlarmFlags", "LinkTX", "LinkRX", "C2CLinkPair",
+           "HAC_BITS", "crc32_words", "crc32_step", "RX_STATUS"]
+
+#: Width of the hardware-aligned counter carried by HAC frames.
+HAC_BITS = 32
+#: CRC-32 (IEEE 802.3 / zlib): polynomial 0x04C11DB7, reflected, init and final XOR 0xFFFFFFFF.
+CRC_POLY_REFLECTED = 0xEDB88320
+CRC_INIT = 0xFFFFFFFF
+
+
+class Sym(enum.Enum, shape=4):
+    """K-symbol codes (bits [0, 4) of a word with k=1).  The five codes have even parity, so a
+    single flipped bit never turns one symbol into another: it becomes an invalid code."""
+    IDLE = 0x3
+    SKIP = 0x5
+    TRAIN = 0x6
+    HAC = 0x9
+    DATA = 0xA
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """Numbers derived from the config's ``c2c`` section (``cfg.link``) and ``lanes``."""
+    lanes: int
+    width: int
+    skip_interval: int
+    hac_interval: int
+    depth: int
+    ppm_budget: float
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        lk = cfg.link
+        return cls(lanes=cfg.lanes, width=lk["width_bits"], skip_interval=lk["skip_interval"],
+                   hac_interval=lk["hac_interval"], depth=lk["elastic_depth"],
+                   ppm_budget=float(lk["ppm_budget"]))
+
+    @property
+    def payload_words(self):
+        return 8 * self.lanes // self.width
+
+    @property
+    def crc_words(self):
+        return -(-32 // self.width)
+
+    @property
+    def hac_words(self):
+        return -(-HAC_BITS // self.width)
+
+    @property
+    def flit_words(self):
+        """Words of one DATA flit: header + payload + CRC."""
+        return 1 + self.payload_words + self.crc_words
+
+    @property
+    def hac_frame_words(self):
+        return 1 + self.hac_words + self.crc_words
+
+    @property
+    def send_interval(self):
+        """The link rate the compiler must respect: at most one vector per this many cycles.
+        One word per flit slot is left for SKIP/HAC, so the link never falls behind."""
+        return self.flit_words + 1
+
+    @property
+    def seq_bits(self):
+        return min(8, self.width - 4)
+
+    @property
+    def goodput_max(self):
+        """Payload bits / wire data bits at one vector per ``send_interval``."""
+        return 8 * self.lanes / (self.send_interval * self.width)
+
+    @property
+    def nominal_latency(self):
+        """Receiver cycles from the TX accepting a vector (into an idle TX) to ``recv_valid``, at
+        equal clocks with the elastic buffer centred (measured; docs/c2c.md).  Drift moves it by
+        at most a cycle or two either way while the buffer stays inside its guard band."""
+        return self.flit_words + self.depth // 2 + 2
+
+    @property
+    def compensation_ppm(self):
+        """Largest relative clock difference the SKIP mechanism can absorb: one word per SKIP."""
+        return 1e6 / self.skip_interval
+
+
+def LinkWire(width):  # noqa: N802 (a signature constructor)
+    """The wire from a ``LinkTX`` to a ``LinkRX``: one word per sender clock."""
+    return wiring.Signature({"data": Out(width), "k": Out(1)})
+
+
+class AlarmFlags(data.Struct):
+    """Why ``LinkRX.alarm`` is set (all sticky)."""
+    overflow: 1    # a word arrived while the elastic buffer was full: the word is lost
+    underflow: 1   # the reader found the elastic buffer empty: the latency is no longer fixed
+    high: 1        # the fill rose above the upper guard (writer's view >= depth - 1)
+    low: 1         # the fill fell below the lower guard (reader's view <= 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# CRC-32 over one link word: a linear map, unrolled into XOR trees.
+
+def crc32_step(crc, word, width):
+    """Software model: the CRC register after shifting in one ``width``-bit word, LSB first
+    (= zlib byte order for the word's little-endian bytes).  No init, no final XOR."""
+    for j in range(width):
+        fb = (crc ^ (word >> j)) & 1
+        crc >>= 1
+        if fb:
+            crc ^= CRC_POLY_REFLECTED
+    return crc
+
+
+def crc32_words(words, width):
+    """The CRC-32 a flit carries: zlib.crc32 of the words' little-endian bytes."""
+    return zlib.crc32(b"".join(w.to_bytes(width // 8, "little") for w in words))
+
+
+_CRC_MATRIX = {}
+
+
+def _crc_matrix(width):
+    """For each output bit: (mask over the 32 CRC bits, mask over the ``width`` data bits)."""
+    if width not in _CRC_MATRIX:
+        rows = []
+        for i in range(32):
+            cmask = sum(1 << b for b in range(32) if (crc32_step(1 << b, 0, width) >> i) & 1)
+            dmask = sum(1 << b for b in range(width) if (crc32_step(0, 1 << b, width) >> i) & 1)
+            rows.append((cmask, dmask))
+        _CRC_MATRIX[width] = rows
+    return _CRC_MATRIX[width]
+
+
+def _crc_next(crc, word, width):
+    """Gateware: ``crc32_step`` as 32 XOR trees."""
+    bits = []
+    for cmask, dmask in _crc_matrix(width):
+        terms = [crc[b] for b in range(32) if (cmask >> b) & 1]
+        terms += [word[b] for b in range(width) if (dmask >> b) & 1]
+        bits.append(Cat(*terms).xor())
+    return Cat(*bits)
+
+
+def _gray(x):
+    return x ^ (x >> 1)
+
+
+def _gray_decode(m, g, name):
+    b = Signal(len(g), name=name)
+    m.d.comb += b[-1].eq(g[-1])
+    for i in reversed(range(len(g) - 1)):
+        m.d.comb += b[i].eq(b[i + 1] ^ g[i])
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+
+class LinkTX(wiring.Component):
+    """Link transmitter, in the sender's clock domain ``domain``.
+
+    Ports:
+
+    * ``send_valid``/``send_data`` (in): a vector to send.  Accepted in any cycle; the TX holds
+      one waiting vector besides the flit on the wire.  A vector offered while one is already
+      waiting, or during training, is dropped and sets the sticky ``overrun``.
+    * ``hac`` (in, 32): the local hardware-aligned counter, sampled when a HAC frame starts.
+    * ``train_done`` (in): leave training now (else after ``train_words`` words).
+    * ``wire`` (out, ``LinkWire``): registered word and K flag, one per cycle.
+    * ``training`` (out): still sending TRAIN.  ``busy`` (out): a frame on the wire or a vector
+      waiting.  ``flits_sent`` (out, 32): DATA flits started.
+    """
+
+    def __init__(self, cfg, *, domain="tx", train_words=None):
+        self.cfg = cfg
+        self.params = p = LinkParams.from_cfg(cfg)
+        self._domain = domain
+        self.train_words = 4 * p.depth if train_words is None else train_words
+        super().__init__({
+            "send_valid": In(1),
+            "send_data": In(vec(cfg.lanes)),
+            "hac": In(HAC_BITS),
+            "train_done": In(1),
+            "wire": Out(LinkWire(p.width)),
+            "training": Out(1, init=1),
+            "busy": Out(1),
+            "overrun": Out(1),
+            "flits_sent": Out(32),
+        })
+
+    def elaborate(self, platform):
+        p = self.params
+        w, C = p.width, p.crc_words
+        m = Module()
+        d = m.d[self._domain]
+
+        body_words = max(p.payload_words, p.hac_words)
+        training = self.training
+        train_cnt = Signal(range(max(self.train_words, 1) + 1))
+        skip_cnt = Signal(range(p.skip_interval))
+        skip_due = Signal()
+        hac_timer = Signal(range(p.hac_interval))
+        hac_due = Signal()
+        pend_valid = Signal()
+        pend_data = Signal(vec(p.lanes))
+        active = Signal()
+        left = Signal(range(body_words + C + 1))
+        body = Signal(body_words * w)
+        crc = Signal(32)
+        seq = Signal(p.seq_bits)
+        word = Signal(w)
+        k = Signal()
+        start_data = Signal()
+        start_hac = Signal()
+
+        # The SKIP schedule: word skip_interval-1 of every skip_interval words, unconditionally.
+        m.d.comb += skip_due.eq(skip_cnt == p.skip_interval - 1)
+        d += skip_cnt.eq(Mux(skip_due, 0, skip_cnt + 1))
+        d += [self.wire.data.eq(word), self.wire.k.eq(k)]
+        m.d.comb += self.busy.eq(active | pend_valid)
+
+        have_vec = pend_valid | self.send_valid
+        vec_now = Mux(pend_valid, pend_data, self.send_data)
+        hdr_data = Signal(w)
+        hdr_hac = Signal(w)
+        m.d.comb += [hdr_data.eq(Cat(Const(Sym.DATA.value, 4), seq)), hdr_hac.eq(Sym.HAC.value)]
+
+        m.d.comb += [k.eq(1), word.eq(Sym.IDLE.value)]
+        with m.If(skip_due):
+            m.d.comb += word.eq(Sym.SKIP.value)
+        with m.Elif(training):
+            m.d.comb += word.eq(Sym.TRAIN.value)
+        with m.Elif(active):
+            m.d.comb += k.eq(0)
+            with m.If(left > C):                         # payload word
+                m.d.comb += word.eq(body[:w])
+                d += body.eq(body >> w)
+                nxt = _crc_next(crc, body[:w], w)
+                d += crc.eq(Mux(left == C + 1, ~nxt, nxt))   # after the last one: the final CRC
+            with m.Else():                               # CRC word(s), least significant first
+                m.d.comb += word.eq(crc[:min(w, 32)])
+                if w < 32:
+                    d += crc.eq(crc >> w)
+            d += left.eq(left - 1)
+            with m.If(left == 1):
+                d += active.eq(0)
+        with m.Elif(have_vec):
+            m.d.comb += [start_data.eq(1), word.eq(hdr_data)]
+            d += [active.eq(1), left.eq(p.payload_words + C), body.eq(vec_now),
+                  crc.eq(_crc_next(Const(CRC_INIT, 32), hdr_data, w)),
+                  seq.eq(seq + 1), self.flits_sent.eq(self.flits_sent + 1)]
+        with m.Elif(hac_due):
+            m.d.comb += [start_hac.eq(1), word.eq(hdr_hac)]
+            d += [active.eq(1), left.eq(p.hac_words + C), body.eq(self.hac),
+                  crc.eq(_crc_next(Const(CRC_INIT, 32), hdr_hac, w))]
+
+        # training: TRAIN for train_words words (or until train_done)
+        with m.If(training):
+            d += train_cnt.eq(train_cnt + 1)
+            if self.train_words:
+                with m.If(train_cnt == self.train_words - 1):
+                    d += training.eq(0)
+            with m.If(self.train_done):
+                d += training.eq(0)
+
+        # HAC schedule: due every hac_interval cycles after training, sent when the link is free.
+        with m.If(~training):
+            d += hac_timer.eq(Mux(hac_timer == p.hac_interval - 1, 0, hac_timer + 1))
+            with m.If(hac_timer == p.hac_interval - 1):
+                d += hac_due.eq(1)
+            with m.Elif(start_hac):
+                d += hac_due.eq(0)
+
+        # accepting vectors: one waiting slot; no back-pressure, overrun instead
+        with m.If(training):
+            with m.If(self.send_valid):
+                d += self.overrun.eq(1)
+        with m.Elif(start_data & pend_valid):
+            d += [pend_valid.eq(self.send_valid), pend_data.eq(self.send_data)]
+        with m.Elif(start_data):
+            pass                                         # send_data went straight onto the wire
+        with m.Elif(self.send_valid):
+            with m.If(pend_valid):
+                d += self.overrun.eq(1)
+            with m.Else():
+                d += [pend_valid.eq(1), pend_data.eq(self.send_data)]
+        return m
+
+
+#: Status outputs of ``LinkRX`` (all in the receiver's domain), forwarded by ``C2CLinkPair``.
+RX_STATUS = ["recv_valid", "recv_data", "recv_seq", "locked", "trained", "crc_errors",
+             "frame_errors", "seq_errors", "flits_ok", "hac_ok", "skips_removed", "skips_inserted",
+             "fill", "fill_min", "fill_max", "remote_hac", "hac_offset", "hac_valid", "alarm",
+             "alarm_flags"]
+
+
+class LinkRX(wiring.Component):
+    """Link receiver.  ``wire`` and ``flip`` are in ``rec_domain`` (the clock recovered from /
+    forwarded with the wire, i.e. the sender's clock); everything else is in ``domain``.
+
+    Ports (besides ``wire``):
+
+    * ``flip`` (in, width+1, rec domain): error injection, XOR-ed into the incoming word (bit
+      ``width`` flips the K flag).  Tie to 0 outside tests.
+    * ``hac`` (in, 32): the local hardware-aligned counter.
+    * ``recv_valid``/``recv_data``/``recv_seq``: one pulse per good DATA flit.
+    * ``locked``: the writer saw ``lock_words`` consecutive TRAIN words; ``trained``: locked, the
+      elastic buffer centred and the end of training seen.
+    * counters (32 bits, wrapping): ``crc_errors`` (frames with a CRC mismatch, not delivered),
+      ``frame_errors`` (framing violations: a K symbol inside a frame, an invalid code, data words
+      outside a frame; the frame in progress is dropped), ``seq_errors`` (a good flit whose
+      sequence number is not the one expected: a flit vanished without a CRC trace),
+      ``flits_ok``, ``hac_ok``, ``skips_removed``, ``skips_inserted``.
+    * ``fill`` / ``fill_min`` / ``fill_max``: elastic buffer fill as the reader sees it (since
+      centring).
+    * ``remote_hac``: the last good HAC value; ``hac_offset`` = local hac - (remote hac +
+      ``hac_latency``), updated (``hac_valid`` pulse) with each good HAC frame.
+    * ``alarm`` (sticky) and ``alarm_flags`` (``AlarmFlags``).
+
+    ``compensate=False`` disables SKIP removal and insertion (for tests that prove it matters).
+    """
+
+    #: In steady state the writer's view of the fill (``AsyncFIFO.w_level``) exceeds the reader's
+    #: (``r_level``) by about this many words: each side sees the other's pointer through a
+    #: 2-FF synchronizer (and the writer's level is registered once more).  Measured in
+    #: simulation with Amaranth's AsyncFIFO; see docs/c2c.md, "Elastic buffer".
+    SYNC_GAP = 5
+    #: The reader's view lags the true fill by about this many words.
+    R_LAG = 3
+
+    def __init__(self, cfg, *, domain="rx", rec_domain="rxrec", compensate=True, lock_words=8,
+                 hac_latency=None):
+        self.cfg = cfg
+        self.params = p = LinkParams.from_cfg(cfg)
+        if p.depth < 16:
+            self._MustUse__silence = True      # never elaborated: no UnusedElaboratable warning
+            raise ValueError(f"LinkRX needs c2c.elastic_depth >= 16 (got {p.depth}): the two "
+                             "synchronizer round trips alone take ~7 words of the buffer")
+        self._domain, self._rec = domain, rec_domain
+        self.compensate = compensate
+        self.lock_words = lock_words
+        D = p.depth
+        # Thresholds (docs/c2c.md, "Elastic buffer").  The reader starts when its view reaches
+        # `start_level`, which puts the true fill at about D/2; in steady state the reader then
+        # sees start_level + 1 and the writer start_level + 1 + SYNC_GAP.  A dead band of one word
+        # each side of those keeps SKIP removal and insertion from chattering at 0 ppm.
+        self.start_level = D // 2 - self.R_LAG
+        self.ins_level = self.start_level - 1                           # reader: repeat a SKIP
+        self.rem_level = self.start_level + 1 + self.SYNC_GAP + 2       # writer: drop a SKIP
+        self.guard_lo = 1                                               # reader's view
+        self.guard_hi = D - 1                                           # writer's view
+        self.hac_latency = self.nominal_hac_latency() if hac_latency is None else hac_latency
+        super().__init__({
+            "wire": In(LinkWire(p.width)),
+            "flip": In(p.width + 1),
+            "hac": In(HAC_BITS),
+            "recv_valid": Out(1),
+            "recv_data": Out(vec(cfg.lanes)),
+            "recv_seq": Out(p.seq_bits),
+            "locked": Out(1),
+            "trained": Out(1),
+            "crc_errors": Out(32),
+            "frame_errors": Out(32),
+            "seq_errors": Out(32),
+            "flits_ok": Out(32),
+            "hac_ok": Out(32),
+            "skips_removed": Out(32),
+            "skips_inserted": Out(32),
+            "fill": Out(range(D + 1)),
+            "fill_min": Out(range(D + 1), init=D),
+            "fill_max": Out(range(D + 1)),
+            "remote_hac": Out(HAC_BITS),
+            "hac_offset": Out(signed(HAC_BITS)),
+            "hac_valid": Out(1),
+            "alarm": Out(1),
+            "alarm_flags": Out(AlarmFlags),
+        })
+
+    def nominal_hac_latency(self):
+        """Receiver cycles from the cycle the sender loads a HAC header into its wire register
+        to the cycle the good HAC frame updates ``remote_hac``, at equal clocks and a centred
+        elastic buffer (measured; see docs/c2c.md).  DESKEW uses ``hac_offset``."""
+        p = self.params
+        return p.hac_frame_words + p.depth // 2 + 1
+
+    def elaborate(self, platform):
+        p = self.params
+        w, C, D = p.width, p.crc_words, p.depth
+        m = Module()
+        rec = m.d[self._rec]
+        rx = m.d[self._domain]
+
+        # ---- recovered-clock side: input register (+ error injection), lock, SKIP removal ----
+        in_d = Signal(w)
+        in_k = Signal()
+        rec += [in_d.eq(self.wire.data ^ self.flip[:w]), in_k.eq(self.wire.k ^ self.flip[w])]
+        is_train = in_k & (in_d[:4] == Sym.TRAIN.value)
+        is_skip = in_k & (in_d[:4] == Sym.SKIP.value)
+
+        locked = Signal()
+        lock_cnt = Signal(range(self.lock_words + 1))
+        with m.If(~locked):
+            with m.If(is_train):
+                rec += lock_cnt.eq(lock_cnt + 1)
+                with m.If(lock_cnt == self.lock_words - 1):
+                    rec += locked.eq(1)
+            with m.Elif(~is_skip):
+                rec += lock_cnt.eq(0)
+
+        m.submodules.ebuf = ebuf = self._ebuf = fifo.AsyncFIFO(width=w + 1, depth=D, r_domain=self._domain,
+                                                  w_domain=self._rec)
+        remove = Signal()
+        m.d.comb += remove.eq(self.compensate & locked & is_skip & (ebuf.w_level >= self.rem_level))
+        w_en = locked & ~remove
+        m.d.comb += [ebuf.w_data.eq(Cat(in_d, in_k)), ebuf.w_en.eq(w_en)]
+        ovf_w = Signal()
+        high_w = Signal()
+        with m.If(w_en & ~ebuf.w_rdy):
+            rec += ovf_w.eq(1)
+        with m.If(locked & (ebuf.w_level >= self.guard_hi)):
+            rec += high_w.eq(1)
+        removed_bin = Signal(32)
+        removed_gray = Signal(32)
+        removed_next = removed_bin + remove
+        rec += [removed_bin.eq(removed_next), removed_gray.eq(_gray(removed_next))]
+
+        # ---- crossing of the writer's status into the receiver's domain ----
+        locked_rx = Signal()
+        ovf_rx = Signal()
+        high_rx = Signal()
+        removed_gray_rx = Signal(32)
+        m.submodules.sync_locked = cdc.FFSynchronizer(locked, locked_rx, o_domain=self._domain)
+        m.submodules.sync_ovf = cdc.FFSynchronizer(ovf_w, ovf_rx, o_domain=self._domain)
+        m.submodules.sync_high = cdc.FFSynchronizer(high_w, high_rx, o_domain=self._domain)
+        m.submodules.sync_removed = cdc.FFSynchronizer(removed_gray, removed_gray_rx,
+                                                       o_domain=self._domain)
+        m.d.comb += [self.locked.eq(locked_rx),
+                     self.skips_removed.eq(_gray_decode(m, removed_gray_rx, "removed_rx"))]
+
+        # ---- receiver's side: centring, SKIP insertion, underflow ----
+        r_level = ebuf.r_level
+        running = Signal()
+        ins_done = Signal()
+        underflow = Signal()
+        low = Signal()
+        o_valid = Signal()
+        o_k = Signal()
+        o_d = Signal(w)
+        head_k = ebuf.r_data[w]
+        head_d = ebuf.r_data[:w]
+        head_skip = head_k & (head_d[:4] == Sym.SKIP.value)
+        m.d.comb += self.fill.eq(r_level)
+
+        with m.If(~running):
+            with m.If(locked_rx & (r_level >= self.start_level)):
+                rx += running.eq(1)
+        with m.Else():
+            with m.If(ebuf.r_rdy):
+                m.d.comb += [o_valid.eq(1), o_k.eq(head_k), o_d.eq(head_d)]
+                with m.If(self.compensate & head_skip & ~ins_done & (r_level <= self.ins_level)):
+                    # present the SKIP now and again next cycle: one word inserted
+                    rx += [ins_done.eq(1), self.skips_inserted.eq(self.skips_inserted + 1)]
+                with m.Else():
+                    m.d.comb += ebuf.r_en.eq(1)
+                    rx += ins_done.eq(0)
+            with m.Else():
+                rx += underflow.eq(1)
+            with m.If(r_level <= self.guard_lo):
+                rx += low.eq(1)
+            with m.If(r_level < self.fill_min):
+                rx += self.fill_min.eq(r_level)
+            with m.If(r_level > self.fill_max):
+                rx += self.fill_max.eq(r_level)
+
+        flags = self.alarm_flags
+        m.d.comb += [flags.overflow.eq(ovf_rx), flags.underflow.eq(underflow),
+                     flags.high.eq(high_rx), flags.low.eq(low),
+                     self.alarm.eq(ovf_rx | underflow | high_rx | low)]
+
+        # ---- deframer: framing, CRC, sequence, HAC ----
+        body_words = max(p.payload_words, p.hac_words)
+        mode = Signal(2)        # 0 = between frames, 1 = in a frame, 2 = hunting (after an error)
+        IDLE_M, FRAME_M, HUNT_M = 0, 1, 2
+        is_data = Signal()
+        left = Signal(range(body_words + C + 1))
+        crc = Signal(32)
+        body = Signal(body_words * w)
+        crc_ok = Signal()
+        hdr_seq = Signal(p.seq_bits)
+        exp_seq = Signal(p.seq_bits)
+        seen_traffic = Signal()
+        code = o_d[:4]
+        valid_code = (code == Sym.IDLE.value) | (code == Sym.SKIP.value) | \
+            (code == Sym.TRAIN.value) | (code == Sym.HAC.value) | (code == Sym.DATA.value)
+
+        rx += [self.recv_valid.eq(0), self.hac_valid.eq(0)]
+        m.d.comb += self.trained.eq(running & seen_traffic)
+
+        def abort():
+            """Drop the frame in progress (counted once as a frame error)."""
+            m.d[self._domain] += self.frame_errors.eq(self.frame_errors + 1)
+            with m.If(is_data):
+                m.d[self._domain] += exp_seq.eq(exp_seq + 1)
+
+        with m.If(o_valid):
+            with m.If(o_k):
+                with m.If(code == Sym.SKIP.value):
+                    pass                                           # anywhere, ignored
+                with m.Elif((code == Sym.DATA.value) | (code == Sym.HAC.value)):
+                    with m.If(mode == FRAME_M):
+                        abort()
+                    rx += [mode.eq(FRAME_M), is_data.eq(code == Sym.DATA.value),
+                           hdr_seq.eq(o_d[4:4 + p.seq_bits]), crc_ok.eq(1),
+                           crc.eq(_crc_next(Const(CRC_INIT, 32), o_d, w)),
+                           left.eq(Mux(code == Sym.DATA.value, p.payload_words, p.hac_words) + C)]
+                with m.Elif(valid_code):                           # IDLE, TRAIN
+                    with m.If(mode == FRAME_M):
+                        abort()
+                    rx += mode.eq(IDLE_M)
+                with m.Else():                                     # not a symbol
+                    with m.If(mode == FRAME_M):
+                        abort()
+                    with m.Elif(mode == IDLE_M):
+                        rx += self.frame_errors.eq(self.frame_errors + 1)
+                    rx += mode.eq(HUNT_M)
+                with m.If(valid_code & (code != Sym.TRAIN.value) & (code != Sym.SKIP.value) & running):
+                    rx += seen_traffic.eq(1)
+            with m.Elif(mode == FRAME_M):
+                with m.If(left > C):                               # payload word
+                    rx += body.eq(Cat(body[w:], o_d))
+                    nxt = _crc_next(crc, o_d, w)
+                    rx += crc.eq(Mux(left == C + 1, ~nxt, nxt))
+                with m.Else():                                     # CRC word
+                    match = o_d == crc[:min(w, 32)]
+                    if w < 32:
+                        rx += crc.eq(crc >> w)
+                    rx += crc_ok.eq(crc_ok & match)
+                    with m.If(left == 1):
+                        good = crc_ok & match
+                        rx += mode.eq(IDLE_M)
+                        with m.If(is_data):
+                            with m.If(good):
+                                rx += [self.recv_valid.eq(1), self.recv_seq.eq(hdr_seq),
+                                       self.recv_data.eq(body[(body_words - p.payload_words) * w:]),
+                                       self.flits_ok.eq(self.flits_ok + 1),
+                                       exp_seq.eq(hdr_seq + 1)]
+                                with m.If(hdr_seq != exp_seq):
+                                    rx += self.seq_errors.eq(self.seq_errors + 1)
+                            with m.Else():
+                                rx += [self.crc_errors.eq(self.crc_errors + 1),
+                                       exp_seq.eq(exp_seq + 1)]
+                        with m.Else():
+                            with m.If(good):
+                                value = body[(body_words - p.hac_words) * w:][:HAC_BITS]
+                                rx += [self.remote_hac.eq(value), self.hac_valid.eq(1),
+                                       self.hac_ok.eq(self.hac_ok + 1),
+                                       self.hac_offset.eq(self.hac - value - self.hac_latency)]
+                            with m.Else():
+                                rx += self.crc_errors.eq(self.crc_errors + 1)
+                rx += left.eq(left - 1)
+            with m.Elif(mode == IDLE_M):                           # a data word outside a frame
+                rx += [self.frame_errors.eq(self.frame_errors + 1), mode.eq(HUNT_M)]
+        return m
+
+
+class C2CLinkPair(wiring.Component):
+    """Test top: ``LinkTX`` (domain ``tx_domain``) -> wire -> ``LinkRX`` whose recovered clock
+    is the TX clock and whose local clock is ``rx_domain``.  Each side's ``hac`` is a free-running
+    cycle counter of its own domain (``tx_cycle``, ``rx_cycle``), both starting at 0.
+
+    Ports: ``send_valid``, ``send_data`` (tx domain), ``flip`` (tx domain), ``train_done`` (tx
+    domain), ``overrun``/``training`` (from the TX), ``tx_cycle``, ``rx_cycle`` and every
+    ``RX_STATUS`` output of the RX.  ``self.tx``/``self.rx`` are the two components.
+    """
+
+    def __init__(self, cfg, *, tx_domain="tx", rx_domain="rx", compensate=True, train_words=None,
+                 hac_latency=None):
+        self.cfg = cfg
+        self._txd, self._rxd = tx_domain, rx_domain
+        self.tx = LinkTX(cfg, domain=tx_domain, train_words=train_words)
+        self.rx = LinkRX(cfg, domain=rx_domain, rec_domain=tx_domain, compensate=compensate,
+                         hac_latency=hac_latency)
+        self.params = self.tx.params
+        members = {
+            "send_valid": In(1),
+            "send_data": In(vec(cfg.lanes)),
+            "flip": In(self.params.width + 1),
+            "train_done": In(1),
+            "overrun": Out(1),
+            "training": Out(1),
+            "tx_cycle": Out(HAC_BITS),
+            "rx_cycle": Out(HAC_BITS),
+        }
+        for name in RX_STATUS:
+            member = self.rx.signature.members[name]
+            members[name] = Out(member.shape, init=member.init)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tx = tx = self.tx
+        m.submodules.rx = rx = self.rx
+        wiring.connect(m, tx.wire, rx.wire)
+        m.d[self._txd] += self.tx_cycle.eq(self.tx_cycle + 1)
+        m.d[self._rxd] += self.rx_cycle.eq(self.rx_cycle + 1)
+        m.d.comb += [tx.send_valid.eq(self.send_valid), tx.send_data.eq(self.send_data),
+                     tx.train_done.eq(self.train_done), tx.hac.eq(self.tx_cycle),
+                     rx.flip.eq(self.flip), rx.hac.eq(self.rx_cycle),
+                     self.overrun.eq(tx.overrun), self.training.eq(tx.training)]
+        for name in RX_STATUS:
+            m.d.comb += getattr(self, name).eq(getattr(rx, name))
+        return m
