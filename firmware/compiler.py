@@ -145,7 +145,7 @@ def plan_blocks(cfg, tokens):
 
 
 class _FFNScheduler:
-    def __init__(self, cfg, q: QuantFFN, tokens, alloc=None, image=None, shared=None):
+    def __init__(self, cfg, q: QuantFFN, tokens, alloc=None, image=None, shared=None, w2_mode="requant"):
         self.cfg, self.q, self.T = cfg, q, tokens
         if cfg.lanes < 4 or not cfg.slices_of("mxm") or not cfg.slices_of("vxm") or cfg.banks < 4:
             raise CompileError(f"config {cfg.name}: the FFN compiler needs an MXM, a VXM and at least 4 MEM banks")
@@ -163,12 +163,16 @@ class _FFNScheduler:
         self.alloc = alloc or _Alloc(cfg)
         self.image = {} if image is None else image
         self.shared = shared          # MoE: activation regions shared by every expert
+        self.w2_mode = w2_mode        # "requant": Y int8; "partial": int32 partial sums left in MEM (tray TP)
+        self.partials = {}            # (block start, m) -> 4 plane regions (partial mode)
+        self.reads = {}               # (bank, addr) -> last cycle a READ element samples it (WAR)
         # in-order cursors per unit
         self.next_lw = self.next_mm = self.next_emit = self.next_vxm = 0
         self.buf = 0
         self.buf_last_mm_end = [0, 0]      # last MM element cycle using each weight buffer
         self.acc_free_at = [0, 0]          # first cycle an MM may overwrite each accumulator half
         self.writes = {}                   # region id -> (first sample cycle) for RAW
+        self.next_tx, self.next_rx = {}, {}
         self.tile_no = 0
 
     # --- MEM image ---------------------------------------------------------------------------
@@ -206,7 +210,7 @@ class _FFNScheduler:
         for t in range(max(t_min, 0), max(t_min, 0) + 100_000):
             tx = self.sch.txn()
             res = build(tx, t)
-            if tx.ok:
+            if tx.ok and not self.sch.crosses(tx):
                 tx.commit()
                 return res
         raise CompileError(f"could not schedule {what} (internal scheduler limit)")
@@ -235,15 +239,20 @@ class _FFNScheduler:
         write_from(tx, region.bank, s, region.addr + off, n, land + abs(pb - ps), src_pos=ps, tag=tag)
         return s
 
-    def ready(self, region, off, consumer):
-        """First cycle `consumer` can sample region[off...] read from MEM after this program wrote it."""
-        w = self.writes.get((region.bank, region.addr + off))
-        if w is None:
-            return 0
-        return w + self.Lat["mem_write"] + self.Lat["mem_read"] + abs(self.pos[consumer] - self.pos[region.bank])
+    def ready(self, region, off, consumer, n=1, stride=1):
+        """First cycle `consumer` can sample element 0 of region[off:off+n] read from MEM, element k
+        sampled k x stride cycles later, after everything this program wrote there has committed."""
+        t = 0
+        extra = self.Lat["mem_write"] + self.Lat["mem_read"] + abs(self.pos[consumer] - self.pos[region.bank])
+        for k in range(n):
+            w = self.writes.get((region.bank, region.addr + off + k))
+            if w is not None:
+                t = max(t, w + extra - k * stride)
+        return t
 
-    def note_write(self, region, off, sample):
-        self.writes[(region.bank, region.addr + off)] = sample
+    def note_write(self, region, off, sample, n=1, stride=1):
+        for k in range(n):
+            self.writes[(region.bank, region.addr + off + k)] = sample + k * stride
 
     def lw(self, tile_region, tag):
         """Install a weight tile into the next buffer; returns (buffer, cycle of the last row)."""
@@ -256,6 +265,7 @@ class _FFNScheduler:
             s = self._read_to(tx, tile_region, 0, L, self.mxm, t, [0, 1], f"{tag} rows")
             tx.add(self.mxm, t, [Insn.make(Opcode.LW, s=s, buf=b, addr=0, count=L)], t + 1, "install",
                    (t, t + L - 1), tag=tag)
+            tx.expect(t + L - 1 + Li)        # the last row lands in the weight buffer
             return t
         t = self._asap(t_min, build, tag)
         self.next_lw = t + L
@@ -264,7 +274,7 @@ class _FFNScheduler:
     def mm(self, b, lw_last, x_region, x_off, n, half, accumulate, tag, after=0):
         Li, Lm = self.Lat["mxm_install"], self.Lat["mxm_mm"]
         base = half * (self.cfg.acc_depth // 2)
-        t_min = max(self.next_mm, lw_last + Li, self.ready(x_region, x_off, self.mxm), after)
+        t_min = max(self.next_mm, lw_last + Li, self.ready(x_region, x_off, self.mxm, n), after)
         if not accumulate:
             t_min = max(t_min, self.acc_free_at[half])
 
@@ -276,6 +286,7 @@ class _FFNScheduler:
                 tx.acc_write(self.mxm, base + k, t + k)
                 if accumulate:
                     tx.acc_read(self.mxm, base + k, t + k)
+            tx.expect(t + n - 1 + Lm)        # the last accumulator entry commits
             return t
         t = self._asap(t_min, build, tag)
         self.next_mm = t + n
@@ -286,6 +297,7 @@ class _FFNScheduler:
         def build(tx, t):
             src = self._read_to(tx, pregion, 4 * tile, 4, self.vxm, t, [2, 3], tag)
             tx.add(self.vxm, t, [Insn.make(Opcode.LDM, a=src)], t + 1, "alu", (t, t + 3), tag=tag)
+            tx.expect(t + 4)
             return t
         t = self._asap(self.next_vxm, build, tag)
         self.next_vxm = t + 4
@@ -325,13 +337,170 @@ class _FFNScheduler:
         self.next_emit = te + n
         self.next_vxm = tr + n
         self.acc_free_at[half] = te
-        self.note_write(dst, 0, tr + Lq + abs(self.pos[dst.bank] - self.pos[self.vxm]))
+        self.note_write(dst, 0, tr + Lq + abs(self.pos[dst.bank] - self.pos[self.vxm]), n)
         return tr
+
+    def group_banks(self, side):
+        """Four banks on one side of the VXM, for an int32 group whose planes travel together.
+
+        "near": the side of the MXM (EMIT planes reach them on their way east), "far": the other.
+        """
+        pv, pm = self.pos[self.vxm], self.pos[self.mxm]
+        banks = [s.name for s in self.cfg.slices_of("mem")]
+        west = [b for b in banks if self.pos[b] < pv]
+        east = [b for b in banks if self.pos[b] > pv]
+        near, far = (west, east) if pm < pv else (east, west)
+        pick = near if side == "near" else far
+        if len(pick) < 4:
+            raise CompileError(f"config {self.cfg.name}: int32 partial sums need 4 MEM banks on each side of "
+                               f"{self.vxm}, found {len(near)} and {len(far)}")
+        return pick[:4]
+
+    def _war(self, region, off=0):
+        """First cycle a WRITE may sample into region[off...] without overwriting unread data."""
+        r = self.reads.get((region.bank, region.addr + off))
+        return 0 if r is None else r + 1
+
+    def emit_planes(self, commit, n, half, group, tag):
+        """EMIT an accumulator half as 4 int32 byte planes into the 4 regions of `group` (one per bank)."""
+        Le = self.Lat["mxm_emit"]
+        base = half * (self.cfg.acc_depth // 2)
+        pm = self.pos[self.mxm]
+        t_min = max([commit, self.next_emit] + [self._war(r) - Le - abs(self.pos[r.bank] - pm) for r in group])
+
+        def build(tx, te):
+            land = te + Le
+            west = self.pos[group[0].bank] < pm
+            g = None
+            for gi in range(self.cfg.streams - INT32_PLANES + 1):
+                probe = self.sch.txn()
+                for p, r in enumerate(group):
+                    probe.path(StreamRef(gi + p, west), pm, land, self.pos[r.bank], n)
+                if probe.ok:
+                    g = gi
+                    break
+            g = 0 if g is None else g
+            tx.add(self.mxm, te, [Insn.make(Opcode.EMIT, s=StreamRef(g, west), addr=base, count=n)], te + 1,
+                   "emit", (te, te + n - 1), [land + k for k in range(n)], tag=tag)
+            for k in range(n):
+                tx.acc_read(self.mxm, base + k, te + k)
+            for p, r in enumerate(group):
+                write_from(tx, r.bank, StreamRef(g + p, west), r.addr, n, land + abs(self.pos[r.bank] - pm),
+                           src_pos=pm, tag=f"{tag} plane {p}")
+            return te
+        te = self._asap(t_min, build, tag)
+        self.next_emit = te + n
+        self.acc_free_at[half] = te
+        for r in group:
+            self.note_write(r, 0, te + Le + abs(self.pos[r.bank] - pm), n)
+        return te
+
+    def send_region(self, region, n, port, tag, t_min=0):
+        """SEND region[0:n] on C2C `port`, one vector per flit; returns the cycle of the first SEND element."""
+        F = self.cfg.vector_interval
+        c2c = self.cfg.slices_of("c2c")[0].name
+        pc = self.pos[c2c]
+        t_min = max(t_min, self.ready(region, 0, c2c, n, F), self.next_tx.get(port, 0))
+
+        def build(tx, t):
+            pb = self.pos[region.bank]
+            land = t - abs(pc - pb)
+            idx = self._stream(tx, pb, pc, land, 1, [0, 1, 2, 3])
+            s = StreamRef(idx, pc < pb)
+            read_to(tx, region.bank, region.addr, 1, pc, t, idx, reps=n - 1, d=F, tag=f"{tag} rows")
+            tx.add(c2c, t, [Insn.make(Opcode.SEND, port=port, s=s, count=n)], t + 1, f"tx{port}",
+                   (t, t + n * F - 1), tag=tag)
+            return t
+        t = self._asap(t_min, build, tag)
+        self.next_tx[port] = t + n * F
+        for k in range(n):
+            self.reads[(region.bank, region.addr + k)] = t + k * F - self.Lat["mem_read"] - abs(
+                pc - self.pos[region.bank])
+        return t
+
+    def recv_region(self, port, region, n, arrival, tag):
+        """RECV n vectors from `port` (the first arrives at cycle `arrival`) into region[0:n]."""
+        F, Lr = self.cfg.vector_interval, self.Lat["c2c_recv"]
+        c2c = self.cfg.slices_of("c2c")[0].name
+        pc, pb = self.pos[c2c], self.pos[region.bank]
+        t_min = max(arrival, self.next_rx.get(port, 0), self._war(region) - Lr - abs(pb - pc))
+
+        def build(tx, t):
+            land = t + Lr
+            idx = self._stream(tx, pc, pb, land, 1, [4, 5, 6, 7])
+            s = StreamRef(idx, pb < pc)
+            tx.add(c2c, t, [Insn.make(Opcode.RECV, s=s, port=port, count=n)], t + 1, f"rx{port}",
+                   (t, t + n * F - 1), [land + k * F for k in range(n)], tag=tag)
+            for k in range(n):     # single WRITEs: a REPEAT would hold the bank's queue for n x F cycles
+                write_from(tx, region.bank, s, region.addr + k, 1, land + k * F + abs(pb - pc), src_pos=pc,
+                           tag=f"{tag} store")
+            return t
+        t = self._asap(t_min, build, tag)
+        self.next_rx[port] = t + n * F
+        self.note_write(region, 0, t + Lr + abs(pb - pc), n, F)
+        return t
+
+    def group_op(self, op, srcs, dst, n, tag, pregion=None, tile=0):
+        """ADD32 (two int32 groups -> a group) or REQL (a group -> int8 region) on the VXM, from MEM."""
+        lat = self.Lat["vxm_req" if op == Opcode.REQL else "vxm_alu"]
+        pv = self.pos[self.vxm]
+        if pregion is not None:
+            self.ldm(pregion, tile, f"LDM {tag}")
+        outs = dst if isinstance(dst, list) else [dst]
+        t_min = max([self.next_vxm] + [self.ready(r, 0, self.vxm, n) for g in srcs for r in g] +
+                    [self._war(r) - lat - abs(self.pos[r.bank] - pv) for r in outs])
+
+        def build(tx, t):
+            bases = []
+            for gi, g in enumerate(srcs):
+                west = pv < self.pos[g[0].bank]
+                base = None
+                for cand in range(self.cfg.streams - INT32_PLANES + 1):
+                    probe = self.sch.txn()
+                    for p, r in enumerate(g):
+                        pb = self.pos[r.bank]
+                        probe.path(StreamRef(cand + p, west), pb, t - abs(pv - pb), pv, n)
+                    if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
+                        base = cand
+                        break
+                base = 0 if base is None else base
+                for p, r in enumerate(g):
+                    read_to(tx, r.bank, r.addr, n, pv, t, base + p, tag=f"{tag} operand")
+                bases.append(StreamRef(base, west))
+            if op == Opcode.ADD32:
+                west = self.pos[outs[0].bank] < pv
+                ob = None
+                for cand in range(self.cfg.streams - INT32_PLANES + 1):
+                    probe = self.sch.txn()
+                    for p, r in enumerate(outs):
+                        probe.path(StreamRef(cand + p, west), pv, t + lat, self.pos[r.bank], n)
+                    if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
+                        ob = cand
+                        break
+                ob = 0 if ob is None else ob
+                for p, r in enumerate(outs):
+                    write_from(tx, r.bank, StreamRef(ob + p, west), r.addr, n,
+                               t + lat + abs(self.pos[r.bank] - pv), src_pos=pv, tag=f"{tag} store")
+                insn = Insn.make(Opcode.ADD32, d=StreamRef(ob, west), a=bases[0], b=bases[1], count=n)
+            else:
+                out = self._write_from(tx, self.vxm, t + lat, outs[0], 0, n, [4, 5, 6, 7], f"{tag} store")
+                insn = Insn.make(Opcode.REQL, d=out, a=bases[0], count=n)
+            tx.add(self.vxm, t, [insn], t + 1, "alu", (t, t + n - 1), [t + lat + k for k in range(n)], tag=tag)
+            return t
+        t = self._asap(t_min, build, tag)
+        self.next_vxm = t + n
+        for g in srcs:
+            for r in g:
+                for k in range(n):
+                    self.reads[(r.bank, r.addr + k)] = t + k - self.Lat["mem_read"] - abs(pv - self.pos[r.bank])
+        for r in outs:
+            self.note_write(r, 0, t + lat + abs(self.pos[r.bank] - pv), n)
+        return t
 
     def vxm_op(self, op, srcs, dst, n, tag, **kw):
         """dst = op(srcs...) on the VXM, operands read from MEM regions, result written to MEM."""
         lat = self.Lat["vxm_mul" if op == Opcode.MUL else "vxm_lut" if op == Opcode.LUT else "vxm_alu"]
-        t_min = max([self.next_vxm] + [self.ready(r, 0, self.vxm) for r in srcs])
+        t_min = max([self.next_vxm] + [self.ready(r, 0, self.vxm, n) for r in srcs])
 
         def build(tx, t):
             ss = [self._read_to(tx, r, 0, n, self.vxm, t, [2 + i, 4 + i], f"{tag} operand")
@@ -345,7 +514,7 @@ class _FFNScheduler:
             return t
         t = self._asap(t_min, build, tag)
         self.next_vxm = t + n
-        self.note_write(dst, 0, t + lat + abs(self.pos[dst.bank] - self.pos[self.vxm]))
+        self.note_write(dst, 0, t + lat + abs(self.pos[dst.bank] - self.pos[self.vxm]), n)
         return t
 
     def ldlut(self, region):
@@ -355,12 +524,18 @@ class _FFNScheduler:
             s = self._read_to(tx, region, 0, rows, self.vxm, t, [2, 3], "LUT rows")
             tx.add(self.vxm, t, [Insn.make(Opcode.LDLUT, a=s, imm=0, count=rows)], t + 1, "alu", (t, t + rows - 1),
                    tag="load activation LUT")
+            tx.expect(t + rows)
             return t
         t = self._asap(self.next_vxm, build, "LDLUT")
         self.next_vxm = t + rows
 
     # --- the layer -----------------------------------------------------------------------------
     def run(self):
+        x_layout, y_layout = self.build()
+        program, H, listing = self.sch.finish()
+        return program, H + 1, listing, x_layout, y_layout
+
+    def build(self):
         q, L, T = self.q, self.lanes, self.T
         KT, FT, MT = self.KT, self.FT, self.MT
         blocks, tb = plan_blocks(self.cfg, T)
@@ -429,6 +604,12 @@ class _FFNScheduler:
                     jobs[-1] = jobs[-1][:6] + ([(Opcode.LUT, [z1[n]], hh[n], {})],)
             for m in range(MT):
                 tiles = [(("w2", k, m), hh[k], 0) for k in range(FT)]
+                if self.w2_mode == "partial":
+                    grp = [self.alloc.take([b], bn, f"partial Y tile {m} plane {p} block {bstart}")
+                           for p, b in enumerate(self.group_banks("near"))]
+                    self.partials[(bstart, m)] = grp
+                    jobs.append((tiles, bn, None, m, grp, f"w2 tile {m} {tokens} (partial)", None))
+                    continue
                 ysub = Region(y_layout[m].bank, y_layout[m].addr + bstart, bn, y_layout[m].what)
                 jobs.append((tiles, bn, p2, m, ysub, f"w2 tile {m} {tokens}", None))
         flat = [(j, i) for j, job in enumerate(jobs) for i in range(len(job[0]))]
@@ -447,13 +628,15 @@ class _FFNScheduler:
             b, last = installed.pop(idx)
             commit = self.mm(b, last, xr, xoff, bn, half, i > 0, f"MM {key[0]}[{key[1]},{key[2]}] {what}")
             if i == len(tiles) - 1:
-                self.ldm(pr, tile_no, f"LDM params {what}")
-                self.emit_req(commit, bn, half, dst, f"REQL {what}")
+                if pr is None:
+                    self.emit_planes(commit, bn, half, dst, f"EMIT {what}")
+                else:
+                    self.ldm(pr, tile_no, f"LDM params {what}")
+                    self.emit_req(commit, bn, half, dst, f"REQL {what}")
                 half ^= 1
                 for op, srcs, d, kw in after or ():
                     self.vxm_op(op, srcs, d, bn, f"{op.name} {what}", **kw)
-        program, H, listing = self.sch.finish()
-        return program, H + 1, listing, x_layout, y_layout
+        return x_layout, y_layout
 
 
 def compile_ffn(q: QuantFFN, cfg, tokens, _alloc=None, _image=None, _shared=None) -> Compiled:

@@ -305,7 +305,7 @@ _OPS = [
            fixed={"count": 1}),
     # C2C (reserved)
     OpInfo(Opcode.SEND, Format.C2C, "c2c", (Operand("port", "port", "uint", 4), _s("src", "s"), _n()), None,
-           "For k < n: the vector on `src`, sampled at cycle t + k x F (F = flit_words, the link's cycles per "
+           "For k < n: the vector on `src`, sampled at cycle t + k x F (F = flit_words + 1, the link's cycles per "
            "vector), goes out on C2C `port`; it can be received from link_latency cycles after it was sampled."),
     OpInfo(Opcode.RECV, Format.C2C, "c2c", (_s("dst", "s"), Operand("port", "port", "uint", 4), _n()), "c2c_recv",
            "For k < n: at cycle t + k x F, the oldest vector that has arrived on `port` onto stream `dst` "

@@ -58,6 +58,11 @@ class Schedule:
         self.max_busy = 0
         self.cells = set()      # (west, idx, pos, cycle) a travelling value occupies
         self.landings = set()   # (west, idx, pos, cycle) where a result is written into a register
+        self.barriers = []      # DESKEW epoch boundaries: no operation may span one
+
+    def crosses(self, tx):
+        """True if the transaction is active on both sides of a DESKEW boundary."""
+        return any(tx.lo < b <= tx.hi for b in self.barriers)
 
     def queue_free(self, s, t, end):
         return t >= 0 and self.qiv[s].free(t, end - 1)
@@ -88,7 +93,18 @@ class Schedule:
             if not entries and not keep_empty:
                 continue
             out, cur = [], 0
-            for e in sorted(entries, key=lambda e: e.start):
+            pending = [b for b in self.barriers if b <= H]
+            for e in sorted(entries, key=lambda e: e.start) + [Entry(H, H, [])]:
+                while pending and pending[0] <= e.start:
+                    b = pending.pop(0)      # park in DESKEW from the last free cycle before the boundary
+                    if b - 1 > cur:
+                        listing[(s, len(out))] = cur
+                        out.append(Insn.make(Opcode.NOP, n=b - 1 - cur))
+                    listing[(s, len(out))] = max(cur, b - 1)
+                    out.append(Insn.make(Opcode.DESKEW))
+                    cur = b
+                if not e.insns:
+                    break
                 if e.start > cur:
                     listing[(s, len(out))] = cur
                     out.append(Insn.make(Opcode.NOP, n=e.start - cur))
@@ -116,6 +132,8 @@ class Txn:
         self.due = 0
         self.acc = []       # (key, 'w'|'r', cycle)
         self.why = None
+        self.lo, self.hi = 1 << 60, -1     # first and last cycle anything of this operation happens
+        self.extra = []                     # further sub-unit intervals (REPEAT repetitions)
 
     def fail(self, why):
         if self.ok:
@@ -137,6 +155,16 @@ class Txn:
             self.lands.setdefault(s, set()).update(lands)
         self.qspans.setdefault(s, []).append((t, end))
         self.items.append((s, t, insns, end, sub, busy, tuple(lands), tag))
+        self.lo = min(self.lo, t)
+        self.hi = max([self.hi, end - 1] + ([busy[1]] if busy else []) + [x - 1 for x in lands])
+
+    def reserve(self, s, sub, a, b):
+        """Occupy sub-unit `sub` of slice `s` for cycles a..b (e.g. one repetition of a REPEAT)."""
+        if not self.sch.sub_free(s, sub, a, b) or any(not (b < x or a > y) for x, y in self.subspans.get((s, sub), [])):
+            self.fail(f"{s}.{sub} busy in {(a, b)}")
+        self.subspans.setdefault((s, sub), []).append((a, b))
+        self.extra.append((s, sub, a, b))
+        self.hi = max(self.hi, b)
 
     def path(self, s, p_from, land, p_to, n, reps=0, d=0):
         """Element k lands at p_from in cycle land + k (+ r*d) and is sampled at p_to."""
@@ -153,6 +181,8 @@ class Txn:
             self.fail(f"stream {s} path collision")
         self.cells |= cells
         self.plands |= lands
+        if cells:
+            self.hi = max(self.hi, max(c for _, _, _, c in cells))
 
     def acc_write(self, mxm, addr, w):
         self._acc_check(mxm, addr, writes=[w], reads=[])
@@ -175,6 +205,7 @@ class Txn:
 
     def expect(self, due):
         self.due = max(self.due, due)
+        self.hi = max(self.hi, due - 1)
 
     def commit(self):
         sch = self.sch
@@ -188,6 +219,9 @@ class Txn:
             if lands:
                 sch.port.setdefault(s, set()).update(lands)
                 sch.max_due = max(sch.max_due, max(lands))
+        for s, sub, a, b in self.extra:
+            sch.sub.setdefault((s, sub), _Intervals()).add(a, b)
+            sch.max_busy = max(sch.max_busy, b)
         sch.cells |= self.cells
         sch.landings |= self.plands
         sch.max_due = max(sch.max_due, self.due)
@@ -208,7 +242,9 @@ def read_to(tx, bank, addr, n, dst_pos, arrive, stream_idx, stride=1, reps=0, d=
         insns.append(Insn.make(Opcode.REPEAT, n=reps, d=d))
         end = t + (reps + 1) * d
     lands = [t + r * d + k + Lr for r in range(reps + 1) for k in range(n)]
-    tx.add(bank, t, insns, end, "rd", (t, t + reps * d + n - 1), lands, tag)
+    tx.add(bank, t, insns, end, "rd", (t, t + n - 1), lands, tag)
+    for r in range(1, reps + 1):
+        tx.reserve(bank, "rd", t + r * d, t + r * d + n - 1)
     tx.path(s, p, t + Lr, dst_pos, n, reps, d)
     return s
 
@@ -224,5 +260,7 @@ def write_from(tx, bank, s, addr, n, sample, reps=0, d=0, src_pos=None, tag=""):
         insns.append(Insn.make(Opcode.REPEAT, n=reps, d=d))
         end = sample + (reps + 1) * d
     busy_end = sample + reps * d + n - 1
-    tx.add(bank, sample, insns, end, "wr", (sample, busy_end), tag=tag)
+    tx.add(bank, sample, insns, end, "wr", (sample, sample + n - 1), tag=tag)
+    for r in range(1, reps + 1):
+        tx.reserve(bank, "wr", sample + r * d, sample + r * d + n - 1)
     tx.expect(busy_end + sch.L["mem_write"])

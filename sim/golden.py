@@ -329,7 +329,7 @@ class Golden:
             n, busy = self.lanes, 2 * self.lanes
         if op in (Opcode.SEND, Opcode.RECV):
             sub = f"{'tx' if op == Opcode.SEND else 'rx'}{insn.port}"
-            stride = self.cfg.flit_words
+            stride = self.cfg.vector_interval
             busy = n * stride
         key = (sname, sub)
         if key in self.active and self.active[key].busy_until >= c:

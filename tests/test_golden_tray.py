@@ -9,7 +9,7 @@ from tinylpu.sim.golden import ProgramError
 from tinylpu.sim.tray import GoldenTray
 
 CFG = load_config("tray")
-F = CFG.flit_words
+F = CFG.vector_interval
 LAT = CFG.link_latency
 EMPTY = ".queue mem0\n HALT\n"
 

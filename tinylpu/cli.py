@@ -166,14 +166,33 @@ def _ffn(args):
         x = np.load(args.input, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise CliError(f"{args.input}: not a readable .npy file ({e})") from None
+    ppm = None
+    if args.ppm and args.ppm_spread is not None:
+        raise CliError("give either --ppm or --ppm-spread, not both")
+    config = args.config or ("tray" if args.chips > 1 else DEFAULT_CONFIG)
+    if args.ppm:
+        try:
+            ppm = [float(v) for v in args.ppm.split(",")]
+        except ValueError:
+            raise CliError(f"--ppm {args.ppm!r}: expected comma-separated numbers, one per chip") from None
+        if len(ppm) != args.chips:
+            raise CliError(f"--ppm has {len(ppm)} values for --chips {args.chips}")
+    elif args.ppm_spread is not None:
+        rng = np.random.default_rng(args.seed)
+        ppm = list(rng.uniform(-args.ppm_spread, args.ppm_spread, args.chips))
     try:
-        y, rep, c = run_ffn(args.weights, x, args.config, args.engine, args.sim, args.waves, args.artifacts)
+        y, rep, c = run_ffn(args.weights, x, config, args.engine, args.sim, args.waves, args.artifacts,
+                            chips=args.chips, ppm=ppm)
     except InputError as e:
         raise CliError(str(e)) from None
     np.save(args.output, y)
     if args.report:
         Path(args.report).write_text(json.dumps(rep, indent=2))
     print(f"{args.output}: {y.shape[0]} tokens x {y.shape[1]} (engine {rep['engine']}, config {rep['config']})")
+    if rep.get("per_chip_measured_cycles"):
+        print(f"tray      {rep['chips_used']} chips; per-chip cycles {rep['per_chip_measured_cycles']}; "
+              f"{rep['link_vectors_to_root']} vectors over C2C to chip 0; identical to one chip: "
+              f"{rep['identical_to_single_chip']}")
     print(f"cycles    predicted {rep['predicted_cycles']}, measured {rep['measured_cycles']}"
           f" ({'equal' if rep['cycles_match'] else 'MISMATCH'})")
     print(f"MXM utilization {rep['mxm_utilization']:.3f}, weight-bandwidth utilization {rep['weight_bw_utilization']:.3f}")
@@ -286,7 +305,11 @@ def build_parser():
     f.add_argument("--output", required=True, metavar="Y.npy")
     f.add_argument("--engine", choices=["golden", "rtl"], default="golden")
     f.add_argument("--sim", choices=["icarus", "verilator"], default="icarus")
-    f.add_argument("--config", default=DEFAULT_CONFIG)
+    f.add_argument("--config", default=None, help="default: tiny, or tray with --chips > 1")
+    f.add_argument("--chips", type=int, default=1, help="tensor-parallel over this many chips of a tray")
+    f.add_argument("--ppm", default=None, metavar="P1,P2,...", help="per-chip clock offsets (RTL tray)")
+    f.add_argument("--ppm-spread", type=float, default=None, metavar="X", help="random offsets in [-X, X] ppm")
+    f.add_argument("--seed", type=int, default=0)
     f.add_argument("--report", metavar="R.json")
     f.add_argument("--waves", action="store_true")
     f.add_argument("--artifacts", default=None, metavar="DIR",

@@ -125,8 +125,13 @@ class ChipConfig:
 
     @property
     def flit_words(self) -> int:
-        """Link words per vector: header + payload + CRC-32; also the cycles between SEND/RECV elements."""
+        """Link words per vector flit: header + payload + CRC-32."""
         return 2 + -(-8 * self.lanes // self.link["width_bits"])
+
+    @property
+    def vector_interval(self) -> int:
+        """Cycles between the elements of a SEND or RECV: one flit plus one spare word (SKIP / HAC)."""
+        return self.flit_words + 1
 
     def peer(self, chip, port):
         """(chip, port) at the other end of `port` of `chip` (fully connected: port p skips itself)."""
@@ -298,11 +303,12 @@ def parse_config(text, source="<string>") -> ChipConfig:
     link = {
         "width_bits": r.int("c2c.width_bits", 8, 256, default=32, pow2=True),
         "skip_interval": r.int("c2c.skip_interval", 16, 1 << 20, default=1024),
-        "elastic_depth": r.int("c2c.elastic_depth", 4, 1024, default=16, pow2=True),
+        "elastic_depth": r.int("c2c.elastic_depth", 16, 1024, default=16, pow2=True),
         "ppm_budget": r.num("c2c.ppm_budget", 1, 100000, default=300),
         "hac_interval": r.int("c2c.hac_interval", 16, 1 << 20, default=256),
         "epoch": r.int("c2c.epoch", 64, 1 << 24, default=4096, pow2=True),
         "rx_vectors": r.int("c2c.rx_vectors", 1, 1024, default=8),
+        "link_slack": r.num("c2c.link_slack", 0, 4096, default=4),
     }
     if link["width_bits"] > 8 * lanes:
         raise r.err("c2c.width_bits", f"is {link['width_bits']} but a vector has only {8 * lanes} bits")
