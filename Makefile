@@ -45,6 +45,7 @@ bench: setup
 
 perf: setup
 	$(PY) -m tinylpu.cli bench compiler -o docs/performance.md
+	$(PY) -m tinylpu.cli bench tray -o docs/tray-performance.md
 
 clean:
 	rm -rf build .pytest_cache

@@ -65,7 +65,8 @@ class _Alloc:
                 return r
         need = n * self.cfg.lanes
         raise CompileError(
-            f"{what} needs {n} vectors ({need} bytes) in one bank, but no bank has room: "
+            f"{what} needs {n} vectors ({need} bytes) in bank {' or '.join(banks[:1]) if len(banks) == 1 else 'one bank'}, "
+            f"but it has no room left: "
             f"{self.cfg.banks} banks x {self.cfg.mem_depth} vectors x {self.cfg.lanes} B = "
             f"{self.cfg.sram_bytes} bytes of SRAM, {self.used_bytes} already allocated")
 

@@ -100,7 +100,8 @@ def compile_tp(q: QuantFFN, cfg, tokens, chips=None):
     recv = {}
     for (c, b0, m, p), (t_send, cnt) in sorted(sends.items(), key=lambda kv: kv[1][0]):
         bank = far[(p + c) % 4]          # spread the workers' planes over the banks' write ports
-        r = root.alloc.take([bank] + far, cnt, f"partial Y{m} plane {p} block {b0} from chip {c}")
+        # strictly that bank: the four planes of a group must be read in one cycle from four banks
+        r = root.alloc.take([bank], cnt, f"chip 0's buffer for partial Y{m} plane {p} (block {b0}) from chip {c}")
         root.recv_region(_port_to(cfg, 0, c), r, cnt, t_send + cfg.link_latency,
                          f"RECV partial Y{m} plane {p} block {b0} from chip {c}")
         recv.setdefault((b0, m, c), [None] * 4)[p] = r

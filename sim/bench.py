@@ -114,6 +114,9 @@ def main(args):
     if args.what == "compiler":
         write_performance(args.output or "docs/performance.md")
         return 0
+    if args.what == "tray":
+        write_tray_perf(args.output or "docs/tray-performance.md")
+        return 0
     if args.what == "sims":
         write_sim_speed(args.config, args.repeat, args.output or "docs/benchmarks.md")
         return 0
@@ -300,3 +303,39 @@ def write_sim_speed(cfg="tiny", repeat=3, path="docs/benchmarks.md"):
         old = head + (rest[nxt + 1:] if nxt >= 0 else "")
     p.write_text(old.rstrip() + "\n\n" + text)
     return rows
+
+
+def write_tray_perf(path="docs/tray-performance.md"):
+    """Tensor-parallel FFN on the golden tray against the single-chip program, per chip count."""
+    from ..firmware.compiler import CompileError, compile_ffn
+    from ..firmware.quant import FFNWeights, quantize_ffn
+    from ..firmware.tray import compile_tp, run_tray_golden
+    cfg, tiny = load_config("tray"), load_config("tiny")
+    rng = np.random.default_rng(0)
+    lines = ["# Tensor-parallel FFN on the golden tray", "",
+             "Written by `tinylpu bench tray` (`make perf`). Cycles are measured on the golden tray and equal the "
+             "compiler's prediction on every chip; the int8 outputs equal the single-chip program's.", "",
+             "| layer | tokens | 1 chip (tiny) | chips | tray cycles | speed-up | vectors over C2C |",
+             "|---|---|---|---|---|---|---|"]
+    for dm, dff, T in [(64, 128, 1), (64, 128, 4), (64, 128, 16)]:
+        w = FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 11,
+                       rng.normal(size=(dm, dff)) / 6, activation="swiglu")
+        x = rng.normal(size=(T, dm))
+        q = quantize_ffn(w, x)
+        one = compile_ffn(q, tiny, T).predicted_cycles
+        for n in (2, 4, 8):
+            try:
+                tc = compile_tp(q, cfg, T, n)
+            except CompileError as e:
+                lines.append(f"| {dm} x {dff} SwiGLU | {T} | {one} | {n} | does not fit: {str(e)[:60]}... | - | - |")
+                continue
+            xq = q.quantize_input(x)
+            tray, r = run_tray_golden(tc, [xq] * cfg.chips)
+            assert r.cycles == tc.predicted_cycles
+            assert np.array_equal(tc.chips[0].unpack_output(tray.chips[0].read_mem), q.run_int(xq))
+            cyc = max(r.cycles)
+            lines.append(f"| {dm} x {dff} SwiGLU | {T} | {one} | {n} | {cyc} | {one / cyc:.2f} | "
+                         f"{tc.report['link_vectors_to_root']} |")
+    text = "\n".join(lines) + "\n"
+    Path(path).write_text(text)
+    print(text)

@@ -85,6 +85,10 @@ def test_tray_errors():
         compile_tp(q, CFG, 2, 9)
     with pytest.raises(CompileError, match=r"9 experts for a tray of 8 chips"):
         compile_ep([q] * 9, CFG, [1] * 9)
+    big = quantize_ffn(layer(64, 128, 0), np.ones((16, 64)))
+    with pytest.raises(CompileError, match=r"chip 0's buffer for partial Y\d plane \d \(block 0\) from chip \d needs "
+                                           r"16 vectors \(256 bytes\) in bank mem\d, but it has no room left"):
+        compile_tp(big, CFG, 16, 8)
 
 
 def test_cli_ffn_chips(tmp_path):

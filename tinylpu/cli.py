@@ -322,7 +322,7 @@ def build_parser():
     v.set_defaults(fn=_verilog)
 
     b = sub.add_parser("bench", help="measure simulator speeds; prints numbers and writes docs/")
-    b.add_argument("what", choices=["golden", "compiler", "sims"])
+    b.add_argument("what", choices=["golden", "compiler", "sims", "tray"])
     b.add_argument("--config", default=DEFAULT_CONFIG)
     b.add_argument("--repeat", type=int, default=5)
     b.add_argument("-o", "--output", default=None, help="markdown file to write the results to")
