@@ -250,6 +250,15 @@ def _bench(args):
     return bench_main(args)
 
 
+def _serve(args):
+    from .sim.serving.cli import compare_main, serve_main
+    if args.cmd == "serve":
+        if args.requests is None and args.synthetic is None:
+            raise CliError("serve: give --requests FILE.jsonl or --synthetic N")
+        return serve_main(args)
+    return compare_main(args)
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="tinylpu", description="tinylpu: a scaled-down, synthesizable LPU")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -320,6 +329,29 @@ def build_parser():
     v.add_argument("--config", default=DEFAULT_CONFIG, help="shipped config name or YAML path")
     v.add_argument("-o", "--output", required=True, metavar="FILE.v")
     v.set_defaults(fn=_verilog)
+
+    sv = sub.add_parser("serve", help="serve a workload: attention on the GPU model, MoE FFN on the LPU tray")
+    g = sv.add_mutually_exclusive_group()
+    g.add_argument("--requests", metavar="FILE.jsonl", help="one request per line: prompt, max_tokens, class, ...")
+    g.add_argument("--synthetic", type=int, metavar="N", help="N synthetic requests")
+    sv.add_argument("--engine", choices=["golden", "rtl"], default="golden", help="the tray's chip engine")
+    sv.add_argument("--sim", choices=["icarus", "verilator"], default=None)
+    sv.add_argument("--ffn", choices=["lpu", "gpu"], default="lpu", help="where the MoE experts run")
+    sv.add_argument("--speculate", type=int, default=None, metavar="K", help="draft tokens per step (0: off)")
+    sv.add_argument("--micro-batches", type=int, default=None, metavar="M", help="decode batch split (ping-pong)")
+    sv.add_argument("--no-pingpong", action="store_true", help="run the micro-batches without overlap")
+    sv.add_argument("--lpu-clock-mhz", type=float, default=None)
+    sv.add_argument("--serving-config", default=None, metavar="FILE.yaml", help="default configs/serving/serving.yaml")
+    sv.add_argument("--gpu-config", default=None, metavar="FILE.yaml", help="default configs/serving/gpu_rubin.yaml")
+    sv.add_argument("--json", action="store_true")
+    sv.add_argument("--reference", action="store_true", help="check the tokens against the monolithic numpy model")
+    sv.set_defaults(fn=_serve)
+    sc = sub.add_parser("serve-compare", help="FFN on the GPU model vs on the LPU tray; writes docs/serving.md")
+    sc.add_argument("--synthetic", type=int, default=8, metavar="N")
+    sc.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
+    sc.add_argument("--serving-config", default=None, metavar="FILE.yaml")
+    sc.add_argument("-o", "--output", default="docs/serving.md")
+    sc.set_defaults(fn=_serve)
 
     b = sub.add_parser("bench", help="measure simulator speeds; prints numbers and writes docs/")
     b.add_argument("what", choices=["golden", "compiler", "sims", "tray"])

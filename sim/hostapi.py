@@ -1,0 +1,337 @@
+"""The async host API: ``Chip`` and ``Tray`` over two engines, golden and RTL.
+
+One API, two engines, the same answers::
+
+    chip = Chip("tiny", engine="golden")              # or engine="rtl", dut=dut inside cocotb
+    await chip.load(compile_moe(experts, cfg, tokens))  # weights written once
+    out = await chip.run(xq, expert=1)                  # RunOutput(y int8, cycles, ...)
+
+* ``golden``: a persistent ``Golden`` model per chip; ``load`` writes the MEM image once, ``run``
+  writes the input, loads the selected expert's program and runs it.
+* ``rtl`` with a ``dut``: the host code runs INSIDE the cocotb test coroutine and drives the chip's
+  host port with ``sim.cocotb_chip.Host`` (Glasgow's simulation-assembly pattern), so a whole
+  interactive decode loop runs against the Verilog in one simulator launch.  Use
+  ``run_in_simulation("module:function", args)`` to launch a coroutine ``function(dut, **args)``
+  inside the simulator and get its JSON result back.
+* ``rtl`` without a ``dut`` (outside a simulation): each ``run`` is one simulator launch through
+  ``sim.rtl_runner.run_cases_rtl`` (slow, but the same protocol and the same answers).
+
+``Tray(chips=8)``: one ``Chip`` per tray position, each with its own resident image.  On the
+golden engine every chip is its own ``Golden``.  On the RTL engine the chips TIME-SHARE ONE
+simulated chip (the multi-chip RTL tray top is not integrated here): the DUT holds one chip's
+image at a time, and switching chips rewrites that chip's MEM image through the host port (the
+reload is host-port time, not chip time: the cycle counts returned are the chip's own).  The
+expert-parallel calls of one tray step are independent single-chip programs (no C2C traffic), so
+the answers and cycle counts are what eight chips would produce; the link hops are modelled by
+the caller (``sim.serving.lpu``).
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import load_config
+from .golden import Golden
+from .host import EngineError, RunOutput
+
+__all__ = ["Chip", "Tray", "RunOutput", "EngineError", "RtlPort", "run_in_simulation", "drive"]
+
+
+def drive(coro):
+    """Run a host-API coroutine to completion outside a simulator (golden engine or launch-per-call
+    RTL): nothing in the API awaits an asyncio primitive, so stepping the coroutine is enough."""
+    try:
+        coro.send(None)
+    except StopIteration as e:
+        return e.value
+    coro.close()
+    raise EngineError("the coroutine awaited a simulator trigger outside a simulation "
+                      "(RTL with a dut must run inside run_in_simulation)")
+
+
+def _as_list(compiled):
+    return list(compiled) if isinstance(compiled, (list, tuple)) else [compiled]
+
+
+def _image_rows(compiled):
+    """The resident MEM image of a compiled set: {bank: [(addr, int8 vectors)]}."""
+    img = {}
+    for bank, lst in compiled[0].mem_image.items():
+        for addr, v in lst:
+            img.setdefault(bank, []).append((int(addr), np.asarray(v, np.int8)))
+    return img
+
+
+class RtlPort:
+    """One simulated chip (a cocotb ``dut``) shared by every ``Chip`` bound to it.
+
+    Tracks whose MEM image is resident so a chip's weights are rewritten only when another chip
+    used the DUT in between.  Counts host-port words for reports.
+    """
+
+    def __init__(self, dut, cfg):
+        from .cocotb_chip import Host
+        self.cfg = cfg
+        self.host = Host(dut, cfg)
+        self.dut = dut
+        self.resident = None          # id of the Chip whose image is in MEM
+        self.started = False
+        self.reloads = 0
+        self.calls = 0
+
+    async def power_on(self):
+        """Reset and scrub once: unit state equals the golden model's power-on state."""
+        from cocotb.clock import Clock
+        from .cocotb_chip import run_program
+        from .rtl_runner import scrub_program
+        d = self.dut
+        d.cmd__valid.value = 0
+        d.resp__ready.value = 0
+        d.rst.value = 1
+        Clock(d.clk, 10, unit="ns").start(start_high=False)
+        await self.host.edge()
+        await self.host.reset()
+        sp, writes, restore = scrub_program(self.cfg)
+        st = await run_program(self.host, self.cfg, {"program": sp.to_bytes().hex(), "mem": writes})
+        if st["errors"] or st["timeout"]:
+            raise EngineError(f"the scrub program failed on the chip: {st}")
+        for bank, addr, vectors in restore:
+            await self.host.write_mem(bank, addr, vectors)
+        self.started = True
+
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
+        from ..firmware.isa import encode
+        if not self.started:
+            await self.power_on()
+        h, cfg = self.host, self.cfg
+        if self.resident is not owner:
+            for bank, lst in image.items():
+                for addr, v in lst:
+                    await h.write_mem(cfg.slice(bank).index, addr, v.astype(int).tolist())
+            self.resident = owner
+            self.reloads += 1
+        for s in cfg.slices:
+            await h.load_queue(s.position, [encode(i) for i in program.queues.get(s.name, [])])
+        for bank, lst in inputs.items():
+            for addr, v in lst:
+                await h.write_mem(cfg.slice(bank).index, addr, np.asarray(v).astype(int).tolist())
+        await h.start()
+        from cocotb.triggers import ClockCycles
+        poll = 16
+        while True:
+            await ClockCycles(h.clk, poll, rising=False)
+            st = await h.status()
+            if not st["running"] or st["cycles"] > max_cycles:
+                break
+            poll = min(2 * poll, 128)
+        if st["running"]:
+            raise EngineError(f"the chip did not halt within {max_cycles} cycles")
+        if st["errors"]:
+            raise EngineError(f"the chip flagged program errors: {', '.join(st['errors'])}")
+        out = {}
+        for bank, addr, n in reads:
+            out[(bank, addr)] = np.asarray(await h.read_mem(cfg.slice(bank).index, addr, n), np.int8)
+        self.calls += 1
+        return st["cycles"], out
+
+
+class Chip:
+    """One chip: ``await load(compiled or [compiled per expert])``, ``await run(xq, expert=k)``."""
+
+    def __init__(self, config="tiny", engine="golden", *, dut=None, port=None, sim="icarus", name="chip"):
+        self.cfg = load_config(config)
+        if engine not in ("golden", "rtl"):
+            raise EngineError(f"unknown engine {engine!r}: use golden or rtl")
+        self.engine, self.sim, self.name = engine, sim, name
+        self.port = port if port is not None else (RtlPort(dut, self.cfg) if dut is not None else None)
+        self.experts = None
+        self.image = None
+        self._golden = None
+        self.calls = 0
+        self.cycles_total = 0
+
+    async def load(self, compiled):
+        """Make a compiled layer (or a ``compile_moe`` list of experts) resident on the chip."""
+        experts = _as_list(compiled)
+        for c in experts:
+            if c.cfg.name != self.cfg.name and c.cfg.raw != self.cfg.raw:
+                raise EngineError(f"program compiled for config {c.cfg.name}, chip is {self.cfg.name}")
+        if len({id(c.mem_image) for c in experts}) != 1:
+            raise EngineError("the experts of one chip must come from one compile_moe call (one MEM image)")
+        self.experts, self.image = experts, _image_rows(experts)
+        if self.engine == "golden":
+            g = Golden(self.cfg)
+            for bank, lst in self.image.items():
+                for addr, v in lst:
+                    g.write_mem(bank, addr, v)
+            self._golden = g
+
+    def _check(self, xq, expert):
+        if self.experts is None:
+            raise EngineError(f"{self.name}: no program loaded: call load(compiled) first")
+        if not 0 <= expert < len(self.experts):
+            raise EngineError(f"{self.name}: expert {expert} is not resident (0..{len(self.experts) - 1})")
+        c = self.experts[expert]
+        xq = np.asarray(xq)
+        if xq.ndim != 2 or xq.shape[1] != c.q.d_model or not 1 <= len(xq) <= c.tokens:
+            raise EngineError(f"{self.name}: input shape {xq.shape}; expected (1..{c.tokens}, {c.q.d_model}) int8")
+        if xq.dtype != np.int8:
+            raise EngineError(f"{self.name}: input dtype {xq.dtype}; expected int8")
+        return c, xq
+
+    @staticmethod
+    def _pad(c, xq):
+        """Tokens beyond the batch are zero rows: the program always processes c.tokens tokens."""
+        full = np.zeros((c.tokens, c.q.d_model), np.int8)
+        full[:len(xq)] = xq
+        return full
+
+    async def run(self, xq, expert=0) -> RunOutput:
+        """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens)."""
+        c, xq = self._check(xq, expert)
+        n = len(xq)
+        full = self._pad(c, xq)
+        if self.engine == "golden":
+            g = self._golden
+            for bank, lst in c.pack_input(full).items():
+                for addr, v in lst:
+                    g.write_mem(bank, addr, v)
+            g.load_program(c.program)
+            r = g.run()
+            y, cycles = c.unpack_output(g.read_mem), r.cycles
+        elif self.port is not None:
+            reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
+            cycles, got = await self.port.run(self, self.image, c.program, c.pack_input(full), reads)
+            y = c.unpack_output(lambda bank, addr, k: got[(bank, addr)][:k])
+        else:
+            y, cycles = self._run_launch(c, full)
+        self.calls += 1
+        self.cycles_total += cycles
+        return RunOutput(y[:n].copy(), int(cycles), self.engine, None, [])
+
+    def _run_launch(self, c, full):
+        from .rtl_runner import run_cases_rtl
+        img = {}
+        for bank, lst in list(self.image.items()) + list(c.pack_input(full).items()):
+            img.setdefault(bank, []).extend(lst)
+        reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
+        (res,) = run_cases_rtl(self.cfg, [{"program": c.program, "mem": img, "read": reads}], sim=self.sim)
+        if res.get("errors"):
+            raise EngineError(f"the chip flagged program errors: {', '.join(res['errors'])}")
+        got = {(b, a): x for (b, a, _), x in zip(reads, res["mem"])}
+        return c.unpack_output(lambda bank, addr, k: got[(bank, addr)][:k]), res["cycles"]
+
+
+@dataclass
+class TrayRun:
+    outputs: list                  # RunOutput per job, in order
+    cycles: int                    # the slowest chip of the step (chips run in parallel)
+    per_chip_cycles: dict = field(default_factory=dict)
+
+
+class Tray:
+    """`chips` chips of config `config`, expert parallel: ``await load([compiled set per chip])``,
+    ``await run(chip, xq, expert)`` for one chip, ``await run_parallel(jobs)`` for one tray step."""
+
+    def __init__(self, chips=8, config="tiny", engine="golden", *, dut=None, sim="icarus"):
+        self.cfg = load_config(config)
+        if chips < 1:
+            raise EngineError("a tray needs at least one chip")
+        self.engine = engine
+        port = RtlPort(dut, self.cfg) if (engine == "rtl" and dut is not None) else None
+        self.port = port
+        self.chips = [Chip(self.cfg, engine, port=port, sim=sim, name=f"chip{i}") for i in range(chips)]
+
+    def __len__(self):
+        return len(self.chips)
+
+    async def load(self, per_chip):
+        if len(per_chip) > len(self.chips):
+            raise EngineError(f"{len(per_chip)} chip images for a tray of {len(self.chips)} chips")
+        for chip, comp in zip(self.chips, per_chip):
+            if comp:
+                await chip.load(comp)
+
+    async def run(self, chip, xq, expert=0) -> RunOutput:
+        if not 0 <= chip < len(self.chips):
+            raise EngineError(f"no chip {chip} in a tray of {len(self.chips)}")
+        return await self.chips[chip].run(xq, expert)
+
+    async def run_parallel(self, jobs) -> TrayRun:
+        """jobs: [(chip, expert, xq)]; a chip given several jobs runs them back to back."""
+        outs, per = [], {}
+        for chip, expert, xq in jobs:
+            o = await self.run(chip, xq, expert)
+            outs.append(o)
+            per[chip] = per.get(chip, 0) + o.cycles
+        return TrayRun(outs, max(per.values(), default=0), per)
+
+    @property
+    def stats(self):
+        d = {"calls": sum(c.calls for c in self.chips), "chip_cycles": sum(c.cycles_total for c in self.chips)}
+        if self.port is not None:
+            d.update(dut_reloads=self.port.reloads, shared_dut=True)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------
+# Launch a host coroutine inside the simulator
+# ------------------------------------------------------------------------------------------------
+
+def run_in_simulation(entry, args, config="tiny", sim=None):
+    """Run ``await module.function(dut, **args)`` inside ONE cocotb simulation of the chip and
+    return its (JSON-serializable) result.  `entry` is "package.module:function"."""
+    from cocotb_tools.runner import get_runner
+
+    from .rtl_runner import TOP, build_verilog, icarus_verilog
+    sim = sim or os.environ.get("SIM", "icarus")
+    cfg = load_config(config)
+    vfile = build_verilog(config)
+    sim_dir = vfile.parent / sim
+    runner = get_runner(sim)
+    build_args = []
+    if sim == "verilator":
+        build_args = ["-Wno-fatal"]
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    sources = [icarus_verilog(vfile, sim_dir)] if sim == "icarus" else [vfile]
+    runner.build(sources=sources, hdl_toplevel=TOP, build_dir=sim_dir, timescale=("1ns", "1ps"),
+                 build_args=build_args, log_file=sim_dir / "build.log")
+    import yaml
+    with tempfile.TemporaryDirectory(prefix="tinylpu_host_") as td:
+        td = Path(td)
+        job_f, res_f, log_f, cfg_f = td / "job.json", td / "result.json", td / "sim.log", td / "config.yaml"
+        cfg_f.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+        job_f.write_text(json.dumps({"entry": entry, "args": args}))
+        try:
+            runner.test(test_module="tinylpu.sim.cocotb_host", hdl_toplevel=TOP, build_dir=sim_dir,
+                        test_dir=td, results_xml=str(td / "results.xml"), timescale=("1ns", "1ps"),
+                        log_file=log_f,
+                        extra_env={"TINYLPU_CONFIG": str(cfg_f), "TINYLPU_JOB": str(job_f),
+                                   "TINYLPU_JOB_RESULT": str(res_f), "PYTHONPATH": _pythonpath()})
+        except Exception as e:
+            raise EngineError(f"RTL simulation failed: {e}\n{_tail(log_f)}") from e
+        if not res_f.exists():
+            raise EngineError(f"the simulation produced no result\n{_tail(log_f)}")
+        doc = json.loads(res_f.read_text())
+    if "error" in doc:
+        raise EngineError(f"inside the simulation: {doc['error']}")
+    return doc["result"]
+
+
+def _pythonpath():
+    """The launching process's import path, so the entry's module imports the same way inside."""
+    import sys
+    paths = [p for p in sys.path if p and Path(p).is_dir()]
+    old = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(paths + ([old] if old else []))
+
+
+def _tail(path, n=40):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no simulator log)"

@@ -1,0 +1,213 @@
+"""`tinylpu serve` and `tinylpu serve-compare`."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .model import ModelConfig
+from .serve import RequestError, default_config, load_requests, run_serving, synthetic_requests
+
+__all__ = ["serve_main", "compare_main"]
+
+
+def _workload(args, scfg):
+    mcfg = ModelConfig.from_dict(scfg["model"])
+    if args.requests:
+        return load_requests(args.requests, mcfg, scfg["classes"])
+    if args.synthetic < 1:
+        raise RequestError(f"--synthetic {args.synthetic}: need at least one request")
+    return synthetic_requests(args.synthetic, mcfg, scfg["synthetic"])
+
+
+def _config(args):
+    over = {}
+    if getattr(args, "speculate", None) is not None:
+        over["dynamo.speculate"] = args.speculate
+    if getattr(args, "micro_batches", None) is not None:
+        over["dynamo.micro_batches"] = args.micro_batches
+    if getattr(args, "no_pingpong", False):
+        over["dynamo.pingpong"] = False
+    if getattr(args, "lpu_clock_mhz", None) is not None:
+        over["lpu.clock_mhz"] = args.lpu_clock_mhz
+    scfg = default_config(args.serving_config, **over)
+    if getattr(args, "gpu_config", None):
+        scfg["gpu_config"] = args.gpu_config
+    return scfg
+
+
+def _us(s):
+    return f"{s * 1e6:9.2f} us"
+
+
+def serve_main(args):
+    scfg = _config(args)
+    reqs = _workload(args, scfg)
+    mode = "gpu" if args.ffn == "gpu" else "lpu"
+    rep = run_serving(reqs, scfg, mode, args.engine, reference=args.reference, sim=args.sim)
+    t = rep["totals"]
+    bad = args.reference and not t["reference_identical"]
+    if args.json:
+        print(json.dumps(rep))
+        return 1 if bad else 0
+    where = f"LPU tray ({args.engine} engine)" if mode == "lpu" else "GPU model"
+    print(f"serving {len(reqs)} requests: attention on the GPU model, MoE FFN on the {where}")
+    for q in rep["requests"]:
+        print(f"{q['id']:>6s} {q['class']:11s} TTFT {_us(q['ttft_s'])}  {q['tokens_per_s']:10.0f} tok/s  "
+              f"p50 {_us(q['p50_token_latency_s'])}  p99 {_us(q['p99_token_latency_s'])}  tokens {q['tokens']}")
+    print(f"totals   {t['tokens']} tokens in {t['makespan_s'] * 1e3:.3f} ms modelled: {t['aggregate_tokens_per_s']:.0f} "
+          f"tok/s aggregate, {t['mean_tokens_per_s_per_user']:.0f} tok/s per user (mean), TTFT p50 "
+          f"{t['p50_ttft_s'] * 1e6:.2f} us, token latency p50 {t['p50_token_latency_s'] * 1e6:.2f} us "
+          f"p99 {t['p99_token_latency_s'] * 1e6:.2f} us")
+    slo = ", ".join(f"{c}: TTFT {v['met_ttft']}/{v['requests']}, TPOT {v['met_tpot']}/{v['requests']}"
+                    for c, v in t["slo"].items())
+    print(f"targets  {slo}")
+    print(f"decode   {t['decode_steps']} steps, mean batch {t['mean_decode_batch']:.2f}, micro-batches "
+          f"{t['micro_batches']} (ping-pong {'on' if t['pingpong'] else 'off'}), speculate {t['speculate']}"
+          + (f", acceptance {t['spec_acceptance']:.2f}" if t["spec_acceptance"] is not None else "")
+          + f"; prefix blocks reused {t['prefix_blocks_reused']}")
+    print(f"backend  {t['ffn_backend']}; wall {t['wall_s']:.2f} s")
+    if args.reference:
+        print(f"reference tokens identical to the monolithic numpy model: {t['reference_identical']}")
+    return 1 if bad else 0
+
+
+# ------------------------------------------------------------------------------------------------
+
+def _run(scfg, n, mode, **over):
+    s = json.loads(json.dumps(scfg))
+    for k, v in over.items():
+        sec, key = k.split(".")
+        s[sec][key] = v
+    reqs = synthetic_requests(n, ModelConfig.from_dict(s["model"]), s["synthetic"])
+    return run_serving(reqs, s, mode, "golden", reference=True)
+
+
+def _slo(t):
+    return ", ".join(f"{c} {v['met_tpot']}/{v['requests']}" for c, v in t["slo"].items())
+
+
+def compare_main(args):
+    """Same workload: FFN on the GPU model vs on the LPU tray (chip clock and 900 MHz); writes
+    docs/serving.md and the Pareto plot."""
+    import numpy as np
+    t0 = time.time()
+    scfg = _config(args)
+    chip_mhz = scfg["lpu"].get("clock_mhz")
+    from ...config import load_config
+    chip_mhz = chip_mhz or load_config(scfg["lpu"]["chip_config"]).clock_mhz
+    setups = [("GPU only (FFN on the GPU model)", "gpu", {}),
+              (f"GPU + LPU tray, {chip_mhz:g} MHz (chip config)", "lpu",
+               {"lpu.clock_mhz": chip_mhz, "dynamo.micro_batches": 1}),
+              (f"GPU + LPU tray, {chip_mhz:g} MHz, 2 micro-batches ping-pong", "lpu",
+               {"lpu.clock_mhz": chip_mhz, "dynamo.micro_batches": 2, "dynamo.pingpong": True}),
+              ("GPU + LPU tray, 900 MHz (TSP v1 clock)", "lpu", {"lpu.clock_mhz": 900, "dynamo.micro_batches": 1})]
+    main, pareto = [], []
+    for name, mode, over in setups:
+        rep = _run(scfg, args.synthetic, mode, **over)
+        main.append((name, rep))
+        pts = []
+        for mb in args.batches:
+            r = _run(scfg, args.synthetic, mode, **over, **{"dynamo.max_batch": mb})
+            pts.append((mb, r["totals"]["mean_tokens_per_s_per_user"], r["totals"]["aggregate_tokens_per_s"]))
+        pareto.append((name, pts))
+        print(f"{name}: {rep['totals']['mean_tokens_per_s_per_user']:.0f} tok/s per user, "
+              f"{rep['totals']['aggregate_tokens_per_s']:.0f} tok/s aggregate", file=sys.stderr)
+    spec = [(name, _run(scfg, args.synthetic, mode, **over, **{"dynamo.speculate": 3})) for name, mode, over in setups]
+    ident = all(r["totals"]["reference_identical"] for _, r in main + spec)
+    toks = {json.dumps([q["tokens"] for q in r["requests"]]) for _, r in main + spec}
+
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_name("serving_pareto.png")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for (name, pts), mk in zip(pareto, "osD^"):
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker=mk, label=name)
+        for mb, x, y in pts:
+            ax.annotate(f"b{mb}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("tokens/s per user (mean)")
+    ax.set_ylabel("aggregate tokens/s")
+    ax.set_title(f"{args.synthetic} synthetic requests, max decode batch b")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+    def row(name, t):
+        return (f"| {name} | {t['mean_tokens_per_s_per_user']:.0f} | {t['aggregate_tokens_per_s']:.0f} | "
+                f"{t['p50_ttft_s'] * 1e6:.1f} | {t['p50_token_latency_s'] * 1e6:.1f} | "
+                f"{t['p99_token_latency_s'] * 1e6:.1f} | {t['mean_step_s'] * 1e6:.1f} | "
+                f"{_slo(t)} |")
+    m = scfg["model"]
+    lines = [
+        "# Serving: attention on the GPU model, MoE experts on the LPU tray",
+        "",
+        f"Written by `tinylpu serve-compare --synthetic {args.synthetic}` ({time.time() - t0:.0f} s). "
+        "Model: " + f"{m['layers']} layers, d_model {m['d_model']}, {m['experts']} experts top-{m['top_k']} "
+        f"(SwiGLU, d_ff {m['d_ff']}), vocab {m['vocab']}, synthetic weights (seed {m['seed']}). "
+        "GPU: the roofline of `configs/serving/gpu_rubin.yaml`; LPU: golden tray of "
+        f"{scfg['lpu']['chips']} `{scfg['lpu']['chip_config']}` chips, exact cycles. Every run below produced "
+        f"the same tokens as the monolithic reference: {ident} ({len(toks)} distinct token set"
+        f"{'s' if len(toks) != 1 else ''} over all runs).",
+        "",
+        "## Same workload, FFN on the GPU model vs on the LPU tray",
+        "",
+        "| FFN on | tok/s per user | aggregate tok/s | TTFT p50 (us) | token latency p50 (us) | p99 (us) | "
+        "mean decode step (us) | TPOT target met |",
+        "|---|---|---|---|---|---|---|---|",
+    ] + [row(n, r["totals"]) for n, r in main] + [
+        "",
+        "With speculative decoding (3 draft tokens from the attention-free draft, verified by the target):",
+        "",
+        "| FFN on | tok/s per user | aggregate tok/s | TTFT p50 (us) | token latency p50 (us) | p99 (us) | "
+        "mean step (us) | TPOT target met |",
+        "|---|---|---|---|---|---|---|---|",
+    ] + [row(n, r["totals"]) for n, r in spec] + [
+        f"",
+        f"Draft acceptance: {spec[0][1]['totals']['spec_acceptance']:.2f} of proposed tokens.",
+        "",
+        "## Per-token latency distribution (us)",
+        "",
+        "| FFN on | p10 | p50 | p90 | p99 | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in main:
+        lat = [x for q in r["requests"] for x in q["token_latencies_s"]]
+        ps = [np.percentile(lat, p) for p in (10, 50, 90, 99, 100)]
+        lines.append(f"| {name} | " + " | ".join(f"{x * 1e6:.1f}" for x in ps) + " |")
+    lines += [
+        "",
+        "## Pareto: tokens/s per user against aggregate throughput",
+        "",
+        f"![pareto]({png.name})",
+        "",
+        "| FFN on | max batch | tok/s per user | aggregate tok/s |",
+        "|---|---|---|---|",
+    ] + [f"| {name} | {mb} | {x:.0f} | {y:.0f} |" for name, pts in pareto for mb, x, y in pts] + [
+        "",
+        "## What the numbers say, and what they do not",
+        "",
+        "* The model is tiny (d_model 64): on the GPU roofline every kernel is launch-overhead bound "
+        "(`launch_overhead_s` in the YAML), so GPU time is essentially the kernel count: 6 kernels of "
+        "attention and 5 of MoE FFN per layer. Moving the FFN to the tray takes the 5 FFN kernels off the "
+        "GPU and replaces them with exact chip cycles / clock plus link hops.",
+        "* At the tiny config's 100 MHz one expert call is ~800 cycles (8 us: the program streams the "
+        "expert's 12 KiB of weights through the 16 B/cycle MXM install path), longer than the 5 GPU "
+        "kernels it replaces; at 900 MHz (the published TSP v1 clock) the same cycles take under 1 us. "
+        "The cycles are measured; the clock is the assumption that decides which side wins.",
+        "* Ping-pong with 2 micro-batches overlaps one micro-batch's attention with the other's FFN, but "
+        "here each micro-batch pays the full launch-bound attention cost, so it only pays when the FFN "
+        "side is as long as the attention side (compare the two 100 MHz rows); tests/test_serving.py "
+        "checks that overlap beats running the same micro-batches back to back.",
+        "* The draft model's LM head on the LPU is an estimate (weights streamed at the install rate), "
+        "not a compiled program; everything else on the LPU side is measured cycles.",
+        "* The RTL engine (`--engine rtl`) gives the same tokens and latencies as golden (tested), but "
+        "its tray is one simulated chip time-shared by the eight (see docs/serving-host.md).",
+    ]
+    out.write_text("\n".join(lines) + "\n")
+    print(f"{out}: written ({time.time() - t0:.0f} s); plot {png}")
+    return 0

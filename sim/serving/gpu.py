@@ -1,0 +1,94 @@
+"""Roofline latency model of a Rubin-class GPU (parameters in configs/serving/gpu_rubin.yaml).
+
+A kernel costs ``launch_overhead_s + max(flops / (peak * eff_f), bytes / (bw * eff_b))``; each
+operation of the transformer is a short list of kernels with their flops and bytes.
+"""
+
+from dataclasses import dataclass
+from importlib import resources
+
+import yaml
+
+__all__ = ["GpuModel", "load_gpu"]
+
+
+def load_gpu(path=None):
+    if path is None:
+        text = resources.files("tinylpu.configs").joinpath("serving/gpu_rubin.yaml").read_text()
+        src = "configs/serving/gpu_rubin.yaml"
+    else:
+        with open(path) as f:
+            text = f.read()
+        src = str(path)
+    d = yaml.safe_load(text)
+    for k in ("peak_flops", "hbm_bandwidth", "launch_overhead_s", "flops_efficiency", "bandwidth_efficiency"):
+        if k not in d:
+            raise ValueError(f"{src}: missing field '{k}'")
+    return GpuModel(d)
+
+
+@dataclass
+class GpuModel:
+    p: dict
+
+    def kernel(self, flops, nbytes, dtype="bf16"):
+        p = self.p
+        t_c = flops / (p["peak_flops"][dtype] * p["flops_efficiency"])
+        t_m = nbytes / (p["hbm_bandwidth"] * p["bandwidth_efficiency"])
+        return p["launch_overhead_s"] + max(t_c, t_m)
+
+    # --- the transformer's GPU-side operations -------------------------------------------------
+    def attention(self, m, contexts):
+        """One layer's attention block for a batch of tokens with these KV lengths (decode, verify
+        or prefill rows): rmsnorm, QKV, attention, O-proj + residual, rmsnorm, router."""
+        c, p = m.cfg, self.p
+        n, d = len(contexts), c.d_model
+        if n == 0:
+            return 0.0
+        wb, ab, kb = p["attn_weight_bytes"], p["act_dtype_bytes"], p["kv_dtype_bytes"]
+        ctx = sum(contexts)
+        t = self.kernel(4 * n * d, 2 * n * d * ab)                                     # rmsnorm
+        t += self.kernel(2 * n * d * 3 * d, 3 * d * d * wb + 4 * n * d * ab + 2 * n * d * kb)   # QKV (+KV write)
+        t += self.kernel(4 * ctx * d, 2 * ctx * d * kb + 2 * n * d * ab)               # attention
+        t += self.kernel(2 * n * d * d, d * d * wb + 3 * n * d * ab)                   # O-proj + residual
+        t += self.kernel(4 * n * d, 2 * n * d * ab)                                    # rmsnorm
+        t += self.kernel(2 * n * d * c.experts, d * c.experts * wb + n * d * ab)       # router + top-k
+        return t
+
+    def moe_ffn(self, m, expert_tokens):
+        """The MoE FFN of one layer on the GPU: permute, grouped up-GEMM (W1|W3), SwiGLU,
+        grouped down-GEMM, un-permute + combine; int8 weights (the numbers the chip uses)."""
+        c, p = m.cfg, self.p
+        active = [e for e, k in expert_tokens.items() if k]
+        if not active:
+            return 0.0
+        n = sum(expert_tokens.values())
+        d, F, ab = c.d_model, c.d_ff, p["act_dtype_bytes"]
+        t = self.kernel(n * d, 2 * n * d * ab)                                              # permute
+        t += self.kernel(2 * n * d * 2 * F, len(active) * 2 * d * F + n * (d + 2 * F) * ab, "int8")
+        t += self.kernel(4 * n * F, 3 * n * F * ab)                                         # act * gate
+        t += self.kernel(2 * n * F * d, len(active) * F * d + n * (F + d) * ab, "int8")
+        t += self.kernel(2 * n * d, 3 * n * d * ab)                                         # combine
+        return t
+
+    def lm_head(self, m, n):
+        c, p = m.cfg, self.p
+        if n == 0:
+            return 0.0
+        return (self.kernel(2 * n * c.d_model * c.vocab, c.d_model * c.vocab * p["attn_weight_bytes"])
+                + self.kernel(n * c.vocab, n * c.vocab * 4))                               # argmax
+
+    def prefill(self, m, new_tokens, context):
+        """Prefill of `new_tokens` positions after `context - new_tokens` cached ones, FFN on GPU."""
+        if new_tokens <= 0:
+            return self.lm_head(m, 1)
+        first = context - new_tokens
+        ctxs = [first + i + 1 for i in range(new_tokens)]
+        per_expert = {e: new_tokens * m.cfg.top_k // m.cfg.experts + 1 for e in range(m.cfg.experts)}
+        t = 0.0
+        for _ in range(m.cfg.layers):
+            t += self.attention(m, ctxs) + self.moe_ffn(m, per_expert)
+        return t + self.lm_head(m, 1)
+
+    def kv_bytes(self, m, tokens):
+        return 2 * m.cfg.layers * tokens * m.cfg.d_model * self.p["kv_dtype_bytes"]

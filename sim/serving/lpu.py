@@ -1,0 +1,145 @@
+"""The FFN side of the decode loop: MoE experts on the LPU tray (or on the GPU model, for comparison).
+
+``TrayFFN``: expert e of every layer is resident on tray chip e % chips (``compile_moe`` per
+chip, loaded once).  A layer's MoE for a batch of tokens is one tray step: the int8 rows cross
+the GPU -> tray network hop, the ingress chip (chip 0) forwards each expert's rows over C2C,
+every chip runs its experts' programs (chips in parallel, one chip's programs back to back), the
+int8 results come back over C2C and the network.  Latency = exact chip cycles / clock + link
+hops (C2C: ``link_latency`` + vectors x ``vector_interval`` cycles of the tray config; network:
+``net_hop_s`` + bytes / ``net_bandwidth``).
+
+``GpuFFN``: the same integer numbers (``QuantFFN.run_int``), timed by the GPU roofline.
+"""
+
+import math
+
+import numpy as np
+
+from ...config import load_config
+from ...firmware.compiler import compile_moe
+from ..hostapi import Tray
+
+__all__ = ["TrayFFN", "GpuFFN", "placement"]
+
+
+def placement(cfg_model, chips):
+    """(layer, expert) -> (chip, index in that chip's resident list)."""
+    where, per_chip = {}, [[] for _ in range(chips)]
+    for layer in range(cfg_model.layers):
+        for e in range(cfg_model.experts):
+            c = e % chips
+            where[(layer, e)] = (c, len(per_chip[c]))
+            per_chip[c].append((layer, e))
+    return where, per_chip
+
+
+def _group(model, layer, routed):
+    """expert -> [(token index, slot)] for one layer's routed tokens."""
+    by = {}
+    for i, r in enumerate(routed):
+        for slot, e in enumerate(r.experts):
+            by.setdefault(e, []).append((i, slot))
+    return by
+
+
+class TrayFFN:
+    kind = "lpu"
+
+    def __init__(self, model, lpu_cfg, engine="golden", dut=None):
+        self.model, self.p = model, lpu_cfg
+        self.chip_cfg = load_config(lpu_cfg.get("chip_config", "tiny"))
+        link = load_config(lpu_cfg.get("link_config", "tray"))
+        self.link_latency, self.vector_interval = link.link_latency, link.vector_interval
+        self.clock_hz = 1e6 * (lpu_cfg.get("clock_mhz") or self.chip_cfg.clock_mhz)
+        self.tokens = int(lpu_cfg.get("tokens_per_call", 8))
+        chips = int(lpu_cfg.get("chips", 8))
+        self.where, per_chip = placement(model.cfg, chips)
+        self.per_chip = per_chip
+        self.tray = Tray(chips, self.chip_cfg, engine, dut=dut)
+        self.engine = engine
+        self.cycles = 0
+        self.calls = 0
+
+    async def load(self):
+        comp = [compile_moe([self.model.q[layer][e] for layer, e in lst], self.chip_cfg, self.tokens) if lst else None
+                for lst in self.per_chip]
+        await self.tray.load(comp)
+
+    def _vectors(self, n_tokens):
+        return n_tokens * math.ceil(self.model.cfg.d_model / self.chip_cfg.lanes)
+
+    async def moe(self, layer, routed):
+        """routed: [Routed]; returns (ys: per token [int8 row per chosen expert], seconds, detail)."""
+        ys = [[None] * len(r.experts) for r in routed]
+        if not routed:
+            return ys, 0.0, {}
+        by = _group(self.model, layer, routed)
+        chip_cycles, chip_vecs = {}, {}
+        for e in sorted(by):
+            chip, idx = self.where[(layer, e)]
+            items = by[e]
+            for k in range(0, len(items), self.tokens):
+                part = items[k:k + self.tokens]
+                xq = np.stack([routed[i].xq for i, _ in part]).astype(np.int8)
+                out = await self.tray.run(chip, xq, idx)
+                for (i, slot), row in zip(part, out.y):
+                    ys[i][slot] = row
+                chip_cycles[chip] = chip_cycles.get(chip, 0) + out.cycles
+                chip_vecs[chip] = chip_vecs.get(chip, 0) + self._vectors(len(part))
+                self.calls += 1
+        # links: one hop of the int8 rows each way, C2C from / to the ingress chip 0
+        n = len(routed)
+        d = self.model.cfg.d_model
+        net = 2 * self.p["net_hop_s"] + (n * d + n * 8 + n * len(routed[0].experts) * d) / self.p["net_bandwidth"]
+        worst = 0
+        for chip, cyc in chip_cycles.items():
+            hop = 0 if chip == 0 else self.link_latency + chip_vecs[chip] * self.vector_interval
+            worst = max(worst, 2 * hop + cyc)
+        self.cycles += sum(chip_cycles.values())
+        t = net + worst / self.clock_hz
+        return ys, t, {"chip_cycles": chip_cycles, "tray_cycles": worst, "net_s": net}
+
+    def draft_head_s(self, n_tokens):
+        """The draft model's LM head on the LPU: an ESTIMATE (not compiled): its weights stream into
+        the MXM at `head_weight_bytes_per_cycle`, once per block of up to `tokens` tokens."""
+        c = self.model.cfg
+        rate = self.p.get("head_weight_bytes_per_cycle", self.chip_cfg.weight_bytes_per_cycle)
+        blocks = math.ceil(max(n_tokens, 1) / self.tokens)
+        return blocks * (c.d_model * c.vocab / rate) / self.clock_hz
+
+    @property
+    def stats(self):
+        s = dict(self.tray.stats)
+        s.update(engine=self.engine, clock_mhz=self.clock_hz / 1e6, chips=len(self.tray))
+        return s
+
+
+class GpuFFN:
+    kind = "gpu"
+
+    def __init__(self, model, gpu):
+        self.model, self.gpu = model, gpu
+        self.calls = 0
+
+    async def load(self):
+        return None
+
+    async def moe(self, layer, routed):
+        ys = [[None] * len(r.experts) for r in routed]
+        if not routed:
+            return ys, 0.0, {}
+        by = _group(self.model, layer, routed)
+        for e, items in sorted(by.items()):
+            xq = np.stack([routed[i].xq for i, _ in items]).astype(np.int8)
+            out = self.model.q[layer][e].run_int(xq)
+            for (i, slot), row in zip(items, out):
+                ys[i][slot] = row
+            self.calls += 1
+        return ys, self.gpu.moe_ffn(self.model, {e: len(v) for e, v in by.items()}), {}
+
+    def draft_head_s(self, n_tokens):
+        return self.gpu.lm_head(self.model, n_tokens)
+
+    @property
+    def stats(self):
+        return {"engine": "gpu-roofline", "calls": self.calls}
