@@ -17,9 +17,29 @@ Run control (cycle 0 is the first cycle after the START command):
 * errors: the units' ``err`` pulses and the ICUs' queue errors are OR-ed into sticky status flags.
   The first error stops the run (queues halt, status done with the flags set, cycles = the cycle
   the error was flagged in).
+
+C2C (only when the floorplan has a c2c slice; docs/c2c.md): the ``C2CSlice``, per port p a
+``LinkTX`` (``link_tx<p>``, this chip's clock) and a ``LinkRX`` (``link_rx<p>``: its front end in
+clock domain ``rxrec<p>``, which the tray maps to the sending chip's clock; its back end in this
+chip's clock), the chip ports ``tx`` / ``rx`` (one ``LinkWire`` per port) and ``ext_start`` (the
+tray's START broadcast, a one-cycle pulse in this chip's clock).  Two counters:
+
+* ``at``, the aligned-time counter: every clock since START, never stalled; it is the HAC the
+  links exchange;
+* the program counter (``counter``): the golden model's cycle, frozen while DESKEW holds.
+
+DESKEW: when the program counter is at an epoch boundary B (a multiple of ``c2c.epoch``) and a
+queue is parked in DESKEW, every live queue must be parked in DESKEW (else ``queue``) and no unit
+busy (else ``inflight``).  The chip then holds (program counter, ICUs and stream fabric frozen)
+until its estimate of chip 0's aligned time reaches B + (B / epoch) * ``deskew_margin(cfg)``, and
+releases the queues in that cycle with the program counter at B.  Chip 0 (``chip=0``) is the
+reference and uses its own ``at``; chip k uses ``at - hac_offset`` of its link from chip 0.
+The held cycles are counted in ``stall`` (STATUS word 1, bits 32-63).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+import math
+
+from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,35 +48,85 @@ from .hostport import HostPort
 from .icu import ICU
 from .streams import StreamFabric
 
-__all__ = ["Chip", "unit_classes"]
+__all__ = ["Chip", "unit_classes", "deskew_margin", "ref_port", "LINK_STATUS", "LinkStatusSignature"]
+
+#: ``LinkRX`` status outputs a chip with C2C exposes per port (``link[p]``), plus the TX's overrun.
+LINK_STATUS = ["trained", "crc_errors", "frame_errors", "seq_errors", "flits_ok", "hac_ok", "skips_removed",
+               "skips_inserted", "fill_min", "fill_max", "hac_offset", "alarm", "alarm_flags"]
+
+
+def LinkStatusSignature(cfg):  # noqa: N802
+    from .c2c import LinkRX
+    rx = LinkRX(cfg)
+    rx._MustUse__silence = True             # only its signature is wanted here
+    members = {}
+    for name, mem in rx.signature.members.items():
+        if name in LINK_STATUS:
+            members[name] = Out(mem.shape, init=mem.init)
+    members["overrun"] = Out(1)
+    return wiring.Signature(members)
 
 
 def unit_classes():
+    from .c2cslice import C2CSlice
     from .mem import MemSlice
     from .mxm import MxmSlice
     from .sxm import SxmSlice
     from .vxm import VxmSlice
-    return {"mem": MemSlice, "mxm": MxmSlice, "vxm": VxmSlice, "sxm": SxmSlice}
+    return {"mem": MemSlice, "mxm": MxmSlice, "vxm": VxmSlice, "sxm": SxmSlice, "c2c": C2CSlice}
+
+
+def deskew_margin(cfg):
+    """Aligned cycles of stall budget per epoch of program time: the worst drift between two chips
+    over one epoch (2 x ppm_budget) plus 6 cycles for the START skew and the HAC estimate's error."""
+    E = cfg.link["epoch"]
+    return math.ceil(2 * cfg.link["ppm_budget"] * 1e-6 * E) + 6
+
+
+def ref_port(cfg, chip):
+    """The port on which chip `chip` hears chip 0 (None for chip 0, the DESKEW reference)."""
+    if chip == 0:
+        return None
+    for p in range(cfg.c2c_ports):
+        if cfg.peer(chip, p)[0] == 0:
+            return p
+    raise ValueError(f"config {cfg.name}: chip {chip} has no link from chip 0 (DESKEW needs one)")
 
 
 class Chip(wiring.Component):
     """``Chip(cfg)``; ``units`` may map slice kinds to other unit classes (tests)."""
 
-    def __init__(self, cfg, units=None):
+    def __init__(self, cfg, units=None, chip=0):
         self.cfg = cfg
         self._units = units
-        super().__init__({
+        self.chip = chip
+        self.has_c2c = bool(cfg.slices_of("c2c"))
+        members = {
             "cmd": In(stream.Signature(64)),
             "resp": Out(stream.Signature(64)),
-        })
+        }
+        if self.has_c2c:
+            from .c2c import LinkParams, LinkWire
+            w = LinkParams.from_cfg(cfg).width
+            members.update({
+                "tx": Out(LinkWire(w)).array(cfg.c2c_ports),
+                "rx": In(LinkWire(w)).array(cfg.c2c_ports),
+                "ext_start": In(1),
+                "link": Out(LinkStatusSignature(cfg)).array(cfg.c2c_ports),
+            })
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         classes = self._units or unit_classes()
 
-        m.submodules.streams = fabric = StreamFabric(cfg)
+        fabric = StreamFabric(cfg)
+        hold = Signal()                 # DESKEW holds the chip (program counter, ICUs, streams)
+        m.submodules.streams = EnableInserter(~hold)(fabric) if self.has_c2c else fabric
         m.submodules.host = host = HostPort(cfg)
+        start = Signal()
+        m.d.comb += start.eq(host.start | (self.ext_start if self.has_c2c else 0))
         wiring.connect(m, wiring.flipped(self.cmd), host.cmd)
         wiring.connect(m, host.resp, wiring.flipped(self.resp))
 
@@ -75,7 +145,7 @@ class Chip(wiring.Component):
             m.d.comb += [
                 icu.load_we.eq(host.q_we[p]), icu.load_addr.eq(host.q_addr), icu.load_data.eq(host.q_data),
                 icu.len_we.eq(host.q_len_we[p]), icu.len.eq(host.q_len),
-                icu.start.eq(host.start),
+                icu.start.eq(start),
             ]
             if s.kind == "mem":
                 m.d.comb += [
@@ -83,7 +153,9 @@ class Chip(wiring.Component):
                     unit.host_we.eq(host.mem_we[s.index]), unit.host_re.eq(host.mem_re[s.index]),
                     host.mem_rdata[s.index].eq(unit.host_rdata),
                 ]
-        m.d.comb += fabric.clear.eq(host.start)
+            if s.kind == "c2c":
+                c2c = unit
+        m.d.comb += fabric.clear.eq(start)
 
         # --- run state ---------------------------------------------------------------------
         running = Signal()
@@ -99,9 +171,9 @@ class Chip(wiring.Component):
         any_notify = Signal()
         m.d.comb += any_notify.eq(Cat(icu.notify for icu in icus).any())
         fire = line[-1]
-        with m.If(host.start):
+        with m.If(start):
             m.d.sync += [x.eq(0) for x in line]
-        with m.Else():
+        with m.Elif(~hold):
             m.d.sync += line[0].eq(any_notify)
             m.d.sync += [line[i].eq(line[i - 1]) for i in range(1, n)]
         for icu in icus:
@@ -123,22 +195,30 @@ class Chip(wiring.Component):
             acc = acc | u.err.as_value()
         m.d.comb += unit_err.eq(acc)
         inflight = all_halted & Cat(u.busy for u in units).any()
+        stall = Signal(32)                 # cycles DESKEW held the chip
+        deskew_queue_err = Signal()
+        deskew_busy_err = Signal()
+        if self.has_c2c:
+            self._c2c(m, c2c, icus, units, start, running, counter, hold, stall,
+                      deskew_queue_err, deskew_busy_err)
         m.d.comb += err_now.eq(unit_err)
         m.d.comb += [
-            err_now.queue.eq(unit_err[ERROR_BITS.index("queue")] | Cat(icu.err_queue for icu in icus).any()),
+            err_now.queue.eq(unit_err[ERROR_BITS.index("queue")] | Cat(icu.err_queue for icu in icus).any()
+                             | deskew_queue_err),
             err_now.deadlock.eq(unit_err[ERROR_BITS.index("deadlock")] | deadlock),
-            err_now.inflight.eq(unit_err[ERROR_BITS.index("inflight")] | inflight),
+            err_now.inflight.eq(unit_err[ERROR_BITS.index("inflight")] | inflight | deskew_busy_err),
         ]
         any_err = Signal()
         m.d.comb += any_err.eq(running & (err_now.as_value() != 0))
         for icu in icus:
             m.d.comb += icu.stop.eq(any_err)
 
-        with m.If(host.start):
+        with m.If(start):
             m.d.sync += [running.eq(1), done.eq(0), counter.eq(0), last_halt_p1.eq(0), errors.eq(0),
                          result_cycles.eq(0)]
         with m.Elif(running):
-            m.d.sync += counter.eq(counter + 1)
+            with m.If(~hold):
+                m.d.sync += counter.eq(counter + 1)
             with m.If(Cat(icu.halt for icu in icus).any()):
                 m.d.sync += last_halt_p1.eq(counter + 1)
             with m.If(any_err):
@@ -152,5 +232,62 @@ class Chip(wiring.Component):
             host.st_done.eq(done),
             host.st_errors.eq(errors),
             host.st_cycles.eq(Mux(running, counter, result_cycles)),
+            host.st_stall.eq(stall),
         ]
         return m
+
+    def _c2c(self, m, c2c, icus, units, start, running, counter, hold, stall, queue_err, busy_err):
+        """Links, the aligned counter and DESKEW (module docstring)."""
+        from .c2c import LinkRX, LinkTX
+        cfg = self.cfg
+        P = cfg.c2c_ports
+        at = Signal(32)                     # aligned time: every clock since START
+        with m.If(start):
+            m.d.sync += at.eq(0)
+        with m.Else():
+            m.d.sync += at.eq(at + 1)
+        rxs = []
+        for p in range(P):
+            tx = LinkTX(cfg, domain="sync")
+            rx = LinkRX(cfg, domain="sync", rec_domain=f"rxrec{p}")
+            m.submodules[f"link_tx{p}"] = tx
+            m.submodules[f"link_rx{p}"] = rx
+            rxs.append(rx)
+            wiring.connect(m, tx.wire, wiring.flipped(self.tx[p]))
+            wiring.connect(m, wiring.flipped(self.rx[p]), rx.wire)
+            m.d.comb += [
+                tx.send_valid.eq(c2c.tx_valid[p]), tx.send_data.eq(c2c.tx_data[p]), tx.hac.eq(at),
+                c2c.tx_overrun[p].eq(tx.overrun),
+                rx.hac.eq(at), rx.flip.eq(0),
+                c2c.rx_valid[p].eq(rx.recv_valid), c2c.rx_data[p].eq(rx.recv_data),
+                self.link[p].overrun.eq(tx.overrun),
+            ]
+            m.d.comb += [getattr(self.link[p], n).eq(getattr(rx, n)) for n in LINK_STATUS]
+        rp = ref_port(cfg, self.chip)
+        ref = Signal(32)                    # this chip's estimate of chip 0's aligned time
+        m.d.comb += ref.eq(at if rp is None else at - rxs[rp].hac_offset)
+
+        E = cfg.link["epoch"]
+        lg = E.bit_length() - 1
+        M = deskew_margin(cfg)
+        any_deskew = Cat(icu.deskewed for icu in icus).any()
+        boundary = Signal()
+        target = Signal(32)
+        late = Signal(32)
+        release = Signal()
+        m.d.comb += [
+            boundary.eq(running & any_deskew & (counter[:lg] == 0)),
+            target.eq(counter + (counter >> lg) * M),
+            late.eq(ref - target),
+            queue_err.eq(boundary & ~Cat(icu.halted | icu.deskewed for icu in icus).all()),
+            release.eq(boundary & ~late[31]),
+            # (checked while holding: in the release cycle the queues' first issues make units busy)
+            busy_err.eq(boundary & ~release & Cat(u.busy for u in units).any()),
+            hold.eq(boundary & late[31] & ~queue_err & ~busy_err),
+        ]
+        for icu in icus:
+            m.d.comb += icu.deskew_go.eq(release)
+        with m.If(start):
+            m.d.sync += stall.eq(0)
+        with m.Elif(hold):
+            m.d.sync += stall.eq(stall + 1)

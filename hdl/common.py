@@ -40,6 +40,7 @@ class ErrorFlags(data.Struct):
     inflight: 1   # work still in flight when the last queue halted
     queue: 1      # a queue ran past its last instruction without HALT / undefined opcode
     deadlock: 1   # every live queue parked in SYNC with no NOTIFY coming
+    link: 1       # C2C: RECV found no vector, an RX vector FIFO overflowed, or the link TX overran
 
 
 ERROR_BITS = [name for name, _ in data.Layout.cast(ErrorFlags)]

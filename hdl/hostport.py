@@ -13,7 +13,8 @@ cmd     name        target          follows / answers
                                     (so LOAD_QUEUE with count 0 at address 0 empties a queue)
 0x04    START       -               queues to index 0, cycle counter to 0, streams cleared
 0x05    STATUS      -               2 words: running (bit 0), done (bit 1), error flags (bits
-                                    8-15, ``ErrorFlags`` order); cycles
+                                    8-23, ``ErrorFlags`` order); cycles (bits 0-31) and DESKEW
+                                    stall cycles (bits 32-63, 0 on chips without C2C)
 ======  ==========  ==============  ==========================================================
 
 Unknown commands are dropped.  A bank number the chip does not have writes nothing and reads
@@ -79,6 +80,7 @@ class HostPort(wiring.Component):
             "st_done": In(1),
             "st_errors": In(len(ERROR_BITS)),
             "st_cycles": In(32),
+            "st_stall": In(32),
         })
 
     def elaborate(self, platform):
@@ -129,7 +131,8 @@ class HostPort(wiring.Component):
                         with m.Case(Cmd.STATUS):
                             m.d.sync += [
                                 status.eq(Cat(self.st_running, self.st_done, Const(0, 6), self.st_errors,
-                                              Const(0, 48), self.st_cycles)),
+                                              Const(0, 64 - 8 - len(ERROR_BITS)), self.st_cycles,
+                                              self.st_stall)),
                                 widx.eq(0),
                             ]
                             m.next = "STATUS"

@@ -12,7 +12,10 @@ Reproduces ``sim.golden.Golden._issue`` cycle for cycle (docs/microarchitecture.
 * ``SYNC`` parks the queue until ``fire`` (the delayed NOTIFY broadcast); the queue issues its next
   instruction in the fire cycle.  A SYNC issued in a fire cycle waits for the next one;
 * ``NOTIFY`` pulses ``notify`` in its issue cycle (the chip delays and broadcasts it);
-* ``HALT`` pulses ``halt`` and parks the queue for good (``halted``).
+* ``HALT`` pulses ``halt`` and parks the queue for good (``halted``);
+* ``DESKEW`` parks the queue (``deskewed``) until ``deskew_go``: the chip raises it at the next
+  epoch boundary once the aligned counter says every chip of the tray is there (hdl/chip.py,
+  docs/c2c.md); the queue issues its next instruction in that cycle.
 
 The queue is a ``lib.memory`` of ``cfg.queue_depth`` 64-bit words with a synchronous read port
 that is always addressed with the *next* program counter, so the word to issue in a cycle is on the
@@ -39,6 +42,7 @@ class State(enum.Enum, shape=2):
     HALT = 0
     RUN = 1
     SYNC = 2
+    DESKEW = 3
 
 
 def advance(m, insn):
@@ -68,6 +72,7 @@ class ICU(wiring.Component):
             "start": In(1),        # the START cycle: reset to queue index 0; cycle 0 is the next one
             "stop": In(1),         # halt now (the chip stops on an error)
             "fire": In(1),         # a NOTIFY fires this cycle
+            "deskew_go": In(1),    # queues parked in DESKEW leave it this cycle
             # to the slice unit
             "issue": Out(1),
             "insn": Out(Instr),
@@ -76,6 +81,7 @@ class ICU(wiring.Component):
             "halt": Out(1),        # a HALT issues this cycle
             "halted": Out(1),      # the queue is halted (registered state)
             "parked": Out(1),      # the queue waits in SYNC (registered state)
+            "deskewed": Out(1),    # the queue waits in DESKEW (registered state)
             "err_queue": Out(1),   # ran past its last instruction / bad opcode (one-cycle pulse)
             # load port
             "load_we": In(1),
@@ -108,10 +114,12 @@ class ICU(wiring.Component):
 
         cur = Signal(Instr)
         m.d.comb += cur.eq(rd.data)
-        m.d.comb += [self.halted.eq(state == State.HALT), self.parked.eq(state == State.SYNC)]
+        m.d.comb += [self.halted.eq(state == State.HALT), self.parked.eq(state == State.SYNC),
+                     self.deskewed.eq(state == State.DESKEW)]
 
         go = Signal()                             # this queue issues in this cycle
-        m.d.comb += go.eq(((state == State.RUN) & (cnt == 0)) | ((state == State.SYNC) & self.fire))
+        m.d.comb += go.eq(((state == State.RUN) & (cnt == 0)) | ((state == State.SYNC) & self.fire) |
+                          ((state == State.DESKEW) & self.deskew_go))
 
         rep_active = Signal()
         m.d.comb += rep_active.eq(rep_left != 0)
@@ -163,6 +171,8 @@ class ICU(wiring.Component):
                             m.d.sync += [rep_insn.eq(last), rep_left.eq(cur.args.ctl.n), cnt.eq(d - 2)]
                     with m.Case(Opcode.SYNC):
                         m.d.sync += state.eq(State.SYNC)
+                    with m.Case(Opcode.DESKEW):
+                        m.d.sync += state.eq(State.DESKEW)
                     with m.Case(Opcode.NOTIFY):
                         m.d.comb += self.notify.eq(1)
                     with m.Case(Opcode.HALT):

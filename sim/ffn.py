@@ -65,29 +65,35 @@ def run_ffn_tray(w, x, cfg, chips, engine="golden", ppm=None, artifacts=None):
     if cfg.chips < 2:
         raise InputError(f"--chips {chips} needs a tray config (config {cfg.name} has {cfg.chips} chip); "
                          f"use --config tray")
-    if engine != "golden":
-        raise EngineError("--chips > 1 runs on the golden tray only: the RTL tray top (C2C slice, DESKEW, 8 clock "
-                          "domains) is not integrated yet; the link layer itself is tested in tests/test_rtl_c2c.py")
+    if engine not in ("golden", "rtl"):
+        raise EngineError(f"unknown engine {engine!r}: use golden or rtl")
     q = quantize_ffn(w, x)
     tc = compile_tp(q, cfg, len(x), chips)
     xq = q.quantize_input(x)
     tray, res = run_tray_golden(tc, [xq] * cfg.chips)
-    yq = tc.chips[0].unpack_output(tray.chips[0].read_mem)
+    rtl = None
+    if engine == "rtl":
+        from .rtl_tray import run_tray_compiled_rtl
+        yq, rtl = run_tray_compiled_rtl(tc, [xq] * cfg.chips, ppm=ppm)
+    else:
+        yq = tc.chips[0].unpack_output(tray.chips[0].read_mem)
     y = q.dequantize_output(yq)
     yf = float_ffn(w, x)
     single = q.run_int(xq)
     rep = dict(tc.report)
+    measured = res.cycles if rtl is None else [c["cycles"] for c in rtl["chips"]]
     rep.update({
         "engine": engine, "config": cfg.name, "lanes": cfg.lanes, "chips": chips,
-        "measured_cycles": max(res.cycles), "per_chip_measured_cycles": res.cycles,
-        "cycles_match": res.cycles == tc.predicted_cycles,
+        "measured_cycles": max(measured), "per_chip_measured_cycles": measured,
+        "cycles_match": measured == tc.predicted_cycles,
         "bit_exact_vs_integer_reference": bool(np.array_equal(yq, single)),
         "identical_to_single_chip": bool(np.array_equal(yq, single)),
         "links": {f"chip{a}.port{p}": {"vectors": n, "busy_cycles": n * cfg.vector_interval,
                                        "utilization": n * cfg.vector_interval / max(res.cycles[a], 1)}
                   for (a, p), n in sorted(res.link_vectors.items())},
         "ppm": list(ppm) if ppm is not None else list(cfg.ppm),
-        "ppm_note": "the golden tray runs ideal clocks; the ppm offsets apply to the RTL tray",
+        "ppm_note": ("the golden tray runs ideal clocks; the ppm offsets apply to the RTL tray" if rtl is None
+                     else "RTL tray: chip i's clock period is 10 ns x (1 + ppm[i] x 1e-6)"),
         "max_abs_error_vs_float": float(np.abs(y - yf).max()),
         "max_abs_float_output": float(np.abs(yf).max()),
         "cosine_vs_float": float((y * yf).sum() / max(np.linalg.norm(y) * np.linalg.norm(yf), 1e-30)),
@@ -95,6 +101,17 @@ def run_ffn_tray(w, x, cfg, chips, engine="golden", ppm=None, artifacts=None):
         "weight_bw_utilization": (q.d_model * q.d_ff * (3 if q.gated else 2)) /
                                  (cfg.weight_bytes_per_cycle * rep["chips_used"]) / max(res.cycles),
     })
+    if rtl is not None:
+        rep["ppm"] = rtl["ppm"]
+        rep["rtl"] = {
+            "simulator": "icarus", "wall_s": rtl["wall_s"], "sim_ns": rtl["sim_ns"],
+            "per_chip_errors": [c["errors"] for c in rtl["chips"]],
+            "per_chip_deskew_stall_cycles": [c["stall"] for c in rtl["chips"]],
+            "links": {f"chip{i}.port{p}": {k: lk[k] for k in ("flits_ok", "crc_errors", "frame_errors", "seq_errors",
+                                                              "skips_removed", "skips_inserted", "fill_min",
+                                                              "fill_max", "hac_offset", "alarm", "overrun")}
+                      for i, c in enumerate(rtl["chips"]) for p, lk in enumerate(c["links"])},
+        }
     if artifacts:
         d = Path(artifacts)
         d.mkdir(parents=True, exist_ok=True)

@@ -52,8 +52,8 @@ class _Host:
     async def status(self):
         await self.send([command(Cmd.STATUS)])
         w0, w1 = await self.recv(2)
-        errs = (w0 >> 8) & 0xFF
-        return {"running": bool(w0 & 1), "done": bool(w0 >> 1 & 1), "cycles": w1,
+        errs = (w0 >> 8) & 0xFFFF
+        return {"running": bool(w0 & 1), "done": bool(w0 >> 1 & 1), "cycles": w1 & 0xFFFFFFFF, "stall": w1 >> 32,
                 "errors": [n for i, n in enumerate(ERROR_BITS) if errs >> i & 1]}
 
 

@@ -107,5 +107,10 @@ def test_cli_ffn_chips(tmp_path):
     assert r.returncode == 2 and "--ppm has 2 values for --chips 4" in r.stderr
     r = subprocess.run(base + ["--chips", "2", "--config", "tiny"], capture_output=True, text=True)
     assert r.returncode == 2 and "needs a tray config" in r.stderr
-    r = subprocess.run(base + ["--chips", "2", "--engine", "rtl"], capture_output=True, text=True)
-    assert r.returncode == 2 and "RTL tray top" in r.stderr and "Traceback" not in r.stderr
+    # the RTL tray (tests/test_rtl_tray.py): the 2-chip config, per-chip cycles and link statistics
+    r = subprocess.run(base + ["--chips", "2", "--config", "duo", "--engine", "rtl", "--ppm", "200,-200"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "R.json").read_text())
+    assert rep["engine"] == "rtl" and rep["cycles_match"] and rep["identical_to_single_chip"]
+    assert rep["rtl"]["per_chip_errors"] == [[], []] and rep["rtl"]["links"]["chip1.port0"]["crc_errors"] == 0

@@ -1,0 +1,173 @@
+"""C2C slice: SEND and RECV between the chip's stream fabric and its C2C links (docs/c2c.md).
+
+Sub-units per port p (``cfg.c2c_ports``), each with the element spacing F = ``cfg.vector_interval``
+(one flit plus the spare word, ``LinkParams.send_interval``):
+
+* ``tx<p>`` (SEND port, src, n): element k samples stream ``src`` at the slice's position during
+  cycle t + k*F and hands it to the port's ``LinkTX`` in that same cycle (``tx_valid[p]`` /
+  ``tx_data[p]``; the link's accept edge is the end of the cycle).  Busy until t + n*F - 1.
+* ``rx<p>`` (RECV dst, port, n): element k pops the oldest vector of the port's RX vector FIFO
+  during cycle t + k*F; it is driven on ``out`` c2c_recv - 1 cycles later, so it is visible on
+  ``dst`` at t + k*F + c2c_recv (the golden model's timing).
+
+The RX vector FIFO of each port (``cfg.link["rx_vectors"]`` deep, a ``lib.fifo.SyncFIFO`` in the
+chip's clock) is written by the port's ``LinkRX`` (``rx_valid[p]`` / ``rx_data[p]``, already in the
+chip's clock); a vector delivered (``recv_valid``) in cycle a can be popped from a on (a RECV
+element that finds the FIFO empty takes the vector arriving in its cycle directly).
+
+Errors: ``err.link`` for a RECV element that finds the FIFO empty (the golden model's "no vector has
+arrived"), a vector arriving at a full FIFO (overflow: the golden tray's "RX buffer overflows"),
+and a newly raised ``tx_overrun`` of a port's ``LinkTX``; ``err.busy`` for an issue to a busy
+sub-unit; ``err.empty`` for a SEND element sampling an empty stream slot; ``err.port`` for RECV
+elements of two ports landing in the same cycle; ``err.addr`` for a port number the chip lacks.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import MIN_LATENCY
+from ..firmware.isa import COUNT_MAX, Opcode, StreamField
+from .common import unit_signature, vec
+
+__all__ = ["C2CSlice"]
+
+
+class C2CSlice(wiring.Component):
+    """``C2CSlice(cfg, slice)``: the c2c slice unit, one TX and one RX sub-unit per port."""
+
+    def __init__(self, cfg, slice=None):
+        self.cfg, self.slice = cfg, slice
+        self.ports = P = cfg.c2c_ports
+        if P < 1:
+            self._MustUse__silence = True
+            raise ValueError(f"config {cfg.name} has no C2C ports")
+        self.F = cfg.vector_interval
+        self.latency = cfg.latency["c2c_recv"]
+        if self.latency < MIN_LATENCY["c2c_recv"]:
+            self._MustUse__silence = True
+            raise ValueError(f"latency c2c_recv = {self.latency} is below the minimum of {MIN_LATENCY['c2c_recv']}")
+        self.rx_vectors = cfg.link["rx_vectors"]
+        super().__init__(unit_signature(cfg, {
+            "tx_valid": Out(P),
+            "tx_data": Out(data.ArrayLayout(vec(cfg.lanes), P)),
+            "tx_overrun": In(P),
+            "rx_valid": In(P),
+            "rx_data": In(data.ArrayLayout(vec(cfg.lanes), P)),
+            "rx_level": Out(data.ArrayLayout(range(self.rx_vectors + 1), P)),
+        }))
+
+    def _sequencer(self, m, name, accept, count):
+        """Element timing of one sub-unit.  Returns (busy_now, element_now, stream field register)."""
+        F = self.F
+        rem = Signal(range(COUNT_MAX * F + 1), name=f"{name}_rem")     # busy cycles from this one on
+        wait = Signal(range(F), name=f"{name}_wait")                  # cycles after this one to the next element
+        els = Signal(range(COUNT_MAX + 1), name=f"{name}_els")        # elements still to come
+        el = Signal(name=f"{name}_el")
+        m.d.comb += el.eq((accept & (count != 0)) | ((rem != 0) & (wait == 0) & (els != 0)))
+        with m.If(accept):
+            m.d.sync += [rem.eq(Mux(count != 0, count * F - 1, 0)), wait.eq(F - 1),
+                         els.eq(Mux(count != 0, count - 1, 0))]
+        with m.Elif(rem != 0):
+            m.d.sync += rem.eq(rem - 1)
+            with m.If(el):
+                m.d.sync += [wait.eq(F - 1), els.eq(els - 1)]
+            with m.Elif(wait != 0):
+                m.d.sync += wait.eq(wait - 1)
+        return rem != 0, el
+
+    def elaborate(self, platform):
+        m = Module()
+        P, cfg = self.ports, self.cfg
+        new = self.insn
+        c = new.args.c2c
+        is_send = Signal()
+        is_recv = Signal()
+        m.d.comb += [is_send.eq(self.issue & (new.op == Opcode.SEND)),
+                     is_recv.eq(self.issue & (new.op == Opcode.RECV)),
+                     self.err.addr.eq((is_send | is_recv) & (c.port >= P))]
+
+        busy_any = []
+        errs_busy, errs_empty, errs_link = [], [], []
+        rx_el = []
+        rx_dst = []
+        for p in range(P):
+            for kind, is_op in (("tx", is_send), ("rx", is_recv)):
+                name = f"{kind}{p}"
+                busy = Signal(name=f"{name}_busy")
+                accept = Signal(name=f"{name}_accept")
+                hit = is_op & (c.port == p)
+                m.d.comb += accept.eq(hit & ~busy)
+                errs_busy.append(hit & busy)
+                src = Signal(StreamField, name=f"{name}_s")
+                with m.If(accept):
+                    m.d.sync += src.eq(c.s)
+                cur = Signal(StreamField, name=f"{name}_s_now")
+                m.d.comb += cur.eq(Mux(accept, c.s, src))
+                b, el = self._sequencer(m, name, accept, c.count)
+                m.d.comb += busy.eq(b)
+                busy_any.append(b | el)
+                if kind == "tx":
+                    x = Mux(cur.west, self.tap.west[cur.index], self.tap.east[cur.index])
+                    ok = Mux(cur.west, self.tap.west_valid.bit_select(cur.index, 1),
+                             self.tap.east_valid.bit_select(cur.index, 1))
+                    m.d.comb += [self.tx_valid[p].eq(el), self.tx_data[p].eq(x)]
+                    errs_empty.append(el & ~ok)
+                else:
+                    rx_el.append(el)
+                    rx_dst.append(cur)
+
+        # --- RX vector FIFOs -------------------------------------------------------------------
+        pops, heads = [], []
+        for p in range(P):
+            q = fifo.SyncFIFO(width=8 * cfg.lanes, depth=self.rx_vectors)
+            m.submodules[f"rxq{p}"] = q
+            # a RECV element that finds the FIFO empty takes a vector arriving in the same cycle
+            bypass = rx_el[p] & ~q.r_rdy & self.rx_valid[p]
+            m.d.comb += [q.w_en.eq(self.rx_valid[p] & ~bypass), q.w_data.eq(self.rx_data[p]),
+                         self.rx_level[p].eq(q.level)]
+            errs_link.append(self.rx_valid[p] & ~bypass & ~q.w_rdy)     # overflow
+            m.d.comb += q.r_en.eq(rx_el[p] & q.r_rdy)
+            errs_link.append(rx_el[p] & ~q.r_rdy & ~self.rx_valid[p])   # RECV before arrival
+            pops.append(rx_el[p] & (q.r_rdy | self.rx_valid[p]))
+            heads.append(Mux(q.r_rdy, q.r_data, self.rx_data[p]))
+
+        # LinkTX overrun (sticky there): flag when it rises
+        ovr_d = Signal(P)
+        m.d.sync += ovr_d.eq(self.tx_overrun)
+        errs_link.append((self.tx_overrun & ~ovr_d).any())
+
+        # --- result pipeline: the popped vector, visible c2c_recv cycles after the element --------
+        v0 = Signal(name="res_valid0")
+        d0 = Signal(vec(cfg.lanes), name="res_data0")
+        s0 = Signal(StreamField, name="res_dst0")
+        m.d.comb += v0.eq(Cat(*pops).any())
+        for p in reversed(range(P)):
+            with m.If(pops[p]):
+                m.d.comb += [d0.eq(heads[p]), s0.eq(rx_dst[p])]
+        two = 0
+        for i in range(P):
+            for j in range(i + 1, P):
+                two = two | (rx_el[i] & rx_el[j])
+        stage = (v0, d0, s0)
+        valids = []
+        for n in range(self.latency - 1):
+            v = Signal(name=f"res_valid{n + 1}")
+            d = Signal(vec(cfg.lanes), name=f"res_data{n + 1}")
+            s = Signal(StreamField, name=f"res_dst{n + 1}")
+            m.d.sync += [v.eq(stage[0]), d.eq(stage[1]), s.eq(stage[2])]
+            valids.append(v)
+            stage = (v, d, s)
+        m.d.comb += [
+            self.out.valid.eq(stage[0]),
+            self.out.index.eq(stage[2].index),
+            self.out.west.eq(stage[2].west),
+            self.out.wide.eq(0),
+            self.out.data[0].eq(stage[1]),
+            self.busy.eq(Cat(*busy_any, *valids).any()),
+            self.err.busy.eq(Cat(*errs_busy).any()),
+            self.err.empty.eq(Cat(*errs_empty).any()),
+            self.err.link.eq(Cat(*errs_link).any()),
+            self.err.port.eq(two),
+        ]
+        return m
