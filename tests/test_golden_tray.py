@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tray_programs
 
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import AsmError, assemble
@@ -24,39 +25,12 @@ def tray(sources, mem=()):
     return t
 
 
-def rep(n):
-    return f"        REPEAT {n - 1}, {F}\n" if n > 1 else ""
-
-
 def sender(port, n, t_send=3):
-    # mem7 (position 10) feeds c2c0 (position 11): READ at t lands there at t + mem_read + 1
-    return f"""
-    .queue mem7
-        READ e0, 0
-{rep(n)}        NOP 10
-        HALT
-    .queue c2c0
-        NOP {t_send}
-        SEND {port}, e0, n={n}
-        NOP {n * F + 4}
-        HALT
-    """
+    return tray_programs.sender(CFG, port, n, t_send)
 
 
 def receiver(port, n, t_recv, out_addr=5):
-    lr = CFG.latency["c2c_recv"]
-    return f"""
-    .queue c2c0
-        NOP {t_recv}
-        RECV w0, {port}, n={n}
-        NOP {n * F + 4}
-        HALT
-    .queue mem7
-        NOP {t_recv + lr + 1}
-        WRITE w0, {out_addr}
-{rep(n)}        NOP {F}
-        HALT
-    """
+    return tray_programs.receiver(CFG, port, n, t_recv, out_addr)
 
 
 def test_send_recv_all_pairs_of_chip0():

@@ -17,6 +17,7 @@ from tinylpu.firmware.quant import quantize_ffn
 from tinylpu.firmware.tray import compile_tp, run_tray_golden
 from tinylpu.sim.rtl_tray import run_tray_compiled_rtl, run_tray_rtl
 from tinylpu.sim.tray import GoldenTray
+from tray_programs import receiver, sender
 
 DUO = load_config("duo")
 
@@ -26,41 +27,6 @@ def variant(base, name, **c2c):
     raw["name"] = name
     raw["c2c"].update(c2c)
     return parse_config(yaml.safe_dump(raw), f"<{name}>")
-
-
-def rep(n, F):
-    return f"        REPEAT {n - 1}, {F}\n" if n > 1 else ""
-
-
-def sender(cfg, port, n, t_send=3):
-    F = cfg.vector_interval
-    return f"""
-    .queue mem7
-        READ e0, 0
-{rep(n, F)}        NOP 10
-        HALT
-    .queue c2c0
-        NOP {t_send}
-        SEND {port}, e0, n={n}
-        NOP {n * F + 4}
-        HALT
-    """
-
-
-def receiver(cfg, port, n, t_recv, out_addr=5):
-    F, lr = cfg.vector_interval, cfg.latency["c2c_recv"]
-    return f"""
-    .queue c2c0
-        NOP {t_recv}
-        RECV w0, {port}, n={n}
-        NOP {n * F + 4}
-        HALT
-    .queue mem7
-        NOP {t_recv + lr + 1}
-        WRITE w0, {out_addr}
-{rep(n, F)}        NOP {F}
-        HALT
-    """
 
 
 def golden(cfg, progs, mems):
