@@ -74,7 +74,7 @@ def test_bad_configs_name_file_and_field(tmp_path, old, new, msg):
 
 
 def test_unknown_config_name_lists_shipped():
-    with pytest.raises(ConfigError, match="no such config; shipped configs are duo, fpga, tiny, tray"):
+    with pytest.raises(ConfigError, match="no such config; shipped configs are duo, fpga, ice40, tiny, tray"):
         load_config("huge")
 
 
