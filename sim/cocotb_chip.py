@@ -133,6 +133,23 @@ class Host:
                 "errors": [n for i, n in enumerate(ERROR_BITS) if errs >> i & 1], "cycles": w1 & 0xFFFFFFFF,
                 "stall": w1 >> 32}
 
+    async def load_program(self, prog):
+        """Load every slice's queue (empty ones with length 0, so they are halted from cycle 0)."""
+        for s in self.cfg.slices:
+            await self.load_queue(s.position, [encode(i) for i in prog.queues.get(s.name, [])])
+
+    async def wait_done(self, max_cycles, poll=32, max_poll=256):
+        """Poll STATUS, less often as the run goes on (the cycle count is exact anyway), until the chip
+        stops or passes max_cycles; the last status, with "timeout" set if it was still running."""
+        while True:
+            await ClockCycles(self.clk, poll, rising=False)
+            st = await self.status()
+            if not st["running"] or st["cycles"] > max_cycles:
+                break
+            poll = min(2 * poll, max_poll)
+        st["timeout"] = bool(st["running"])
+        return st
+
     async def reset(self):
         self.dut.rst.value = 1
         await ClockCycles(self.clk, 2, rising=False)
@@ -142,22 +159,12 @@ class Host:
 
 async def run_program(host, cfg, case):
     """Load the queues and the MEM image, START, poll STATUS until the run ends; the last status."""
-    prog = Program.from_bytes(bytes.fromhex(case["program"]))
-    for s in cfg.slices:
-        await host.load_queue(s.position, [encode(i) for i in prog.queues.get(s.name, [])])
+    await host.load_program(Program.from_bytes(bytes.fromhex(case["program"])))
     for bank, addr, vectors in case["mem"]:
         await host.write_mem(bank, addr, vectors)
     t_run = time.perf_counter()
     await host.start()
-    max_cycles = case.get("max_cycles", 200_000)
-    poll = 32
-    while True:
-        await ClockCycles(host.clk, poll, rising=False)
-        st = await host.status()
-        if not st["running"] or st["cycles"] > max_cycles:
-            break
-        poll = min(2 * poll, 256)          # long programs: fewer polls (the count is exact anyway)
-    st["timeout"] = bool(st["running"])
+    st = await host.wait_done(case.get("max_cycles", 200_000))
     st["run_wall_s"] = time.perf_counter() - t_run      # START to done, for cycles/s measurements
     return st
 

@@ -24,7 +24,6 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Timer
 
 from ..config import load_config
-from ..firmware.isa import encode
 from ..firmware.program import Program
 from ..hdl.chip import LINK_STATUS
 from .cocotb_chip import Host, run_program
@@ -52,9 +51,7 @@ def _s(sig, bits):
 
 
 async def load(host, cfg, case):
-    prog = Program.from_bytes(bytes.fromhex(case["program"]))
-    for s in cfg.slices:
-        await host.load_queue(s.position, [encode(i) for i in prog.queues.get(s.name, [])])
+    await host.load_program(Program.from_bytes(bytes.fromhex(case["program"])))
     for bank, addr, vectors in case["mem"]:
         await host.write_mem(bank, addr, vectors)
 
@@ -108,17 +105,8 @@ async def run_tray(dut):
     results = [None] * N
 
     async def finish(i):
-        h = hosts[i]
-        poll = 32
-        while True:
-            await ClockCycles(h.clk, poll, rising=False)
-            st = await h.status()
-            if not st["running"] or st["cycles"] > max_cycles:
-                break
-            poll = min(2 * poll, 256)
-        st["timeout"] = bool(st["running"])
-        results[i] = st
-        dut._log.info("chip %d stopped: %s", i, st)
+        results[i] = await hosts[i].wait_done(max_cycles)
+        dut._log.info("chip %d stopped: %s", i, results[i])
 
     tasks = [cocotb.start_soon(finish(i)) for i in range(N)]
     for t in tasks:

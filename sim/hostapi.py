@@ -104,7 +104,6 @@ class RtlPort:
         self.started = True
 
     async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
-        from ..firmware.isa import encode
         if not self.started:
             await self.power_on()
         h, cfg = self.host, self.cfg
@@ -114,21 +113,13 @@ class RtlPort:
                     await h.write_mem(cfg.slice(bank).index, addr, v.astype(int).tolist())
             self.resident = owner
             self.reloads += 1
-        for s in cfg.slices:
-            await h.load_queue(s.position, [encode(i) for i in program.queues.get(s.name, [])])
+        await h.load_program(program)
         for bank, lst in inputs.items():
             for addr, v in lst:
                 await h.write_mem(cfg.slice(bank).index, addr, np.asarray(v).astype(int).tolist())
         await h.start()
-        from cocotb.triggers import ClockCycles
-        poll = 16
-        while True:
-            await ClockCycles(h.clk, poll, rising=False)
-            st = await h.status()
-            if not st["running"] or st["cycles"] > max_cycles:
-                break
-            poll = min(2 * poll, 128)
-        if st["running"]:
+        st = await h.wait_done(max_cycles, poll=16, max_poll=128)
+        if st["timeout"]:
             raise EngineError(f"the chip did not halt within {max_cycles} cycles")
         if st["errors"]:
             raise EngineError(f"the chip flagged program errors: {', '.join(st['errors'])}")
