@@ -56,7 +56,10 @@ def random_program(cfg, seed, flows=None) -> RandomCase:
         for attempt in range(200):
             t0 = cursor + int(rng.integers(0, 12)) + attempt
             b = Txn(sch)
-            desc = _FLOWS[kind](b, cfg, rng, t0, banks)
+            try:
+                desc = _FLOWS[kind](b, cfg, rng, t0, banks)
+            except _TooFew:          # this config has too few banks/sides for the flow: skip it
+                break
             if desc and b.ok:
                 b.commit()
                 described.append(desc)
@@ -88,7 +91,13 @@ def random_program(cfg, seed, flows=None) -> RandomCase:
 # flows: each returns a description, or None if it cannot be placed on this config
 # ----------------------------------------------------------------------------------------------
 
+class _TooFew(Exception):
+    pass
+
+
 def _pick(rng, seq, k=1):
+    if k > len(seq):
+        raise _TooFew
     idx = rng.choice(len(seq), size=k, replace=False)
     return [seq[i] for i in idx]
 

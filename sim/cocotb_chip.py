@@ -35,12 +35,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from ..config import load_config
-from ..firmware.isa import encode
 from ..firmware.program import Program
-from ..hdl.common import ERROR_BITS
-from ..hdl.hostport import Cmd, command
-
-MASK64 = (1 << 64) - 1
+from .hostproto import HostProtocol, run_program, vector_words, words_vector  # noqa: F401  (re-exported)
 
 
 def _u(sig):
@@ -48,35 +44,20 @@ def _u(sig):
     return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
 
 
-def vector_words(vec, lanes):
-    """int8 lanes -> host words (lane 0 in bits 0-7 of the first word)."""
-    v = 0
-    for j, x in enumerate(vec):
-        v |= (int(x) & 0xFF) << (8 * j)
-    return [(v >> (64 * k)) & MASK64 for k in range(-(-lanes // 8))]
-
-
-def words_vector(words, lanes):
-    v = 0
-    for k, w in enumerate(words):
-        v |= w << (64 * k)
-    out = []
-    for j in range(lanes):
-        b = (v >> (8 * j)) & 0xFF
-        out.append(b - 256 if b >= 128 else b)
-    return out
-
-
-class Host:
-    """Speaks the host-port protocol; every method starts and ends just after a falling edge."""
+class Host(HostProtocol):
+    """The host-port protocol on the chip's pins; every method starts and ends just after a falling
+    edge."""
 
     def __init__(self, dut, cfg):
-        self.dut, self.cfg = dut, cfg
-        self.wpv = -(-cfg.lanes // 8)
+        super().__init__(cfg)
+        self.dut = dut
         self.clk = dut.clk
 
     async def edge(self):
         await FallingEdge(self.clk)
+
+    async def pause(self, cycles):
+        await ClockCycles(self.clk, cycles, rising=False)
 
     async def send(self, words):
         d = self.dut
@@ -103,70 +84,11 @@ class Host:
         d.resp__ready.value = 0
         return out
 
-    async def write_mem(self, bank, addr, vectors):
-        words = [command(Cmd.WRITE_MEM, bank, addr, len(vectors))]
-        for v in vectors:
-            words += vector_words(v, self.cfg.lanes)
-        await self.send(words)
-
-    async def read_mem(self, bank, addr, n):
-        out = []
-        while n:                      # at most 0xFFFF vectors per command
-            k = min(n, 0xFFFF)
-            await self.send([command(Cmd.READ_MEM, bank, addr, k)])
-            words = await self.recv(k * self.wpv)
-            out += [words_vector(words[i * self.wpv:(i + 1) * self.wpv], self.cfg.lanes) for i in range(k)]
-            addr, n = addr + k, n - k
-        return out
-
-    async def load_queue(self, position, words):
-        await self.send([command(Cmd.LOAD_QUEUE, position, 0, len(words))] + list(words))
-
-    async def start(self):
-        await self.send([command(Cmd.START)])
-
-    async def status(self):
-        await self.send([command(Cmd.STATUS)])
-        w0, w1 = await self.recv(2)
-        errs = (w0 >> 8) & 0xFFFF
-        return {"running": bool(w0 & 1), "done": bool(w0 >> 1 & 1), "error_bits": errs,
-                "errors": [n for i, n in enumerate(ERROR_BITS) if errs >> i & 1], "cycles": w1 & 0xFFFFFFFF,
-                "stall": w1 >> 32}
-
-    async def load_program(self, prog):
-        """Load every slice's queue (empty ones with length 0, so they are halted from cycle 0)."""
-        for s in self.cfg.slices:
-            await self.load_queue(s.position, [encode(i) for i in prog.queues.get(s.name, [])])
-
-    async def wait_done(self, max_cycles, poll=32, max_poll=256):
-        """Poll STATUS, less often as the run goes on (the cycle count is exact anyway), until the chip
-        stops or passes max_cycles; the last status, with "timeout" set if it was still running."""
-        while True:
-            await ClockCycles(self.clk, poll, rising=False)
-            st = await self.status()
-            if not st["running"] or st["cycles"] > max_cycles:
-                break
-            poll = min(2 * poll, max_poll)
-        st["timeout"] = bool(st["running"])
-        return st
-
     async def reset(self):
         self.dut.rst.value = 1
         await ClockCycles(self.clk, 2, rising=False)
         self.dut.rst.value = 0
         await self.edge()
-
-
-async def run_program(host, cfg, case):
-    """Load the queues and the MEM image, START, poll STATUS until the run ends; the last status."""
-    await host.load_program(Program.from_bytes(bytes.fromhex(case["program"])))
-    for bank, addr, vectors in case["mem"]:
-        await host.write_mem(bank, addr, vectors)
-    t_run = time.perf_counter()
-    await host.start()
-    st = await host.wait_done(case.get("max_cycles", 200_000))
-    st["run_wall_s"] = time.perf_counter() - t_run      # START to done, for cycles/s measurements
-    return st
 
 
 async def run_case(host, cfg, case, scrub):

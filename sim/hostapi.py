@@ -11,18 +11,25 @@ One API, two engines, the same answers::
 * ``rtl`` with a ``dut``: the host code runs INSIDE the cocotb test coroutine and drives the chip's
   host port with ``sim.cocotb_chip.Host`` (Glasgow's simulation-assembly pattern), so a whole
   interactive decode loop runs against the Verilog in one simulator launch.  Use
-  ``run_in_simulation("module:function", args)`` to launch a coroutine ``function(dut, **args)``
-  inside the simulator and get its JSON result back.
+  ``run_in_simulation("module:function", args, config)`` to launch a coroutine
+  ``function(dut, **args)`` inside the simulator and get its JSON result back.
 * ``rtl`` without a ``dut`` (outside a simulation): each ``run`` is one simulator launch through
   ``sim.rtl_runner.run_cases_rtl`` (slow, but the same protocol and the same answers).
 
-``Tray(chips=8)``: one ``Chip`` per tray position, each with its own resident image.  On the
-golden engine every chip is its own ``Golden``.  On the RTL engine the chips TIME-SHARE ONE
-simulated chip (the multi-chip RTL tray top is not integrated here): the DUT holds one chip's
-image at a time, and switching chips rewrites that chip's MEM image through the host port (the
-reload is host-port time, not chip time: the cycle counts returned are the chip's own).  The
-expert-parallel calls of one tray step are independent single-chip programs (no C2C traffic), so
-the answers and cycle counts are what eight chips would produce; the link hops are modelled by
+``Tray(chips, config)``: one ``Chip`` per tray position, each with its own resident image.
+
+* Golden: every chip is its own ``Golden``.
+* RTL, ``config`` a tray config (``chips`` > 1 in the YAML, e.g. ``duo`` or ``tray``): the DUT is
+  the tray's Verilog (``hdl.tray.Tray``, top ``tinylpu_tray``; ``run_in_simulation`` builds it
+  for such configs).  Every chip has its own clock (period from the config's ``ppm``), its own
+  host port and its own resident weights; ``run_parallel`` drives the chips' host ports
+  concurrently, so the chips of one tray step compute at the same simulated time.
+* RTL, ``config`` a single-chip config (``tiny``): the chips TIME-SHARE ONE simulated chip.  The
+  DUT holds one chip's image at a time; switching chips rewrites that chip's MEM image through the
+  host port (host-port time, not chip time: the cycle counts are the chip's own).
+
+The expert-parallel calls of one tray step are independent single-chip programs (no C2C traffic),
+so the answers and cycle counts are what the tray's chips produce; the link hops are modelled by
 the caller (``sim.serving.lpu``).
 """
 
@@ -73,11 +80,15 @@ class RtlPort:
     used the DUT in between.  Counts host-port words for reports.
     """
 
-    def __init__(self, dut, cfg):
-        from .cocotb_chip import Host
+    def __init__(self, dut, cfg, period_ps=10_000, group=None, host=None):
+        if host is None:
+            from .cocotb_chip import Host
+            host = Host(dut, cfg)
         self.cfg = cfg
-        self.host = Host(dut, cfg)
-        self.dut = dut
+        self.host = host              # a HostProtocol: cocotb pins, or a board's UART (host given)
+        self.dut = dut                # the chip's pins (a tray chip: ``cocotb_tray.Pins``); None: a board
+        self.period_ps = period_ps
+        self.group = group            # the TrayPorts this port belongs to (powered on together)
         self.resident = None          # id of the Chip whose image is in MEM
         self.started = False
         self.reloads = 0
@@ -85,16 +96,29 @@ class RtlPort:
 
     async def power_on(self):
         """Reset and scrub once: unit state equals the golden model's power-on state."""
+        if self.group is not None:
+            return await self.group.power_on()
+        if self.dut is None:          # a board: no reset line, the scrub program alone
+            return await self._scrub()
+        self.start_clock()
+        await self._reset_and_scrub()
+
+    def start_clock(self):
         from cocotb.clock import Clock
-        from .cocotb_chip import run_program
-        from .rtl_runner import scrub_program
         d = self.dut
         d.cmd__valid.value = 0
         d.resp__ready.value = 0
         d.rst.value = 1
-        Clock(d.clk, 10, unit="ns").start(start_high=False)
+        Clock(d.clk, self.period_ps, unit="ps", period_high=self.period_ps // 2).start(start_high=False)
+
+    async def _reset_and_scrub(self):
         await self.host.edge()
         await self.host.reset()
+        await self._scrub()
+
+    async def _scrub(self):
+        from .hostproto import run_program
+        from .rtl_runner import scrub_program
         sp, writes, restore = scrub_program(self.cfg)
         st = await run_program(self.host, self.cfg, {"program": sp.to_bytes().hex(), "mem": writes})
         if st["errors"] or st["timeout"]:
@@ -107,6 +131,7 @@ class RtlPort:
         if not self.started:
             await self.power_on()
         h, cfg = self.host, self.cfg
+        await h.edge()                # Host methods start just after a falling edge of THIS chip's clock
         if self.resident is not owner:
             for bank, lst in image.items():
                 for addr, v in lst:
@@ -130,14 +155,52 @@ class RtlPort:
         return st["cycles"], out
 
 
+class TrayPorts:
+    """The host ports of the RTL tray top (``tinylpu_tray``): one ``RtlPort`` per chip, each on its
+    own clock (period 10 ns x (1 + ppm x 1e-6) from the config), powered on together."""
+
+    def __init__(self, dut, cfg):
+        from .cocotb_tray import Pins
+        from .rtl_tray import period_ps
+        self.dut, self.cfg = dut, cfg
+        ppm = cfg.ppm
+        self.ports = [RtlPort(Pins(dut, f"chip{i}_"), cfg, period_ps(ppm[i]), self) for i in range(cfg.chips)]
+        self.powering = None              # a cocotb Event while (and after) the tray powers on
+
+    async def power_on(self):
+        """The first caller powers every chip on; concurrent callers wait until it is done."""
+        import cocotb
+        from cocotb.triggers import Event
+        if self.powering is not None:
+            await self.powering.wait()
+            return
+        self.powering = Event()
+        self.dut.start.value = 0          # the START broadcast is not used: every chip starts by its host
+        for p in self.ports:
+            p.start_clock()
+        tasks = [cocotb.start_soon(p._reset_and_scrub()) for p in self.ports]
+        for t in tasks:
+            await t
+        self.powering.set()
+
+
 class Chip:
     """One chip: ``await load(compiled or [compiled per expert])``, ``await run(xq, expert=k)``."""
 
-    def __init__(self, config="tiny", engine="golden", *, dut=None, port=None, sim="icarus", name="chip"):
+    def __init__(self, config="tiny", engine="golden", *, dut=None, port=None, sim="icarus", name="chip",
+                 transport=None, device=None, baud=115200, timeout_s=5.0):
         self.cfg = load_config(config)
-        if engine not in ("golden", "rtl"):
-            raise EngineError(f"unknown engine {engine!r}: use golden or rtl")
+        if engine not in ("golden", "rtl", "uart"):
+            raise EngineError(f"unknown engine {engine!r}: use golden, rtl or uart")
         self.engine, self.sim, self.name = engine, sim, name
+        if engine == "uart" and port is None:
+            # a board running the FPGA top (hdl/fpga_top.py) behind a serial port, or any byte transport
+            from .uart import UartHost, open_board
+            if transport is None:
+                if device is None:
+                    raise EngineError("engine uart needs device='/dev/ttyUSB..' or a transport")
+                transport = open_board(device, baud)
+            port = RtlPort(None, self.cfg, host=UartHost(self.cfg, transport, timeout_s=timeout_s))
         self.port = port if port is not None else (RtlPort(dut, self.cfg) if dut is not None else None)
         self.experts = None
         self.image = None
@@ -226,19 +289,40 @@ class TrayRun:
 
 class Tray:
     """`chips` chips of config `config`, expert parallel: ``await load([compiled set per chip])``,
-    ``await run(chip, xq, expert)`` for one chip, ``await run_parallel(jobs)`` for one tray step."""
+    ``await run(chip, xq, expert)`` for one chip, ``await run_parallel(jobs)`` for one tray step.
 
-    def __init__(self, chips=8, config="tiny", engine="golden", *, dut=None, sim="icarus"):
+    With a tray config (``chips`` > 1 in its YAML) the tray has exactly that many chips, and the RTL
+    engine needs the tray's Verilog as its ``dut`` (see the module docstring)."""
+
+    def __init__(self, chips=None, config="tiny", engine="golden", *, dut=None, sim="icarus"):
         self.cfg = load_config(config)
+        if self.cfg.chips > 1:
+            if chips not in (None, self.cfg.chips):
+                raise EngineError(f"config {self.cfg.name} is a tray of {self.cfg.chips} chips, not {chips}")
+            chips = self.cfg.chips
+        chips = 8 if chips is None else chips
         if chips < 1:
             raise EngineError("a tray needs at least one chip")
         self.engine = engine
-        port = RtlPort(dut, self.cfg) if (engine == "rtl" and dut is not None) else None
-        self.port = port
-        self.chips = [Chip(self.cfg, engine, port=port, sim=sim, name=f"chip{i}") for i in range(chips)]
+        self.ports = None
+        if engine == "rtl" and dut is not None:
+            if self.cfg.chips > 1:
+                self.ports = TrayPorts(dut, self.cfg)
+                ports = self.ports.ports
+            else:
+                ports = [RtlPort(dut, self.cfg)] * chips
+        else:
+            ports = [None] * chips
+        self.port = ports[0]
+        self.chips = [Chip(self.cfg, engine, port=ports[i], sim=sim, name=f"chip{i}") for i in range(chips)]
 
     def __len__(self):
         return len(self.chips)
+
+    @property
+    def rtl_tray(self):
+        """True when the chips are the tray's own RTL chips (not one time-shared chip)."""
+        return self.ports is not None
 
     async def load(self, per_chip):
         if len(per_chip) > len(self.chips):
@@ -253,18 +337,45 @@ class Tray:
         return await self.chips[chip].run(xq, expert)
 
     async def run_parallel(self, jobs) -> TrayRun:
-        """jobs: [(chip, expert, xq)]; a chip given several jobs runs them back to back."""
-        outs, per = [], {}
-        for chip, expert, xq in jobs:
-            o = await self.run(chip, xq, expert)
-            outs.append(o)
-            per[chip] = per.get(chip, 0) + o.cycles
+        """jobs: [(chip, expert, xq)]; a chip given several jobs runs them back to back.  On the RTL
+        tray the chips run concurrently (one cocotb task per chip, each on its own host port)."""
+        jobs = list(jobs)
+        outs = [None] * len(jobs)
+        by_chip = {}
+        for k, (chip, _, _) in enumerate(jobs):
+            by_chip.setdefault(chip, []).append(k)
+
+        async def chip_jobs(chip, ks):
+            for k in ks:
+                outs[k] = await self.run(chip, jobs[k][2], jobs[k][1])
+
+        if self.rtl_tray:
+            import cocotb
+            failures = []
+
+            async def guarded(chip, ks):      # an exception in a task would end the whole test
+                try:
+                    await chip_jobs(chip, ks)
+                except Exception as e:
+                    failures.append(e)
+
+            tasks = [cocotb.start_soon(guarded(c, ks)) for c, ks in by_chip.items()]
+            for t in tasks:
+                await t
+            if failures:
+                raise failures[0]
+        else:
+            for c, ks in by_chip.items():
+                await chip_jobs(c, ks)
+        per = {c: sum(outs[k].cycles for k in ks) for c, ks in by_chip.items()}
         return TrayRun(outs, max(per.values(), default=0), per)
 
     @property
     def stats(self):
         d = {"calls": sum(c.calls for c in self.chips), "chip_cycles": sum(c.cycles_total for c in self.chips)}
-        if self.port is not None:
+        if self.rtl_tray:
+            d.update(rtl_tray=True, dut_reloads=sum(p.reloads for p in self.ports.ports))
+        elif self.port is not None:
             d.update(dut_reloads=self.port.reloads, shared_dut=True)
         return d
 
@@ -274,22 +385,31 @@ class Tray:
 # ------------------------------------------------------------------------------------------------
 
 def run_in_simulation(entry, args, config="tiny", sim=None):
-    """Run ``await module.function(dut, **args)`` inside ONE cocotb simulation of the chip and
-    return its (JSON-serializable) result.  `entry` is "package.module:function"."""
+    """Run ``await module.function(dut, **args)`` inside ONE cocotb simulation of the chip (or, for
+    a tray config, of the whole tray) and return its (JSON-serializable) result.  `entry` is
+    "package.module:function"."""
     from cocotb_tools.runner import get_runner
 
     from .rtl_runner import TOP, build_verilog, icarus_verilog
+    from .rtl_tray import TOP as TRAY_TOP
+    from .rtl_tray import build_tray_verilog
     sim = sim or os.environ.get("SIM", "icarus")
     cfg = load_config(config)
-    vfile = build_verilog(config)
+    if cfg.chips > 1:                  # a tray config: the tray's Verilog (patched for Icarus when built)
+        vfile, top = build_tray_verilog(cfg), TRAY_TOP
+        sources = [vfile]
+    else:
+        vfile, top = build_verilog(config), TOP
+        sources = None
     sim_dir = vfile.parent / sim
     runner = get_runner(sim)
     build_args = []
     if sim == "verilator":
         build_args = ["-Wno-fatal"]
         os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    sources = [icarus_verilog(vfile, sim_dir)] if sim == "icarus" else [vfile]
-    runner.build(sources=sources, hdl_toplevel=TOP, build_dir=sim_dir, timescale=("1ns", "1ps"),
+    if sources is None:
+        sources = [icarus_verilog(vfile, sim_dir)] if sim == "icarus" else [vfile]
+    runner.build(sources=sources, hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
                  build_args=build_args, log_file=sim_dir / "build.log")
     import yaml
     with tempfile.TemporaryDirectory(prefix="tinylpu_host_") as td:
@@ -298,7 +418,7 @@ def run_in_simulation(entry, args, config="tiny", sim=None):
         cfg_f.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
         job_f.write_text(json.dumps({"entry": entry, "args": args}))
         try:
-            runner.test(test_module="tinylpu.sim.cocotb_host", hdl_toplevel=TOP, build_dir=sim_dir,
+            runner.test(test_module="tinylpu.sim.cocotb_host", hdl_toplevel=top, build_dir=sim_dir,
                         test_dir=td, results_xml=str(td / "results.xml"), timescale=("1ns", "1ps"),
                         log_file=log_f,
                         extra_env={"TINYLPU_CONFIG": str(cfg_f), "TINYLPU_JOB": str(job_f),

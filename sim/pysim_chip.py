@@ -10,19 +10,21 @@ import time
 from amaranth.sim import Simulator
 
 from ..config import load_config
-from ..firmware.isa import encode
 from ..hdl.chip import Chip
-from ..hdl.common import ERROR_BITS
-from ..hdl.hostport import Cmd, command
-from .cocotb_chip import vector_words, words_vector
+from .hostproto import HostProtocol
 
 __all__ = ["run_case_pysim"]
 
 
-class _Host:
+class _Host(HostProtocol):
+    """The host-port protocol on the chip's ports in Amaranth's simulator."""
+
     def __init__(self, ctx, dut, cfg):
-        self.ctx, self.dut, self.cfg = ctx, dut, cfg
-        self.wpv = -(-cfg.lanes // 8)
+        super().__init__(cfg)
+        self.ctx, self.dut = ctx, dut
+
+    async def pause(self, cycles):
+        await self.ctx.tick().repeat(cycles)
 
     async def send(self, words):
         ctx, d = self.ctx, self.dut
@@ -49,13 +51,6 @@ class _Host:
         ctx.set(d.resp.ready, 0)
         return out
 
-    async def status(self):
-        await self.send([command(Cmd.STATUS)])
-        w0, w1 = await self.recv(2)
-        errs = (w0 >> 8) & 0xFFFF
-        return {"running": bool(w0 & 1), "done": bool(w0 >> 1 & 1), "cycles": w1 & 0xFFFFFFFF, "stall": w1 >> 32,
-                "errors": [n for i, n in enumerate(ERROR_BITS) if errs >> i & 1]}
-
 
 def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
     """Run one program on the chip under Amaranth's simulator.
@@ -70,30 +65,15 @@ def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
 
     async def bench(ctx):
         h = _Host(ctx, dut, cfg)
-        for s in cfg.slices:
-            words = [encode(i) for i in program.queues.get(s.name, [])]
-            await h.send([command(Cmd.LOAD_QUEUE, s.position, 0, len(words))] + words)
+        await h.load_program(program)
         for bank, lst in mem.items():
             for addr, vecs in lst:
-                words = [command(Cmd.WRITE_MEM, banks[bank], addr, len(vecs))]
-                for v in vecs:
-                    words += vector_words(v, cfg.lanes)
-                await h.send(words)
+                await h.write_mem(banks[bank], addr, vecs)
         t0 = time.perf_counter()
-        await h.send([command(Cmd.START)])
-        poll = 16
-        while True:
-            await ctx.tick().repeat(poll)
-            st = await h.status()
-            if not st["running"] or st["cycles"] > max_cycles:
-                break
-            poll = min(2 * poll, 256)
+        await h.start()
+        st = await h.wait_done(max_cycles, poll=16, max_poll=256)
         st["run_wall_s"] = time.perf_counter() - t0
-        st["reads"] = []
-        for bank, addr, n in reads:
-            await h.send([command(Cmd.READ_MEM, banks[bank], addr, n)])
-            words = await h.recv(n * h.wpv)
-            st["reads"].append([words_vector(words[i * h.wpv:(i + 1) * h.wpv], cfg.lanes) for i in range(n)])
+        st["reads"] = [await h.read_mem(banks[bank], addr, n) for bank, addr, n in reads]
         result.update(st)
 
     sim = Simulator(dut)

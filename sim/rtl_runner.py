@@ -239,7 +239,7 @@ def normalize_case(cfg, case, index=0, check=True):
     }
 
 
-def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True):
+def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True, verilog=None):
     """Run `cases` on the RTL chip in one simulator run; one result dict per case (module doc).
 
     `cfg_name`: a shipped config name, a YAML path, or a ``ChipConfig``.
@@ -247,6 +247,9 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True)
     With ``scrub`` (the default) every case starts from the golden model's power-on unit state:
     the chip is reset and runs ``scrub_program`` first.  MEM is not cleared: rows a case neither
     writes through its image nor through its program hold what earlier cases left there.
+
+    `verilog`: simulate this Verilog file (module ``tinylpu_chip``, e.g. a Yosys netlist from
+    ``sim.postsynth``) instead of the chip's RTL Verilog.
     """
     from cocotb_tools.runner import get_runner
 
@@ -254,7 +257,7 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True)
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     cfg = load_config(cfg_name)
-    vfile = build_verilog(cfg_name)
+    vfile = Path(verilog) if verilog is not None else build_verilog(cfg_name)
     norm = [normalize_case(cfg, c, i, check) for i, c in enumerate(cases)]
     sim_dir = vfile.parent / (sim + ("_waves" if waves else ""))
     runner = get_runner(sim)

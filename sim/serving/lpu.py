@@ -8,6 +8,12 @@ int8 results come back over C2C and the network.  Latency = exact chip cycles / 
 hops (C2C: ``link_latency`` + vectors x ``vector_interval`` cycles of the tray config; network:
 ``net_hop_s`` + bytes / ``net_bandwidth``).
 
+``lpu.chip_config`` names the chips.  A tray config (``tray``: 8 chips, ``duo``: 2) is the tray
+itself: ``lpu.chips`` must then be null or equal its ``chips``, its own link parameters are used,
+and the RTL engine runs the tray's Verilog (every chip on its own clock and host port, the chips
+of a step computing at the same time).  A single-chip config (``tiny``) with ``lpu.chips`` N models
+N such chips (on the RTL engine one simulated chip stands in for all of them, time-shared).
+
 ``GpuFFN``: the same integer numbers (``QuantFFN.run_int``), timed by the GPU roofline.
 """
 
@@ -48,11 +54,21 @@ class TrayFFN:
     def __init__(self, model, lpu_cfg, engine="golden", dut=None):
         self.model, self.p = model, lpu_cfg
         self.chip_cfg = load_config(lpu_cfg.get("chip_config", "tiny"))
-        link = load_config(lpu_cfg.get("link_config", "tray"))
+        chips = lpu_cfg.get("chips")
+        if self.chip_cfg.chips > 1:
+            if chips not in (None, self.chip_cfg.chips):
+                raise ValueError(f"serving config: lpu.chips is {chips} but lpu.chip_config "
+                                 f"{self.chip_cfg.name!r} is a tray of {self.chip_cfg.chips} chips "
+                                 f"(set lpu.chips to null or {self.chip_cfg.chips})")
+            chips, link = self.chip_cfg.chips, self.chip_cfg
+        else:
+            chips = 8 if chips is None else int(chips)
+            link = load_config(lpu_cfg.get("link_config", "tray"))
+        if chips < 1:
+            raise ValueError(f"serving config: lpu.chips must be >= 1, got {chips}")
         self.link_latency, self.vector_interval = link.link_latency, link.vector_interval
         self.clock_hz = 1e6 * (lpu_cfg.get("clock_mhz") or self.chip_cfg.clock_mhz)
         self.tokens = int(lpu_cfg.get("tokens_per_call", 8))
-        chips = int(lpu_cfg.get("chips", 8))
         self.where, per_chip = placement(model.cfg, chips)
         self.per_chip = per_chip
         self.tray = Tray(chips, self.chip_cfg, engine, dut=dut)
@@ -74,19 +90,21 @@ class TrayFFN:
         if not routed:
             return ys, 0.0, {}
         by = _group(self.model, layer, routed)
-        chip_cycles, chip_vecs = {}, {}
+        jobs, where = [], []
         for e in sorted(by):
             chip, idx = self.where[(layer, e)]
             items = by[e]
             for k in range(0, len(items), self.tokens):
                 part = items[k:k + self.tokens]
-                xq = np.stack([routed[i].xq for i, _ in part]).astype(np.int8)
-                out = await self.tray.run(chip, xq, idx)
-                for (i, slot), row in zip(part, out.y):
-                    ys[i][slot] = row
-                chip_cycles[chip] = chip_cycles.get(chip, 0) + out.cycles
-                chip_vecs[chip] = chip_vecs.get(chip, 0) + self._vectors(len(part))
-                self.calls += 1
+                jobs.append((chip, idx, np.stack([routed[i].xq for i, _ in part]).astype(np.int8)))
+                where.append(part)
+        step = await self.tray.run_parallel(jobs)          # one tray step: the chips run side by side
+        chip_cycles, chip_vecs = dict(step.per_chip_cycles), {}
+        for (chip, _, _), part, out in zip(jobs, where, step.outputs):
+            for (i, slot), row in zip(part, out.y):
+                ys[i][slot] = row
+            chip_vecs[chip] = chip_vecs.get(chip, 0) + self._vectors(len(part))
+            self.calls += 1
         # links: one hop of the int8 rows each way, C2C from / to the ingress chip 0
         n = len(routed)
         d = self.model.cfg.d_model

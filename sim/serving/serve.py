@@ -21,7 +21,7 @@ from .lpu import GpuFFN, TrayFFN
 from .model import KVCache, ModelConfig, MoEModel, load_serving_config, reference_generate
 
 __all__ = ["Request", "RequestError", "load_requests", "synthetic_requests", "build_system", "serve",
-           "serve_in_sim", "run_serving", "pingpong_schedule"]
+           "serve_in_sim", "run_serving", "pingpong_schedule", "PrefillRouter", "DecodeRouter"]
 
 
 class RequestError(ValueError):
@@ -41,6 +41,7 @@ class Request:
     ttft_s: float = 0.0
     ready_s: float = 0.0
     worker: int = -1
+    decode_worker: int = -1
     overlap_blocks: int = 0
     kv: object = None
     spec_proposed: int = 0
@@ -129,28 +130,36 @@ def synthetic_requests(n, mcfg, syn):
 # Scheduling helpers
 # ------------------------------------------------------------------------------------------------
 
-def pingpong_schedule(chains, overlap=True):
+def pingpong_schedule(chains, overlap=True, start=0.0, free=None):
     """chains: per micro-batch, a list of (resource, seconds) stages that must run in order.
     Without overlap the micro-batches run one after the other; with overlap each resource takes
-    the ready stage that can start earliest (ties: the earlier micro-batch).  Returns the makespan."""
+    the ready stage that can start earliest (ties: the earlier micro-batch).  Stages start at
+    `start` or later, and not before a resource's time in `free` (resources shared with other
+    decode workers, e.g. the LPU tray; updated in place).  Returns the makespan from `start`."""
+    free = {} if free is None else free
     if not overlap:
-        return sum(d for ch in chains for _, d in ch)
-    free, ready, idx = {}, [0.0] * len(chains), [0] * len(chains)
-    end = 0.0
+        t = start
+        for ch in chains:
+            for res, d in ch:
+                t = max(t, free.get(res, 0.0)) + d
+                free[res] = t
+        return t - start
+    ready, idx = [start] * len(chains), [0] * len(chains)
+    end = start
     while True:
         best = None
         for m, ch in enumerate(chains):
             if idx[m] < len(ch):
                 res, d = ch[idx[m]]
-                start = max(ready[m], free.get(res, 0.0))
-                if best is None or start < best[0]:
-                    best = (start, m, res, d)
+                t0 = max(ready[m], free.get(res, 0.0))
+                if best is None or t0 < best[0]:
+                    best = (t0, m, res, d)
         if best is None:
-            return end
-        start, m, res, d = best
-        free[res] = ready[m] = start + d
+            return end - start
+        t0, m, res, d = best
+        free[res] = ready[m] = t0 + d
         idx[m] += 1
-        end = max(end, start + d)
+        end = max(end, t0 + d)
 
 
 class PrefillRouter:
@@ -193,6 +202,33 @@ class PrefillRouter:
         self.free[w] = end
 
 
+class DecodeRouter:
+    """KV-aware routing over decode workers: a request whose KV arrives goes to the worker holding
+    the fewest KV blocks (its active batch plus its queue: what its attention reads every step
+    and what its HBM holds), ties to the lowest index."""
+
+    def __init__(self, workers, block):
+        self.block = block
+        self.n = workers
+
+    def kv_blocks(self, r):
+        return math.ceil((len(r.prompt) + len(r.tokens)) / self.block)
+
+    def choose(self, r, workers):
+        loads = [sum(self.kv_blocks(q) for q in w.active + w.queue) for w in workers]
+        return min(range(self.n), key=lambda i: (loads[i], i)), loads
+
+
+@dataclass
+class DecodeWorker:
+    """One decode GPU: its own clock, batch and queue; the LPU tray is shared by every worker."""
+    index: int
+    t: float = 0.0
+    active: list = field(default_factory=list)
+    queue: list = field(default_factory=list)
+    steps: list = field(default_factory=list)     # (batch size, seconds, tokens emitted)
+
+
 # ------------------------------------------------------------------------------------------------
 # The system
 # ------------------------------------------------------------------------------------------------
@@ -206,6 +242,9 @@ class System:
         self.pingpong = bool(dyn.get("pingpong", True)) and self.M > 1
         self.K = int(dyn.get("speculate", 0))
         self.max_batch = int(dyn.get("max_batch", 16))
+        self.W = int(dyn.get("decode_workers", 1))
+        if self.W < 1:
+            raise ValueError(f"serving config: dynamo.decode_workers must be >= 1, got {self.W}")
         self.classes = scfg["classes"]
         self.steps = []                      # (batch size, seconds, tokens emitted)
 
@@ -270,15 +309,20 @@ class System:
         M = min(self.M, len(batch))
         return [list(range(len(batch)))[k::M] for k in range(M)]
 
-    async def decode_step(self, batch):
-        """One token per request (non-speculative); returns seconds, tokens per request."""
+    def _on(self, chains, w):
+        """A worker's chains: its own GPU (``gpu<w>``); the LPU tray is one shared resource."""
+        return [[(f"gpu{w}" if res == "gpu" else res, d) for res, d in ch] for ch in chains]
+
+    async def decode_step(self, batch, w=0, start=0.0, free=None):
+        """One token per request (non-speculative) on decode worker w from time `start`; returns
+        seconds, tokens per request."""
         rows = [(r.tokens[-1], len(r.prompt) + len(r.tokens) - 1, r.kv) for r in batch]
         toks, chains = await self.forward(rows, self._split(batch))
         for r in batch:
             r.kv.n += 1
-        return pingpong_schedule(chains, self.pingpong), [[t] for t in toks]
+        return pingpong_schedule(self._on(chains, w), self.pingpong, start, free), [[t] for t in toks]
 
-    async def spec_step(self, batch):
+    async def spec_step(self, batch, w=0, start=0.0, free=None):
         """Speculative: K draft tokens per request from the attention-free draft on the tray,
         then one verification forward of K+1 positions per request (target model, GPU attention,
         FFN on the backend); accept the longest agreeing prefix plus the target's next token."""
@@ -310,7 +354,11 @@ class System:
         split = self._split(batch)
         split = [[k for k, o in enumerate(owner) if o in set(s)] for s in split]
         toks, chains = await self.forward(rows, split)
-        t_verify = pingpong_schedule(chains, self.pingpong)
+        free = {} if free is None else free
+        draft_res = "lpu" if self.ffn.kind == "lpu" else f"gpu{w}"     # the draft runs where the FFN runs
+        t_drafted = max(start, free.get(draft_res, 0.0)) + t_draft
+        free[draft_res] = t_drafted
+        t_verify = pingpong_schedule(self._on(chains, w), self.pingpong, t_drafted, free)
         out = []
         k = 0
         for i, r in enumerate(batch):
@@ -323,15 +371,16 @@ class System:
             r.spec_accepted += acc
             r.kv.n += acc + 1            # positions p0 .. p0 + acc now hold accepted tokens' K/V
             out.append(target[:acc + 1])
-        return t_draft + t_verify, out
+        return t_drafted - start + t_verify, out
 
-    def estimate_ok(self, active, cand):
+    def estimate_ok(self, active, cand, steps=None):
         """Latency targets: admit `cand` only if the last measured step time at that batch size
-        keeps every active interactive request within its tokens-per-output-time target."""
+        (on this decode worker) keeps every active request within its tokens-per-output-time target."""
+        steps = self.steps if steps is None else steps
         targets = [self.classes[r.cls]["tpot_s"] for r in active + [cand]]
         n = len(active) + 1
-        seen = [s for b, s, _ in self.steps if b >= n]
-        est = min(seen) if seen else (self.steps[-1][1] if self.steps else 0.0)
+        seen = [s for b, s, _ in steps if b >= n]
+        est = min(seen) if seen else (steps[-1][1] if steps else 0.0)
         return est <= min(targets) or not active
 
     async def run(self, requests):
@@ -349,29 +398,42 @@ class System:
             r.ttft_s = end - r.arrival_s
             r.ready_s = end + dyn["kv_transfer_latency_s"] + self.gpu.kv_bytes(self.model, len(r.prompt)) / \
                 dyn["kv_transfer_bandwidth"]
-        waiting = sorted([r for r in requests if len(r.tokens) < r.max_tokens], key=lambda r: (r.ready_s, r.id))
-        active, t = [], 0.0
-        while waiting or active:
-            ready = [r for r in waiting if r.ready_s <= t]
-            ready.sort(key=lambda r: (r.cls != "interactive", r.ready_s, r.id))
-            for r in ready:
-                if len(active) < self.max_batch and (r.cls == "interactive" or self.estimate_ok(active, r)):
-                    active.append(r)
-                    waiting.remove(r)
-            if not active:
-                t = max(t, min(r.ready_s for r in waiting))
+        pending = sorted([r for r in requests if len(r.tokens) < r.max_tokens], key=lambda r: (r.ready_s, r.id))
+        workers = [DecodeWorker(i) for i in range(self.W)]
+        droute = DecodeRouter(self.W, int(dyn["block_size"]))
+        free = {}                                   # shared resources (the LPU tray): busy until
+        while pending or any(w.active or w.queue for w in workers):
+            live = [w for w in workers if w.active or w.queue] or workers
+            w = min(live, key=lambda x: (x.t, x.index))
+            if not (w.active or w.queue):           # idle: wait for the next KV to arrive
+                w.t = max(w.t, pending[0].ready_s)
+            for r in [r for r in pending if r.ready_s <= w.t]:      # route arrived KV (KV-aware)
+                k, _ = droute.choose(r, workers)
+                r.decode_worker = k
+                workers[k].queue.append(r)
+                pending.remove(r)
+            w.queue.sort(key=lambda r: (r.cls != "interactive", r.ready_s, r.id))
+            for r in [r for r in w.queue if r.ready_s <= w.t]:
+                if len(w.active) < self.max_batch and (r.cls == "interactive" or self.estimate_ok(w.active, r, w.steps)):
+                    w.active.append(r)
+                    w.queue.remove(r)
+            if not w.active:
+                if w.queue:
+                    w.t = max(w.t, min(r.ready_s for r in w.queue))
                 continue
             if self.K > 0:
-                dt, new = await self.spec_step(active)
+                dt, new = await self.spec_step(w.active, w.index, w.t, free)
             else:
-                dt, new = await self.decode_step(active)
-            t += dt
-            self.steps.append((len(active), dt, sum(len(x) for x in new)))
-            for r, toks in zip(active, new):
+                dt, new = await self.decode_step(w.active, w.index, w.t, free)
+            w.t += dt
+            rec = (len(w.active), dt, sum(len(x) for x in new))
+            w.steps.append(rec)
+            self.steps.append(rec)
+            for r, toks in zip(w.active, new):
                 for tok in toks[:r.max_tokens - len(r.tokens)]:
                     r.tokens.append(tok)
-                    r.times.append(t)
-            active = [r for r in active if len(r.tokens) < r.max_tokens]
+                    r.times.append(w.t)
+            w.active = [r for r in w.active if len(r.tokens) < r.max_tokens]
         return requests
 
 
@@ -394,7 +456,7 @@ def report(requests, system, wall_s):
         reqs.append({
             "id": r.id, "class": r.cls, "tokens": [int(t) for t in r.tokens], "ttft_s": float(r.ttft_s),
             "tokens_per_s": float(tps), "p50_token_latency_s": _pct(lat, 50), "p99_token_latency_s": _pct(lat, 99),
-            "prefill_worker": r.worker, "prefix_blocks_reused": r.overlap_blocks,
+            "prefill_worker": r.worker, "decode_worker": r.decode_worker, "prefix_blocks_reused": r.overlap_blocks,
             "met_ttft": bool(r.ttft_s <= tgt["ttft_s"]),
             "met_tpot": bool((dec / max(len(r.tokens) - 1, 1)) <= tgt["tpot_s"]),
             "spec_proposed": r.spec_proposed, "spec_accepted": r.spec_accepted,
@@ -422,6 +484,7 @@ def report(requests, system, wall_s):
         "slo": classes,
         "ffn": system.mode, "ffn_backend": system.ffn.stats,
         "micro_batches": system.M, "pingpong": system.pingpong, "speculate": system.K,
+        "decode_workers": system.W,
         "spec_acceptance": (sum(r.spec_accepted for r in requests) / prop) if prop else None,
         "wall_s": wall_s,
     }
