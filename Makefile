@@ -7,7 +7,7 @@ SIM   ?= icarus
 export AMARANTH_USE_YOSYS := builtin
 PYTEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONWARNINGS=error $(PY) -m pytest
 
-.PHONY: setup sim waves test test-all docs bench perf synth clean help
+.PHONY: setup sim waves test test-all docs bench perf synth lint clean help
 
 help:
 	@echo "make sim       compile the default SwiGLU FFN and run it on the RTL ($(SIM)); WAVES=1 for waveforms"
@@ -17,6 +17,7 @@ help:
 	@echo "make docs      regenerate docs/isa.md from the ISA module"
 	@echo "make bench     measure the golden model's speed (writes docs/benchmarks.md)"
 	@echo "make perf      compiled-FFN utilization across shapes (writes docs/performance.md)"
+	@echo "make lint      verilator --lint-only on the generated Verilog (writes docs/lint.md)"
 	@echo "make synth     FPGA build (BOARD=ulx3s-85f or icebreaker; writes build/synth/<board>/report.json)"
 
 setup:
@@ -51,6 +52,9 @@ perf: setup
 BOARD ?= ulx3s-85f
 synth: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/synth.py --board $(BOARD)
+
+lint: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/lint.py --write-docs docs/lint.md
 
 clean:
 	rm -rf build .pytest_cache

@@ -118,7 +118,7 @@ def scrub_program(cfg):
     B = min(cfg.slices_of("mem"), key=lambda s: s.position)
     pb, zrow, irow = B.position, cfg.mem_depth - 2, cfg.mem_depth - 1
     lut_rows = 256 // lanes
-    N = max(2 * lanes, cfg.acc_depth, lut_rows + 1) + 2        # zero vectors per direction
+    N = max(2 * lanes, cfg.acc_depth, lut_rows + 4) + 2        # zero vectors per direction (LDM: 4 after the LUT)
     t_id = 2 * N                                              # identity READ issue cycle
     end = t_id + L["mem_read"] + cfg.positions + max(L.values()) + 4
     I = Insn.make
@@ -287,7 +287,7 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True,
                         timescale=("1ns", "1ps"), log_file=log_f,
                         extra_env={"TINYLPU_CONFIG": str(config_f), "TINYLPU_CASES": str(cases_f),
                                    "TINYLPU_RESULTS": str(results_f)})
-        except Exception as e:  # the simulator itself failed
+        except (Exception, SystemExit) as e:  # the simulator failed (the runner exits on a failed test)
             raise RuntimeError(f"RTL simulation failed: {e}\n{_tail(log_f)}") from e
         results = json.loads(results_f.read_text()) if results_f.exists() else []
         if len(results) != len(norm):
