@@ -121,7 +121,8 @@ class Chip(wiring.Component):
         cfg = self.cfg
         classes = self._units or unit_classes()
 
-        fabric = StreamFabric(cfg)
+        # units that never drive an int32 group (``WIDE_OUT = False``) get a cheaper fabric port
+        fabric = StreamFabric(cfg, wide=[getattr(classes[s.kind], "WIDE_OUT", True) for s in cfg.slices])
         hold = Signal()                 # DESKEW holds the chip (program counter, ICUs, streams)
         m.submodules.streams = EnableInserter(~hold)(fabric) if self.has_c2c else fabric
         m.submodules.host = host = HostPort(cfg)

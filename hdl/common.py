@@ -13,13 +13,14 @@ Conventions (see docs/rtl.md):
   cycle >= c.  ``err``: one-cycle pulses; the chip keeps them sticky in its status register.
 """
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..firmware.isa import INT32_PLANES, Instr
 
-__all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS"]
+__all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
+           "hw_multipliers", "lut_mul8"]
 
 
 def vec(lanes):
@@ -79,3 +80,44 @@ def unit_signature(cfg, extra=None):
     }
     members.update(extra or {})
     return members
+
+
+#: hardware multipliers per FPGA device (nextpnr-ecp5 maps only MULT18X18D; iCE40UP SB_MAC16)
+_MULTIPLIERS = {"LFE5U-85F": 156, "LFE5UM-85F": 156, "LFE5UM5G-85F": 156, "LFE5U-45F": 72,
+                "LFE5UM-45F": 72, "LFE5U-25F": 28, "LFE5U-12F": 28, "iCE40UP5K": 8, "iCE40UP3K": 4}
+
+
+def hw_multipliers(platform):
+    """The number of hardware multipliers of `platform`'s device, or None (simulation, Verilog
+    export, unknown device: every product is a plain ``*``, mapped however the tool likes)."""
+    device = getattr(platform, "device", None)
+    return _MULTIPLIERS.get(device) if device else None
+
+
+def lut_mul8(m, x, w, name):
+    """x * w for two int8 Values as a signed 16-bit Signal, built from a radix-4 Booth recoding of
+    x and three adders, so that synthesis cannot map it to a DSP block (used where the device has
+    run out of hardware multipliers).  Bit-exact with ``x.as_signed() * w.as_signed()``."""
+    x, w = Value.cast(x), Value.cast(w).as_signed()
+    terms = []
+    for k in range(4):
+        bm1 = x[2 * k - 1] if k else Const(0, 1)
+        b0, b1 = x[2 * k], x[2 * k + 1]
+        one = b0 ^ bm1
+        two = (b1 & ~b0 & ~bm1) | (~b1 & b0 & bm1)
+        neg = b1 & ~(b0 & bm1)
+        mag = Signal(signed(10), name=f"{name}_mag{k}")
+        m.d.comb += mag.eq(Mux(one, w, Mux(two, w << 1, 0)))
+        pp = Mux(neg, ~mag, mag).as_signed()          # -mag = ~mag + 1: the +1 is added below
+        terms.append((pp, neg))
+    # sum_k (pp_k + neg_k) * 4^k: neg_k rides in the two zero bits below pp_(k+1)
+    (p0, n0), (p1, n1), (p2, n2), (p3, n3) = terms
+    x1 = Cat(n0, Const(0, 1), p1).as_signed()          # (pp1 << 2) + neg0
+    x2 = Cat(n1, Const(0, 1), p2).as_signed()          # ((pp2 << 2) + neg1) << 2
+    x3 = Cat(n2, Const(0, 1), p3, ).as_signed()        # ((pp3 << 2) + neg2) << 4
+    lo = Signal(signed(13), name=f"{name}_lo")
+    hi = Signal(signed(15), name=f"{name}_hi")
+    m.d.comb += [lo.eq(p0 + x1), hi.eq(x2 + (x3 << 2) + (n3 << 4))]
+    r = Signal(signed(16), name=name)
+    m.d.comb += r.eq(lo + (hi << 2))
+    return r

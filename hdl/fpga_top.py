@@ -10,11 +10,15 @@ docs/rtl.md (command words, data words, answers).
   holds one assembled word until the chip takes it; the chip's ``cmd.ready`` is high except while a
   command is being served, and a new word needs 8 byte times, so a host that waits for the answers
   of READ_MEM / STATUS before sending more never overruns it.
-* ``BoardTop(cfg, baud)``: the same on an amaranth-boards platform: ``uart`` resource 0, the
-  platform's default clock (and ``uart_tx_enable`` driven high where the board has one, ULX3S).
+* ``BoardTop(cfg, baud, pll=None)``: the same on an amaranth-boards platform: ``uart`` resource 0,
+  the platform's default clock (and ``uart_tx_enable`` driven high where the board has one, ULX3S).
+  With ``pll`` (ECP5 only: ``{"freq_hz", "params", "attrs"}`` of an ``EHXPLLL``, as
+  ``scripts/synth.py`` gets them from ``ecppll``) the chip runs from the PLL's CLKOP instead, held in
+  reset until the PLL locks, and the clock constraint is the PLL's frequency (``cfg.clock_mhz``).
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Instance, Module, Signal
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -158,16 +162,38 @@ class FpgaTop(wiring.Component):
 
 
 class BoardTop(wiring.Component):
-    """``FpgaTop`` on an amaranth-boards platform (default clock, ``uart`` resource 0)."""
+    """``FpgaTop`` on an amaranth-boards platform (default clock or an ECP5 PLL, ``uart`` resource 0)."""
 
-    def __init__(self, cfg, baud=115200):
+    def __init__(self, cfg, baud=115200, pll=None):
         self.cfg = cfg
         self.baud = baud
+        self.pll = pll
         super().__init__({})
 
     def elaborate(self, platform):
         m = Module()
-        divisor = int(platform.default_clk_frequency // self.baud)
+        freq = platform.default_clk_frequency
+        if self.pll:
+            freq = self.pll["freq_hz"]
+            clkin = platform.request(platform.default_clk, dir="i").i
+            m.domains.sync = cd = ClockDomain("sync")
+            locked = Signal()
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=str(int(platform.default_clk_frequency // 1e6)),
+                a_FREQUENCY_PIN_CLKOP=str(round(freq / 1e6, 6)).removesuffix(".0"),
+                **{f"a_{k}": v for k, v in self.pll.get("attrs", {}).items()},
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD", p_CLKOP_ENABLE="ENABLED",
+                p_FEEDBK_PATH="CLKOP",
+                **{f"p_{k}": v for k, v in self.pll["params"].items()},
+                i_RST=0, i_STDBY=0, i_CLKI=clkin, o_CLKOP=cd.clk, i_CLKFB=cd.clk,
+                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+                i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+            m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
+            platform.add_clock_constraint(cd.clk, freq)
+        divisor = int(freq // self.baud)
         m.submodules.top = top = FpgaTop(self.cfg, divisor)
         uart = platform.request("uart", 0)
         m.d.comb += [top.rx.eq(uart.rx.i), uart.tx.o.eq(top.tx)]

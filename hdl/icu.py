@@ -17,9 +17,15 @@ Reproduces ``sim.golden.Golden._issue`` cycle for cycle (docs/microarchitecture.
   epoch boundary once the aligned counter says every chip of the tray is there (hdl/chip.py,
   docs/c2c.md); the queue issues its next instruction in that cycle.
 
-The queue is a ``lib.memory`` of ``cfg.queue_depth`` 64-bit words with a synchronous read port
-that is always addressed with the *next* program counter, so the word to issue in a cycle is on the
-read port's data in that cycle and one instruction can issue every cycle.
+The queue is a ``lib.memory`` of ``cfg.queue_depth`` 64-bit words (block RAM) with a synchronous
+read port.  The word to issue (``head``, queue index pc) and the one after it (``nxt``) sit in
+registers, and the read port runs two words ahead (it is addressed with pc + 2, or pc + 3 when the
+queue moves on this cycle, and its data loads ``nxt``), so no block-RAM output drives the issue
+logic or the units; the words at indices 0 and 1 are also kept in registers (written through the
+load port) so that the queue can start in the cycle after ``start``.  The next repetition of a
+REPEAT (``advance``) is kept ready in a register too (``adv``), and the address step of each unit
+instruction (count x stride, or count) is computed while it waits in ``nxt``.  The issue timing is
+the one described above: none of these registers changes it.
 
 Load port (from the host port, only while the chip is not running): ``load_we`` writes
 ``load_data`` at ``load_addr``; ``len_we`` sets the number of loaded instructions to ``len``.
@@ -28,7 +34,7 @@ loaded instruction, an undefined opcode, or an opcode that does not run on this 
 pulses ``err_queue`` (and halts the queue).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -100,20 +106,65 @@ class ICU(wiring.Component):
         rd = queue.read_port(domain="sync")
         m.d.comb += [wr.en.eq(self.load_we), wr.addr.eq(self.load_addr), wr.data.eq(self.load_data)]
 
+        # the first two words, as loaded (the queue starts in the cycle after `start`)
+        word0 = Signal(Instr)
+        word1 = Signal(Instr)
+        with m.If(self.load_we & (self.load_addr == 0)):
+            m.d.sync += word0.eq(self.load_data)
+        with m.If(self.load_we & (self.load_addr == 1)):
+            m.d.sync += word1.eq(self.load_data)
+
         length = Signal(range(depth + 1))
         with m.If(self.len_we):
             m.d.sync += length.eq(self.len)
 
         state = Signal(State, init=State.HALT)
-        pc = Signal(range(depth + 1))              # queue index of the word on rd.data
+        pc = Signal(range(depth + 1))              # queue index of `head`
         cnt = Signal(24)                          # cycles until the next issue slot
         rep_left = Signal(24)
         rep_d = Signal(16)
-        rep_insn = Signal(Instr)                  # the last repetition issued
-        last = Signal(Instr)                      # the last unit instruction issued
 
-        cur = Signal(Instr)
-        m.d.comb += cur.eq(rd.data)
+        kind = self.slice.kind
+        sbits = 21 if kind == "mem" else 13
+
+        def step_of(insn):
+            """The address step of one repetition of `insn` (0 when it has none)."""
+            st = Signal(signed(sbits))
+            with m.Switch(insn.op):
+                if kind == "mem":
+                    with m.Case(Opcode.READ, Opcode.WRITE):
+                        m.d.comb += st.eq(insn.args.mem.count * insn.args.mem.stride)
+                elif kind == "mxm":
+                    with m.Case(Opcode.LW, Opcode.MM, Opcode.EMIT):
+                        m.d.comb += st.eq(insn.args.mxm.count)
+                elif kind == "vxm":
+                    with m.Case(Opcode.LDLUT):
+                        m.d.comb += st.eq(insn.args.vxm.count)
+            return st
+
+        def step_add(insn, step):
+            """`insn` with its address field advanced by `step` (``advance``), as an ``Instr``."""
+            nxt = Signal(Instr)
+            m.d.comb += nxt.eq(insn)
+            if kind == "mem":
+                m.d.comb += nxt.args.mem.addr.eq(insn.args.mem.addr + step)
+            elif kind == "mxm":
+                m.d.comb += nxt.args.mxm.addr.eq(insn.args.mxm.addr + step)
+            elif kind == "vxm":
+                m.d.comb += nxt.args.vxm.imm.eq(insn.args.vxm.imm + step)
+            return nxt
+
+        head = Signal(Instr)                      # the word at pc
+        nxt = Signal(Instr)                       # the word at pc + 1
+        head_step = Signal(signed(sbits))         # step_of(head)
+        last = Signal(Instr)                      # the last unit instruction issued
+        last_step = Signal(signed(sbits))         # step_of(last)
+        adv_last = Signal(Instr)                  # advance(last)
+        adv = Signal(Instr)                       # the repetition a REPEAT would issue now
+        adv_head = step_add(head, head_step)      # advance(head)
+        adv_more = step_add(adv, last_step)       # the repetition after `adv`
+
+        cur = head
         m.d.comb += [self.halted.eq(state == State.HALT), self.parked.eq(state == State.SYNC),
                      self.deskewed.eq(state == State.DESKEW)]
 
@@ -123,16 +174,14 @@ class ICU(wiring.Component):
 
         rep_active = Signal()
         m.d.comb += rep_active.eq(rep_left != 0)
-        base = Signal(Instr)                      # the instruction a repetition advances from
-        m.d.comb += base.eq(Mux(rep_active, rep_insn, last))
-        adv = advance(m, base)
 
         consume = Signal()
-        m.d.comb += rd.addr.eq(Mux(self.start, 0, Mux(consume, pc + 1, pc)))
+        # the read port's data is the word at pc + 2 (pc of the next cycle + 1)
+        m.d.comb += rd.addr.eq(Mux(self.start, 2, Mux(consume, pc + 3, pc + 2)))
         with m.If(self.start):
-            m.d.sync += pc.eq(0)
+            m.d.sync += [pc.eq(0), head.eq(word0), nxt.eq(word1), head_step.eq(step_of(word0))]
         with m.Elif(consume):
-            m.d.sync += pc.eq(pc + 1)
+            m.d.sync += [pc.eq(pc + 1), head.eq(nxt), nxt.eq(rd.data), head_step.eq(step_of(nxt))]
 
         with m.If((state == State.RUN) & (cnt != 0)):
             m.d.sync += cnt.eq(cnt - 1)
@@ -145,12 +194,13 @@ class ICU(wiring.Component):
                     m.d.comb += unit_op.eq(1)
 
         with m.If(self.start):
-            m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), cnt.eq(0), rep_left.eq(0)]
+            m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), cnt.eq(0), rep_left.eq(0),
+                         adv.eq(adv_last)]
         with m.Elif(go):
             with m.If(rep_active):
                 m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
-                m.d.sync += [rep_insn.eq(adv), rep_left.eq(rep_left - 1), cnt.eq(rep_d - 1),
-                             state.eq(State.RUN)]
+                m.d.sync += [rep_left.eq(rep_left - 1), cnt.eq(rep_d - 1), state.eq(State.RUN),
+                             adv.eq(Mux(rep_left == 1, adv_last, adv_more))]
             with m.Elif(pc >= length):
                 m.d.comb += self.err_queue.eq(1)
                 m.d.sync += state.eq(State.HALT)
@@ -166,9 +216,11 @@ class ICU(wiring.Component):
                         with m.If(d == 1):
                             # the first repetition issues right now (t + 1)
                             m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
-                            m.d.sync += [rep_insn.eq(adv), rep_left.eq(cur.args.ctl.n - 1), cnt.eq(0)]
+                            m.d.sync += [rep_left.eq(cur.args.ctl.n - 1), cnt.eq(0),
+                                         adv.eq(Mux(cur.args.ctl.n == 1, adv_last, adv_more))]
                         with m.Else():
-                            m.d.sync += [rep_insn.eq(last), rep_left.eq(cur.args.ctl.n), cnt.eq(d - 2)]
+                            # the repetitions start again from `last`: `adv` stays advance(last)
+                            m.d.sync += [rep_left.eq(cur.args.ctl.n), cnt.eq(d - 2)]
                     with m.Case(Opcode.SYNC):
                         m.d.sync += state.eq(State.SYNC)
                     with m.Case(Opcode.DESKEW):
@@ -181,7 +233,8 @@ class ICU(wiring.Component):
                     with m.Default():
                         with m.If(unit_op):
                             m.d.comb += [self.issue.eq(1), self.insn.eq(cur)]
-                            m.d.sync += last.eq(cur)
+                            m.d.sync += [last.eq(cur), last_step.eq(head_step), adv_last.eq(adv_head),
+                                         adv.eq(adv_head)]
                         with m.Else():
                             m.d.comb += self.err_queue.eq(1)
                             m.d.sync += state.eq(State.HALT)

@@ -79,6 +79,8 @@ def pick_stream(tap, sf):
 class MemSlice(wiring.Component):
     """One MEM bank; built as ``MemSlice(cfg, slice)``.  See the module docstring for timing."""
 
+    WIDE_OUT = False        # ``out.wide`` is always 0 (the stream fabric relies on it)
+
     def __init__(self, cfg, slice):
         self.cfg = cfg
         self.slice = slice

@@ -3,6 +3,10 @@ accumulator SRAM.  Three independent sub-units run concurrently: install (LW), m
 emit (EMIT); each runs the ``count`` elements of one instruction on consecutive cycles, element 0
 in the issue cycle (fields from ``insn``), element k in cycle t+k (fields from registers).
 
+On an FPGA build (``common.hw_multipliers(platform)`` knows the device) only as many products as
+the device has multipliers left after the VXM (3 per lane) and the MEM ICUs (1 each) are plain
+``*`` (DSP blocks); the others are ``common.lut_mul8`` LUT multipliers.  Same numbers either way.
+
 Weights are flip-flops, ``w{buf}_row{i}`` (row i = weights from input lane i to every output lane).
 The accumulator is one ``lib.memory.Memory`` of ``acc_depth`` x (lanes x int32) with one write
 port and two synchronous, non-transparent read ports: ``acc_rmw`` (MM acc=1) and ``acc_emit``.
@@ -30,7 +34,9 @@ MM element sampled in cycle c (``L_m = latency["mxm_mm"]`` >= 3, E = L_m - 1)::
     pipelined) latency is log2(lanes) + 3; the minimum 3 puts the whole tree in one cycle.
     A new activation enters every cycle.
 
-    The read of the old entry for acc=1 happens in c+E-1 >= c+1, not at c.  That is invisible to
+    With L_m >= 4 the read of the old entry for acc=1 happens in c+E-2 and its data is
+    registered (``mm_old``), so the block RAM's output does not feed the 32-bit add directly;
+    with L_m = 3 it happens in c+E-1.  Either way it is >= c+1, not c.  That is invisible to
     a correct program: any MM write to the entry that commits after c is an accumulator hazard
     (flagged), and no later MM can commit before c+E.
 
@@ -64,7 +70,7 @@ from amaranth.lib.memory import Memory
 
 from ..firmware import isa
 from ..firmware.isa import INT32_PLANES, Opcode
-from .common import unit_signature, vec
+from .common import hw_multipliers, lut_mul8, unit_signature, vec
 
 __all__ = ["MxmSlice", "tree_cuts"]
 
@@ -210,15 +216,26 @@ class MxmSlice(wiring.Component):
         x_reg = Signal(vec(lanes), name="mm_x")
         x_buf = Signal(name="mm_x_buf")
         m.d.sync += [x_reg.eq(mm_x), x_buf.eq(mm["buf"])]
-        # products (registered at the end of stage 1)
+        # products (registered at the end of stage 1).  On an FPGA with fewer hardware multipliers
+        # than lanes^2 + the VXM's 3 per lane + one per MEM slice's ICU (READ/WRITE REPEAT step,
+        # count x stride), the products past the budget are LUT multipliers (``lut_mul8``): two
+        # int8 products cannot share one 18x18 multiplier (docs/fpga.md).
+        budget = hw_multipliers(platform)
+        others = 3 * lanes * len(cfg.slices_of("vxm")) + len(cfg.slices_of("mem"))
+        n_dsp = lanes * lanes if budget is None else max(0, min(lanes * lanes, budget - others))
         terms = []   # terms[j] = list of the addends of output lane j
         for j in range(lanes):
             col = []
             for i in range(lanes):
                 w0 = self.weights[0][i][8 * j:8 * j + 8].as_signed()
                 w1 = self.weights[1][i][8 * j:8 * j + 8].as_signed()
+                xi = x_reg[8 * i:8 * i + 8].as_signed()
+                w = Mux(x_buf, w1, w0)
                 p = Signal(signed(16), name=f"mm_prod_i{i}_j{j}")
-                m.d.sync += p.eq(x_reg[8 * i:8 * i + 8].as_signed() * Mux(x_buf, w1, w0))
+                if j * lanes + i < n_dsp:
+                    m.d.sync += p.eq(xi * w)
+                else:
+                    m.d.sync += p.eq(lut_mul8(m, xi, w, f"mm_lmul_i{i}_j{j}"))
                 col.append(p)
             terms.append(col)
         # adder tree, registers after the levels in `cuts`, then pad stages
@@ -243,16 +260,24 @@ class MxmSlice(wiring.Component):
             m.d.sync += [r.eq(v) for r, v in zip(regs, y)]
             y = regs
 
-        # read-modify-write: read in stage E-1, add and write in stage E
-        rd_valid, rd_addr, rd_accum = mm_meta[e_stage - 2]
+        # read-modify-write: read in stage E-1, add and write in stage E.  With E >= 3 the read
+        # happens in stage E-2 and its data is registered, so the block RAM's clock-to-output
+        # delay is not in front of the 32-bit add (a correct program has no write to the entry
+        # committing after the MM's sample cycle c, and E-2 >= 1 > 0, so both see the same value).
+        early = e_stage >= 3
+        rd_valid, rd_addr, rd_accum = mm_meta[e_stage - 3] if early else mm_meta[e_stage - 2]
         wr_valid, wr_addr, wr_accum = mm_meta[e_stage - 1]
         m.d.comb += [
             acc_rmw.addr.eq(rd_addr[:abits]),
             acc_rmw.en.eq(rd_valid & rd_accum),
         ]
+        old_entry = acc_rmw.data
+        if early:
+            old_entry = Signal.like(acc_rmw.data, name="mm_old")
+            m.d.sync += old_entry.eq(acc_rmw.data)
         new_entry = []
         for j in range(lanes):
-            old = acc_rmw.data[32 * j:32 * j + 32].as_signed()
+            old = old_entry[32 * j:32 * j + 32].as_signed()
             s = Signal(32, name=f"mm_new_j{j}")
             m.d.comb += s.eq(y[j] + Mux(wr_accum, old, 0))
             new_entry.append(s)

@@ -6,6 +6,11 @@ enters at the east end), unless the slice at p drives its ``out`` port into that
 ``out.valid`` during cycle c loads register ``out.index`` (and the three after it when
 ``out.wide``) in direction ``out.west`` at the end of c (docs/rtl.md).  Values leaving the ends of
 the line are dropped.  ``clear`` empties every register (the chip asserts it in the START cycle).
+
+``wide`` (optional, one bool per position) says which positions' units can drive an int32 group
+(``out.wide``); a position whose unit never does (MEM, SXM) gets a plain 2:1 mux per register bit
+instead of the plane select, which is most of the fabric's LUTs on an FPGA.  The plane that lands
+on stream s (plane s - index) is selected once per position and shared by both directions.
 """
 
 from amaranth.hdl import Module, Signal
@@ -21,9 +26,11 @@ __all__ = ["StreamFabric"]
 class StreamFabric(wiring.Component):
     """``outs[p]``: the result port of the slice at position p; ``taps[p]``: its registers."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, wide=None):
         self.cfg = cfg
         self.lanes, self.streams, self.positions = cfg.lanes, cfg.streams, cfg.positions
+        self.wide = [True] * cfg.positions if wide is None else [bool(w) for w in wide]
+        assert len(self.wide) == cfg.positions
         super().__init__({
             "outs": In(OutPortSignature(cfg.lanes)).array(cfg.positions),
             "taps": Out(StreamTap(cfg.lanes, cfg.streams)).array(cfg.positions),
@@ -49,31 +56,36 @@ class StreamFabric(wiring.Component):
 
         for p in range(P):
             out = self.outs[p]
+            # per stream s: does the port land on it this cycle, and with which plane
+            land, value = [], []
+            for s in range(S):
+                if self.wide[p]:
+                    planes = range(min(INT32_PLANES, s + 1))
+                    hit = Signal(name=f"land{s}_p{p}")
+                    dat = Signal(vec(lanes), name=f"land{s}_p{p}_data")
+                    m.d.comb += hit.eq(out.valid & ((out.index == s) |
+                                                    (out.wide & (out.index < s) & (out.index + 3 >= s))))
+                    with m.Switch(out.index):
+                        for b in planes:
+                            with m.Case(s - b):
+                                m.d.comb += dat.eq(out.data[b])
+                    land.append(hit)
+                    value.append(dat)
+                else:
+                    land.append(out.valid & (out.index == s))
+                    value.append(out.data[0])
             for d in (0, 1):
                 src_p = p - 1 if d == 0 else p + 1
                 for s in range(S):
                     dat, val = reg[d][s][p]
-                    # which plane of the port (if any) lands in this register
-                    hits = []
-                    for b in range(INT32_PLANES):
-                        if b > s:
-                            break
-                        cond = out.valid & (out.west == d) & (out.index == s - b)
-                        if b > 0:
-                            cond = cond & out.wide
-                        hits.append((cond, out.data[b]))
                     with m.If(self.clear):
                         m.d.sync += val.eq(0)
+                    with m.Elif(land[s] & (out.west == d)):
+                        m.d.sync += [dat.eq(value[s]), val.eq(1)]
                     with m.Else():
-                        first = True
-                        for cond, value in hits:
-                            with (m.If if first else m.Elif)(cond):
-                                m.d.sync += [dat.eq(value), val.eq(1)]
-                            first = False
-                        with m.Else():
-                            if 0 <= src_p < P:
-                                sdat, sval = reg[d][s][src_p]
-                                m.d.sync += [dat.eq(sdat), val.eq(sval)]
-                            else:
-                                m.d.sync += val.eq(0)
+                        if 0 <= src_p < P:
+                            sdat, sval = reg[d][s][src_p]
+                            m.d.sync += [dat.eq(sdat), val.eq(sval)]
+                        else:
+                            m.d.sync += val.eq(0)
         return m

@@ -32,6 +32,8 @@ __all__ = ["SxmSlice"]
 class SxmSlice(wiring.Component):
     """The SXM slice unit; ``SxmSlice(cfg, slice)``."""
 
+    WIDE_OUT = False        # ``out.wide`` is always 0 (the stream fabric relies on it)
+
     def __init__(self, cfg, slice=None):
         self.cfg = cfg
         self.slice = slice

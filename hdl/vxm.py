@@ -9,22 +9,28 @@ ops                          latency      pipeline; ``|cut|`` = optional registe
 ===========================  ===========  =========================================================
 MOV ADD SUB MIN MAX RELU     ``vxm_alu``  operands -> ALU -> result register
 SHL SHR AND OR XOR SEL ADD32
-MUL                          ``vxm_mul``  operands |in| 8x16 product |prod| rounded shift |shift|
-                                          round, saturate -> result register
+MUL                          ``vxm_mul``  operands |in| 8x16 product |prod| coarse shift (by 8s)
+                                          |coarse| fine shift, round, saturate -> result register
 REQ REQL                     ``vxm_req``  operands (A, m, sh, z) |in| two 16x16 partial products
-                                          (DSP blocks) |prod| 48-bit sum |sum| rounded shift
-                                          |shift| round, add z (REQL offset), saturate -> result
-LUT                          ``vxm_lut``  operand |in| table read (one read port per lane), byte
-                                          select -> result register
+                                          (DSP blocks) |prod| 48-bit sum |sum| coarse shift
+                                          |coarse| fine shift, round, add z (REQL offset),
+                                          saturate -> result
+LUT                          ``vxm_lut``  operand |in| table read (one table copy per lane), byte
+                                          select -> result register; with |in| the copies have a
+                                          synchronous read port addressed in the sample cycle
 LDM (elements: M low bytes,  -            registers written at the end of the sample cycle
 M high bytes, SH, Z), LDLUT
 ===========================  ===========  =========================================================
 
 Each op class has its own result pipeline of L-1 registers.  The last one is always the result
-register; the cuts are used in the order of priority MUL: prod, in, shift; REQ: prod, sum, in,
-shift; LUT: in, as far as L-1 leaves room, and what is left over pads the result as a delay line.
+register; the cuts are used in the order of priority MUL: prod, in, coarse; REQ: prod, sum, in,
+coarse; LUT: in, as far as L-1 leaves room, and what is left over pads the result as a delay line.
 At the minimum latency (2) every op computes in its sample cycle.  tiny (mul 3, req 4, lut 2):
-MUL |prod|, REQ |prod|sum|; fpga (mul 3, req 5, lut 3): MUL |prod|, REQ |in|prod|sum|, LUT |in|.
+MUL |prod|, REQ |prod|sum|; fpga (mul 5, req 6, lut 3): MUL |in|prod|coarse|, REQ
+|in|prod|sum|coarse|, LUT |in| (a synchronous table read).  The rounded shift is split in two
+(``shr_coarse``: by the multiple of 8, plus the range test looked up for each fine shift;
+``shr_fine_round``: by 0..7, round, saturate) so that no stage has a 49-bit barrel shifter and a
+saturating add in series.
 Register loads take effect at the end of their sample cycle.  REQL takes M/SH/Z in its sample
 cycle; LUT reads the table at most one cycle later (after |in|), when a load sampled then has not
 landed yet: an element never sees a load sampled after it.
@@ -134,6 +140,45 @@ def round_add_sat8(t, z):
     fits = hi.all() | ~hi.any()
     small = t[1:11].as_signed() + t[0] + Value.cast(z).as_signed()
     return Mux(fits, sat8(small), Mux(t[w - 1], 0x80, 0x7F))
+
+
+def shr_coarse(m, t0, sh, name):
+    """First half of ``t = t0 >> sh`` (arithmetic, sh unsigned 6-bit) for ``round_add_sat8``: shift by
+    the multiple of 8 in sh and look ahead at the bits the second half would test.
+
+    Returns ``(tl, fits, neg)``: tl = the low 18 bits of t0 >> (sh & ~7), fits[f] = "t0 >> (sh & ~7)
+    >> f has bits 10.. all equal" for f = 0..7, neg = the sign.  ``shr_fine_round`` finishes."""
+    t0 = Value.cast(t0)
+    w = len(t0)
+    src = Signal(w, name=f"{name}_t0")
+    c = Signal(3, name=f"{name}_c")
+    m.d.comb += [src.eq(t0), c.eq(sh[3:6])]
+    neg = src[w - 1]
+    tc = Signal(w, name=f"{name}_tc")
+    with m.Switch(c):
+        for n in range(8):
+            with m.Case(n):
+                m.d.comb += tc.eq(Cat(*(src[i + 8 * n] if i + 8 * n < w else neg for i in range(w))))
+    ne = Signal(w, name=f"{name}_ne")      # bit i set: tc[i] differs from the sign
+    fits = Signal(8, name=f"{name}_fits")
+    m.d.comb += [ne.eq(tc ^ neg.replicate(w)),
+                 fits.eq(Cat(*(~ne[10 + f:w].any() for f in range(8))))]
+    return tc[0:18], fits, neg
+
+
+def shr_fine_round(m, tl, fits, neg, sh, z, name):
+    """Second half: t = tl >> (sh & 7), then ``round_add_sat8`` (whose range test is ``fits``)."""
+    f = Signal(3, name=f"{name}_f")
+    t = Signal(11, name=f"{name}_t")
+    small = Signal(signed(12), name=f"{name}_small")
+    r = Signal(8, name=f"{name}_res")
+    m.d.comb += [
+        f.eq(sh[0:3]),
+        t.eq(tl >> f),
+        small.eq(t[1:11].as_signed() + t[0] + Value.cast(z).as_signed()),
+        r.eq(Mux(fits.bit_select(f, 1), sat8(small), Mux(neg, 0x80, 0x7F))),
+    ]
+    return r
 
 
 def _lanes(v, lanes):
@@ -276,13 +321,17 @@ class VxmSlice(wiring.Component):
                               "data": [Cat(*pl) for pl in planes]})
 
         # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
-        mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "shift"))
+        mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "coarse"))
         pipes.append(mul)
         s = mul.cut("in", {**meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
                            "y": ys, "sh": v.sh})
         s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], "sh": s["sh"]})
-        s = mul.cut("shift", {**_meta(s), "t": [(p << 1) >> s["sh"] for p in s["p"]]})
-        mul_out = mul.finish({**_meta(s), "data": [Cat(*(round_sat8(t) for t in s["t"]))]})
+        co = [shr_coarse(m, p << 1, s["sh"], f"mul_co{j}") for j, p in enumerate(s["p"])]
+        s = mul.cut("coarse", {**_meta(s), "tl": [c[0] for c in co], "fits": [c[1] for c in co],
+                               "neg": [c[2] for c in co], "sh": s["sh"]})
+        mul_out = mul.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
+                                                                        s["sh"], 0, f"mul_fi{j}")
+                                                         for j in range(lanes)))]})
 
         # --- REQ / REQL: sat8(rshift_round(A * m, sh) + z), A int32, m int16, z int8 ------------------
         ldm_m = [Signal(signed(16), name=f"ldm_m{j}") for j in range(lanes)]
@@ -300,7 +349,7 @@ class VxmSlice(wiring.Component):
                     m.d.sync += [ldm_sh[j].eq(xa[j][0:6]) for j in range(lanes)]
                 with m.Default():
                     m.d.sync += [ldm_z[j].eq(xa[j]) for j in range(lanes)]
-        req = Pipe(m, "req", lat["vxm_req"], cuts=("prod", "sum", "in", "shift"))
+        req = Pipe(m, "req", lat["vxm_req"], cuts=("prod", "sum", "in", "coarse"))
         pipes.append(req)
         acc = [Cat(*(p[0][8 * j:8 * j + 8] for p in a)).as_signed() for j in range(lanes)]
         s = req.cut("in", {**meta(dec["req"]), "acc": acc,
@@ -315,34 +364,47 @@ class VxmSlice(wiring.Component):
         s = req.cut("sum", {**_meta(s), "p": [((s["phi"][j] << 16) + s["plo"][j])[0:48].as_signed()
                                               for j in range(lanes)], "sh": s["sh"], "z": s["z"]})
         # shifts of 48 or more leave 0 (as the golden model's 62 does): the shifter fills with sign
-        s = req.cut("shift", {**_meta(s), "t": [(s["p"][j] << 1) >> s["sh"][j] for j in range(lanes)],
-                              "z": s["z"]})
-        req_out = req.finish({**_meta(s), "data": [Cat(*(round_add_sat8(t, z) for t, z in zip(s["t"], s["z"])))]})
+        co = [shr_coarse(m, s["p"][j] << 1, s["sh"][j], f"req_co{j}") for j in range(lanes)]
+        s = req.cut("coarse", {**_meta(s), "tl": [c[0] for c in co], "fits": [c[1] for c in co],
+                               "neg": [c[2] for c in co], "sh": s["sh"], "z": s["z"]})
+        req_out = req.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
+                                                                        s["sh"][j], s["z"][j], f"req_fi{j}")
+                                                         for j in range(lanes)))]})
 
-        # --- LUT / LDLUT: one 256-entry table, one read port per lane --------------------------------
+        # --- LUT / LDLUT: a 256-entry table, one copy per lane ----------------------------------
+        # Every copy has one write port (LDLUT writes a row of `lanes` entries into all of them)
+        # and one read port, so it maps to LUT RAM / block RAM instead of flip-flops and a
+        # 256:1 multiplexer per lane.  With the |in| cut the read port is synchronous and
+        # addressed in the sample cycle (its data register is the cut); at the minimum latency
+        # it reads combinationally.  Not transparent: an LDLUT row written in the sample cycle
+        # of a LUT element is not seen by it (it could not be: one sub-unit).
         rows = max(1, self.lut_rows)
         colbits = exact_log2(min(lanes, 256))
-        m.submodules.lut_mem = lut_mem = Memory(shape=vec(lanes), depth=rows, init=[])
-        wp = lut_mem.write_port()
         row = Signal(signed(18), name="ldlut_row")
         row_ok = Signal(name="ldlut_row_ok")
+        lut_we = Signal(name="ldlut_we")
         m.d.comb += [
             row.eq(imm + k),
             row_ok.eq((row >= 0) & (row < self.lut_rows)),
-            wp.addr.eq(row[:len(wp.addr)]),
-            wp.data.eq(a[0][0]),
-            wp.en.eq(el & dec["ldlut"] & row_ok),
+            lut_we.eq(el & dec["ldlut"] & row_ok),
             self.err.addr.eq(el & dec["ldlut"] & ~row_ok),
         ]
         lut = Pipe(m, "lut", lat["vxm_lut"], cuts=("in",))
         pipes.append(lut)
-        s = lut.cut("in", {**meta(dec["lut"]), "x": xa})
+        sync_read = "in" in lut.cuts
+        s = lut.cut("in", {**meta(dec["lut"]), "x": [x[0:colbits] for x in xa]})
+        # a 16-row table (16 lanes) is exactly one LUT-RAM column on ECP5
+        attrs = {"ram_style": "distributed"} if rows <= 16 else {}
         res = []
         for j in range(lanes):
-            rp = lut_mem.read_port(domain="comb")
-            m.d.comb += rp.addr.eq(s["x"][j][colbits:8])
+            mem = Memory(shape=vec(lanes), depth=rows, init=[], attrs=attrs)
+            m.submodules[f"lut_mem{j}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(row[:len(wp.addr)]), wp.data.eq(a[0][0]), wp.en.eq(lut_we)]
+            rp = mem.read_port(domain="sync" if sync_read else "comb")
+            m.d.comb += rp.addr.eq(xa[j][colbits:8])
             byte = Signal(8, name=f"lut_res{j}")
-            m.d.comb += byte.eq(rp.data.word_select(s["x"][j][0:colbits], 8))
+            m.d.comb += byte.eq(rp.data.word_select(s["x"][j], 8))
             res.append(byte)
         lut_out = lut.finish({**_meta(s), "data": [Cat(*res)]})
 

