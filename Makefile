@@ -50,8 +50,10 @@ perf: setup
 	$(PY) -m tinylpu.cli bench tray -o docs/tray-performance.md
 
 BOARD ?= ulx3s-85f
+# Yosys 0.70's abc9 step asserts on the full fpga chip: map ECP5 LUTs with the classic abc (docs/fpga.md)
+SYNTH_FLAGS ?= $(if $(filter ulx3s-85f,$(BOARD)),--legacy-abc,)
 synth: setup
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/synth.py --board $(BOARD)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/synth.py --board $(BOARD) --write-docs $(SYNTH_FLAGS)
 
 lint: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/lint.py --write-docs docs/lint.md

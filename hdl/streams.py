@@ -63,8 +63,9 @@ class StreamFabric(wiring.Component):
                     planes = range(min(INT32_PLANES, s + 1))
                     hit = Signal(name=f"land{s}_p{p}")
                     dat = Signal(vec(lanes), name=f"land{s}_p{p}_data")
-                    m.d.comb += hit.eq(out.valid & ((out.index == s) |
-                                                    (out.wide & (out.index < s) & (out.index + 3 >= s))))
+                    # a wide (int32) group starting below s covers s; no group starts below stream 0
+                    covers = (out.wide & (out.index < s) & (out.index + 3 >= s)) if s > 0 else 0
+                    m.d.comb += hit.eq(out.valid & ((out.index == s) | covers))
                     with m.Switch(out.index):
                         for b in planes:
                             with m.Case(s - b):

@@ -34,8 +34,6 @@ EXPLAINED = {
     "CASEINCOMPLETE": "Amaranth `Switch`/`m.Case` without a default becomes `casez` without "
                       "`default`; Yosys assigns the signal's previous value before the `casez`, so "
                       "no latch is inferred (Verilator checks syntax, not that assignment).",
-    "UNSIGNED": "comparisons such as `unsigned >= 0` that Yosys emits for range checks whose lower "
-                "bound is 0 (e.g. an address check against [0, depth)); always true, folded away.",
 }
 
 WARN_RE = re.compile(r"^%(Warning|Error)(?:-([A-Z0-9_]+))?: ([^:]+):(\d+):(\d+): (.*)$")
