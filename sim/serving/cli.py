@@ -159,7 +159,7 @@ def compare_main(args):
         f"Written by `tinylpu serve-compare --synthetic {args.synthetic}` ({time.time() - t0:.0f} s). "
         "Model: " + f"{m['layers']} layers, d_model {m['d_model']}, {m['experts']} experts top-{m['top_k']} "
         f"(SwiGLU, d_ff {m['d_ff']}), vocab {m['vocab']}, synthetic weights (seed {m['seed']}). "
-        "GPU: the roofline of `configs/serving/gpu_rubin.yaml`; LPU: golden tray of "
+        "GPU: the roofline of `configs/serving/gpu_rubin.yaml`; LPU: "
         f"{_tray_desc(scfg)}, exact cycles. Every run below produced "
         f"the same tokens as the monolithic reference: {ident} ({len(toks)} distinct token set"
         f"{'s' if len(toks) != 1 else ''} over all runs).",
