@@ -15,7 +15,7 @@ help:
 	@echo "make test      fast test tier (what CI runs)"
 	@echo "make test-all  fast + slow tiers"
 	@echo "make docs      regenerate docs/isa.md from the ISA module"
-	@echo "make bench     measure the golden model's speed (writes docs/benchmarks.md)"
+	@echo "make bench     measure simulators, compiler, determinism, C2C; full-scale projection (docs/benchmarks.md, docs/projection.md)"
 	@echo "make perf      compiled-FFN utilization across shapes (writes docs/performance.md)"
 	@echo "make lint      verilator --lint-only on the generated Verilog (writes docs/lint.md)"
 	@echo "make synth     FPGA build (BOARD=ulx3s-85f or icebreaker; writes build/synth/<board>/report.json)"
@@ -42,8 +42,8 @@ docs: setup
 	$(PY) -m tinylpu.cli isa-doc --config $(CONFIG) -o docs/isa.md
 
 bench: setup
-	$(PY) -m tinylpu.cli bench golden --config $(CONFIG) -o docs/benchmarks.md
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m tinylpu.cli bench sims --config $(CONFIG) --repeat 3 -o docs/benchmarks.md
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m tinylpu.cli bench all --config $(CONFIG) --repeat 3 -o docs/benchmarks.md
+	$(PY) -m tinylpu.cli project --compare -o docs/projection.md
 
 perf: setup
 	$(PY) -m tinylpu.cli bench compiler -o docs/performance.md

@@ -250,6 +250,14 @@ def _bench(args):
     return bench_main(args)
 
 
+def _project(args):
+    from .sim.project import ProjectError, main as project_main
+    try:
+        return project_main(args)
+    except ProjectError as e:
+        raise CliError(str(e)) from None
+
+
 def _serve(args):
     from .sim.serving.cli import compare_main, serve_main
     if args.cmd == "serve":
@@ -340,6 +348,8 @@ def build_parser():
     sv.add_argument("--speculate", type=int, default=None, metavar="K", help="draft tokens per step (0: off)")
     sv.add_argument("--micro-batches", type=int, default=None, metavar="M", help="decode batch split (ping-pong)")
     sv.add_argument("--no-pingpong", action="store_true", help="run the micro-batches without overlap")
+    sv.add_argument("--decode-workers", type=int, default=None, metavar="W",
+                    help="decode GPU workers sharing the tray (KV-load routing)")
     sv.add_argument("--lpu-clock-mhz", type=float, default=None)
     sv.add_argument("--serving-config", default=None, metavar="FILE.yaml", help="default configs/serving/serving.yaml")
     sv.add_argument("--gpu-config", default=None, metavar="FILE.yaml", help="default configs/serving/gpu_rubin.yaml")
@@ -354,11 +364,23 @@ def build_parser():
     sc.set_defaults(fn=_serve)
 
     b = sub.add_parser("bench", help="measure simulator speeds; prints numbers and writes docs/")
-    b.add_argument("what", choices=["golden", "compiler", "sims", "tray"])
+    b.add_argument("what", choices=["golden", "compiler", "sims", "tray", "all"])
     b.add_argument("--config", default=DEFAULT_CONFIG)
     b.add_argument("--repeat", type=int, default=5)
     b.add_argument("-o", "--output", default=None, help="markdown file to write the results to")
     b.set_defaults(fn=_bench)
+
+    pj = sub.add_parser("project", help="analytical full-scale projection (chips, tokens/s per user, energy)")
+    pj.add_argument("--chip", metavar="NAME|FILE", help="configs/project/chips/NAME.yaml or a YAML path")
+    pj.add_argument("--model", metavar="NAME|FILE", help="configs/project/models/NAME.yaml or a YAML path")
+    pj.add_argument("--context", type=int, default=None, metavar="N", help="KV tokens (default: the model's)")
+    pj.add_argument("--json", action="store_true")
+    pj.add_argument("--compare", action="store_true",
+                    help="compare with published figures; writes -o (docs/projection.md) and its plots")
+    pj.add_argument("--fleet", nargs="?", const="", default=None, metavar="FILE.yaml",
+                    help="best LPU:GPU split for a workload mix (default configs/project/fleet.yaml)")
+    pj.add_argument("-o", "--output", default=None, help="--compare: markdown file; --fleet: plot (PNG)")
+    pj.set_defaults(fn=_project)
     return ap
 
 
