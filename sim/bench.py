@@ -204,6 +204,15 @@ def bench_compiler(shapes=PERF_SHAPES, verify=True):
     return rows
 
 
+def _ffn_row(r, roofline=False):
+    """One markdown row of a bench_compiler result (its cycles were checked: predicted = measured)."""
+    assert r["measured"] == r["cycles"]
+    extra = f"{r['roofline']:.0f} | " if roofline else ""
+    return (f"| {r['config']} | {r['d_model']} | {r['d_ff']} | {'SwiGLU' if r['gated'] else 'GELU'} | "
+            f"{r['tokens']} | {r['regime']} | {r['cycles']} | {r['mxm_util']:.3f} | {r['wbw_util']:.3f} | "
+            f"{extra}{r['compile_s']:.2f} |")
+
+
 def write_performance(path="docs/performance.md"):
     rows = bench_compiler()
     lines = ["# Compiled FFN performance", "",
@@ -217,11 +226,7 @@ def write_performance(path="docs/performance.md"):
              "| config | d_model | d_ff | gated | tokens | regime | cycles (predicted = measured) | MXM util | "
              "weight-BW util | roofline cycles | compile s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        assert r["measured"] == r["cycles"]
-        lines.append(f"| {r['config']} | {r['d_model']} | {r['d_ff']} | {'SwiGLU' if r['gated'] else 'GELU'} | "
-                     f"{r['tokens']} | {r['regime']} | {r['cycles']} | {r['mxm_util']:.3f} | {r['wbw_util']:.3f} | "
-                     f"{r['roofline']:.0f} | {r['compile_s']:.2f} |")
+    lines += [_ffn_row(r, roofline=True) for r in rows]
     lines += ["", "## Where the remaining cycles go", "",
               "- **Pipeline fill and drain.** The first weight row reaches the MXM `mem_read` + distance cycles after "
               "the first READ, and after the last multiply the result still has to be committed (`mxm_mm`), emitted "
@@ -676,11 +681,7 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
           "equal the integer reference).", "",
           "| config | d_model | d_ff | gated | tokens | regime | cycles | MXM util | weight-BW util | compile s |",
           "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in comp_rows:
-        assert r["measured"] == r["cycles"]
-        L.append(f"| {r['config']} | {r['d_model']} | {r['d_ff']} | {'SwiGLU' if r['gated'] else 'GELU'} | "
-                 f"{r['tokens']} | {r['regime']} | {r['cycles']} | {r['mxm_util']:.3f} | {r['wbw_util']:.3f} | "
-                 f"{r['compile_s']:.2f} |")
+    L += [_ffn_row(r) for r in comp_rows]
     L += ["", "### C2C goodput against clock offset", "",
           "`sim/c2c_bench.py measure_link` on the `tray` link (RTL link pair in Amaranth's simulator, two clocks): "
           "300 random vectors at the link rate.", "",
