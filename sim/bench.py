@@ -599,8 +599,8 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
          f"{np.__version__}. Plots: `bench_sims.png`, `bench_compiler.png`, `bench_c2c.png`. The single "
          "subcommands (`tinylpu bench golden|sims|compiler|tray`) still write their own sections. "
          f"RTL tray simulators this run: {', '.join(tray_sims)} (`TINYLPU_BENCH_TRAY_SIMS`, default "
-         "icarus; `icarus,verilator` adds the Verilator tray, whose cold build takes tens of minutes and "
-         "which has not been measured yet). Simulator builds are cached in build/rtl/ and not timed; a cold build (after a "
+         "icarus; `icarus,verilator` adds the Verilator tray, whose cold build takes up to tens of "
+         "minutes). Simulator builds are cached in build/rtl/ and not timed; a cold build (after a "
          "change under hdl/) adds minutes for Icarus and tens of minutes for Verilator on 2 cores.", "",
          "## Highlights", ""]
     v, ic = chip_rows.get("verilator"), chip_rows.get("icarus")

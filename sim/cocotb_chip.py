@@ -36,7 +36,7 @@ from cocotb.triggers import ClockCycles, FallingEdge
 
 from ..config import load_config
 from ..firmware.program import Program
-from .hostproto import HostProtocol, run_program, vector_words, words_vector  # noqa: F401  (re-exported)
+from .hostproto import HostProtocol, run_program, run_scrub, vector_words, words_vector  # noqa: F401  (re-exported)
 
 
 def _u(sig):
@@ -95,11 +95,7 @@ async def run_case(host, cfg, case, scrub):
     t0 = time.perf_counter()
     await host.reset()
     if scrub:
-        st = await run_program(host, cfg, scrub)
-        if st["errors"] or st["timeout"]:
-            raise RuntimeError(f"the scrub program failed on the chip: {st}")
-        for bank, addr, vectors in scrub["restore"]:
-            await host.write_mem(bank, addr, vectors)
+        await run_scrub(host, cfg, scrub)
     st = await run_program(host, cfg, case)
     st["reads"] = [await host.read_mem(bank, addr, n) for bank, addr, n in case["read"]]
     st["name"] = case.get("name", "")

@@ -26,7 +26,7 @@ from cocotb.triggers import ClockCycles, Timer
 from ..config import load_config
 from ..firmware.program import Program
 from ..hdl.chip import LINK_STATUS
-from .cocotb_chip import Host, run_program
+from .cocotb_chip import Host, run_scrub
 
 
 class Pins:
@@ -79,11 +79,10 @@ async def run_tray(dut):
         h = hosts[i]
         await h.edge()
         if scrub:
-            st = await run_program(h, cfg, scrub)
-            if st["errors"] or st["timeout"]:
-                raise RuntimeError(f"chip {i}: the scrub program failed: {st}")
-            for bank, addr, vectors in scrub["restore"]:
-                await h.write_mem(bank, addr, vectors)
+            try:
+                await run_scrub(h, cfg, scrub)
+            except RuntimeError as e:
+                raise RuntimeError(f"chip {i}: {e}") from None
         await load(h, cfg, doc["cases"][i])
 
     tasks = [cocotb.start_soon(prepare(i)) for i in range(N)]

@@ -117,14 +117,13 @@ class RtlPort:
         await self._scrub()
 
     async def _scrub(self):
-        from .hostproto import run_program
+        from .hostproto import ScrubError, run_scrub
         from .rtl_runner import scrub_program
         sp, writes, restore = scrub_program(self.cfg)
-        st = await run_program(self.host, self.cfg, {"program": sp.to_bytes().hex(), "mem": writes})
-        if st["errors"] or st["timeout"]:
-            raise EngineError(f"the scrub program failed on the chip: {st}")
-        for bank, addr, vectors in restore:
-            await self.host.write_mem(bank, addr, vectors)
+        try:
+            await run_scrub(self.host, self.cfg, {"program": sp.to_bytes().hex(), "mem": writes, "restore": restore})
+        except ScrubError as e:
+            raise EngineError(str(e)) from None
         self.started = True
 
     async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):

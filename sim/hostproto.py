@@ -12,13 +12,14 @@ byte stream).
 """
 
 import time
+from abc import ABC, abstractmethod
 
 from ..firmware.isa import encode
 from ..firmware.program import Program
 from ..hdl.common import ERROR_BITS
 from ..hdl.hostport import Cmd, command
 
-__all__ = ["HostProtocol", "run_program", "vector_words", "words_vector", "parse_status", "MASK64"]
+__all__ = ["HostProtocol", "ScrubError", "run_program", "run_scrub", "vector_words", "words_vector", "parse_status", "MASK64"]
 
 MASK64 = (1 << 64) - 1
 
@@ -50,7 +51,7 @@ def parse_status(w0, w1):
             "stall": w1 >> 32}
 
 
-class HostProtocol:
+class HostProtocol(ABC):
     """Commands of the host port over a transport's ``send`` / ``recv`` / ``pause``."""
 
     def __init__(self, cfg):
@@ -61,14 +62,17 @@ class HostProtocol:
         """Align to the transport's clock before a command sequence (pin-level transports)."""
         return None
 
+    @abstractmethod
     async def send(self, words):
-        raise NotImplementedError
+        """Words to the chip's ``cmd`` stream, in order."""
 
+    @abstractmethod
     async def recv(self, n):
-        raise NotImplementedError
+        """n words from the chip's ``resp`` stream."""
 
+    @abstractmethod
     async def pause(self, cycles):
-        raise NotImplementedError
+        """Let about `cycles` chip cycles pass."""
 
     async def write_mem(self, bank, addr, vectors):
         words = [command(Cmd.WRITE_MEM, bank, addr, len(vectors))]
@@ -125,4 +129,19 @@ async def run_program(host, cfg, case):
     await host.start()
     st = await host.wait_done(case.get("max_cycles", 200_000))
     st["run_wall_s"] = time.perf_counter() - t_run      # START to done, for cycles/s measurements
+    return st
+
+
+class ScrubError(RuntimeError):
+    pass
+
+
+async def run_scrub(host, cfg, scrub):
+    """Run ``rtl_runner.scrub_program``'s program (unit state back to the golden model's power-on
+    values) and restore the MEM rows it used.  scrub: {"program": hex, "mem": [...], "restore": [...]}."""
+    st = await run_program(host, cfg, scrub)
+    if st["errors"] or st["timeout"]:
+        raise ScrubError(f"the scrub program failed on the chip: {st}")
+    for bank, addr, vectors in scrub["restore"]:
+        await host.write_mem(bank, addr, vectors)
     return st
