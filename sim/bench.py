@@ -440,6 +440,9 @@ def bench_tray(config="duo", runs=3, sims=("icarus", "verilator"), ppm_budget=30
                       "median_cycles_per_s": max(ref_cycles) / statistics.median(times), "runs": runs}
     for sim in sims:
         try:
+            if sim == "amaranth":
+                _tray_pysim_runs(cfg, runs, rng, ppm_budget, ref_cycles, rows, det)
+                continue
             _tray_rtl_runs(cfg, sim, runs, rng, ppm_budget, tc, xq, ref_cycles, rows, det)
         except Exception as e:          # a simulator that cannot build the tray is reported, not fatal
             rows[sim] = {"cycles": max(ref_cycles), "median_s": float("nan"), "median_cycles_per_s": float("nan"),
@@ -472,6 +475,26 @@ def _tray_rtl_runs(cfg, sim, runs, rng, ppm_budget, tc, xq, ref_cycles, rows, de
         rows[sim] = {"cycles": max(ref_cycles), "median_s": dt, "median_full_s": statistics.median(full),
                      "median_load_only_s": statistics.median(empty),
                      "median_cycles_per_s": max(ref_cycles) / dt if dt > 0 else float("nan"), "runs": runs}
+
+
+def _tray_pysim_runs(cfg, runs, rng, ppm_budget, ref_cycles, rows, det):
+    """The RTL tray under Amaranth's simulator (sim/pysim_chip.run_tray_pysim): timed from the START
+    broadcast to the last chip done (like the one-chip pysim row)."""
+    from .pysim_chip import run_tray_pysim
+    from .rtl_tray import compiled_tray_inputs, compiled_tray_output
+    times = []
+    for i in range(runs):
+        ppm = [float(round(p, 1)) for p in rng.uniform(-ppm_budget, ppm_budget, cfg.chips)]
+        q, tc_i, xq = _tray_workload(cfg, 3000 + i)
+        programs, mems, reads = compiled_tray_inputs(tc_i, [xq] * cfg.chips)
+        res = run_tray_pysim(cfg, programs, mems, reads, ppm=ppm)
+        times.append(res["run_wall_s"])
+        y = compiled_tray_output(tc_i, res["chips"][tc_i.root]["reads"])
+        det.append({"engine": "RTL tray (amaranth)", "ppm": ppm, "cycles": [c["cycles"] for c in res["chips"]],
+                    "stall": [c["stall"] for c in res["chips"]], "bit_exact": bool(np.array_equal(y, q.run_int(xq)))})
+    dt = statistics.median(times)
+    rows["amaranth"] = {"cycles": max(ref_cycles), "median_s": dt, "median_cycles_per_s": max(ref_cycles) / dt,
+                        "runs": runs}
 
 
 def bench_determinism_chip(config="tiny", reruns=5):
@@ -584,7 +607,7 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
     for r in chip_rows.values():
         r["vs_icarus"] = r["median_cycles_per_s"] / base
     import os
-    tray_sims = tuple(x for x in os.environ.get("TINYLPU_BENCH_TRAY_SIMS", "icarus").split(",") if x)
+    tray_sims = tuple(x for x in os.environ.get("TINYLPU_BENCH_TRAY_SIMS", "icarus,amaranth").split(",") if x)
     tray_rows, tray_det, tray_pred = timed("simulators, tray + RTL determinism", bench_tray, "duo", reruns,
                                            tray_sims)
     chip_det, chip_pred = timed("golden determinism", bench_determinism_chip, config, 5)
@@ -599,7 +622,7 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
          f"{np.__version__}. Plots: `bench_sims.png`, `bench_compiler.png`, `bench_c2c.png`. The single "
          "subcommands (`tinylpu bench golden|sims|compiler|tray`) still write their own sections. "
          f"RTL tray simulators this run: {', '.join(tray_sims)} (`TINYLPU_BENCH_TRAY_SIMS`, default "
-         "icarus; `icarus,verilator` adds the Verilator tray, whose cold build takes up to tens of "
+         "icarus,amaranth; adding verilator adds the Verilator tray, whose cold build takes up to tens of "
          "minutes). Simulator builds are cached in build/rtl/ and not timed; a cold build (after a "
          "change under hdl/) adds minutes for Icarus and tens of minutes for Verilator on 2 cores.", "",
          "## Highlights", ""]
@@ -652,7 +675,8 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
           "| engine | tray cycles | runs | median run time (s) | median tray cycles/s | relative to Icarus |",
           "|---|---|---|---|---|---|"]
     tnames = {"golden": "golden tray (numpy, lockstep)", "icarus": "RTL tray, Icarus + cocotb",
-              "verilator": "RTL tray, Verilator + cocotb"}
+              "verilator": "RTL tray, Verilator + cocotb",
+              "amaranth": "RTL tray, Amaranth simulator (pysim; START to done)"}
     for sim, r in tray_rows.items():
         if r.get("error"):
             L.append(f"| {tnames.get(sim, sim)} | {r['cycles']} | 0 | failed: {r['error']} | - | - |")

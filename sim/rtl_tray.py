@@ -115,11 +115,10 @@ def run_tray_rtl(cfg, programs, mems=None, reads=None, ppm=None, sim="icarus", m
     return res
 
 
-def run_tray_compiled_rtl(tc, xq_per_chip, ppm=None, sim="icarus"):
-    """A ``firmware.tray.TrayCompiled`` on the RTL tray.  Returns (y int8 of the root chip, result)."""
+def compiled_tray_inputs(tc, xq_per_chip):
+    """(programs, mems, reads) per chip for a ``firmware.tray.TrayCompiled`` and its inputs."""
     from ..firmware.asm import assemble
-    cfg = tc.cfg
-    empty = assemble(".queue mem0\n HALT\n", cfg)
+    empty = assemble(".queue mem0\n HALT\n", tc.cfg)
     programs, mems, reads = [], [], []
     for c, xq in zip(tc.chips, xq_per_chip):
         if c is None:
@@ -133,8 +132,18 @@ def run_tray_compiled_rtl(tc, xq_per_chip, ppm=None, sim="icarus"):
             img.setdefault(bank, []).extend((addr, np.asarray(v, np.int8)) for addr, v in lst)
         mems.append(img)
         reads.append([(r.bank, r.addr, c.tokens) for _, r in sorted(c.y_layout.items())])
-    res = run_tray_rtl(cfg, programs, mems, reads, ppm=ppm, sim=sim)
+    return programs, mems, reads
+
+
+def compiled_tray_output(tc, root_reads):
+    """The root chip's int8 output from its read-back (in the order of ``compiled_tray_inputs``)."""
     root = tc.chips[tc.root]
-    got = {(r.bank, r.addr): x for (_, r), x in zip(sorted(root.y_layout.items()), res["chips"][tc.root]["mem"])}
-    y = root.unpack_output(lambda bank, addr, n: got[(bank, addr)][:n])
-    return y, res
+    got = {(r.bank, r.addr): np.asarray(x, np.int8) for (_, r), x in zip(sorted(root.y_layout.items()), root_reads)}
+    return root.unpack_output(lambda bank, addr, n: got[(bank, addr)][:n])
+
+
+def run_tray_compiled_rtl(tc, xq_per_chip, ppm=None, sim="icarus"):
+    """A ``firmware.tray.TrayCompiled`` on the RTL tray.  Returns (y int8 of the root chip, result)."""
+    programs, mems, reads = compiled_tray_inputs(tc, xq_per_chip)
+    res = run_tray_rtl(tc.cfg, programs, mems, reads, ppm=ppm, sim=sim)
+    return compiled_tray_output(tc, res["chips"][tc.root]["mem"]), res
