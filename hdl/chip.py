@@ -18,6 +18,15 @@ Run control (cycle 0 is the first cycle after the START command):
   The first error stops the run (queues halt, status done with the flags set, cycles = the cycle
   the error was flagged in).
 
+Issue registers (every chip without C2C): the ICUs and the NOTIFY line run one cycle ahead of the
+rest of the chip.  They see the host's START one cycle before the counter, the stream fabric and
+the run state do, and every ICU output (``issue``, ``insn``, the queue states and pulses) reaches the
+units and the run logic through a register.  So no ICU logic and no queue memory sits in a path
+into a unit.  The cycle counts are unchanged.  An error in cycle c stops the ICUs one cycle late
+(``stopped``, a register, instead of the error itself).  The issue they registered meanwhile is
+masked, so no unit sees an issue after cycle c.  Chips with C2C keep the combinational issue,
+because DESKEW's release is decided in the cycle the queues leave it.
+
 C2C (only when the floorplan has a c2c slice; docs/c2c.md): the ``C2CSlice``, per port p a
 ``LinkTX`` (``link_tx<p>``, this chip's clock) and a ``LinkRX`` (``link_rx<p>``: its front end in
 clock domain ``rxrec<p>``, which the tray maps to the sending chip's clock; its back end in this
@@ -131,7 +140,17 @@ class Chip(wiring.Component):
         wiring.connect(m, wiring.flipped(self.cmd), host.cmd)
         wiring.connect(m, host.resp, wiring.flipped(self.resp))
 
+        # Registered issue (every chip without C2C; module docstring, "Issue registers"): the ICUs
+        # run one cycle ahead of the rest of the chip and their outputs pass through registers.
+        ahead = not self.has_c2c
+        icu_start = start                       # the ICUs' START cycle
+        if ahead:
+            start = Signal(name="start_chip")   # the rest of the chip's START cycle: one later
+            m.d.sync += start.eq(icu_start)
+        stopped = Signal()                      # an error stopped the run (gates the registered issue)
+
         icus, units = [], []
+        icu_st = []                             # per ICU: (halted, parked, deskewed, halt, err_queue), chip time
         for s in cfg.slices:
             p = s.position
             icu = ICU(cfg, s)
@@ -140,13 +159,24 @@ class Chip(wiring.Component):
             m.submodules[s.name] = unit
             icus.append(icu)
             units.append(unit)
-            m.d.comb += [unit.issue.eq(icu.issue), unit.insn.eq(icu.insn)]
+            if ahead:
+                iss = Signal(name=f"issue_{s.name}")
+                ins = Signal.like(icu.insn, name=f"insn_{s.name}")
+                st = [Signal(name=f"{n}_{s.name}") for n in ("halted", "parked", "deskewed", "halt", "err_queue")]
+                m.d.sync += [iss.eq(icu.issue), ins.eq(icu.insn),
+                             st[0].eq(icu.halted), st[1].eq(icu.parked), st[2].eq(icu.deskewed),
+                             st[3].eq(icu.halt), st[4].eq(icu.err_queue)]
+                m.d.comb += [unit.issue.eq(iss & ~stopped), unit.insn.eq(ins)]
+                icu_st.append(st)
+            else:
+                m.d.comb += [unit.issue.eq(icu.issue), unit.insn.eq(icu.insn)]
+                icu_st.append([icu.halted, icu.parked, icu.deskewed, icu.halt, icu.err_queue])
             wiring.connect(m, unit.out, fabric.outs[p])
             wiring.connect(m, fabric.taps[p], unit.tap)
             m.d.comb += [
                 icu.load_we.eq(host.q_we[p]), icu.load_addr.eq(host.q_addr), icu.load_data.eq(host.q_data),
                 icu.len_we.eq(host.q_len_we[p]), icu.len.eq(host.q_len),
-                icu.start.eq(start),
+                icu.start.eq(icu_start),
             ]
             if s.kind == "mem":
                 m.d.comb += [
@@ -172,7 +202,7 @@ class Chip(wiring.Component):
         any_notify = Signal()
         m.d.comb += any_notify.eq(Cat(icu.notify for icu in icus).any())
         fire = line[-1]
-        with m.If(start):
+        with m.If(icu_start):
             m.d.sync += [x.eq(0) for x in line]
         with m.Elif(~hold):
             m.d.sync += line[0].eq(any_notify)
@@ -182,12 +212,14 @@ class Chip(wiring.Component):
 
         all_halted = Signal()
         deadlock = Signal()
-        m.d.comb += [
-            all_halted.eq(Cat(icu.halted for icu in icus).all()),
-            deadlock.eq(Cat(icu.halted | icu.parked for icu in icus).all()
-                        & Cat(icu.parked for icu in icus).any()
-                        & ~Cat(*line).any()),
-        ]
+        # (in the ICUs' time: with registered issue, the chip sees it one cycle later)
+        deadlock_now = (Cat(icu.halted | icu.parked for icu in icus).all()
+                        & Cat(icu.parked for icu in icus).any() & ~Cat(*line).any())
+        m.d.comb += all_halted.eq(Cat(st[0] for st in icu_st).all())
+        if ahead:
+            m.d.sync += deadlock.eq(deadlock_now)
+        else:
+            m.d.comb += deadlock.eq(deadlock_now)
 
         err_now = Signal(ErrorFlags)
         unit_err = Signal(len(ERROR_BITS))
@@ -204,23 +236,36 @@ class Chip(wiring.Component):
                       deskew_queue_err, deskew_busy_err)
         m.d.comb += err_now.eq(unit_err)
         m.d.comb += [
-            err_now.queue.eq(unit_err[ERROR_BITS.index("queue")] | Cat(icu.err_queue for icu in icus).any()
+            err_now.queue.eq(unit_err[ERROR_BITS.index("queue")] | Cat(st[4] for st in icu_st).any()
                              | deskew_queue_err),
             err_now.deadlock.eq(unit_err[ERROR_BITS.index("deadlock")] | deadlock),
             err_now.inflight.eq(unit_err[ERROR_BITS.index("inflight")] | inflight | deskew_busy_err),
         ]
         any_err = Signal()
         m.d.comb += any_err.eq(running & (err_now.as_value() != 0))
-        for icu in icus:
-            m.d.comb += icu.stop.eq(any_err)
+        if ahead:
+            # the stop reaches the ICUs a cycle late; the issue register they filled meanwhile is
+            # gated by `stopped`, so no unit sees an issue after the error cycle
+            with m.If(icu_start | start):
+                m.d.sync += stopped.eq(0)
+            with m.Elif(any_err):
+                m.d.sync += stopped.eq(1)
+            for icu in icus:
+                m.d.comb += icu.stop.eq(stopped)
+        else:
+            for icu in icus:
+                m.d.comb += icu.stop.eq(any_err)
 
+        if ahead:
+            with m.If(icu_start):
+                m.d.sync += done.eq(0)           # the host must not read the last run's result now
         with m.If(start):
             m.d.sync += [running.eq(1), done.eq(0), counter.eq(0), last_halt_p1.eq(0), errors.eq(0),
                          result_cycles.eq(0)]
         with m.Elif(running):
             with m.If(~hold):
                 m.d.sync += counter.eq(counter + 1)
-            with m.If(Cat(icu.halt for icu in icus).any()):
+            with m.If(Cat(st[3] for st in icu_st).any()):
                 m.d.sync += last_halt_p1.eq(counter + 1)
             with m.If(any_err):
                 m.d.sync += [errors.eq(errors.as_value() | err_now.as_value()), running.eq(0), done.eq(1),

@@ -16,6 +16,10 @@ Read element sampled in cycle t (``L_r = latency["mem_read"]`` >= 2)::
              addr -> read port    out driven in t+L_r-1 from the last stage
 
     natural latency 2: with L_r = 2, ``out`` is driven in t+1 straight from the SRAM read data.
+    With L_r >= 3 the address is registered first (``rd_a_*``, |addr|): the bank is read in t+1,
+    the data is valid in t+2, and L_r - 3 pad stages follow.  The write path then has L_w stages
+    (the last drives the port in t+L_w), so a read still sees exactly the writes committed by its
+    sample cycle.
 
 Write element sampled in cycle t (``L_w = latency["mem_write"]`` >= 2)::
 
@@ -101,6 +105,7 @@ class MemSlice(wiring.Component):
         abits = max(1, (depth - 1).bit_length())
         l_read, l_write = cfg.latency["mem_read"], cfg.latency["mem_write"]
         assert l_read >= 2 and l_write >= 2
+        addr_reg = int(l_read >= 3)
 
         m.submodules.bank = bank = self.bank
         rport = bank.read_port()            # not transparent: sees writes of earlier cycles only
@@ -165,19 +170,28 @@ class MemSlice(wiring.Component):
         rd_err_empty = rd_el & ~rd_operands_ok
         rd_err_addr = rd_el & rd_operands_ok & ~in_range(rd_el_addr)
 
+        # with L_r >= 3 the bank address is registered (|addr|): the bank is read one cycle after
+        # the sample cycle, and the write path gets one more stage so the ordering stays the same
+        port_ok, port_addr, port_s = rd_ok, rd_el_addr[:abits], rd_el_s
+        rd_stage_valids = []
+        if addr_reg:
+            port_ok, port_addr = Signal(name="rd_a_ok"), Signal(abits, name="rd_a_addr")
+            port_s = Signal(isa.StreamField, name="rd_a_dst")
+            m.d.sync += [port_ok.eq(rd_ok), port_addr.eq(rd_el_addr[:abits]), port_s.eq(rd_el_s)]
+            rd_stage_valids.append(port_ok)
         m.d.comb += [
-            rport.addr.eq(Mux(rd_ok, rd_el_addr[:abits], self.host_addr[:abits])),
-            rport.en.eq(rd_ok | self.host_re),
+            rport.addr.eq(Mux(port_ok, port_addr, self.host_addr[:abits])),
+            rport.en.eq(port_ok | self.host_re),
             self.host_rdata.eq(rport.data),
         ]
 
-        # result pipeline: stage 1 = the cycle the read data is valid, then L_r - 2 pad stages
+        # result pipeline: stage 1 = the cycle the read data is valid, then pad stages
         rd_valid = Signal(name="rd_s1_valid")
         rd_dst = Signal(isa.StreamField, name="rd_s1_dst")
-        m.d.sync += [rd_valid.eq(rd_ok), rd_dst.eq(rd_el_s)]
+        m.d.sync += [rd_valid.eq(port_ok), rd_dst.eq(port_s)]
         rd_data = rport.data
-        rd_stage_valids = [rd_valid]
-        for k in range(2, l_read):
+        rd_stage_valids.append(rd_valid)
+        for k in range(2 + addr_reg, l_read):
             v = Signal(name=f"rd_s{k}_valid")
             d = Signal(isa.StreamField, name=f"rd_s{k}_dst")
             x = Signal(vec(cfg.lanes), name=f"rd_s{k}_data")
@@ -241,7 +255,7 @@ class MemSlice(wiring.Component):
         # L_w - 1 stages; the last drives the write port
         wr_valid, wr_stage_addr, wr_data = wr_ok, wr_el_addr[:abits], wr_src_data
         wr_stage_valids = []
-        for k in range(1, l_write):
+        for k in range(1, l_write + addr_reg):
             v = Signal(name=f"wr_s{k}_valid")
             a = Signal(abits, name=f"wr_s{k}_addr")
             x = Signal(vec(cfg.lanes), name=f"wr_s{k}_data")
@@ -263,6 +277,8 @@ class MemSlice(wiring.Component):
             self.err.addr.eq(rd_err_addr | wr_err_addr),
             self.err.busy.eq((issue_rd & (rd_left != 0)) | (issue_wr & (wr_left != 0))),
         ]
+        # (|addr|: the extra write stage drives the port in the commit cycle itself, so it is done)
+        wr_busy_stages = wr_stage_valids[:len(wr_stage_valids) - addr_reg]
         m.d.comb += self.busy.eq(issue_rd | issue_wr | (rd_left != 0) | (wr_left != 0)
-                                 | Cat(*rd_stage_valids, *wr_stage_valids).any())
+                                 | Cat(*rd_stage_valids, *wr_busy_stages).any())
         return m

@@ -3,7 +3,8 @@
 One sub-unit.  SHIFT/ROT/PERM/DIST: element k of an instruction issued at t samples stream ``a``
 during t+k, goes through one byte crossbar (every output lane picks any input lane, or zero) and
 is driven on ``out`` during t+k+L-1, L = ``sxm``: the crossbar output is registered (the minimum
-L = 2) and padded by L-2 delay registers.
+L = 2); with L >= 3 the crossbar's input row and lane map are registered too (|in|), and the rest
+of L pads the result with delay registers.
 
 TRANS (count field 0) takes ``lanes`` rows x_0..x_{lanes-1} on cycles t..t+lanes-1 into a register
 buffer that shifts rows in; from the last input cycle on, output row j = (x_0[j], ..., x_{lanes-1}[j])
@@ -122,7 +123,7 @@ class SxmSlice(wiring.Component):
         m.d.comb += xin.eq(Mux(is_trans, trow, x))
         k = v.imm                                                  # signed 8
         dist_src = (k + Const(0, signed(lb + 1)))[0:lb]            # python-style negative lanes too
-        res = []
+        srcs, zeros = [], []
         for j in range(lanes):
             d = Signal(signed(max(lb, 8) + 2), name=f"shift_src{j}")
             src = Signal(lb, name=f"xbar_src{j}")
@@ -139,23 +140,37 @@ class SxmSlice(wiring.Component):
                     m.d.comb += src.eq(dist_src)
                 with m.Default():
                     m.d.comb += src.eq(j)
-            lane = Signal(8, name=f"xbar_out{j}")
-            m.d.comb += lane.eq(Mux(zero, 0, xin.word_select(src, 8)))
-            res.append(lane)
-
-        # --- result pipeline: the register after the crossbar, then L-2 delay stages --------------
+            srcs.append(src)
+            zeros.append(zero)
         rvalid = (sample & (dec[O.SHIFT] | dec[O.ROT] | dec[O.PERM] | dec[O.DIST])) | trans_out
-        stage = {"valid": rvalid, "index": v.d.index, "west": v.d.west, "data": Cat(*res)}
+        stage = {"valid": rvalid, "index": v.d.index, "west": v.d.west, "data": xin,
+                 "src": Cat(*srcs), "zero": Cat(*zeros)}
         valids = []
-        for n in range(self.latency - 1):
-            tag = "r" if n == 0 else f"d{n}"
-            nxt = {}
-            for key, val in stage.items():
+
+        def register(tag, vals):
+            out = {}
+            for key, val in vals.items():
                 sig = Signal(len(val) if key != "valid" else 1, name=f"res_{tag}_{key}")
                 m.d.sync += sig.eq(val)
-                nxt[key] = sig
-            valids.append(nxt["valid"])
-            stage = nxt
+                out[key] = sig
+            valids.append(out["valid"])
+            return out
+
+        # |in| (sxm >= 3): the selected row and the lane map are registered before the crossbar
+        cut = self.latency >= 3
+        if cut:
+            stage = register("in", stage)
+        res = []
+        for j in range(lanes):
+            lane = Signal(8, name=f"xbar_out{j}")
+            src = stage["src"][lb * j:lb * (j + 1)]
+            m.d.comb += lane.eq(Mux(stage["zero"][j], 0, stage["data"].word_select(src, 8)))
+            res.append(lane)
+        stage = {"valid": stage["valid"], "index": stage["index"], "west": stage["west"], "data": Cat(*res)}
+
+        # --- result pipeline: the register after the crossbar, then delay stages ---------------------
+        for n in range(self.latency - 1 - cut):
+            stage = register("r" if n == 0 else f"d{n}", stage)
         m.d.comb += [
             self.out.valid.eq(stage["valid"]),
             self.out.index.eq(stage["index"]),

@@ -7,7 +7,7 @@ during t+k+L-1 (visible on the stream during t+k+L), L the op's configured laten
 ===========================  ===========  =========================================================
 ops                          latency      pipeline; ``|cut|`` = optional register stage
 ===========================  ===========  =========================================================
-MOV ADD SUB MIN MAX RELU     ``vxm_alu``  operands -> ALU -> result register
+MOV ADD SUB MIN MAX RELU     ``vxm_alu``  operands |in| ALU -> result register
 SHL SHR AND OR XOR SEL ADD32
 MUL                          ``vxm_mul``  operands |in| 8x16 product |prod| coarse shift (by 8s)
                                           |coarse| fine shift, round, saturate -> result register
@@ -23,7 +23,7 @@ M high bytes, SH, Z), LDLUT
 ===========================  ===========  =========================================================
 
 Each op class has its own result pipeline of L-1 registers.  The last one is always the result
-register; the cuts are used in the order of priority MUL: prod, in, coarse; REQ: prod, sum, in,
+register; the cuts are used in the order of priority ALU: in; MUL: prod, in, coarse; REQ: prod, sum, in,
 coarse; LUT: in, as far as L-1 leaves room, and what is left over pads the result as a delay line.
 At the minimum latency (2) every op computes in its sample cycle.  tiny (mul 3, req 4, lut 2):
 MUL |prod|, REQ |prod|sum|; fpga (mul 5, req 6, lut 3): MUL |in|prod|coarse|, REQ
@@ -281,13 +281,20 @@ class VxmSlice(wiring.Component):
         pipes = []
 
         # --- ALU: int8 ops and ADD32 -------------------------------------------------------------
-        alu = Pipe(m, "alu", lat["vxm_alu"])
+        # |in| (vxm_alu >= 3): the selected operands are registered, the ALU gets a cycle of its own
+        alu = Pipe(m, "alu", lat["vxm_alu"], cuts=("in",))
         pipes.append(alu)
+        s = alu.cut("in", {**meta(dec["alu8"] | dec["add32"], dec["add32"]), "op": op.as_value(), "sh": v.sh,
+                           "add32": dec["add32"], "a": [p[0] for p in a], "b": [p[0] for p in bb], "y": ys,
+                           "cs": [xc[j].any() for j in range(lanes)]})
         planes = [[None] * lanes for _ in range(INT32_PLANES)]
+        sa = [_lanes(pa, lanes) for pa in s["a"]]
+        sb = [_lanes(pb, lanes) for pb in s["b"]]
         for j in range(lanes):
-            x, y, bs, cs = xa[j].as_signed(), ys[j], xb[j], xc[j]
+            xu, bs = sa[0][j], sb[0][j]
+            x, y = xu.as_signed(), s["y"][j]
             r = Signal(8, name=f"alu_res{j}")
-            with m.Switch(op):
+            with m.Switch(s["op"]):
                 with m.Case(O.MOV):
                     m.d.comb += r.eq(x)
                 with m.Case(O.ADD):
@@ -301,9 +308,9 @@ class VxmSlice(wiring.Component):
                 with m.Case(O.RELU):
                     m.d.comb += r.eq(Mux(x[7], 0, x))
                 with m.Case(O.SHL):
-                    m.d.comb += r.eq((xa[j] << v.sh)[0:8])
+                    m.d.comb += r.eq((xu << s["sh"])[0:8])
                 with m.Case(O.SHR):
-                    m.d.comb += r.eq((x >> v.sh)[0:8])
+                    m.d.comb += r.eq((x >> s["sh"])[0:8])
                 with m.Case(O.AND):
                     m.d.comb += r.eq((x & y)[0:8])
                 with m.Case(O.OR):
@@ -311,14 +318,13 @@ class VxmSlice(wiring.Component):
                 with m.Case(O.XOR):
                     m.d.comb += r.eq((x ^ y)[0:8])
                 with m.Case(O.SEL):
-                    m.d.comb += r.eq(Mux(cs.any(), xa[j], bs))
+                    m.d.comb += r.eq(Mux(s["cs"][j], xu, bs))
             s32 = Signal(32, name=f"add32_sum{j}")
-            m.d.comb += s32.eq(Cat(*(p[0][8 * j:8 * j + 8] for p in a)) + Cat(*(p[0][8 * j:8 * j + 8] for p in bb)))
-            planes[0][j] = Mux(dec["add32"], s32[0:8], r)
+            m.d.comb += s32.eq(Cat(*(p[j] for p in sa)) + Cat(*(p[j] for p in sb)))
+            planes[0][j] = Mux(s["add32"], s32[0:8], r)
             for p in range(1, INT32_PLANES):
                 planes[p][j] = s32[8 * p:8 * p + 8]
-        alu_out = alu.finish({**meta(dec["alu8"] | dec["add32"], dec["add32"]),
-                              "data": [Cat(*pl) for pl in planes]})
+        alu_out = alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]})
 
         # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
         mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "coarse"))

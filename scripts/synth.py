@@ -195,6 +195,8 @@ def build(args):
     overrides = {"nextpnr_opts": "--timing-allow-fail --report nextpnr_report.json"}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
+    else:
+        overrides["nextpnr_opts"] += " --router router2"     # far faster than router1 on the full chip
     env = tool_env()
     os.environ.update({k: env[k] for k in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK", "NEXTPNR_ICE40", "ICEPACK",
                                            "OPENFPGALOADER")})

@@ -211,4 +211,4 @@ def test_cli_config_show():
     for key in ("SRAM", "65536 bytes", "peak int8 MACs/cycle      256", "stream bandwidth", "peak TOPS"):
         assert key in r.stdout
     r = _cli("config", "show", "fpga", "--json")
-    assert '"sram_bytes": 262144' in r.stdout
+    assert '"sram_bytes": 131072' in r.stdout

@@ -34,7 +34,7 @@ def test_tray_and_fpga():
     tray = load_config("tray")
     assert tray.chips == 8 and tray.c2c_ports == 7 and len(tray.ppm) == 8
     fpga = load_config("fpga")
-    assert fpga.sram_bytes == 256 * 1024
+    assert fpga.sram_bytes == 128 * 1024 and fpga.lanes == 8
 
 
 def test_load_from_file(tmp_path):
