@@ -168,23 +168,33 @@ class ICU(wiring.Component):
         m.d.comb += [self.halted.eq(state == State.HALT), self.parked.eq(state == State.SYNC),
                      self.deskewed.eq(state == State.DESKEW)]
 
-        go = Signal()                             # this queue issues in this cycle
-        m.d.comb += go.eq(((state == State.RUN) & (cnt == 0)) | ((state == State.SYNC) & self.fire) |
-                          ((state == State.DESKEW) & self.deskew_go))
-
+        # cnt == 0, rep_left != 0 and pc >= length, kept in registers next to the counters (set
+        # wherever those are), so the issue decision starts from flip-flops, not from wide compares
+        cnt_zero = Signal(init=1)
         rep_active = Signal()
-        m.d.comb += rep_active.eq(rep_left != 0)
+        at_end = Signal()
+        go = Signal()                             # this queue issues in this cycle
+        m.d.comb += go.eq(((state == State.RUN) & cnt_zero) | ((state == State.SYNC) & self.fire) |
+                          ((state == State.DESKEW) & self.deskew_go))
 
         consume = Signal()
         # the read port's data is the word at pc + 2 (pc of the next cycle + 1)
         m.d.comb += rd.addr.eq(Mux(self.start, 2, Mux(consume, pc + 3, pc + 2)))
         with m.If(self.start):
-            m.d.sync += [pc.eq(0), head.eq(word0), nxt.eq(word1), head_step.eq(step_of(word0))]
+            m.d.sync += [pc.eq(0), head.eq(word0), nxt.eq(word1), head_step.eq(step_of(word0)),
+                         at_end.eq(length == 0)]
         with m.Elif(consume):
-            m.d.sync += [pc.eq(pc + 1), head.eq(nxt), nxt.eq(rd.data), head_step.eq(step_of(nxt))]
+            m.d.sync += [pc.eq(pc + 1), head.eq(nxt), nxt.eq(rd.data), head_step.eq(step_of(nxt)),
+                         at_end.eq(pc + 1 >= length)]
 
-        with m.If((state == State.RUN) & (cnt != 0)):
-            m.d.sync += cnt.eq(cnt - 1)
+        def set_cnt(v):
+            m.d.sync += [cnt.eq(v), cnt_zero.eq(v == 0)]
+
+        def set_rep(v):
+            m.d.sync += [rep_left.eq(v), rep_active.eq(v != 0)]
+
+        with m.If((state == State.RUN) & ~cnt_zero):
+            m.d.sync += [cnt.eq(cnt - 1), cnt_zero.eq(cnt == 1)]
 
         unit_op = Signal()
         m.d.comb += unit_op.eq(0)
@@ -194,14 +204,16 @@ class ICU(wiring.Component):
                     m.d.comb += unit_op.eq(1)
 
         with m.If(self.start):
-            m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), cnt.eq(0), rep_left.eq(0),
-                         adv.eq(adv_last)]
+            m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), adv.eq(adv_last)]
+            set_cnt(0)
+            set_rep(0)
         with m.Elif(go):
             with m.If(rep_active):
                 m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
-                m.d.sync += [rep_left.eq(rep_left - 1), cnt.eq(rep_d - 1), state.eq(State.RUN),
-                             adv.eq(Mux(rep_left == 1, adv_last, adv_more))]
-            with m.Elif(pc >= length):
+                m.d.sync += [state.eq(State.RUN), adv.eq(Mux(rep_left == 1, adv_last, adv_more))]
+                m.d.sync += [rep_left.eq(rep_left - 1), rep_active.eq(rep_left != 1)]
+                m.d.sync += [cnt.eq(rep_d - 1), cnt_zero.eq(rep_d == 1)]
+            with m.Elif(at_end):
                 m.d.comb += self.err_queue.eq(1)
                 m.d.sync += state.eq(State.HALT)
             with m.Else():
@@ -209,18 +221,20 @@ class ICU(wiring.Component):
                 m.d.comb += consume.eq(1)
                 with m.Switch(cur.op):
                     with m.Case(Opcode.NOP):
-                        m.d.sync += cnt.eq(cur.args.ctl.n - 1)
+                        set_cnt(cur.args.ctl.n - 1)
                     with m.Case(Opcode.REPEAT):
                         d = cur.args.ctl.d
                         m.d.sync += rep_d.eq(d)
                         with m.If(d == 1):
                             # the first repetition issues right now (t + 1)
                             m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
-                            m.d.sync += [rep_left.eq(cur.args.ctl.n - 1), cnt.eq(0),
-                                         adv.eq(Mux(cur.args.ctl.n == 1, adv_last, adv_more))]
+                            m.d.sync += adv.eq(Mux(cur.args.ctl.n == 1, adv_last, adv_more))
+                            set_rep(cur.args.ctl.n - 1)
+                            set_cnt(0)
                         with m.Else():
                             # the repetitions start again from `last`: `adv` stays advance(last)
-                            m.d.sync += [rep_left.eq(cur.args.ctl.n), cnt.eq(d - 2)]
+                            set_rep(cur.args.ctl.n)
+                            set_cnt(d - 2)
                     with m.Case(Opcode.SYNC):
                         m.d.sync += state.eq(State.SYNC)
                     with m.Case(Opcode.DESKEW):
