@@ -22,9 +22,10 @@ Issue registers (every chip without C2C): the ICUs and the NOTIFY line run one c
 rest of the chip.  They see the host's START one cycle before the counter, the stream fabric and
 the run state do, and every ICU output (``issue``, ``insn``, the queue states and pulses) reaches the
 units and the run logic through a register.  So no ICU logic and no queue memory sits in a path
-into a unit.  The cycle counts are unchanged.  An error in cycle c stops the ICUs one cycle late
-(``stopped``, a register, instead of the error itself).  The issue they registered meanwhile is
-masked, so no unit sees an issue after cycle c.  Chips with C2C keep the combinational issue,
+into a unit.  The cycle counts are unchanged.  The run logic acts on cycle c's error flags and
+all-halted state in cycle c+1 (``err_seen``, ``halted_seen``, with c's counter), so the status
+(flags, cycles) is exactly as before; the units may still see the issues of cycle c+1 after an error
+in c (``stopped`` masks them from c+2), which only matters to a program that has already failed.  Chips with C2C keep the combinational issue,
 because DESKEW's release is decided in the cycle the queues leave it.
 
 C2C (only when the floorplan has a c2c slice; docs/c2c.md): the ``C2CSlice``, per port p a
@@ -241,11 +242,24 @@ class Chip(wiring.Component):
             err_now.deadlock.eq(unit_err[ERROR_BITS.index("deadlock")] | deadlock),
             err_now.inflight.eq(unit_err[ERROR_BITS.index("inflight")] | inflight | deskew_busy_err),
         ]
-        any_err = Signal()
-        m.d.comb += any_err.eq(running & (err_now.as_value() != 0))
+        # With registered issue the run logic also decides one cycle late: the error flags and the
+        # all-halted state of cycle c are registered and acted on in c+1 (with c's counter), so no
+        # unit's combinational err/busy crosses the chip into the run state and the ICUs' stop.
         if ahead:
-            # the stop reaches the ICUs a cycle late; the issue register they filled meanwhile is
-            # gated by `stopped`, so no unit sees an issue after the error cycle
+            dec_err = Signal(ErrorFlags, name="err_seen")     # cycle c's errors, in c+1
+            dec_halted = Signal(name="halted_seen")
+            with m.If(start):
+                m.d.sync += [dec_err.eq(0), dec_halted.eq(0)]
+            with m.Else():
+                m.d.sync += [dec_err.eq(err_now), dec_halted.eq(all_halted)]
+            dec_cycle = (counter - 1)[:32]
+        else:
+            dec_err, dec_halted, dec_cycle = err_now, all_halted, counter
+        any_err = Signal()
+        m.d.comb += any_err.eq(running & (dec_err.as_value() != 0))
+        if ahead:
+            # the stop reaches the ICUs two cycles late (err_seen, stopped); `stopped` also masks the
+            # issue registers, so units see at most the issues of the one cycle after the error
             with m.If(icu_start | start):
                 m.d.sync += stopped.eq(0)
             with m.Elif(any_err):
@@ -268,9 +282,9 @@ class Chip(wiring.Component):
             with m.If(Cat(st[3] for st in icu_st).any()):
                 m.d.sync += last_halt_p1.eq(counter + 1)
             with m.If(any_err):
-                m.d.sync += [errors.eq(errors.as_value() | err_now.as_value()), running.eq(0), done.eq(1),
-                             result_cycles.eq(counter)]
-            with m.Elif(all_halted):
+                m.d.sync += [errors.eq(errors.as_value() | dec_err.as_value()), running.eq(0), done.eq(1),
+                             result_cycles.eq(dec_cycle)]
+            with m.Elif(dec_halted):
                 m.d.sync += [running.eq(0), done.eq(1), result_cycles.eq(last_halt_p1)]
 
         m.d.comb += [

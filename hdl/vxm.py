@@ -391,7 +391,8 @@ class VxmSlice(wiring.Component):
         lut_we = Signal(name="ldlut_we")
         m.d.comb += [
             row.eq(imm + k),
-            row_ok.eq((row >= 0) & (row < self.lut_rows)),
+            row_ok.eq(~row[exact_log2(self.lut_rows):].any() if self.lut_rows & (self.lut_rows - 1) == 0 and self.lut_rows
+                      else (row >= 0) & (row < self.lut_rows)),
             lut_we.eq(el & dec["ldlut"] & row_ok),
             self.err.addr.eq(el & dec["ldlut"] & ~row_ok),
         ]
