@@ -23,9 +23,10 @@ rest of the chip.  They see the host's START one cycle before the counter, the s
 the run state do, and every ICU output (``issue``, ``insn``, the queue states and pulses) reaches the
 units and the run logic through a register.  So no ICU logic and no queue memory sits in a path
 into a unit.  The cycle counts are unchanged.  The run logic acts on cycle c's error flags and
-all-halted state in cycle c+1 (``err_seen``, ``halted_seen``, with c's counter), so the status
-(flags, cycles) is exactly as before; the units may still see the issues of cycle c+1 after an error
-in c (``stopped`` masks them from c+2), which only matters to a program that has already failed.  Chips with C2C keep the combinational issue,
+all-halted state in cycle c+2 (per-unit registers ``err_<slice>``/``busy_<slice>`` in c+1, their
+OR ``err_seen`` in c+2, with c's counter), so the status (flags, cycles) is exactly as before; the
+units may still see the issues of cycles c+1 and c+2 after an error in c (``stopped`` masks them
+from c+3), which only matters to a program that has already failed.  Chips with C2C keep the combinational issue,
 because DESKEW's release is decided in the cycle the queues leave it.
 
 C2C (only when the floorplan has a c2c slice; docs/c2c.md): the ``C2CSlice``, per port p a
@@ -49,7 +50,7 @@ The held cycles are counted in ``stall`` (STATUS word 1, bits 32-63).
 
 import math
 
-from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal
+from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -222,44 +223,62 @@ class Chip(wiring.Component):
         else:
             m.d.comb += deadlock.eq(deadlock_now)
 
-        err_now = Signal(ErrorFlags)
-        unit_err = Signal(len(ERROR_BITS))
-        acc = 0
-        for u in units:
-            acc = acc | u.err.as_value()
-        m.d.comb += unit_err.eq(acc)
-        inflight = all_halted & Cat(u.busy for u in units).any()
         stall = Signal(32)                 # cycles DESKEW held the chip
         deskew_queue_err = Signal()
         deskew_busy_err = Signal()
         if self.has_c2c:
             self._c2c(m, c2c, icus, units, start, running, counter, hold, stall,
                       deskew_queue_err, deskew_busy_err)
+        unit_errs = [u.err.as_value() for u in units]
+        unit_busy = [u.busy for u in units]
+        queue_err = Cat(st[4] for st in icu_st).any()
+        halted_now, deadlock_now = all_halted, deadlock
+        if ahead:
+            # With registered issue the run logic decides two cycles late: cycle c's unit err/busy
+            # vectors, queue states and deadlock are registered per unit in c+1 (no OR across the
+            # chip in front of a register yet), OR-ed into ``err_seen`` in c+2, and acted on in c+2
+            # with c's counter.  So no unit's combinational err/busy crosses the chip in one cycle.
+            def stage1(name, v):
+                r = Signal(len(Value.cast(v)), name=name)
+                with m.If(start):
+                    m.d.sync += r.eq(0)
+                with m.Else():
+                    m.d.sync += r.eq(v)
+                return r
+            unit_errs = [stage1(f"err_{s.name}", e) for s, e in zip(cfg.slices, unit_errs)]
+            unit_busy = [stage1(f"busy_{s.name}", b) for s, b in zip(cfg.slices, unit_busy)]
+            queue_err = stage1("queue_err_d", queue_err)
+            halted_now = stage1("halted_d", all_halted)
+            deadlock_now = stage1("deadlock_d", deadlock)
+        err_now = Signal(ErrorFlags)
+        unit_err = Signal(len(ERROR_BITS))
+        acc = 0
+        for e in unit_errs:
+            acc = acc | e
+        m.d.comb += unit_err.eq(acc)
+        inflight = halted_now & Cat(*unit_busy).any()
         m.d.comb += err_now.eq(unit_err)
         m.d.comb += [
-            err_now.queue.eq(unit_err[ERROR_BITS.index("queue")] | Cat(st[4] for st in icu_st).any()
-                             | deskew_queue_err),
-            err_now.deadlock.eq(unit_err[ERROR_BITS.index("deadlock")] | deadlock),
+            err_now.queue.eq(unit_err[ERROR_BITS.index("queue")] | queue_err | deskew_queue_err),
+            err_now.deadlock.eq(unit_err[ERROR_BITS.index("deadlock")] | deadlock_now),
             err_now.inflight.eq(unit_err[ERROR_BITS.index("inflight")] | inflight | deskew_busy_err),
         ]
-        # With registered issue the run logic also decides one cycle late: the error flags and the
-        # all-halted state of cycle c are registered and acted on in c+1 (with c's counter), so no
-        # unit's combinational err/busy crosses the chip into the run state and the ICUs' stop.
         if ahead:
-            dec_err = Signal(ErrorFlags, name="err_seen")     # cycle c's errors, in c+1
+            dec_err = Signal(ErrorFlags, name="err_seen")     # cycle c's errors, in c+2
             dec_halted = Signal(name="halted_seen")
             with m.If(start):
                 m.d.sync += [dec_err.eq(0), dec_halted.eq(0)]
             with m.Else():
-                m.d.sync += [dec_err.eq(err_now), dec_halted.eq(all_halted)]
-            dec_cycle = (counter - 1)[:32]
+                m.d.sync += [dec_err.eq(err_now), dec_halted.eq(halted_now)]
+            dec_cycle = (counter - 2)[:32]
         else:
             dec_err, dec_halted, dec_cycle = err_now, all_halted, counter
         any_err = Signal()
         m.d.comb += any_err.eq(running & (dec_err.as_value() != 0))
         if ahead:
-            # the stop reaches the ICUs two cycles late (err_seen, stopped); `stopped` also masks the
-            # issue registers, so units see at most the issues of the one cycle after the error
+            # the stop reaches the ICUs three cycles late (err_*, err_seen, stopped); `stopped` also
+            # masks the issue registers, so units see at most the issues of the two cycles after
+            # the error
             with m.If(icu_start | start):
                 m.d.sync += stopped.eq(0)
             with m.Elif(any_err):

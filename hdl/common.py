@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..firmware.isa import INT32_PLANES, Instr
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
-           "hw_multipliers", "lut_mul8"]
+           "hw_multipliers", "lut_mul8", "below"]
 
 
 def vec(lanes):
@@ -121,3 +121,12 @@ def lut_mul8(m, x, w, name):
     r = Signal(signed(16), name=name)
     m.d.comb += r.eq(lo + (hi << 2))
     return r
+
+
+def below(v, n):
+    """``v < n`` for an unsigned `v`; a bit test (no comparator) when n is a power of two."""
+    v = Value.cast(v)
+    if n >= 1 and n & (n - 1) == 0:
+        lg = n.bit_length() - 1
+        return ~v[lg:].any() if lg < len(v) else Const(1, 1)
+    return v < n

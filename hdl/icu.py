@@ -187,8 +187,8 @@ class ICU(wiring.Component):
             m.d.sync += [pc.eq(pc + 1), head.eq(nxt), nxt.eq(rd.data), head_step.eq(step_of(nxt)),
                          at_end.eq(pc + 1 >= length)]
 
-        def set_cnt(v):
-            m.d.sync += [cnt.eq(v), cnt_zero.eq(v == 0)]
+        def set_cnt(v, zero):
+            m.d.sync += [cnt.eq(v), cnt_zero.eq(zero)]      # zero: v == 0, in the cheapest form
 
         def set_rep(v):
             m.d.sync += [rep_left.eq(v), rep_active.eq(v != 0)]
@@ -205,7 +205,7 @@ class ICU(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), adv.eq(adv_last)]
-            set_cnt(0)
+            set_cnt(0, 1)
             set_rep(0)
         with m.Elif(go):
             with m.If(rep_active):
@@ -221,7 +221,7 @@ class ICU(wiring.Component):
                 m.d.comb += consume.eq(1)
                 with m.Switch(cur.op):
                     with m.Case(Opcode.NOP):
-                        set_cnt(cur.args.ctl.n - 1)
+                        set_cnt(cur.args.ctl.n - 1, cur.args.ctl.n == 1)
                     with m.Case(Opcode.REPEAT):
                         d = cur.args.ctl.d
                         m.d.sync += rep_d.eq(d)
@@ -230,11 +230,11 @@ class ICU(wiring.Component):
                             m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
                             m.d.sync += adv.eq(Mux(cur.args.ctl.n == 1, adv_last, adv_more))
                             set_rep(cur.args.ctl.n - 1)
-                            set_cnt(0)
+                            set_cnt(0, 1)
                         with m.Else():
                             # the repetitions start again from `last`: `adv` stays advance(last)
                             set_rep(cur.args.ctl.n)
-                            set_cnt(d - 2)
+                            set_cnt(d - 2, d == 2)
                     with m.Case(Opcode.SYNC):
                         m.d.sync += state.eq(State.SYNC)
                     with m.Case(Opcode.DESKEW):

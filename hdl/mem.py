@@ -16,10 +16,14 @@ Read element sampled in cycle t (``L_r = latency["mem_read"]`` >= 2)::
              addr -> read port    out driven in t+L_r-1 from the last stage
 
     natural latency 2: with L_r = 2, ``out`` is driven in t+1 straight from the SRAM read data.
-    With L_r >= 3 the address is registered first (``rd_a_*``, |addr|): the bank is read in t+1,
-    the data is valid in t+2, and L_r - 3 pad stages follow.  The write path then has L_w stages
-    (the last drives the port in t+L_w), so a read still sees exactly the writes committed by its
-    sample cycle.
+    With L_r >= 3 the element is registered first (``rd_q_*``, |el|: valid operands, base, index,
+    sequential address): its address is formed and range-checked in t+1 and goes straight to the
+    bank, the data is valid in t+2, and L_r - 3 pad stages follow.  The write path then has one
+    more stage (``wr_q_*``; the last stage drives the port in t+L_w), so a read still sees exactly
+    the writes committed by its sample cycle.  With L_r >= 4 the checked address is registered as
+    well (``rd_a_*``, |addr|): the bank is read in t+2, and the write path gets a second extra
+    stage.  An ``addr`` error is then flagged combinationally
+    in t+1 (still the cycle after the sample cycle).
 
 Write element sampled in cycle t (``L_w = latency["mem_write"]`` >= 2)::
 
@@ -80,6 +84,22 @@ def pick_stream(tap, sf):
     return data, valid
 
 
+def element_stage(m, prefix, reg, el, gather, base, seq, idx, dst, valids):
+    """This cycle's element (valid operands, GATHER/SCATTER flag, base, sequential address, index,
+    and the destination or the data), registered when `reg` (|el|, appending its valid to
+    `valids`), else as it is."""
+    vals = {"el": el, "gather": gather, "base": base, "seq": seq, "idx": idx, "dst": dst}
+    if not reg:
+        return vals
+    out = {}
+    for k, v in vals.items():
+        r = Signal(v.shape(), name=f"{prefix}_q_{k}")
+        m.d.sync += r.eq(v)
+        out[k] = r
+    valids.append(out["el"])
+    return out
+
+
 class MemSlice(wiring.Component):
     """One MEM bank; built as ``MemSlice(cfg, slice)``.  See the module docstring for timing."""
 
@@ -105,7 +125,8 @@ class MemSlice(wiring.Component):
         abits = max(1, (depth - 1).bit_length())
         l_read, l_write = cfg.latency["mem_read"], cfg.latency["mem_write"]
         assert l_read >= 2 and l_write >= 2
-        addr_reg = int(l_read >= 3)
+        el_reg = int(l_read >= 3)
+        addr_reg = int(l_read >= 4)
 
         m.submodules.bank = bank = self.bank
         rport = bank.read_port()            # not transparent: sees writes of earlier cycles only
@@ -164,22 +185,25 @@ class MemSlice(wiring.Component):
         ]
 
         rd_idx_data, rd_idx_valid = pick_stream(self.tap, rd_el_a)
-        rd_el_addr = Signal(ADDR, name="rd_el_addr")
-        m.d.comb += rd_el_addr.eq(Mux(rd_el_gather, rd_el_base + rd_idx_data[:16], rd_el_seq))
         rd_operands_ok = ~rd_el_gather | rd_idx_valid
-        rd_ok = Signal(name="rd_ok")                  # the element reads the bank this cycle
-        m.d.comb += rd_ok.eq(rd_el & rd_operands_ok & in_range(rd_el_addr))
         rd_err_empty = rd_el & ~rd_operands_ok
-        rd_err_addr = rd_el & rd_operands_ok & ~in_range(rd_el_addr)
-
-        # with L_r >= 3 the bank address is registered (|addr|): the bank is read one cycle after
-        # the sample cycle, and the write path gets one more stage so the ordering stays the same
-        port_ok, port_addr, port_s = rd_ok, rd_el_addr[:abits], rd_el_s
+        # with L_r >= 3 the element is registered first (|el|): its address is formed, checked and
+        # sent to the bank one cycle after the sample cycle, and the write path gets one more stage
+        # so that the ordering stays the same
         rd_stage_valids = []
+        q = element_stage(m, "rd", el_reg, rd_el & rd_operands_ok, rd_el_gather, rd_el_base, rd_el_seq,
+                          rd_idx_data[:16], rd_el_s, rd_stage_valids)
+        rd_el_addr = Signal(ADDR, name="rd_el_addr")
+        m.d.comb += rd_el_addr.eq(Mux(q["gather"], q["base"] + q["idx"], q["seq"]))
+        rd_ok = Signal(name="rd_ok")                  # the element reads the bank this cycle
+        m.d.comb += rd_ok.eq(q["el"] & in_range(rd_el_addr))
+        rd_err_addr = q["el"] & ~in_range(rd_el_addr)
+        port_ok, port_addr, port_s = rd_ok, rd_el_addr[:abits], q["dst"]
         if addr_reg:
+            # |addr| (L_r >= 4): the checked address is registered in front of the bank too
             port_ok, port_addr = Signal(name="rd_a_ok"), Signal(abits, name="rd_a_addr")
             port_s = Signal(isa.StreamField, name="rd_a_dst")
-            m.d.sync += [port_ok.eq(rd_ok), port_addr.eq(rd_el_addr[:abits]), port_s.eq(rd_el_s)]
+            m.d.sync += [port_ok.eq(rd_ok), port_addr.eq(rd_el_addr[:abits]), port_s.eq(q["dst"])]
             rd_stage_valids.append(port_ok)
         m.d.comb += [
             rport.addr.eq(Mux(port_ok, port_addr, self.host_addr[:abits])),
@@ -193,7 +217,7 @@ class MemSlice(wiring.Component):
         m.d.sync += [rd_valid.eq(port_ok), rd_dst.eq(port_s)]
         rd_data = rport.data
         rd_stage_valids.append(rd_valid)
-        for k in range(2 + addr_reg, l_read):
+        for k in range(2 + el_reg + addr_reg, l_read):
             v = Signal(name=f"rd_s{k}_valid")
             d = Signal(isa.StreamField, name=f"rd_s{k}_dst")
             x = Signal(vec(cfg.lanes), name=f"rd_s{k}_data")
@@ -246,17 +270,19 @@ class MemSlice(wiring.Component):
 
         wr_src_data, wr_src_valid = pick_stream(self.tap, wr_el_s)
         wr_idx_data, wr_idx_valid = pick_stream(self.tap, wr_el_a)
-        wr_el_addr = Signal(ADDR, name="wr_el_addr")
-        m.d.comb += wr_el_addr.eq(Mux(wr_el_scatter, wr_el_base + wr_idx_data[:16], wr_el_seq))
         wr_operands_ok = wr_src_valid & (~wr_el_scatter | wr_idx_valid)
-        wr_ok = Signal(name="wr_ok")
-        m.d.comb += wr_ok.eq(wr_el & wr_operands_ok & in_range(wr_el_addr))
         wr_err_empty = wr_el & ~wr_operands_ok
-        wr_err_addr = wr_el & wr_operands_ok & ~in_range(wr_el_addr)
-
-        # L_w - 1 stages; the last drives the write port
-        wr_valid, wr_stage_addr, wr_data = wr_ok, wr_el_addr[:abits], wr_src_data
         wr_stage_valids = []
+        q = element_stage(m, "wr", el_reg, wr_el & wr_operands_ok, wr_el_scatter, wr_el_base, wr_el_seq,
+                          wr_idx_data[:16], wr_src_data, wr_stage_valids)
+        wr_el_addr = Signal(ADDR, name="wr_el_addr")
+        m.d.comb += wr_el_addr.eq(Mux(q["gather"], q["base"] + q["idx"], q["seq"]))
+        wr_ok = Signal(name="wr_ok")
+        m.d.comb += wr_ok.eq(q["el"] & in_range(wr_el_addr))
+        wr_err_addr = q["el"] & ~in_range(wr_el_addr)
+
+        # L_w - 1 stages after the address (|el| counts as one more); the last drives the write port
+        wr_valid, wr_stage_addr, wr_data = wr_ok, wr_el_addr[:abits], q["dst"]
         for k in range(1, l_write + addr_reg):
             v = Signal(name=f"wr_s{k}_valid")
             a = Signal(abits, name=f"wr_s{k}_addr")
@@ -274,13 +300,16 @@ class MemSlice(wiring.Component):
         # ------------------------------------------------------------------------------------
         # status
         # ------------------------------------------------------------------------------------
+        # (|el|: the address is checked in the cycle after the sample cycle, the pulse's cycle)
+        addr_dom = m.d.comb if el_reg else m.d.sync
+        addr_dom += self.err.addr.eq(rd_err_addr | wr_err_addr)
         m.d.sync += [
             self.err.empty.eq(rd_err_empty | wr_err_empty),
-            self.err.addr.eq(rd_err_addr | wr_err_addr),
             self.err.busy.eq((issue_rd & (rd_left != 0)) | (issue_wr & (wr_left != 0))),
         ]
-        # (|addr|: the extra write stage drives the port in the commit cycle itself, so it is done)
-        wr_busy_stages = wr_stage_valids[:len(wr_stage_valids) - addr_reg]
+        # (the write stages added for |el| and |addr| drive the port in or after the commit cycle:
+        # architecturally the write is done)
+        wr_busy_stages = wr_stage_valids[:len(wr_stage_valids) - el_reg - addr_reg]
         m.d.comb += self.busy.eq(issue_rd | issue_wr | (rd_left != 0) | (wr_left != 0)
                                  | Cat(*rd_stage_valids, *wr_busy_stages).any())
         return m

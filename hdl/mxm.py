@@ -70,7 +70,7 @@ from amaranth.lib.memory import Memory
 
 from ..firmware import isa
 from ..firmware.isa import INT32_PLANES, Opcode
-from .common import hw_multipliers, lut_mul8, unit_signature, vec
+from .common import below, hw_multipliers, lut_mul8, unit_signature, vec
 
 __all__ = ["MxmSlice", "tree_cuts"]
 
@@ -165,7 +165,7 @@ class MxmSlice(wiring.Component):
         # ------------------------------------------------------------------------------------
         lw, lw_left, lw_err_busy = sequencer("lw", issue_lw, with_buf=True)
         lw_vec, lw_vec_valid = pick_stream(self.tap, lw["s"])
-        lw_row_ok = lw["addr"] < lanes
+        lw_row_ok = below(lw["addr"], lanes)
         lw_ok = lw["el"] & lw_vec_valid & lw_row_ok
         lw_err_empty = lw["el"] & ~lw_vec_valid
         lw_err_addr = lw["el"] & lw_vec_valid & ~lw_row_ok
@@ -192,25 +192,31 @@ class MxmSlice(wiring.Component):
         # ------------------------------------------------------------------------------------
         mm, mm_left, mm_err_busy = sequencer("mm", issue_mm, with_buf=True, with_acc=True)
         mm_x, mm_x_valid = pick_stream(self.tap, mm["s"])
-        mm_addr_ok = mm["addr"] < depth
+        mm_addr_ok = below(mm["addr"], depth)
         mm_ok = mm["el"] & mm_x_valid & mm_addr_ok
 
         # element metadata per stage 1..E (stage k holds the element sampled k cycles ago)
         mm_meta = []
+        hz_meta = mm_meta             # all E+1 stages (mm_meta is cut to E below)
         prev = (mm_ok, mm["addr"], mm["acc"])
-        for k in range(1, e_stage + 1):
+        for k in range(1, e_stage + 2):       # (stage E+1 only feeds the hazard check)
             st = (Signal(name=f"mm_s{k}_valid"), Signal(13, name=f"mm_s{k}_addr"), Signal(name=f"mm_s{k}_accum"))
             m.d.sync += [d.eq(s) for d, s in zip(st, prev)]
             mm_meta.append(st)
             prev = st
 
         def pending(addr):
-            """An MM write to `addr` sampled in the last L_m - 1 cycles has not committed yet."""
-            return Cat(*[v & (a == addr) for v, a, _ in mm_meta]).any()
+            """In the cycle after an element's sample cycle c: an MM write to `addr` sampled in
+            c-L_m+1 .. c-1 (now in stages 2..E+1) has not committed by c."""
+            return Cat(*[v & (a == addr) for v, a, _ in hz_meta[1:]]).any()
 
         mm_err_empty = mm["el"] & ~mm_x_valid
         mm_err_addr = mm["el"] & mm_x_valid & ~mm_addr_ok
-        mm_err_hazard = mm_ok & mm["acc"] & pending(mm["addr"])
+        # the hazard check runs in c+1 on registered addresses (the pulse's cycle): stage 1 holds
+        # the element, stages 2..E+1 the writes that were pending in c
+        s1_valid, s1_addr, s1_acc = mm_meta[0]
+        mm_err_hazard = s1_valid & s1_acc & pending(s1_addr)
+        mm_meta = hz_meta[:e_stage]
 
         # stage 1: activation register and weight buffer select
         x_reg = Signal(vec(lanes), name="mm_x")
@@ -291,10 +297,11 @@ class MxmSlice(wiring.Component):
         # emit (EMIT)
         # ------------------------------------------------------------------------------------
         em, em_left, em_err_busy = sequencer("em", issue_em)
-        em_addr_ok = em["addr"] < depth
+        em_addr_ok = below(em["addr"], depth)
         em_ok = em["el"] & em_addr_ok
         em_err_addr = em["el"] & ~em_addr_ok
-        em_err_hazard = em_ok & pending(em["addr"])
+        em_h_addr = Signal(13, name="em_s1_addr")
+        m.d.sync += em_h_addr.eq(em["addr"])
         m.d.comb += [
             acc_emit.addr.eq(em["addr"][:abits]),
             acc_emit.en.eq(em_ok),
@@ -304,6 +311,7 @@ class MxmSlice(wiring.Component):
         m.d.sync += [em_valid.eq(em_ok), em_dst.eq(em["s"])]
         em_data = acc_emit.data
         em_valids = [em_valid]
+        em_err_hazard = em_valid & pending(em_h_addr)
         for k in range(2, l_emit):
             v = Signal(name=f"em_s{k}_valid")
             d = Signal(isa.StreamField, name=f"em_s{k}_dst")
@@ -326,9 +334,9 @@ class MxmSlice(wiring.Component):
         m.d.sync += [
             self.err.empty.eq(lw_err_empty | mm_err_empty),
             self.err.addr.eq(lw_err_addr | mm_err_addr | em_err_addr),
-            self.err.hazard.eq(mm_err_hazard | em_err_hazard),
             self.err.busy.eq(lw_err_busy | mm_err_busy | em_err_busy),
         ]
+        m.d.comb += self.err.hazard.eq(mm_err_hazard | em_err_hazard)      # (already in c+1)
         m.d.comb += self.busy.eq(
             issue_lw | issue_mm | issue_em | (lw_left != 0) | (mm_left != 0) | (em_left != 0)
             | Cat(*lw_busy_valids, *[v for v, _, _ in mm_meta], *em_valids).any())

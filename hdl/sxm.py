@@ -62,17 +62,19 @@ class SxmSlice(wiring.Component):
         rel = Signal(range(span + 1), name="rel")                # cycle index since issue
         new = self.insn
         new_span = Mux(new.op == O.TRANS, 2 * lanes, new.args.sxm.count)
+        idle = Signal(init=1, name="idle")            # left == 0, as a register
         m.d.comb += [
-            accept.eq(self.issue & (left == 0)),
-            self.err.busy.eq(self.issue & (left != 0)),
+            accept.eq(self.issue & idle),
+            self.err.busy.eq(self.issue & ~idle),
             ins.eq(Mux(accept, new.as_value(), cur.as_value())),
-            active.eq((accept & (new_span != 0)) | (left != 0)),
+            active.eq((accept & (new_span != 0)) | ~idle),
             rel.eq(Mux(accept, 0, knext)),
         ]
         with m.If(accept):
-            m.d.sync += [cur.eq(new), left.eq(Mux(new_span != 0, new_span - 1, 0)), knext.eq(1)]
-        with m.Elif(left != 0):
-            m.d.sync += [left.eq(left - 1), knext.eq(knext + 1)]
+            m.d.sync += [cur.eq(new), left.eq(Mux(new_span != 0, new_span - 1, 0)), knext.eq(1),
+                         idle.eq(new_span <= 1)]
+        with m.Elif(~idle):
+            m.d.sync += [left.eq(left - 1), knext.eq(knext + 1), idle.eq(left == 1)]
 
         v = ins.args.sxm
         op = ins.op

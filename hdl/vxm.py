@@ -105,9 +105,18 @@ def _meta(vals):
 
 
 def sat8(v):
-    """Saturate a signed value to int8; returns the 8-bit pattern."""
+    """Saturate a signed value to int8; returns the 8-bit pattern.
+
+    v fits int8 iff its bits 7.. are all equal (no comparator carry chains: one wide AND/NOR and a
+    mux, which is what keeps the ALU's and REQ's last stage short on an FPGA)."""
     v = Value.cast(v)
-    return Mux(v > 127, 127, Mux(v < -128, -128, v))[0:8]
+    assert v.shape().signed, "sat8 needs a signed value"
+    w = len(v)
+    if w <= 8:
+        return Cat(v, v[w - 1].replicate(8 - w))        # always fits: sign-extend
+    hi = v[7:w]
+    fits = hi.all() | ~hi.any()
+    return Mux(fits, v[0:8], Mux(v[w - 1], 0x80, 0x7F))
 
 
 def round_sat8(t):
@@ -214,17 +223,19 @@ class VxmSlice(wiring.Component):
         el = Signal(name="el_valid")                  # an element samples its operands now
         k = Signal(range(COUNT_MAX + 1), name="el_k")
         new_count = self.insn.args.vxm.count
+        idle = Signal(init=1, name="idle")            # left == 0, as a register
         m.d.comb += [
-            accept.eq(self.issue & (left == 0)),
-            self.err.busy.eq(self.issue & (left != 0)),
+            accept.eq(self.issue & idle),
+            self.err.busy.eq(self.issue & ~idle),
             ins.eq(Mux(accept, self.insn.as_value(), cur.as_value())),
-            el.eq((accept & (new_count != 0)) | (left != 0)),
+            el.eq((accept & (new_count != 0)) | ~idle),
             k.eq(Mux(accept, 0, knext)),
         ]
         with m.If(accept):
-            m.d.sync += [cur.eq(self.insn), left.eq(Mux(new_count != 0, new_count - 1, 0)), knext.eq(1)]
-        with m.Elif(left != 0):
-            m.d.sync += [left.eq(left - 1), knext.eq(knext + 1)]
+            m.d.sync += [cur.eq(self.insn), left.eq(Mux(new_count != 0, new_count - 1, 0)), knext.eq(1),
+                         idle.eq(new_count <= 1)]
+        with m.Elif(~idle):
+            m.d.sync += [left.eq(left - 1), knext.eq(knext + 1), idle.eq(left == 1)]
 
         # --- decode --------------------------------------------------------------------------
         v = ins.args.vxm
@@ -389,8 +400,10 @@ class VxmSlice(wiring.Component):
         row = Signal(signed(18), name="ldlut_row")
         row_ok = Signal(name="ldlut_row_ok")
         lut_we = Signal(name="ldlut_we")
+        row_next = Signal(signed(18), name="ldlut_row_next")   # row + 1, kept for the next element
+        m.d.sync += row_next.eq(row + 1)
         m.d.comb += [
-            row.eq(imm + k),
+            row.eq(Mux(accept, imm, row_next)),     # imm + k without an adder in the write path
             row_ok.eq(~row[exact_log2(self.lut_rows):].any() if self.lut_rows & (self.lut_rows - 1) == 0 and self.lut_rows
                       else (row >= 0) & (row < self.lut_rows)),
             lut_we.eq(el & dec["ldlut"] & row_ok),
