@@ -119,6 +119,17 @@ def sat8(v):
     return Mux(fits, v[0:8], Mux(v[w - 1], 0x80, 0x7F))
 
 
+def clamp10(y):
+    """A signed value clamped to [-512, 511], as a signed(10) (sat8(x + y), min/max(x, y) of an int8
+    x are the same with y or clamp10(y))."""
+    y = Value.cast(y)
+    w = len(y)
+    if w <= 10:
+        return y.as_signed()
+    hi = y[9:w]
+    return Mux(hi.all() | ~hi.any(), y[0:10], Mux(y[w - 1], 0x200, 0x1FF)).as_signed()
+
+
 def round_sat8(t):
     """sat8((t + 1) >> 1) for a signed t = (2 * p) >> s, i.e. sat8(rshift_round(p, s)).
 
@@ -296,14 +307,18 @@ class VxmSlice(wiring.Component):
         alu = Pipe(m, "alu", lat["vxm_alu"], cuts=("in",))
         pipes.append(alu)
         s = alu.cut("in", {**meta(dec["alu8"] | dec["add32"], dec["add32"]), "op": op.as_value(), "sh": v.sh,
-                           "add32": dec["add32"], "a": [p[0] for p in a], "b": [p[0] for p in bb], "y": ys,
+                           "add32": dec["add32"], "a": [p[0] for p in a], "b": [p[0] for p in bb],
+                           # b clamped to 10 bits for ADD/SUB and the MIN/MAX comparison (same outcome
+                           # against an int8 x), and its low byte for AND/OR/XOR and the MIN/MAX
+                           # result: no 16-bit carry chain in the ALU stage
+                           "yc": [clamp10(y) for y in ys], "yl": [y[0:8] for y in ys],
                            "cs": [xc[j].any() for j in range(lanes)]})
         planes = [[None] * lanes for _ in range(INT32_PLANES)]
         sa = [_lanes(pa, lanes) for pa in s["a"]]
         sb = [_lanes(pb, lanes) for pb in s["b"]]
         for j in range(lanes):
             xu, bs = sa[0][j], sb[0][j]
-            x, y = xu.as_signed(), s["y"][j]
+            x, y, yl = xu.as_signed(), s["yc"][j].as_signed(), s["yl"][j]
             r = Signal(8, name=f"alu_res{j}")
             with m.Switch(s["op"]):
                 with m.Case(O.MOV):
@@ -312,10 +327,10 @@ class VxmSlice(wiring.Component):
                     m.d.comb += r.eq(sat8(x + y))
                 with m.Case(O.SUB):
                     m.d.comb += r.eq(sat8(x - y))
-                with m.Case(O.MIN):
-                    m.d.comb += r.eq(Mux(x < y, x, y)[0:8])
+                with m.Case(O.MIN):                 # (the clamped b orders the same; the result
+                    m.d.comb += r.eq(Mux(x < y, xu, yl))    # is b's low byte, as in the golden model)
                 with m.Case(O.MAX):
-                    m.d.comb += r.eq(Mux(x > y, x, y)[0:8])
+                    m.d.comb += r.eq(Mux(x > y, xu, yl))
                 with m.Case(O.RELU):
                     m.d.comb += r.eq(Mux(x[7], 0, x))
                 with m.Case(O.SHL):
@@ -323,11 +338,11 @@ class VxmSlice(wiring.Component):
                 with m.Case(O.SHR):
                     m.d.comb += r.eq((x >> s["sh"])[0:8])
                 with m.Case(O.AND):
-                    m.d.comb += r.eq((x & y)[0:8])
+                    m.d.comb += r.eq(xu & yl)
                 with m.Case(O.OR):
-                    m.d.comb += r.eq((x | y)[0:8])
+                    m.d.comb += r.eq(xu | yl)
                 with m.Case(O.XOR):
-                    m.d.comb += r.eq((x ^ y)[0:8])
+                    m.d.comb += r.eq(xu ^ yl)
                 with m.Case(O.SEL):
                     m.d.comb += r.eq(Mux(s["cs"][j], xu, bs))
             s32 = Signal(32, name=f"add32_sum{j}")

@@ -22,6 +22,9 @@ O = Opcode
 ERRS = ("empty", "busy", "port", "addr", "hazard", "inflight", "queue", "deadlock")
 
 
+
+WIDE_IMM = [-32768, 32767, 255, 256, -129, -257, 511, 512, -512, -513, 0x1234, -0x7F01]
+
 def config(name):
     if name == "min":
         cfg = load_config("tiny")
@@ -229,7 +232,10 @@ def random_insn(rng, cfg, op):
         f["c"] = sref()
     if op in BINARY and rng.random() < 0.4:
         f["use_imm"] = 1
-        f["imm"] = int(rng.choice(SPECIAL8 + [int(rng.integers(-128, 128))]))
+        # all 16 bits of the immediate count (the ALU clamps b to 10 bits for ADD/SUB/MIN/MAX and
+        # uses its low byte for AND/OR/XOR): wide values around those edges too
+        f["imm"] = int(rng.choice(SPECIAL8 + WIDE_IMM + [int(rng.integers(-128, 128)),
+                                                        int(rng.integers(-32768, 32768))]))
     if op == O.MUL:
         f["sh"] = int(rng.choice([0, 0, 1, 3, 7, 8, 14, 15, 16, 30, 63]))
     if op in (O.SHL, O.SHR):
@@ -366,6 +372,15 @@ def test_edge_arithmetic(cfg_name):
         (Insn.make(O.REQ, d=E(2), a=E(4), imm=-32768, sh=48), [gt()]),
         (Insn.make(O.REQ, d=E(2), a=E(4), imm=32767, sh=63), [gt()]),
         (Insn.make(O.REQ, d=E(2), a=E(4), imm=-7, sh=2), [gt()]),
+        # wide immediates (all 16 bits count; after the indexed expectations below)
+        (Insn.make(O.ADD, d=E(2), a=E(0), use_imm=1, imm=-32768), [gt()]),
+        (Insn.make(O.SUB, d=E(2), a=E(0), use_imm=1, imm=-32768), [gt()]),
+        (Insn.make(O.ADD, d=E(2), a=E(0), use_imm=1, imm=256), [gt()]),
+        (Insn.make(O.ADD, d=E(2), a=E(0), use_imm=1, imm=-513), [gt()]),
+        (Insn.make(O.MIN, d=E(2), a=E(0), use_imm=1, imm=600), [gt()]),
+        (Insn.make(O.MAX, d=E(2), a=E(0), use_imm=1, imm=-600), [gt()]),
+        (Insn.make(O.AND, d=E(2), a=E(0), use_imm=1, imm=0x1234), [gt()]),
+        (Insn.make(O.OR, d=E(2), a=E(0), use_imm=1, imm=-0x7F01), [gt()]),
     ]
     rec, issues = run_directed(cfg, seq)
     # a few hand-written expectations on top of the golden comparison
