@@ -190,8 +190,8 @@ class ICU(wiring.Component):
         def set_cnt(v, zero):
             m.d.sync += [cnt.eq(v), cnt_zero.eq(zero)]      # zero: v == 0, in the cheapest form
 
-        def set_rep(v):
-            m.d.sync += [rep_left.eq(v), rep_active.eq(v != 0)]
+        def set_rep(v, active):
+            m.d.sync += [rep_left.eq(v), rep_active.eq(active)]      # active: v != 0, cheaply
 
         with m.If((state == State.RUN) & ~cnt_zero):
             m.d.sync += [cnt.eq(cnt - 1), cnt_zero.eq(cnt == 1)]
@@ -206,7 +206,7 @@ class ICU(wiring.Component):
         with m.If(self.start):
             m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), adv.eq(adv_last)]
             set_cnt(0, 1)
-            set_rep(0)
+            set_rep(0, 0)
         with m.Elif(go):
             with m.If(rep_active):
                 m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
@@ -229,11 +229,11 @@ class ICU(wiring.Component):
                             # the first repetition issues right now (t + 1)
                             m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
                             m.d.sync += adv.eq(Mux(cur.args.ctl.n == 1, adv_last, adv_more))
-                            set_rep(cur.args.ctl.n - 1)
+                            set_rep(cur.args.ctl.n - 1, cur.args.ctl.n != 1)
                             set_cnt(0, 1)
                         with m.Else():
                             # the repetitions start again from `last`: `adv` stays advance(last)
-                            set_rep(cur.args.ctl.n)
+                            set_rep(cur.args.ctl.n, cur.args.ctl.n != 0)
                             set_cnt(d - 2, d == 2)
                     with m.Case(Opcode.SYNC):
                         m.d.sync += state.eq(State.SYNC)
