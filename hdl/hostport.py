@@ -104,6 +104,8 @@ class HostPort(wiring.Component):
         # after its last word, before the next command can have been taken)
         waddr = Signal(16)
         raddr = Signal(16)
+        addr1 = Signal(16)                 # addr + 1, and count == 1, kept as registers (timing)
+        last = Signal()
         m.d.comb += [raddr.eq(addr), self.mem_addr.eq(Mux(self.mem_we.any(), waddr, raddr))]
 
         m.d.sync += [self.start.eq(0), self.mem_we.eq(0)]
@@ -113,7 +115,8 @@ class HostPort(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
-                    m.d.sync += [target.eq(c_target), addr.eq(c_addr), count.eq(c_count), widx.eq(0)]
+                    m.d.sync += [target.eq(c_target), addr.eq(c_addr), count.eq(c_count), widx.eq(0),
+                                 addr1.eq(c_addr + 1), last.eq(c_count == 1)]
                     with m.Switch(c_op):
                         with m.Case(Cmd.WRITE_MEM):
                             with m.If(c_count != 0):
@@ -147,10 +150,10 @@ class HostPort(wiring.Component):
                             self.mem_we.eq(_onehot(target, self.banks)),
                             waddr.eq(addr),
                             self.mem_wdata.eq(Cat(buf[:64 * (W - 1)], word) if W > 1 else word),
-                            addr.eq(addr + 1),
-                            count.eq(count - 1),
+                            addr.eq(addr1), addr1.eq(addr1 + 1),
+                            count.eq(count - 1), last.eq(count == 2),
                         ]
-                        with m.If(count == 1):
+                        with m.If(last):
                             m.next = "IDLE"
                     with m.Else():
                         m.d.sync += widx.eq(widx + 1)
@@ -170,12 +173,12 @@ class HostPort(wiring.Component):
                 m.d.comb += [resp.valid.eq(1), resp.payload.eq(buf.word_select(widx, 64))]
                 with m.If(resp.ready):
                     with m.If(widx == W - 1):
-                        m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
-                        with m.If(count == 1):
+                        m.d.sync += [addr.eq(addr1), addr1.eq(addr1 + 1), count.eq(count - 1), last.eq(count == 2)]
+                        with m.If(last):
                             m.next = "IDLE"
                         with m.Else():
                             # read the next vector while its predecessor's last word goes out
-                            m.d.comb += [self.mem_re.eq(_onehot(target, self.banks)), raddr.eq(addr + 1)]
+                            m.d.comb += [self.mem_re.eq(_onehot(target, self.banks)), raddr.eq(addr1)]
                             m.next = "RDATA"
                     with m.Else():
                         m.d.sync += widx.eq(widx + 1)
@@ -184,8 +187,8 @@ class HostPort(wiring.Component):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
                     m.d.comb += self.q_we.eq(_onehot(target, self.cfg.positions))
-                    m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
-                    with m.If(count == 1):
+                    m.d.sync += [addr.eq(addr1), addr1.eq(addr1 + 1), count.eq(count - 1), last.eq(count == 2)]
+                    with m.If(last):
                         m.next = "IDLE"
 
             with m.State("STATUS"):

@@ -69,7 +69,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..firmware import isa
 from ..firmware.isa import Opcode
-from .common import unit_signature, vec
+from .common import below, unit_signature, vec
 
 __all__ = ["MemSlice"]
 
@@ -290,7 +290,7 @@ class MemSlice(wiring.Component):
             m.d.sync += [v.eq(wr_valid), a.eq(wr_stage_addr), x.eq(wr_data)]
             wr_valid, wr_stage_addr, wr_data = v, a, x
             wr_stage_valids.append(v)
-        host_we_ok = self.host_we & (self.host_addr < depth)
+        host_we_ok = self.host_we & below(self.host_addr, depth)
         m.d.comb += [
             wport.addr.eq(Mux(wr_valid, wr_stage_addr, self.host_addr[:abits])),
             wport.data.eq(Mux(wr_valid, wr_data, self.host_wdata)),

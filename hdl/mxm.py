@@ -46,6 +46,8 @@ EMIT element sampled in cycle c (``L_e = latency["mxm_emit"]`` >= 2)::
             addr -> acc_emit  read data valid     em_s* pad stages    planes visible on s..s+3
             read port         out driven in c+L_e-1 (wide: plane b = byte b of every lane's int32)
     natural latency 2.  The read in cycle c sees every MM write committed by c (written in <= c-1).
+    With L_e >= 3 the address is registered first (|addr|) and the read happens in c+1; the only
+    extra write it can see commits in c+1, which is a flagged hazard.
 
 Errors are registered: a problem of an element sampled (or an instruction issued) in cycle c
 pulses ``err`` in cycle c+1.
@@ -300,19 +302,31 @@ class MxmSlice(wiring.Component):
         em_addr_ok = below(em["addr"], depth)
         em_ok = em["el"] & em_addr_ok
         em_err_addr = em["el"] & ~em_addr_ok
-        em_h_addr = Signal(13, name="em_s1_addr")
-        m.d.sync += em_h_addr.eq(em["addr"])
+        # |addr| (L_e >= 3): the accumulator is read one cycle after the sample cycle c.  It then
+        # also sees an MM write committing in c+1, but that write is an accumulator hazard
+        # (flagged), so a correct program reads the same value.
+        em_reg = int(l_emit >= 3)
+        em_h_addr = Signal(13, name="em_h_addr")
+        em_h_ok = Signal(name="em_h_ok")               # em_ok of the element sampled in the last cycle
+        m.d.sync += [em_h_addr.eq(em["addr"]), em_h_ok.eq(em_ok)]
+        em_valids = []
+        port_ok, port_addr, port_dst = em_ok, em["addr"][:abits], em["s"]
+        if em_reg:
+            port_dst = Signal(isa.StreamField, name="em_a_dst")
+            m.d.sync += port_dst.eq(em["s"])
+            port_ok, port_addr = em_h_ok, em_h_addr[:abits]
+            em_valids.append(em_h_ok)
         m.d.comb += [
-            acc_emit.addr.eq(em["addr"][:abits]),
-            acc_emit.en.eq(em_ok),
+            acc_emit.addr.eq(port_addr),
+            acc_emit.en.eq(port_ok),
         ]
         em_valid = Signal(name="em_s1_valid")
         em_dst = Signal(isa.StreamField, name="em_s1_dst")
-        m.d.sync += [em_valid.eq(em_ok), em_dst.eq(em["s"])]
+        m.d.sync += [em_valid.eq(port_ok), em_dst.eq(port_dst)]
         em_data = acc_emit.data
-        em_valids = [em_valid]
-        em_err_hazard = em_valid & pending(em_h_addr)
-        for k in range(2, l_emit):
+        em_valids.append(em_valid)
+        em_err_hazard = em_h_ok & pending(em_h_addr)
+        for k in range(2 + em_reg, l_emit):
             v = Signal(name=f"em_s{k}_valid")
             d = Signal(isa.StreamField, name=f"em_s{k}_dst")
             x = Signal(unsigned(32 * lanes), name=f"em_s{k}_data")

@@ -162,6 +162,10 @@ def main(argv=None):
     ap.add_argument("--legacy-abc", action="store_true",
                     help="ECP5: map LUTs with the classic 'abc -lut 4:7' instead of synth_ecp5's abc9 (works "
                          "around a Yosys 0.70 abc9 assertion on the full fpga config)")
+    ap.add_argument("--depth", type=int, nargs="?", const=30, metavar="N",
+                    help="ECP5: after Yosys, rank the N longest register-to-register paths by estimated "
+                         "delay (scripts/logic_depth.py) into build/synth/<board>/depth.txt, without "
+                         "waiting for nextpnr")
     ap.add_argument("--write-docs", action="store_true",
                     help="rewrite docs/fpga.md's measured table from build/synth/*/report.json")
     args = ap.parse_args(argv)
@@ -246,6 +250,12 @@ def build(args):
             print(f"synth: {label} failed ({r.returncode})", flush=True)
             break
         stage = {"yosys": "synthesized", "pnr": "placed_and_routed", "pack": "bitstream"}[label]
+        if label == "yosys" and args.depth and family == "ecp5":
+            import logic_depth
+            rows = logic_depth.analyse(json.loads((build_dir / f"{name}.json").read_text()))
+            text = logic_depth.report(rows, args.depth)
+            (build_dir / "depth.txt").write_text(text + "\n")
+            print(text, flush=True)
     (build_dir / "stage.json").write_text(json.dumps({"stage": stage, "times": times}) + "\n")
     return write_report(args, platform, cfg, family, build_dir, name, stage, times)
 
