@@ -13,14 +13,14 @@ Conventions (see docs/rtl.md):
   cycle >= c.  ``err``: one-cycle pulses; the chip keeps them sticky in its status register.
 """
 
-from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..firmware.isa import INT32_PLANES, Instr
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
-           "hw_multipliers", "lut_mul8", "below"]
+           "hw_multipliers", "lut_mul8", "below", "ecp5_dsp", "ecp5_mult"]
 
 
 def vec(lanes):
@@ -130,3 +130,37 @@ def below(v, n):
         lg = n.bit_length() - 1
         return ~v[lg:].any() if lg < len(v) else Const(1, 1)
     return v < n
+
+
+def ecp5_dsp(platform):
+    """True when `platform` is a Lattice ECP5 (products may use ``ecp5_mult``)."""
+    return str(getattr(platform, "device", "") or "").startswith("LFE5")
+
+
+def ecp5_mult(m, a, b, name, reg_a=True, reg_b=False):
+    """a * b (signed, each at most 18 bits) in one ECP5 ``MULT18X18D`` with its output register
+    and, as asked, its A / B input registers, all on the ``sync`` clock: the product of the
+    operands presented in cycle c (a) and c+1 (b, when not registered) is valid in c+2.  It is the
+    same timing as fabric registers around a ``*``, but the registers sit inside the DSP block, so
+    the route from the fabric to the multiplier and back is register to register.  Only for
+    ECP5 builds (``ecp5_dsp``): the Amaranth simulator cannot run the primitive; simulations use
+    the fabric-register form, which this matches cycle for cycle."""
+    a, b = Value.cast(a), Value.cast(b)
+    assert len(a) <= 18 and len(b) <= 18
+    a18, b18 = a.as_signed() + Const(0, signed(18)), b.as_signed() + Const(0, signed(18))
+    a18, b18 = a18[:18], b18[:18]
+    p = Signal(36, name=f"{name}_p")
+    ports = {f"i_A{k}": a18[k] for k in range(18)}
+    ports.update({f"i_B{k}": b18[k] for k in range(18)})
+    ports.update({f"i_C{k}": Const(0, 1) for k in range(18)})
+    ports.update({f"o_P{k}": p[k] for k in range(36)})
+    m.submodules[name] = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0" if reg_a else "NONE",
+        p_REG_INPUTB_CLK="CLK0" if reg_b else "NONE",
+        p_REG_OUTPUT_CLK="CLK0",
+        p_GSR="DISABLED",
+        i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1), i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+        i_CLK0=ClockSignal("sync"), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
+        **ports)
+    return p.as_signed()

@@ -72,7 +72,7 @@ from amaranth.lib.memory import Memory
 
 from ..firmware import isa
 from ..firmware.isa import INT32_PLANES, Opcode
-from .common import below, hw_multipliers, lut_mul8, unit_signature, vec
+from .common import below, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, unit_signature, vec
 
 __all__ = ["MxmSlice", "tree_cuts"]
 
@@ -231,6 +231,7 @@ class MxmSlice(wiring.Component):
         budget = hw_multipliers(platform)
         others = 3 * lanes * len(cfg.slices_of("vxm")) + len(cfg.slices_of("mem"))
         n_dsp = lanes * lanes if budget is None else max(0, min(lanes * lanes, budget - others))
+        dsp_regs = ecp5_dsp(platform)     # ECP5: the products' registers inside the MULT18X18D
         terms = []   # terms[j] = list of the addends of output lane j
         for j in range(lanes):
             col = []
@@ -240,7 +241,10 @@ class MxmSlice(wiring.Component):
                 xi = x_reg[8 * i:8 * i + 8].as_signed()
                 w = Mux(x_buf, w1, w0)
                 p = Signal(signed(16), name=f"mm_prod_i{i}_j{j}")
-                if j * lanes + i < n_dsp:
+                if j * lanes + i < n_dsp and dsp_regs:
+                    # the DSP's A register takes the place of mm_x, its output register of mm_prod
+                    m.d.comb += p.eq(ecp5_mult(m, mm_x[8 * i:8 * i + 8], w, f"mm_dsp_i{i}_j{j}")[:16])
+                elif j * lanes + i < n_dsp:
                     m.d.sync += p.eq(xi * w)
                 else:
                     m.d.sync += p.eq(lut_mul8(m, xi, w, f"mm_lmul_i{i}_j{j}"))

@@ -40,14 +40,14 @@ an empty stream slot flags ``err.empty``; an issue while elements remain flags `
 new instruction is ignored); an LDLUT row outside the table flags ``err.addr``.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
-from .common import unit_signature, vec
+from .common import ecp5_dsp, ecp5_mult, unit_signature, vec
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "round_add_sat8", "sat8"]
 
@@ -87,8 +87,17 @@ class Pipe:
             self.valids.append(out["valid"])
         return out
 
-    def cut(self, tag, vals):
-        return self._reg(tag, vals) if tag in self.cuts else vals
+    def cut(self, tag, vals, done=()):
+        """Register `vals` when the stage `tag` is used; keys in `done` are already registered
+        for that stage by the caller (a DSP block's output register) and pass through."""
+        if tag not in self.cuts:
+            return vals
+        out = self._reg(tag, {k: v for k, v in vals.items() if k not in done})
+        out.update({k: vals[k] for k in done})
+        return out
+
+    def has(self, *tags):
+        return all(t in self.cuts for t in tags)
 
     def finish(self, vals):
         vals = self._reg("r", vals)
@@ -355,9 +364,16 @@ class VxmSlice(wiring.Component):
         # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
         mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "coarse"))
         pipes.append(mul)
-        s = mul.cut("in", {**meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
-                           "y": ys, "sh": v.sh})
-        s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], "sh": s["sh"]})
+        if ecp5_dsp(platform) and mul.has("in", "prod"):
+            # ECP5: |in| and |prod| are the MULT18X18D's input and output registers
+            prods = [ecp5_mult(m, xa[j].as_signed(), ys[j], f"mul_dsp{j}", reg_b=True)[:24].as_signed()
+                     for j in range(lanes)]
+            s = mul.cut("in", {**meta(dec["mul"]), "sh": v.sh})
+            s = mul.cut("prod", {**_meta(s), "p": prods, "sh": s["sh"]}, done=("p",))
+        else:
+            s = mul.cut("in", {**meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
+                               "y": ys, "sh": v.sh})
+            s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], "sh": s["sh"]})
         co = [shr_coarse(m, p << 1, s["sh"], f"mul_co{j}") for j, p in enumerate(s["p"])]
         s = mul.cut("coarse", {**_meta(s), "tl": [c[0] for c in co], "fits": [c[1] for c in co],
                                "neg": [c[2] for c in co], "sh": s["sh"]})
@@ -384,14 +400,24 @@ class VxmSlice(wiring.Component):
         req = Pipe(m, "req", lat["vxm_req"], cuts=("prod", "sum", "in", "coarse"))
         pipes.append(req)
         acc = [Cat(*(p[0][8 * j:8 * j + 8] for p in a)).as_signed() for j in range(lanes)]
-        s = req.cut("in", {**meta(dec["req"]), "acc": acc,
-                           "m": [Mux(dec["reql"], ldm_m[j], imm) for j in range(lanes)],
-                           "sh": [Mux(dec["reql"], ldm_sh[j], v.sh) for j in range(lanes)],
-                           "z": [Mux(dec["reql"], ldm_z[j], 0) for j in range(lanes)]})
-        s = req.cut("prod", {**_meta(s),
-                             "plo": [s["acc"][j][0:16] * s["m"][j] for j in range(lanes)],      # signed 33
-                             "phi": [s["acc"][j][16:32].as_signed() * s["m"][j] for j in range(lanes)],
-                             "sh": s["sh"], "z": s["z"]})
+        mult = [Mux(dec["reql"], ldm_m[j], imm) for j in range(lanes)]
+        sh_z = {"sh": [Mux(dec["reql"], ldm_sh[j], v.sh) for j in range(lanes)],
+                "z": [Mux(dec["reql"], ldm_z[j], 0) for j in range(lanes)]}
+        if ecp5_dsp(platform) and req.has("in", "prod"):
+            # ECP5: |in| and |prod| are the two MULT18X18Ds' input and output registers
+            plo = [ecp5_mult(m, Cat(acc[j][0:16], Const(0, 1)), mult[j], f"req_dsp_lo{j}", reg_b=True)[:33]
+                   .as_signed() for j in range(lanes)]
+            phi = [ecp5_mult(m, acc[j][16:32], mult[j], f"req_dsp_hi{j}", reg_b=True)[:32].as_signed()
+                   for j in range(lanes)]
+            s = req.cut("in", {**meta(dec["req"]), **sh_z})
+            s = req.cut("prod", {**_meta(s), "plo": plo, "phi": phi, "sh": s["sh"], "z": s["z"]},
+                        done=("plo", "phi"))
+        else:
+            s = req.cut("in", {**meta(dec["req"]), "acc": acc, "m": mult, **sh_z})
+            s = req.cut("prod", {**_meta(s),
+                                 "plo": [s["acc"][j][0:16] * s["m"][j] for j in range(lanes)],      # signed 33
+                                 "phi": [s["acc"][j][16:32].as_signed() * s["m"][j] for j in range(lanes)],
+                                 "sh": s["sh"], "z": s["z"]})
         # |A * m| <= 2^46: 48 bits hold the product
         s = req.cut("sum", {**_meta(s), "p": [((s["phi"][j] << 16) + s["plo"][j])[0:48].as_signed()
                                               for j in range(lanes)], "sh": s["sh"], "z": s["z"]})
