@@ -9,6 +9,8 @@ long paths are.  It is an *estimate*, not a timing report:
 * every cell has a fixed delay (LUT4 1.2 ns, PFUMX/L6MUX21 0.4 ns, a CCU2C carry step 0.25 ns
   or 1.0 ns into its data inputs, MULT18X18D 5 ns, LUT RAM read address to data 1.5 ns; a
   flip-flop starts a path at 0.6 ns, a DP16KD output at 4.5 ns), with local routing folded in;
+* a MULT18X18D's registers are read from its parameters (an unregistered input adds the
+  multiplier's 5 ns in front of the output register);
 * fan-out, placement and long routes are not modelled.  On this design nextpnr's post-placement
   estimate was about 1.6 times this number (docs/fpga.md, "Finding the long paths").
 
@@ -29,6 +31,13 @@ CARRY_DATA = 1.0                # a CCU2C's A/B/C/D inputs to its outputs (a LUT
 ENDPOINTS = ("TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_DPR16X4")
 CLOCKS = ("CLK", "CLKA", "CLKB", "WCK")
 COMB_INPUTS = {"TRELLIS_DPR16X4": "RAD"}    # LUT RAM: only the read address reaches DO
+DSP_CLK_TO_OUT = 1.0             # a MULT18X18D with its output register starts a path here
+
+
+def _dsp_reg(cell, which):
+    """MULT18X18D register parameters: which in "A", "B", "OUTPUT"."""
+    key = f"REG_INPUT{which}_CLK" if which in "AB" else "REG_OUTPUT_CLK"
+    return str(cell.get("parameters", {}).get(key, "NONE")).strip() not in ("NONE", "")
 
 
 def _short(name):
@@ -72,8 +81,8 @@ def analyse(netlist, top=None):
                 continue
             c = cells[cn]
             t = c["type"]
-            if t in START:
-                arrival[b] = (START[t], None)
+            if t in START or (t == "MULT18X18D" and _dsp_reg(c, "OUTPUT")):
+                arrival[b] = (START.get(t, DSP_CLK_TO_OUT), None)
                 stack.pop()
                 continue
             ins = [(p, x) for p, d in c["port_directions"].items()
@@ -108,9 +117,15 @@ def analyse(netlist, top=None):
             for p, d in c["port_directions"].items():
                 if d == "input" and p not in CLOCKS and not (c["type"] in COMB_INPUTS
                                                              and p.startswith(COMB_INPUTS[c["type"]])):
+                    extra = 0.0
+                    if c["type"] == "MULT18X18D":       # a registered output: input -> multiplier -> reg
+                        if not _dsp_reg(c, "OUTPUT"):
+                            continue                    # (a combinational DSP is not an endpoint)
+                        if p[:1] in "AB" and p[1:].isdigit() and not _dsp_reg(c, p[0]):
+                            extra = DELAY["MULT18X18D"]
                     for b in c["connections"][p]:
                         if isinstance(b, int):
-                            ends.append((arr(b)[0], b))
+                            ends.append((arr(b)[0] + extra, b))
     ends.sort(key=lambda e: -e[0])
     for ns, b in ends:
         key = re.sub(r"\d+$", "#", re.sub(r"\[\d+\]", "", _short(names.get(b, str(b)))))

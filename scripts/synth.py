@@ -166,6 +166,9 @@ def main(argv=None):
                     help="ECP5: after Yosys, rank the N longest register-to-register paths by estimated "
                          "delay (scripts/logic_depth.py) into build/synth/<board>/depth.txt, without "
                          "waiting for nextpnr")
+    ap.add_argument("--nextpnr-opts", default="", metavar="OPTS",
+                    help="extra nextpnr options, e.g. '--placer-heap-beta 0.7' (recorded in report.json)")
+    ap.add_argument("--tag", help="build in build/synth/<board>-<tag> (to compare tool settings side by side)")
     ap.add_argument("--write-docs", action="store_true",
                     help="rewrite docs/fpga.md's measured table from build/synth/*/report.json")
     args = ap.parse_args(argv)
@@ -192,6 +195,8 @@ def build(args):
     cfg = load_config(args.config or default_cfg)
     # relative: YoWASP tools cannot see /tmp; a non-default config gets its own directory
     sub = args.board if cfg.name == default_cfg else f"{args.board}-{cfg.name}"
+    if args.tag:
+        sub += f"-{args.tag}"
     build_dir = Path("build") / "synth" / sub
     os.chdir(ROOT)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +205,9 @@ def build(args):
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
     else:
-        overrides["nextpnr_opts"] += " --router router2"     # far faster than router1 on the full chip
+        overrides["nextpnr_opts"] += " --router router2"     # nextpnr's router for large designs
+    if args.nextpnr_opts:
+        overrides["nextpnr_opts"] += " " + args.nextpnr_opts
     env = tool_env()
     os.environ.update({k: env[k] for k in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK", "NEXTPNR_ICE40", "ICEPACK",
                                            "OPENFPGALOADER")})
@@ -298,7 +305,8 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
     report = {"board": args.board, "device": platform.device, "package": platform.package,
               "config": cfg.name, "clock_mhz": clock, "stage": stage,
               "fmax_mhz": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
-              "source": "nextpnr --report" if pnr else "none", "times": times}
+              "source": "nextpnr --report" if pnr else "none", "times": times,
+              "nextpnr_opts": getattr(args, "nextpnr_opts", "") or ""}
     if not pnr:
         logutil = nextpnr_log_util(build_dir / f"{name}.tim", family)
         if logutil:
