@@ -220,10 +220,21 @@ class MxmSlice(wiring.Component):
         mm_err_hazard = s1_valid & s1_acc & pending(s1_addr)
         mm_meta = hz_meta[:e_stage]
 
-        # stage 1: activation register and weight buffer select
+        # stage 1: the activation and the selected weights are registered in the sample cycle c.
+        # The weights are those the multiplier must use in c+1: the element's buffer as it is
+        # now, with the row an LW stage writes at the end of c already in place (bypass), so the
+        # product of c+1 sees exactly the weights a product computed from the weight registers
+        # in c+1 would.  On ECP5 these two registers and the product register are the
+        # MULT18X18D's A, B and output registers (``common.ecp5_mult``).
         x_reg = Signal(vec(lanes), name="mm_x")
-        x_buf = Signal(name="mm_x_buf")
-        m.d.sync += [x_reg.eq(mm_x), x_buf.eq(mm["buf"])]
+        m.d.sync += x_reg.eq(mm_x)
+        buf_now = mm["buf"]
+        w_next = []                   # w_next[i][j]: the int8 weight from input lane i to output lane j
+        for i in range(lanes):
+            hit = Signal(name=f"mm_lw_bypass{i}")
+            m.d.comb += hit.eq(lw_valid & (lw_buf == buf_now) & (lw_row == i))
+            row = Mux(hit, lw_data, Mux(buf_now, self.weights[1][i], self.weights[0][i]))
+            w_next.append([row[8 * j:8 * j + 8] for j in range(lanes)])
         # products (registered at the end of stage 1).  On an FPGA with fewer hardware multipliers
         # than lanes^2 + the VXM's 3 per lane + one per MEM slice's ICU (READ/WRITE REPEAT step,
         # count x stride), the products past the budget are LUT multipliers (``lut_mul8``): two
@@ -236,15 +247,16 @@ class MxmSlice(wiring.Component):
         for j in range(lanes):
             col = []
             for i in range(lanes):
-                w0 = self.weights[0][i][8 * j:8 * j + 8].as_signed()
-                w1 = self.weights[1][i][8 * j:8 * j + 8].as_signed()
                 xi = x_reg[8 * i:8 * i + 8].as_signed()
-                w = Mux(x_buf, w1, w0)
                 p = Signal(signed(16), name=f"mm_prod_i{i}_j{j}")
                 if j * lanes + i < n_dsp and dsp_regs:
-                    # the DSP's A register takes the place of mm_x, its output register of mm_prod
-                    m.d.comb += p.eq(ecp5_mult(m, mm_x[8 * i:8 * i + 8], w, f"mm_dsp_i{i}_j{j}")[:16])
-                elif j * lanes + i < n_dsp:
+                    m.d.comb += p.eq(ecp5_mult(m, mm_x[8 * i:8 * i + 8], w_next[i][j], f"mm_dsp_i{i}_j{j}",
+                                               reg_b=True)[:16])
+                    col.append(p)
+                    continue
+                w = Signal(signed(8), name=f"mm_w_i{i}_j{j}")
+                m.d.sync += w.eq(w_next[i][j])
+                if j * lanes + i < n_dsp:
                     m.d.sync += p.eq(xi * w)
                 else:
                     m.d.sync += p.eq(lut_mul8(m, xi, w, f"mm_lmul_i{i}_j{j}"))

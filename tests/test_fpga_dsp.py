@@ -36,7 +36,7 @@ def _instances(text):
     return re.findall(r"MULT18X18D\s+#\((.*?)\)\s*\w+\s*\(", text, re.S)
 
 
-@pytest.mark.parametrize("unit,count,reg_b", [("mxm", lambda L: L * L, False), ("vxm", lambda L: 3 * L, True)])
+@pytest.mark.parametrize("unit,count,reg_b", [("mxm", lambda L: L * L, True), ("vxm", lambda L: 3 * L, True)])
 def test_products_in_dsp_blocks_with_registers(unit, count, reg_b):
     cfg = load_config("fpga")
     cls = {"mxm": MxmSlice, "vxm": VxmSlice}[unit]
