@@ -13,7 +13,7 @@ instead of the plane select, which is most of the fabric's LUTs on an FPGA.  The
 on stream s (plane s - index) is selected once per position and shared by both directions.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -64,7 +64,10 @@ class StreamFabric(wiring.Component):
                     hit = Signal(name=f"land{s}_p{p}")
                     dat = Signal(vec(lanes), name=f"land{s}_p{p}_data")
                     # a wide (int32) group starting below s covers s; no group starts below stream 0
-                    covers = (out.wide & (out.index < s) & (out.index + 3 >= s)) if s > 0 else 0
+                    # (equality tests only: an adder or comparator here becomes a carry chain in
+                    # front of every register of the position on an FPGA)
+                    covers = (out.wide & Cat(*(out.index == k for k in range(max(0, s - 3), s))).any()
+                              if s > 0 else 0)
                     m.d.comb += hit.eq(out.valid & ((out.index == s) | covers))
                     with m.Switch(out.index):
                         for b in planes:

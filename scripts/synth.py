@@ -287,6 +287,18 @@ def ecp5_pll(platform, cfg, build_dir):
     return {"freq_hz": freq, "params": params, "attrs": attrs}
 
 
+def source_commit():
+    """The git commit the RTL came from (``+dirty`` when hdl/ or configs/ have local changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "hdl", "configs"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def last_stage(build_dir, name):
     f = build_dir / "stage.json"
     if f.exists():
@@ -306,7 +318,7 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
               "config": cfg.name, "clock_mhz": clock, "stage": stage,
               "fmax_mhz": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
               "source": "nextpnr --report" if pnr else "none", "times": times,
-              "nextpnr_opts": getattr(args, "nextpnr_opts", "") or ""}
+              "nextpnr_opts": getattr(args, "nextpnr_opts", "") or "", "commit": source_commit()}
     if not pnr:
         logutil = nextpnr_log_util(build_dir / f"{name}.tim", family)
         if logutil:
@@ -364,6 +376,8 @@ def docs_table(reports):
                  "synthesized": "Yosys done; nextpnr did not place it" if "pnr_s" in t else "Yosys done",
                  "placed_and_routed": "placed, routed", "bitstream": "placed, routed, bitstream"}.get(
                      r["stage"], r["stage"])
+        if r.get("commit"):
+            stage += f" (RTL {r['commit']})"
         out.append(f"| {r['board']}, {r.get('device')} | `{r['config']}` | {stage} | "
                    f"{_num(r.get('luts'))}{_pct(r.get('luts'), avail.get('luts'))} | "
                    f"{_num(r.get('ffs'))}{_pct(r.get('ffs'), avail.get('ffs'))} | "
