@@ -11,8 +11,10 @@ long paths are.  It is an *estimate*, not a timing report:
   flip-flop starts a path at 0.6 ns, a DP16KD output at 4.5 ns), with local routing folded in;
 * a MULT18X18D's registers are read from its parameters (an unregistered input adds the
   multiplier's 5 ns in front of the output register);
-* fan-out, placement and long routes are not modelled.  On this design nextpnr's post-placement
-  estimate was about 1.6 times this number (docs/fpga.md, "Finding the long paths").
+* fan-out, placement and long routes are not modelled.  On the `fpga` chip nextpnr's
+  post-placement estimates were 1.6-2.8 times the worst number here, and the routed critical
+  path (32.6 ns) was a 3 ns-logic path with one 20.8 ns route, which this cannot see
+  (docs/fpga.md, "Finding the long paths").
 
 Endpoints are flip-flop, block RAM, LUT RAM write and multiplier inputs.  They are grouped by the name of the
 register or memory they feed, and each group's worst path is printed with the nets it runs
