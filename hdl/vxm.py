@@ -26,8 +26,9 @@ Each op class has its own result pipeline of L-1 registers.  The last one is alw
 register; the cuts are used in the order of priority ALU: in; MUL: prod, in, coarse; REQ: prod, sum, in,
 coarse; LUT: in, as far as L-1 leaves room, and what is left over pads the result as a delay line.
 At the minimum latency (2) every op computes in its sample cycle.  tiny (mul 3, req 4, lut 2):
-MUL |prod|, REQ |prod|sum|; fpga (mul 5, req 6, lut 3): MUL |in|prod|coarse|, REQ
-|in|prod|sum|coarse|, LUT |in| (a synchronous table read).  The rounded shift is split in two
+MUL |prod|, REQ |prod|sum|; fpga (alu 3, mul 5, req 6, lut 3): ALU |in|, MUL |in|prod|coarse|, REQ
+|in|prod|sum|coarse|, LUT |in| (a synchronous table read).  On an ECP5 build MUL's and REQ's |in|
+and |prod| registers are the MULT18X18D's own (``common.ecp5_mult``).  The rounded shift is split in two
 (``shr_coarse``: by the multiple of 8, plus the range test looked up for each fine shift;
 ``shr_fine_round``: by 0..7, round, saturate) so that no stage has a 49-bit barrel shifter and a
 saturating add in series.
