@@ -187,6 +187,8 @@ def build(args):
     ensure_tools()
     import importlib
 
+    args.commit = source_commit()                 # the RTL as it is now, at elaboration
+
     from tinylpu.hdl.fpga_top import BoardTop
     from tinylpu.config import load_config
 
@@ -318,7 +320,8 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
               "config": cfg.name, "clock_mhz": clock, "stage": stage,
               "fmax_mhz": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
               "source": "nextpnr --report" if pnr else "none", "times": times,
-              "nextpnr_opts": getattr(args, "nextpnr_opts", "") or "", "commit": source_commit()}
+              "nextpnr_opts": getattr(args, "nextpnr_opts", "") or "",
+              "commit": getattr(args, "commit", None) or source_commit()}
     if not pnr:
         logutil = nextpnr_log_util(build_dir / f"{name}.tim", family)
         if logutil:
