@@ -187,7 +187,6 @@ def build(args):
     ensure_tools()
     import importlib
 
-    args.commit = source_commit()                 # the RTL as it is now, at elaboration
 
     from tinylpu.hdl.fpga_top import BoardTop
     from tinylpu.config import load_config
@@ -215,7 +214,10 @@ def build(args):
                                            "OPENFPGALOADER")})
     t0 = time.time()
     if args.report_only:
+        old = build_dir / "report.json"          # keep the commit the build was made from
+        args.commit = json.loads(old.read_text()).get("commit") if old.exists() else None
         return write_report(args, platform, cfg, family, build_dir, name, *last_stage(build_dir, name))
+    args.commit = source_commit()                 # the RTL as it is now, at elaboration
     pll = ecp5_pll(platform, cfg, build_dir) if family == "ecp5" else None
     plan = platform.build(BoardTop(cfg, args.baud, pll=pll), name=name, build_dir=str(build_dir), do_build=False,
                           **overrides)
@@ -321,7 +323,7 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
               "fmax_mhz": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
               "source": "nextpnr --report" if pnr else "none", "times": times,
               "nextpnr_opts": getattr(args, "nextpnr_opts", "") or "",
-              "commit": getattr(args, "commit", None) or source_commit()}
+              "commit": getattr(args, "commit", None)}
     if not pnr:
         logutil = nextpnr_log_util(build_dir / f"{name}.tim", family)
         if logutil:
