@@ -78,6 +78,7 @@ def write_gtkw(gtkw_path, dump_path, cfg, vtext, program=None, top="tinylpu_chip
             for name, width in sigs.get(top, []):
                 plain = name.lstrip("\\")
                 if plain in ("clk", "rst", "counter", "done", "all_halted", "halted", "any_err", "clear", "fire",
+                             "start_chip", "stopped", "halted_seen",
                              "cmd__valid", "cmd__ready", "cmd__payload", "resp__valid", "resp__ready",
                              "resp__payload") or plain.startswith("errors."):
                     g.trace(_ref(top, name, width), datafmt="dec" if plain == "counter" else
