@@ -124,12 +124,13 @@ def lut_mul8(m, x, w, name):
 
 
 def below(v, n):
-    """``v < n`` for an unsigned `v`; a bit test (no comparator) when n is a power of two."""
+    """``0 <= v < n`` (for an unsigned `v` just ``v < n``); a bit test, no comparator, when n is a
+    power of two: the bits from log2(n) up, the sign included, are all 0."""
     v = Value.cast(v)
     if n >= 1 and n & (n - 1) == 0:
         lg = n.bit_length() - 1
         return ~v[lg:].any() if lg < len(v) else Const(1, 1)
-    return v < n
+    return ((v >= 0) & (v < n)) if v.shape().signed else v < n
 
 
 def ecp5_dsp(platform):

@@ -143,9 +143,7 @@ class MemSlice(wiring.Component):
         ]
 
         def in_range(addr):
-            if depth >= 2 and depth & (depth - 1) == 0:
-                return ~addr[abits:].any()     # a power of two: the high bits and the sign are 0
-            return (addr >= 0) & (addr < depth)
+            return below(addr, depth)
 
         # ------------------------------------------------------------------------------------
         # read sub-unit

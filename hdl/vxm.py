@@ -48,7 +48,7 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
-from .common import ecp5_dsp, ecp5_mult, unit_signature, vec
+from .common import below, ecp5_dsp, ecp5_mult, unit_signature, vec
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "round_add_sat8", "sat8"]
 
@@ -446,8 +446,7 @@ class VxmSlice(wiring.Component):
         m.d.sync += row_next.eq(row + 1)
         m.d.comb += [
             row.eq(Mux(accept, imm, row_next)),     # imm + k without an adder in the write path
-            row_ok.eq(~row[exact_log2(self.lut_rows):].any() if self.lut_rows & (self.lut_rows - 1) == 0 and self.lut_rows
-                      else (row >= 0) & (row < self.lut_rows)),
+            row_ok.eq(below(row, self.lut_rows)),
             lut_we.eq(el & dec["ldlut"] & row_ok),
             self.err.addr.eq(el & dec["ldlut"] & ~row_ok),
         ]
