@@ -28,13 +28,15 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, Opcode, StreamField
-from .common import unit_signature, vec
+from .common import drive_landing, port_landing, unit_signature, vec
 
 __all__ = ["C2CSlice"]
 
 
 class C2CSlice(wiring.Component):
     """``C2CSlice(cfg, slice)``: the c2c slice unit, one TX and one RX sub-unit per port."""
+
+    WIDE_OUT = False        # ``out.wide`` is always 0 (the stream fabric relies on it)
 
     def __init__(self, cfg, slice=None):
         self.cfg, self.slice = cfg, slice
@@ -157,7 +159,9 @@ class C2CSlice(wiring.Component):
             s = Signal(StreamField, name=f"res_dst{n + 1}")
             m.d.sync += [v.eq(stage[0]), d.eq(stage[1]), s.eq(stage[2])]
             valids.append(v)
+            last_in = stage                 # the inputs of the last result register
             stage = (v, d, s)
+        drive_landing(m, self.out, *port_landing(m, "res", last_in[0], last_in[2].index, last_in[2].west, 0, cfg, planes=False))
         m.d.comb += [
             self.out.valid.eq(stage[0]),
             self.out.index.eq(stage[2].index),

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..firmware.isa import INT32_PLANES, Instr
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
-           "hw_multipliers", "lut_mul8", "below", "ecp5_dsp", "ecp5_mult"]
+           "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers", "lut_mul8", "below", "ecp5_dsp", "ecp5_mult"]
 
 
 def vec(lanes):
@@ -47,15 +47,78 @@ class ErrorFlags(data.Struct):
 ERROR_BITS = [name for name, _ in data.Layout.cast(ErrorFlags)]
 
 
-def OutPortSignature(lanes):  # noqa: N802
-    """A slice's stream output port: up to four vectors (an int32 group) onto consecutive streams."""
+#: lanes per copy of a result port's landing selects (``out.land`` / ``out.plane``)
+LAND_LANES = 2
+
+
+def land_copies(lanes):
+    """How many copies of the landing selects a result port carries: one per `LAND_LANES` lanes."""
+    return -(-lanes // LAND_LANES)
+
+
+def OutPortSignature(lanes, streams):  # noqa: N802
+    """A slice's stream output port: up to four vectors (an int32 group) onto consecutive streams.
+
+    ``valid``/``west``/``index``/``wide`` describe the result; ``land``/``plane`` are the same
+    decision pre-decoded and registered by the unit (``port_landing``), which is all the stream
+    fabric uses: ``land[g]`` bit ``d * streams + s`` loads register s of direction d (0 east, 1 west)
+    at the lanes of copy g, and ``plane[g]`` is ``index % 4`` (stream s takes plane
+    ``(s - plane) % 4`` of ``data``).  Both are 0 when nothing lands, so that a unit with several
+    result pipelines can OR them.  One copy per ``LAND_LANES`` lanes keeps every select net short:
+    no single register output reaches all the bits of a stream register (docs/fpga.md)."""
+    copies = land_copies(lanes)
     return wiring.Signature({
         "valid": Out(1),
         "west": Out(1),
         "index": Out(4),
         "wide": Out(1),      # 1: data[0..3] onto streams index..index+3; 0: data[0] onto stream index
         "data": Out(data.ArrayLayout(vec(lanes), INT32_PLANES)),
+        "land": Out(data.ArrayLayout(2 * streams, copies)),
+        "plane": Out(data.ArrayLayout(2, copies)),
     })
+
+
+def landing(valid, index, west, wide, streams):
+    """The ``2 * streams`` landing bits of a result (``OutPortSignature``): bit ``d * streams + s``
+    when it lands on stream s in direction d.  A wide (int32) group starting at index covers
+    streams index..index+3; equality tests only (an adder or comparator here would be a carry chain
+    in front of the port register)."""
+    index = Value.cast(index)
+    bits = []
+    for d in (0, 1):
+        go = valid & (west if d else ~west)
+        for s in range(streams):
+            covers = (wide & Cat(*(index == k for k in range(max(0, s - 3), s))).any()) if s > 0 else 0
+            bits.append(go & ((index == s) | covers))
+    return Cat(*bits)
+
+
+def port_landing(m, name, valid, index, west, wide, cfg, planes=True):
+    """Registered copies of a result's landing selects, for ``out.land``/``out.plane``.
+
+    `valid`, `index`, `west`, `wide` are the inputs of the unit's last result register (the value
+    it drives on ``out`` in the next cycle); returns ``(land, plane)``, one Signal per copy, each
+    0 when `valid` is 0.  ``planes=False`` (units that never land an int32 group, ``WIDE_OUT =
+    False``, whose fabric position has no plane select) makes ``plane`` the constant 0.  The copies are identical by construction; ``keep`` stops synthesis from
+    merging them back into one high-fanout register."""
+    land, plane = [], []
+    for g in range(land_copies(cfg.lanes)):
+        lg = Signal(2 * cfg.streams, name=f"{name}_land{g}", attrs={"keep": 1})
+        m.d.sync += lg.eq(landing(valid, index, west, wide, cfg.streams))
+        land.append(lg)
+        if not planes:
+            plane.append(Const(0, 2))
+            continue
+        pg = Signal(2, name=f"{name}_plane{g}", attrs={"keep": 1})
+        m.d.sync += pg.eq(Mux(valid, Value.cast(index)[:2], 0))
+        plane.append(pg)
+    return land, plane
+
+
+def drive_landing(m, out, land, plane):
+    """``out.land``/``out.plane`` from `port_landing`'s registers (lists of per-copy Values)."""
+    for g, (lg, pg) in enumerate(zip(land, plane)):
+        m.d.comb += [out.land[g].eq(lg), out.plane[g].eq(pg)]
 
 
 def StreamTap(lanes, streams):  # noqa: N802
@@ -74,7 +137,7 @@ def unit_signature(cfg, extra=None):
         "issue": In(1),
         "insn": In(Instr),
         "tap": In(StreamTap(cfg.lanes, cfg.streams)),
-        "out": Out(OutPortSignature(cfg.lanes)),
+        "out": Out(OutPortSignature(cfg.lanes, cfg.streams)),
         "busy": Out(1),
         "err": Out(ErrorFlags),
     }

@@ -69,7 +69,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..firmware import isa
 from ..firmware.isa import Opcode
-from .common import below, unit_signature, vec
+from .common import below, drive_landing, port_landing, unit_signature, vec
 
 __all__ = ["MemSlice"]
 
@@ -213,6 +213,7 @@ class MemSlice(wiring.Component):
         rd_valid = Signal(name="rd_s1_valid")
         rd_dst = Signal(isa.StreamField, name="rd_s1_dst")
         m.d.sync += [rd_valid.eq(port_ok), rd_dst.eq(port_s)]
+        last_in = (port_ok, port_s)         # the inputs of the last result register
         rd_data = rport.data
         rd_stage_valids.append(rd_valid)
         for k in range(2 + el_reg + addr_reg, l_read):
@@ -220,8 +221,10 @@ class MemSlice(wiring.Component):
             d = Signal(isa.StreamField, name=f"rd_s{k}_dst")
             x = Signal(vec(cfg.lanes), name=f"rd_s{k}_data")
             m.d.sync += [v.eq(rd_valid), d.eq(rd_dst), x.eq(rd_data)]
+            last_in = (rd_valid, rd_dst)
             rd_valid, rd_dst, rd_data = v, d, x
             rd_stage_valids.append(v)
+        drive_landing(m, self.out, *port_landing(m, "rd", last_in[0], last_in[1].index, last_in[1].west, 0, cfg, planes=False))
         m.d.comb += [
             self.out.valid.eq(rd_valid),
             self.out.west.eq(rd_dst.west),

@@ -72,7 +72,7 @@ from amaranth.lib.memory import Memory
 
 from ..firmware import isa
 from ..firmware.isa import INT32_PLANES, Opcode
-from .common import below, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, unit_signature, vec
+from .common import below, drive_landing, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, port_landing, unit_signature, vec
 
 __all__ = ["MxmSlice", "tree_cuts"]
 
@@ -339,6 +339,7 @@ class MxmSlice(wiring.Component):
         em_valid = Signal(name="em_s1_valid")
         em_dst = Signal(isa.StreamField, name="em_s1_dst")
         m.d.sync += [em_valid.eq(port_ok), em_dst.eq(port_dst)]
+        last_in = (port_ok, port_dst)       # the inputs of the last result register
         em_data = acc_emit.data
         em_valids.append(em_valid)
         em_err_hazard = em_h_ok & pending(em_h_addr)
@@ -347,8 +348,10 @@ class MxmSlice(wiring.Component):
             d = Signal(isa.StreamField, name=f"em_s{k}_dst")
             x = Signal(unsigned(32 * lanes), name=f"em_s{k}_data")
             m.d.sync += [v.eq(em_valid), d.eq(em_dst), x.eq(em_data)]
+            last_in = (em_valid, em_dst)
             em_valid, em_dst, em_data = v, d, x
             em_valids.append(v)
+        drive_landing(m, self.out, *port_landing(m, "em", last_in[0], last_in[1].index, last_in[1].west, 1, cfg))
         m.d.comb += [
             self.out.valid.eq(em_valid),
             self.out.west.eq(em_dst.west),

@@ -7,10 +7,16 @@ enters at the east end), unless the slice at p drives its ``out`` port into that
 ``out.wide``) in direction ``out.west`` at the end of c (docs/rtl.md).  Values leaving the ends of
 the line are dropped.  ``clear`` empties every register (the chip asserts it in the START cycle).
 
+The fabric reads that decision only in its pre-decoded form, ``out.land``/``out.plane``, which
+every unit registers beside its result (``common.port_landing``): per copy g of ``LAND_LANES``
+lanes, one bit per (direction, stream) and the plane rotation.  So each register bit's input is a
+2:1 mux (4:1 plane select in front at positions that can land an int32 group) whose select comes
+straight from a register with a fanout of a few dozen, and nothing is decoded between the unit and
+the stream register: on an FPGA this was the longest route of the chip (docs/fpga.md).
+
 ``wide`` (optional, one bool per position) says which positions' units can drive an int32 group
-(``out.wide``); a position whose unit never does (MEM, SXM) gets a plain 2:1 mux per register bit
-instead of the plane select, which is most of the fabric's LUTs on an FPGA.  The plane that lands
-on stream s (plane s - index) is selected once per position and shared by both directions.
+(``out.wide``); a position whose unit never does (MEM, SXM) has no plane select.  The plane that
+lands on stream s is selected once per position and shared by both directions.
 """
 
 from amaranth.hdl import Cat, Module, Signal
@@ -18,7 +24,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..firmware.isa import INT32_PLANES
-from .common import OutPortSignature, StreamTap, vec
+from .common import LAND_LANES, OutPortSignature, StreamTap, land_copies, vec
 
 __all__ = ["StreamFabric"]
 
@@ -32,7 +38,7 @@ class StreamFabric(wiring.Component):
         self.wide = [True] * cfg.positions if wide is None else [bool(w) for w in wide]
         assert len(self.wide) == cfg.positions
         super().__init__({
-            "outs": In(OutPortSignature(cfg.lanes)).array(cfg.positions),
+            "outs": In(OutPortSignature(cfg.lanes, cfg.streams)).array(cfg.positions),
             "taps": Out(StreamTap(cfg.lanes, cfg.streams)).array(cfg.positions),
             "clear": In(1),
         })
@@ -54,42 +60,42 @@ class StreamFabric(wiring.Component):
                     tap.west[s].eq(reg[1][s][p][0]), tap.west_valid[s].eq(reg[1][s][p][1]),
                 ]
 
+        G = land_copies(lanes)
         for p in range(P):
             out = self.outs[p]
-            # per stream s: does the port land on it this cycle, and with which plane
-            land, value = [], []
-            for s in range(S):
-                if self.wide[p]:
-                    planes = range(min(INT32_PLANES, s + 1))
-                    hit = Signal(name=f"land{s}_p{p}")
-                    dat = Signal(vec(lanes), name=f"land{s}_p{p}_data")
-                    # a wide (int32) group starting below s covers s; no group starts below stream 0
-                    # (equality tests only: an adder or comparator here becomes a carry chain in
-                    # front of every register of the position on an FPGA)
-                    covers = (out.wide & Cat(*(out.index == k for k in range(max(0, s - 3), s))).any()
-                              if s > 0 else 0)
-                    m.d.comb += hit.eq(out.valid & ((out.index == s) | covers))
-                    with m.Switch(out.index):
-                        for b in planes:
-                            with m.Case(s - b):
-                                m.d.comb += dat.eq(out.data[b])
-                    land.append(hit)
-                    value.append(dat)
-                else:
-                    land.append(out.valid & (out.index == s))
-                    value.append(out.data[0])
+            # value[s][g]: what lands on stream s at the lanes of copy g (shared by both directions)
+            value = [[None] * G for _ in range(S)]
+            for g in range(G):
+                lo, hi = 8 * LAND_LANES * g, min(8 * LAND_LANES * (g + 1), 8 * lanes)
+                for s in range(S):
+                    if not self.wide[p]:
+                        value[s][g] = out.data[0][lo:hi]
+                        continue
+                    v = Signal(hi - lo, name=f"land{s}_p{p}_g{g}")
+                    # stream s takes plane (s - index) % 4; planes above s cannot land on it
+                    with m.Switch(out.plane[g]):
+                        for k in range(INT32_PLANES):
+                            b = (s - k) % INT32_PLANES
+                            with m.Case(k):
+                                m.d.comb += v.eq(out.data[b if b <= s else 0][lo:hi])
+                    value[s][g] = v
             for d in (0, 1):
                 src_p = p - 1 if d == 0 else p + 1
                 for s in range(S):
                     dat, val = reg[d][s][p]
+                    src = reg[d][s][src_p] if 0 <= src_p < P else None
+                    bit = d * S + s
                     with m.If(self.clear):
                         m.d.sync += val.eq(0)
-                    with m.Elif(land[s] & (out.west == d)):
-                        m.d.sync += [dat.eq(value[s]), val.eq(1)]
+                    with m.Elif(out.land[0][bit]):
+                        m.d.sync += val.eq(1)
                     with m.Else():
-                        if 0 <= src_p < P:
-                            sdat, sval = reg[d][s][src_p]
-                            m.d.sync += [dat.eq(sdat), val.eq(sval)]
-                        else:
-                            m.d.sync += val.eq(0)
+                        m.d.sync += val.eq(src[1] if src else 0)
+                    for g in range(G):
+                        lo, hi = 8 * LAND_LANES * g, min(8 * LAND_LANES * (g + 1), 8 * lanes)
+                        with m.If(out.land[g][bit]):
+                            m.d.sync += dat[lo:hi].eq(value[s][g])
+                        if src:
+                            with m.Else():
+                                m.d.sync += dat[lo:hi].eq(src[0][lo:hi])
         return m

@@ -25,7 +25,7 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, Instr, Opcode
-from .common import unit_signature, vec
+from .common import drive_landing, port_landing, unit_signature, vec
 
 __all__ = ["SxmSlice"]
 
@@ -172,7 +172,10 @@ class SxmSlice(wiring.Component):
 
         # --- result pipeline: the register after the crossbar, then delay stages ---------------------
         for n in range(self.latency - 1 - cut):
+            last_in = stage                 # the inputs of the last result register
             stage = register("r" if n == 0 else f"d{n}", stage)
+        drive_landing(m, self.out, *port_landing(m, "res", last_in["valid"], last_in["index"], last_in["west"], 0,
+                                                 self.cfg, planes=False))
         m.d.comb += [
             self.out.valid.eq(stage["valid"]),
             self.out.index.eq(stage["index"]),

@@ -48,7 +48,7 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
-from .common import below, ecp5_dsp, ecp5_mult, unit_signature, vec
+from .common import below, ecp5_dsp, ecp5_mult, land_copies, port_landing, unit_signature, vec
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "round_add_sat8", "sat8"]
 
@@ -71,19 +71,21 @@ class Pipe:
         self.pad = regs - 1 - len(self.cuts)
         self.valids = []
 
-    def _reg1(self, name, v):
+    def _reg1(self, name, v, keep=None):
         v = Value.cast(v)
         s = Signal(v.shape(), name=name)
-        self.m.d.sync += s.eq(v)
+        self.m.d.sync += s.eq(v if keep is None else Mux(keep, v, 0))
         return s
 
-    def _reg(self, tag, vals):
+    def _reg(self, tag, vals, keep=None):
+        """Register `vals`; with `keep`, ``data`` is registered as 0 where `keep` is 0."""
         out = {}
         for key, v in vals.items():
+            k = keep if key == "data" else None
             if isinstance(v, (list, tuple)):
-                out[key] = [self._reg1(f"{self.name}_{tag}_{key}{j}", x) for j, x in enumerate(v)]
+                out[key] = [self._reg1(f"{self.name}_{tag}_{key}{j}", x, k) for j, x in enumerate(v)]
             else:
-                out[key] = self._reg1(f"{self.name}_{tag}_{key}", v)
+                out[key] = self._reg1(f"{self.name}_{tag}_{key}", v, k)
         if "valid" in out:
             self.valids.append(out["valid"])
         return out
@@ -100,14 +102,30 @@ class Pipe:
     def has(self, *tags):
         return all(t in self.cuts for t in tags)
 
-    def finish(self, vals):
-        vals = self._reg("r", vals)
-        for i in range(self.pad):
-            vals = self._reg(f"d{i + 1}", vals)
+    def finish(self, vals, cfg):
+        """The result register and the pad stages.  The last register also holds the landing
+        selects (``land``/``plane``, ``common.port_landing``) and registers ``data`` as 0 when no
+        element is valid, so that the output port is the OR of the pipelines' last registers."""
+        for i in range(1 + self.pad):
+            tag = "r" if i == 0 else f"d{i}"
+            if i < self.pad:
+                vals = self._reg(tag, vals)
+                continue
+            land, plane = port_landing(self.m, f"{self.name}_{tag}", vals["valid"], vals["index"], vals["west"],
+                                       vals["wide"], cfg)
+            vals = self._reg(tag, vals, keep=vals["valid"])
+            vals.update(land=land, plane=plane)
         return vals
 
 
 META = ("valid", "index", "west", "wide")
+
+
+def _or(vals):
+    out = vals[0]
+    for v in vals[1:]:
+        out = out | v
+    return out
 
 
 def _meta(vals):
@@ -360,7 +378,7 @@ class VxmSlice(wiring.Component):
             planes[0][j] = Mux(s["add32"], s32[0:8], r)
             for p in range(1, INT32_PLANES):
                 planes[p][j] = s32[8 * p:8 * p + 8]
-        alu_out = alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]})
+        alu_out = alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]}, self.cfg)
 
         # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
         mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "coarse"))
@@ -380,7 +398,7 @@ class VxmSlice(wiring.Component):
                                "neg": [c[2] for c in co], "sh": s["sh"]})
         mul_out = mul.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
                                                                         s["sh"], 0, f"mul_fi{j}")
-                                                         for j in range(lanes)))]})
+                                                         for j in range(lanes)))]}, self.cfg)
 
         # --- REQ / REQL: sat8(rshift_round(A * m, sh) + z), A int32, m int16, z int8 ------------------
         ldm_m = [Signal(signed(16), name=f"ldm_m{j}") for j in range(lanes)]
@@ -428,7 +446,7 @@ class VxmSlice(wiring.Component):
                                "neg": [c[2] for c in co], "sh": s["sh"], "z": s["z"]})
         req_out = req.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
                                                                         s["sh"][j], s["z"][j], f"req_fi{j}")
-                                                         for j in range(lanes)))]})
+                                                         for j in range(lanes)))]}, self.cfg)
 
         # --- LUT / LDLUT: a 256-entry table, one copy per lane ----------------------------------
         # Every copy has one write port (LDLUT writes a row of `lanes` entries into all of them)
@@ -467,18 +485,26 @@ class VxmSlice(wiring.Component):
             byte = Signal(8, name=f"lut_res{j}")
             m.d.comb += byte.eq(rp.data.word_select(s["x"][j], 8))
             res.append(byte)
-        lut_out = lut.finish({**_meta(s), "data": [Cat(*res)]})
+        lut_out = lut.finish({**_meta(s), "data": [Cat(*res)]}, self.cfg)
 
         # --- output port ------------------------------------------------------------------------
+        # Each pipeline's last register is 0 unless it holds a result, so data and landing selects
+        # are ORed (no select with a fanout of the whole port); valid/index/west/wide, which the
+        # fabric does not use, follow the priority ALU, MUL, REQ, LUT.  Two results in one cycle
+        # are a port error, and then the landed data is the OR of both.
         finals = [alu_out, mul_out, req_out, lut_out]
         first = True
         for f in finals:
             with (m.If if first else m.Elif)(f["valid"]):
                 m.d.comb += [self.out.valid.eq(1), self.out.index.eq(f["index"]),
                              self.out.west.eq(f["west"]), self.out.wide.eq(f["wide"])]
-                for p, d in enumerate(f["data"]):
-                    m.d.comb += self.out.data[p].eq(d)
             first = False
+        for p in range(INT32_PLANES):
+            ds = [f["data"][p] for f in finals if p < len(f["data"])]
+            m.d.comb += self.out.data[p].eq(_or(ds))
+        for g in range(land_copies(lanes)):
+            m.d.comb += [self.out.land[g].eq(_or([f["land"][g] for f in finals])),
+                         self.out.plane[g].eq(_or([f["plane"][g] for f in finals]))]
         vs = [f["valid"] for f in finals]
         m.d.comb += self.err.port.eq(Cat(*(vs[i] & vs[j] for i in range(len(vs))
                                            for j in range(i + 1, len(vs)))).any())

@@ -112,3 +112,30 @@ def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields)
     r = g.run()
     res = [g.read_mem(bk, OUT_ADDR, count) for bk in outs]
     return res, g, r.cycles
+
+
+def land_bits(drive, streams):
+    """The pre-decoded landing selects (``out.land``/``out.plane``, hdl/common.py) of a result port
+    drive, None or (west, index, wide, ...): bit ``west * streams + s`` for every stream register
+    it loads, and the plane rotation ``index % 4``; (0, 0) when nothing is driven."""
+    if drive is None:
+        return 0, 0
+    w, idx, wide = drive[:3]
+    bits = 0
+    for k in range(4 if wide else 1):
+        bits |= 1 << (w * streams + idx + k)
+    return bits, idx % 4
+
+
+def check_landing(ctx, out, cfg, wide_unit=True):
+    """Assert that every copy of a unit's ``out.land``/``out.plane`` agrees with its
+    ``valid``/``west``/``index``/``wide`` in the current cycle (the fabric reads only the former)."""
+    from tinylpu.hdl.common import land_copies
+    drive = None
+    if ctx.get(out.valid):
+        drive = (ctx.get(out.west), ctx.get(out.index), ctx.get(out.wide))
+    land, plane = land_bits(drive, cfg.streams)
+    for g in range(land_copies(cfg.lanes)):
+        assert ctx.get(out.land[g]) == land, (g, drive, bin(ctx.get(out.land[g])))
+        if wide_unit:
+            assert ctx.get(out.plane[g]) == plane, (g, drive)

@@ -18,6 +18,7 @@ from tinylpu.config import load_config, parse_config
 from tinylpu.firmware.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.hdl.mem import MemSlice
 from tinylpu.sim.golden import Golden, ProgramError, SliceStepper
+from harness import check_landing
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
@@ -131,6 +132,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
                 await ctx.tick()
                 continue
             assert ctx.get(dut.busy) == busy, (c, busy)
+            check_landing(ctx, dut.out, cfg, wide_unit=False)
             if out:
                 (d, s, v), = out
                 assert ctx.get(dut.out.valid) == 1, c

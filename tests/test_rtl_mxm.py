@@ -18,6 +18,7 @@ from tinylpu.config import load_config, parse_config
 from tinylpu.firmware.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.hdl.mxm import MxmSlice, tree_cuts
 from tinylpu.sim.golden import Golden, ProgramError, int32_to_planes, planes_to_int32, SliceStepper
+from harness import check_landing
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
@@ -125,6 +126,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None):
                 await ctx.tick()
                 continue
             assert ctx.get(dut.busy) == busy, (c, busy)
+            check_landing(ctx, dut.out, cfg, wide_unit=True)
             if out:
                 assert len(out) == 4
                 d, s, _ = out[0]

@@ -4,7 +4,10 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from tinylpu.config import load_config
+from tinylpu.hdl.common import land_copies
 from tinylpu.hdl.streams import StreamFabric
+
+from harness import land_bits
 
 CFG = load_config("tiny")
 
@@ -55,6 +58,10 @@ def test_random_drive():
                 o = dut.outs[p]
                 dr = drives[c][p]
                 ctx.set(o.valid, dr is not None)
+                land, plane = land_bits(dr, S)
+                for g in range(land_copies(lanes)):
+                    ctx.set(o.land[g], land)
+                    ctx.set(o.plane[g], plane)
                 if dr:
                     w, idx, wide, vals = dr
                     ctx.set(o.west, w)

@@ -17,6 +17,7 @@ from tinylpu.config import load_config
 from tinylpu.firmware.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.hdl.vxm import VxmSlice
 from tinylpu.sim.golden import Golden, ProgramError, int32_to_planes, requantize, rshift_round, sat8
+from harness import check_landing
 
 O = Opcode
 ERRS = ("empty", "busy", "port", "addr", "hazard", "inflight", "queue", "deadlock")
@@ -155,6 +156,8 @@ def run_rtl(dut, cfg, cycles, issues, taps):
             ctx.set(tw, wd)
             ctx.set(twv, wv)
             ev_ = ctx.get(err_v)
+            if not (ev_ >> ERRS.index("port")) & 1:       # a port clash ORs two results' selects
+                check_landing(ctx, dut.out, cfg, wide_unit=True)
             rec.append((ctx.get(dut.out.valid), ctx.get(dut.out.west), ctx.get(dut.out.index),
                         ctx.get(dut.out.wide), ctx.get(data_v),
                         {n: (ev_ >> i) & 1 for i, n in enumerate(ERRS)}, ctx.get(dut.busy)))
