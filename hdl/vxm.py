@@ -236,7 +236,13 @@ def _lanes(v, lanes):
 class VxmSlice(wiring.Component):
     """The VXM slice unit; ``VxmSlice(cfg, slice)``."""
 
-    def __init__(self, cfg, slice=None):
+    def __init__(self, cfg, slice=None, lut_read=None):
+        """`lut_read`: how the LUT table is read with the |in| cut, ``"sync"`` (a synchronous read
+        port addressed in the sample cycle: block RAM) or ``"late"`` (the operand registered, then
+        an asynchronous read: LUT RAM); None picks ``"late"`` on ECP5, else ``"sync"``."""
+        if lut_read not in (None, "sync", "late"):
+            raise ValueError(f"lut_read must be 'sync' or 'late', not {lut_read!r}")
+        self.lut_read = lut_read
         self.cfg = cfg
         self.slice = slice
         self.lanes = cfg.lanes
@@ -247,6 +253,11 @@ class VxmSlice(wiring.Component):
                 raise ValueError(f"latency {key} = {value} is below the minimum of {MIN_LATENCY[key]}")
         self.lut_rows = 256 // cfg.lanes          # 0 when a row is wider than the table
         super().__init__(unit_signature(cfg))
+
+    def _lut_read(self, platform):
+        if self.lut_read:
+            return self.lut_read
+        return "late" if ecp5_dsp(platform) else "sync"
 
     def elaborate(self, platform):
         m = Module()
@@ -455,6 +466,11 @@ class VxmSlice(wiring.Component):
         # addressed in the sample cycle (its data register is the cut); at the minimum latency
         # it reads combinationally.  Not transparent: an LDLUT row written in the sample cycle
         # of a LUT element is not seen by it (it could not be: one sub-unit).
+        #
+        # ``lut_read="late"`` (ECP5 builds, whose LUT RAM reads asynchronously): with |in| the whole
+        # operand byte is registered and the table is read combinationally in the next cycle, and
+        # LDLUT's row write is registered too, so it lands one cycle late, still before any later
+        # LUT element reads.  Nothing in the sample cycle then reaches the table's ports.
         rows = max(1, self.lut_rows)
         colbits = exact_log2(min(lanes, 256))
         row = Signal(signed(18), name="ldlut_row")
@@ -471,19 +487,26 @@ class VxmSlice(wiring.Component):
         lut = Pipe(m, "lut", lat["vxm_lut"], cuts=("in",))
         pipes.append(lut)
         sync_read = "in" in lut.cuts
-        s = lut.cut("in", {**meta(dec["lut"]), "x": [x[0:colbits] for x in xa]})
+        late = sync_read and self._lut_read(platform) == "late"
+        wr_row, wr_data, wr_en = row, a[0][0], lut_we
+        if late:
+            wr_row = Signal(len(row), name="ldlut_w_row")
+            wr_data = Signal(vec(lanes), name="ldlut_w_data")
+            wr_en = Signal(name="ldlut_w_en")
+            m.d.sync += [wr_row.eq(row), wr_data.eq(a[0][0]), wr_en.eq(lut_we)]
+        s = lut.cut("in", {**meta(dec["lut"]), "x": [x if late else x[0:colbits] for x in xa]})
         # a 16-row table (16 lanes) is exactly one LUT-RAM column on ECP5
-        attrs = {"ram_style": "distributed"} if rows <= 16 else {}
+        attrs = {"ram_style": "distributed"} if rows <= 16 or late else {}
         res = []
         for j in range(lanes):
             mem = Memory(shape=vec(lanes), depth=rows, init=[], attrs=attrs)
             m.submodules[f"lut_mem{j}"] = mem
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(row[:len(wp.addr)]), wp.data.eq(a[0][0]), wp.en.eq(lut_we)]
-            rp = mem.read_port(domain="sync" if sync_read else "comb")
-            m.d.comb += rp.addr.eq(xa[j][colbits:8])
+            m.d.comb += [wp.addr.eq(wr_row[:len(wp.addr)]), wp.data.eq(wr_data), wp.en.eq(wr_en)]
+            rp = mem.read_port(domain="sync" if sync_read and not late else "comb")
+            m.d.comb += rp.addr.eq((s["x"][j] if late else xa[j])[colbits:8])
             byte = Signal(8, name=f"lut_res{j}")
-            m.d.comb += byte.eq(rp.data.word_select(s["x"][j], 8))
+            m.d.comb += byte.eq(rp.data.word_select(s["x"][j][0:colbits], 8))
             res.append(byte)
         lut_out = lut.finish({**_meta(s), "data": [Cat(*res)]}, self.cfg)
 

@@ -182,6 +182,11 @@ def main(argv=None):
     return rc
 
 
+#: Yosys command: mark the registers behind the ``*_land<g>`` / ``*_plane<g>`` wires ``keep`` (a
+#: ``keep`` on the wire alone does not stop opt_merge from merging the copies into one register)
+KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u %ci1 t:$dff %i"
+
+
 def build(args):
 
     ensure_tools()
@@ -202,7 +207,10 @@ def build(args):
     os.chdir(ROOT)
     build_dir.mkdir(parents=True, exist_ok=True)
     name = "tinylpu"
-    overrides = {"nextpnr_opts": "--timing-allow-fail --report nextpnr_report.json"}
+    overrides = {"nextpnr_opts": "--timing-allow-fail --report nextpnr_report.json",
+                 # the copies of every result port's landing selects (hdl/common.py port_landing) are
+                 # identical registers on purpose; keep them apart from Yosys' opt_merge
+                 "script_after_read": KEEP_COPIES}
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
     else:

@@ -27,6 +27,8 @@ ERRS = ("empty", "busy", "port", "addr", "hazard", "inflight", "queue", "deadloc
 WIDE_IMM = [-32768, 32767, 255, 256, -129, -257, 511, 512, -512, -513, 0x1234, -0x7F01]
 
 def config(name):
+    if name.endswith("-late"):      # the ECP5 build's LUT table: operand registered, read late
+        return dataclasses.replace(config(name[:-5]), name=name)
     if name == "min":
         cfg = load_config("tiny")
         return dataclasses.replace(cfg, name="min", latency={**cfg.latency, "vxm_alu": 2, "vxm_mul": 2,
@@ -36,6 +38,11 @@ def config(name):
         return dataclasses.replace(cfg, name="deep", latency={**cfg.latency, "vxm_alu": 4, "vxm_mul": 6,
                                                                  "vxm_req": 9, "vxm_lut": 5})
     return load_config(name)
+
+
+def vxm(cfg):
+    """The VXM under test; ``fpga-late`` elaborates the LUT-RAM variant an ECP5 build uses."""
+    return VxmSlice(cfg, cfg.slice("vxm0"), lut_read="late" if cfg.name.endswith("-late") else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,12 +287,12 @@ def random_schedule(cfg, seed, n_insns, ops=ALL_OPS, max_gap=3):
     return issues, taps, cycles
 
 
-@pytest.mark.parametrize("cfg_name,seed", [("tiny", 1), ("tiny", 2), ("fpga", 3), ("fpga", 7), ("min", 4),
-                                           ("deep", 5)])
+@pytest.mark.parametrize("cfg_name,seed", [("tiny", 1), ("tiny", 2), ("fpga", 3), ("fpga", 7), ("fpga-late", 5), ("min", 4),
+                                           ("deep", 5), ("deep-late", 6)])
 def test_random_against_golden(cfg_name, seed):
     cfg = config(cfg_name)
     issues, taps, cycles = random_schedule(cfg, seed, 150)
-    check_against_golden(cfg, VxmSlice(cfg, cfg.slice("vxm0")), issues, taps, cycles)
+    check_against_golden(cfg, vxm(cfg), issues, taps, cycles)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +334,7 @@ def run_directed(cfg, seq, extra=4):
         t += n
     cycles = t + max(cfg.latency.values()) + extra
     taps.extend(Tap(cfg) for _ in range(cycles - len(taps)))
-    dut = VxmSlice(cfg, cfg.slice("vxm0"))
+    dut = vxm(cfg)
     return check_against_golden(cfg, dut, issues, taps, cycles), issues
 
 
@@ -449,7 +456,7 @@ def test_ldm_then_reql_next_cycle():
     assert list(out_at(rec, t3 + cfg.latency["vxm_req"] - 1, lanes=lanes)) == list(requantize(acc, mlist, shs, zs))
 
 
-@pytest.mark.parametrize("cfg_name", ["tiny", "fpga"])
+@pytest.mark.parametrize("cfg_name", ["tiny", "fpga", "fpga-late"])
 def test_ldlut_then_lut(cfg_name):
     cfg = config(cfg_name)
     lanes = cfg.lanes
@@ -477,7 +484,7 @@ def test_ldlut_then_lut(cfg_name):
 # ---------------------------------------------------------------------------------------------
 
 def run_flags(cfg, issues, taps, cycles):
-    rec = run_rtl(VxmSlice(cfg, cfg.slice("vxm0")), cfg, cycles, issues, taps)
+    rec = run_rtl(vxm(cfg), cfg, cycles, issues, taps)
     return [{n for n, v in r[5].items() if v} for r in rec], rec
 
 
@@ -582,11 +589,11 @@ def test_ldlut_row_out_of_range():
 @pytest.mark.parametrize("cfg_name", ["tiny", "fpga"])
 def test_verilog(cfg_name):
     cfg = config(cfg_name)
-    text = verilog.convert(VxmSlice(cfg, cfg.slice("vxm0")), name=f"vxm_{cfg_name}")
+    text = verilog.convert(vxm(cfg), name=f"vxm_{cfg_name}")
     assert "module vxm_" in text
 
 
 def test_latency_below_minimum_rejected():
     cfg = dataclasses.replace(config("tiny"), latency={**config("tiny").latency, "vxm_req": 1})
     with pytest.raises(ValueError, match="vxm_req"):
-        VxmSlice(cfg, cfg.slice("vxm0"))
+        vxm(cfg)
