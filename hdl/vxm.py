@@ -306,14 +306,22 @@ class VxmSlice(wiring.Component):
             m.d.comb += dec[nm].eq(val)
 
         # --- operands: streams a, a+1..a+3, b, b+1..b+3, c ---------------------------------------
+        S = self.cfg.streams
+
         def stream(ref, name, plane=0):
-            idx = ref.index + plane if plane else ref.index
+            """Stream ``ref.index + plane`` of direction ``ref.west``; a stream past the last one
+            reads as empty.  The offset is applied to the mux inputs, not added to the select, so
+            there is no adder between the instruction register and the operand mux."""
             d = Signal(vec(lanes), name=name)
             ok = Signal(name=f"{name}_ok")
-            m.d.comb += [
-                d.eq(Mux(ref.west, tap.west[idx], tap.east[idx])),
-                ok.eq(Mux(ref.west, tap.west_valid.bit_select(idx, 1), tap.east_valid.bit_select(idx, 1))),
-            ]
+            with m.Switch(ref.index):
+                for i in range(S):
+                    with m.Case(i):
+                        if i + plane < S:
+                            m.d.comb += [
+                                d.eq(Mux(ref.west, tap.west[i + plane], tap.east[i + plane])),
+                                ok.eq(Mux(ref.west, tap.west_valid[i + plane], tap.east_valid[i + plane])),
+                            ]
             return d, ok
 
         a = [stream(v.a, f"opa{b}", b) for b in range(INT32_PLANES)]
