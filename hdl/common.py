@@ -84,12 +84,13 @@ def landing(valid, index, west, wide, streams):
     streams index..index+3; equality tests only (an adder or comparator here would be a carry chain
     in front of the port register)."""
     index = Value.cast(index)
+    at = [index == Const(k, len(index)) for k in range(streams)]
     bits = []
     for d in (0, 1):
         go = valid & (west if d else ~west)
         for s in range(streams):
-            covers = (wide & Cat(*(index == k for k in range(max(0, s - 3), s))).any()) if s > 0 else 0
-            bits.append(go & ((index == s) | covers))
+            covers = (wide & Cat(*at[max(0, s - 3):s]).any()) if s > 0 else 0
+            bits.append(go & (at[s] | covers))
     return Cat(*bits)
 
 
@@ -102,15 +103,19 @@ def port_landing(m, name, valid, index, west, wide, cfg, planes=True):
     False``, whose fabric position has no plane select) makes ``plane`` the constant 0.  The copies are identical by construction; ``keep`` stops synthesis from
     merging them back into one high-fanout register."""
     land, plane = [], []
+    nxt = Signal(2 * cfg.streams, name=f"{name}_land_next")       # decoded once, registered per copy
+    nxt_pl = Signal(2, name=f"{name}_plane_next")
+    m.d.comb += [nxt.eq(landing(valid, index, west, wide, cfg.streams)),
+                 nxt_pl.eq(Mux(valid, Value.cast(index)[:2], 0))]
     for g in range(land_copies(cfg.lanes)):
         lg = Signal(2 * cfg.streams, name=f"{name}_land{g}", attrs={"keep": 1})
-        m.d.sync += lg.eq(landing(valid, index, west, wide, cfg.streams))
+        m.d.sync += lg.eq(nxt)
         land.append(lg)
         if not planes:
             plane.append(Const(0, 2))
             continue
         pg = Signal(2, name=f"{name}_plane{g}", attrs={"keep": 1})
-        m.d.sync += pg.eq(Mux(valid, Value.cast(index)[:2], 0))
+        m.d.sync += pg.eq(nxt_pl)
         plane.append(pg)
     return land, plane
 
