@@ -20,6 +20,7 @@ times), so the page only ever shows measured numbers.
 """
 
 import argparse
+import collections
 import importlib.util
 import json
 import os
@@ -187,6 +188,31 @@ def main(argv=None):
 KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u %ci1 t:$dff %i"
 
 
+def landing_copies(netlist):
+    """Per result port, how many distinct registers hold its landing-select copies in the Yosys
+    netlist (``*_land<g>`` wires, hdl/common.py ``port_landing``): the copies only shorten the
+    select nets when synthesis kept them apart (``KEEP_COPIES``).  {port: [distinct, copies]}."""
+    if not netlist.exists():
+        return None
+    nets = json.loads(netlist.read_text())
+    top = next(m for m in nets["modules"].values() if m.get("attributes", {}).get("top"))
+    ports = collections.defaultdict(dict)
+    for wire, info in top["netnames"].items():
+        m = re.fullmatch(r"(.*)_land(\d+)", wire)
+        if m:
+            ports[m.group(1)][int(m.group(2))] = info["bits"][0]
+    return {p: [len(set(c.values())), len(c)] for p, c in sorted(ports.items())} or None
+
+
+def lut_mapping(build_dir, name):
+    """How the build's Yosys script mapped LUTs: ``abc -lut 4:7`` (``--legacy-abc``) or the
+    synth command's own default (abc9 for synth_ecp5)."""
+    ys = build_dir / f"{name}.ys"
+    if not ys.exists():
+        return None
+    return "abc -lut 4:7 (--legacy-abc)" if "abc -lut 4:7" in ys.read_text() else "synth default"
+
+
 def build(args):
 
     ensure_tools()
@@ -331,6 +357,7 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
               "fmax_mhz": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
               "source": "nextpnr --report" if pnr else "none", "times": times,
               "nextpnr_opts": getattr(args, "nextpnr_opts", "") or "",
+              "lut_mapping": lut_mapping(build_dir, name),
               "commit": getattr(args, "commit", None)}
     if not pnr:
         logutil = nextpnr_log_util(build_dir / f"{name}.tim", family)
@@ -349,6 +376,12 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
         report["nextpnr"] = pnr
     if cells:
         report["yosys_cells"] = cells
+    copies = landing_copies(build_dir / f"{name}.json")
+    if copies:
+        report["landing_copies"] = copies
+        merged = [p for p, (distinct, n) in copies.items() if distinct < n]
+        if merged:
+            print(f"synth: warning: Yosys merged the landing-select copies of {', '.join(merged)}", file=sys.stderr)
     if (build_dir / f"{name}.bit").exists():
         report["bitstream"] = str(build_dir / f"{name}.bit")
     out = build_dir / "report.json"
