@@ -161,7 +161,8 @@ class C2CSlice(wiring.Component):
             valids.append(v)
             last_in = stage                 # the inputs of the last result register
             stage = (v, d, s)
-        drive_landing(m, self.out, *port_landing(m, "res", last_in[0], last_in[2].index, last_in[2].west, 0, cfg, planes=False))
+        drive_landing(m, self.out, *port_landing(m, "res", last_in[0], last_in[2].index, last_in[2].west, 0, cfg,
+                                                 planes=False))
         m.d.comb += [
             self.out.valid.eq(stage[0]),
             self.out.index.eq(stage[2].index),

@@ -20,7 +20,8 @@ from amaranth.lib.wiring import In, Out
 from ..firmware.isa import INT32_PLANES, Instr
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
-           "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers", "lut_mul8", "below", "ecp5_dsp", "ecp5_mult"]
+           "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers",
+           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult"]
 
 
 def vec(lanes):
@@ -100,8 +101,9 @@ def port_landing(m, name, valid, index, west, wide, cfg, planes=True):
     `valid`, `index`, `west`, `wide` are the inputs of the unit's last result register (the value
     it drives on ``out`` in the next cycle); returns ``(land, plane)``, one Signal per copy, each
     0 when `valid` is 0.  ``planes=False`` (units that never land an int32 group, ``WIDE_OUT =
-    False``, whose fabric position has no plane select) makes ``plane`` the constant 0.  The copies are identical by construction; ``keep`` stops synthesis from
-    merging them back into one high-fanout register."""
+    False``, whose fabric position has no plane select) makes ``plane`` the constant 0.  The copies
+    are identical by construction; ``make synth`` marks their registers ``keep`` so that Yosys
+    does not merge them back into one high-fanout register (scripts/synth.py ``KEEP_COPIES``)."""
     land, plane = [], []
     nxt = Signal(2 * cfg.streams, name=f"{name}_land_next")       # decoded once, registered per copy
     nxt_pl = Signal(2, name=f"{name}_plane_next")

@@ -224,7 +224,8 @@ class MemSlice(wiring.Component):
             last_in = (rd_valid, rd_dst)
             rd_valid, rd_dst, rd_data = v, d, x
             rd_stage_valids.append(v)
-        drive_landing(m, self.out, *port_landing(m, "rd", last_in[0], last_in[1].index, last_in[1].west, 0, cfg, planes=False))
+        drive_landing(m, self.out, *port_landing(m, "rd", last_in[0], last_in[1].index, last_in[1].west, 0, cfg,
+                                                 planes=False))
         m.d.comb += [
             self.out.valid.eq(rd_valid),
             self.out.west.eq(rd_dst.west),

@@ -72,7 +72,8 @@ from amaranth.lib.memory import Memory
 
 from ..firmware import isa
 from ..firmware.isa import INT32_PLANES, Opcode
-from .common import below, drive_landing, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, port_landing, unit_signature, vec
+from .common import (below, drive_landing, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, port_landing,
+                     unit_signature, vec)
 
 __all__ = ["MxmSlice", "tree_cuts"]
 

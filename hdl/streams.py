@@ -19,8 +19,8 @@ the stream register: on an FPGA this was the longest route of the chip (docs/fpg
 lands on stream s is selected once per position and shared by both directions.
 """
 
-from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import data, wiring
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..firmware.isa import INT32_PLANES
