@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, Opcode, StreamField
-from .common import drive_landing, port_landing, unit_signature, vec
+from .common import drive_landing, pick_stream, port_landing, unit_signature, vec
 
 __all__ = ["C2CSlice"]
 
@@ -110,9 +110,7 @@ class C2CSlice(wiring.Component):
                 m.d.comb += busy.eq(b)
                 busy_any.append(b | el)
                 if kind == "tx":
-                    x = Mux(cur.west, self.tap.west[cur.index], self.tap.east[cur.index])
-                    ok = Mux(cur.west, self.tap.west_valid.bit_select(cur.index, 1),
-                             self.tap.east_valid.bit_select(cur.index, 1))
+                    x, ok = pick_stream(self.tap, cur.west, cur.index)
                     m.d.comb += [self.tx_valid[p].eq(el), self.tx_data[p].eq(x)]
                     errs_empty.append(el & ~ok)
                 else:

@@ -21,7 +21,7 @@ from ..firmware.isa import INT32_PLANES, Instr
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
            "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers",
-           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult"]
+           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream"]
 
 
 def vec(lanes):
@@ -136,6 +136,31 @@ def StreamTap(lanes, streams):  # noqa: N802
         "west": Out(data.ArrayLayout(vec(lanes), streams)),
         "west_valid": Out(streams),
     })
+
+
+def select(items, index):
+    """``items[index]`` as a tree of 2:1 muxes on the bits of `index`; 0 past the end.  (Indexing
+    an ``ArrayLayout`` view with a Value becomes a shift of the whole array in RTLIL, which Yosys
+    maps as a barrel shifter: several times the LUTs of this tree.)"""
+    index = Value.cast(index)
+    bits = max(1, (len(items) - 1).bit_length())
+    level = list(items) + [0] * ((1 << bits) - len(items))
+    for b in range(bits):
+        sel = index[b] if b < len(index) else Const(0, 1)
+        level = [Mux(sel, level[2 * k + 1], level[2 * k]) for k in range(len(level) // 2)]
+    out = level[0]
+    return Mux(index[bits:].any(), 0, out) if len(index) > bits else out
+
+
+def pick_stream(tap, west, index, offset=0):
+    """(vector, valid) of stream ``index + offset`` of direction `west` (1: westward) in `tap`;
+    a stream past the last one reads as empty.  The offset is applied to the mux inputs, not added
+    to `index`, so no adder sits between the instruction and the operand mux."""
+    n = len(tap.east_valid)
+    pick = (lambda regs: select([regs[i + offset] if i + offset < n else 0 for i in range(n)], index))
+    data = Mux(west, pick(tap.west), pick(tap.east))
+    valid = Mux(west, pick(tap.west_valid), pick(tap.east_valid))
+    return data, valid
 
 
 def unit_signature(cfg, extra=None):

@@ -69,19 +69,12 @@ from amaranth.lib.wiring import In, Out
 
 from ..firmware import isa
 from ..firmware.isa import Opcode
-from .common import below, drive_landing, port_landing, unit_signature, vec
+from .common import below, drive_landing, pick_stream, port_landing, unit_signature, vec
 
 __all__ = ["MemSlice"]
 
 #: running address: 16-bit base + up to 4095 * (-128..127), or base + uint16 index
 ADDR = signed(22)
-
-
-def pick_stream(tap, sf):
-    """(vector, valid) of the stream register named by the ``StreamField`` ``sf`` in ``tap``."""
-    data = Mux(sf.west, tap.west[sf.index], tap.east[sf.index])
-    valid = Mux(sf.west, tap.west_valid.bit_select(sf.index, 1), tap.east_valid.bit_select(sf.index, 1))
-    return data, valid
 
 
 def element_stage(m, prefix, reg, el, gather, base, seq, idx, dst, valids):
@@ -182,7 +175,7 @@ class MemSlice(wiring.Component):
             rd_stride.eq(rd_el_stride), rd_addr.eq(rd_el_seq + rd_el_stride),
         ]
 
-        rd_idx_data, rd_idx_valid = pick_stream(self.tap, rd_el_a)
+        rd_idx_data, rd_idx_valid = pick_stream(self.tap, rd_el_a.west, rd_el_a.index)
         rd_operands_ok = ~rd_el_gather | rd_idx_valid
         rd_err_empty = rd_el & ~rd_operands_ok
         # with L_r >= 3 the element is registered first (|el|): its address is formed, checked and
@@ -270,8 +263,8 @@ class MemSlice(wiring.Component):
             wr_stride.eq(wr_el_stride), wr_addr.eq(wr_el_seq + wr_el_stride),
         ]
 
-        wr_src_data, wr_src_valid = pick_stream(self.tap, wr_el_s)
-        wr_idx_data, wr_idx_valid = pick_stream(self.tap, wr_el_a)
+        wr_src_data, wr_src_valid = pick_stream(self.tap, wr_el_s.west, wr_el_s.index)
+        wr_idx_data, wr_idx_valid = pick_stream(self.tap, wr_el_a.west, wr_el_a.index)
         wr_operands_ok = wr_src_valid & (~wr_el_scatter | wr_idx_valid)
         wr_err_empty = wr_el & ~wr_operands_ok
         wr_stage_valids = []

@@ -72,17 +72,10 @@ from amaranth.lib.memory import Memory
 
 from ..firmware import isa
 from ..firmware.isa import INT32_PLANES, Opcode
-from .common import (below, drive_landing, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, port_landing,
-                     unit_signature, vec)
+from .common import (below, drive_landing, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, pick_stream,
+                     port_landing, unit_signature, vec)
 
 __all__ = ["MxmSlice", "tree_cuts"]
-
-
-def pick_stream(tap, sf):
-    """(vector, valid) of the stream register named by the ``StreamField`` ``sf`` in ``tap``."""
-    data = Mux(sf.west, tap.west[sf.index], tap.east[sf.index])
-    valid = Mux(sf.west, tap.west_valid.bit_select(sf.index, 1), tap.east_valid.bit_select(sf.index, 1))
-    return data, valid
 
 
 def tree_cuts(lanes, l_mm):
@@ -167,7 +160,7 @@ class MxmSlice(wiring.Component):
         # install (LW)
         # ------------------------------------------------------------------------------------
         lw, lw_left, lw_err_busy = sequencer("lw", issue_lw, with_buf=True)
-        lw_vec, lw_vec_valid = pick_stream(self.tap, lw["s"])
+        lw_vec, lw_vec_valid = pick_stream(self.tap, lw["s"].west, lw["s"].index)
         lw_row_ok = below(lw["addr"], lanes)
         lw_ok = lw["el"] & lw_vec_valid & lw_row_ok
         lw_err_empty = lw["el"] & ~lw_vec_valid
@@ -194,7 +187,7 @@ class MxmSlice(wiring.Component):
         # multiply (MM)
         # ------------------------------------------------------------------------------------
         mm, mm_left, mm_err_busy = sequencer("mm", issue_mm, with_buf=True, with_acc=True)
-        mm_x, mm_x_valid = pick_stream(self.tap, mm["s"])
+        mm_x, mm_x_valid = pick_stream(self.tap, mm["s"].west, mm["s"].index)
         mm_addr_ok = below(mm["addr"], depth)
         mm_ok = mm["el"] & mm_x_valid & mm_addr_ok
 

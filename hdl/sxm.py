@@ -25,7 +25,7 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, Instr, Opcode
-from .common import drive_landing, port_landing, unit_signature, vec
+from .common import drive_landing, pick_stream, port_landing, select, unit_signature, vec
 
 __all__ = ["SxmSlice"]
 
@@ -87,11 +87,8 @@ class SxmSlice(wiring.Component):
         # --- operand a -------------------------------------------------------------------------
         x = Signal(vec(lanes), name="opa")
         x_ok = Signal(name="opa_ok")
-        m.d.comb += [
-            x.eq(Mux(v.a.west, self.tap.west[v.a.index], self.tap.east[v.a.index])),
-            x_ok.eq(Mux(v.a.west, self.tap.west_valid.bit_select(v.a.index, 1),
-                        self.tap.east_valid.bit_select(v.a.index, 1))),
-        ]
+        xd, xv = pick_stream(self.tap, v.a.west, v.a.index)
+        m.d.comb += [x.eq(xd), x_ok.eq(xv)]
         sample = Signal(name="sample")          # an element (or TRANS input row) samples a now
         trans_in = Signal(name="trans_in")
         trans_out = Signal(name="trans_row_out")
@@ -166,7 +163,8 @@ class SxmSlice(wiring.Component):
         for j in range(lanes):
             lane = Signal(8, name=f"xbar_out{j}")
             src = stage["src"][lb * j:lb * (j + 1)]
-            m.d.comb += lane.eq(Mux(stage["zero"][j], 0, stage["data"].word_select(src, 8)))
+            byte = select([stage["data"][8 * i:8 * i + 8] for i in range(lanes)], src)
+            m.d.comb += lane.eq(Mux(stage["zero"][j], 0, byte))
             res.append(lane)
         stage = {"valid": stage["valid"], "index": stage["index"], "west": stage["west"], "data": Cat(*res)}
 

@@ -48,7 +48,8 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
-from .common import below, ecp5_dsp, ecp5_mult, land_copies, port_landing, unit_signature, vec
+from .common import (below, ecp5_dsp, ecp5_mult, land_copies, pick_stream, port_landing, select,
+                     unit_signature, vec)
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "round_add_sat8", "sat8"]
 
@@ -306,22 +307,12 @@ class VxmSlice(wiring.Component):
             m.d.comb += dec[nm].eq(val)
 
         # --- operands: streams a, a+1..a+3, b, b+1..b+3, c ---------------------------------------
-        S = self.cfg.streams
-
         def stream(ref, name, plane=0):
-            """Stream ``ref.index + plane`` of direction ``ref.west``; a stream past the last one
-            reads as empty.  The offset is applied to the mux inputs, not added to the select, so
-            there is no adder between the instruction register and the operand mux."""
+            """Stream ``ref.index + plane`` of direction ``ref.west`` (``common.pick_stream``)."""
             d = Signal(vec(lanes), name=name)
             ok = Signal(name=f"{name}_ok")
-            with m.Switch(ref.index):
-                for i in range(S):
-                    with m.Case(i):
-                        if i + plane < S:
-                            m.d.comb += [
-                                d.eq(Mux(ref.west, tap.west[i + plane], tap.east[i + plane])),
-                                ok.eq(Mux(ref.west, tap.west_valid[i + plane], tap.east_valid[i + plane])),
-                            ]
+            pd, pv = pick_stream(tap, ref.west, ref.index, plane)
+            m.d.comb += [d.eq(pd), ok.eq(pv)]
             return d, ok
 
         a = [stream(v.a, f"opa{b}", b) for b in range(INT32_PLANES)]
@@ -514,7 +505,7 @@ class VxmSlice(wiring.Component):
             rp = mem.read_port(domain="sync" if sync_read and not late else "comb")
             m.d.comb += rp.addr.eq((s["x"][j] if late else xa[j])[colbits:8])
             byte = Signal(8, name=f"lut_res{j}")
-            m.d.comb += byte.eq(rp.data.word_select(s["x"][j][0:colbits], 8))
+            m.d.comb += byte.eq(select([rp.data[8 * i:8 * i + 8] for i in range(lanes)], s["x"][j][0:colbits]))
             res.append(byte)
         lut_out = lut.finish({**_meta(s), "data": [Cat(*res)]}, self.cfg)
 
