@@ -61,12 +61,13 @@ class StreamFabric(wiring.Component):
                 ]
 
         G = land_copies(lanes)
+        # the lanes of copy g of the landing selects: bits [lo, hi) of a register
+        spans = [(8 * LAND_LANES * g, min(8 * LAND_LANES * (g + 1), 8 * lanes)) for g in range(G)]
         for p in range(P):
             out = self.outs[p]
             # value[s][g]: what lands on stream s at the lanes of copy g (shared by both directions)
             value = [[None] * G for _ in range(S)]
-            for g in range(G):
-                lo, hi = 8 * LAND_LANES * g, min(8 * LAND_LANES * (g + 1), 8 * lanes)
+            for g, (lo, hi) in enumerate(spans):
                 for s in range(S):
                     if not self.wide[p]:
                         value[s][g] = out.data[0][lo:hi]
@@ -91,8 +92,7 @@ class StreamFabric(wiring.Component):
                         m.d.sync += val.eq(1)
                     with m.Else():
                         m.d.sync += val.eq(src[1] if src else 0)
-                    for g in range(G):
-                        lo, hi = 8 * LAND_LANES * g, min(8 * LAND_LANES * (g + 1), 8 * lanes)
+                    for g, (lo, hi) in enumerate(spans):
                         with m.If(out.land[g][bit]):
                             m.d.sync += dat[lo:hi].eq(value[s][g])
                         if src:

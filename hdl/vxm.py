@@ -72,17 +72,17 @@ class Pipe:
         self.pad = regs - 1 - len(self.cuts)
         self.valids = []
 
-    def _reg1(self, name, v, keep=None):
+    def _reg1(self, name, v, live=None):
         v = Value.cast(v)
         s = Signal(v.shape(), name=name)
-        self.m.d.sync += s.eq(v if keep is None else Mux(keep, v, 0))
+        self.m.d.sync += s.eq(v if live is None else Mux(live, v, 0))
         return s
 
-    def _reg(self, tag, vals, keep=None):
-        """Register `vals`; with `keep`, ``data`` is registered as 0 where `keep` is 0."""
+    def _reg(self, tag, vals, live=None):
+        """Register `vals`; with `live`, ``data`` is registered as 0 where `live` is 0."""
         out = {}
         for key, v in vals.items():
-            k = keep if key == "data" else None
+            k = live if key == "data" else None
             if isinstance(v, (list, tuple)):
                 out[key] = [self._reg1(f"{self.name}_{tag}_{key}{j}", x, k) for j, x in enumerate(v)]
             else:
@@ -114,7 +114,7 @@ class Pipe:
                 continue
             land, plane = port_landing(self.m, f"{self.name}_{tag}", vals["valid"], vals["index"], vals["west"],
                                        vals["wide"], cfg)
-            vals = self._reg(tag, vals, keep=vals["valid"])
+            vals = self._reg(tag, vals, live=vals["valid"])
             vals.update(land=land, plane=plane)
         return vals
 
