@@ -9,6 +9,10 @@ Conventions (see docs/rtl.md):
   model makes visible at cycle D is driven during D-1.
 * ``issue``/``insn``: the slice's ICU presents a unit instruction in the cycle it issues (the
   golden model's issue cycle t); element 0 samples its operands in that same cycle.
+* ``pre_insn``: on chips with registered issue (hdl/chip.py) a word with the opcode and count of
+  the instruction the unit issues in the next cycle (hdl/icu.py ``dec_src``; the other fields are
+  not that instruction's), so that a unit can decode them into registers before the issue
+  (``predecode``); a unit uses it only when the chip sets its ``early`` attribute.
 * ``busy``: high in cycle c when the unit still has something to do (sample, drive, write) in a
   cycle >= c.  ``err``: one-cycle pulses; the chip keeps them sticky in its status register.
 """
@@ -21,7 +25,7 @@ from ..firmware.isa import INT32_PLANES, Instr
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
            "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers",
-           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream"]
+           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream", "predecode"]
 
 
 def vec(lanes):
@@ -163,11 +167,30 @@ def pick_stream(tap, west, index, offset=0):
     return data, valid
 
 
+def predecode(m, unit, name, fn):
+    """``fn(unit.insn)`` -- a function of the opcode and count fields only (an opcode class, a count
+    test) -- as a Signal named `name`.  With ``unit.early`` (the chip presents ``pre_insn`` one cycle
+    ahead: hdl/chip.py, "Issue registers") it is a register loaded with ``fn(unit.pre_insn)``, so
+    the decode sits in the cycle before the issue and the sample cycle starts from a flip-flop;
+    otherwise it is ``fn(unit.insn)``, combinational.  The two agree in every cycle the unit issues
+    (``pre_insn`` has the opcode and count of the next cycle's issue); in other cycles the early
+    value is unspecified, so it may only matter together with ``issue``."""
+    early = getattr(unit, "early", False)
+    v = Value.cast(fn(unit.pre_insn if early else unit.insn))
+    s = Signal(v.shape(), name=name)
+    if early:
+        m.d.sync += s.eq(v)
+    else:
+        m.d.comb += s.eq(v)
+    return s
+
+
 def unit_signature(cfg, extra=None):
     """The members every slice unit has; `extra` adds unit-specific ones (host access etc.)."""
     members = {
         "issue": In(1),
         "insn": In(Instr),
+        "pre_insn": In(Instr),
         "tap": In(StreamTap(cfg.lanes, cfg.streams)),
         "out": Out(OutPortSignature(cfg.lanes, cfg.streams)),
         "busy": Out(1),

@@ -82,6 +82,7 @@ class ICU(wiring.Component):
             # to the slice unit
             "issue": Out(1),
             "insn": Out(Instr),
+            "dec_src": Out(Instr),  # an instruction with the op and count of the next issue (below)
             # status to the chip
             "notify": Out(1),      # a NOTIFY issues this cycle
             "halt": Out(1),        # a HALT issues this cycle
@@ -173,6 +174,13 @@ class ICU(wiring.Component):
         cnt_zero = Signal(init=1)
         rep_active = Signal()
         at_end = Signal()
+        # ``dec_src``: in a cycle where the queue issues, a word with the opcode and count of
+        # ``insn`` -- `last` for a repetition (``advance`` changes only the address) and `head`
+        # otherwise -- chosen from registers only (`head_rep`: head is a REPEAT, whose d = 1 form
+        # issues its first repetition at once).  Units decode it a cycle before the issue
+        # (hdl/common.py ``predecode``) without the issue logic in front of their decoders.
+        head_rep = Signal()
+        m.d.comb += self.dec_src.eq(Mux(rep_active | head_rep, last, head))
         go = Signal()                             # this queue issues in this cycle
         m.d.comb += go.eq(((state == State.RUN) & cnt_zero) | ((state == State.SYNC) & self.fire) |
                           ((state == State.DESKEW) & self.deskew_go))
@@ -182,10 +190,10 @@ class ICU(wiring.Component):
         m.d.comb += rd.addr.eq(Mux(self.start, 2, Mux(consume, pc + 3, pc + 2)))
         with m.If(self.start):
             m.d.sync += [pc.eq(0), head.eq(word0), nxt.eq(word1), head_step.eq(step_of(word0)),
-                         at_end.eq(length == 0)]
+                         at_end.eq(length == 0), head_rep.eq(word0.op == Opcode.REPEAT)]
         with m.Elif(consume):
             m.d.sync += [pc.eq(pc + 1), head.eq(nxt), nxt.eq(rd.data), head_step.eq(step_of(nxt)),
-                         at_end.eq(pc + 1 >= length)]
+                         at_end.eq(pc + 1 >= length), head_rep.eq(nxt.op == Opcode.REPEAT)]
 
         def set_cnt(v, zero):
             m.d.sync += [cnt.eq(v), cnt_zero.eq(zero)]      # zero: v == 0, in the cheapest form

@@ -69,7 +69,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..firmware import isa
 from ..firmware.isa import Opcode
-from .common import below, drive_landing, pick_stream, port_landing, unit_signature, vec
+from .common import below, drive_landing, pick_stream, port_landing, predecode, unit_signature, vec
 
 __all__ = ["MemSlice"]
 
@@ -125,15 +125,20 @@ class MemSlice(wiring.Component):
         rport = bank.read_port()            # not transparent: sees writes of earlier cycles only
         wport = bank.write_port()
 
-        insn, args = self.insn, self.insn.args.mem
-        op = insn.op
-        has_elems = args.count != 0
+        args = self.insn.args.mem
+        # decoded from the instruction word alone, in the cycle before the issue on chips with
+        # registered issue (``common.predecode``); `*_multi`: count >= 2, so a register can say
+        # "elements left" without a compare in the sample cycle
+        dec_rd = predecode(m, self, "dec_rd", lambda i: ((i.op == Opcode.READ) | (i.op == Opcode.GATHER))
+                           & (i.args.mem.count != 0))
+        dec_wr = predecode(m, self, "dec_wr", lambda i: ((i.op == Opcode.WRITE) | (i.op == Opcode.SCATTER))
+                           & (i.args.mem.count != 0))
+        dec_gather = predecode(m, self, "dec_gather", lambda i: i.op == Opcode.GATHER)
+        dec_scatter = predecode(m, self, "dec_scatter", lambda i: i.op == Opcode.SCATTER)
+        dec_multi = predecode(m, self, "dec_multi", lambda i: i.args.mem.count[1:].any())
         issue_rd = Signal(name="issue_rd")
         issue_wr = Signal(name="issue_wr")
-        m.d.comb += [
-            issue_rd.eq(self.issue & ((op == Opcode.READ) | (op == Opcode.GATHER)) & has_elems),
-            issue_wr.eq(self.issue & ((op == Opcode.WRITE) | (op == Opcode.SCATTER)) & has_elems),
-        ]
+        m.d.comb += [issue_rd.eq(self.issue & dec_rd), issue_wr.eq(self.issue & dec_wr)]
 
         def in_range(addr):
             return below(addr, depth)
@@ -142,6 +147,7 @@ class MemSlice(wiring.Component):
         # read sub-unit
         # ------------------------------------------------------------------------------------
         rd_left = Signal(12, name="rd_left")          # elements still to run, from this cycle on
+        rd_more = Signal(name="rd_more")              # rd_left != 0, as a register
         rd_gather = Signal(name="rd_gather")
         rd_s = Signal(isa.StreamField, name="rd_s")
         rd_a = Signal(isa.StreamField, name="rd_a")
@@ -159,17 +165,17 @@ class MemSlice(wiring.Component):
         rd_el_stride = Signal(signed(8), name="rd_el_stride")
         with m.If(issue_rd):
             m.d.comb += [
-                rd_el.eq(1), rd_el_gather.eq(op == Opcode.GATHER), rd_el_s.eq(args.s), rd_el_a.eq(args.a),
+                rd_el.eq(1), rd_el_gather.eq(dec_gather), rd_el_s.eq(args.s), rd_el_a.eq(args.a),
                 rd_el_base.eq(args.addr), rd_el_seq.eq(args.addr), rd_el_stride.eq(args.stride),
             ]
-            m.d.sync += rd_left.eq(args.count - 1)
+            m.d.sync += [rd_left.eq(args.count - 1), rd_more.eq(dec_multi)]
         with m.Else():
             m.d.comb += [
-                rd_el.eq(rd_left != 0), rd_el_gather.eq(rd_gather), rd_el_s.eq(rd_s), rd_el_a.eq(rd_a),
+                rd_el.eq(rd_more), rd_el_gather.eq(rd_gather), rd_el_s.eq(rd_s), rd_el_a.eq(rd_a),
                 rd_el_base.eq(rd_base), rd_el_seq.eq(rd_addr), rd_el_stride.eq(rd_stride),
             ]
-            with m.If(rd_left != 0):
-                m.d.sync += rd_left.eq(rd_left - 1)
+            with m.If(rd_more):
+                m.d.sync += [rd_left.eq(rd_left - 1), rd_more.eq(rd_left != 1)]
         m.d.sync += [
             rd_gather.eq(rd_el_gather), rd_s.eq(rd_el_s), rd_a.eq(rd_el_a), rd_base.eq(rd_el_base),
             rd_stride.eq(rd_el_stride), rd_addr.eq(rd_el_seq + rd_el_stride),
@@ -231,6 +237,7 @@ class MemSlice(wiring.Component):
         # write sub-unit
         # ------------------------------------------------------------------------------------
         wr_left = Signal(12, name="wr_left")
+        wr_more = Signal(name="wr_more")              # wr_left != 0, as a register
         wr_scatter = Signal(name="wr_scatter")
         wr_s = Signal(isa.StreamField, name="wr_s")
         wr_a = Signal(isa.StreamField, name="wr_a")
@@ -247,17 +254,17 @@ class MemSlice(wiring.Component):
         wr_el_stride = Signal(signed(8), name="wr_el_stride")
         with m.If(issue_wr):
             m.d.comb += [
-                wr_el.eq(1), wr_el_scatter.eq(op == Opcode.SCATTER), wr_el_s.eq(args.s), wr_el_a.eq(args.a),
+                wr_el.eq(1), wr_el_scatter.eq(dec_scatter), wr_el_s.eq(args.s), wr_el_a.eq(args.a),
                 wr_el_base.eq(args.addr), wr_el_seq.eq(args.addr), wr_el_stride.eq(args.stride),
             ]
-            m.d.sync += wr_left.eq(args.count - 1)
+            m.d.sync += [wr_left.eq(args.count - 1), wr_more.eq(dec_multi)]
         with m.Else():
             m.d.comb += [
-                wr_el.eq(wr_left != 0), wr_el_scatter.eq(wr_scatter), wr_el_s.eq(wr_s), wr_el_a.eq(wr_a),
+                wr_el.eq(wr_more), wr_el_scatter.eq(wr_scatter), wr_el_s.eq(wr_s), wr_el_a.eq(wr_a),
                 wr_el_base.eq(wr_base), wr_el_seq.eq(wr_addr), wr_el_stride.eq(wr_stride),
             ]
-            with m.If(wr_left != 0):
-                m.d.sync += wr_left.eq(wr_left - 1)
+            with m.If(wr_more):
+                m.d.sync += [wr_left.eq(wr_left - 1), wr_more.eq(wr_left != 1)]
         m.d.sync += [
             wr_scatter.eq(wr_el_scatter), wr_s.eq(wr_el_s), wr_a.eq(wr_el_a), wr_base.eq(wr_el_base),
             wr_stride.eq(wr_el_stride), wr_addr.eq(wr_el_seq + wr_el_stride),
@@ -300,11 +307,11 @@ class MemSlice(wiring.Component):
         addr_dom += self.err.addr.eq(rd_err_addr | wr_err_addr)
         m.d.sync += [
             self.err.empty.eq(rd_err_empty | wr_err_empty),
-            self.err.busy.eq((issue_rd & (rd_left != 0)) | (issue_wr & (wr_left != 0))),
+            self.err.busy.eq((issue_rd & rd_more) | (issue_wr & wr_more)),
         ]
         # (the write stages added for |el| and |addr| drive the port in or after the commit cycle:
         # architecturally the write is done)
         wr_busy_stages = wr_stage_valids[:len(wr_stage_valids) - el_reg - addr_reg]
-        m.d.comb += self.busy.eq(issue_rd | issue_wr | (rd_left != 0) | (wr_left != 0)
+        m.d.comb += self.busy.eq(issue_rd | issue_wr | rd_more | wr_more
                                  | Cat(*rd_stage_valids, *wr_busy_stages).any())
         return m

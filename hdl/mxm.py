@@ -73,7 +73,7 @@ from amaranth.lib.memory import Memory
 from ..firmware import isa
 from ..firmware.isa import INT32_PLANES, Opcode
 from .common import (below, drive_landing, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, pick_stream,
-                     port_landing, unit_signature, vec)
+                     port_landing, predecode, unit_signature, vec)
 
 __all__ = ["MxmSlice", "tree_cuts"]
 
@@ -118,21 +118,22 @@ class MxmSlice(wiring.Component):
         acc_rmw = acc.read_port()
         acc_emit = acc.read_port()
 
-        insn, args = self.insn, self.insn.args.mxm
-        op = insn.op
-        has_elems = args.count != 0
+        args = self.insn.args.mxm
+        # decoded from the instruction word alone (``common.predecode``: in the cycle before the
+        # issue on chips with registered issue); `multi`: count >= 2
         issue_lw = Signal(name="issue_lw")
         issue_mm = Signal(name="issue_mm")
         issue_em = Signal(name="issue_em")
-        m.d.comb += [
-            issue_lw.eq(self.issue & (op == Opcode.LW) & has_elems),
-            issue_mm.eq(self.issue & (op == Opcode.MM) & has_elems),
-            issue_em.eq(self.issue & (op == Opcode.EMIT) & has_elems),
-        ]
+        for sig, code in ((issue_lw, Opcode.LW), (issue_mm, Opcode.MM), (issue_em, Opcode.EMIT)):
+            dec = predecode(m, self, f"dec_{code.name.lower()}",
+                            lambda i, code=code: (i.op == code) & (i.args.mxm.count != 0))
+            m.d.comb += sig.eq(self.issue & dec)
+        dec_multi = predecode(m, self, "dec_multi", lambda i: i.args.mxm.count[1:].any())
 
         def sequencer(prefix, issue, with_buf=False, with_acc=False):
             """Element sequencing of one sub-unit: returns this cycle's element fields."""
             left = Signal(12, name=f"{prefix}_left")
+            more = Signal(name=f"{prefix}_more")        # left != 0, as a register
             reg = {"s": Signal(isa.StreamField, name=f"{prefix}_s"), "addr": Signal(13, name=f"{prefix}_addr")}
             new = {"s": args.s, "addr": args.addr}
             if with_buf:
@@ -145,21 +146,21 @@ class MxmSlice(wiring.Component):
             with m.If(issue):
                 m.d.comb += el["el"].eq(1)
                 m.d.comb += [el[k].eq(v) for k, v in new.items()]
-                m.d.sync += left.eq(args.count - 1)
+                m.d.sync += [left.eq(args.count - 1), more.eq(dec_multi)]
             with m.Else():
-                m.d.comb += el["el"].eq(left != 0)
+                m.d.comb += el["el"].eq(more)
                 m.d.comb += [el[k].eq(r) for k, r in reg.items()]
-                with m.If(left != 0):
-                    m.d.sync += left.eq(left - 1)
+                with m.If(more):
+                    m.d.sync += [left.eq(left - 1), more.eq(left != 1)]
             m.d.sync += [reg[k].eq(el[k]) for k in reg if k != "addr"]
             m.d.sync += reg["addr"].eq(el["addr"] + 1)
-            err_busy = issue & (left != 0)
-            return el, left, err_busy
+            err_busy = issue & more
+            return el, more, err_busy
 
         # ------------------------------------------------------------------------------------
         # install (LW)
         # ------------------------------------------------------------------------------------
-        lw, lw_left, lw_err_busy = sequencer("lw", issue_lw, with_buf=True)
+        lw, lw_more, lw_err_busy = sequencer("lw", issue_lw, with_buf=True)
         lw_vec, lw_vec_valid = pick_stream(self.tap, lw["s"].west, lw["s"].index)
         lw_row_ok = below(lw["addr"], lanes)
         lw_ok = lw["el"] & lw_vec_valid & lw_row_ok
@@ -186,7 +187,7 @@ class MxmSlice(wiring.Component):
         # ------------------------------------------------------------------------------------
         # multiply (MM)
         # ------------------------------------------------------------------------------------
-        mm, mm_left, mm_err_busy = sequencer("mm", issue_mm, with_buf=True, with_acc=True)
+        mm, mm_more, mm_err_busy = sequencer("mm", issue_mm, with_buf=True, with_acc=True)
         mm_x, mm_x_valid = pick_stream(self.tap, mm["s"].west, mm["s"].index)
         mm_addr_ok = below(mm["addr"], depth)
         mm_ok = mm["el"] & mm_x_valid & mm_addr_ok
@@ -308,7 +309,7 @@ class MxmSlice(wiring.Component):
         # ------------------------------------------------------------------------------------
         # emit (EMIT)
         # ------------------------------------------------------------------------------------
-        em, em_left, em_err_busy = sequencer("em", issue_em)
+        em, em_more, em_err_busy = sequencer("em", issue_em)
         em_addr_ok = below(em["addr"], depth)
         em_ok = em["el"] & em_addr_ok
         em_err_addr = em["el"] & ~em_addr_ok
@@ -365,7 +366,7 @@ class MxmSlice(wiring.Component):
         ]
         m.d.comb += self.err.hazard.eq(mm_err_hazard | em_err_hazard)      # (already in c+1)
         m.d.comb += self.busy.eq(
-            issue_lw | issue_mm | issue_em | (lw_left != 0) | (mm_left != 0) | (em_left != 0)
+            issue_lw | issue_mm | issue_em | lw_more | mm_more | em_more
             | Cat(*lw_busy_valids, *[v for v, _, _ in mm_meta], *em_valids).any())
         return m
 

@@ -25,7 +25,7 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, Instr, Opcode
-from .common import drive_landing, pick_stream, port_landing, select, unit_signature, vec
+from .common import drive_landing, pick_stream, port_landing, predecode, select, unit_signature, vec
 
 __all__ = ["SxmSlice"]
 
@@ -61,18 +61,24 @@ class SxmSlice(wiring.Component):
         active = Signal(name="active")
         rel = Signal(range(span + 1), name="rel")                # cycle index since issue
         new = self.insn
-        new_span = Mux(new.op == O.TRANS, 2 * lanes, new.args.sxm.count)
+        # decoded from the instruction word alone (``common.predecode``: in the cycle before the
+        # issue on chips with registered issue)
+        def span_of(i):
+            return Mux(i.op == O.TRANS, 2 * lanes, i.args.sxm.count)
+        new_span = predecode(m, self, "dec_span", span_of)
+        new_some = predecode(m, self, "dec_some", lambda i: span_of(i) != 0)
+        new_few = predecode(m, self, "dec_few", lambda i: span_of(i) <= 1)
         idle = Signal(init=1, name="idle")            # left == 0, as a register
         m.d.comb += [
             accept.eq(self.issue & idle),
             self.err.busy.eq(self.issue & ~idle),
             ins.eq(Mux(accept, new.as_value(), cur.as_value())),
-            active.eq((accept & (new_span != 0)) | ~idle),
+            active.eq((accept & new_some) | ~idle),
             rel.eq(Mux(accept, 0, knext)),
         ]
         with m.If(accept):
-            m.d.sync += [cur.eq(new), left.eq(Mux(new_span != 0, new_span - 1, 0)), knext.eq(1),
-                         idle.eq(new_span <= 1)]
+            m.d.sync += [cur.eq(new), left.eq(Mux(new_some, new_span - 1, 0)), knext.eq(1),
+                         idle.eq(new_few)]
         with m.Elif(~idle):
             m.d.sync += [left.eq(left - 1), knext.eq(knext + 1), idle.eq(left == 1)]
 
@@ -80,8 +86,13 @@ class SxmSlice(wiring.Component):
         op = ins.op
         dec = {}
         for o in (O.SHIFT, O.ROT, O.PERM, O.DIST, O.TRANS, O.LDPERM):
+            # the new instruction's class predecoded, the running one's in a register
+            new_dec = predecode(m, self, f"dec_new_{o.name.lower()}", lambda i, o=o: i.op == o)
+            cur_dec = Signal(name=f"cur_dec_{o.name.lower()}")
+            with m.If(accept):
+                m.d.sync += cur_dec.eq(new_dec)
             dec[o] = Signal(name=f"dec_{o.name.lower()}")
-            m.d.comb += dec[o].eq(op == o)
+            m.d.comb += dec[o].eq(Mux(accept, new_dec, cur_dec))
         is_trans = dec[O.TRANS]
 
         # --- operand a -------------------------------------------------------------------------

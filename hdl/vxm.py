@@ -48,8 +48,8 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
-from .common import (below, ecp5_dsp, ecp5_mult, land_copies, pick_stream, port_landing, select,
-                     unit_signature, vec)
+from .common import (below, ecp5_dsp, ecp5_mult, land_copies, pick_stream, port_landing, predecode,
+                     select, unit_signature, vec)
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "round_add_sat8", "sat8"]
 
@@ -274,37 +274,43 @@ class VxmSlice(wiring.Component):
         el = Signal(name="el_valid")                  # an element samples its operands now
         k = Signal(range(COUNT_MAX + 1), name="el_k")
         new_count = self.insn.args.vxm.count
+        # decoded from the instruction word alone (``common.predecode``: in the cycle before the
+        # issue on chips with registered issue)
+        new_some = predecode(m, self, "dec_some", lambda i: i.args.vxm.count != 0)
+        new_few = predecode(m, self, "dec_few", lambda i: i.args.vxm.count <= 1)
         idle = Signal(init=1, name="idle")            # left == 0, as a register
         m.d.comb += [
             accept.eq(self.issue & idle),
             self.err.busy.eq(self.issue & ~idle),
             ins.eq(Mux(accept, self.insn.as_value(), cur.as_value())),
-            el.eq((accept & (new_count != 0)) | ~idle),
+            el.eq((accept & new_some) | ~idle),
             k.eq(Mux(accept, 0, knext)),
         ]
         with m.If(accept):
-            m.d.sync += [cur.eq(self.insn), left.eq(Mux(new_count != 0, new_count - 1, 0)), knext.eq(1),
-                         idle.eq(new_count <= 1)]
+            m.d.sync += [cur.eq(self.insn), left.eq(Mux(new_some, new_count - 1, 0)), knext.eq(1),
+                         idle.eq(new_few)]
         with m.Elif(~idle):
             m.d.sync += [left.eq(left - 1), knext.eq(knext + 1), idle.eq(left == 1)]
 
         # --- decode --------------------------------------------------------------------------
+        # each op class of the new instruction is predecoded; the running one's is kept in a
+        # register (``cur_dec_*``), so the element's class is one mux away from flip-flops
         v = ins.args.vxm
         op = ins.op
-
-        def is_(*ops):
-            return Cat(*(op == o for o in ops)).any()
-
         O = Opcode
         dec = {}
-        for nm, val in {
-            "alu8": is_(O.MOV, O.ADD, O.SUB, O.MIN, O.MAX, O.RELU, O.SHL, O.SHR, O.AND, O.OR, O.XOR, O.SEL),
-            "add32": is_(O.ADD32), "mul": is_(O.MUL), "req": is_(O.REQ, O.REQL), "reql": is_(O.REQL),
-            "lut": is_(O.LUT), "ldm": is_(O.LDM), "ldlut": is_(O.LDLUT), "sel": is_(O.SEL),
-            "binary": is_(O.ADD, O.SUB, O.MUL, O.MIN, O.MAX, O.AND, O.OR, O.XOR),
+        for nm, ops in {
+            "alu8": (O.MOV, O.ADD, O.SUB, O.MIN, O.MAX, O.RELU, O.SHL, O.SHR, O.AND, O.OR, O.XOR, O.SEL),
+            "add32": (O.ADD32,), "mul": (O.MUL,), "req": (O.REQ, O.REQL), "reql": (O.REQL,),
+            "lut": (O.LUT,), "ldm": (O.LDM,), "ldlut": (O.LDLUT,), "sel": (O.SEL,),
+            "binary": (O.ADD, O.SUB, O.MUL, O.MIN, O.MAX, O.AND, O.OR, O.XOR),
         }.items():
+            new_dec = predecode(m, self, f"dec_new_{nm}", lambda i, ops=ops: Cat(*(i.op == o for o in ops)).any())
+            cur_dec = Signal(name=f"cur_dec_{nm}")
+            with m.If(accept):
+                m.d.sync += cur_dec.eq(new_dec)
             dec[nm] = Signal(name=f"dec_{nm}")
-            m.d.comb += dec[nm].eq(val)
+            m.d.comb += dec[nm].eq(Mux(accept, new_dec, cur_dec))
 
         # --- operands: streams a, a+1..a+3, b, b+1..b+3, c ---------------------------------------
         def stream(ref, name, plane=0):

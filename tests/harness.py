@@ -8,7 +8,7 @@ reservation helpers.
 
 import numpy as np
 
-from tinylpu.firmware.isa import INT32_PLANES, Insn, Opcode, StreamRef
+from tinylpu.firmware.isa import INSTR_BITS, INT32_PLANES, Insn, Opcode, StreamRef
 from tinylpu.firmware.sched import Schedule, read_to, write_from
 from tinylpu.sim.golden import Golden
 
@@ -139,3 +139,31 @@ def check_landing(ctx, out, cfg, wide_unit=True):
         assert ctx.get(out.land[g]) == land, (g, drive, bin(ctx.get(out.land[g])))
         if wide_unit:
             assert ctx.get(out.plane[g]) == plane, (g, drive)
+
+
+def issue_words(cycles, schedule, encode, filler=lambda c: 0):
+    """Per cycle (issue, instruction word) for a unit test: the scheduled instruction, or
+    `filler(c)` (garbage the unit must ignore) in cycles without an issue."""
+    return [(True, encode(schedule[c])) if c in schedule else (False, filler(c)) for c in range(cycles)]
+
+
+def drive_issue(ctx, dut, words, c):
+    """Drive cycle c's ``issue``/``insn`` and, for a unit built with ``early`` (the chip's registered
+    issue, hdl/common.py ``predecode``), ``pre_insn`` = the next cycle's word, as the chip does."""
+    issue, word = words[c]
+    ctx.set(dut.issue, issue)
+    ctx.set(dut.insn.as_value(), word)
+    if getattr(dut, "early", False):
+        # only the opcode and count of a word that issues next cycle are defined (hdl/icu.py
+        # ``dec_src``): before a cycle without an issue the unit gets the inverted word
+        nxt = words[c + 1] if c + 1 < len(words) else (False, 0)
+        ctx.set(dut.pre_insn.as_value(), nxt[1] if nxt[0] else ~nxt[1] & ((1 << INSTR_BITS) - 1))
+
+
+async def lead_in(ctx, dut, words):
+    """For an ``early`` unit: one idle cycle before cycle 0 that presents cycle 0's word on
+    ``pre_insn`` (on a chip, the ICU's word is there in the cycle before any issue)."""
+    if getattr(dut, "early", False):
+        ctx.set(dut.issue, 0)
+        ctx.set(dut.pre_insn.as_value(), words[0][1] if words else 0)
+        await ctx.tick()

@@ -94,6 +94,10 @@ def rtl_issue_log(prog, max_cycles=2000):
             for icu, s in zip(dut.icus, CFG.slices):
                 if ctx.get(icu.issue):
                     log.append((c, s.name, ctx.get(icu.insn.as_value())))
+                    # dec_src (the units' predecode source) has the issued word's opcode and count
+                    src, ins = ctx.get(icu.dec_src), ctx.get(icu.insn)
+                    view = lambda w: getattr(w.args, s.kind)     # the slice kind's argument format
+                    assert (src.op, view(src).count) == (ins.op, view(ins).count), (c, s.name)
                 if ctx.get(icu.halt):
                     halts[s.name] = c
                 if ctx.get(icu.err_queue):
