@@ -51,7 +51,7 @@ perf: setup
 
 BOARD ?= ulx3s-85f
 # Yosys 0.70's abc9 step asserts on the full fpga chip: map ECP5 LUTs with the classic abc (docs/fpga.md)
-SYNTH_FLAGS ?= $(if $(filter ulx3s-85f,$(BOARD)),--legacy-abc --depth 40,)
+SYNTH_FLAGS ?= --units $(if $(filter ulx3s-85f,$(BOARD)),--legacy-abc --depth 40,)
 synth: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/synth.py --board $(BOARD) --write-docs $(SYNTH_FLAGS)
 

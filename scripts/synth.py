@@ -169,6 +169,9 @@ def main(argv=None):
                          "waiting for nextpnr")
     ap.add_argument("--nextpnr-opts", default="", metavar="OPTS",
                     help="extra nextpnr options, e.g. '--placer-heap-beta 0.7' (recorded in report.json)")
+    ap.add_argument("--units", action="store_true",
+                    help="after Yosys, also synthesize without flattening and record each unit's LUT/FF/"
+                         "BRAM/DSP use in report.json ('units') and docs/fpga.md (classic abc mapping)")
     ap.add_argument("--tag", help="build in build/synth/<board>-<tag> (to compare tool settings side by side)")
     ap.add_argument("--write-docs", action="store_true",
                     help="rewrite docs/fpga.md's measured table from build/synth/*/report.json")
@@ -257,7 +260,7 @@ def build(args):
                           **overrides)
     # logs of an earlier build must not be read as this one's
     for stale in (f"{name}.rpt", f"{name}.json", f"{name}.tim", "nextpnr_report.json", f"{name}.config",
-                  f"{name}.bit", "stage.json", "report.json"):
+                  f"{name}.bit", "stage.json", "report.json", "units.json", "units.rpt"):
         (build_dir / stale).unlink(missing_ok=True)
     if pll is None:
         (build_dir / "pll.v").unlink(missing_ok=True)
@@ -295,6 +298,11 @@ def build(args):
             print(f"synth: {label} failed ({r.returncode})", flush=True)
             break
         stage = {"yosys": "synthesized", "pnr": "placed_and_routed", "pack": "bitstream"}[label]
+        if label == "yosys" and args.units:
+            t_u = time.time()
+            units = unit_breakdown(build_dir, name, family)
+            times["units_s"] = round(time.time() - t_u, 1)
+            (build_dir / "units.json").write_text(json.dumps(units, indent=1) + "\n")
         if label == "yosys" and args.depth and family == "ecp5":
             import logic_depth
             rows = logic_depth.analyse(json.loads((build_dir / f"{name}.json").read_text()))
@@ -303,6 +311,66 @@ def build(args):
             print(text, flush=True)
     (build_dir / "stage.json").write_text(json.dumps({"stage": stage, "times": times}) + "\n")
     return write_report(args, platform, cfg, family, build_dir, name, stage, times)
+
+
+#: per family: the Yosys script that maps the design without flattening (classic abc: abc9 dies on
+#: the hierarchical design in YoWASP), and which cells count as LUTs, FFs, BRAMs, DSPs, LUT RAM
+HIER = {
+    "ecp5": ("synth_ecp5 -top {top} -noflatten -run :map_luts\ntechmap -map +/lattice/latches_map.v\n"
+             "abc -lut 4:7 -dress\nclean\nsynth_ecp5 -top {top} -noflatten -run map_cells:\n",
+             {"luts": {"LUT4": 1, "CCU2C": 2}, "ffs": {"TRELLIS_FF": 1}, "brams": {"DP16KD": 1},
+              "dsps": {"MULT18X18D": 1}, "lutram": {"TRELLIS_DPR16X4": 1}}),
+    "ice40": ("synth_ice40 -dsp -top {top} -noflatten -run :map_luts\ntechmap -map +/ice40/latches_map.v\n"
+              "abc -lut 4 -dress\nice40_wrapcarry -unwrap\ntechmap -map +/ice40/ff_map.v\nclean\n"
+              "opt_lut -tech ice40\nsynth_ice40 -dsp -top {top} -noflatten -run map_cells:\n",
+              {"luts": {"SB_LUT4": 1}, "ffs": {"SB_DFF": 1, "SB_DFFE": 1, "SB_DFFSR": 1, "SB_DFFESR": 1,
+                                               "SB_DFFR": 1, "SB_DFFS": 1, "SB_DFFER": 1, "SB_DFFES": 1,
+                                               "SB_DFFSS": 1, "SB_DFFESS": 1},
+               "brams": {"SB_RAM40_4K": 1, "SB_SPRAM256KA": 1}, "dsps": {"SB_MAC16": 1}}),
+}
+
+
+def unit_group(module):
+    """The report's unit name of a hierarchical module: ``tinylpu.top.chip.vxm0`` -> ``vxm0``,
+    ``...chip.icu_mem0`` -> ``icu_mem0``, ``...chip`` -> ``chip (run control)``, anything outside the
+    chip -> ``board top (UART, clocks)``."""
+    parts = module.split(".")
+    if "chip" in parts:
+        rest = parts[parts.index("chip") + 1:]
+        return rest[0] if rest else "chip (run control)"
+    return "board top (UART, clocks)"
+
+
+def unit_breakdown(build_dir, name, family):
+    """{unit: {luts, ffs, brams, dsps[, lutram]}} from a Yosys run that keeps the hierarchy (each
+    module's own cells, submodules added to their unit).  The totals differ a little from the
+    flattened build's (no cross-module optimization, classic abc)."""
+    script, kinds = HIER[family]
+    ys = build_dir / "units.ys"
+    ys.write_text(f"read_rtlil {name}.il\n{KEEP_COPIES}\n" + script.format(top=name) + "tee -q -o units.rpt stat\n")
+    env = tool_env()
+    r = subprocess.run([env["YOSYS"], "-q", "units.ys"], cwd=build_dir, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rpt = build_dir / "units.rpt"
+    if r.returncode != 0 or not rpt.exists():
+        print(f"synth: the hierarchical Yosys run failed ({r.returncode}): {r.stderr[-400:]}", file=sys.stderr)
+        return None
+    return parse_units(rpt.read_text(), kinds)
+
+
+def parse_units(text, kinds):
+    """Group a hierarchical Yosys ``stat`` (each module's local cells) by unit (``unit_group``),
+    counting the cells in `kinds` ({key: {cell type: weight}})."""
+    units = collections.defaultdict(lambda: collections.Counter())
+    for block in text.split("=== ")[1:]:
+        module = block.split(" ===")[0].strip()
+        if module == "design hierarchy":
+            continue
+        for n, cell in re.findall(r"^\s+(\d+)\s+\$?([A-Za-z_][\w$]*)\s*$", block, re.M):
+            for key, weights in kinds.items():
+                if cell in weights:
+                    units[unit_group(module)][key] += int(n) * weights[cell]
+    return {u: dict(c) for u, c in sorted(units.items())}
 
 
 def ecp5_pll(platform, cfg, build_dir):
@@ -376,6 +444,9 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
         report["nextpnr"] = pnr
     if cells:
         report["yosys_cells"] = cells
+    units = build_dir / "units.json"
+    if units.exists() and units.stat().st_mtime >= (build_dir / f"{name}.il").stat().st_mtime:
+        report["units"] = json.loads(units.read_text())
     copies = landing_copies(build_dir / f"{name}.json")
     if copies:
         report["landing_copies"] = copies
@@ -442,7 +513,25 @@ def docs_table(reports):
         out += ["Critical paths (nextpnr `--report`; cell names shortened to the signal they drive):", ""]
         out += paths
         out.append("")
+    for r in reports:
+        if r.get("units"):
+            out += units_table(r)
     return "\n".join(out)
+
+
+def units_table(r):
+    """Markdown lines: one report's area by unit (``--units``), largest first."""
+    units = r["units"]
+    total = {k: sum(u.get(k, 0) for u in units.values()) for k in ("luts", "ffs", "brams", "dsps")}
+    out = [f"Area by unit, {r['board']} / `{r['config']}` (RTL {r.get('commit')}; `--units`: Yosys without "
+           f"flattening, classic abc, so the sum ({total['luts']:,} LUT) differs a little from the flat build):",
+           "", "| unit | LUT | FF | BRAM | DSP | share of LUTs |", "|---|---|---|---|---|---|"]
+    for name, u in sorted(units.items(), key=lambda kv: -kv[1].get("luts", 0)):
+        share = 100 * u.get("luts", 0) / total["luts"] if total["luts"] else 0
+        out.append(f"| {name} | {u.get('luts', 0):,} | {u.get('ffs', 0):,} | {u.get('brams', 0)} | "
+                   f"{u.get('dsps', 0)} | {share:.0f} % |")
+    out.append("")
+    return out
 
 
 def _short(cell):

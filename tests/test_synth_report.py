@@ -1,0 +1,59 @@
+"""scripts/synth.py's per-unit area breakdown (``--units``): parsing a hierarchical Yosys ``stat``."""
+
+import importlib.util
+from pathlib import Path
+
+SPEC = importlib.util.spec_from_file_location("synth", Path(__file__).resolve().parent.parent / "scripts" / "synth.py")
+synth = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(synth)
+
+STAT = """
+=== tinylpu ===
+       20 wires
+        3 cells
+        1   SB_GB_IO
+=== tinylpu.top.chip ===
+      662 cells
+      100   SB_LUT4
+       59   SB_CARRY
+        7   SB_DFFSR
+=== tinylpu.top.chip.icu_mem0 ===
+     1669 cells
+     1217   SB_LUT4
+        4   SB_RAM40_4K
+        1   SB_MAC16
+       30   SB_DFFE
+=== tinylpu.top.chip.vxm0 ===
+     5182 cells
+     5000   SB_LUT4
+       12   SB_MAC16
+=== tinylpu.top.chip.vxm0.lut_mem0 ===
+       10 cells
+        2   SB_RAM40_4K
+        6   SB_LUT4
+=== tinylpu.top.uart_rx ===
+       82 cells
+       64   SB_LUT4
+=== design hierarchy ===
+    23601 tinylpu
+     5182   tinylpu.top.chip.vxm0
+"""
+
+
+def test_unit_group():
+    assert synth.unit_group("tinylpu.top.chip.vxm0") == "vxm0"
+    assert synth.unit_group("tinylpu.top.chip.vxm0.lut_mem3") == "vxm0"
+    assert synth.unit_group("tinylpu.top.chip.icu_mem0") == "icu_mem0"
+    assert synth.unit_group("tinylpu.top.chip") == "chip (run control)"
+    assert synth.unit_group("tinylpu.top.uart_rx") == "board top (UART, clocks)"
+
+
+def test_parse_units_sums_submodules_and_skips_the_hierarchy_listing():
+    units = synth.parse_units(STAT, synth.HIER["ice40"][1])
+    assert units["vxm0"] == {"luts": 5006, "dsps": 12, "brams": 2}
+    assert units["icu_mem0"] == {"luts": 1217, "brams": 4, "dsps": 1, "ffs": 30}
+    assert units["chip (run control)"] == {"luts": 100, "ffs": 7}
+    assert units["board top (UART, clocks)"] == {"luts": 64}
+    ecp5 = synth.parse_units("=== tinylpu.top.chip.mxm0 ===\n  5 LUT4\n  3 CCU2C\n  2 MULT18X18D\n",
+                             synth.HIER["ecp5"][1])
+    assert ecp5 == {"mxm0": {"luts": 11, "dsps": 2}}
