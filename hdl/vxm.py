@@ -103,10 +103,11 @@ class Pipe:
     def has(self, *tags):
         return all(t in self.cuts for t in tags)
 
-    def finish(self, vals, cfg):
+    def finish(self, vals, cfg, zeroed=False):
         """The result register and the pad stages.  The last register also holds the landing
         selects (``land``/``plane``, ``common.port_landing``) and registers ``data`` as 0 when no
-        element is valid, so that the output port is the OR of the pipelines' last registers."""
+        element is valid, so that the output port is the OR of the pipelines' last registers
+        (`zeroed`: the caller's data is already 0 then, and no zeroing mux is added)."""
         for i in range(1 + self.pad):
             tag = "r" if i == 0 else f"d{i}"
             if i < self.pad:
@@ -114,12 +115,16 @@ class Pipe:
                 continue
             land, plane = port_landing(self.m, f"{self.name}_{tag}", vals["valid"], vals["index"], vals["west"],
                                        vals["wide"], cfg)
-            vals = self._reg(tag, vals, live=vals["valid"])
+            vals = self._reg(tag, vals, live=None if zeroed else vals["valid"])
             vals.update(land=land, plane=plane)
         return vals
 
 
 META = ("valid", "index", "west", "wide")
+
+#: the int8 ALU ops, in the order of the ALU's one-hot op register (ADD32 follows them)
+ALU8_OPS = (Opcode.MOV, Opcode.ADD, Opcode.SUB, Opcode.MIN, Opcode.MAX, Opcode.RELU, Opcode.SHL, Opcode.SHR,
+            Opcode.AND, Opcode.OR, Opcode.XOR, Opcode.SEL)
 
 
 def _or(vals):
@@ -296,14 +301,14 @@ class VxmSlice(wiring.Component):
         # each op class of the new instruction is predecoded; the running one's is kept in a
         # register (``cur_dec_*``), so the element's class is one mux away from flip-flops
         v = ins.args.vxm
-        op = ins.op
         O = Opcode
         dec = {}
         for nm, ops in {
-            "alu8": (O.MOV, O.ADD, O.SUB, O.MIN, O.MAX, O.RELU, O.SHL, O.SHR, O.AND, O.OR, O.XOR, O.SEL),
+            "alu8": ALU8_OPS,
             "add32": (O.ADD32,), "mul": (O.MUL,), "req": (O.REQ, O.REQL), "reql": (O.REQL,),
             "lut": (O.LUT,), "ldm": (O.LDM,), "ldlut": (O.LDLUT,), "sel": (O.SEL,),
             "binary": (O.ADD, O.SUB, O.MUL, O.MIN, O.MAX, O.AND, O.OR, O.XOR),
+            **{o.name.lower(): (o,) for o in ALU8_OPS},       # the ALU's one-hot op
         }.items():
             new_dec = predecode(m, self, f"dec_new_{nm}", lambda i, ops=ops: Cat(*(i.op == o for o in ops)).any())
             cur_dec = Signal(name=f"cur_dec_{nm}")
@@ -348,10 +353,14 @@ class VxmSlice(wiring.Component):
 
         # --- ALU: int8 ops and ADD32 -------------------------------------------------------------
         # |in| (vxm_alu >= 3): the selected operands are registered, the ALU gets a cycle of its own
+        # The op is one-hot (each bit already ANDed with the element's valid), registered at |in|: the
+        # result is an AND-OR of the ops' values, 0 when no element is valid, with no op decoder,
+        # ADD32 mux or zeroing mux after the arithmetic.
         alu = Pipe(m, "alu", lat["vxm_alu"], cuts=("in",))
         pipes.append(alu)
-        s = alu.cut("in", {**meta(dec["alu8"] | dec["add32"], dec["add32"]), "op": op.as_value(), "sh": v.sh,
-                           "add32": dec["add32"], "a": [p[0] for p in a], "b": [p[0] for p in bb],
+        onehot = Cat(*(el & dec[o.name.lower()] for o in ALU8_OPS), el & dec["add32"])
+        s = alu.cut("in", {**meta(dec["alu8"] | dec["add32"], dec["add32"]), "onehot": onehot, "sh": v.sh,
+                           "a": [p[0] for p in a], "b": [p[0] for p in bb],
                            # b clamped to 10 bits for ADD/SUB and the MIN/MAX comparison (same outcome
                            # against an int8 x), and its low byte for AND/OR/XOR and the MIN/MAX
                            # result: no 16-bit carry chain in the ALU stage
@@ -360,41 +369,33 @@ class VxmSlice(wiring.Component):
         planes = [[None] * lanes for _ in range(INT32_PLANES)]
         sa = [_lanes(pa, lanes) for pa in s["a"]]
         sb = [_lanes(pb, lanes) for pb in s["b"]]
+        sel = dict(zip((*ALU8_OPS, O.ADD32), s["onehot"]))
         for j in range(lanes):
             xu, bs = sa[0][j], sb[0][j]
             x, y, yl = xu.as_signed(), s["yc"][j].as_signed(), s["yl"][j]
-            r = Signal(8, name=f"alu_res{j}")
-            with m.Switch(s["op"]):
-                with m.Case(O.MOV):
-                    m.d.comb += r.eq(x)
-                with m.Case(O.ADD):
-                    m.d.comb += r.eq(sat8(x + y))
-                with m.Case(O.SUB):
-                    m.d.comb += r.eq(sat8(x - y))
-                with m.Case(O.MIN):                 # (the clamped b orders the same; the result
-                    m.d.comb += r.eq(Mux(x < y, xu, yl))    # is b's low byte, as in the golden model)
-                with m.Case(O.MAX):
-                    m.d.comb += r.eq(Mux(x > y, xu, yl))
-                with m.Case(O.RELU):
-                    m.d.comb += r.eq(Mux(x[7], 0, x))
-                with m.Case(O.SHL):
-                    m.d.comb += r.eq((xu << s["sh"])[0:8])
-                with m.Case(O.SHR):
-                    m.d.comb += r.eq((x >> s["sh"])[0:8])
-                with m.Case(O.AND):
-                    m.d.comb += r.eq(xu & yl)
-                with m.Case(O.OR):
-                    m.d.comb += r.eq(xu | yl)
-                with m.Case(O.XOR):
-                    m.d.comb += r.eq(xu ^ yl)
-                with m.Case(O.SEL):
-                    m.d.comb += r.eq(Mux(s["cs"][j], xu, bs))
+            values = {
+                O.MOV: x,
+                O.ADD: sat8(x + y),
+                O.SUB: sat8(x - y),
+                O.MIN: Mux(x < y, xu, yl),      # (the clamped b orders the same; the result is
+                O.MAX: Mux(x > y, xu, yl),      # b's low byte, as in the golden model)
+                O.RELU: Mux(x[7], 0, x),
+                O.SHL: (xu << s["sh"])[0:8],
+                O.SHR: (x >> s["sh"])[0:8],
+                O.AND: xu & yl,
+                O.OR: xu | yl,
+                O.XOR: xu ^ yl,
+                O.SEL: Mux(s["cs"][j], xu, bs),
+            }
             s32 = Signal(32, name=f"add32_sum{j}")
             m.d.comb += s32.eq(Cat(*(p[j] for p in sa)) + Cat(*(p[j] for p in sb)))
-            planes[0][j] = Mux(s["add32"], s32[0:8], r)
+            r = Signal(8, name=f"alu_res{j}")
+            m.d.comb += r.eq(_or([sel[o].replicate(8) & Value.cast(values[o])[0:8] for o in ALU8_OPS]
+                                 + [sel[O.ADD32].replicate(8) & s32[0:8]]))
+            planes[0][j] = r
             for p in range(1, INT32_PLANES):
-                planes[p][j] = s32[8 * p:8 * p + 8]
-        alu_out = alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]}, self.cfg)
+                planes[p][j] = sel[O.ADD32].replicate(8) & s32[8 * p:8 * p + 8]
+        alu_out = alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]}, self.cfg, zeroed=True)
 
         # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
         mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "coarse"))
