@@ -51,7 +51,7 @@ from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
 from .common import (below, ecp5_dsp, ecp5_mult, land_copies, pick_stream, port_landing, predecode,
                      select, unit_signature, vec)
 
-__all__ = ["VxmSlice", "Pipe", "round_sat8", "round_add_sat8", "sat8"]
+__all__ = ["VxmSlice", "Pipe", "round_sat8", "sat8"]
 
 
 class Pipe:
@@ -164,44 +164,33 @@ def clamp10(y):
     return Mux(hi.all() | ~hi.any(), y[0:10], Mux(y[w - 1], 0x200, 0x1FF)).as_signed()
 
 
-def round_sat8(t):
+def round_sat8(t, fits=None, neg=None):
     """sat8((t + 1) >> 1) for a signed t = (2 * p) >> s, i.e. sat8(rshift_round(p, s)).
 
     With u = t >> 1 = p >> s and the round bit r = t[0] = p[s - 1], the result is u + r; the
     saturation test is done on u (a sign-extension check) so only an 8-bit increment remains.
+    `fits` ("u fits int8": t's bits 8.. all equal) and `neg` (t's sign) may be given when an earlier
+    stage looked them up; then only t's bits 0..8 are used.
     """
     t = Value.cast(t)
-    w = len(t)
-    assert w >= 10
-    hi = t[8:w]                         # u bits 7.. : u fits int8 iff they are all equal
-    fits = hi.all() | ~hi.any()
+    if fits is None:
+        w = len(t)
+        assert w >= 10
+        hi = t[8:w]                     # u bits 7.. : u fits int8 iff they are all equal
+        fits, neg = hi.all() | ~hi.any(), t[w - 1]
     u_is_127 = t[1:8].all() & ~t[8]
     low = (t[1:9] + t[0])[0:8]
-    return Mux(fits, Mux(u_is_127 & t[0], 0x7F, low), Mux(t[w - 1], 0x80, 0x7F))
+    return Mux(fits, Mux(u_is_127 & t[0], 0x7F, low), Mux(neg, 0x80, 0x7F))
 
 
-def round_add_sat8(t, z):
-    """sat8(((t + 1) >> 1) + z) for a signed t = (2 * p) >> s and an int8 z: requantization with
-    the REQL offset, sat8(rshift_round(p, s) + z).
-
-    Only u = t >> 1 in [-512, 511] needs the addition (11 bits); outside that range |z + r| <= 128
-    cannot bring the result back into int8, and the sign of u decides.
-    """
-    t = Value.cast(t)
-    w = len(t)
-    assert w >= 12
-    hi = t[10:w]                        # u bits 9.. : u fits 10 bits iff they are all equal
-    fits = hi.all() | ~hi.any()
-    small = t[1:11].as_signed() + t[0] + Value.cast(z).as_signed()
-    return Mux(fits, sat8(small), Mux(t[w - 1], 0x80, 0x7F))
-
-
-def shr_coarse(m, t0, sh, name):
-    """First half of ``t = t0 >> sh`` (arithmetic, sh unsigned 6-bit) for ``round_add_sat8``: shift by
-    the multiple of 8 in sh and look ahead at the bits the second half would test.
+def shr_coarse(m, t0, sh, name, fit_bits=10):
+    """First half of ``t = t0 >> sh`` (arithmetic, sh unsigned 6-bit): shift by the multiple of 8 in
+    sh and look ahead at the range test the second half needs.
 
     Returns ``(tl, fits, neg)``: tl = the low 18 bits of t0 >> (sh & ~7), fits[f] = "t0 >> (sh & ~7)
-    >> f has bits 10.. all equal" for f = 0..7, neg = the sign.  ``shr_fine_round`` finishes."""
+    >> f has bits `fit_bits`.. all equal" for f = 0..7, neg = the sign.  ``shr_fine_round``
+    finishes: with an offset z (REQ) it needs t in 11 bits (``fit_bits`` 10), without one (MUL)
+    u = t >> 1 in int8 (``fit_bits`` 8)."""
     t0 = Value.cast(t0)
     w = len(t0)
     src = Signal(w, name=f"{name}_t0")
@@ -216,21 +205,32 @@ def shr_coarse(m, t0, sh, name):
     ne = Signal(w, name=f"{name}_ne")      # bit i set: tc[i] differs from the sign
     fits = Signal(8, name=f"{name}_fits")
     m.d.comb += [ne.eq(tc ^ neg.replicate(w)),
-                 fits.eq(Cat(*(~ne[10 + f:w].any() for f in range(8))))]
+                 fits.eq(Cat(*(~ne[fit_bits + f:w].any() for f in range(8))))]
     return tc[0:18], fits, neg
 
 
 def shr_fine_round(m, tl, fits, neg, sh, z, name):
-    """Second half: t = tl >> (sh & 7), then ``round_add_sat8`` (whose range test is ``fits``)."""
+    """Second half: t = tl >> (sh & 7), then sat8(((t + 1) >> 1) + z), i.e.
+    sat8(rshift_round(p, s) + z), whose range test ``fits`` the first half looked up.
+
+    With an offset z (REQ/REQL; ``fits`` from ``shr_coarse(fit_bits=10)``): only u = t >> 1 in
+    [-512, 511] needs the addition (11 bits); outside that range |z + r| <= 128 cannot bring the
+    result back into int8, and the sign decides.  Without one (z None, MUL; ``fit_bits=8``):
+    ``round_sat8``, an 8-bit increment and no saturation test after it."""
     f = Signal(3, name=f"{name}_f")
+    fit = fits.bit_select(f, 1)
+    r = Signal(8, name=f"{name}_res")
+    m.d.comb += f.eq(sh[0:3])
+    if z is None:
+        t = Signal(9, name=f"{name}_t")
+        m.d.comb += [t.eq(tl >> f), r.eq(round_sat8(t, fit, neg))]
+        return r
     t = Signal(11, name=f"{name}_t")
     small = Signal(signed(12), name=f"{name}_small")
-    r = Signal(8, name=f"{name}_res")
     m.d.comb += [
-        f.eq(sh[0:3]),
         t.eq(tl >> f),
         small.eq(t[1:11].as_signed() + t[0] + Value.cast(z).as_signed()),
-        r.eq(Mux(fits.bit_select(f, 1), sat8(small), Mux(neg, 0x80, 0x7F))),
+        r.eq(Mux(fit, sat8(small), Mux(neg, 0x80, 0x7F))),
     ]
     return r
 
@@ -410,11 +410,11 @@ class VxmSlice(wiring.Component):
             s = mul.cut("in", {**meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
                                "y": ys, "sh": v.sh})
             s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], "sh": s["sh"]})
-        co = [shr_coarse(m, p << 1, s["sh"], f"mul_co{j}") for j, p in enumerate(s["p"])]
+        co = [shr_coarse(m, p << 1, s["sh"], f"mul_co{j}", fit_bits=8) for j, p in enumerate(s["p"])]
         s = mul.cut("coarse", {**_meta(s), "tl": [c[0] for c in co], "fits": [c[1] for c in co],
                                "neg": [c[2] for c in co], "sh": s["sh"]})
         mul_out = mul.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
-                                                                        s["sh"], 0, f"mul_fi{j}")
+                                                                        s["sh"], None, f"mul_fi{j}")
                                                          for j in range(lanes)))]}, self.cfg)
 
         # --- REQ / REQL: sat8(rshift_round(A * m, sh) + z), A int32, m int16, z int8 ------------------
