@@ -329,8 +329,19 @@ class VxmSlice(wiring.Component):
         a = [stream(v.a, f"opa{b}", b) for b in range(INT32_PLANES)]
         bb = [stream(v.b, f"opb{b}", b) for b in range(INT32_PLANES)]
         c, c_ok = stream(v.c, "opc")
-        a_ok4 = Cat(*(ok for _, ok in a)).all()
-        b_ok4 = Cat(*(ok for _, ok in bb)).all()
+        def group_ok(ref, name):
+            """Streams ref.index .. ref.index + 3 all valid: the AND of each 4-stream window is formed
+            from the valid registers first, then one window is selected (no AND after the selects)."""
+            n = len(tap.east_valid)
+            win = (lambda vb: [Cat(*(vb[i + p] for p in range(INT32_PLANES))).all() if i + INT32_PLANES <= n
+                               else 0 for i in range(n)])
+            ok = Signal(name=name)
+            m.d.comb += ok.eq(Mux(ref.west, select(win(tap.west_valid), ref.index),
+                                  select(win(tap.east_valid), ref.index)))
+            return ok
+
+        a_ok4 = group_ok(v.a, "opa_ok4")
+        b_ok4 = group_ok(v.b, "opb_ok4")
         a_group = dec["req"] | dec["add32"]
         a_byte = dec["alu8"] | dec["mul"] | dec["lut"] | dec["ldm"] | dec["ldlut"]
         b_byte = (dec["binary"] & ~v.use_imm) | dec["sel"]
