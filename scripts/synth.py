@@ -144,6 +144,25 @@ def nextpnr_log_util(path, family):
     return out
 
 
+def nextpnr_progress(path):
+    """How far an unfinished nextpnr run got, from its log: the post-placement Fmax estimate and the
+    last router2 iteration (overused wires).  None when it did not get to placement."""
+    if not path.exists():
+        return None
+    text = path.read_text(errors="replace")
+    est = re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz", text)
+    iters = re.findall(r"iter=(\d+) wires=\d+ overused=(\d+)", text)
+    if not est and not iters:
+        return None
+    out = {}
+    if est:
+        out["placement_estimate_mhz"] = float(est[0])
+    if iters:
+        out["router2_iterations"] = int(iters[-1][0])
+        out["router2_overused_wires"] = int(iters[-1][1])
+    return out
+
+
 def ffs_from_yosys(cells, family):
     if not cells:
         return None
@@ -428,6 +447,9 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
               "lut_mapping": lut_mapping(build_dir, name),
               "commit": getattr(args, "commit", None)}
     if not pnr:
+        progress = nextpnr_progress(build_dir / f"{name}.tim")
+        if progress:
+            report["nextpnr_progress"] = progress
         logutil = nextpnr_log_util(build_dir / f"{name}.tim", family)
         if logutil:
             report.update({k: logutil.get(k) for k in ("luts", "ffs", "dsps", "brams")})
@@ -486,11 +508,13 @@ def docs_table(reports):
         names = {"ecp5": ("MULT18X18D", "DP16KD"), "ice40": ("SB_MAC16", "RAM4K+SPRAM")}[fam]
         fmax = r.get("fmax_mhz")
         fm = (f"**{fmax} MHz** ({r.get('clock_mhz')} MHz)" if fmax else
-              "not measured (no netlist)" if r["stage"] == "elaborated" else "not measured (did not place)")
+              "not measured (no netlist)" if r["stage"] == "elaborated" else unfinished(r))
         t = r.get("times", {})
         tt = f"{t.get('yosys_s', '-')} s / {t.get('pnr_s', '-')} s"
         stage = {"elaborated": "Yosys failed" if "yosys_s" in t else "elaborated",
-                 "synthesized": "Yosys done; nextpnr did not place it" if "pnr_s" in t else "Yosys done",
+                 "synthesized": ("Yosys done; placed, routing unfinished"
+                                 if "router2_iterations" in (r.get("nextpnr_progress") or {}) else
+                                 "Yosys done; nextpnr did not place it" if "pnr_s" in t else "Yosys done"),
                  "placed_and_routed": "placed, routed", "bitstream": "placed, routed, bitstream"}.get(
                      r["stage"], r["stage"])
         if r.get("commit"):
@@ -517,6 +541,18 @@ def docs_table(reports):
         if r.get("units"):
             out += units_table(r)
     return "\n".join(out)
+
+
+def unfinished(r):
+    """The Fmax cell of a build whose nextpnr run did not finish."""
+    p = r.get("nextpnr_progress") or {}
+    if "router2_iterations" in p:
+        return (f"not measured: routing unfinished after {r.get('times', {}).get('pnr_s', '?')} s, "
+                f"{p['router2_overused_wires']:,} overused wires at router2 iteration {p['router2_iterations']} "
+                f"(post-placement estimate {p.get('placement_estimate_mhz')} MHz)")
+    if "placement_estimate_mhz" in p:
+        return f"not measured: placed, not routed (post-placement estimate {p['placement_estimate_mhz']} MHz)"
+    return "not measured (did not place)"
 
 
 def units_table(r):

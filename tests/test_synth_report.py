@@ -57,3 +57,16 @@ def test_parse_units_sums_submodules_and_skips_the_hierarchy_listing():
     ecp5 = synth.parse_units("=== tinylpu.top.chip.mxm0 ===\n  5 LUT4\n  3 CCU2C\n  2 MULT18X18D\n",
                              synth.HIER["ecp5"][1])
     assert ecp5 == {"mxm0": {"luts": 11, "dsps": 2}}
+
+
+def test_unfinished_route_is_reported_with_its_progress(tmp_path):
+    log = tmp_path / "tinylpu.tim"
+    log.write_text("Info: Max frequency for clock '$glbnet$clk': 34.88 MHz (FAIL at 100.00 MHz)\n"
+                   "Info:     iter=1 wires=600000 overused=30000 overuse=31000 archfail=NA\n"
+                   "Info:     iter=19 wires=1037068 overused=5143 overuse=5166 archfail=NA\n")
+    p = synth.nextpnr_progress(log)
+    assert p == {"placement_estimate_mhz": 34.88, "router2_iterations": 19, "router2_overused_wires": 5143}
+    cell = synth.unfinished({"nextpnr_progress": p, "times": {"pnr_s": 2400.0}})
+    assert "5,143 overused wires at router2 iteration 19" in cell and "34.88 MHz" in cell
+    assert synth.nextpnr_progress(tmp_path / "missing.tim") is None
+    assert synth.unfinished({}) == "not measured (did not place)"
