@@ -259,7 +259,8 @@ def ecp5_dsp(platform):
 def ecp5_mult(m, a, b, name, reg_a=True, reg_b=False):
     """a * b (signed, each at most 18 bits) in one ECP5 ``MULT18X18D`` with its output register
     and, as asked, its A / B input registers, all on the ``sync`` clock: the product of the
-    operands presented in cycle c (a) and c+1 (b, when not registered) is valid in c+2.  It is the
+    operands presented in cycle c (each operand whose input register is used) or c+1 (one whose
+    register is not) is valid in c+2.  It is the
     same timing as fabric registers around a ``*``, but the registers sit inside the DSP block, so
     the route from the fabric to the multiplier and back is register to register.  Only for
     ECP5 builds (``ecp5_dsp``): the Amaranth simulator cannot run the primitive; simulations use

@@ -95,6 +95,13 @@ def tree_cuts(lanes, l_mm):
 class MxmSlice(wiring.Component):
     """One MXM; built as ``MxmSlice(cfg, slice)``.  See the module docstring for timing."""
 
+    #: ECP5: where the activation and the selected weight are registered in front of a MULT18X18D:
+    #: "dsp" (its A and B input registers) or "fabric" (flip-flops, the DSP's inputs unregistered);
+    #: the same cycles either way.  "fabric": with the input registers in the DSPs, the LUTs of the
+    #: weight select drive the DSP pins directly and nextpnr's router2 did not converge (docs/fpga.md
+    #: "DSP blocks on ECP5")
+    DSP_WEIGHT_REG = "fabric"
+
     def __init__(self, cfg, slice):
         self.cfg = cfg
         self.slice = slice
@@ -244,13 +251,19 @@ class MxmSlice(wiring.Component):
             for i in range(lanes):
                 xi = x_reg[8 * i:8 * i + 8].as_signed()
                 p = Signal(signed(16), name=f"mm_prod_i{i}_j{j}")
-                if j * lanes + i < n_dsp and dsp_regs:
+                if j * lanes + i < n_dsp and dsp_regs and self.DSP_WEIGHT_REG == "dsp":
                     m.d.comb += p.eq(ecp5_mult(m, mm_x[8 * i:8 * i + 8], w_next[i][j], f"mm_dsp_i{i}_j{j}",
                                                reg_b=True)[:16])
                     col.append(p)
                     continue
                 w = Signal(signed(8), name=f"mm_w_i{i}_j{j}")
                 m.d.sync += w.eq(w_next[i][j])
+                if j * lanes + i < n_dsp and dsp_regs:
+                    # activation and weight from fabric registers into the DSP's unregistered A and
+                    # B inputs, product in its output register: the same cycles (``common.ecp5_mult``)
+                    m.d.comb += p.eq(ecp5_mult(m, xi, w, f"mm_dsp_i{i}_j{j}", reg_a=False)[:16])
+                    col.append(p)
+                    continue
                 if j * lanes + i < n_dsp:
                     m.d.sync += p.eq(xi * w)
                 else:

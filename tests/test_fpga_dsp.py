@@ -36,16 +36,20 @@ def _instances(text):
     return re.findall(r"MULT18X18D\s+#\((.*?)\)\s*\w+\s*\(", text, re.S)
 
 
-@pytest.mark.parametrize("unit,count,reg_b", [("mxm", lambda L: L * L, True), ("vxm", lambda L: 3 * L, True)])
-def test_products_in_dsp_blocks_with_registers(unit, count, reg_b):
+@pytest.mark.parametrize("unit,count,reg_in", [("mxm", lambda L: L * L, MxmSlice.DSP_WEIGHT_REG == "dsp"),
+                                                ("vxm", lambda L: 3 * L, True)])
+def test_products_in_dsp_blocks_with_registers(unit, count, reg_in):
+    """The MXM's operands come from fabric registers (``MxmSlice.DSP_WEIGHT_REG``), the VXM's from
+    the DSP's input registers; every product is in a DSP's output register."""
     cfg = load_config("fpga")
     cls = {"mxm": MxmSlice, "vxm": VxmSlice}[unit]
     text = verilog.convert(cls(cfg, cfg.slices_of(unit)[0]), name="top", platform=ECP5)
     insts = _instances(text)
     assert len(insts) == count(cfg.lanes)
     for params in insts:
-        assert '.REG_INPUTA_CLK("CLK0")' in params and '.REG_OUTPUT_CLK("CLK0")' in params
-        assert ('.REG_INPUTB_CLK("CLK0")' if reg_b else '.REG_INPUTB_CLK("NONE")') in params
+        assert '.REG_OUTPUT_CLK("CLK0")' in params
+        for port in "AB":
+            assert (f'.REG_INPUT{port}_CLK("CLK0")' if reg_in else f'.REG_INPUT{port}_CLK("NONE")') in params
     # the simulation build of the same unit has no primitive (plain products)
     assert "MULT18X18D" not in verilog.convert(cls(cfg, cfg.slices_of(unit)[0]), name="top")
 
@@ -80,32 +84,33 @@ endmodule
 
 
 class _Mul(wiring.Component):
-    def __init__(self, wa, wb, reg_b):
-        self.reg_b = reg_b
+    def __init__(self, wa, wb, reg_a, reg_b):
+        self.reg_a, self.reg_b = reg_a, reg_b
         super().__init__({"a": In(signed(wa)), "b": In(signed(wb)), "p": Out(signed(wa + wb))})
 
     def elaborate(self, platform):
         m = Module()
-        p = ecp5_mult(m, self.a, self.b, "dsp", reg_b=self.reg_b)
+        p = ecp5_mult(m, self.a, self.b, "dsp", reg_a=self.reg_a, reg_b=self.reg_b)
         m.d.comb += self.p.eq(p[:len(self.p)])
         return m
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog is not installed")
-@pytest.mark.parametrize("wa,wb,reg_b", [(8, 8, False), (8, 16, True), (17, 16, True), (16, 16, True)])
-def test_ecp5_mult_timing_and_signs(tmp_path, wa, wb, reg_b):
-    dut = _Mul(wa, wb, reg_b)
+@pytest.mark.parametrize("wa,wb,reg_a,reg_b", [(8, 8, True, False), (8, 8, False, False), (8, 16, True, True),
+                                               (17, 16, True, True), (16, 16, True, True)])
+def test_ecp5_mult_timing_and_signs(tmp_path, wa, wb, reg_a, reg_b):
+    dut = _Mul(wa, wb, reg_a, reg_b)
     (tmp_path / "dut.v").write_text(verilog.convert(dut, name="dut", platform=ECP5))
     (tmp_path / "model.v").write_text(_model())
-    rng = random.Random(wa * 100 + wb)
+    rng = random.Random(wa * 100 + wb + 7 * reg_a)
     lo_a, hi_a, lo_b, hi_b = -(1 << (wa - 1)), (1 << (wa - 1)) - 1, -(1 << (wb - 1)), (1 << (wb - 1)) - 1
     if wa == 17:
         lo_a = 0                             # REQ's low half: an unsigned 16-bit value, zero-extended
     vals = [(lo_a, lo_b), (lo_a, hi_b), (hi_a, lo_b), (hi_a, hi_b), (0, lo_b), (-1 if lo_a else 1, -1)]
     vals += [(rng.randint(lo_a, hi_a), rng.randint(lo_b, hi_b)) for _ in range(200)]
-    # a is sampled in cycle c; b in c (registered) or c + 1 (not registered); p is read in c + 2
+    # an operand is sampled in cycle c when registered, in c + 1 when not; p is read in c + 2
     n = len(vals)
-    a_seq = [a for a, _ in vals] + [0, 0]
+    a_seq = ([a for a, _ in vals] + [0, 0]) if reg_a else ([0] + [a for a, _ in vals] + [0])
     b_seq = ([b for _, b in vals] + [0, 0]) if reg_b else ([0] + [b for _, b in vals] + [0])
     lines = ["`timescale 1ns/1ps", "module tb;", "reg clk = 0, rst = 0;",
              f"reg signed [{wa - 1}:0] a; reg signed [{wb - 1}:0] b; wire signed [{wa + wb - 1}:0] p;",
