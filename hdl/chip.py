@@ -152,6 +152,7 @@ class Chip(wiring.Component):
             start = Signal(name="start_chip")   # the rest of the chip's START cycle: one later
             m.d.sync += start.eq(icu_start)
         stopped = Signal()                      # an error stopped the run (gates the registered issue)
+        stop_next = Signal()                    # `stopped` of the next cycle (its register's input)
 
         icus, units = [], []
         icu_st = []                             # per ICU: (halted, parked, deskewed, halt, err_queue), chip time
@@ -167,10 +168,12 @@ class Chip(wiring.Component):
                 iss = Signal(name=f"issue_{s.name}")
                 ins = Signal.like(icu.insn, name=f"insn_{s.name}")
                 st = [Signal(name=f"{n}_{s.name}") for n in ("halted", "parked", "deskewed", "halt", "err_queue")]
-                m.d.sync += [iss.eq(icu.issue), ins.eq(icu.insn),
+                # `iss` is the issue already masked by `stopped` of its own cycle (taken from the
+                # stop register's input), so no chip-wide net gates the units' sample logic
+                m.d.sync += [iss.eq(icu.issue & ~stop_next), ins.eq(icu.insn),
                              st[0].eq(icu.halted), st[1].eq(icu.parked), st[2].eq(icu.deskewed),
                              st[3].eq(icu.halt), st[4].eq(icu.err_queue)]
-                m.d.comb += [unit.issue.eq(iss & ~stopped), unit.insn.eq(ins)]
+                m.d.comb += [unit.issue.eq(iss), unit.insn.eq(ins)]
                 if hasattr(unit, "pre_insn"):
                     # the op and count of the next cycle's instruction (the ICU's ``dec_src``), for
                     # the unit's predecode registers (hdl/common.py ``predecode``)
@@ -286,10 +289,8 @@ class Chip(wiring.Component):
             # the stop reaches the ICUs three cycles late (err_*, err_seen, stopped); `stopped` also
             # masks the issue registers, so units see at most the issues of the two cycles after
             # the error
-            with m.If(icu_start | start):
-                m.d.sync += stopped.eq(0)
-            with m.Elif(any_err):
-                m.d.sync += stopped.eq(1)
+            m.d.comb += stop_next.eq(Mux(icu_start | start, 0, stopped | any_err))
+            m.d.sync += stopped.eq(stop_next)
             for icu in icus:
                 m.d.comb += icu.stop.eq(stopped)
         else:
