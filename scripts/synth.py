@@ -21,6 +21,7 @@ times), so the page only ever shows measured numbers.
 
 import argparse
 import collections
+import dataclasses
 import importlib.util
 import json
 import os
@@ -188,6 +189,10 @@ def main(argv=None):
                          "waiting for nextpnr")
     ap.add_argument("--nextpnr-opts", default="", metavar="OPTS",
                     help="extra nextpnr options, e.g. '--placer-heap-beta 0.7' (recorded in report.json)")
+    ap.add_argument("--clock-mhz", type=float, metavar="F",
+                    help="run the chip at F MHz on the board (the PLL and nextpnr's clock constraint) "
+                         "instead of the config's clock.mhz; the board's own clock when F is not above it. "
+                         "nextpnr reports the Fmax it achieved either way")
     ap.add_argument("--units", action="store_true",
                     help="after Yosys, also synthesize without flattening and record each unit's LUT/FF/"
                          "BRAM/DSP use in report.json ('units') and docs/fpga.md (classic abc mapping)")
@@ -247,6 +252,8 @@ def build(args):
     mod, cls, default_cfg, family = BOARDS[args.board]
     platform = getattr(importlib.import_module(mod), cls)()
     cfg = load_config(args.config or default_cfg)
+    if args.clock_mhz:
+        cfg = dataclasses.replace(cfg, clock_mhz=args.clock_mhz)
     # relative: YoWASP tools cannot see /tmp; a non-default config gets its own directory
     sub = args.board if cfg.name == default_cfg else f"{args.board}-{cfg.name}"
     if args.tag:
@@ -432,6 +439,13 @@ def last_stage(build_dir, name):
     return ("synthesized" if (build_dir / f"{name}.json").exists() else "elaborated"), {}
 
 
+def load_config_clock(cfg, args):
+    """The config's own clock.mhz (the design target), also when ``--clock-mhz`` overrode it."""
+    from tinylpu.config import load_config
+    return load_config(args.config or BOARDS[args.board][2]).clock_mhz if getattr(args, "clock_mhz", None) \
+        else cfg.clock_mhz
+
+
 def write_report(args, platform, cfg, family, build_dir, name, stage, times):
     cells = yosys_stat(build_dir / f"{name}.rpt")
     pnr = nextpnr_numbers(build_dir / "nextpnr_report.json", family) if stage in ("placed_and_routed",
@@ -444,6 +458,7 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
               "fmax_mhz": None, "luts": None, "ffs": None, "dsps": None, "brams": None,
               "source": "nextpnr --report" if pnr else "none", "times": times,
               "nextpnr_opts": getattr(args, "nextpnr_opts", "") or "",
+              "config_clock_mhz": load_config_clock(cfg, args),
               "lut_mapping": lut_mapping(build_dir, name),
               "commit": getattr(args, "commit", None)}
     if not pnr:
@@ -507,7 +522,9 @@ def docs_table(reports):
         fam = "ecp5" if str(r.get("device", "")).startswith("LFE5") else "ice40"
         names = {"ecp5": ("MULT18X18D", "DP16KD"), "ice40": ("SB_MAC16", "RAM4K+SPRAM")}[fam]
         fmax = r.get("fmax_mhz")
-        fm = (f"**{fmax} MHz** ({r.get('clock_mhz')} MHz)" if fmax else
+        target = r.get("config_clock_mhz")
+        why = f"; the config's target is {target:g} MHz" if target and target != r.get("clock_mhz") else ""
+        fm = (f"**{fmax} MHz** ({r.get('clock_mhz')} MHz{why})" if fmax else
               "not measured (no netlist)" if r["stage"] == "elaborated" else unfinished(r))
         t = r.get("times", {})
         tt = f"{t.get('yosys_s', '-')} s / {t.get('pnr_s', '-')} s"

@@ -70,3 +70,12 @@ def test_unfinished_route_is_reported_with_its_progress(tmp_path):
     assert "5,143 overused wires at router2 iteration 19" in cell and "34.88 MHz" in cell
     assert synth.nextpnr_progress(tmp_path / "missing.tim") is None
     assert synth.unfinished({}) == "not measured (did not place)"
+
+
+def test_docs_row_names_the_constraint_and_the_config_target():
+    row = synth.docs_table([{"board": "ulx3s-85f", "device": "LFE5U-85F", "config": "fpga", "stage": "bitstream",
+                             "fmax_mhz": 41.84, "clock_mhz": 25.0, "config_clock_mhz": 100.0, "luts": 1000,
+                             "ffs": 10, "dsps": 1, "brams": 1, "times": {"yosys_s": 1, "pnr_s": 2},
+                             "commit": "abc1234"}])
+    assert "**41.84 MHz** (25.0 MHz; the config's target is 100 MHz)" in row
+    assert "(RTL abc1234)" in row
