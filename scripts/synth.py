@@ -193,6 +193,9 @@ def main(argv=None):
                     help="run the chip at F MHz on the board (the PLL and nextpnr's clock constraint) "
                          "instead of the config's clock.mhz; the board's own clock when F is not above it. "
                          "nextpnr reports the Fmax it achieved either way")
+    ap.add_argument("--floorplan", metavar="S1,S2,...",
+                    help="build the config with this floorplan instead (e.g. mxm0,mem0,vxm0,mem1: a smaller "
+                         "test chip with the same units); the config is named <name>-<N>s")
     ap.add_argument("--units", action="store_true",
                     help="after Yosys, also synthesize without flattening and record each unit's LUT/FF/"
                          "BRAM/DSP use in report.json ('units') and docs/fpga.md (classic abc mapping)")
@@ -251,7 +254,8 @@ def build(args):
 
     mod, cls, default_cfg, family = BOARDS[args.board]
     platform = getattr(importlib.import_module(mod), cls)()
-    cfg = load_config(args.config or default_cfg)
+    cfg = (config_with_floorplan(args.config or default_cfg, args.floorplan) if args.floorplan
+           else load_config(args.config or default_cfg))
     if args.clock_mhz:
         cfg = dataclasses.replace(cfg, clock_mhz=args.clock_mhz)
     # relative: YoWASP tools cannot see /tmp; a non-default config gets its own directory
@@ -437,6 +441,18 @@ def last_stage(build_dir, name):
         d = json.loads(f.read_text())
         return d["stage"], d["times"]
     return ("synthesized" if (build_dir / f"{name}.json").exists() else "elaborated"), {}
+
+
+def config_with_floorplan(name_or_path, floorplan):
+    """The config `name_or_path` with another floorplan ("mxm0,mem0,vxm0,mem1"), named
+    ``<name>-<N>s``; the config's own checks apply (a bad slice name is a ConfigError)."""
+    import yaml
+    from tinylpu.config import _resolve, parse_config
+    source, text = _resolve(name_or_path)
+    data = yaml.safe_load(text)
+    data["floorplan"] = [x.strip() for x in floorplan.split(",") if x.strip()]
+    data["name"] = f"{data['name']}-{len(data['floorplan'])}s"
+    return parse_config(yaml.safe_dump(data, sort_keys=False), f"{source} with --floorplan {floorplan}")
 
 
 def load_config_clock(cfg, args):

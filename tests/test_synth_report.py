@@ -1,7 +1,10 @@
-"""scripts/synth.py's per-unit area breakdown (``--units``): parsing a hierarchical Yosys ``stat``."""
+"""scripts/synth.py's report helpers: the per-unit area breakdown (``--units``), an unfinished
+nextpnr run's progress, the docs row, and ``--floorplan``."""
 
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 SPEC = importlib.util.spec_from_file_location("synth", Path(__file__).resolve().parent.parent / "scripts" / "synth.py")
 synth = importlib.util.module_from_spec(SPEC)
@@ -79,3 +82,15 @@ def test_docs_row_names_the_constraint_and_the_config_target():
                              "commit": "abc1234"}])
     assert "**41.84 MHz** (25.0 MHz; the config's target is 100 MHz)" in row
     assert "(RTL abc1234)" in row
+
+
+def test_floorplan_option_builds_a_smaller_chip_of_the_same_config():
+    from tinylpu.config import ConfigError, load_config
+    cfg = synth.config_with_floorplan("fpga", "mxm0, mem0,vxm0,mem1")
+    full = load_config("fpga")
+    assert cfg.name == "fpga-4s"
+    assert [s.name for s in cfg.slices] == ["mxm0", "mem0", "vxm0", "mem1"]
+    assert (cfg.lanes, cfg.streams, cfg.mem_depth, cfg.latency) == (full.lanes, full.streams, full.mem_depth,
+                                                                     full.latency)
+    with pytest.raises(ConfigError, match="floorplan"):
+        synth.config_with_floorplan("fpga", "mxm0,bogus7")
