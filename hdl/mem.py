@@ -62,7 +62,7 @@ of c (ignored when ``host_addr >= mem_depth``, or when the chip's write stage us
 cycle c+1 until the next read of the port.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
