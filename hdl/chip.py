@@ -22,9 +22,10 @@ Issue registers (every chip without C2C): the ICUs and the NOTIFY line run one c
 rest of the chip.  They see the host's START one cycle before the counter, the stream fabric and
 the run state do, and every ICU output (``issue``, ``insn``, the queue states and pulses) reaches the
 units and the run logic through a register.  So no ICU logic and no queue memory sits in a path
-into a unit.  Each unit also gets a word with the opcode and count of its next instruction (``pre_insn``,
-the ICU's ``dec_src``) in the cycle before it issues and decodes it into registers there (``common.predecode``: opcode classes, count tests), so
-its sample cycle starts from decoded flip-flops.  The cycle counts are unchanged.  The run logic acts on cycle c's error flags and
+into a unit.  Each unit also gets a word with the opcode and count of its next instruction
+(``pre_insn``, the ICU's ``dec_src``) in the cycle before it issues and decodes it into registers
+there (``common.predecode``: opcode classes, count tests), so its sample cycle starts from decoded
+flip-flops.  The cycle counts are unchanged.  The run logic acts on cycle c's error flags and
 all-halted state in cycle c+2 (per-unit registers ``err_<slice>``/``busy_<slice>`` in c+1, their
 OR ``err_seen`` in c+2, with c's counter), so the status (flags, cycles) is exactly as before; the
 units may still see the issues of cycles c+1 and c+2 after an error in c (``stopped`` masks them
