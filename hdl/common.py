@@ -25,7 +25,7 @@ from ..firmware.isa import INT32_PLANES, Instr
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
            "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers",
-           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream", "predecode"]
+           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream", "predecode", "predecode_held"]
 
 
 def vec(lanes):
@@ -183,6 +183,20 @@ def predecode(m, unit, name, fn):
     else:
         m.d.comb += s.eq(v)
     return s
+
+
+def predecode_held(m, unit, name, fn, accept):
+    """A `predecode`d bit of the instruction the unit accepts in this cycle, held in a register
+    (``cur_<name>``) while that instruction runs: ``accept ? predecode(fn) : cur_<name>``, so the
+    running element's class is one mux away from flip-flops (units that ignore an issue while busy,
+    VXM and SXM)."""
+    new = predecode(m, unit, f"{name}_new", fn)
+    cur = Signal(name=f"cur_{name}")
+    with m.If(accept):
+        m.d.sync += cur.eq(new)
+    out = Signal(name=name)
+    m.d.comb += out.eq(Mux(accept, new, cur))
+    return out
 
 
 def unit_signature(cfg, extra=None):

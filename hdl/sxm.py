@@ -25,7 +25,7 @@ from amaranth.utils import exact_log2
 
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, Instr, Opcode
-from .common import drive_landing, pick_stream, port_landing, predecode, select, unit_signature, vec
+from .common import drive_landing, pick_stream, port_landing, predecode, predecode_held, select, unit_signature, vec
 
 __all__ = ["SxmSlice"]
 
@@ -86,13 +86,7 @@ class SxmSlice(wiring.Component):
         op = ins.op
         dec = {}
         for o in (O.SHIFT, O.ROT, O.PERM, O.DIST, O.TRANS, O.LDPERM):
-            # the new instruction's class predecoded, the running one's in a register
-            new_dec = predecode(m, self, f"dec_new_{o.name.lower()}", lambda i, o=o: i.op == o)
-            cur_dec = Signal(name=f"cur_dec_{o.name.lower()}")
-            with m.If(accept):
-                m.d.sync += cur_dec.eq(new_dec)
-            dec[o] = Signal(name=f"dec_{o.name.lower()}")
-            m.d.comb += dec[o].eq(Mux(accept, new_dec, cur_dec))
+            dec[o] = predecode_held(m, self, f"dec_{o.name.lower()}", lambda i, o=o: i.op == o, accept)
         is_trans = dec[O.TRANS]
 
         # --- operand a -------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from amaranth.utils import exact_log2
 from ..config import MIN_LATENCY
 from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
 from .common import (below, ecp5_dsp, ecp5_mult, land_copies, pick_stream, port_landing, predecode,
-                     select, unit_signature, vec)
+                     predecode_held, select, unit_signature, vec)
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "sat8"]
 
@@ -298,8 +298,7 @@ class VxmSlice(wiring.Component):
             m.d.sync += [left.eq(left - 1), knext.eq(knext + 1), idle.eq(left == 1)]
 
         # --- decode --------------------------------------------------------------------------
-        # each op class of the new instruction is predecoded; the running one's is kept in a
-        # register (``cur_dec_*``), so the element's class is one mux away from flip-flops
+        # each op class: predecoded for a new instruction, held while it runs (``predecode_held``)
         v = ins.args.vxm
         O = Opcode
         dec = {}
@@ -310,12 +309,8 @@ class VxmSlice(wiring.Component):
             "binary": (O.ADD, O.SUB, O.MUL, O.MIN, O.MAX, O.AND, O.OR, O.XOR),
             **{o.name.lower(): (o,) for o in ALU8_OPS},       # the ALU's one-hot op
         }.items():
-            new_dec = predecode(m, self, f"dec_new_{nm}", lambda i, ops=ops: Cat(*(i.op == o for o in ops)).any())
-            cur_dec = Signal(name=f"cur_dec_{nm}")
-            with m.If(accept):
-                m.d.sync += cur_dec.eq(new_dec)
-            dec[nm] = Signal(name=f"dec_{nm}")
-            m.d.comb += dec[nm].eq(Mux(accept, new_dec, cur_dec))
+            dec[nm] = predecode_held(m, self, f"dec_{nm}", lambda i, ops=ops: Cat(*(i.op == o for o in ops)).any(),
+                                     accept)
 
         # --- operands: streams a, a+1..a+3, b, b+1..b+3, c ---------------------------------------
         def stream(ref, name, plane=0):

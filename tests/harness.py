@@ -143,8 +143,16 @@ def check_landing(ctx, out, cfg, wide_unit=True):
 
 def issue_words(cycles, schedule, encode, filler=lambda c: 0):
     """Per cycle (issue, instruction word) for a unit test: the scheduled instruction, or
-    `filler(c)` (garbage the unit must ignore) in cycles without an issue."""
-    return [(True, encode(schedule[c])) if c in schedule else (False, filler(c)) for c in range(cycles)]
+    `filler(c)` (garbage the unit must ignore) in cycles without an issue; with `filler` None the
+    last issued word stays (0 before the first)."""
+    words, last = [], 0
+    for c in range(cycles):
+        if c in schedule:
+            last = encode(schedule[c])
+            words.append((True, last))
+        else:
+            words.append((False, last if filler is None else filler(c)))
+    return words
 
 
 def drive_issue(ctx, dut, words, c):

@@ -36,14 +36,20 @@ def _instances(text):
     return re.findall(r"MULT18X18D\s+#\((.*?)\)\s*\w+\s*\(", text, re.S)
 
 
-@pytest.mark.parametrize("unit,count,reg_in", [("mxm", lambda L: L * L, MxmSlice.DSP_WEIGHT_REG == "dsp"),
-                                                ("vxm", lambda L: 3 * L, True)])
-def test_products_in_dsp_blocks_with_registers(unit, count, reg_in):
-    """The MXM's operands come from fabric registers (``MxmSlice.DSP_WEIGHT_REG``), the VXM's from
-    the DSP's input registers; every product is in a DSP's output register."""
+@pytest.mark.parametrize("unit,count,mode", [("mxm", lambda L: L * L, "fabric"), ("mxm", lambda L: L * L, "dsp"),
+                                             ("vxm", lambda L: 3 * L, "dsp")])
+def test_products_in_dsp_blocks_with_registers(unit, count, mode):
+    """The MXM's operands come from fabric registers (``MxmSlice.DSP_WEIGHT_REG``, the default) or
+    the DSP's input registers, the VXM's from the DSP's input registers; every product is in a DSP's
+    output register."""
+    assert MxmSlice.DSP_WEIGHT_REG == "fabric"
     cfg = load_config("fpga")
     cls = {"mxm": MxmSlice, "vxm": VxmSlice}[unit]
-    text = verilog.convert(cls(cfg, cfg.slices_of(unit)[0]), name="top", platform=ECP5)
+    dut = cls(cfg, cfg.slices_of(unit)[0])
+    if unit == "mxm":
+        dut.DSP_WEIGHT_REG = mode
+    reg_in = mode == "dsp"
+    text = verilog.convert(dut, name="top", platform=ECP5)
     insts = _instances(text)
     assert len(insts) == count(cfg.lanes)
     for params in insts:

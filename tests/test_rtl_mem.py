@@ -101,11 +101,6 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
     # without `garbage` the word stays the last one set (the tests of unchanged-insn behaviour)
     words = issue_words(len(taps), schedule, encode,
                         (lambda c: int(rng.integers(0, 1 << 63))) if garbage else None)
-    if not garbage:
-        last = 0
-        for c in range(len(words)):
-            last = words[c][1] if words[c][0] else last
-            words[c] = (words[c][0], last)
 
     async def bench(ctx):
         for a, v in preload.items():
