@@ -19,11 +19,11 @@ Every error names ``file:line:col``, the offending token, and what was expected.
 import re
 from dataclasses import dataclass
 
-from .check import insn_problems
-from .isa import BY_MNEMONIC, COUNT_MAX, OPS, Insn, Opcode, StreamRef
-from .program import Program
+from tinylpu.firmware.check import insn_problems
+from tinylpu.firmware.program import Program
+from tinylpu.isa import BY_MNEMONIC, COUNT_MAX, OPS, Insn, Opcode, StreamRef, format_insn
 
-__all__ = ["AsmError", "assemble", "disassemble", "format_insn", "parse_int"]
+__all__ = ["AsmError", "assemble", "disassemble", "parse_int"]
 
 
 class AsmError(ValueError):
@@ -264,25 +264,6 @@ def _range(o):
     if o.kind == "sint":
         return -(1 << (o.bits - 1)), (1 << (o.bits - 1)) - 1
     raise AssertionError(o.kind)
-
-
-def format_insn(insn: Insn) -> str:
-    """Canonical text of an instruction: required operands positional, others as name=value if not default."""
-    info = OPS[insn.op]
-    f = insn.fields
-    parts = []
-    for o in info.operands:
-        if o.imm_flag and f.get("use_imm"):
-            text = f"#{f['imm']}"
-        elif o.kind in ("stream", "group"):
-            text = str(f[o.field])
-        else:
-            text = str(f[o.field])
-        if o.default is None or (o.positional and f[o.field] != o.default):
-            parts.append(text)
-        elif f[o.field] != o.default:
-            parts.append(f"{o.name}={text}")
-    return info.mnemonic + ((" " + ", ".join(parts)) if parts else "")
 
 
 def disassemble(program: Program, listing=None) -> str:

@@ -6,7 +6,7 @@ on timing (port conflicts, empty stream slots, repeated addresses running off th
 by the golden model while it runs.
 """
 
-from .isa import COUNT_MAX, INT32_PLANES, OPS, Format, Insn, Opcode, StreamRef
+from tinylpu.isa import COUNT_MAX, INT32_PLANES, OPS, Format, Insn, Opcode, StreamRef
 
 __all__ = ["insn_problems", "program_problems", "ProgramCheckError", "check_program"]
 

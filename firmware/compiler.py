@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..sim.golden import int32_to_planes
-from .isa import INT32_PLANES, Insn, Opcode, StreamRef
-from .quant import QuantFFN
-from .sched import Schedule, read_to, write_from
+from tinylpu.firmware.quant import QuantFFN
+from tinylpu.firmware.sched import Schedule, read_to, write_from
+from tinylpu.isa import INT32_PLANES, Insn, Opcode, StreamRef
 
 __all__ = ["CompileError", "Compiled", "compile_ffn", "compile_moe", "plan_blocks"]
 
@@ -114,7 +113,7 @@ class Compiled:
         return y[:, :self.q.d_model]
 
     def listing_text(self):
-        from .asm import disassemble
+        from tinylpu.firmware.asm import disassemble
         return disassemble(self.program, self.listing)
 
     def trace_json(self):

@@ -1,6 +1,6 @@
 """docs/isa.md, generated from the ISA module and a chip config (`make docs`)."""
 
-from .isa import COUNT_MAX, INSTR_BITS, OPS, Format, Instr, Opcode
+from tinylpu.isa import COUNT_MAX, INSTR_BITS, OPS, Format, Instr, Opcode
 
 _UNIT_TITLES = {"any": "ICU control (every queue)", "mem": "MEM slices", "mxm": "MXM slices",
                 "vxm": "VXM slices", "sxm": "SXM slices", "c2c": "C2C (reserved encodings)"}

@@ -12,7 +12,7 @@ Binary format (little endian), version 1::
 import struct
 from dataclasses import dataclass, field
 
-from .isa import Insn, Opcode, OPS, decode, encode
+from tinylpu.isa import OPS, Insn, Opcode, decode, encode
 
 __all__ = ["Program", "ProgramFormatError", "MAGIC"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..sim.golden import requantize, rshift_round, sat8
+from tinylpu.arith import requantize, rshift_round, sat8
 
 __all__ = ["ACTIVATIONS", "FFNWeights", "QuantFFN", "quantize_ffn", "float_ffn", "load_weights", "WeightsError"]
 

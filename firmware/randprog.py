@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .isa import INT32_PLANES, Insn, Opcode, StreamRef
-from .program import Program
-from .sched import Schedule, Txn, read_to, write_from
+from tinylpu.firmware.program import Program
+from tinylpu.firmware.sched import Schedule, Txn, read_to, write_from
+from tinylpu.isa import INT32_PLANES, Insn, Opcode, StreamRef
 
 __all__ = ["random_program", "RandomCase"]
 

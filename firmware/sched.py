@@ -8,10 +8,10 @@ EMIT -> REQL -> WRITE), checks them all, and commits them together or not at all
 """
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .isa import Insn, Opcode, StreamRef
-from .program import Program
+from tinylpu.firmware.program import Program
+from tinylpu.isa import Insn, Opcode, StreamRef
 
 __all__ = ["Schedule", "Txn", "read_to", "write_from", "stream_toward"]
 

@@ -18,11 +18,9 @@ a barrier, every queue parks in DESKEW just before it (docs/c2c.md).
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .compiler import CompileError, Compiled, Region, _ceil, _FFNScheduler, _report
-from .isa import Opcode
-from .quant import QuantFFN, ReqParams
+from tinylpu.firmware.compiler import Compiled, CompileError, Region, _ceil, _FFNScheduler, _report
+from tinylpu.firmware.quant import QuantFFN, ReqParams
+from tinylpu.isa import Opcode
 
 __all__ = ["TrayCompiled", "compile_tp", "compile_ep", "deskew_interval", "slice_ffn"]
 
@@ -173,20 +171,3 @@ def compile_ep(experts, cfg, tokens_per_expert):
     tc.report = {"mode": "expert-parallel", "experts": len(experts), "tokens_per_expert": list(tokens_per_expert),
                  "predicted_cycles": max(cycles), "per_chip_predicted_cycles": cycles}
     return tc
-
-
-def run_tray_golden(tc: TrayCompiled, xq_per_chip):
-    """Run a TrayCompiled on the golden tray; xq_per_chip: int8 inputs per chip (None for idle)."""
-    from ..sim.tray import GoldenTray
-    from ..firmware.asm import assemble
-    t = GoldenTray(tc.cfg)
-    empty = assemble(".queue mem0\n HALT\n", tc.cfg)
-    t.load_programs([c.program if c is not None else empty for c in tc.chips])
-    for chip, (c, xq) in enumerate(zip(tc.chips, xq_per_chip)):
-        if c is None:
-            continue
-        for bank, lst in list(c.mem_image.items()) + list(c.pack_input(xq).items()):
-            for addr, v in lst:
-                t.chips[chip].write_mem(bank, addr, v)
-    res = t.run()
-    return t, res

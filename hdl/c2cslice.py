@@ -26,9 +26,9 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import MIN_LATENCY
-from ..firmware.isa import COUNT_MAX, Opcode, StreamField
-from .common import drive_landing, pick_stream, port_landing, unit_signature, vec
+from tinylpu.config import MIN_LATENCY
+from tinylpu.hdl.common import drive_landing, pick_stream, port_landing, unit_signature, vec
+from tinylpu.isa import COUNT_MAX, Opcode, StreamField
 
 __all__ = ["C2CSlice"]
 

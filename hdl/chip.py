@@ -57,10 +57,10 @@ from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .common import ERROR_BITS, ErrorFlags
-from .hostport import HostPort
-from .icu import ICU
-from .streams import StreamFabric
+from tinylpu.hdl.hostport import HostPort
+from tinylpu.hdl.icu import ICU
+from tinylpu.hdl.streams import StreamFabric
+from tinylpu.wire import ERROR_BITS, ErrorFlags
 
 __all__ = ["Chip", "unit_classes", "deskew_margin", "ref_port", "LINK_STATUS", "LinkStatusSignature"]
 
@@ -70,7 +70,7 @@ LINK_STATUS = ["trained", "crc_errors", "frame_errors", "seq_errors", "flits_ok"
 
 
 def LinkStatusSignature(cfg):  # noqa: N802
-    from .c2c import LinkRX
+    from tinylpu.hdl.c2c import LinkRX
     rx = LinkRX(cfg)
     rx._MustUse__silence = True             # only its signature is wanted here
     members = {}
@@ -82,11 +82,11 @@ def LinkStatusSignature(cfg):  # noqa: N802
 
 
 def unit_classes():
-    from .c2cslice import C2CSlice
-    from .mem import MemSlice
-    from .mxm import MxmSlice
-    from .sxm import SxmSlice
-    from .vxm import VxmSlice
+    from tinylpu.hdl.c2cslice import C2CSlice
+    from tinylpu.hdl.mem import MemSlice
+    from tinylpu.hdl.mxm import MxmSlice
+    from tinylpu.hdl.sxm import SxmSlice
+    from tinylpu.hdl.vxm import VxmSlice
     return {"mem": MemSlice, "mxm": MxmSlice, "vxm": VxmSlice, "sxm": SxmSlice, "c2c": C2CSlice}
 
 
@@ -120,7 +120,8 @@ class Chip(wiring.Component):
             "resp": Out(stream.Signature(64)),
         }
         if self.has_c2c:
-            from .c2c import LinkParams, LinkWire
+            from tinylpu.hdl.c2c import LinkWire
+            from tinylpu.link import LinkParams
             w = LinkParams.from_cfg(cfg).width
             members.update({
                 "tx": Out(LinkWire(w)).array(cfg.c2c_ports),
@@ -326,7 +327,7 @@ class Chip(wiring.Component):
 
     def _c2c(self, m, c2c, icus, units, start, running, counter, hold, stall, queue_err, busy_err):
         """Links, the aligned counter and DESKEW (module docstring)."""
-        from .c2c import LinkRX, LinkTX
+        from tinylpu.hdl.c2c import LinkRX, LinkTX
         cfg = self.cfg
         P = cfg.c2c_ports
         at = Signal(32)                     # aligned time: every clock since START

@@ -21,7 +21,8 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Mux, Signal, Value, 
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..firmware.isa import INT32_PLANES, Instr
+from tinylpu.isa import INT32_PLANES, Instr
+from tinylpu.wire import ERROR_BITS, ErrorFlags
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
            "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers",
@@ -34,22 +35,6 @@ def vec(lanes):
 
 def Vec(lanes):  # noqa: N802 (a shape constructor)
     return vec(lanes)
-
-
-class ErrorFlags(data.Struct):
-    """Program errors the chip flags in status (each maps to a golden-model ProgramError)."""
-    empty: 1      # an element sampled a stream slot holding no data
-    busy: 1       # an instruction issued to a busy sub-unit
-    port: 1       # two results landed on one slice's stream port in the same cycle
-    addr: 1       # an address out of range (GATHER/SCATTER index, REPEAT running past the end)
-    hazard: 1     # an accumulator entry read before its pending MM write committed
-    inflight: 1   # work still in flight when the last queue halted
-    queue: 1      # a queue ran past its last instruction without HALT / undefined opcode
-    deadlock: 1   # every live queue parked in SYNC with no NOTIFY coming
-    link: 1       # C2C: RECV found no vector, an RX vector FIFO overflowed, or the link TX overran
-
-
-ERROR_BITS = [name for name, _ in data.Layout.cast(ErrorFlags)]
 
 
 #: lanes per copy of a result port's landing selects (``out.land`` / ``out.plane``)

@@ -17,12 +17,12 @@ docs/rtl.md (command words, data words, answers).
   reset until the PLL locks, and the clock constraint is the PLL's frequency (``cfg.clock_mhz``).
 """
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Instance, Module, Signal
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.hdl import Cat, ClockDomain, Instance, Module, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from .chip import Chip
+from tinylpu.hdl.chip import Chip
 
 __all__ = ["UartRx", "UartTx", "BytesToWords", "WordsToBytes", "FpgaTop", "BoardTop"]
 

@@ -1,6 +1,7 @@
 """The host port: the chip's only valid/ready interface (``amaranth.lib.stream``), 64-bit words.
 
-Command word: bits 0-7 command, 8-15 target, 16-31 address, 32-47 count (docs/rtl.md).
+Command word (``tinylpu.wire.CommandWord``): bits 0-7 command, 8-15 target, 16-31 address, 32-47
+count (docs/rtl.md).  The STATUS answer is ``StatusWord0`` and ``StatusWord1``.
 
 ======  ==========  ==============  ==========================================================
 cmd     name        target          follows / answers
@@ -28,26 +29,14 @@ the read data of ``mem_re`` in cycle c is on ``mem_rdata`` in c+1.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..firmware.isa import INSTR_BITS
-from .common import ERROR_BITS, vec
+from tinylpu.hdl.common import vec
+from tinylpu.isa import INSTR_BITS
+from tinylpu.wire import ERROR_BITS, Cmd, CommandWord, StatusWord0, StatusWord1
 
-__all__ = ["HostPort", "Cmd", "command"]
-
-
-class Cmd(enum.Enum, shape=8):
-    WRITE_MEM = 0x01
-    READ_MEM = 0x02
-    LOAD_QUEUE = 0x03
-    START = 0x04
-    STATUS = 0x05
-
-
-def command(cmd, target=0, address=0, count=0):
-    """A command word (for hosts and testbenches)."""
-    return int(getattr(cmd, "value", cmd)) | (target & 0xFF) << 8 | (address & 0xFFFF) << 16 | (count & 0xFFFF) << 32
+__all__ = ["HostPort"]
 
 
 def _onehot(sel, n):
@@ -88,14 +77,21 @@ class HostPort(wiring.Component):
         W = self.words
         cmd, resp = self.cmd, self.resp
         word = cmd.payload
-        c_op, c_target, c_addr, c_count = word[0:8], word[8:16], word[16:32], word[32:48]
+        c = CommandWord(word)                         # the command word's fields (tinylpu.wire)
+        c_op, c_target, c_addr, c_count = c.cmd, c.target, c.address, c.count
 
         target = Signal(8)
         addr = Signal(16)
         count = Signal(16)
         widx = Signal(range(max(W, 2)))
         buf = Signal(64 * W)                          # vector being assembled / sent
-        status = Signal(128)
+        status_w0 = Signal(StatusWord0)                # the STATUS answer, registered at the command
+        status_w1 = Signal(StatusWord1)
+        status = Cat(status_w0, status_w1)
+        status_now = (Signal(StatusWord0), Signal(StatusWord1))
+        m.d.comb += [status_now[0].running.eq(self.st_running), status_now[0].done.eq(self.st_done),
+                     status_now[0].errors.eq(self.st_errors),
+                     status_now[1].cycles.eq(self.st_cycles), status_now[1].stall.eq(self.st_stall)]
 
         rdata = Array(self.mem_rdata[i] for i in range(self.banks))
 
@@ -132,12 +128,7 @@ class HostPort(wiring.Component):
                         with m.Case(Cmd.START):
                             m.d.sync += self.start.eq(1)
                         with m.Case(Cmd.STATUS):
-                            m.d.sync += [
-                                status.eq(Cat(self.st_running, self.st_done, Const(0, 6), self.st_errors,
-                                              Const(0, 64 - 8 - len(ERROR_BITS)), self.st_cycles,
-                                              self.st_stall)),
-                                widx.eq(0),
-                            ]
+                            m.d.sync += [status_w0.eq(status_now[0]), status_w1.eq(status_now[1]), widx.eq(0)]
                             m.next = "STATUS"
 
             with m.State("WDATA"):

@@ -34,12 +34,12 @@ loaded instruction, an undefined opcode, or an opcode that does not run on this 
 pulses ``err_queue`` (and halts the queue).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..firmware.isa import INSTR_BITS, OPS, Format, Instr, Opcode
+from tinylpu.isa import INSTR_BITS, OPS, Instr, Opcode
 
 __all__ = ["ICU", "advance"]
 

@@ -67,9 +67,9 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..firmware import isa
-from ..firmware.isa import Opcode
-from .common import below, drive_landing, pick_stream, port_landing, predecode, unit_signature, vec
+from tinylpu import isa
+from tinylpu.hdl.common import below, drive_landing, pick_stream, port_landing, predecode, unit_signature, vec
+from tinylpu.isa import Opcode
 
 __all__ = ["MemSlice"]
 

@@ -70,10 +70,21 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
-from ..firmware import isa
-from ..firmware.isa import INT32_PLANES, Opcode
-from .common import (below, drive_landing, ecp5_dsp, ecp5_mult, hw_multipliers, lut_mul8, pick_stream,
-                     port_landing, predecode, unit_signature, vec)
+from tinylpu import isa
+from tinylpu.hdl.common import (
+    below,
+    drive_landing,
+    ecp5_dsp,
+    ecp5_mult,
+    hw_multipliers,
+    lut_mul8,
+    pick_stream,
+    port_landing,
+    predecode,
+    unit_signature,
+    vec,
+)
+from tinylpu.isa import INT32_PLANES, Opcode
 
 __all__ = ["MxmSlice", "tree_cuts"]
 

@@ -23,8 +23,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..firmware.isa import INT32_PLANES
-from .common import LAND_LANES, OutPortSignature, StreamTap, land_copies, vec
+from tinylpu.hdl.common import LAND_LANES, OutPortSignature, StreamTap, land_copies, vec
+from tinylpu.isa import INT32_PLANES
 
 __all__ = ["StreamFabric"]
 

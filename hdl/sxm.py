@@ -23,9 +23,18 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.utils import exact_log2
 
-from ..config import MIN_LATENCY
-from ..firmware.isa import COUNT_MAX, Instr, Opcode
-from .common import drive_landing, pick_stream, port_landing, predecode, predecode_held, select, unit_signature, vec
+from tinylpu.config import MIN_LATENCY
+from tinylpu.hdl.common import (
+    drive_landing,
+    pick_stream,
+    port_landing,
+    predecode,
+    predecode_held,
+    select,
+    unit_signature,
+    vec,
+)
+from tinylpu.isa import COUNT_MAX, Instr, Opcode
 
 __all__ = ["SxmSlice"]
 

@@ -18,7 +18,7 @@ from amaranth.hdl import DomainRenamer, Module, Signal
 from amaranth.lib import cdc, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .chip import Chip, LinkStatusSignature
+from tinylpu.hdl.chip import Chip, LinkStatusSignature
 
 __all__ = ["Tray"]
 

@@ -46,10 +46,21 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.utils import exact_log2
 
-from ..config import MIN_LATENCY
-from ..firmware.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
-from .common import (below, ecp5_dsp, ecp5_mult, land_copies, pick_stream, port_landing, predecode,
-                     predecode_held, select, unit_signature, vec)
+from tinylpu.config import MIN_LATENCY
+from tinylpu.hdl.common import (
+    below,
+    ecp5_dsp,
+    ecp5_mult,
+    land_copies,
+    pick_stream,
+    port_landing,
+    predecode,
+    predecode_held,
+    select,
+    unit_signature,
+    vec,
+)
+from tinylpu.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "sat8"]
 

@@ -248,9 +248,8 @@ def build(args):
     ensure_tools()
     import importlib
 
-
-    from tinylpu.hdl.fpga_top import BoardTop
     from tinylpu.config import load_config
+    from tinylpu.hdl.fpga_top import BoardTop
 
     mod, cls, default_cfg, family = BOARDS[args.board]
     platform = getattr(importlib.import_module(mod), cls)()
@@ -447,6 +446,7 @@ def config_with_floorplan(name_or_path, floorplan):
     """The config `name_or_path` with another floorplan ("mxm0,mem0,vxm0,mem1"), named
     ``<name>-<N>s``; the config's own checks apply (a bad slice name is a ConfigError)."""
     import yaml
+
     from tinylpu.config import _resolve, parse_config
     source, text = _resolve(name_or_path)
     data = yaml.safe_load(text)

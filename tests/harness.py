@@ -8,9 +8,9 @@ reservation helpers.
 
 import numpy as np
 
-from tinylpu.firmware.isa import INSTR_BITS, INT32_PLANES, Insn, Opcode, StreamRef
 from tinylpu.firmware.sched import Schedule, read_to, write_from
-from tinylpu.sim.golden import Golden
+from tinylpu.isa import INSTR_BITS, INT32_PLANES, Insn, Opcode, StreamRef
+from tinylpu.sim.golden.chip import Golden
 
 T0 = 40        # the unit instruction issues at this cycle
 OUT_ADDR = 64  # results are written from this bank address on

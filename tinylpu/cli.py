@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG, ConfigError, load_config, shipped_configs
+from tinylpu.config import DEFAULT_CONFIG, ConfigError, load_config, shipped_configs
 
 
 class CliError(Exception):
@@ -50,8 +50,8 @@ def _config_list(args):
 
 
 def _read_program(path, cfg):
-    from .firmware.asm import assemble
-    from .firmware.program import Program
+    from tinylpu.firmware.asm import assemble
+    from tinylpu.firmware.program import Program
     p = Path(path)
     if not p.exists():
         raise CliError(f"{path}: file not found")
@@ -66,7 +66,7 @@ def _read_program(path, cfg):
 
 
 def _asm(args):
-    from .firmware.asm import assemble
+    from tinylpu.firmware.asm import assemble
     cfg = load_config(args.config)
     src = Path(args.source)
     if not src.exists():
@@ -79,9 +79,9 @@ def _asm(args):
 
 
 def _disasm(args):
-    from .firmware.asm import disassemble
-    from .firmware.check import check_program
-    from .firmware.program import Program
+    from tinylpu.firmware.asm import disassemble
+    from tinylpu.firmware.check import check_program
+    from tinylpu.firmware.program import Program
     p = Path(args.binary)
     if not p.exists():
         raise CliError(f"{args.binary}: file not found")
@@ -112,7 +112,7 @@ def _parse_bank_spec(spec, what):
 def _run(args):
     import numpy as np
 
-    from .sim.golden import Golden
+    from tinylpu.sim.golden.chip import Golden
     cfg = load_config(args.config)
     prog = _read_program(args.program, cfg)
     g = Golden(cfg)
@@ -144,7 +144,7 @@ def _run(args):
 
 
 def _isa_doc(args):
-    from .firmware.isadoc import render_isa_doc
+    from tinylpu.firmware.isadoc import render_isa_doc
     cfg = load_config(args.config)
     text = render_isa_doc(cfg)
     if args.output:
@@ -159,7 +159,7 @@ def _isa_doc(args):
 def _ffn(args):
     import numpy as np
 
-    from .sim.ffn import InputError, run_ffn
+    from tinylpu.sim.host.ffn import InputError, run_ffn
     if not Path(args.input).exists():
         raise CliError(f"{args.input}: file not found")
     try:
@@ -205,7 +205,7 @@ def _sim(args):
     """`make sim`: compile the default SwiGLU layer for the config and run it; check cycles and numbers."""
     import os
 
-    from .sim.ffn import default_swiglu, run_ffn
+    from tinylpu.sim.host.ffn import default_swiglu, run_ffn
     cfg = load_config(args.config)
     w, x = default_swiglu(cfg, args.seed, args.tokens)
     out = Path(args.artifacts)
@@ -235,7 +235,7 @@ def _verilog(args):
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     from amaranth.back import verilog
 
-    from .hdl.chip import Chip
+    from tinylpu.hdl.chip import Chip
     cfg = load_config(args.config)
     text = verilog.convert(Chip(cfg), name="tinylpu_chip")
     out = Path(args.output)
@@ -246,12 +246,13 @@ def _verilog(args):
 
 
 def _bench(args):
-    from .sim.bench import main as bench_main
+    from tinylpu.sim.perf.bench import main as bench_main
     return bench_main(args)
 
 
 def _project(args):
-    from .sim.project import ProjectError, main as project_main
+    from tinylpu.sim.perf.project import ProjectError
+    from tinylpu.sim.perf.project import main as project_main
     try:
         return project_main(args)
     except ProjectError as e:
@@ -259,7 +260,7 @@ def _project(args):
 
 
 def _serve(args):
-    from .sim.serving.cli import compare_main, serve_main
+    from tinylpu.sim.serving.cli import compare_main, serve_main
     if args.cmd == "serve":
         if args.requests is None and args.synthetic is None:
             raise CliError("serve: give --requests FILE.jsonl or --synthetic N")
@@ -385,13 +386,13 @@ def build_parser():
 
 
 def main(argv=None):
-    from .firmware.asm import AsmError
-    from .firmware.check import ProgramCheckError
-    from .firmware.program import ProgramFormatError
-    from .firmware.compiler import CompileError
-    from .firmware.quant import WeightsError
-    from .sim.golden import ProgramError
-    from .sim.host import EngineError
+    from tinylpu.firmware.asm import AsmError
+    from tinylpu.firmware.check import ProgramCheckError
+    from tinylpu.firmware.compiler import CompileError
+    from tinylpu.firmware.program import ProgramFormatError
+    from tinylpu.firmware.quant import WeightsError
+    from tinylpu.sim.golden.chip import ProgramError
+    from tinylpu.sim.host.engine import EngineError
     ap = build_parser()
     args = ap.parse_args(argv)
     try:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from tinylpu.link import LinkParams
+
 __all__ = ["ConfigError", "ChipConfig", "Slice", "load_config", "shipped_configs",
            "LATENCY_KEYS", "MIN_LATENCY", "SLICE_KINDS", "DEFAULT_CONFIG"]
 
@@ -124,14 +126,19 @@ class ChipConfig:
         return 2 * self.macs_per_cycle * self.clock_hz / 1e12
 
     @property
+    def link_params(self):
+        """The link's derived numbers (``tinylpu.link.LinkParams``): the one link-timing formula."""
+        return LinkParams.from_cfg(self)
+
+    @property
     def flit_words(self) -> int:
         """Link words per vector flit: header + payload + CRC-32."""
-        return 2 + -(-8 * self.lanes // self.link["width_bits"])
+        return self.link_params.flit_words
 
     @property
     def vector_interval(self) -> int:
         """Cycles between the elements of a SEND or RECV: one flit plus one spare word (SKIP / HAC)."""
-        return self.flit_words + 1
+        return self.link_params.send_interval
 
     def peer(self, chip, port):
         """(chip, port) at the other end of `port` of `chip` (fully connected: port p skips itself)."""

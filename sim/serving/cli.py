@@ -5,8 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-from .model import ModelConfig
-from .serve import RequestError, default_config, load_requests, run_serving, synthetic_requests
+from tinylpu.sim.serving.model import ModelConfig
+from tinylpu.sim.serving.serve import RequestError, default_config, load_requests, run_serving, synthetic_requests
 
 __all__ = ["serve_main", "compare_main"]
 
@@ -90,7 +90,7 @@ def _slo(t):
 
 
 def _tray_desc(scfg):
-    from ...config import load_config
+    from tinylpu.config import load_config
     cfg = load_config(scfg["lpu"]["chip_config"])
     if cfg.chips > 1:
         return f"golden model of the `{cfg.name}` tray config ({cfg.chips} chips)"
@@ -104,7 +104,7 @@ def compare_main(args):
     t0 = time.time()
     scfg = _config(args)
     chip_mhz = scfg["lpu"].get("clock_mhz")
-    from ...config import load_config
+    from tinylpu.config import load_config
     chip_mhz = chip_mhz or load_config(scfg["lpu"]["chip_config"]).clock_mhz
     setups = [("GPU only (FFN on the GPU model)", "gpu", {}),
               (f"GPU + LPU tray, {chip_mhz:g} MHz (chip config)", "lpu",
@@ -177,7 +177,7 @@ def compare_main(args):
         "mean step (us) | TPOT target met |",
         "|---|---|---|---|---|---|---|---|",
     ] + [row(n, r["totals"]) for n, r in spec] + [
-        f"",
+        "",
         f"Draft acceptance: {spec[0][1]['totals']['spec_acceptance']:.2f} of proposed tokens.",
         "",
         "## Per-token latency distribution (us)",

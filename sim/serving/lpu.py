@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from ...config import load_config
-from ...firmware.compiler import compile_moe
-from ..hostapi import Tray
+from tinylpu.config import load_config
+from tinylpu.firmware.compiler import compile_moe
+from tinylpu.sim.host.api import Tray
 
 __all__ = ["TrayFFN", "GpuFFN", "placement"]
 

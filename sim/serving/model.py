@@ -15,7 +15,7 @@ from importlib import resources
 import numpy as np
 import yaml
 
-from ...firmware.quant import FFNWeights, quantize_ffn
+from tinylpu.firmware.quant import FFNWeights, quantize_ffn
 
 __all__ = ["ModelConfig", "MoEModel", "KVCache", "load_serving_config", "reference_generate"]
 
@@ -134,7 +134,7 @@ class MoEModel:
                     f = _rms(h, self.g_ffn[layer])
                     rows[layer].append(f)
                     e, g = self.route(layer, f)
-                    from ...firmware.quant import float_ffn
+                    from tinylpu.firmware.quant import float_ffn
                     h = h + sum(gi * float_ffn(self.experts[layer][ei], f[None])[0] for ei, gi in zip(e, g))
                 kv.n = p + 1
         self.q = [[quantize_ffn(w, np.asarray(rows[layer])) for w in self.experts[layer]]

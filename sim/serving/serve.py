@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .gpu import load_gpu
-from .lpu import GpuFFN, TrayFFN
-from .model import KVCache, ModelConfig, MoEModel, load_serving_config, reference_generate
+from tinylpu.sim.serving.gpu import load_gpu
+from tinylpu.sim.serving.lpu import GpuFFN, TrayFFN
+from tinylpu.sim.serving.model import KVCache, ModelConfig, MoEModel, load_serving_config, reference_generate
 
 __all__ = ["Request", "RequestError", "load_requests", "synthetic_requests", "build_system", "serve",
            "serve_in_sim", "run_serving", "pingpong_schedule", "PrefillRouter", "DecodeRouter"]
@@ -524,7 +524,7 @@ async def serve_in_sim(dut, requests, scfg, mode="lpu", reference=False):
 
 def run_serving(requests, scfg, mode="lpu", engine="golden", reference=False, sim=None):
     """Run a workload to completion on an engine; returns the report dict."""
-    from ..hostapi import drive, run_in_simulation
+    from tinylpu.sim.host.api import drive, run_in_simulation
     if engine == "rtl" and mode == "lpu":
         t0 = time.perf_counter()
         rep = run_in_simulation("tinylpu.sim.serving.serve:serve_in_sim",

@@ -1,0 +1,447 @@
+"""The async host API: ``Chip`` and ``Tray`` over two engines, golden and RTL.
+
+One API, two engines, the same answers::
+
+    chip = Chip("tiny", engine="golden")              # or engine="rtl", dut=dut inside cocotb
+    await chip.load(compile_moe(experts, cfg, tokens))  # weights written once
+    out = await chip.run(xq, expert=1)                  # RunOutput(y int8, cycles, ...)
+
+* ``golden``: a persistent ``Golden`` model per chip; ``load`` writes the MEM image once, ``run``
+  writes the input, loads the selected expert's program and runs it.
+* ``rtl`` with a ``dut``: the host code runs INSIDE the cocotb test coroutine and drives the chip's
+  host port with ``sim.cocotb_chip.Host`` (Glasgow's simulation-assembly pattern), so a whole
+  interactive decode loop runs against the Verilog in one simulator launch.  Use
+  ``run_in_simulation("module:function", args, config)`` to launch a coroutine
+  ``function(dut, **args)`` inside the simulator and get its JSON result back.
+* ``rtl`` without a ``dut`` (outside a simulation): each ``run`` is one simulator launch through
+  ``sim.rtl_runner.run_cases_rtl`` (slow, but the same protocol and the same answers).
+
+``Tray(chips, config)``: one ``Chip`` per tray position, each with its own resident image.
+
+* Golden: every chip is its own ``Golden``.
+* RTL, ``config`` a tray config (``chips`` > 1 in the YAML, e.g. ``duo`` or ``tray``): the DUT is
+  the tray's Verilog (``hdl.tray.Tray``, top ``tinylpu_tray``; ``run_in_simulation`` builds it
+  for such configs).  Every chip has its own clock (period from the config's ``ppm``), its own
+  host port and its own resident weights; ``run_parallel`` drives the chips' host ports
+  concurrently, so the chips of one tray step compute at the same simulated time.
+* RTL, ``config`` a single-chip config (``tiny``): the chips TIME-SHARE ONE simulated chip.  The
+  DUT holds one chip's image at a time; switching chips rewrites that chip's MEM image through the
+  host port (host-port time, not chip time: the cycle counts are the chip's own).
+
+The expert-parallel calls of one tray step are independent single-chip programs (no C2C traffic),
+so the answers and cycle counts are what the tray's chips produce; the link hops are modelled by
+the caller (``sim.serving.lpu``).
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinylpu.config import load_config
+from tinylpu.sim.golden.chip import Golden
+from tinylpu.sim.host.engine import EngineError, RunOutput
+
+__all__ = ["Chip", "Tray", "RunOutput", "EngineError", "RtlPort", "run_in_simulation", "drive"]
+
+
+def drive(coro):
+    """Run a host-API coroutine to completion outside a simulator (golden engine or launch-per-call
+    RTL): nothing in the API awaits an asyncio primitive, so stepping the coroutine is enough."""
+    try:
+        coro.send(None)
+    except StopIteration as e:
+        return e.value
+    coro.close()
+    raise EngineError("the coroutine awaited a simulator trigger outside a simulation "
+                      "(RTL with a dut must run inside run_in_simulation)")
+
+
+def _as_list(compiled):
+    return list(compiled) if isinstance(compiled, (list, tuple)) else [compiled]
+
+
+def _image_rows(compiled):
+    """The resident MEM image of a compiled set: {bank: [(addr, int8 vectors)]}."""
+    img = {}
+    for bank, lst in compiled[0].mem_image.items():
+        for addr, v in lst:
+            img.setdefault(bank, []).append((int(addr), np.asarray(v, np.int8)))
+    return img
+
+
+class RtlPort:
+    """One simulated chip (a cocotb ``dut``) shared by every ``Chip`` bound to it.
+
+    Tracks whose MEM image is resident so a chip's weights are rewritten only when another chip
+    used the DUT in between.  Counts host-port words for reports.
+    """
+
+    def __init__(self, dut, cfg, period_ps=10_000, group=None, host=None):
+        if host is None:
+            from tinylpu.sim.rtl.cocotb_chip import Host
+            host = Host(dut, cfg)
+        self.cfg = cfg
+        self.host = host              # a HostProtocol: cocotb pins, or a board's UART (host given)
+        self.dut = dut                # the chip's pins (a tray chip: ``cocotb_tray.Pins``); None: a board
+        self.period_ps = period_ps
+        self.group = group            # the TrayPorts this port belongs to (powered on together)
+        self.resident = None          # id of the Chip whose image is in MEM
+        self.started = False
+        self.reloads = 0
+        self.calls = 0
+
+    async def power_on(self):
+        """Reset and scrub once: unit state equals the golden model's power-on state."""
+        if self.group is not None:
+            return await self.group.power_on()
+        if self.dut is None:          # a board: no reset line, the scrub program alone
+            return await self._scrub()
+        self.start_clock()
+        await self._reset_and_scrub()
+
+    def start_clock(self):
+        from cocotb.clock import Clock
+        d = self.dut
+        d.cmd__valid.value = 0
+        d.resp__ready.value = 0
+        d.rst.value = 1
+        Clock(d.clk, self.period_ps, unit="ps", period_high=self.period_ps // 2).start(start_high=False)
+
+    async def _reset_and_scrub(self):
+        await self.host.edge()
+        await self.host.reset()
+        await self._scrub()
+
+    async def _scrub(self):
+        from tinylpu.sim.host.proto import ScrubError, run_scrub
+        from tinylpu.sim.rtl.runner import scrub_program
+        sp, writes, restore = scrub_program(self.cfg)
+        try:
+            await run_scrub(self.host, self.cfg, {"program": sp.to_bytes().hex(), "mem": writes, "restore": restore})
+        except ScrubError as e:
+            raise EngineError(str(e)) from None
+        self.started = True
+
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
+        if not self.started:
+            await self.power_on()
+        h, cfg = self.host, self.cfg
+        await h.edge()                # Host methods start just after a falling edge of THIS chip's clock
+        if self.resident is not owner:
+            for bank, lst in image.items():
+                for addr, v in lst:
+                    await h.write_mem(cfg.slice(bank).index, addr, v.astype(int).tolist())
+            self.resident = owner
+            self.reloads += 1
+        await h.load_program(program)
+        for bank, lst in inputs.items():
+            for addr, v in lst:
+                await h.write_mem(cfg.slice(bank).index, addr, np.asarray(v).astype(int).tolist())
+        await h.start()
+        st = await h.wait_done(max_cycles, poll=16, max_poll=128)
+        if st["timeout"]:
+            raise EngineError(f"the chip did not halt within {max_cycles} cycles")
+        if st["errors"]:
+            raise EngineError(f"the chip flagged program errors: {', '.join(st['errors'])}")
+        out = {}
+        for bank, addr, n in reads:
+            out[(bank, addr)] = np.asarray(await h.read_mem(cfg.slice(bank).index, addr, n), np.int8)
+        self.calls += 1
+        return st["cycles"], out
+
+
+class TrayPorts:
+    """The host ports of the RTL tray top (``tinylpu_tray``): one ``RtlPort`` per chip, each on its
+    own clock (period 10 ns x (1 + ppm x 1e-6) from the config), powered on together."""
+
+    def __init__(self, dut, cfg):
+        from tinylpu.sim.rtl.cocotb_tray import Pins
+        from tinylpu.sim.rtl.tray import period_ps
+        self.dut, self.cfg = dut, cfg
+        ppm = cfg.ppm
+        self.ports = [RtlPort(Pins(dut, f"chip{i}_"), cfg, period_ps(ppm[i]), self) for i in range(cfg.chips)]
+        self.powering = None              # a cocotb Event while (and after) the tray powers on
+
+    async def power_on(self):
+        """The first caller powers every chip on; concurrent callers wait until it is done."""
+        import cocotb
+        from cocotb.triggers import Event
+        if self.powering is not None:
+            await self.powering.wait()
+            return
+        self.powering = Event()
+        self.dut.start.value = 0          # the START broadcast is not used: every chip starts by its host
+        for p in self.ports:
+            p.start_clock()
+        tasks = [cocotb.start_soon(p._reset_and_scrub()) for p in self.ports]
+        for t in tasks:
+            await t
+        self.powering.set()
+
+
+class Chip:
+    """One chip: ``await load(compiled or [compiled per expert])``, ``await run(xq, expert=k)``."""
+
+    def __init__(self, config="tiny", engine="golden", *, dut=None, port=None, sim="icarus", name="chip",
+                 transport=None, device=None, baud=115200, timeout_s=5.0):
+        self.cfg = load_config(config)
+        if engine not in ("golden", "rtl", "uart"):
+            raise EngineError(f"unknown engine {engine!r}: use golden, rtl or uart")
+        self.engine, self.sim, self.name = engine, sim, name
+        if engine == "uart" and port is None:
+            # a board running the FPGA top (hdl/fpga_top.py) behind a serial port, or any byte transport
+            from tinylpu.sim.host.uart import UartHost, open_board
+            if transport is None:
+                if device is None:
+                    raise EngineError("engine uart needs device='/dev/ttyUSB..' or a transport")
+                transport = open_board(device, baud)
+            port = RtlPort(None, self.cfg, host=UartHost(self.cfg, transport, timeout_s=timeout_s))
+        self.port = port if port is not None else (RtlPort(dut, self.cfg) if dut is not None else None)
+        self.experts = None
+        self.image = None
+        self._golden = None
+        self.calls = 0
+        self.cycles_total = 0
+
+    async def load(self, compiled):
+        """Make a compiled layer (or a ``compile_moe`` list of experts) resident on the chip."""
+        experts = _as_list(compiled)
+        for c in experts:
+            if c.cfg.name != self.cfg.name and c.cfg.raw != self.cfg.raw:
+                raise EngineError(f"program compiled for config {c.cfg.name}, chip is {self.cfg.name}")
+        if len({id(c.mem_image) for c in experts}) != 1:
+            raise EngineError("the experts of one chip must come from one compile_moe call (one MEM image)")
+        self.experts, self.image = experts, _image_rows(experts)
+        if self.engine == "golden":
+            g = Golden(self.cfg)
+            for bank, lst in self.image.items():
+                for addr, v in lst:
+                    g.write_mem(bank, addr, v)
+            self._golden = g
+
+    def _check(self, xq, expert):
+        if self.experts is None:
+            raise EngineError(f"{self.name}: no program loaded: call load(compiled) first")
+        if not 0 <= expert < len(self.experts):
+            raise EngineError(f"{self.name}: expert {expert} is not resident (0..{len(self.experts) - 1})")
+        c = self.experts[expert]
+        xq = np.asarray(xq)
+        if xq.ndim != 2 or xq.shape[1] != c.q.d_model or not 1 <= len(xq) <= c.tokens:
+            raise EngineError(f"{self.name}: input shape {xq.shape}; expected (1..{c.tokens}, {c.q.d_model}) int8")
+        if xq.dtype != np.int8:
+            raise EngineError(f"{self.name}: input dtype {xq.dtype}; expected int8")
+        return c, xq
+
+    @staticmethod
+    def _pad(c, xq):
+        """Tokens beyond the batch are zero rows: the program always processes c.tokens tokens."""
+        full = np.zeros((c.tokens, c.q.d_model), np.int8)
+        full[:len(xq)] = xq
+        return full
+
+    async def run(self, xq, expert=0) -> RunOutput:
+        """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens)."""
+        c, xq = self._check(xq, expert)
+        n = len(xq)
+        full = self._pad(c, xq)
+        if self.engine == "golden":
+            g = self._golden
+            for bank, lst in c.pack_input(full).items():
+                for addr, v in lst:
+                    g.write_mem(bank, addr, v)
+            g.load_program(c.program)
+            r = g.run()
+            y, cycles = c.unpack_output(g.read_mem), r.cycles
+        elif self.port is not None:
+            reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
+            cycles, got = await self.port.run(self, self.image, c.program, c.pack_input(full), reads)
+            y = c.unpack_output(lambda bank, addr, k: got[(bank, addr)][:k])
+        else:
+            y, cycles = self._run_launch(c, full)
+        self.calls += 1
+        self.cycles_total += cycles
+        return RunOutput(y[:n].copy(), int(cycles), self.engine, None, [])
+
+    def _run_launch(self, c, full):
+        from tinylpu.sim.rtl.runner import run_cases_rtl
+        img = {}
+        for bank, lst in list(self.image.items()) + list(c.pack_input(full).items()):
+            img.setdefault(bank, []).extend(lst)
+        reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
+        (res,) = run_cases_rtl(self.cfg, [{"program": c.program, "mem": img, "read": reads}], sim=self.sim)
+        if res.get("errors"):
+            raise EngineError(f"the chip flagged program errors: {', '.join(res['errors'])}")
+        got = {(b, a): x for (b, a, _), x in zip(reads, res["mem"])}
+        return c.unpack_output(lambda bank, addr, k: got[(bank, addr)][:k]), res["cycles"]
+
+
+@dataclass
+class TrayRun:
+    outputs: list                  # RunOutput per job, in order
+    cycles: int                    # the slowest chip of the step (chips run in parallel)
+    per_chip_cycles: dict = field(default_factory=dict)
+
+
+class Tray:
+    """`chips` chips of config `config`, expert parallel: ``await load([compiled set per chip])``,
+    ``await run(chip, xq, expert)`` for one chip, ``await run_parallel(jobs)`` for one tray step.
+
+    With a tray config (``chips`` > 1 in its YAML) the tray has exactly that many chips, and the RTL
+    engine needs the tray's Verilog as its ``dut`` (see the module docstring)."""
+
+    def __init__(self, chips=None, config="tiny", engine="golden", *, dut=None, sim="icarus"):
+        self.cfg = load_config(config)
+        if self.cfg.chips > 1:
+            if chips not in (None, self.cfg.chips):
+                raise EngineError(f"config {self.cfg.name} is a tray of {self.cfg.chips} chips, not {chips}")
+            chips = self.cfg.chips
+        chips = 8 if chips is None else chips
+        if chips < 1:
+            raise EngineError("a tray needs at least one chip")
+        self.engine = engine
+        self.ports = None
+        if engine == "rtl" and dut is not None:
+            if self.cfg.chips > 1:
+                self.ports = TrayPorts(dut, self.cfg)
+                ports = self.ports.ports
+            else:
+                ports = [RtlPort(dut, self.cfg)] * chips
+        else:
+            ports = [None] * chips
+        self.port = ports[0]
+        self.chips = [Chip(self.cfg, engine, port=ports[i], sim=sim, name=f"chip{i}") for i in range(chips)]
+
+    def __len__(self):
+        return len(self.chips)
+
+    @property
+    def rtl_tray(self):
+        """True when the chips are the tray's own RTL chips (not one time-shared chip)."""
+        return self.ports is not None
+
+    async def load(self, per_chip):
+        if len(per_chip) > len(self.chips):
+            raise EngineError(f"{len(per_chip)} chip images for a tray of {len(self.chips)} chips")
+        for chip, comp in zip(self.chips, per_chip):
+            if comp:
+                await chip.load(comp)
+
+    async def run(self, chip, xq, expert=0) -> RunOutput:
+        if not 0 <= chip < len(self.chips):
+            raise EngineError(f"no chip {chip} in a tray of {len(self.chips)}")
+        return await self.chips[chip].run(xq, expert)
+
+    async def run_parallel(self, jobs) -> TrayRun:
+        """jobs: [(chip, expert, xq)]; a chip given several jobs runs them back to back.  On the RTL
+        tray the chips run concurrently (one cocotb task per chip, each on its own host port)."""
+        jobs = list(jobs)
+        outs = [None] * len(jobs)
+        by_chip = {}
+        for k, (chip, _, _) in enumerate(jobs):
+            by_chip.setdefault(chip, []).append(k)
+
+        async def chip_jobs(chip, ks):
+            for k in ks:
+                outs[k] = await self.run(chip, jobs[k][2], jobs[k][1])
+
+        if self.rtl_tray:
+            import cocotb
+            failures = []
+
+            async def guarded(chip, ks):      # an exception in a task would end the whole test
+                try:
+                    await chip_jobs(chip, ks)
+                except Exception as e:
+                    failures.append(e)
+
+            tasks = [cocotb.start_soon(guarded(c, ks)) for c, ks in by_chip.items()]
+            for t in tasks:
+                await t
+            if failures:
+                raise failures[0]
+        else:
+            for c, ks in by_chip.items():
+                await chip_jobs(c, ks)
+        per = {c: sum(outs[k].cycles for k in ks) for c, ks in by_chip.items()}
+        return TrayRun(outs, max(per.values(), default=0), per)
+
+    @property
+    def stats(self):
+        d = {"calls": sum(c.calls for c in self.chips), "chip_cycles": sum(c.cycles_total for c in self.chips)}
+        if self.rtl_tray:
+            d.update(rtl_tray=True, dut_reloads=sum(p.reloads for p in self.ports.ports))
+        elif self.port is not None:
+            d.update(dut_reloads=self.port.reloads, shared_dut=True)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------
+# Launch a host coroutine inside the simulator
+# ------------------------------------------------------------------------------------------------
+
+def run_in_simulation(entry, args, config="tiny", sim=None):
+    """Run ``await module.function(dut, **args)`` inside ONE cocotb simulation of the chip (or, for
+    a tray config, of the whole tray) and return its (JSON-serializable) result.  `entry` is
+    "package.module:function"."""
+    from cocotb_tools.runner import get_runner
+
+    from tinylpu.sim.rtl.runner import TOP, build_verilog, icarus_verilog
+    from tinylpu.sim.rtl.tray import TOP as TRAY_TOP
+    from tinylpu.sim.rtl.tray import build_tray_verilog
+    sim = sim or os.environ.get("SIM", "icarus")
+    cfg = load_config(config)
+    if cfg.chips > 1:                  # a tray config: the tray's Verilog (patched for Icarus when built)
+        vfile, top = build_tray_verilog(cfg), TRAY_TOP
+        sources = [vfile]
+    else:
+        vfile, top = build_verilog(config), TOP
+        sources = None
+    sim_dir = vfile.parent / sim
+    runner = get_runner(sim)
+    build_args = []
+    if sim == "verilator":
+        build_args = ["-Wno-fatal"]
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    if sources is None:
+        sources = [icarus_verilog(vfile, sim_dir)] if sim == "icarus" else [vfile]
+    runner.build(sources=sources, hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
+                 build_args=build_args, log_file=sim_dir / "build.log")
+    import yaml
+    with tempfile.TemporaryDirectory(prefix="tinylpu_host_") as td:
+        td = Path(td)
+        job_f, res_f, log_f, cfg_f = td / "job.json", td / "result.json", td / "sim.log", td / "config.yaml"
+        cfg_f.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+        job_f.write_text(json.dumps({"entry": entry, "args": args}))
+        try:
+            runner.test(test_module="tinylpu.sim.rtl.cocotb_host", hdl_toplevel=top, build_dir=sim_dir,
+                        test_dir=td, results_xml=str(td / "results.xml"), timescale=("1ns", "1ps"),
+                        log_file=log_f,
+                        extra_env={"TINYLPU_CONFIG": str(cfg_f), "TINYLPU_JOB": str(job_f),
+                                   "TINYLPU_JOB_RESULT": str(res_f), "PYTHONPATH": _pythonpath()})
+        except Exception as e:
+            raise EngineError(f"RTL simulation failed: {e}\n{_tail(log_f)}") from e
+        if not res_f.exists():
+            raise EngineError(f"the simulation produced no result\n{_tail(log_f)}")
+        doc = json.loads(res_f.read_text())
+    if "error" in doc:
+        raise EngineError(f"inside the simulation: {doc['error']}")
+    return doc["result"]
+
+
+def _pythonpath():
+    """The launching process's import path, so the entry's module imports the same way inside."""
+    import sys
+    paths = [p for p in sys.path if p and Path(p).is_dir()]
+    old = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(paths + ([old] if old else []))
+
+
+def _tail(path, n=40):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no simulator log)"

@@ -1,0 +1,233 @@
+"""Simulation harness for the C2C link layer (hdl/c2c.py): ``run_link`` and ``measure_link``.
+
+``run_link`` builds a ``C2CLinkPair`` and runs it in Amaranth's simulator with two clocks (the
+sender's "tx", which is also the receiver's recovered clock, and the receiver's "rx"), each off
+its nominal period by some ppm.  It sends random vectors at the link rate, optionally flips bits
+on the wire, and returns what was sent, what arrived and the receiver's status counters.
+``measure_link`` condenses one run into goodput, latency and elastic-buffer numbers.
+
+    python -m tinylpu.sim.c2c_bench [config] [n_vectors]      # the table in docs/c2c.md
+"""
+
+import copy
+import random
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+from amaranth.sim import Simulator
+
+from tinylpu.config import load_config, parse_config
+from tinylpu.hdl.c2c import RX_STATUS, C2CLinkPair
+from tinylpu.link import LinkParams, Sym
+
+__all__ = ["LinkRun", "run_link", "measure_link", "period_for", "link_variant"]
+
+NOMINAL_PERIOD = 10e-9
+
+
+def link_variant(base="tray", **c2c):
+    """A config with some ``c2c`` fields changed, e.g. ``link_variant(skip_interval=64)``."""
+    raw = copy.deepcopy(load_config(base).raw)
+    raw["name"] = f"{raw['name']}-link"
+    raw.setdefault("c2c", {}).update(c2c)
+    return parse_config(yaml.safe_dump(raw), f"<{base} link variant>")
+
+
+def period_for(ppm, nominal=NOMINAL_PERIOD):
+    """Clock period of a clock whose frequency is ``ppm`` parts per million above nominal."""
+    return nominal / (1 + ppm * 1e-6)
+
+
+@dataclass
+class LinkRun:
+    params: LinkParams
+    tx_period: float
+    rx_period: float
+    sent: list = field(default_factory=list)        # (vector, tx edge index at which it was accepted)
+    received: list = field(default_factory=list)    # (seq, vector, rx edge index of recv_valid)
+    corrupted: set = field(default_factory=set)     # indices of vectors whose flit had bits flipped
+    status: dict = field(default_factory=dict)      # RX_STATUS values at the end (plus overrun)
+    hac_offsets: list = field(default_factory=list)  # (rx edge, hac_offset) at every good HAC
+    trained_at: int = None                           # rx edge at which `trained` was first seen
+    alarm_at: int = None                             # rx edge at which `alarm` was first seen
+    rx_edges: int = 0
+
+    def latencies(self):
+        """Receiver cycles from the TX accepting a vector to ``recv_valid`` (delivered ones)."""
+        by_vec = {}
+        for i, (v, e) in enumerate(self.sent):
+            by_vec.setdefault(v, []).append(e)
+        out = []
+        for _, v, r in self.received:
+            if by_vec.get(v):
+                e = by_vec[v].pop(0)
+                out.append((r * self.rx_period - e * self.tx_period) / self.rx_period)
+        return out
+
+
+def run_link(cfg, *, tx_ppm=0.0, rx_ppm=0.0, n_vectors=200, interval=None, gap_jitter=0,
+             compensate=True, flips=(), seed=1, tail=None, run_cycles=None, train_words=None,
+             vcd=None):
+    """Simulate one link.
+
+    * ``interval``: TX cycles between vectors (default ``send_interval``, the link rate);
+      ``gap_jitter`` adds 0..gap_jitter random extra cycles per vector.
+    * ``flips``: ``(flit_index, word_index, mask)`` — XOR ``mask`` (bit ``width`` = K flag) into
+      word ``word_index`` (0 = header) of the ``flit_index``-th DATA flit on the wire.
+    * ``run_cycles``: instead of stopping after the last vector plus ``tail``, run this many TX
+      cycles after training (for drift/alarm runs with or without traffic).
+    """
+    cfg = load_config(cfg)
+    p = LinkParams.from_cfg(cfg)
+    interval = p.send_interval if interval is None else interval
+    dut = C2CLinkPair(cfg, compensate=compensate, train_words=train_words)
+    res = LinkRun(params=p, tx_period=period_for(tx_ppm), rx_period=period_for(rx_ppm))
+    rng = random.Random(seed)
+    vectors = [rng.getrandbits(8 * cfg.lanes) for _ in range(n_vectors)]
+    tail = 4 * p.depth + 8 * p.flit_words if tail is None else tail
+    flip_at = {}
+    for f, wi, mask in flips:
+        flip_at[(f, wi)] = flip_at.get((f, wi), 0) ^ mask
+        res.corrupted.add(f)
+
+    sim = Simulator(dut)
+    sim.add_clock(res.tx_period, domain="tx")
+    sim.add_clock(res.rx_period, domain="rx")
+    tx_edges = [0]
+
+    async def driver(ctx):
+        # wait until the receiver reports the link trained (in a chip: a fixed boot time)
+        async for _ in ctx.tick("tx"):
+            tx_edges[0] += 1
+            if ctx.get(dut.trained):
+                break
+        for v in vectors:
+            ctx.set(dut.send_valid, 1)
+            ctx.set(dut.send_data, v)
+            await ctx.tick("tx")
+            res.sent.append((v, tx_edges[0]))
+            tx_edges[0] += 1
+            ctx.set(dut.send_valid, 0)
+            gap = interval - 1 + (rng.randint(0, gap_jitter) if gap_jitter else 0)
+            if gap:
+                await ctx.tick("tx").repeat(gap)
+                tx_edges[0] += gap
+        n = run_cycles - len(vectors) * interval if run_cycles is not None else tail
+        if n > 0:
+            await ctx.tick("tx").repeat(n)
+        for name in RX_STATUS + ["overrun"]:
+            if name != "alarm_flags":
+                res.status[name] = ctx.get(getattr(dut, name))
+        res.status["alarm_flags"] = {f: int(getattr(ctx.get(dut.alarm_flags), f))
+                                     for f in ("overflow", "underflow", "high", "low")}
+
+    async def monitor(ctx):
+        edge = 0
+        async for _, _, valid, seq, data, hv, off, trained, alarm in ctx.tick("rx").sample(
+                dut.recv_valid, dut.recv_seq, dut.recv_data, dut.hac_valid, dut.hac_offset,
+                dut.trained, dut.alarm):
+            if valid:
+                res.received.append((seq, data, edge))
+            if hv:
+                res.hac_offsets.append((edge, off))
+            if trained and res.trained_at is None:
+                res.trained_at = edge
+            if alarm and res.alarm_at is None:
+                res.alarm_at = edge
+            edge += 1
+            res.rx_edges = edge
+
+    async def injector(ctx):
+        flit, word, in_flit = -1, 0, False
+        width = p.width
+        async for _ in ctx.tick("tx"):
+            ctx.set(dut.flip, 0)
+            k, d = ctx.get(dut.tx.wire.k), ctx.get(dut.tx.wire.data)
+            code = d & 0xF
+            if k and code == Sym.SKIP.value:
+                continue
+            if k and code == Sym.DATA.value:
+                flit, word, in_flit = flit + 1, 0, True
+            elif k:
+                in_flit = False
+                continue
+            elif in_flit:
+                word += 1
+            else:
+                continue
+            mask = flip_at.get((flit, word))
+            if mask:
+                ctx.set(dut.flip, mask & ((1 << (width + 1)) - 1))
+
+    sim.add_testbench(driver)
+    sim.add_testbench(monitor, background=True)
+    if flips:
+        sim.add_testbench(injector, background=True)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+
+    return res
+
+
+def measure_link(cfg, ppm, n_vectors=300, *, rx_ppm=0.0, seed=1, **kw):
+    """Send ``n_vectors`` random vectors at the link rate with the sender ``ppm`` off nominal (and
+    the receiver ``rx_ppm``).  Returns a dict:
+
+    * ``goodput``: payload bits delivered / raw wire bits (data + K flag) in the same time, from
+      the first to the last delivery; ``goodput_data``: the same over the data bits only;
+    * ``latency_min``/``latency_max``/``latency_mean``: receiver cycles from TX accept to
+      ``recv_valid``;
+    * ``delivered``, ``lost``, ``skips_inserted``, ``skips_removed``, ``fill_min``, ``fill_max``,
+      ``crc_errors``, ``alarm``.
+    """
+    cfg = load_config(cfg)
+    r = run_link(cfg, tx_ppm=ppm, rx_ppm=rx_ppm, n_vectors=n_vectors, seed=seed, **kw)
+    p = r.params
+    rcv = r.received
+    good = len(rcv)
+    if good >= 2:
+        t = (rcv[-1][2] - rcv[0][2]) * r.rx_period
+        words = t / r.tx_period
+        goodput = (good - 1) * 8 * p.lanes / (words * (p.width + 1))
+        goodput_data = (good - 1) * 8 * p.lanes / (words * p.width)
+    else:
+        goodput = goodput_data = 0.0
+    lat = r.latencies()
+    s = r.status
+    return {
+        "ppm": ppm, "rx_ppm": rx_ppm, "vectors": n_vectors, "delivered": good,
+        "lost": n_vectors - good,
+        "in_order_exact": [v for _, v, _ in rcv] == [v for v, _ in r.sent],
+        "goodput": goodput, "goodput_data": goodput_data, "goodput_bound": p.goodput_max,
+        "latency_min": min(lat) if lat else None, "latency_max": max(lat) if lat else None,
+        "latency_mean": sum(lat) / len(lat) if lat else None,
+        "skips_inserted": s["skips_inserted"], "skips_removed": s["skips_removed"],
+        "fill_min": s["fill_min"], "fill_max": s["fill_max"], "crc_errors": s["crc_errors"],
+        "alarm": s["alarm"], "overrun": s["overrun"],
+    }
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = load_config(argv[0] if argv else "tray")
+    n = int(argv[1]) if len(argv) > 1 else 300
+    p = LinkParams.from_cfg(cfg)
+    print(f"config {cfg.name}: width {p.width}, flit {p.flit_words} words, send interval "
+          f"{p.send_interval}, skip every {p.skip_interval}, elastic depth {p.depth}, {n} vectors")
+    print("| tx ppm | rx ppm | delivered | goodput (data+K) | goodput (data bits) | latency min/mean/max "
+          "(rx cycles) | SKIPs removed/inserted | fill min/max | alarm |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for tx_ppm, rx_ppm in [(0, 0), (100, 0), (-100, 0), (300, 0), (-300, 0), (300, -300), (-300, 300)]:
+        r = measure_link(cfg, tx_ppm, n, rx_ppm=rx_ppm)
+        print(f"| {tx_ppm:+d} | {rx_ppm:+d} | {r['delivered']}/{n} | {r['goodput']:.4f} | "
+              f"{r['goodput_data']:.4f} | {r['latency_min']:.2f} / {r['latency_mean']:.2f} / "
+              f"{r['latency_max']:.2f} | {r['skips_removed']}/{r['skips_inserted']} | "
+              f"{r['fill_min']}/{r['fill_max']} | {r['alarm']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The whole chip under Amaranth's own simulator, driven through its host port.
+
+The same host-port protocol as the cocotb driver (sim/cocotb_chip.py), written as an Amaranth
+async testbench. Slow (pure Python), but needs no Verilog tools: used for the simulator-speed
+comparison and as a third, independent engine in the tests.
+"""
+
+import time
+from types import SimpleNamespace
+
+from amaranth.sim import Simulator
+
+from tinylpu.config import load_config
+from tinylpu.hdl.chip import Chip
+from tinylpu.sim.host.proto import HostProtocol
+
+__all__ = ["run_case_pysim", "run_tray_pysim"]
+
+
+class _Host(HostProtocol):
+    """The host-port protocol on the chip's ports in Amaranth's simulator."""
+
+    def __init__(self, ctx, dut, cfg):
+        super().__init__(cfg)
+        self.ctx, self.dut = ctx, dut
+
+    def _tick(self):
+        return self.ctx.tick()
+
+    async def pause(self, cycles):
+        await self._tick().repeat(cycles)
+
+    async def send(self, words):
+        ctx, d = self.ctx, self.dut
+        for w in words:
+            ctx.set(d.cmd.payload, w)
+            ctx.set(d.cmd.valid, 1)
+            while True:
+                ready = ctx.get(d.cmd.ready)
+                await self._tick()
+                if ready:
+                    break
+        ctx.set(d.cmd.valid, 0)
+
+    async def recv(self, n):
+        ctx, d = self.ctx, self.dut
+        out = []
+        ctx.set(d.resp.ready, 1)
+        while len(out) < n:
+            valid = ctx.get(d.resp.valid)
+            payload = ctx.get(d.resp.payload)
+            await self._tick()
+            if valid:
+                out.append(payload)
+        ctx.set(d.resp.ready, 0)
+        return out
+
+
+def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
+    """Run one program on the chip under Amaranth's simulator.
+
+    mem: {bank name: [(addr, int8 vectors)]}; reads: [(bank, addr, n)].
+    Returns {"cycles", "errors", "reads", "run_wall_s"}.
+    """
+    cfg = load_config(cfg)
+    dut = Chip(cfg)
+    banks = {s.name: s.index for s in cfg.slices_of("mem")}
+    result = {}
+
+    async def bench(ctx):
+        h = _Host(ctx, dut, cfg)
+        await h.load_program(program)
+        for bank, lst in mem.items():
+            for addr, vecs in lst:
+                await h.write_mem(banks[bank], addr, vecs)
+        t0 = time.perf_counter()
+        await h.start()
+        st = await h.wait_done(max_cycles, poll=16, max_poll=256)
+        st["run_wall_s"] = time.perf_counter() - t0
+        st["reads"] = [await h.read_mem(banks[bank], addr, n) for bank, addr, n in reads]
+        result.update(st)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    return result
+
+
+class _TrayHost(_Host):
+    """``_Host`` on chip i of the tray top: its host port and its own clock domain."""
+
+    def __init__(self, ctx, tray, i, cfg):
+        super().__init__(ctx, SimpleNamespace(cmd=getattr(tray, f"chip{i}_cmd"), resp=getattr(tray, f"chip{i}_resp")),
+                         cfg)
+        self.domain = f"chip{i}"
+
+    def _tick(self):
+        return self.ctx.tick(self.domain)
+
+
+def run_tray_pysim(cfg, programs, mems, reads, ppm=None, max_cycles=200_000):
+    """The RTL tray (hdl/tray.py, every chip on its own clock) under Amaranth's simulator.
+
+    programs: one Program per chip; mems: per chip {bank: [(addr, int8 vectors)]}; reads: per chip
+    [(bank, addr, n)].  The chips start from power-on state (a fresh simulation), are loaded through
+    their host ports, START together by the broadcast once every link is trained.  Returns per chip
+    {"cycles", "errors", "reads"} and "run_wall_s" (START to the last chip done)."""
+    from tinylpu.hdl.tray import Tray
+    from tinylpu.sim.rtl.tray import period_ps
+    cfg = load_config(cfg)
+    N = cfg.chips
+    ppm = list(cfg.ppm if ppm is None else ppm)
+    dut = Tray(cfg)
+    banks = {s.name: s.index for s in cfg.slices_of("mem")}
+    results = [None] * N
+    loaded, started, t_start = [False] * N, [False], [0.0]
+    t_end = [0.0]
+
+    def chip_bench(i):
+        async def bench(ctx):
+            h = _TrayHost(ctx, dut, i, cfg)
+            await h.load_program(programs[i])
+            for bank, lst in (mems[i] or {}).items():
+                for addr, vecs in lst:
+                    await h.write_mem(banks[bank], addr, vecs)
+            loaded[i] = True
+            while not started[0]:
+                await ctx.tick(f"chip{i}")
+            await ctx.tick(f"chip{i}").repeat(16)
+            st = await h.wait_done(max_cycles, poll=16, max_poll=256)
+            t_end[0] = time.perf_counter()
+            st["reads"] = [await h.read_mem(banks[b], a, n) for b, a, n in (reads[i] or [])]
+            results[i] = st
+        return bench
+
+    async def starter(ctx):
+        clk = "chip0"
+        while not all(loaded) or not all(ctx.get(getattr(dut, f"chip{i}_link")[p].trained)
+                                         for i in range(N) for p in range(cfg.c2c_ports)):
+            await ctx.tick(clk)
+        t_start[0] = time.perf_counter()
+        ctx.set(dut.start, 1)
+        await ctx.tick(clk).repeat(8)
+        ctx.set(dut.start, 0)
+        started[0] = True
+
+    sim = Simulator(dut)
+    for i in range(N):
+        sim.add_clock(period_ps(ppm[i]) * 1e-12, domain=f"chip{i}")
+        sim.add_testbench(chip_bench(i))
+    sim.add_testbench(starter)
+    sim.run()
+    return {"chips": results, "run_wall_s": t_end[0] - t_start[0]}

@@ -1,0 +1,117 @@
+"""Multi-chip FFN programs on the golden tray: tensor parallel, expert parallel, DESKEW insertion."""
+
+import json
+import subprocess
+import sys
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from tinylpu.config import load_config
+from tinylpu.firmware.compiler import CompileError
+from tinylpu.firmware.quant import FFNWeights, quantize_ffn
+from tinylpu.firmware.tray import compile_ep, compile_tp, deskew_interval
+from tinylpu.isa import Opcode
+from tinylpu.sim.golden.tray import run_tray_golden
+
+CFG = load_config("tray")
+
+
+def layer(dm, dff, seed, gated=True):
+    rng = np.random.default_rng(seed)
+    return FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 11,
+                      rng.normal(size=(dm, dff)) / 6 if gated else None, rng.normal(size=dff) * 0.1,
+                      rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1 if gated else None,
+                      "swiglu" if gated else "gelu")
+
+
+@pytest.mark.parametrize("dm,dff,T,chips,gated", [(32, 128, 2, 8, True), (16, 64, 5, 3, False), (32, 48, 3, 8, True)])
+def test_tensor_parallel_is_bit_identical_to_one_chip(dm, dff, T, chips, gated):
+    w = layer(dm, dff, dm + dff, gated)
+    x = np.random.default_rng(T).normal(size=(T, dm))
+    q = quantize_ffn(w, x)
+    tc = compile_tp(q, CFG, T, chips)
+    xq = q.quantize_input(x)
+    tray, res = run_tray_golden(tc, [xq] * CFG.chips)
+    assert res.cycles == tc.predicted_cycles            # every chip, to the cycle
+    y = tc.chips[0].unpack_output(tray.chips[0].read_mem)
+    assert np.array_equal(y, q.run_int(xq))             # the same bits as a single chip
+    used = tc.report["chips_used"]
+    assert used == min(chips, -(-dff // CFG.lanes))
+    assert sum(res.link_vectors.values()) == tc.report["link_vectors_to_root"] > 0
+
+
+def test_expert_parallel_one_expert_per_chip():
+    rng = np.random.default_rng(1)
+    experts = [quantize_ffn(layer(16, 32, 10 + e), rng.normal(size=(4, 16))) for e in range(8)]
+    tokens = [3, 0, 1, 4, 2, 0, 5, 1]
+    xs = [rng.normal(size=(t, 16)) for t in tokens]
+    tc = compile_ep(experts, CFG, tokens)
+    xq = [experts[e].quantize_input(xs[e]) if tokens[e] else None for e in range(8)]
+    tray, res = run_tray_golden(tc, xq)
+    for e in range(8):
+        if tokens[e]:
+            y = tc.chips[e].unpack_output(tray.chips[e].read_mem)
+            assert np.array_equal(y, experts[e].run_int(xq[e]))
+            assert res.cycles[e] == tc.predicted_cycles[e]
+    assert res.link_vectors == {}
+
+
+def test_deskew_inserted_as_the_ppm_budget_requires(tmp_path):
+    """A small epoch and a large ppm budget force DESKEWs; the results stay bit-identical."""
+    src = resources.files("tinylpu.configs").joinpath("tray.yaml").read_text()
+    src = src.replace("epoch: 4096 ", "epoch: 128 ").replace("ppm_budget: 300 ", "ppm_budget: 10000 ")
+    p = tmp_path / "fast_drift.yaml"
+    p.write_text(src.replace("name: tray", "name: fast_drift"))
+    cfg = load_config(str(p))
+    assert deskew_interval(cfg) == 128          # 2 x 10000 ppm x 128 = 2.6 cycles per epoch < slack 4
+    w = layer(32, 64, 5)
+    x = np.random.default_rng(2).normal(size=(4, 32))
+    q = quantize_ffn(w, x)
+    tc = compile_tp(q, cfg, 4, 4)
+    assert tc.report["deskews"] >= 2
+    for c in tc.chips[:4]:
+        ops = [i.op for qq in c.program.queues.values() for i in qq]
+        assert Opcode.DESKEW in ops
+    xq = q.quantize_input(x)
+    tray, res = run_tray_golden(tc, [xq] * cfg.chips)
+    assert res.cycles == tc.predicted_cycles
+    assert np.array_equal(tc.chips[0].unpack_output(tray.chips[0].read_mem), q.run_int(xq))
+
+
+def test_tray_errors():
+    q = quantize_ffn(layer(16, 32, 0), np.ones((2, 16)))
+    with pytest.raises(CompileError, match=r"tensor parallel needs 2..8 chips on config tray, got 9"):
+        compile_tp(q, CFG, 2, 9)
+    with pytest.raises(CompileError, match=r"9 experts for a tray of 8 chips"):
+        compile_ep([q] * 9, CFG, [1] * 9)
+    big = quantize_ffn(layer(64, 128, 0), np.ones((16, 64)))
+    with pytest.raises(CompileError, match=r"chip 0's buffer for partial Y\d plane \d \(block 0\) from chip \d needs "
+                                           r"16 vectors \(256 bytes\) in bank mem\d, but it has no room left"):
+        compile_tp(big, CFG, 16, 8)
+
+
+def test_cli_ffn_chips(tmp_path):
+    w = layer(32, 64, 3)
+    np.savez(tmp_path / "W.npz", w1=w.w1, w2=w.w2, w3=w.w3, b1=w.b1, b2=w.b2, b3=w.b3)
+    np.save(tmp_path / "X.npy", np.random.default_rng(4).normal(size=(2, 32)).astype(np.float32))
+    base = [sys.executable, "-m", "tinylpu.cli", "ffn", "--weights", str(tmp_path / "W.npz"), "--input",
+            str(tmp_path / "X.npy"), "--output", str(tmp_path / "Y.npy"), "--report", str(tmp_path / "R.json")]
+    r = subprocess.run(base + ["--chips", "4", "--ppm", "0,100,-100,300"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "R.json").read_text())
+    assert rep["identical_to_single_chip"] and rep["cycles_match"] and rep["chips"] == 4
+    assert rep["ppm"] == [0, 100, -100, 300] and len(rep["per_chip_measured_cycles"]) == 8
+    assert "chip1.port0" in rep["links"]
+    r = subprocess.run(base + ["--chips", "4", "--ppm", "1,2"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--ppm has 2 values for --chips 4" in r.stderr
+    r = subprocess.run(base + ["--chips", "2", "--config", "tiny"], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs a tray config" in r.stderr
+    # the RTL tray (tests/test_rtl_tray.py): the 2-chip config, per-chip cycles and link statistics
+    r = subprocess.run(base + ["--chips", "2", "--config", "duo", "--engine", "rtl", "--ppm", "200,-200"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "R.json").read_text())
+    assert rep["engine"] == "rtl" and rep["cycles_match"] and rep["identical_to_single_chip"]
+    assert rep["rtl"]["per_chip_errors"] == [[], []] and rep["rtl"]["links"]["chip1.port0"]["crc_errors"] == 0

@@ -1,0 +1,372 @@
+"""C2C link layer (hdl/c2c.py): LinkTX -> wire -> LinkRX in Amaranth's simulator, two clocks.
+
+The sender's clock "tx" also clocks the receiver's front end (the recovered clock); the receiver's
+own clock "rx" runs some ppm off.  The harness is sim/c2c_bench.py (``run_link``), which the
+goodput/latency measurement in docs/c2c.md uses too.  Exaggerated drift (thousands of ppm) with a
+short SKIP interval exercises the elastic buffer in short runs; the long runs at the real config's
+numbers are marked slow.
+"""
+
+import random
+import zlib
+
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from tinylpu.config import load_config
+from tinylpu.hdl.c2c import C2CLinkPair, LinkRX, crc32_step, crc32_words
+from tinylpu.link import LinkParams, Sym
+from tinylpu.sim.perf.c2c import link_variant, measure_link, run_link
+
+
+@pytest.fixture(scope="module")
+def tray():
+    return load_config("tray")
+
+
+def delivered(r):
+    return [v for _, v, _ in r.received]
+
+
+def expect_clean(r, n):
+    """Every vector received exactly once, in order, uncorrupted; no error, alarm or overrun."""
+    assert delivered(r) == [v for v, _ in r.sent]
+    assert len(r.sent) == n
+    s = r.status
+    assert (s["crc_errors"], s["frame_errors"], s["seq_errors"]) == (0, 0, 0)
+    assert s["flits_ok"] == n
+    assert s["alarm"] == 0, s["alarm_flags"]
+    assert s["overrun"] == 0
+    assert [q for q, _, _ in r.received] == [i % (1 << r.params.seq_bits) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# framing numbers and CRC
+
+def test_params_tray(tray):
+    p = LinkParams.from_cfg(tray)
+    assert (p.payload_words, p.crc_words, p.flit_words, p.send_interval) == (4, 1, 6, 7)
+    assert p.hac_frame_words == 3
+    assert p.goodput_max == pytest.approx(128 / (7 * 32))
+    assert p.compensation_ppm == pytest.approx(1e6 / 1024)
+    assert p.compensation_ppm > 2 * p.ppm_budget            # +-300 ppm per side fits
+
+
+def test_crc_model_is_zlib():
+    rng = random.Random(3)
+    for width in (8, 16, 32, 64):
+        words = [rng.getrandbits(width) for _ in range(5)]
+        c = 0xFFFFFFFF
+        for w in words:
+            c = crc32_step(c, w, width)
+        assert c ^ 0xFFFFFFFF == crc32_words(words, width)
+    assert crc32_words([0x64636261], 32) == zlib.crc32(b"abcd")
+
+
+def test_symbol_codes_have_distance_two():
+    codes = [s.value for s in Sym]
+    for a in codes:
+        for b in codes:
+            if a != b:
+                assert bin(a ^ b).count("1") >= 2
+
+
+def test_wire_format(tray):
+    """Capture the TX wire: training, SKIP every skip_interval words, flits = header + payload
+    (lane 0 in the low byte of the first word) + zlib CRC-32, HAC frames with the TX counter."""
+    cfg = link_variant(skip_interval=32, hac_interval=64)
+    p = LinkParams.from_cfg(cfg)
+    dut = C2CLinkPair(cfg, train_words=40)
+    sim = Simulator(dut)
+    sim.add_clock(10e-9, domain="tx")
+    sim.add_clock(10e-9, domain="rx")
+    rng = random.Random(7)
+    vecs = [rng.getrandbits(8 * cfg.lanes) for _ in range(12)]
+    wire = []
+
+    async def bench(ctx):
+        i = 0
+        for cycle in range(300):
+            send = cycle >= 60 and cycle % p.send_interval == 0 and i < len(vecs)
+            ctx.set(dut.send_valid, send)
+            ctx.set(dut.send_data, vecs[i] if send else 0)
+            i += send
+            _, _, k, d, hac = await ctx.tick("tx").sample(dut.tx.wire.k, dut.tx.wire.data, dut.tx_cycle)
+            wire.append((k, d, hac))
+        ctx.set(dut.send_valid, 0)
+
+    sim.add_testbench(bench)
+    sim.run()
+    # skips at fixed positions: the word in the wire register during cycle c was chosen in c-1
+    skips = [c for c, (k, d, _) in enumerate(wire) if k and d == Sym.SKIP.value]
+    assert skips and all(c % p.skip_interval == 0 for c in skips)
+    assert len(skips) == len(range(p.skip_interval, len(wire), p.skip_interval))
+    assert wire[0][:2] == (0, 0)                 # the wire register before the first edge
+    body = [(k, d, h) for k, d, h in wire[1:] if not (k and d == Sym.SKIP.value)]
+    assert all(k and d == Sym.TRAIN.value for k, d, _ in body[:38])
+    frames, cur = [], None
+    for k, d, h in body:
+        if k and (d & 0xF) in (Sym.DATA.value, Sym.HAC.value):
+            cur = [(d, h)]
+            frames.append(cur)
+        elif not k:
+            cur.append((d, h))
+    data = [f for f in frames if f[0][0] & 0xF == Sym.DATA.value]
+    hacs = [f for f in frames if f[0][0] & 0xF == Sym.HAC.value]
+    assert len(data) == len(vecs) and hacs
+    for n, (f, v) in enumerate(zip(data, vecs)):
+        words = [d for d, _ in f]
+        assert len(words) == p.flit_words
+        assert words[0] == Sym.DATA.value | (n << 4)
+        assert sum(wd << (32 * j) for j, wd in enumerate(words[1:5])) == v
+        assert words[5] == crc32_words(words[:5], 32)
+    for f in hacs:
+        words = [d for d, _ in f]
+        assert len(words) == p.hac_frame_words and words[0] == Sym.HAC.value
+        assert words[2] == crc32_words(words[:2], 32)
+        # the value is the TX counter in the cycle the header was loaded into the wire register
+        assert words[1] == f[0][1] - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the configured link at 0, +-100, +-300 ppm
+
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [(0, 0), (100, 0), (-100, 0), (300, 0), (-300, 0),
+                                           (300, -300)])
+def test_link_ppm(tray, tx_ppm, rx_ppm):
+    r = run_link(tray, tx_ppm=tx_ppm, rx_ppm=rx_ppm, n_vectors=300, seed=tx_ppm + 7 * rx_ppm + 1)
+    expect_clean(r, 300)
+    if tx_ppm == rx_ppm:
+        assert r.status["skips_removed"] == r.status["skips_inserted"] == 0
+        assert r.status["fill_min"] == r.status["fill_max"]
+
+
+def test_link_random_gaps(tray):
+    r = run_link(tray, tx_ppm=-300, rx_ppm=300, n_vectors=200, gap_jitter=9, seed=11)
+    expect_clean(r, 200)
+
+
+@pytest.mark.parametrize("width", [8, 16, 64, 128])
+def test_link_widths(width):
+    cfg = link_variant(width_bits=width, skip_interval=64)
+    r = run_link(cfg, tx_ppm=2000, rx_ppm=-2000, n_vectors=60, seed=width)
+    expect_clean(r, 60)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) exaggerated drift: SKIP removal and insertion in short runs
+
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [(5000, 0), (-5000, 0), (5000, -5000), (-5000, 5000)])
+def test_exaggerated_drift(tx_ppm, rx_ppm):
+    cfg = link_variant(skip_interval=64)              # absorbs up to 1/64 = 15625 ppm
+    r = run_link(cfg, tx_ppm=tx_ppm, rx_ppm=rx_ppm, n_vectors=300, seed=3)
+    expect_clean(r, 300)
+    s = r.status
+    words = len(r.sent) * r.params.send_interval
+    need = abs(tx_ppm - rx_ppm) * 1e-6 * words          # words of drift to compensate, roughly
+    if tx_ppm > rx_ppm:                                  # writer faster: SKIPs dropped
+        assert s["skips_inserted"] == 0 and s["skips_removed"] >= need - 3
+    else:                                                # reader faster: SKIPs repeated
+        assert s["skips_removed"] == 0 and s["skips_inserted"] >= need - 3
+    assert s["fill_min"] > 1 and s["fill_max"] < r.params.depth - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) bit errors: always detected, never delivered
+
+def _flip_run(flips, n=120, cfg="tray"):
+    r = run_link(cfg, n_vectors=n, flips=flips, seed=5)
+    good = [v for i, (v, _) in enumerate(r.sent) if i not in r.corrupted]
+    assert delivered(r) == good                 # the rest arrives intact and in order
+    assert r.status["flits_ok"] == len(good)
+    assert r.status["alarm"] == 0
+    return r
+
+
+@pytest.mark.parametrize("nbits", [1, 2])
+def test_bit_errors_in_payload_and_crc(tray, nbits):
+    rng = random.Random(nbits)
+    p = LinkParams.from_cfg(tray)
+    flips = []
+    for f in range(0, 120, 2):                  # every other flit: nbits flipped in one data word
+        word = rng.randint(1, p.flit_words - 1)
+        bits = rng.sample(range(p.width), nbits)
+        flips.append((f, word, sum(1 << b for b in bits)))
+    r = _flip_run(flips)
+    assert r.status["crc_errors"] == len(flips)
+    assert r.status["frame_errors"] == 0 and r.status["seq_errors"] == 0
+
+
+def test_double_errors_across_words(tray):
+    rng = random.Random(9)
+    flips = []
+    for f in range(0, 120, 2):                  # one bit in each of two different data words
+        w1, w2 = rng.sample(range(1, 6), 2)
+        flips += [(f, w1, 1 << rng.randrange(32)), (f, w2, 1 << rng.randrange(32))]
+    r = _flip_run(flips)
+    assert r.status["crc_errors"] == 60 and r.status["frame_errors"] == 0
+
+
+def test_bit_errors_in_header_and_k_flag(tray):
+    """Flips in the header (code, sequence number) and in the K flag of any word: the flit is
+    lost, but always reported (CRC or framing error), and the next flit is delivered."""
+    rng = random.Random(4)
+    flips = []
+    for f in range(0, 120, 3):
+        word = rng.randint(0, 5)
+        bits = rng.sample(range(33) if word else list(range(12)) + [32], rng.choice([1, 2]))
+        flips.append((f, word, sum(1 << b for b in bits)))
+    r = _flip_run(flips)
+    s = r.status
+    assert s["crc_errors"] + s["frame_errors"] >= len(flips)
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) drift beyond the budget raises the alarm; (e) without compensation the buffer runs away
+
+@pytest.mark.parametrize("tx_ppm,flag", [(25000, "high"), (-25000, "low")])
+def test_drift_beyond_budget_alarms(tx_ppm, flag):
+    cfg = link_variant(skip_interval=64)              # absorbs at most 15625 ppm
+    r = run_link(cfg, tx_ppm=tx_ppm, n_vectors=100, run_cycles=2000, seed=2)
+    assert r.status["alarm"] == 1 and r.status["alarm_flags"][flag] == 1
+
+
+@pytest.mark.parametrize("tx_ppm,flags", [(5000, ("high", "overflow")), (-5000, ("low", "underflow"))])
+def test_no_compensation_runs_away(tx_ppm, flags):
+    cfg = link_variant(skip_interval=64)
+    off = run_link(cfg, tx_ppm=tx_ppm, n_vectors=200, run_cycles=3000, compensate=False, seed=8)
+    on = run_link(cfg, tx_ppm=tx_ppm, n_vectors=200, run_cycles=3000, compensate=True, seed=8)
+    assert off.status["alarm"] == 1
+    assert all(off.status["alarm_flags"][f] for f in flags)
+    assert on.status["alarm"] == 0 and delivered(on) == [v for v, _ in on.sent]
+
+
+# ---------------------------------------------------------------------------------------------
+# (f) latency and the HAC exchange
+
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [(0, 0), (300, -300), (-300, 300)])
+def test_latency_stable(tray, tx_ppm, rx_ppm):
+    p = LinkParams.from_cfg(tray)
+    m = measure_link(tray, tx_ppm, 200, rx_ppm=rx_ppm)
+    assert m["lost"] == 0 and m["in_order_exact"]
+    # a vector waits at most for a HAC frame (+ a SKIP) ahead of it in the TX
+    assert p.nominal_latency - 1 <= m["latency_min"]
+    assert m["latency_max"] <= p.nominal_latency + p.hac_frame_words + 1
+    assert m["goodput_data"] == pytest.approx(p.goodput_max, rel=2e-3)
+
+
+def test_latency_isolated_vectors_exact(tray):
+    """Vectors that find the TX idle arrive exactly nominal_latency rx cycles later."""
+    p = LinkParams.from_cfg(tray)
+    r = run_link(tray, n_vectors=60, interval=23, seed=4)
+    lat = [round(x, 6) for x in r.latencies()]
+    assert lat.count(p.nominal_latency) >= 50
+    assert set(lat) <= set(range(p.nominal_latency, p.nominal_latency + p.hac_frame_words + 2))
+
+
+def test_hac_offset_tracks_drift():
+    cfg = link_variant(skip_interval=64, hac_interval=64)
+    r0 = run_link(cfg, n_vectors=100, seed=1)
+    assert r0.hac_offsets and all(off == 0 for _, off in r0.hac_offsets)
+    r = run_link(cfg, tx_ppm=4000, n_vectors=200, seed=1)
+    assert len(r.hac_offsets) > 10
+    for edge, off in r.hac_offsets:
+        # the sender's counter runs 4000 ppm fast: local - remote falls by 4 per 1000 cycles
+        assert abs(off + 4000e-6 * edge) <= 2.5, (edge, off)
+
+
+# ---------------------------------------------------------------------------------------------
+# the rate contract, training
+
+def test_overrun_when_faster_than_link_rate():
+    cfg = link_variant(skip_interval=16)
+    p = LinkParams.from_cfg(cfg)
+    r = run_link(cfg, n_vectors=150, interval=p.send_interval - 1)
+    assert r.status["overrun"] == 1
+    ok = run_link(cfg, n_vectors=150, interval=p.send_interval)
+    assert ok.status["overrun"] == 0 and len(ok.received) == 150
+
+
+def test_training_handshake(tray):
+    """With train_words=0 the TX trains until told `train_done`; sending during training is an
+    overrun; the RX reports locked, then trained once the buffer is centred and training ends."""
+    dut = C2CLinkPair(tray, train_words=0)
+    sim = Simulator(dut)
+    sim.add_clock(10e-9, domain="tx")
+    sim.add_clock(10.003e-9, domain="rx")
+
+    async def bench(ctx):
+        await ctx.tick("tx").repeat(100)
+        assert ctx.get(dut.training) == 1 and ctx.get(dut.locked) == 1 and ctx.get(dut.trained) == 0
+        ctx.set(dut.send_valid, 1)
+        await ctx.tick("tx")
+        ctx.set(dut.send_valid, 0)
+        assert ctx.get(dut.overrun) == 1 and ctx.get(dut.trained) == 0
+        ctx.set(dut.train_done, 1)
+        await ctx.tick("tx")
+        assert ctx.get(dut.training) == 0
+        await ctx.tick("tx").repeat(30)
+        assert ctx.get(dut.trained) == 1 and ctx.get(dut.alarm) == 0
+        assert ctx.get(dut.flits_ok) == 0
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_small_elastic_buffer_rejected():
+    # the config refuses it (two synchronizer delays alone use about 7 words of the buffer)
+    with pytest.raises(ValueError, match=r"c2c.elastic_depth': must be in \[16, 1024\], got 8"):
+        LinkRX(link_variant(elastic_depth=8))
+
+
+def test_verilog_convert(tray):
+    text = verilog.convert(C2CLinkPair(tray), name="c2c_link_pair")
+    assert "module c2c_link_pair" in text and "tx_clk" in text and "rx_clk" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# slow: the configured SKIP interval over long runs
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [(300, -300), (-300, 300)])
+def test_long_run_real_config(tray, tx_ppm, rx_ppm):
+    """600 ppm apart with a SKIP every 1024 words: ~1 compensation per 1700 words."""
+    r = run_link(tray, tx_ppm=tx_ppm, rx_ppm=rx_ppm, n_vectors=4000, seed=13)
+    expect_clean(r, 4000)
+    moved = r.status["skips_removed"] if tx_ppm > rx_ppm else r.status["skips_inserted"]
+    assert moved >= 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tx_ppm", [600, -600])
+def test_long_run_no_compensation_real_config(tray, tx_ppm):
+    """Without SKIP handling even the in-budget 600 ppm runs the 16-word buffer out."""
+    r = run_link(tray, tx_ppm=tx_ppm, n_vectors=100, run_cycles=16000, compensate=False)
+    assert r.status["alarm"] == 1
+    r = run_link(tray, tx_ppm=tx_ppm, n_vectors=100, run_cycles=16000, compensate=True)
+    assert r.status["alarm"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tx_ppm", [14000, -14000])
+def test_near_compensation_limit(tx_ppm):
+    cfg = link_variant(skip_interval=64)              # limit 15625 ppm
+    r = run_link(cfg, tx_ppm=tx_ppm, n_vectors=1500, seed=21)
+    expect_clean(r, 1500)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tx_ps,rx_ps", [(10000, 10050), (10050, 10000)])
+def test_cocotb_icarus_two_clocks(tmp_path, tx_ps, rx_ps):
+    """The Verilog of C2CLinkPair under cocotb + Icarus, two cocotb Clocks ~5000 ppm apart."""
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    assert shutil.which("iverilog"), "Icarus Verilog is missing: `make setup` installs it (apt-get install iverilog)"
+    from tinylpu.sim.rtl.cocotb_c2c import run_c2c_cocotb
+    results = run_c2c_cocotb(link_variant(skip_interval=64), tmp_path, tx_ps=tx_ps, rx_ps=rx_ps)
+    cases = ET.parse(results).getroot().iter("testcase")
+    outcomes = [(c.get("name"), [x.tag for x in c if x.tag in ("failure", "error", "skipped")])
+                for c in cases]
+    assert outcomes and all(not bad for _, bad in outcomes), outcomes

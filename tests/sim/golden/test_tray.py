@@ -1,0 +1,118 @@
+"""The golden tray: SEND/RECV over C2C with the configured latency, DESKEW, and their errors."""
+
+import numpy as np
+import pytest
+import tray_programs
+
+from tinylpu.config import load_config
+from tinylpu.firmware.asm import AsmError, assemble
+from tinylpu.sim.golden.chip import ProgramError
+from tinylpu.sim.golden.tray import GoldenTray
+
+CFG = load_config("tray")
+F = CFG.vector_interval
+LAT = CFG.link_latency
+EMPTY = ".queue mem0\n HALT\n"
+
+
+def tray(sources, mem=()):
+    t = GoldenTray(CFG)
+    progs = [assemble(s, CFG, f"chip{i}.s") for i, s in enumerate(sources)]
+    progs += [assemble(EMPTY, CFG)] * (CFG.chips - len(progs))
+    t.load_programs(progs)
+    for chip, bank, addr, data in mem:
+        t.chips[chip].write_mem(bank, addr, data)
+    return t
+
+
+def sender(port, n, t_send=3):
+    return tray_programs.sender(CFG, port, n, t_send)
+
+
+def receiver(port, n, t_recv, out_addr=5):
+    return tray_programs.receiver(CFG, port, n, t_recv, out_addr)
+
+
+def test_send_recv_all_pairs_of_chip0():
+    data = np.random.default_rng(0).integers(-128, 128, (3, 16), dtype=np.int8)
+    for port in range(CFG.c2c_ports):
+        peer, peer_port = CFG.peer(0, port)
+        srcs = [EMPTY] * CFG.chips
+        srcs[0] = sender(port, 3)
+        srcs[peer] = receiver(peer_port, 3, 3 + LAT)
+        t = tray(srcs, [(0, "mem7", 0, data)])
+        r = t.run()
+        assert np.array_equal(t.chips[peer].read_mem("mem7", 5, 3), data), port
+        assert r.link_vectors == {(0, port): 3}
+
+
+def test_peer_map_is_symmetric():
+    for a in range(CFG.chips):
+        for p in range(CFG.c2c_ports):
+            b, q = CFG.peer(a, p)
+            assert b != a and CFG.peer(b, q) == (a, p)
+
+
+def test_recv_before_arrival_is_an_error():
+    srcs = [sender(0, 1), receiver(0, 1, 3 + LAT - 1)]
+    with pytest.raises(ProgramError, match=rf"chip1.c2c0, instruction #1 `RECV w0, 0`: RECV on port 0: no vector "
+                                           rf"has arrived; the next arrives at cycle {3 + LAT}"):
+        tray(srcs).run()
+
+
+def test_unreceived_vectors_are_an_error():
+    with pytest.raises(ProgramError, match=r"chip1.c2c: vectors arrived but were never received: \{0: 2\}"):
+        tray([sender(0, 2)]).run()
+
+
+def test_rx_buffer_overflow():
+    n = CFG.link["rx_vectors"] + 1
+    with pytest.raises(ProgramError, match=r"RX buffer of port 0 overflows"):
+        tray([sender(0, n)]).run()
+
+
+def test_deskew_waits_for_the_epoch_boundary():
+    E = CFG.link["epoch"]
+    src = """
+    .queue mem0
+        NOP 10
+        DESKEW
+        HALT
+    .queue mem1
+        DESKEW
+        HALT
+    """
+    t = tray([src, src])
+    r = t.run()
+    assert t.chips[0].halted["mem0"] == E and t.chips[1].halted["mem1"] == E
+    assert r.cycles[:2] == [E + 1, E + 1]
+
+
+def test_deskew_needs_every_queue_parked_and_the_chip_quiet():
+    E = CFG.link["epoch"]
+    src = f"""
+    .queue mem0
+        DESKEW
+        HALT
+    .queue mem1
+        NOP {E + 5}
+        HALT
+    """
+    with pytest.raises(ProgramError, match=r"needs every live queue parked in DESKEW; queue mem1 is not"):
+        tray([src]).run()
+    src = f"""
+    .queue mem0
+        NOP {E - 2}
+        READ e0, 0, n=4
+        DESKEW
+        HALT
+    """
+    with pytest.raises(ProgramError, match=r"the chip is not quiet \(mem0.rd\)"):
+        tray([src]).run()
+
+
+def test_port_out_of_range_and_c2c_on_a_single_chip():
+    with pytest.raises(AsmError, match=r"port 7 out of range: config tray has 7 C2C ports"):
+        assemble(".queue c2c0\n SEND 7, e0\n", CFG, "x.s")
+    with pytest.raises(AsmError, match=r"RECV needs a C2C slice; config tiny has no C2C ports"):
+        assemble(".queue mem0\n RECV e0, 0\n", load_config("tiny"), "x.s")

@@ -1,0 +1,56 @@
+"""Compiled FFN layers on the RTL: the same int8 outputs and the same cycle count as the golden model."""
+
+import numpy as np
+import pytest
+
+from tinylpu.config import load_config
+from tinylpu.firmware.asm import assemble
+from tinylpu.firmware.check import ProgramCheckError
+from tinylpu.firmware.compiler import compile_ffn
+from tinylpu.firmware.quant import FFNWeights, quantize_ffn
+from tinylpu.sim.host.engine import Chip
+from tinylpu.sim.rtl.pysim import run_case_pysim
+from tinylpu.sim.rtl.runner import run_cases_rtl
+
+CFG = load_config("tiny")
+
+
+def test_swiglu_on_rtl_equals_golden():
+    rng = np.random.default_rng(7)
+    dm, dff, T = 32, 48, 3
+    w = FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 7, rng.normal(size=(dm, dff)) / 6,
+                   rng.normal(size=dff) * 0.1, rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1, "swiglu")
+    x = rng.normal(size=(T, dm))
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, CFG, T)
+    xq = q.quantize_input(x)
+    outs = {}
+    for engine in ("golden", "rtl"):
+        chip = Chip(CFG, engine)
+        chip.load(c)
+        outs[engine] = chip.run(xq)
+    assert outs["rtl"].cycles == outs["golden"].cycles == c.predicted_cycles
+    assert np.array_equal(outs["rtl"].y, outs["golden"].y)
+    assert np.array_equal(outs["rtl"].y, q.run_int(xq))
+
+
+def test_amaranth_simulator_engine_tile():
+    """The whole chip under Amaranth's own simulator, through the host port: a third engine."""
+    from importlib import resources
+
+    from tinylpu.arith import requantize
+    src = (resources.files("tinylpu.firmware") / "examples" / "tile_matmul.s").read_text()
+    rng = np.random.default_rng(3)
+    W = rng.integers(-128, 128, (16, 16), dtype=np.int8)
+    X = rng.integers(-128, 128, (16, 16), dtype=np.int8)
+    r = run_case_pysim(CFG, assemble(src, CFG), {"mem0": [(0, W)], "mem1": [(0, X)]}, [("mem4", 0, 16)])
+    assert r["cycles"] == 55 and not r["errors"]
+    assert np.array_equal(np.array(r["reads"][0], np.int8), requantize(X.astype(np.int64) @ W.astype(np.int64), 3, 9))
+
+
+def test_host_refuses_a_program_that_does_not_fit_before_loading():
+    from tinylpu.firmware.program import Program
+    from tinylpu.isa import Insn, Opcode, StreamRef
+    bad = Program({"mem0": [Insn.make(Opcode.READ, s=StreamRef(9, False), addr=0), Insn.make(Opcode.HALT)]})
+    with pytest.raises(ProgramCheckError, match=r"queue mem0 #0 READ e9, 0: stream e9: the chip has 8 streams"):
+        run_cases_rtl(CFG, [{"program": bad, "mem": {}, "read": []}])

@@ -1,0 +1,194 @@
+"""The RTL tray (hdl/tray.py): chips on their own drifting clocks, C2C links, SEND/RECV, DESKEW.
+
+Every run is compared with the golden tray (ideal lockstep clocks): the same MEM bits and the same
+program cycle counts on every chip, whatever the drift.  Fast tier on the 2-chip config ``duo``;
+the 8-chip ``tray`` in the slow tier.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.tray_programs import receiver, sender
+from tinylpu.config import load_config, parse_config
+from tinylpu.firmware.asm import assemble
+from tinylpu.firmware.quant import quantize_ffn
+from tinylpu.firmware.tray import compile_tp
+from tinylpu.sim.golden.tray import GoldenTray, run_tray_golden
+from tinylpu.sim.rtl.tray import run_tray_compiled_rtl, run_tray_rtl
+
+DUO = load_config("duo")
+
+
+def variant(base, name, **c2c):
+    raw = copy.deepcopy(load_config(base).raw)
+    raw["name"] = name
+    raw["c2c"].update(c2c)
+    return parse_config(yaml.safe_dump(raw), f"<{name}>")
+
+
+def golden(cfg, progs, mems):
+    t = GoldenTray(cfg)
+    t.load_programs(progs)
+    for chip, m in enumerate(mems):
+        for bank, data in (m or {}).items():
+            t.chips[chip].write_mem(bank, 0, data)
+    return t, t.run()
+
+
+@pytest.mark.parametrize("ppm", [(0, 0), (300, -300), (-300, 300)])
+def test_send_recv_equals_golden_under_drift(ppm):
+    n = 4
+    data = np.random.default_rng(1).integers(-128, 128, (n, DUO.lanes), dtype=np.int8)
+    progs = [assemble(sender(DUO, 0, n), DUO, "s.s"),
+             assemble(receiver(DUO, 0, n, 3 + DUO.link_latency), DUO, "r.s")]
+    mems = [{"mem7": data}, None]
+    t, g = golden(DUO, progs, mems)
+    res = run_tray_rtl(DUO, progs, mems, [None, [("mem7", 5, n)]], ppm=ppm)
+    chips = res["chips"]
+    assert [c["errors"] for c in chips] == [[], []]
+    assert [c["cycles"] for c in chips] == g.cycles
+    assert np.array_equal(chips[1]["mem"][0], t.chips[1].read_mem("mem7", 5, n))
+    assert np.array_equal(chips[1]["mem"][0], data)
+    link = chips[1]["links"][0]
+    assert link["flits_ok"] == n and link["crc_errors"] == link["seq_errors"] == link["alarm"] == 0
+    assert chips[0]["links"][0]["overrun"] == 0
+
+
+def test_recv_too_early_is_flagged():
+    """A RECV well before the vector can have arrived: the golden model refuses it, the RTL raises
+    the ``link`` error flag and stops the chip."""
+    progs = [assemble(sender(DUO, 0, 1), DUO, "s.s"), assemble(receiver(DUO, 0, 1, 3 + 8), DUO, "r.s")]
+    res = run_tray_rtl(DUO, progs, [{"mem7": np.ones((1, DUO.lanes), np.int8)}, None], ppm=(0, 0))
+    assert res["chips"][1]["errors"] == ["link"]
+    assert res["chips"][0]["errors"] == []
+
+
+def _layer(dm, dff, seed):
+    from test_tray_compiler import layer
+    return layer(dm, dff, seed, True)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_tensor_parallel_equals_golden_tray(seed):
+    w = _layer(32, 64, 7)
+    x = np.random.default_rng(5).normal(size=(3, 32))
+    q = quantize_ffn(w, x)
+    tc = compile_tp(q, DUO, 3, 2)
+    xq = q.quantize_input(x)
+    tray, gres = run_tray_golden(tc, [xq] * DUO.chips)
+    y_gold = tc.chips[0].unpack_output(tray.chips[0].read_mem)
+    ppm = np.random.default_rng(seed).uniform(-300, 300, DUO.chips).round(1).tolist()
+    y, res = run_tray_compiled_rtl(tc, [xq] * DUO.chips, ppm=ppm)
+    assert [c["errors"] for c in res["chips"]] == [[], []]
+    assert [c["cycles"] for c in res["chips"]] == gres.cycles == tc.predicted_cycles
+    assert np.array_equal(y, y_gold)
+    assert np.array_equal(y, q.run_int(xq))
+
+
+# --- DESKEW ------------------------------------------------------------------------------------
+
+class _Q:
+    """One queue's assembly with its golden issue cycle tracked (for NOP padding)."""
+
+    def __init__(self, name, E):
+        self.lines, self.c, self.E = [f".queue {name}"], 0, E
+
+    def nop(self, n):
+        if n > 0:
+            self.lines.append(f"    NOP {n}")
+            self.c += n
+
+    def op(self, text, slots=1):
+        self.lines.append(f"    {text}")
+        self.c += slots
+
+    def at(self, t):
+        self.nop(t - self.c)
+
+    def barrier(self, deskew):
+        nxt = (self.c // self.E + 1) * self.E
+        if deskew:
+            self.op("DESKEW")
+        else:
+            self.nop(nxt - self.c)
+        self.c = nxt
+
+
+def ping_pong(cfg, rounds, deskew, slack=0):
+    """Chip 0 sends one vector per epoch to chip 1 (RECV at SEND + link_latency + slack, written to
+    mem7[r]); between rounds every queue parks in DESKEW (or, without, NOPs to the same cycle)."""
+    E, lat, lr = cfg.link["epoch"], cfg.link_latency + slack, cfg.latency["c2c_recv"]
+    qs = [{n: _Q(n, E) for n in ("mem7", "c2c0")} for _ in range(2)]
+    for r in range(rounds):
+        b = r * E
+        qs[0]["mem7"].at(b)
+        qs[0]["mem7"].op(f"READ e0, {r}")
+        qs[0]["c2c0"].at(b + 3)
+        qs[0]["c2c0"].op("SEND 0, e0")
+        qs[1]["c2c0"].at(b + 3 + lat)
+        qs[1]["c2c0"].op("RECV w0, 0")
+        qs[1]["mem7"].at(b + 3 + lat + lr + 1)
+        qs[1]["mem7"].op(f"WRITE w0, {r}")
+        for chip in qs:
+            for q in chip.values():
+                q.nop(cfg.vector_interval + 2)
+                if r < rounds - 1:
+                    q.barrier(deskew)
+    srcs = []
+    for chip in qs:
+        for q in chip.values():
+            q.op("HALT")
+        srcs.append("\n".join(line for q in chip.values() for line in q.lines) + "\n")
+    return [assemble(s, cfg, f"chip{i}.s") for i, s in enumerate(srcs)]
+
+
+#: duo with a short epoch and a SKIP rate that absorbs 2 x 2500 ppm (the drift exaggerated 8x).
+DRIFT = dict(epoch=256, hac_interval=64, skip_interval=64)
+
+
+def test_deskew_keeps_the_schedule_under_exaggerated_drift():
+    cfg = variant("duo", "duo-drift", **DRIFT)
+    rounds = 12
+    data = np.random.default_rng(2).integers(-128, 128, (rounds, cfg.lanes), dtype=np.int8)
+    mems = [{"mem7": data}, None]
+    progs = ppm_progs = ping_pong(cfg, rounds, deskew=True)
+    t, g = golden(cfg, progs, mems)
+    res = run_tray_rtl(cfg, ppm_progs, mems, [None, [("mem7", 0, rounds)]], ppm=(2500, -2500))
+    chips = res["chips"]
+    assert [c["errors"] for c in chips] == [[], []]
+    assert [c["cycles"] for c in chips] == g.cycles
+    assert np.array_equal(chips[1]["mem"][0], data)
+    assert all(c["stall"] > 0 for c in chips)
+    # without DESKEW the receiver (2500 ppm fast) drifts ~1.3 cycles per epoch ahead of the sender
+    # and eventually RECEIVEs before the vector is there
+    progs = ping_pong(cfg, rounds, deskew=False)
+    t, g2 = golden(cfg, progs, mems)
+    assert g2.cycles == g.cycles
+    res = run_tray_rtl(cfg, progs, mems, [None, [("mem7", 0, rounds)]], ppm=(2500, -2500))
+    assert res["chips"][1]["errors"] == ["link"]
+
+
+@pytest.mark.slow
+def test_tray_eight_chips_deskew_under_drift():
+    """The 8-chip tray: chip 0 and chip 7 (the extremes of a drift spread), DESKEW each epoch; then
+    the same without DESKEW fails."""
+    cfg = variant("tray", "tray-drift", **DRIFT)
+    rounds = 12
+    data = np.random.default_rng(2).integers(-128, 128, (rounds, cfg.lanes), dtype=np.int8)
+    mems = [{"mem7": data}]
+    ppm = [2500, -2500, 1000, -1000, 0, 500, -500, 2000]
+    progs = ping_pong(cfg, rounds, deskew=True)
+    empty = assemble(".queue mem0\n HALT\n", cfg)
+    full = progs + [empty] * (cfg.chips - 2)
+    t, g = golden(cfg, full, mems + [None] * (cfg.chips - 1))
+    res = run_tray_rtl(cfg, full, mems, [None, [("mem7", 0, rounds)]], ppm=ppm)
+    chips = res["chips"]
+    assert all(c["errors"] == [] for c in chips)
+    assert [c["cycles"] for c in chips] == g.cycles
+    assert np.array_equal(chips[1]["mem"][0], data)
+    progs = ping_pong(cfg, rounds, deskew=False) + [empty] * (cfg.chips - 2)
+    res = run_tray_rtl(cfg, progs, mems, [None, [("mem7", 0, rounds)]], ppm=ppm)
+    assert res["chips"][1]["errors"] == ["link"]
