@@ -75,8 +75,8 @@ class GoldenTray:
         return TrayResult([r.cycles for r in res], dict(self.sent), [r.activity for r in res])
 
 
-def run_tray_golden(tc: TrayCompiled, xq_per_chip):
-    """Run a TrayCompiled on the golden tray; xq_per_chip: int8 inputs per chip (None for idle)."""
+def run_tray_golden(tc, xq_per_chip):
+    """Run a ``firmware.tray.TrayCompiled`` on the golden tray; xq_per_chip: int8 inputs per chip (None for idle)."""
     t = GoldenTray(tc.cfg)
     empty = assemble(".queue mem0\n HALT\n", tc.cfg)
     t.load_programs([c.program if c is not None else empty for c in tc.chips])

@@ -1,24 +1,25 @@
-"""The async host API: ``Chip`` and ``Tray`` over two engines, golden and RTL.
+"""The host API: ``Chip`` and ``Tray``, async, over one ``Engine`` interface (``sim.host.engine``).
 
-One API, two engines, the same answers::
+One API, several engines, the same answers::
 
-    chip = Chip("tiny", engine="golden")              # or engine="rtl", dut=dut inside cocotb
-    await chip.load(compile_moe(experts, cfg, tokens))  # weights written once
+    chip = Chip("tiny", engine="golden")               # or "rtl", "amaranth", "uart"
+    await chip.load(compile_moe(experts, cfg, tokens))  # weights resident once
     out = await chip.run(xq, expert=1)                  # RunOutput(y int8, cycles, ...)
+    out = run_compiled(compiled, xq, engine="rtl")      # the same, synchronously, for one call
 
-* ``golden``: a persistent ``Golden`` model per chip; ``load`` writes the MEM image once, ``run``
-  writes the input, loads the selected expert's program and runs it.
+* ``golden``: a persistent golden model per chip.
 * ``rtl`` with a ``dut``: the host code runs INSIDE the cocotb test coroutine and drives the chip's
-  host port with ``sim.cocotb_chip.Host`` (Glasgow's simulation-assembly pattern), so a whole
-  interactive decode loop runs against the Verilog in one simulator launch.  Use
-  ``run_in_simulation("module:function", args, config)`` to launch a coroutine
-  ``function(dut, **args)`` inside the simulator and get its JSON result back.
-* ``rtl`` without a ``dut`` (outside a simulation): each ``run`` is one simulator launch through
-  ``sim.rtl_runner.run_cases_rtl`` (slow, but the same protocol and the same answers).
+  host port (Glasgow's simulation-assembly pattern), so a whole interactive decode loop runs
+  against the Verilog in one simulator launch.  ``run_in_simulation("module:function", args,
+  config)`` launches a coroutine ``function(dut, **args)`` inside the simulator and returns its
+  JSON result.
+* ``rtl`` without a ``dut`` (outside a simulation): each ``run`` is one simulator launch
+  (``sim.rtl.runner.run_cases_rtl``; slow, but the same protocol and the same answers).
+* ``amaranth``: the chip under Amaranth's simulator; ``uart``: a board running the FPGA top.
 
 ``Tray(chips, config)``: one ``Chip`` per tray position, each with its own resident image.
 
-* Golden: every chip is its own ``Golden``.
+* Golden: every chip is its own golden model.
 * RTL, ``config`` a tray config (``chips`` > 1 in the YAML, e.g. ``duo`` or ``tray``): the DUT is
   the tray's Verilog (``hdl.tray.Tray``, top ``tinylpu_tray``; ``run_in_simulation`` builds it
   for such configs).  Every chip has its own clock (period from the config's ``ppm``), its own
@@ -42,10 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from tinylpu.config import load_config
-from tinylpu.sim.golden.chip import Golden
-from tinylpu.sim.host.engine import EngineError, RunOutput
+from tinylpu.sim.host.engine import Engine, EngineError, RtlPort, RunOutput, TrayPorts, make_engine
 
-__all__ = ["Chip", "Tray", "RunOutput", "EngineError", "RtlPort", "run_in_simulation", "drive"]
+__all__ = ["Chip", "Tray", "TrayRun", "RunOutput", "EngineError", "RtlPort", "run_in_simulation", "drive",
+           "run_compiled"]
 
 
 def drive(coro):
@@ -58,6 +59,14 @@ def drive(coro):
     coro.close()
     raise EngineError("the coroutine awaited a simulator trigger outside a simulation "
                       "(RTL with a dut must run inside run_in_simulation)")
+
+
+def run_compiled(compiled, xq, engine="golden", **kw) -> RunOutput:
+    """One synchronous call: a fresh ``Chip`` of the compiled layer's config on `engine` (keywords go
+    to ``Chip``), the layer made resident, one run on int8 tokens `xq`."""
+    chip = Chip(compiled.cfg, engine, **kw)
+    drive(chip.load(compiled))
+    return drive(chip.run(xq))
 
 
 def _as_list(compiled):
@@ -73,137 +82,26 @@ def _image_rows(compiled):
     return img
 
 
-class RtlPort:
-    """One simulated chip (a cocotb ``dut``) shared by every ``Chip`` bound to it.
-
-    Tracks whose MEM image is resident so a chip's weights are rewritten only when another chip
-    used the DUT in between.  Counts host-port words for reports.
-    """
-
-    def __init__(self, dut, cfg, period_ps=10_000, group=None, host=None):
-        if host is None:
-            from tinylpu.sim.rtl.cocotb_chip import Host
-            host = Host(dut, cfg)
-        self.cfg = cfg
-        self.host = host              # a HostProtocol: cocotb pins, or a board's UART (host given)
-        self.dut = dut                # the chip's pins (a tray chip: ``cocotb_tray.Pins``); None: a board
-        self.period_ps = period_ps
-        self.group = group            # the TrayPorts this port belongs to (powered on together)
-        self.resident = None          # id of the Chip whose image is in MEM
-        self.started = False
-        self.reloads = 0
-        self.calls = 0
-
-    async def power_on(self):
-        """Reset and scrub once: unit state equals the golden model's power-on state."""
-        if self.group is not None:
-            return await self.group.power_on()
-        if self.dut is None:          # a board: no reset line, the scrub program alone
-            return await self._scrub()
-        self.start_clock()
-        await self._reset_and_scrub()
-
-    def start_clock(self):
-        from cocotb.clock import Clock
-        d = self.dut
-        d.cmd__valid.value = 0
-        d.resp__ready.value = 0
-        d.rst.value = 1
-        Clock(d.clk, self.period_ps, unit="ps", period_high=self.period_ps // 2).start(start_high=False)
-
-    async def _reset_and_scrub(self):
-        await self.host.edge()
-        await self.host.reset()
-        await self._scrub()
-
-    async def _scrub(self):
-        from tinylpu.sim.host.proto import ScrubError, run_scrub
-        from tinylpu.sim.rtl.runner import scrub_program
-        sp, writes, restore = scrub_program(self.cfg)
-        try:
-            await run_scrub(self.host, self.cfg, {"program": sp.to_bytes().hex(), "mem": writes, "restore": restore})
-        except ScrubError as e:
-            raise EngineError(str(e)) from None
-        self.started = True
-
-    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
-        if not self.started:
-            await self.power_on()
-        h, cfg = self.host, self.cfg
-        await h.edge()                # Host methods start just after a falling edge of THIS chip's clock
-        if self.resident is not owner:
-            for bank, lst in image.items():
-                for addr, v in lst:
-                    await h.write_mem(cfg.slice(bank).index, addr, v.astype(int).tolist())
-            self.resident = owner
-            self.reloads += 1
-        await h.load_program(program)
-        for bank, lst in inputs.items():
-            for addr, v in lst:
-                await h.write_mem(cfg.slice(bank).index, addr, np.asarray(v).astype(int).tolist())
-        await h.start()
-        st = await h.wait_done(max_cycles, poll=16, max_poll=128)
-        if st["timeout"]:
-            raise EngineError(f"the chip did not halt within {max_cycles} cycles")
-        if st["errors"]:
-            raise EngineError(f"the chip flagged program errors: {', '.join(st['errors'])}")
-        out = {}
-        for bank, addr, n in reads:
-            out[(bank, addr)] = np.asarray(await h.read_mem(cfg.slice(bank).index, addr, n), np.int8)
-        self.calls += 1
-        return st["cycles"], out
-
-
-class TrayPorts:
-    """The host ports of the RTL tray top (``tinylpu_tray``): one ``RtlPort`` per chip, each on its
-    own clock (period 10 ns x (1 + ppm x 1e-6) from the config), powered on together."""
-
-    def __init__(self, dut, cfg):
-        from tinylpu.sim.rtl.cocotb_tray import Pins
-        from tinylpu.sim.rtl.tray import period_ps
-        self.dut, self.cfg = dut, cfg
-        ppm = cfg.ppm
-        self.ports = [RtlPort(Pins(dut, f"chip{i}_"), cfg, period_ps(ppm[i]), self) for i in range(cfg.chips)]
-        self.powering = None              # a cocotb Event while (and after) the tray powers on
-
-    async def power_on(self):
-        """The first caller powers every chip on; concurrent callers wait until it is done."""
-        import cocotb
-        from cocotb.triggers import Event
-        if self.powering is not None:
-            await self.powering.wait()
-            return
-        self.powering = Event()
-        self.dut.start.value = 0          # the START broadcast is not used: every chip starts by its host
-        for p in self.ports:
-            p.start_clock()
-        tasks = [cocotb.start_soon(p._reset_and_scrub()) for p in self.ports]
-        for t in tasks:
-            await t
-        self.powering.set()
-
-
 class Chip:
-    """One chip: ``await load(compiled or [compiled per expert])``, ``await run(xq, expert=k)``."""
+    """One chip: ``await load(compiled or [compiled per expert])``, ``await run(xq, expert=k)``.
 
-    def __init__(self, config="tiny", engine="golden", *, dut=None, port=None, sim="icarus", name="chip",
-                 transport=None, device=None, baud=115200, timeout_s=5.0):
+    ``engine``: a name from ``engine.ENGINES`` (golden, rtl, amaranth, uart), made into an
+    ``Engine`` by ``make_engine``; or an ``Engine`` object.  ``dut`` (inside a cocotb simulation),
+    ``port`` (a shared ``RtlPort``), ``sim``/``waves`` (rtl launches) and ``transport``/``device``/
+    ``baud``/``timeout_s`` (uart) are passed on to ``make_engine``."""
+
+    def __init__(self, config="tiny", engine="golden", *, dut=None, port=None, sim="icarus", waves=False,
+                 name="chip", transport=None, device=None, baud=115200, timeout_s=5.0):
         self.cfg = load_config(config)
-        if engine not in ("golden", "rtl", "uart"):
-            raise EngineError(f"unknown engine {engine!r}: use golden, rtl or uart")
-        self.engine, self.sim, self.name = engine, sim, name
-        if engine == "uart" and port is None:
-            # a board running the FPGA top (hdl/fpga_top.py) behind a serial port, or any byte transport
-            from tinylpu.sim.host.uart import UartHost, open_board
-            if transport is None:
-                if device is None:
-                    raise EngineError("engine uart needs device='/dev/ttyUSB..' or a transport")
-                transport = open_board(device, baud)
-            port = RtlPort(None, self.cfg, host=UartHost(self.cfg, transport, timeout_s=timeout_s))
-        self.port = port if port is not None else (RtlPort(dut, self.cfg) if dut is not None else None)
+        if isinstance(engine, Engine):
+            self.backend = engine
+        else:
+            self.backend = make_engine(engine, self.cfg, dut=dut, port=port, sim=sim, waves=waves,
+                                       transport=transport, device=device, baud=baud, timeout_s=timeout_s)
+        self.engine, self.sim, self.name = self.backend.name, sim, name
+        self.port = getattr(self.backend, "port", None)
         self.experts = None
         self.image = None
-        self._golden = None
         self.calls = 0
         self.cycles_total = 0
 
@@ -216,12 +114,6 @@ class Chip:
         if len({id(c.mem_image) for c in experts}) != 1:
             raise EngineError("the experts of one chip must come from one compile_moe call (one MEM image)")
         self.experts, self.image = experts, _image_rows(experts)
-        if self.engine == "golden":
-            g = Golden(self.cfg)
-            for bank, lst in self.image.items():
-                for addr, v in lst:
-                    g.write_mem(bank, addr, v)
-            self._golden = g
 
     def _check(self, xq, expert):
         if self.experts is None:
@@ -247,36 +139,12 @@ class Chip:
         """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens)."""
         c, xq = self._check(xq, expert)
         n = len(xq)
-        full = self._pad(c, xq)
-        if self.engine == "golden":
-            g = self._golden
-            for bank, lst in c.pack_input(full).items():
-                for addr, v in lst:
-                    g.write_mem(bank, addr, v)
-            g.load_program(c.program)
-            r = g.run()
-            y, cycles = c.unpack_output(g.read_mem), r.cycles
-        elif self.port is not None:
-            reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
-            cycles, got = await self.port.run(self, self.image, c.program, c.pack_input(full), reads)
-            y = c.unpack_output(lambda bank, addr, k: got[(bank, addr)][:k])
-        else:
-            y, cycles = self._run_launch(c, full)
-        self.calls += 1
-        self.cycles_total += cycles
-        return RunOutput(y[:n].copy(), int(cycles), self.engine, None, [])
-
-    def _run_launch(self, c, full):
-        from tinylpu.sim.rtl.runner import run_cases_rtl
-        img = {}
-        for bank, lst in list(self.image.items()) + list(c.pack_input(full).items()):
-            img.setdefault(bank, []).extend(lst)
         reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
-        (res,) = run_cases_rtl(self.cfg, [{"program": c.program, "mem": img, "read": reads}], sim=self.sim)
-        if res.get("errors"):
-            raise EngineError(f"the chip flagged program errors: {', '.join(res['errors'])}")
-        got = {(b, a): x for (b, a, _), x in zip(reads, res["mem"])}
-        return c.unpack_output(lambda bank, addr, k: got[(bank, addr)][:k]), res["cycles"]
+        res = await self.backend.run(self, self.image, c.program, c.pack_input(self._pad(c, xq)), reads)
+        y = c.unpack_output(lambda bank, addr, k: res.reads[(bank, addr)][:k])
+        self.calls += 1
+        self.cycles_total += res.cycles
+        return RunOutput(y[:n].copy(), int(res.cycles), self.engine, res.activity, [])
 
 
 @dataclass

@@ -1,19 +1,43 @@
-"""Host layer: one API over two engines (golden numpy model, RTL under a simulator).
+"""One ``Engine`` interface behind the host API, and its implementations.
 
-``Chip(config, engine="golden"|"rtl")``: ``load(compiled)`` makes a compiled layer resident,
-``run(xq)`` writes int8 activations into its input regions, runs the program and returns the int8
-outputs with the exact cycle count.  The golden engine runs in-process; the RTL engine converts
-the chip to Verilog and runs it under cocotb (Icarus or Verilator) through the chip's host port.
+An engine is one chip's backend.  It holds a resident MEM image (a compiled layer's weights) and
+runs programs on it::
+
+    result = await engine.run(owner, image, program, inputs, reads)
+
+* ``owner``: whose ``image`` is meant; an engine shared by several host ``Chip`` objects (a
+  simulated chip standing in for all the chips of a tray) rewrites the image only when the owner
+  changes;
+* ``image`` / ``inputs``: ``{bank name: [(addr, int8 vectors)]}``, the resident weights and this
+  call's activations;
+* ``reads``: ``[(bank name, addr, n vectors)]``; the result's ``reads`` maps ``(bank, addr)`` to
+  int8 arrays.
+
+The engines, chosen by name in one place (``make_engine``):
+
+==========  ======================================================================================
+golden      the golden model (``sim.golden``), in-process, persistent per chip
+rtl         the chip's Verilog under cocotb (Icarus or Verilator).  With a ``dut`` (host code
+            running inside a cocotb test) it drives the chip's host port directly (``RtlPort``);
+            without one, every run is one simulator launch (``sim.rtl.runner``)
+amaranth    the chip under Amaranth's own simulator, through its host port (``sim.rtl.pysim``)
+uart        a board running the FPGA top (``hdl/fpga_top.py``) behind a serial port or any byte
+            transport (``sim.host.uart``)
+==========  ======================================================================================
 """
 
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tinylpu.config import load_config
-from tinylpu.sim.golden.chip import Golden
 
-__all__ = ["Chip", "RunOutput", "EngineError"]
+__all__ = ["Engine", "EngineError", "EngineResult", "RunOutput", "ENGINES", "make_engine", "GoldenEngine",
+           "LaunchEngine", "AmaranthEngine", "PortEngine", "RtlPort", "TrayPorts"]
+
+#: engine names accepted by the host API
+ENGINES = ("golden", "rtl", "amaranth", "uart")
 
 
 class EngineError(RuntimeError):
@@ -29,58 +53,241 @@ class RunOutput:
     errors: list = None
 
 
-class Chip:
-    def __init__(self, config="tiny", engine="golden", sim="icarus", waves=False):
-        self.cfg = load_config(config)
-        if engine not in ("golden", "rtl"):
-            raise EngineError(f"unknown engine {engine!r}: use golden or rtl")
-        self.engine, self.sim, self.waves = engine, sim, waves
-        self.compiled = None
+@dataclass
+class EngineResult:
+    cycles: int
+    reads: dict                                   # (bank, addr) -> int8 array (n x lanes)
+    activity: dict = field(default=None)          # per-slice activity counters (golden only)
 
-    def load(self, compiled):
-        if compiled.cfg.name != self.cfg.name and compiled.cfg.raw != self.cfg.raw:
-            raise EngineError(f"program compiled for config {compiled.cfg.name}, chip is {self.cfg.name}")
-        self.compiled = compiled
 
-    def _images(self, xq):
-        c = self.compiled
-        img = {}
-        for bank, lst in list(c.mem_image.items()) + list(c.pack_input(xq).items()):
-            for addr, v in lst:
-                img.setdefault(bank, []).append((addr, np.asarray(v, np.int8)))
-        return img
+def _merge(image, inputs):
+    rows = {}
+    for bank, lst in list(image.items()) + list(inputs.items()):
+        rows.setdefault(bank, []).extend((int(a), np.asarray(v, np.int8)) for a, v in lst)
+    return rows
 
-    def run(self, xq) -> RunOutput:
-        if self.compiled is None:
-            raise EngineError("no program loaded: call load(compiled) first")
-        if self.engine == "golden":
-            return self._run_golden(xq)
-        return self._run_rtl(xq)
 
-    def _run_golden(self, xq):
-        c = self.compiled
-        g = Golden(self.cfg)
-        g.load_program(c.program)
-        for bank, lst in self._images(xq).items():
+def _flagged(errors):
+    if errors:
+        raise EngineError(f"the chip flagged program errors: {', '.join(errors)}")
+
+
+class Engine(ABC):
+    """One chip's backend (see the module docstring)."""
+    name = "?"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    @abstractmethod
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000) -> EngineResult:
+        """Make `owner`'s `image` resident if it is not, write `inputs`, run `program`, read `reads`."""
+
+    @property
+    def stats(self):
+        return {}
+
+
+class GoldenEngine(Engine):
+    """The golden model, one persistent ``Golden`` per engine: MEM persists between runs."""
+    name = "golden"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        from tinylpu.sim.golden.chip import Golden
+        self.g = Golden(cfg)
+        self.resident = None
+
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
+        g = self.g
+        rows = inputs if self.resident is owner else _merge(image, inputs)
+        self.resident = owner
+        for bank, lst in rows.items():
             for addr, v in lst:
                 g.write_mem(bank, addr, v)
-        r = g.run()
-        return RunOutput(c.unpack_output(g.read_mem), r.cycles, "golden", r.activity, [])
+        g.load_program(program)
+        r = g.run(max_cycles=max_cycles) if max_cycles else g.run()
+        return EngineResult(r.cycles, {(b, a): g.read_mem(b, a, n) for b, a, n in reads}, r.activity)
 
-    def _run_rtl(self, xq):
+
+class LaunchEngine(Engine):
+    """The chip's Verilog under cocotb, one simulator launch per run (the image is sent every time)."""
+    name = "rtl"
+
+    def __init__(self, cfg, sim="icarus", waves=False):
+        super().__init__(cfg)
+        self.sim, self.waves = sim, waves
+        self.launches = 0
+
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
         from tinylpu.sim.rtl.runner import run_cases_rtl
-        c = self.compiled
-        reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
-        case = {"program": c.program.to_bytes().hex(),
-                "mem": {b: [(a, v.tolist()) for a, v in lst] for b, lst in self._images(xq).items()},
-                "read": reads}
+        case = {"program": program, "mem": _merge(image, inputs), "read": list(reads), "max_cycles": max_cycles}
         (res,) = run_cases_rtl(self.cfg, [case], sim=self.sim, waves=self.waves)
-        if res.get("errors"):
-            raise EngineError(f"the chip flagged program errors: {', '.join(res['errors'])}")
-        got = {}
-        for (b, a, n), data in zip(reads, res["mem"]):
-            got[(b, a)] = np.asarray(data, np.int8).reshape(n, self.cfg.lanes)
+        self.launches += 1
+        _flagged(res.get("errors"))
+        return EngineResult(res["cycles"], {(b, a): x for (b, a, _), x in zip(reads, res["mem"])})
 
-        def read(bank, addr, n):
-            return got[(bank, addr)][:n]
-        return RunOutput(c.unpack_output(read), res["cycles"], "rtl", None, [])
+    @property
+    def stats(self):
+        return {"simulator_launches": self.launches}
+
+
+class AmaranthEngine(Engine):
+    """The chip under Amaranth's simulator (no Verilog tools), one fresh simulation per run."""
+    name = "amaranth"
+
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
+        from tinylpu.sim.rtl.pysim import run_case_pysim
+        rows = {b: [(a, v.astype(int).tolist()) for a, v in lst] for b, lst in _merge(image, inputs).items()}
+        res = run_case_pysim(self.cfg, program, rows, reads, max_cycles=max_cycles)
+        if res.get("timeout"):
+            raise EngineError(f"the chip did not halt within {max_cycles} cycles")
+        _flagged(res.get("errors"))
+        return EngineResult(res["cycles"], {(b, a): np.asarray(x, np.int8).reshape(-1, self.cfg.lanes)
+                                            for (b, a, _), x in zip(reads, res["reads"])})
+
+
+class RtlPort:
+    """One chip's host port, reached through a ``HostProtocol`` transport: the chip's pins inside a
+    cocotb simulation (``sim.rtl.cocotb_chip.Host``), or a board's UART.  Shared by every host
+    ``Chip`` bound to it; tracks whose MEM image is resident so a chip's weights are rewritten only
+    when another chip used the port in between.  Counts calls and reloads for reports."""
+
+    def __init__(self, dut, cfg, period_ps=10_000, group=None, host=None):
+        if host is None:
+            from tinylpu.sim.rtl.cocotb_chip import Host
+            host = Host(dut, cfg)
+        self.cfg = cfg
+        self.host = host              # a HostProtocol: cocotb pins, or a board's UART (host given)
+        self.dut = dut                # the chip's pins (a tray chip: ``cocotb_tray.Pins``); None: a board
+        self.period_ps = period_ps
+        self.group = group            # the TrayPorts this port belongs to (powered on together)
+        self.resident = None          # the owner whose image is in MEM
+        self.started = False
+        self.reloads = 0
+        self.calls = 0
+
+    async def power_on(self):
+        """Reset and scrub once: unit state equals the golden model's power-on state."""
+        if self.group is not None:
+            return await self.group.power_on()
+        if self.dut is None:          # a board: no reset line, the scrub program alone
+            return await self._scrub()
+        self.start_clock()
+        await self._reset_and_scrub()
+
+    def start_clock(self):
+        from cocotb.clock import Clock
+        d = self.dut
+        d.cmd__valid.value = 0
+        d.resp__ready.value = 0
+        d.rst.value = 1
+        Clock(d.clk, self.period_ps, unit="ps", period_high=self.period_ps // 2).start(start_high=False)
+
+    async def _reset_and_scrub(self):
+        await self.host.edge()
+        await self.host.reset()
+        await self._scrub()
+
+    async def _scrub(self):
+        from tinylpu.sim.host.proto import ScrubError, run_scrub
+        from tinylpu.sim.rtl.runner import scrub_program
+        sp, writes, restore = scrub_program(self.cfg)
+        try:
+            await run_scrub(self.host, self.cfg, {"program": sp.to_bytes().hex(), "mem": writes, "restore": restore})
+        except ScrubError as e:
+            raise EngineError(str(e)) from None
+        self.started = True
+
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
+        if not self.started:
+            await self.power_on()
+        h, cfg = self.host, self.cfg
+        await h.edge()                # Host methods start just after a falling edge of THIS chip's clock
+        rows = inputs if self.resident is owner else _merge(image, inputs)
+        if self.resident is not owner:
+            self.resident = owner
+            self.reloads += 1
+        await h.load_program(program)
+        for bank, lst in rows.items():
+            for addr, v in lst:
+                await h.write_mem(cfg.slice(bank).index, addr, np.asarray(v).astype(int).tolist())
+        await h.start()
+        st = await h.wait_done(max_cycles, poll=16, max_poll=128)
+        if st["timeout"]:
+            raise EngineError(f"the chip did not halt within {max_cycles} cycles")
+        _flagged(st["errors"])
+        out = {}
+        for bank, addr, n in reads:
+            out[(bank, addr)] = np.asarray(await h.read_mem(cfg.slice(bank).index, addr, n), np.int8)
+        self.calls += 1
+        return EngineResult(st["cycles"], out)
+
+
+class PortEngine(Engine):
+    """An engine over an ``RtlPort`` (cocotb pins of a running simulation, or a board's UART)."""
+
+    def __init__(self, cfg, port, name="rtl"):
+        super().__init__(cfg)
+        self.port, self.name = port, name
+
+    async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
+        return await self.port.run(owner, image, program, inputs, reads, max_cycles)
+
+    @property
+    def stats(self):
+        return {"dut_reloads": self.port.reloads}
+
+
+class TrayPorts:
+    """The host ports of the RTL tray top (``tinylpu_tray``): one ``RtlPort`` per chip, each on its
+    own clock (period 10 ns x (1 + ppm x 1e-6) from the config), powered on together."""
+
+    def __init__(self, dut, cfg):
+        from tinylpu.sim.rtl.cocotb_tray import Pins
+        from tinylpu.sim.rtl.tray import period_ps
+        self.dut, self.cfg = dut, cfg
+        self.ports = [RtlPort(Pins(dut, f"chip{i}_"), cfg, period_ps(cfg.ppm[i]), self) for i in range(cfg.chips)]
+        self.powering = None              # a cocotb Event while (and after) the tray powers on
+
+    async def power_on(self):
+        """The first caller powers every chip on; concurrent callers wait until it is done."""
+        import cocotb
+        from cocotb.triggers import Event
+        if self.powering is not None:
+            await self.powering.wait()
+            return
+        self.powering = Event()
+        self.dut.start.value = 0          # the START broadcast is not used: every chip starts by its host
+        for p in self.ports:
+            p.start_clock()
+        tasks = [cocotb.start_soon(p._reset_and_scrub()) for p in self.ports]
+        for t in tasks:
+            await t
+        self.powering.set()
+
+
+def make_engine(name, config, *, dut=None, port=None, sim="icarus", waves=False, transport=None, device=None,
+                baud=115200, timeout_s=5.0) -> Engine:
+    """The one place an engine name becomes an engine (see the module docstring for the names)."""
+    cfg = load_config(config)
+    if name not in ENGINES:
+        raise EngineError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    if port is not None:
+        return PortEngine(cfg, port, name)
+    if name == "golden":
+        return GoldenEngine(cfg)
+    if name == "amaranth":
+        return AmaranthEngine(cfg)
+    if name == "uart":
+        from tinylpu.sim.host.uart import UartHost, open_board
+        if transport is None:
+            if device is None:
+                raise EngineError("engine uart needs device='/dev/ttyUSB..' or a transport")
+            transport = open_board(device, baud)
+        return PortEngine(cfg, RtlPort(None, cfg, host=UartHost(cfg, transport, timeout_s=timeout_s)), "uart")
+    if sim not in ("icarus", "verilator"):
+        raise EngineError(f"unknown simulator {sim!r}: use icarus or verilator")
+    if dut is not None:
+        return PortEngine(cfg, RtlPort(dut, cfg), "rtl")
+    return LaunchEngine(cfg, sim, waves)

@@ -11,7 +11,7 @@ import numpy as np
 from tinylpu.config import load_config
 from tinylpu.firmware.compiler import compile_ffn
 from tinylpu.firmware.quant import FFNWeights, float_ffn, load_weights, quantize_ffn
-from tinylpu.sim.host.engine import Chip
+from tinylpu.sim.host.api import run_compiled
 
 __all__ = ["InputError", "run_ffn", "default_swiglu", "check_input", "save_waves"]
 
@@ -134,10 +134,8 @@ def run_ffn(weights, x, config="tiny", engine="golden", sim="icarus", waves=Fals
         return run_ffn_tray(w, x, cfg, chips, engine, ppm, artifacts)
     q = quantize_ffn(w, x)
     c = compile_ffn(q, cfg, len(x))
-    chip = Chip(cfg, engine, sim=sim, waves=waves)
-    chip.load(c)
     xq = q.quantize_input(x)
-    out = chip.run(xq)
+    out = run_compiled(c, xq, engine, sim=sim, waves=waves)
     ref_int = q.run_int(xq)
     y = q.dequantize_output(out.y)
     yf = float_ffn(w, x)

@@ -188,10 +188,8 @@ def bench_compiler(shapes=PERF_SHAPES, verify=True):
         tc = time.perf_counter() - t0
         measured = None
         if verify:
-            from tinylpu.sim.host.engine import Chip
-            chip = Chip(cfg)
-            chip.load(c)
-            out = chip.run(q.quantize_input(x))
+            from tinylpu.sim.host.api import run_compiled
+            out = run_compiled(c, q.quantize_input(x))
             assert np.array_equal(out.y, q.run_int(q.quantize_input(x)))
             measured = out.cycles
         r = c.report
@@ -513,7 +511,7 @@ def bench_determinism_chip(config="tiny", reruns=5):
     """The compiled SwiGLU on the golden chip with new random inputs each rerun."""
     from tinylpu.firmware.compiler import compile_ffn
     from tinylpu.firmware.quant import FFNWeights, quantize_ffn
-    from tinylpu.sim.host.engine import Chip
+    from tinylpu.sim.host.api import run_compiled
     cfg = load_config(config)
     rng = np.random.default_rng(3)
     w = FFNWeights(rng.normal(size=(64, 128)) / 6, rng.normal(size=(128, 64)) / 11,
@@ -523,9 +521,7 @@ def bench_determinism_chip(config="tiny", reruns=5):
     out = []
     for i in range(reruns):
         xq = q.quantize_input(np.random.default_rng(5000 + i).normal(size=(16, 64)) * (1 + i))
-        chip = Chip(cfg)
-        chip.load(c)
-        r = chip.run(xq)
+        r = run_compiled(c, xq)
         out.append({"engine": f"golden chip ({cfg.name})", "ppm": None, "cycles": [r.cycles], "stall": None,
                     "bit_exact": bool(np.array_equal(r.y, q.run_int(xq)))})
     return out, c.predicted_cycles

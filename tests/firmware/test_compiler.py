@@ -10,7 +10,7 @@ import pytest
 from tinylpu.config import load_config
 from tinylpu.firmware.compiler import CompileError, compile_ffn
 from tinylpu.firmware.quant import FFNWeights, WeightsError, float_ffn, load_weights, quantize_ffn
-from tinylpu.sim.host.engine import Chip
+from tinylpu.sim.host.api import run_compiled
 
 CFG = load_config("tiny")
 
@@ -26,10 +26,8 @@ def layer(dm, dff, act, gated=False, bias=True, seed=0):
 def run(w, x, cfg=CFG):
     q = quantize_ffn(w, x)
     c = compile_ffn(q, cfg, len(x))
-    chip = Chip(cfg)
-    chip.load(c)
     xq = q.quantize_input(x)
-    out = chip.run(xq)
+    out = run_compiled(c, xq)
     return q, c, out, xq
 
 
@@ -155,10 +153,8 @@ def test_moe_experts_resident_in_one_chip():
         (c.x_layout[0].bank, c.x_layout[0].addr) == (compiled[0].x_layout[0].bank, compiled[0].x_layout[0].addr)
         for c in compiled)
     for e in (2, 0, 3):
-        chip = Chip(CFG)
-        chip.load(compiled[e])
         xq = experts[e].quantize_input(x)
-        out = chip.run(xq)
+        out = run_compiled(compiled[e], xq)
         assert np.array_equal(out.y, experts[e].run_int(xq))
         assert out.cycles == compiled[e].predicted_cycles
     too_many = [quantize_ffn(layer(64, 128, "swiglu", gated=True, seed=e), rng.normal(size=(4, 64))) for e in range(3)]

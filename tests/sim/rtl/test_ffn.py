@@ -8,7 +8,7 @@ from tinylpu.firmware.asm import assemble
 from tinylpu.firmware.check import ProgramCheckError
 from tinylpu.firmware.compiler import compile_ffn
 from tinylpu.firmware.quant import FFNWeights, quantize_ffn
-from tinylpu.sim.host.engine import Chip
+from tinylpu.sim.host.api import run_compiled
 from tinylpu.sim.rtl.pysim import run_case_pysim
 from tinylpu.sim.rtl.runner import run_cases_rtl
 
@@ -25,12 +25,12 @@ def test_swiglu_on_rtl_equals_golden():
     c = compile_ffn(q, CFG, T)
     xq = q.quantize_input(x)
     outs = {}
-    for engine in ("golden", "rtl"):
-        chip = Chip(CFG, engine)
-        chip.load(c)
-        outs[engine] = chip.run(xq)
-    assert outs["rtl"].cycles == outs["golden"].cycles == c.predicted_cycles
+    for engine in ("golden", "rtl", "amaranth"):       # one host API over every engine
+        outs[engine] = run_compiled(c, xq, engine)
+        assert outs[engine].engine == engine
+    assert outs["rtl"].cycles == outs["amaranth"].cycles == outs["golden"].cycles == c.predicted_cycles
     assert np.array_equal(outs["rtl"].y, outs["golden"].y)
+    assert np.array_equal(outs["amaranth"].y, outs["golden"].y)
     assert np.array_equal(outs["rtl"].y, q.run_int(xq))
 
 
