@@ -4,6 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 CONFIG ?= tiny
 SIM   ?= icarus
+JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 export AMARANTH_USE_YOSYS := builtin
 PYTEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONWARNINGS=error $(PY) -m pytest
 
@@ -33,10 +34,10 @@ waves:
 	 else echo "waves: build/sim/waves.fst, save file build/sim/waves.gtkw (open with: gtkwave build/sim/waves.gtkw)"; fi
 
 test: setup
-	$(PYTEST) -q
+	$(PYTEST) -q -n $(JOBS)
 
 test-all: setup
-	$(PYTEST) -q -m "slow or not slow"
+	$(PYTEST) -q -n $(JOBS) -m "slow or not slow"
 
 docs: setup
 	$(PY) -m tinylpu.cli isa-doc --config $(CONFIG) -o docs/isa.md

@@ -25,7 +25,7 @@ import numpy as np
 
 from tinylpu.firmware.quant import QuantFFN
 from tinylpu.firmware.sched import Schedule, read_to, write_from
-from tinylpu.isa import INT32_PLANES, Insn, Opcode, StreamRef
+from tinylpu.isa import INT32_PLANES, Insn, Opcode, StreamRef, latency_key
 
 __all__ = ["CompileError", "Compiled", "compile_ffn", "compile_moe", "plan_blocks"]
 
@@ -442,7 +442,7 @@ class _FFNScheduler:
 
     def group_op(self, op, srcs, dst, n, tag, pregion=None, tile=0):
         """ADD32 (two int32 groups -> a group) or REQL (a group -> int8 region) on the VXM, from MEM."""
-        lat = self.Lat["vxm_req" if op == Opcode.REQL else "vxm_alu"]
+        lat = self.Lat[latency_key(op)]
         pv = self.pos[self.vxm]
         if pregion is not None:
             self.ldm(pregion, tile, f"LDM {tag}")
@@ -499,7 +499,7 @@ class _FFNScheduler:
 
     def vxm_op(self, op, srcs, dst, n, tag, **kw):
         """dst = op(srcs...) on the VXM, operands read from MEM regions, result written to MEM."""
-        lat = self.Lat["vxm_mul" if op == Opcode.MUL else "vxm_lut" if op == Opcode.LUT else "vxm_alu"]
+        lat = self.Lat[latency_key(op)]
         t_min = max([self.next_vxm] + [self.ready(r, 0, self.vxm, n) for r in srcs])
 
         def build(tx, t):

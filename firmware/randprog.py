@@ -17,7 +17,7 @@ import numpy as np
 
 from tinylpu.firmware.program import Program
 from tinylpu.firmware.sched import Schedule, Txn, read_to, write_from
-from tinylpu.isa import INT32_PLANES, Insn, Opcode, StreamRef
+from tinylpu.isa import BINARY_OPS, INT32_PLANES, UNARY_VXM_OPS, Insn, Opcode, StreamRef, latency_key
 
 __all__ = ["random_program", "RandomCase"]
 
@@ -119,8 +119,8 @@ def _flow_copy(b, cfg, rng, t0, banks):
     return f"copy {src}[{raddr}] -> {dst}[{waddr}] n={n} reps={reps}"
 
 
-_VXM_BIN = [Opcode.ADD, Opcode.SUB, Opcode.MUL, Opcode.MIN, Opcode.MAX, Opcode.AND, Opcode.OR, Opcode.XOR]
-_VXM_UN = [Opcode.MOV, Opcode.RELU, Opcode.SHL, Opcode.SHR, Opcode.LUT]
+_VXM_BIN = list(BINARY_OPS)
+_VXM_UN = list(UNARY_VXM_OPS)
 
 
 def _operands_to(b, cfg, rng, banks, target, n, t_sample, count_streams, group_at=None):
@@ -195,7 +195,7 @@ def _flow_vxm(b, cfg, rng, t0, banks):
             kw.update(b=st[1])
         if op == Opcode.MUL:
             kw["sh"] = int(rng.integers(0, 9))
-        lat = L["vxm_mul"] if op == Opcode.MUL else L["vxm_alu"]
+        lat = L[latency_key(op)]
     elif r < 0.6:
         op = _pick(rng, _VXM_UN)[0]
         st = _operands_to(b, cfg, rng, banks, vxm, n, t0, 1)
@@ -204,7 +204,7 @@ def _flow_vxm(b, cfg, rng, t0, banks):
         kw = dict(d=StreamRef(0, False), a=st[0])
         if op in (Opcode.SHL, Opcode.SHR):
             kw["sh"] = int(rng.integers(0, 8))
-        lat = L["vxm_lut"] if op == Opcode.LUT else L["vxm_alu"]
+        lat = L[latency_key(op)]
     elif r < 0.7:
         op = Opcode.SEL
         st = _operands_to(b, cfg, rng, banks, vxm, n, t0, 3)

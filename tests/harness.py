@@ -6,8 +6,12 @@ into a bank, all timed with the rules of docs/microarchitecture.md via firmware.
 reservation helpers.
 """
 
-import numpy as np
+import copy
 
+import numpy as np
+import yaml
+
+from tinylpu.config import load_config, parse_config
 from tinylpu.firmware.sched import Schedule, read_to, write_from
 from tinylpu.isa import INSTR_BITS, INT32_PLANES, Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import Golden
@@ -175,3 +179,17 @@ async def lead_in(ctx, dut, words):
         ctx.set(dut.issue, 0)
         ctx.set(dut.pre_insn.as_value(), words[0][1] if words else 0)
         await ctx.tick()
+
+
+def variant(base, name=None, lanes=None, streams=None, c2c=None, **latency):
+    """A shipped config with some fields changed (latencies as keywords), through the loader."""
+    raw = copy.deepcopy(load_config(base).raw)
+    raw["name"] = name or f"{base}-test"
+    raw["latency"].update(latency)
+    if lanes:
+        raw["lanes"] = lanes
+    if streams:
+        raw["streams"] = streams
+    if c2c:
+        raw["c2c"].update(c2c)
+    return parse_config(yaml.safe_dump(raw), f"<{raw['name']}>")

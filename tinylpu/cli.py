@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from tinylpu.config import DEFAULT_CONFIG, ConfigError, load_config, shipped_configs
+from tinylpu.schema import SchemaError
 
 
 class CliError(Exception):
@@ -401,7 +402,7 @@ def main(argv=None):
         print(str(e), file=sys.stderr)
         return 2
     except (CliError, ConfigError, ProgramFormatError, ProgramCheckError, ProgramError, CompileError, WeightsError,
-            EngineError) as e:
+            EngineError, SchemaError) as e:
         print(f"tinylpu: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:

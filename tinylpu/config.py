@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
-from tinylpu.link import LinkParams
+from tinylpu.link import LinkParams, link_problems
+from tinylpu.schema import Doc, SchemaError, parse_yaml
 
 __all__ = ["ConfigError", "ChipConfig", "Slice", "load_config", "shipped_configs",
            "LATENCY_KEYS", "MIN_LATENCY", "SLICE_KINDS", "DEFAULT_CONFIG"]
@@ -44,12 +43,10 @@ LATENCY_KEYS = tuple(MIN_LATENCY)
 _NAME_RE = re.compile(r"^(mem|mxm|vxm|sxm|c2c)(\d+)$")
 
 
-class ConfigError(ValueError):
-    """A configuration file is malformed; the message names the file, field and allowed values."""
+class ConfigError(SchemaError):
+    """A configuration file is malformed; the message names the file, line, field and allowed values.
 
-    def __init__(self, source, field, message):
-        self.source, self.field = source, field
-        super().__init__(f"{source}: field '{field}': {message}")
+    ``ConfigError(source, field, message, line=None)`` (``tinylpu.schema.SchemaError``)."""
 
 
 @dataclass(frozen=True)
@@ -194,59 +191,32 @@ def _resolve(name_or_path) -> tuple[str, str]:
     return f"configs/{name_or_path}.yaml", res.read_text()
 
 
-class _Reader:
-    def __init__(self, source, data):
-        self.source, self.data = source, data
+class _Reader(Doc):
+    """The chip config's fields (``tinylpu.schema.Doc``: ``get``, ``int``, ``num``, ``err``, with the
+    line of each field) reporting :class:`ConfigError`."""
 
-    def err(self, field, msg):
-        return ConfigError(self.source, field, msg)
-
-    def get(self, path, default=KeyError):
-        cur = self.data
-        for part in path.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                if default is KeyError:
-                    raise self.err(path, "missing (required)")
-                return default
-            cur = cur[part]
-        return cur
-
-    def int(self, path, lo, hi, default=KeyError, pow2=False):
-        v = self.get(path, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.err(path, f"must be an integer in [{lo}, {hi}], got {v!r}")
-        if not lo <= v <= hi:
-            raise self.err(path, f"must be in [{lo}, {hi}], got {v}")
-        if pow2 and v & (v - 1):
-            raise self.err(path, f"must be a power of two, got {v}")
-        return v
-
-    def num(self, path, lo, hi, default=KeyError):
-        v = self.get(path, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.err(path, f"must be a number in [{lo}, {hi}], got {v!r}")
-        if not lo <= v <= hi:
-            raise self.err(path, f"must be in [{lo}, {hi}], got {v}")
-        return v
+    def __init__(self, source, data, lines=None):
+        super().__init__(source, data, lines, ConfigError)
 
 
 _TOP_KEYS = {"name", "description", "lanes", "streams", "floorplan", "mem", "mxm", "queue_depth",
              "latency", "clock", "c2c", "chips"}
+_C2C_KEYS = {"ports", "link_latency", "topology", "width_bits", "skip_interval", "elastic_depth", "ppm_budget",
+             "hac_interval", "epoch", "rx_vectors", "link_slack"}
+#: The keys of each section (``latency`` is checked against LATENCY_KEYS below).
+_SECTION_KEYS = {"mem": {"depth", "banks"}, "mxm": {"acc_depth"}, "clock": {"mhz", "ppm"}, "c2c": _C2C_KEYS}
 
 
 def parse_config(text, source="<string>") -> ChipConfig:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(where, "-", f"not valid YAML: {getattr(e, 'problem', e)}") from None
+    doc = parse_yaml(text, source, ConfigError)
+    data = doc.data
     if not isinstance(data, dict):
         raise ConfigError(source, "-", "top level must be a mapping of fields")
-    r = _Reader(source, data)
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise r.err(unknown[0], f"unknown field; allowed fields are {', '.join(sorted(_TOP_KEYS))}")
+    r = _Reader(source, data, doc.lines)
+    r.check_keys((), _TOP_KEYS)
+    for section, keys in _SECTION_KEYS.items():
+        if section in data:
+            r.check_keys(section, keys)
 
     name = r.get("name")
     if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]+$", name):
@@ -319,6 +289,9 @@ def parse_config(text, source="<string>") -> ChipConfig:
     }
     if link["width_bits"] > 8 * lanes:
         raise r.err("c2c.width_bits", f"is {link['width_bits']} but a vector has only {8 * lanes} bits")
+    problems = link_problems(lanes, link, link_latency) if c2c_ports else []
+    if problems:
+        raise r.err(*problems[0])
     n_c2c = sum(sl.kind == "c2c" for sl in slices)
     if n_c2c > 1:
         raise r.err("floorplan", f"at most one c2c slice (it serves all {c2c_ports} ports), got {n_c2c}")
@@ -327,7 +300,7 @@ def parse_config(text, source="<string>") -> ChipConfig:
     if chips > 1 and topology == "full" and c2c_ports < chips - 1:
         raise r.err("c2c.ports", f"a fully connected tray of {chips} chips needs {chips - 1} ports per chip, "
                     f"got {c2c_ports}")
-    return ChipConfig(name=name, source=source, description=str(data.get("description", "")),
+    return ChipConfig(name=name, source=source, description=r.str("description", default=""),
                       lanes=lanes, streams=streams, slices=tuple(slices), mem_depth=mem_depth,
                       acc_depth=acc_depth, queue_depth=queue_depth, latency=latency, clock_mhz=clock_mhz,
                       ppm=ppm, c2c_ports=c2c_ports, link_latency=link_latency, topology=topology,

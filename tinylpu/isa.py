@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from amaranth.hdl import signed
 from amaranth.lib import data, enum
 
-__all__ = ["format_insn", "Opcode", "Format", "Instr", "INSTR_BITS", "OPS", "OpInfo", "Operand", "Insn",
+__all__ = ["format_insn", "BINARY_OPS", "UNARY_VXM_OPS", "latency_key", "Opcode", "Format", "Instr", "INSTR_BITS", "OPS", "OpInfo", "Operand", "Insn",
            "encode", "decode", "StreamRef", "COUNT_MAX", "INT32_PLANES"]
 
 INSTR_BITS = 64
@@ -317,6 +317,17 @@ _OPS = [
 OPS: dict[Opcode, OpInfo] = {i.op: i for i in _OPS}
 assert set(OPS) == set(Opcode), set(Opcode) - set(OPS)
 BY_MNEMONIC = {i.mnemonic: i for i in _OPS}
+
+#: VXM ops with a second int8 operand `b` that may be a stream or an immediate (``use_imm``)
+BINARY_OPS = tuple(i.op for i in _OPS if any(o.field == "b" and o.imm_flag for o in i.operands))
+#: VXM ops with one int8 stream operand and no second one
+UNARY_VXM_OPS = tuple(i.op for i in _OPS if i.unit == "vxm" and [o.kind for o in i.operands[:2]] == ["stream", "stream"]
+                      and not any(o.field in ("b", "c") for o in i.operands) and i.operands[0].field == "d")
+
+
+def latency_key(op) -> str | None:
+    """The config latency key of an opcode (``OPS[op].latency``): the one op-to-latency table."""
+    return OPS[Opcode(op)].latency
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from tinylpu.arith import int32_to_planes, planes_to_int32, requantize, rshift_r
 from tinylpu.config import load_config
 from tinylpu.firmware.check import check_program
 from tinylpu.firmware.program import Program
-from tinylpu.isa import INT32_PLANES, OPS, Insn, Opcode, StreamRef
+from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Insn, Opcode, StreamRef, latency_key
 
 __all__ = ["Golden", "ProgramError", "RunResult"]
 
@@ -458,7 +458,7 @@ class Golden:
             t = self.lut[sname]
             self._later(c + 1, lambda t=t, r=r, v=v: t.__setitem__(slice(r * self.lanes, (r + 1) * self.lanes), v))
             return
-        lat = L["vxm_alu"]
+        lat = L[latency_key(op)]
         dst = [i.d]
         if op == Opcode.ADD32:
             r = (self._read_group(sname, a, i.a, c).astype(np.int64) + self._read_group(sname, a, i.b, c))
@@ -469,14 +469,12 @@ class Golden:
                 out = [requantize(acc, i.imm, i.sh)]
             else:
                 out = [requantize(acc, self.req_m[sname], self.req_sh[sname], self.req_z[sname])]
-            lat = L["vxm_req"]
         elif op == Opcode.LUT:
             x = self._read_stream(sname, a, i.a, c)
             out = [self.lut[sname][x.view(np.uint8)]]
-            lat = L["vxm_lut"]
         else:
             x = rd(i.a)
-            if op in (Opcode.ADD, Opcode.SUB, Opcode.MUL, Opcode.MIN, Opcode.MAX, Opcode.AND, Opcode.OR, Opcode.XOR):
+            if op in BINARY_OPS:
                 y = np.full(self.lanes, i.imm, np.int64) if i.use_imm else rd(i.b)
             if op == Opcode.MOV:
                 r = x
@@ -486,7 +484,6 @@ class Golden:
                 r = sat8(x - y)
             elif op == Opcode.MUL:
                 r = sat8(rshift_round(x * y, i.sh))
-                lat = L["vxm_mul"]
             elif op == Opcode.MIN:
                 r = np.minimum(x, y)
             elif op == Opcode.MAX:

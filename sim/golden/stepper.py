@@ -22,6 +22,8 @@ class SliceStepper:
         g.acc_pending = {n: {} for n in g.acc}
         g._last_dispatched, g._last_issue = {}, {}
         g.activity = {n: {"issued": 0} for n in g.pos}
+        self.index = 0             # instruction index, for error messages
+        self.samples = {}          # drive cycle -> cycle of the element that scheduled the drive
 
     def cycle(self, c, insn, tap):
         """Run cycle c; returns (stream results driven during c, busy in c).  May raise ProgramError."""
@@ -46,3 +48,42 @@ class SliceStepper:
         for key in [k for k in g.port_busy if k[1] <= c + 1]:
             del g.port_busy[key]
         return out, busy
+
+    def step(self, c, insn, tap):
+        """Run cycle c with the stream registers at the slice's position set to ``tap.data``
+        (2 x streams x lanes int8) and ``tap.valid`` (2 x streams).  Returns ``(occupied, drives)``:
+        whether an instruction occupies the unit in c, and the results the unit drives during c as
+        ``[(direction, first stream, [vectors])]`` (an int32 result: four consecutive streams).
+        May raise ProgramError."""
+        g, s = self.g, self.sname
+        if insn is not None:
+            g._dispatch(s, insn, self.index, c)
+            self.index += 1
+        g.sdata[:, :, self.p] = tap.data
+        g.svalid[:, :, self.p] = tap.valid
+        occupied = False
+        for key in list(g.active):
+            a = g.active[key]
+            occupied |= a.start <= c <= a.busy_until
+            k = c - a.start
+            if 0 <= k < a.n:
+                before = {due: len(ents) for due, ents in g.effects.items()}
+                g._element(s, a, k, c)
+                for due, ents in g.effects.items():
+                    if any(e[0] == "s" for e in ents[before.get(due, 0):]):
+                        self.samples[due - 1] = c
+            if c >= a.busy_until:
+                del g.active[key]
+        drives = []
+        for e in g.effects.pop(c + 1, ()):
+            if e[0] == "s":
+                _, d, idx, _p, v = e
+                if drives and drives[-1][0] == d and drives[-1][1] + len(drives[-1][2]) == idx:
+                    drives[-1][2].append(v.copy())
+                else:
+                    drives.append((d, idx, [v.copy()]))
+            else:
+                e[1]()
+        for key in [k for k in g.port_busy if k[1] <= c + 1]:
+            del g.port_busy[key]
+        return occupied, drives

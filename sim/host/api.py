@@ -34,11 +34,7 @@ so the answers and cycle counts are what the tray's chips produce; the link hops
 the caller (``sim.serving.lpu``).
 """
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -255,61 +251,15 @@ def run_in_simulation(entry, args, config="tiny", sim=None):
     """Run ``await module.function(dut, **args)`` inside ONE cocotb simulation of the chip (or, for
     a tray config, of the whole tray) and return its (JSON-serializable) result.  `entry` is
     "package.module:function"."""
-    from cocotb_tools.runner import get_runner
-
-    from tinylpu.sim.rtl.runner import TOP, build_verilog, icarus_verilog
-    from tinylpu.sim.rtl.tray import TOP as TRAY_TOP
-    from tinylpu.sim.rtl.tray import build_tray_verilog
-    sim = sim or os.environ.get("SIM", "icarus")
+    from tinylpu.sim.rtl.build import CHIP_TOP, TRAY_TOP, build_tray_verilog, build_verilog
+    from tinylpu.sim.rtl.launch import launch
     cfg = load_config(config)
-    if cfg.chips > 1:                  # a tray config: the tray's Verilog (patched for Icarus when built)
-        vfile, top = build_tray_verilog(cfg), TRAY_TOP
-        sources = [vfile]
-    else:
-        vfile, top = build_verilog(config), TOP
-        sources = None
-    sim_dir = vfile.parent / sim
-    runner = get_runner(sim)
-    build_args = []
-    if sim == "verilator":
-        build_args = ["-Wno-fatal"]
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    if sources is None:
-        sources = [icarus_verilog(vfile, sim_dir)] if sim == "icarus" else [vfile]
-    runner.build(sources=sources, hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
-                 build_args=build_args, log_file=sim_dir / "build.log")
-    import yaml
-    with tempfile.TemporaryDirectory(prefix="tinylpu_host_") as td:
-        td = Path(td)
-        job_f, res_f, log_f, cfg_f = td / "job.json", td / "result.json", td / "sim.log", td / "config.yaml"
-        cfg_f.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
-        job_f.write_text(json.dumps({"entry": entry, "args": args}))
-        try:
-            runner.test(test_module="tinylpu.sim.rtl.cocotb_host", hdl_toplevel=top, build_dir=sim_dir,
-                        test_dir=td, results_xml=str(td / "results.xml"), timescale=("1ns", "1ps"),
-                        log_file=log_f,
-                        extra_env={"TINYLPU_CONFIG": str(cfg_f), "TINYLPU_JOB": str(job_f),
-                                   "TINYLPU_JOB_RESULT": str(res_f), "PYTHONPATH": _pythonpath()})
-        except Exception as e:
-            raise EngineError(f"RTL simulation failed: {e}\n{_tail(log_f)}") from e
-        if not res_f.exists():
-            raise EngineError(f"the simulation produced no result\n{_tail(log_f)}")
-        doc = json.loads(res_f.read_text())
+    vfile, top = (build_tray_verilog(cfg), TRAY_TOP) if cfg.chips > 1 else (build_verilog(cfg), CHIP_TOP)
+    run = launch(vfile, top, "tinylpu.sim.rtl.cocotb_host", cfg=cfg, payload={"entry": entry, "args": args},
+                 sim=sim, error=EngineError)
+    doc = run.result
+    if doc is None:
+        raise EngineError(f"the simulation produced no result\n{run.log}")
     if "error" in doc:
         raise EngineError(f"inside the simulation: {doc['error']}")
     return doc["result"]
-
-
-def _pythonpath():
-    """The launching process's import path, so the entry's module imports the same way inside."""
-    import sys
-    paths = [p for p in sys.path if p and Path(p).is_dir()]
-    old = os.environ.get("PYTHONPATH")
-    return os.pathsep.join(paths + ([old] if old else []))
-
-
-def _tail(path, n=40):
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no simulator log)"

@@ -6,8 +6,8 @@
 * ``await recv(n)``: n 64-bit words from the chip's ``resp`` stream;
 * ``await pause(cycles)``: let about that many chip cycles pass (STATUS polling).
 
-Transports: ``sim.cocotb_chip.Host`` (the chip's pins under cocotb), ``sim.pysim_chip`` (Amaranth's
-simulator), ``sim.uart.UartHost`` (the FPGA top's UART: a real board through pyserial, or any
+Transports: ``sim.rtl.cocotb_chip.Host`` (the chip's pins under cocotb), ``sim.rtl.pysim`` (Amaranth's
+simulator), ``sim.host.uart.UartHost`` (the FPGA top's UART: a real board through pyserial, or any
 byte stream).
 """
 
@@ -107,7 +107,7 @@ class ScrubError(RuntimeError):
 
 
 async def run_scrub(host, cfg, scrub):
-    """Run ``rtl_runner.scrub_program``'s program (unit state back to the golden model's power-on
+    """Run ``rtl.runner.scrub_program``'s program (unit state back to the golden model's power-on
     values) and restore the MEM rows it used.  scrub: {"program": hex, "mem": [...], "restore": [...]}."""
     st = await run_program(host, cfg, scrub)
     if st["errors"] or st["timeout"]:

@@ -14,7 +14,7 @@ answer before it sends anything else.
   simulator on a background thread (bits on its ``rx`` pin, bits sampled from its ``tx`` pin), so
   the transport is tested against the gateware itself.
 
-``hostapi.Chip(config, engine="uart", transport=...)`` (or ``device="/dev/ttyUSB1"``) runs the
+``host.api.Chip(config, engine="uart", transport=...)`` (or ``device="/dev/ttyUSB1"``) runs the
 host API over it.
 """
 

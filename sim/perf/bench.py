@@ -363,41 +363,6 @@ def write_tray_perf(path="docs/tray-performance.md"):
 # `tinylpu bench all`: the whole suite in one run (docs/benchmarks.md + docs/bench_*.png)
 # ------------------------------------------------------------------------------------------
 
-def _verilator_tray_args():
-    """Verilator needs ``-Wno-fatal`` on Amaranth's Verilog (and the PCH make fix, see rtl_runner);
-    sim/rtl_tray.py does not pass build arguments, so the suite adds them around its runner."""
-    import contextlib
-    import os
-
-    @contextlib.contextmanager
-    def ctx():
-        import cocotb_tools.runner as R
-        orig = R.get_runner
-
-        def get(sim):
-            r = orig(sim)
-            if sim == "verilator":
-                build = r.build
-
-                def build_wno(*a, **kw):
-                    kw["build_args"] = list(kw.get("build_args") or []) + ["-Wno-fatal", "--no-timing"]
-                    return build(*a, **kw)
-                r.build = build_wno
-            return r
-        R.get_runner = get
-        old = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-        try:
-            yield
-        finally:
-            R.get_runner = orig
-            if old is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = old
-    return ctx()
-
-
 def _tray_workload(cfg, seed, dm=64, dff=128, tokens=16):
     from tinylpu.firmware.quant import FFNWeights, quantize_ffn
     from tinylpu.firmware.tray import compile_tp
@@ -468,7 +433,7 @@ def _tray_rtl_runs(cfg, sim, runs, rng, ppm_budget, tc, xq, ref_cycles, rows, de
     from tinylpu.sim.rtl.tray import run_tray_compiled_rtl
     if True:
         full, empty = [], []
-        with _verilator_tray_args():
+        if True:
             # the first call builds the simulator (cached in build/rtl/<config>-tray/<sim>); not timed
             run_tray_compiled_rtl(_halted(tc), [xq] * cfg.chips, ppm=[0.0] * cfg.chips, sim=sim)
             for i in range(runs):
@@ -488,7 +453,7 @@ def _tray_rtl_runs(cfg, sim, runs, rng, ppm_budget, tc, xq, ref_cycles, rows, de
 
 
 def _tray_pysim_runs(cfg, runs, rng, ppm_budget, ref_cycles, rows, det):
-    """The RTL tray under Amaranth's simulator (sim/pysim_chip.run_tray_pysim): timed from the START
+    """The RTL tray under Amaranth's simulator (sim/rtl/pysim.run_tray_pysim): timed from the START
     broadcast to the last chip done (like the one-chip pysim row)."""
     from tinylpu.sim.rtl.pysim import run_tray_pysim
     from tinylpu.sim.rtl.tray import compiled_tray_inputs, compiled_tray_output
@@ -672,7 +637,7 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
     L += [_sim_row(sim, r) for sim, r in chip_rows.items()]
     L += ["", "### Simulator speed, tray (config `duo`: 2 chips, one C2C link)", "",
           "The tensor-parallel 64 x 128 SwiGLU layer, 16 tokens, on both chips (C2C SEND/RECV of int32 partials, "
-          "ADD32 on chip 0). Golden tray: the run timed directly. RTL tray (`sim/rtl_tray.py`, every chip in its "
+          "ADD32 on chip 0). Golden tray: the run timed directly. RTL tray (`sim/rtl/tray.py`, every chip in its "
           "own clock domain): median of whole runs minus the median of runs of the same programs with HALT first "
           "(same loading and read-back, no execution); the first call, which builds the simulator, is not timed. "
           "A tray cycle advances both chips.", "",
@@ -710,7 +675,7 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
           "|---|---|---|---|---|---|---|---|---|---|"]
     L += [_ffn_row(r) for r in comp_rows]
     L += ["", "### C2C goodput against clock offset", "",
-          "`sim/c2c_bench.py measure_link` on the `tray` link (RTL link pair in Amaranth's simulator, two clocks): "
+          "`sim/perf/c2c.py measure_link` on the `tray` link (RTL link pair in Amaranth's simulator, two clocks): "
           "300 random vectors at the link rate.", "",
           "| tx ppm | rx ppm | delivered | goodput (data+K) | goodput (data bits) | latency min/mean/max (rx cycles) "
           "| SKIPs removed/inserted | alarm |", "|---|---|---|---|---|---|---|---|"]

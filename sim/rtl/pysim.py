@@ -1,6 +1,6 @@
 """The whole chip under Amaranth's own simulator, driven through its host port.
 
-The same host-port protocol as the cocotb driver (sim/cocotb_chip.py), written as an Amaranth
+The same host-port protocol as the cocotb driver (sim/rtl/cocotb_chip.py), written as an Amaranth
 async testbench. Slow (pure Python), but needs no Verilog tools: used for the simulator-speed
 comparison and as a third, independent engine in the tests.
 """

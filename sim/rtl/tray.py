@@ -17,21 +17,18 @@ The Verilog is built once per config into ``build/rtl/<config>-tray/`` (rebuilt 
 config changes).
 """
 
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-import yaml
 
 from tinylpu.config import load_config
-from tinylpu.sim.rtl.runner import _DUMP_REG, _source_hash, _tail, build_root, normalize_case, scrub_program
+from tinylpu.sim.rtl.build import TRAY_TOP, build_tray_verilog
+from tinylpu.sim.rtl.launch import launch
+from tinylpu.sim.rtl.runner import normalize_case, scrub_program
 
 __all__ = ["run_tray_rtl", "build_tray_verilog", "period_ps"]
 
-TOP = "tinylpu_tray"
+TOP = TRAY_TOP
 NOMINAL_PS = 10_000
 
 
@@ -39,31 +36,8 @@ def period_ps(ppm):
     return int(round(NOMINAL_PS * (1 + ppm * 1e-6)))
 
 
-def build_tray_verilog(cfg):
-    """build/rtl/<config>-tray/tinylpu_tray_icarus.v (patched for Icarus, see rtl_runner)."""
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    d = build_root() / f"{cfg.name}-tray"
-    d.mkdir(parents=True, exist_ok=True)
-    v, stamp = d / f"{TOP}.v", d / f"{TOP}.hash"
-    key = _source_hash(cfg)
-    if not (v.exists() and stamp.exists() and stamp.read_text() == key):
-        from amaranth.back import verilog
-
-        from tinylpu.hdl.tray import Tray
-        text = verilog.convert(Tray(cfg), name=TOP)
-        text = _DUMP_REG.sub(lambda mo: f"{mo.group(1)}reg {mo.group(2)} = 0;\n"
-                                        f"{mo.group(1)}initial #0 {mo.group(2)} = 1'b1;", text)
-        tmp = d / f"{TOP}.v.tmp"
-        tmp.write_text(text)
-        tmp.replace(v)
-        stamp.write_text(key)
-    return v
-
-
 def run_tray_rtl(cfg, programs, mems=None, reads=None, ppm=None, sim="icarus", max_cycles=200_000,
                  scrub=True):
-    from cocotb_tools.runner import get_runner
-
     from tinylpu.firmware.program import Program
     cfg = load_config(cfg)
     N = cfg.chips
@@ -80,33 +54,15 @@ def run_tray_rtl(cfg, programs, mems=None, reads=None, ppm=None, sim="icarus", m
              for i, (p, m, r) in enumerate(zip(programs, mems, reads))]
     periods = [period_ps(x) for x in ppm]
     t0 = time.perf_counter()
-    vfile = build_tray_verilog(cfg)
-    sim_dir = vfile.parent / sim
-    runner = get_runner(sim)
-    runner.build(sources=[vfile], hdl_toplevel=TOP, build_dir=sim_dir, timescale=("1ns", "1ps"),
-                 log_file=sim_dir / "build.log")
-    with tempfile.TemporaryDirectory(prefix="tinylpu_tray_") as td:
-        td = Path(td)
-        doc = {"cases": cases, "scrub": None, "period_ps": periods, "max_cycles": max_cycles}
-        if scrub:
-            sp, host, restore = scrub_program(cfg)
-            doc["scrub"] = {"program": sp.to_bytes().hex(), "mem": host, "restore": restore,
-                            "max_cycles": 100_000}
-        (td / "tray.json").write_text(json.dumps(doc))
-        config_f = td / "config.yaml"
-        config_f.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
-        results_f, log_f = td / "results.json", td / "sim.log"
-        try:
-            runner.test(test_module="tinylpu.sim.rtl.cocotb_tray", hdl_toplevel=TOP, build_dir=sim_dir,
-                        test_dir=td, results_xml=str(td / "results.xml"), timescale=("1ns", "1ps"),
-                        log_file=log_f,
-                        extra_env={"TINYLPU_CONFIG": str(config_f), "TINYLPU_TRAY": str(td / "tray.json"),
-                                   "TINYLPU_RESULTS": str(results_f)})
-        except Exception as e:
-            raise RuntimeError(f"RTL tray simulation failed: {e}\n{_tail(log_f)}") from e
-        if not results_f.exists():
-            raise RuntimeError(f"RTL tray simulation returned no result\n{_tail(log_f)}")
-        res = json.loads(results_f.read_text())
+    doc = {"cases": cases, "scrub": None, "period_ps": periods, "max_cycles": max_cycles}
+    if scrub:
+        sp, host, restore = scrub_program(cfg)
+        doc["scrub"] = {"program": sp.to_bytes().hex(), "mem": host, "restore": restore, "max_cycles": 100_000}
+    run = launch(build_tray_verilog(cfg), TOP, "tinylpu.sim.rtl.cocotb_tray", cfg=cfg, payload=doc, sim=sim,
+                 what="RTL tray simulation", verilator_args=["--no-timing"])
+    res = run.result
+    if res is None:
+        raise RuntimeError(f"RTL tray simulation returned no result\n{run.log}")
     for r in res["chips"]:
         r["mem"] = [np.asarray(x, dtype=np.int8).reshape(-1, cfg.lanes) for x in r.pop("reads")]
     res["wall_s"] = time.perf_counter() - t0

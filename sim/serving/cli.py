@@ -5,7 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-from tinylpu.sim.serving.model import ModelConfig
+from tinylpu.sim.serving.gpu import load_gpu
+from tinylpu.sim.serving.model import ModelConfig, check_serving_config
 from tinylpu.sim.serving.serve import RequestError, default_config, load_requests, run_serving, synthetic_requests
 
 __all__ = ["serve_main", "compare_main"]
@@ -34,8 +35,11 @@ def _config(args):
         over["dynamo.decode_workers"] = args.decode_workers
     scfg = default_config(args.serving_config, **over)
     if getattr(args, "gpu_config", None):
+        load_gpu(args.gpu_config)                   # check it now, before the model is built
         scfg["gpu_config"] = args.gpu_config
-    return scfg
+    # the file was checked as it was read; check the command-line values against the same schema
+    src = args.serving_config or "configs/serving/serving.yaml"
+    return check_serving_config(scfg, f"{src} with the command-line options" if over else src)
 
 
 def _us(s):

@@ -7,24 +7,42 @@ operation of the transformer is a short list of kernels with their flops and byt
 from dataclasses import dataclass
 from importlib import resources
 
-import yaml
+from tinylpu.schema import OMIT, Map, Num, Str, load_yaml, parse_yaml
 
-__all__ = ["GpuModel", "load_gpu"]
+__all__ = ["GpuModel", "load_gpu", "GPU_SCHEMA"]
+
+_BYTES = Num(0.125, 16)          # bytes per element of a dtype
+
+GPU_SCHEMA = Map({
+    "name": Str(r"[A-Za-z0-9_.-]+", "a word of letters, digits, '_', '-', '.'"),
+    "description": Str(default=""),
+    "peak_flops": Map({                  # flop/s per dtype; the kernels use bf16 and int8
+        "nvfp4": Num(0, 1e20, open_lo=True, default=OMIT),
+        "fp8": Num(0, 1e20, open_lo=True, default=OMIT),
+        "bf16": Num(0, 1e20, open_lo=True),
+        "int8": Num(0, 1e20, open_lo=True),
+    }),
+    "hbm_bandwidth": Num(0, 1e16, open_lo=True),     # bytes/s
+    "hbm_capacity": Num(0, 1e15, open_lo=True),      # bytes
+    "flops_efficiency": Num(0, 1, open_lo=True),
+    "bandwidth_efficiency": Num(0, 1, open_lo=True),
+    "launch_overhead_s": Num(0, 1),
+    "power_w": Num(0, 1e6, open_lo=True, nullable=True, default=None),
+    "kv_dtype_bytes": _BYTES,
+    "act_dtype_bytes": _BYTES,
+    "attn_weight_bytes": _BYTES,
+})
 
 
 def load_gpu(path=None):
+    """Read and check a GPU config (default configs/serving/gpu_rubin.yaml); raises SchemaError
+    naming file, line and field."""
     if path is None:
         text = resources.files("tinylpu.configs").joinpath("serving/gpu_rubin.yaml").read_text()
-        src = "configs/serving/gpu_rubin.yaml"
+        doc = parse_yaml(text, "configs/serving/gpu_rubin.yaml")
     else:
-        with open(path) as f:
-            text = f.read()
-        src = str(path)
-    d = yaml.safe_load(text)
-    for k in ("peak_flops", "hbm_bandwidth", "launch_overhead_s", "flops_efficiency", "bandwidth_efficiency"):
-        if k not in d:
-            raise ValueError(f"{src}: missing field '{k}'")
-    return GpuModel(d)
+        doc = load_yaml(path)
+    return GpuModel(doc.read(GPU_SCHEMA))
 
 
 @dataclass

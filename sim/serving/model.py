@@ -13,20 +13,136 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
-import yaml
 
+from tinylpu.config import ConfigError, load_config
 from tinylpu.firmware.quant import FFNWeights, quantize_ffn
+from tinylpu.schema import OMIT, Bool, Dict, Doc, Int, List, Map, Num, Str, load_yaml, parse_yaml
 
-__all__ = ["ModelConfig", "MoEModel", "KVCache", "load_serving_config", "reference_generate"]
+__all__ = ["ModelConfig", "MoEModel", "KVCache", "load_serving_config", "check_serving_config", "SERVING_SCHEMA",
+           "reference_generate"]
+
+# ------------------------------------------------------------------------------------------------
+# The serving config (configs/serving/serving.yaml): every field typed and range-checked, unknown
+# keys refused, the cross-field rules the serving model relies on checked up front.
+# ------------------------------------------------------------------------------------------------
+
+def _chip_config(doc, path, name):
+    try:
+        load_config(name)
+    except ConfigError as e:
+        raise doc.err(path, f"cannot load chip config {name!r}: {e}") from None
+
+
+def _check_model(doc, path, m):
+    if m["d_model"] % m["heads"]:
+        raise doc.err(path + ("heads",), f"{m['heads']} does not divide d_model {m['d_model']}")
+    if m["top_k"] > m["experts"]:
+        raise doc.err(path + ("top_k",), f"{m['top_k']} is more than the {m['experts']} experts")
+    if m["calib_len"] > m["max_seq"]:
+        raise doc.err(path + ("calib_len",), f"{m['calib_len']} is more than max_seq {m['max_seq']}")
+
+
+def _check_lpu(doc, path, lpu):
+    cfg = load_config(lpu["chip_config"])
+    if cfg.lanes < 4 or not cfg.slices_of("mxm") or not cfg.slices_of("vxm") or cfg.banks < 4:
+        raise doc.err(path + ("chip_config",), f"chip config {cfg.name!r} cannot hold the experts: the FFN compiler "
+                      "needs an MXM, a VXM and at least 4 MEM banks")
+    chips = lpu["chips"]
+    if cfg.chips > 1 and chips not in (None, cfg.chips):
+        raise doc.err(path + ("chips",), f"lpu.chips is {chips} but lpu.chip_config {cfg.name!r} is a tray of "
+                      f"{cfg.chips} chips (set lpu.chips to null or {cfg.chips})")
+
+
+def _check_range(doc, path, pair):
+    if pair[0] > pair[1]:
+        raise doc.err(path, f"[low, high] with low <= high, got [{pair[0]}, {pair[1]}]")
+
+
+def _check_classes(doc, path, classes):
+    for need in ("interactive", "batch"):        # the defaults of requests and of the synthetic workload
+        if need not in classes:
+            raise doc.err(path, f"needs a class named {need!r} (classes: {', '.join(classes) or 'none'})")
+
+
+def _check_serving(doc, path, s):
+    m, syn = s["model"], s["synthetic"]
+    if syn["prefix_len"] + syn["suffix_len"][0] < 1:
+        raise doc.err(("synthetic", "suffix_len"), "prefix_len + suffix_len[0] must be >= 1 (a prompt needs a token)")
+    longest = syn["prefix_len"] + syn["suffix_len"][1] + syn["max_tokens"][1]
+    if longest > m["max_seq"]:
+        raise doc.err(("synthetic", "max_tokens"), f"prefix_len + suffix_len[1] + max_tokens[1] = {longest} is more "
+                      f"than model.max_seq {m['max_seq']}")
+
+
+_CLASS = Map({"ttft_s": Num(0, 1e3, open_lo=True), "tpot_s": Num(0, 1e3, open_lo=True)})
+
+SERVING_SCHEMA = Map({
+    "model": Map({
+        "vocab": Int(2, 1 << 16, default=256),
+        "d_model": Int(1, 8192, default=64),
+        "layers": Int(1, 256, default=2),
+        "heads": Int(1, 8192, default=4),
+        "experts": Int(1, 1024, default=8),
+        "top_k": Int(1, 1024, default=2),
+        "d_ff": Int(1, 1 << 16, default=64),
+        "max_seq": Int(1, 1 << 16, default=256),
+        "seed": Int(0, (1 << 63) - 1, default=1234),
+        "attn_gain": Num(0, 100, default=0.6),
+        "calib_sequences": Int(1, 1 << 16, default=16),
+        "calib_len": Int(1, 1 << 16, default=24),
+    }, check=_check_model),
+    "lpu": Map({
+        "chip_config": Str(r"\S+", "a shipped chip config name or a .yaml path", default="tiny", check=_chip_config),
+        "chips": Int(1, 256, nullable=True, default=None),
+        "tokens_per_call": Int(1, 256, default=8),
+        "clock_mhz": Num(0, 1e5, open_lo=True, nullable=True, default=None),
+        "link_config": Str(r"\S+", "a shipped chip config name or a .yaml path", default="tray", check=_chip_config),
+        "net_hop_s": Num(0, 1),
+        "net_bandwidth": Num(0, 1e15, open_lo=True),
+        "power_w": Num(0, 1e7, default=OMIT),
+    }, check=_check_lpu),
+    "draft": Map({
+        "head_weight_bytes_per_cycle": Num(0, 1e9, open_lo=True, default=OMIT),
+    }, default={}),
+    "dynamo": Map({
+        "prefill_workers": Int(1, 1024, default=1),
+        "block_size": Int(1, 1 << 16),
+        "overlap_weight": Num(0, 1e6, default=1.0),
+        "kv_transfer_bandwidth": Num(0, 1e15, open_lo=True),
+        "kv_transfer_latency_s": Num(0, 1),
+        "max_batch": Int(1, 4096, default=16),
+        "decode_workers": Int(1, 64, default=1),
+        "micro_batches": Int(1, 64, default=1),
+        "pingpong": Bool(default=True),
+        "speculate": Int(0, 64, default=0),
+    }),
+    "classes": Dict(_CLASS, min_len=1, max_len=64, check=_check_classes),
+    "synthetic": Map({
+        "prefixes": Int(1, 1024, default=2),
+        "prefix_len": Int(0, 1 << 16, default=16),
+        "suffix_len": List(Int(0, 1 << 16), 2, 2, default=[4, 12], check=_check_range),
+        "max_tokens": List(Int(1, 1 << 16), 2, 2, default=[8, 16], check=_check_range),
+        "interarrival_s": Num(0, 1e3, default=2e-5),
+        "seed": Int(0, (1 << 63) - 1, default=7),
+    }, default={}),
+    "gpu_config": Str(r"\S+", "a path to a GPU .yaml file", nullable=True, default=OMIT),
+}, check=_check_serving)
 
 
 def load_serving_config(path=None):
+    """Read and check a serving config (default configs/serving/serving.yaml): a plain dict with
+    every field present (defaults filled in).  Raises SchemaError naming file, line and field."""
     if path is None:
         text = resources.files("tinylpu.configs").joinpath("serving/serving.yaml").read_text()
+        doc = parse_yaml(text, "configs/serving/serving.yaml")
     else:
-        with open(path) as f:
-            text = f.read()
-    return yaml.safe_load(text)
+        doc = load_yaml(path)
+    return doc.read(SERVING_SCHEMA)
+
+
+def check_serving_config(scfg, source="serving config"):
+    """Check an already-loaded serving config (e.g. after command-line overrides); returns it checked."""
+    return Doc(source, scfg).read(SERVING_SCHEMA)
 
 
 @dataclass

@@ -6,7 +6,7 @@ Time is modelled, numbers are computed: every token comes out of the transformer
 API, or the GPU model); durations come from the GPU roofline and the chips' exact cycle counts.
 
 ``serve(requests, ...)`` is a coroutine: it awaits only the host API, so the same code runs under
-``hostapi.drive`` (golden) and inside the cocotb simulation (RTL, ``serve_in_sim``).
+``host.api.drive`` (golden) and inside the cocotb simulation (RTL, ``serve_in_sim``).
 """
 
 import json
@@ -516,7 +516,7 @@ async def serve(requests, scfg, mode="lpu", engine="golden", dut=None, reference
 
 
 async def serve_in_sim(dut, requests, scfg, mode="lpu", reference=False):
-    """The cocotb entry (``hostapi.run_in_simulation``): the whole serving run against the RTL."""
+    """The cocotb entry (``host.api.run_in_simulation``): the whole serving run against the RTL."""
     reqs = [Request(d["id"], d["prompt"], d["max_tokens"], d["class"], d["arrival_s"]) for d in requests]
     rep = await serve(reqs, scfg, mode, "rtl", dut, reference)
     return rep

@@ -1,21 +1,19 @@
 """MemSlice (hdl/mem.py) against the golden model, cycle by cycle, in Amaranth's simulator.
 
-The reference is sim/golden.py itself: ``GoldenSlice`` feeds the golden model's own element code
+The reference is sim/golden/chip.py itself: ``GoldenSlice`` feeds the golden model's own element code
 (``Golden._dispatch`` / ``Golden._element`` / its effect queue) with the stream taps the test drives
 into the RTL, so outputs, bank contents, ``busy`` and the cycle of each program error come from
 the golden model, not from a re-implementation.
 """
 
-import copy
 
 import numpy as np
 import pytest
-import yaml
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from tests.harness import check_landing, drive_issue, issue_words, lead_in
-from tinylpu.config import load_config, parse_config
+from tests.harness import check_landing, drive_issue, issue_words, lead_in, variant
+from tinylpu.config import load_config
 from tinylpu.hdl.mem import MemSlice
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.sim.golden.chip import ProgramError
@@ -23,18 +21,6 @@ from tinylpu.sim.golden.stepper import SliceStepper
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
-
-
-def variant(base, lanes=None, streams=None, **latency):
-    """A shipped config with some latencies changed."""
-    raw = copy.deepcopy(load_config(base).raw)
-    raw["name"] = f"{base}-test"
-    raw["latency"].update(latency)
-    if lanes:
-        raw["lanes"] = lanes
-    if streams:
-        raw["streams"] = streams
-    return parse_config(yaml.safe_dump(raw), f"<{base} variant>")
 
 
 CONFIGS = {

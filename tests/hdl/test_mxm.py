@@ -1,22 +1,20 @@
 """MxmSlice (hdl/mxm.py) against the golden model, cycle by cycle, in Amaranth's simulator.
 
-As in test_rtl_mem.py, the reference is sim/golden.py's own element code (``GoldenSlice`` drives
+As in test_rtl_mem.py, the reference is sim/golden/chip.py's own element code (``GoldenSlice`` drives
 ``Golden._dispatch`` / ``Golden._element`` with the taps the test feeds the RTL): EMIT results,
 ``busy``, the cycle and kind of each program error, and finally the weight buffers and the whole
 accumulator must match.
 """
 
-import copy
 
 import numpy as np
 import pytest
-import yaml
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from tests.harness import check_landing, drive_issue, issue_words, lead_in
+from tests.harness import check_landing, drive_issue, issue_words, lead_in, variant
 from tinylpu.arith import int32_to_planes, planes_to_int32
-from tinylpu.config import load_config, parse_config
+from tinylpu.config import load_config
 from tinylpu.hdl.mxm import MxmSlice, tree_cuts
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.sim.golden.chip import ProgramError
@@ -24,17 +22,6 @@ from tinylpu.sim.golden.stepper import SliceStepper
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
-
-
-def variant(base, lanes=None, streams=None, **latency):
-    raw = copy.deepcopy(load_config(base).raw)
-    raw["name"] = f"{base}-test"
-    raw["latency"].update(latency)
-    if lanes:
-        raw["lanes"] = lanes
-    if streams:
-        raw["streams"] = streams
-    return parse_config(yaml.safe_dump(raw), f"<{base} variant>")
 
 
 CONFIGS = {

@@ -17,7 +17,8 @@ from tests.harness import check_landing, drive_issue, issue_words, lead_in
 from tinylpu.config import load_config
 from tinylpu.hdl.sxm import SxmSlice
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
-from tinylpu.sim.golden.chip import Golden, ProgramError
+from tinylpu.sim.golden.chip import ProgramError
+from tinylpu.sim.golden.stepper import SliceStepper
 
 O = Opcode
 ERRS = ("empty", "busy", "port", "addr", "hazard", "inflight", "queue", "deadlock")
@@ -58,52 +59,6 @@ class Tap:
             out.append(int.from_bytes(self.data[d].view(np.uint8).reshape(-1).tobytes(), "little"))
             out.append(sum(1 << s for s in range(cfg.streams) if self.valid[d, s]))
         return out
-
-
-class Reference:
-    """The golden model reduced to one slice whose tap is set per cycle."""
-
-    def __init__(self, cfg, sname):
-        self.g = g = Golden(cfg)
-        S, P, lanes = cfg.streams, cfg.positions, cfg.lanes
-        g.sdata = np.zeros((2, S, P, lanes), np.int8)
-        g.svalid = np.zeros((2, S, P), bool)
-        g.effects, g.port_busy, g.active = {}, {}, {}
-        g._last_dispatched, g._last_issue = {}, {}
-        g.activity = {n: {"issued": 0} for n in g.pos}
-        self.sname, self.p, self.index = sname, g.pos[sname], 0
-        self.samples = {}          # drive cycle -> cycle of the element that scheduled it
-
-    def step(self, c, insn, tap):
-        g, s = self.g, self.sname
-        if insn is not None:
-            g._dispatch(s, insn, self.index, c)
-            self.index += 1
-        g.sdata[:, :, self.p] = tap.data
-        g.svalid[:, :, self.p] = tap.valid
-        occupied = False
-        for key in list(g.active):
-            a = g.active[key]
-            occupied |= a.start <= c <= a.busy_until
-            k = c - a.start
-            if 0 <= k < a.n:
-                before = {due: len(ents) for due, ents in g.effects.items()}
-                g._element(s, a, k, c)
-                for due, ents in g.effects.items():
-                    if any(e[0] == "s" for e in ents[before.get(due, 0):]):
-                        self.samples[due - 1] = c
-            if c >= a.busy_until:
-                del g.active[key]
-        drives = []
-        for e in g.effects.pop(c + 1, ()):
-            if e[0] == "s":
-                _, d, idx, _p, v = e
-                drives.append((d, idx, [v.copy()]))
-            else:
-                e[1]()
-        for key in [k for k in g.port_busy if k[1] <= c + 1]:
-            del g.port_busy[key]
-        return occupied, drives
 
 
 def run_rtl(dut, cfg, cycles, issues, taps):
@@ -148,7 +103,7 @@ def out_vec(rec, c, lanes):
 
 
 def check_against_golden(cfg, issues, taps, cycles, early=False):
-    ref = Reference(cfg, "sxm0")
+    ref = SliceStepper(cfg, "sxm0")
     expect, busy = [], []
     for c in range(cycles):
         occ, drv = ref.step(c, issues.get(c), taps[c])
@@ -311,7 +266,7 @@ def test_busy_and_empty_flags():
     # the golden model agrees on each of them
     clean = [Tap(cfg) for _ in taps]
     for c0, bad, tl in [(2 * lanes - 1, "busy", clean), (3, "holds no data", taps)]:
-        ref = Reference(cfg, "sxm0")
+        ref = SliceStepper(cfg, "sxm0")
         with pytest.raises(ProgramError, match=bad):
             for c in range(c0 + 1):
                 ref.step(c, issues.get(c), tl[c])

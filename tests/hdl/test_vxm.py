@@ -18,7 +18,8 @@ from tinylpu.arith import int32_to_planes, requantize, rshift_round, sat8
 from tinylpu.config import load_config
 from tinylpu.hdl.vxm import VxmSlice
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
-from tinylpu.sim.golden.chip import Golden, ProgramError
+from tinylpu.sim.golden.chip import ProgramError
+from tinylpu.sim.golden.stepper import SliceStepper
 
 O = Opcode
 ERRS = ("empty", "busy", "port", "addr", "hazard", "inflight", "queue", "deadlock")
@@ -93,56 +94,6 @@ def random_vectors(rng, shape, lanes):
     return v
 
 
-class Reference:
-    """The golden model reduced to one slice whose tap is set per cycle."""
-
-    def __init__(self, cfg, sname):
-        self.g = g = Golden(cfg)
-        S, P, lanes = cfg.streams, cfg.positions, cfg.lanes
-        g.sdata = np.zeros((2, S, P, lanes), np.int8)
-        g.svalid = np.zeros((2, S, P), bool)
-        g.effects, g.port_busy, g.active = {}, {}, {}
-        g._last_dispatched, g._last_issue = {}, {}
-        g.activity = {n: {"issued": 0} for n in g.pos}
-        self.sname, self.p, self.index = sname, g.pos[sname], 0
-        self.samples = {}          # drive cycle -> sample cycle of the element
-
-    def step(self, c, insn, tap):
-        """Returns (occupied, drives): the results the unit must drive during cycle c."""
-        g, s = self.g, self.sname
-        if insn is not None:
-            g._dispatch(s, insn, self.index, c)
-            self.index += 1
-        g.sdata[:, :, self.p] = tap.data
-        g.svalid[:, :, self.p] = tap.valid
-        occupied = False
-        for key in list(g.active):
-            a = g.active[key]
-            occupied |= a.start <= c <= a.busy_until
-            k = c - a.start
-            if 0 <= k < a.n:
-                before = {due: len(ents) for due, ents in g.effects.items()}
-                g._element(s, a, k, c)
-                for due, ents in g.effects.items():
-                    if any(e[0] == "s" for e in ents[before.get(due, 0):]):
-                        self.samples[due - 1] = c
-            if c >= a.busy_until:
-                del g.active[key]
-        drives = []
-        for e in g.effects.pop(c + 1, ()):
-            if e[0] == "s":
-                _, d, idx, _p, v = e
-                if drives and drives[-1][0] == d and drives[-1][1] + len(drives[-1][2]) == idx:
-                    drives[-1][2].append(v.copy())
-                else:
-                    drives.append((d, idx, [v.copy()]))
-            else:
-                e[1]()
-        for key in [k for k in g.port_busy if k[1] <= c + 1]:
-            del g.port_busy[key]
-        return occupied, drives
-
-
 def run_rtl(dut, cfg, cycles, issues, taps):
     """Drive the unit; return per cycle (valid, west, index, wide, data, err dict, busy)."""
     rec = []
@@ -182,7 +133,7 @@ def vec_int(v):
 
 
 def check_against_golden(cfg, dut, issues, taps, cycles):
-    ref = Reference(cfg, "vxm0")
+    ref = SliceStepper(cfg, "vxm0")
     expect, busy = [], []
     for c in range(cycles):
         occ, drv = ref.step(c, issues.get(c), taps[c])
@@ -502,7 +453,7 @@ def test_port_conflict(cfg_name):
     # REQ lands at t+L_req; an ADD issued L_req - L_alu cycles later lands on the same cycle
     gap = L["vxm_req"] - L["vxm_alu"]
     issues = {0: Insn.make(O.REQ, d=E(0), a=E(0), imm=3, sh=1), gap: Insn.make(O.ADD, d=E(1), a=E(0), b=E(1))}
-    ref = Reference(cfg, "vxm0")
+    ref = SliceStepper(cfg, "vxm0")
     with pytest.raises(ProgramError, match="stream port conflict"):
         for c in range(20):
             ref.step(c, issues.get(c), taps[c])
@@ -565,7 +516,7 @@ def test_empty_flags():
         issues[5 * n] = insn               # 5 apart: no two results on one cycle
         taps += [tap_missing(*missing)] + [Tap(cfg) for _ in range(4)]
         expect += [err] + [False] * 4
-        ref = Reference(cfg, "vxm0")
+        ref = SliceStepper(cfg, "vxm0")
         try:
             ref.step(0, insn, taps[-5])
             golden_err = False

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-import tray_programs
 
+from tests import tray_programs
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import AsmError, assemble
 from tinylpu.sim.golden.chip import ProgramError

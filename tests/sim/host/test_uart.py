@@ -1,4 +1,4 @@
-"""The `uart` transport (sim/uart.py): the host-port protocol as bytes, against the FPGA top's
+"""The `uart` transport (sim/host/uart.py): the host-port protocol as bytes, against the FPGA top's
 gateware (hdl/fpga_top.py in Amaranth's simulator, bits on its rx/tx pins), compared with golden.
 
 The config is ``ice40`` (the smallest chip) at 4 clocks per UART bit.

@@ -1,6 +1,6 @@
 """Post-synthesis simulation (slow tier): random programs on the Yosys gate-level netlist of the
 ``ice40`` chip under Icarus, through the same cocotb host driver, equal to the golden model in MEM
-contents and cycle counts (sim/postsynth.py; `make test-all`)."""
+contents and cycle counts (sim/rtl/postsynth.py; `make test-all`)."""
 
 import numpy as np
 import pytest

@@ -5,14 +5,13 @@ program cycle counts on every chip, whatever the drift.  Fast tier on the 2-chip
 the 8-chip ``tray`` in the slow tier.
 """
 
-import copy
 
 import numpy as np
 import pytest
-import yaml
 
+from tests import harness
 from tests.tray_programs import receiver, sender
-from tinylpu.config import load_config, parse_config
+from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
 from tinylpu.firmware.quant import quantize_ffn
 from tinylpu.firmware.tray import compile_tp
@@ -23,10 +22,7 @@ DUO = load_config("duo")
 
 
 def variant(base, name, **c2c):
-    raw = copy.deepcopy(load_config(base).raw)
-    raw["name"] = name
-    raw["c2c"].update(c2c)
-    return parse_config(yaml.safe_dump(raw), f"<{name}>")
+    return harness.variant(base, name, c2c=c2c)
 
 
 def golden(cfg, progs, mems):
@@ -67,7 +63,7 @@ def test_recv_too_early_is_flagged():
 
 
 def _layer(dm, dff, seed):
-    from test_tray_compiler import layer
+    from tests.firmware.test_tray_compiler import layer
     return layer(dm, dff, seed, True)
 
 
