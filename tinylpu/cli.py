@@ -322,7 +322,8 @@ def build_parser():
     f.add_argument("--weights", required=True, metavar="W.npz")
     f.add_argument("--input", required=True, metavar="X.npy")
     f.add_argument("--output", required=True, metavar="Y.npy")
-    f.add_argument("--engine", choices=["golden", "rtl"], default="golden")
+    f.add_argument("--engine", choices=["golden", "rtl", "amaranth"], default="golden",
+                   help="golden model, the RTL under cocotb, or the RTL under Amaranth's simulator (one chip)")
     f.add_argument("--sim", choices=["icarus", "verilator"], default="icarus")
     f.add_argument("--config", default=None, help="default: tiny, or tray with --chips > 1")
     f.add_argument("--chips", type=int, default=1, help="tensor-parallel over this many chips of a tray")

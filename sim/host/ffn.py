@@ -67,7 +67,7 @@ def run_ffn_tray(w, x, cfg, chips, engine="golden", ppm=None, artifacts=None):
         raise InputError(f"--chips {chips} needs a tray config (config {cfg.name} has {cfg.chips} chip); "
                          f"use --config tray")
     if engine not in ("golden", "rtl"):
-        raise EngineError(f"unknown engine {engine!r}: use golden or rtl")
+        raise EngineError(f"engine {engine!r} runs one chip; a tray runs on golden or rtl")
     q = quantize_ffn(w, x)
     tc = compile_tp(q, cfg, len(x), chips)
     xq = q.quantize_input(x)

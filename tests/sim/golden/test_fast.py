@@ -1,0 +1,343 @@
+"""FastGolden against Golden: same cycles, activity, halt cycles, MEM and unit state, and the same
+ProgramError (type, cycle, slice, instruction, message) on every program: the examples, random
+programs (and mutations of them that break the timing), compiled FFN layers, programs in sequence
+on one chip (unit state persists), hand-written error programs and configs with other latencies."""
+
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from tests.harness import variant
+from tests.sim.golden.test_programs import ERRORS
+from tinylpu.config import load_config
+from tinylpu.firmware.asm import assemble
+from tinylpu.firmware.check import ProgramCheckError
+from tinylpu.firmware.compiler import compile_ffn
+from tinylpu.firmware.program import Program
+from tinylpu.firmware.quant import FFNWeights, quantize_ffn
+from tinylpu.firmware.randprog import random_program
+from tinylpu.isa import OPS, Format, Insn, Opcode, StreamRef
+from tinylpu.sim.golden.chip import Golden, ProgramError
+from tinylpu.sim.golden.fast import FastGolden
+from tinylpu.sim.perf.bench import steady_state_source
+
+CFG = load_config("tiny")
+STATE = ("mem", "weights", "acc", "lut", "req_m", "req_sh", "req_z", "perm")
+
+
+def outcome(g, program, image, max_cycles=20_000):
+    """Run `program` on engine `g` after writing `image` ({bank: [(addr, vectors)]})."""
+    g.load_program(program)
+    for bank, lst in image.items():
+        for addr, v in lst:
+            g.write_mem(bank, addr, v)
+    try:
+        r = g.run(max_cycles=max_cycles)
+    except ProgramError as e:
+        return ("error", type(e), e.cycle, e.slice, e.index, e.insn, e.message)
+    return ("ok", r.cycles, r.activity, r.halted)
+
+
+def assert_same_state(g, f):
+    for attr in STATE:
+        a, b = getattr(g, attr), getattr(f, attr)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k]), f"{attr}[{k}] differs"
+
+
+def compare(cfg, program, image, g=None, f=None, max_cycles=20_000):
+    """Run on both engines (fresh ones unless given); returns (outcome, FastGolden used its fast path)."""
+    g = g or Golden(cfg)
+    f = f or FastGolden(cfg)
+    before = f.fallbacks
+    want = outcome(g, program, image, max_cycles)
+    got = outcome(f, program, image, max_cycles)
+    assert got == want
+    assert_same_state(g, f)
+    return want, f.fallbacks == before
+
+
+def case_image(case):
+    return {bank: [(addr, img)] for bank, (addr, img) in case.mem.items()}
+
+
+# --- (a) the example programs and the steady-state benchmark program -----------------------------
+
+def test_examples():
+    rng = np.random.default_rng(0)
+    files = [p for p in (resources.files("tinylpu.firmware") / "examples").iterdir() if p.name.endswith(".s")]
+    assert files
+    for p in files:
+        prog = assemble(p.read_text(), CFG, p.name)
+        image = {f"mem{b}": [(0, rng.integers(-128, 128, (64, CFG.lanes), dtype=np.int8))] for b in range(8)}
+        res, fast = compare(CFG, prog, image)
+        assert res[0] == "ok" and fast, p.name
+
+
+def test_steady_state_program():
+    prog = assemble(steady_state_source(CFG, cycles=1000), CFG, "<steady>")
+    rng = np.random.default_rng(1)
+    image = {f"mem{b}": [(0, rng.integers(-128, 128, (4, CFG.lanes), dtype=np.int8))] for b in range(4)}
+    res, fast = compare(CFG, prog, image)
+    assert res[0] == "ok" and fast
+
+
+# --- (b) random programs, and mutations that break them ------------------------------------------
+
+@pytest.mark.parametrize("cfgname", ["tiny", "fpga", "ice40", "duo"])
+def test_random_programs(cfgname):
+    cfg = load_config(cfgname)
+    for seed in range(60 if cfgname == "tiny" else 25):
+        res, fast = compare(cfg, (case := random_program(cfg, seed)).program, case_image(case))
+        assert res[0] == "ok" and fast, (cfgname, seed, case.flows)
+
+
+def test_random_programs_other_latencies():
+    """Minimum latencies, and long ones, change every landing and hazard window."""
+    for cfg in (variant("tiny", "tiny-min", mem_read=2, mem_write=2, mxm_install=1, mxm_mm=3, mxm_emit=2,
+                        vxm_alu=2, vxm_mul=2, vxm_req=2, vxm_lut=2, sxm=2, notify=1),
+                variant("tiny", "tiny-long", mem_read=4, mem_write=5, mxm_install=3, mxm_mm=7, vxm_req=6, notify=4)):
+        for seed in range(20):
+            res, fast = compare(cfg, (case := random_program(cfg, seed)).program, case_image(case))
+            assert res[0] == "ok" and fast, (cfg.name, seed)
+
+
+def _stream_fields(insn):
+    return [o.field for o in OPS[insn.op].operands if o.kind in ("stream", "group")
+            and not (o.imm_flag and insn.fields.get("use_imm"))]
+
+
+def mutate(program, rng, cfg):
+    """A random small change: an issue time shifted, a stream renamed, a count or address changed,
+    an instruction dropped.  Most make the program wrong; some leave it valid."""
+    queues = {k: list(v) for k, v in program.queues.items()}
+    names = [k for k, v in queues.items() if v]
+    if not names:
+        return Program(queues)
+    name = names[int(rng.integers(len(names)))]
+    q = queues[name]
+    i = int(rng.integers(len(q)))
+    insn = q[i]
+    kind = rng.choice(["shift", "shift", "stream", "stream", "count", "addr", "drop"])
+    if kind == "shift":
+        if insn.op == Opcode.NOP and (insn.n > 1 or rng.random() < 0.5):
+            q[i] = insn.replace(n=max(1, insn.n + int(rng.choice([-2, -1, 1, 2]))))
+        else:
+            q.insert(i, Insn.make(Opcode.NOP, n=int(rng.integers(1, 4))))
+    elif kind == "stream" and _stream_fields(insn):
+        fld = _stream_fields(insn)[int(rng.integers(len(_stream_fields(insn))))]
+        s = insn.fields[fld]
+        if rng.random() < 0.3:
+            new = StreamRef(s.index, not s.west)
+        else:
+            new = StreamRef(int(rng.integers(cfg.streams)), s.west)
+        q[i] = insn.replace(**{fld: new})
+    elif kind == "count" and OPS[insn.op].fmt != Format.CTL and not OPS[insn.op].fixed:
+        q[i] = insn.replace(count=max(1, insn.count + int(rng.choice([-1, 1, 3]))))
+    elif kind == "addr" and "addr" in insn.fields:
+        q[i] = insn.replace(addr=max(0, insn.addr + int(rng.choice([-40, -1, 1, 40, 500]))))
+    else:
+        del q[i]
+    return Program(queues)
+
+
+def _mutants(seeds, per_seed, cfg=CFG):
+    stats = {"ok": 0, "error": 0, "check": 0, "fast": 0}
+    for seed in seeds:
+        case = random_program(cfg, seed)
+        rng = np.random.default_rng(10_000 + seed)
+        for _ in range(per_seed):
+            prog = case.program
+            for _ in range(int(rng.integers(1, 3))):
+                prog = mutate(prog, rng, cfg)
+            try:
+                res, fast = compare(cfg, prog, case_image(case))
+            except ProgramCheckError:
+                stats["check"] += 1
+                continue
+            stats[res[0]] += 1
+            stats["fast"] += fast
+    return stats
+
+
+def test_mutated_random_programs():
+    stats = _mutants(range(60), 4)
+    # both kinds occur, and the valid mutants ran on the fast path
+    assert stats["error"] >= 50 and stats["ok"] >= 20 and stats["fast"] >= stats["ok"], stats
+
+
+def test_program_errors_hand_written():
+    for name, (src, _) in ERRORS.items():
+        res, fast = compare(CFG, assemble(src, CFG, f"{name}.s"), {})
+        assert res[0] == "error" and not fast, name
+
+
+def test_error_kinds():
+    """One program per kind of error the fast path must see (and hand to Golden to report)."""
+    progs = {
+        "port conflict": """
+            .queue mem2
+                READ e0, 0, n=2
+                HALT
+            .queue vxm0
+                NOP 4
+                MUL e1, e0, e0
+                MOV e2, e0
+                NOP 5
+                HALT
+            """,
+        "empty stream mid-instruction": """
+            .queue mem0
+                READ e0, 0, n=3
+                NOP 2
+                HALT
+            .queue mem1
+                NOP 3
+                WRITE e0, 0, n=4
+                NOP 3
+                HALT
+            """,
+        "gather index out of range": """
+            .queue mem0
+                READ e0, 0
+                NOP 4
+                HALT
+            .queue mem1
+                NOP 3
+                GATHER e1, e0, base=500
+                NOP 3
+                HALT
+            """,
+        "repeat runs off the weight rows": """
+            .queue mem0
+                READ w0, 0, n=16
+                NOP 16
+                HALT
+            .queue mxm0
+                NOP 4
+                LW w0, 0, 8, n=8
+                REPEAT 1, 8
+                NOP 3
+                HALT
+            """,
+        "write in flight at the end": """
+            .queue mem0
+                READ e0, 0, n=2
+                NOP 1
+                HALT
+            .queue mem1
+                NOP 3
+                WRITE e0, 0, n=2            ; the last element commits at 6, the program ends at 5
+                HALT
+            """,
+        "deadlock after a notify": """
+            .queue mem0
+                NOTIFY
+                SYNC
+                HALT
+            .queue mem1
+                NOP 5
+                SYNC
+                HALT
+            """,
+        "emit hazard": """
+            .queue mem0
+                READ w0, 0
+                HALT
+            .queue mxm0
+                NOP 4
+                MM w0, 0, 3
+                NOP 1
+                EMIT e0, 3
+                NOP 6
+                HALT
+            """,
+    }
+    rng = np.random.default_rng(3)
+    image = {f"mem{b}": [(0, rng.integers(-128, 128, (8, CFG.lanes), dtype=np.int8))] for b in range(8)}
+    for name, src in progs.items():
+        res, fast = compare(CFG, assemble(src, CFG, name), image)
+        assert res[0] == "error" and not fast, (name, res)
+
+
+def test_max_cycles_and_sync_in_fire_cycle():
+    src = f"""
+    .queue mem0
+        SYNC
+        HALT
+    .queue mem1
+        NOP 10
+        NOTIFY
+        HALT
+    .queue mem2
+        NOP {10 + CFG.latency['notify']}
+        SYNC                        ; issued in the fire cycle: waits for the next NOTIFY
+        HALT
+    .queue mem3
+        NOP 20
+        NOTIFY
+        HALT
+    """
+    res, fast = compare(CFG, assemble(src, CFG), {})
+    assert res[0] == "ok" and fast
+    res, fast = compare(CFG, assemble(src, CFG), {}, max_cycles=15)
+    assert res[0] == "error" and "did not halt" in res[-1]
+    res, fast = compare(CFG, Program({}), {})
+    assert res[:2] == ("ok", 0) and fast
+
+
+def test_state_persists_across_runs():
+    """Programs in sequence on one chip: weights, accumulators, LUT, LDM registers, PERM and MEM carry over."""
+    g, f = Golden(CFG), FastGolden(CFG)
+    n = 0
+    for seed in range(100, 130):
+        case = random_program(CFG, seed)
+        res, fast = compare(CFG, case.program, case_image(case), g, f)
+        n += res[0] == "ok" and fast
+    assert n == 30
+
+
+# --- (c) compiled FFN layers ----------------------------------------------------------------------
+
+def _layer(dm, dff, act, gated=False, seed=0):
+    rng = np.random.default_rng(seed)
+    return FFNWeights(rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=(dff, dm)) / np.sqrt(dff),
+                      rng.normal(size=(dm, dff)) / np.sqrt(dm) if gated else None,
+                      rng.normal(size=dff) * 0.1, rng.normal(size=dm) * 0.1,
+                      rng.normal(size=dff) * 0.1 if gated else None, act)
+
+
+@pytest.mark.parametrize("dm,dff,act,gated,tokens", [(16, 32, "relu", False, 4), (32, 48, "gelu", False, 8),
+                                                     (32, 48, "swiglu", True, 5)])
+def test_compiled_ffn(dm, dff, act, gated, tokens):
+    w = _layer(dm, dff, act, gated)
+    x = np.random.default_rng(1).normal(size=(tokens, dm))
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, CFG, tokens)
+    image = {}
+    for bank, lst in list(c.mem_image.items()) + list(c.pack_input(q.quantize_input(x)).items()):
+        image.setdefault(bank, []).extend(lst)
+    f = FastGolden(CFG)
+    res, fast = compare(CFG, c.program, image, f=f, max_cycles=1_000_000)
+    assert res[0] == "ok" and fast and res[1] == c.predicted_cycles
+    y = c.unpack_output(f.read_mem)
+    assert np.array_equal(y, q.run_int(q.quantize_input(x)))
+
+
+# --- slow: a larger sweep -------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfgname", ["tiny", "fpga", "ice40"])
+def test_random_programs_sweep(cfgname):
+    cfg = load_config(cfgname)
+    for seed in range(1000, 2000):
+        res, fast = compare(cfg, (case := random_program(cfg, seed)).program, case_image(case))
+        assert res[0] == "ok" and fast, (cfgname, seed)
+
+
+@pytest.mark.slow
+def test_mutated_random_programs_sweep():
+    stats = _mutants(range(1000, 1500), 4)
+    assert stats["error"] >= 500 and stats["ok"] >= 100, stats
