@@ -22,6 +22,7 @@ still waiting.  A chip that offers at most one vector every ``LinkParams.send_in
 """
 
 import zlib
+from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import cdc, data, fifo, wiring
@@ -332,13 +333,19 @@ class LinkRX(wiring.Component):
         return p.hac_frame_words + p.depth // 2 + 1
 
     def elaborate(self, platform):
-        p = self.params
-        w, C, D = p.width, p.crc_words, p.depth
         m = Module()
-        rec = m.d[self._rec]
-        rx = m.d[self._domain]
+        locked, ebuf, ovf_w, high_w, removed_gray = self._writer(m)
+        locked_rx, ovf_rx, high_rx = self._crossing(m, locked, ovf_w, high_w, removed_gray)
+        o_valid, o_k, o_d, running = self._reader(m, ebuf, locked_rx, ovf_rx, high_rx)
+        self._deframer(m, o_valid, o_k, o_d, running)
+        return m
 
-        # ---- recovered-clock side: input register (+ error injection), lock, SKIP removal ----
+    def _writer(self, m):
+        """Recovered-clock side: input register (+ error injection), lock on TRAIN, SKIP removal,
+        the elastic buffer's write port, the overflow / high flags and the count of removed SKIPs.
+        Returns ``(locked, ebuf, ovf_w, high_w, removed_gray)``."""
+        w, D = self.params.width, self.params.depth
+        rec = m.d[self._rec]
         in_d = Signal(w)
         in_k = Signal()
         rec += [in_d.eq(self.wire.data ^ self.flip[:w]), in_k.eq(self.wire.k ^ self.flip[w])]
@@ -356,7 +363,7 @@ class LinkRX(wiring.Component):
                 rec += lock_cnt.eq(0)
 
         m.submodules.ebuf = ebuf = self._ebuf = fifo.AsyncFIFO(width=w + 1, depth=D, r_domain=self._domain,
-                                                  w_domain=self._rec)
+                                                               w_domain=self._rec)
         remove = Signal()
         m.d.comb += remove.eq(self.compensate & locked & is_skip & (ebuf.w_level >= self.rem_level))
         w_en = locked & ~remove
@@ -371,8 +378,11 @@ class LinkRX(wiring.Component):
         removed_gray = Signal(32)
         removed_next = removed_bin + remove
         rec += [removed_bin.eq(removed_next), removed_gray.eq(_gray(removed_next))]
+        return locked, ebuf, ovf_w, high_w, removed_gray
 
-        # ---- crossing of the writer's status into the receiver's domain ----
+    def _crossing(self, m, locked, ovf_w, high_w, removed_gray):
+        """The writer's status into the receiver's domain (2-FF synchronizers; the SKIP count as a
+        gray code).  Drives ``locked`` and ``skips_removed``; returns ``(locked_rx, ovf_rx, high_rx)``."""
         locked_rx = Signal()
         ovf_rx = Signal()
         high_rx = Signal()
@@ -384,8 +394,14 @@ class LinkRX(wiring.Component):
                                                        o_domain=self._domain)
         m.d.comb += [self.locked.eq(locked_rx),
                      self.skips_removed.eq(_gray_decode(m, removed_gray_rx, "removed_rx"))]
+        return locked_rx, ovf_rx, high_rx
 
-        # ---- receiver's side: centring, SKIP insertion, underflow ----
+    def _reader(self, m, ebuf, locked_rx, ovf_rx, high_rx):
+        """Receiver's side of the elastic buffer: centring, SKIP insertion, underflow, the fill
+        statistics and the alarms.  Returns the word stream to the deframer ``(o_valid, o_k, o_d)``
+        and ``running`` (the reader has started)."""
+        w = self.params.width
+        rx = m.d[self._domain]
         r_level = ebuf.r_level
         running = Signal()
         ins_done = Signal()
@@ -424,91 +440,137 @@ class LinkRX(wiring.Component):
         m.d.comb += [flags.overflow.eq(ovf_rx), flags.underflow.eq(underflow),
                      flags.high.eq(high_rx), flags.low.eq(low),
                      self.alarm.eq(ovf_rx | underflow | high_rx | low)]
+        return o_valid, o_k, o_d, running
 
-        # ---- deframer: framing, CRC, sequence, HAC ----
+    # ---- deframer: framing, CRC, sequence, HAC (receiver's clock) ----
+    _IDLE_M, _FRAME_M, _HUNT_M = 0, 1, 2   # between frames, in a frame, hunting (after an error)
+
+    def _deframer(self, m, o_valid, o_k, o_d, running):
+        """Deframe the word stream: a K symbol starts or ends a frame (``_deframe_symbol``), data
+        words fill it (``_deframe_word``)."""
+        p = self.params
+        w, C = p.width, p.crc_words
+        rx = m.d[self._domain]
         body_words = max(p.payload_words, p.hac_words)
-        mode = Signal(2)        # 0 = between frames, 1 = in a frame, 2 = hunting (after an error)
-        IDLE_M, FRAME_M, HUNT_M = 0, 1, 2
-        is_data = Signal()
-        left = Signal(range(body_words + C + 1))
-        crc = Signal(32)
-        body = Signal(body_words * w)
-        crc_ok = Signal()
-        hdr_seq = Signal(p.seq_bits)
-        exp_seq = Signal(p.seq_bits)
-        seen_traffic = Signal()
-        code = o_d[:4]
-        valid_code = (code == Sym.IDLE.value) | (code == Sym.SKIP.value) | \
-            (code == Sym.TRAIN.value) | (code == Sym.HAC.value) | (code == Sym.DATA.value)
+        st = _DeframerState(
+            mode=Signal(2, name="mode"),
+            is_data=Signal(name="is_data"),
+            left=Signal(range(body_words + C + 1), name="left"),
+            crc=Signal(32, name="crc"),
+            body=Signal(body_words * w, name="body"),
+            crc_ok=Signal(name="crc_ok"),
+            hdr_seq=Signal(p.seq_bits, name="hdr_seq"),
+            exp_seq=Signal(p.seq_bits, name="exp_seq"),
+            seen_traffic=Signal(name="seen_traffic"),
+            body_words=body_words)
 
         rx += [self.recv_valid.eq(0), self.hac_valid.eq(0)]
-        m.d.comb += self.trained.eq(running & seen_traffic)
-
-        def abort():
-            """Drop the frame in progress (counted once as a frame error)."""
-            m.d[self._domain] += self.frame_errors.eq(self.frame_errors + 1)
-            with m.If(is_data):
-                m.d[self._domain] += exp_seq.eq(exp_seq + 1)
+        m.d.comb += self.trained.eq(running & st.seen_traffic)
 
         with m.If(o_valid):
             with m.If(o_k):
-                with m.If(code == Sym.SKIP.value):
-                    pass                                           # anywhere, ignored
-                with m.Elif((code == Sym.DATA.value) | (code == Sym.HAC.value)):
-                    with m.If(mode == FRAME_M):
-                        abort()
-                    rx += [mode.eq(FRAME_M), is_data.eq(code == Sym.DATA.value),
-                           hdr_seq.eq(o_d[4:4 + p.seq_bits]), crc_ok.eq(1),
-                           crc.eq(_crc_next(Const(CRC_INIT, 32), o_d, w)),
-                           left.eq(Mux(code == Sym.DATA.value, p.payload_words, p.hac_words) + C)]
-                with m.Elif(valid_code):                           # IDLE, TRAIN
-                    with m.If(mode == FRAME_M):
-                        abort()
-                    rx += mode.eq(IDLE_M)
-                with m.Else():                                     # not a symbol
-                    with m.If(mode == FRAME_M):
-                        abort()
-                    with m.Elif(mode == IDLE_M):
-                        rx += self.frame_errors.eq(self.frame_errors + 1)
-                    rx += mode.eq(HUNT_M)
-                with m.If(valid_code & (code != Sym.TRAIN.value) & (code != Sym.SKIP.value) & running):
-                    rx += seen_traffic.eq(1)
-            with m.Elif(mode == FRAME_M):
-                with m.If(left > C):                               # payload word
-                    rx += body.eq(Cat(body[w:], o_d))
-                    nxt = _crc_next(crc, o_d, w)
-                    rx += crc.eq(Mux(left == C + 1, ~nxt, nxt))
-                with m.Else():                                     # CRC word
-                    match = o_d == crc[:min(w, 32)]
-                    if w < 32:
-                        rx += crc.eq(crc >> w)
-                    rx += crc_ok.eq(crc_ok & match)
-                    with m.If(left == 1):
-                        good = crc_ok & match
-                        rx += mode.eq(IDLE_M)
-                        with m.If(is_data):
-                            with m.If(good):
-                                rx += [self.recv_valid.eq(1), self.recv_seq.eq(hdr_seq),
-                                       self.recv_data.eq(body[(body_words - p.payload_words) * w:]),
-                                       self.flits_ok.eq(self.flits_ok + 1),
-                                       exp_seq.eq(hdr_seq + 1)]
-                                with m.If(hdr_seq != exp_seq):
-                                    rx += self.seq_errors.eq(self.seq_errors + 1)
-                            with m.Else():
-                                rx += [self.crc_errors.eq(self.crc_errors + 1),
-                                       exp_seq.eq(exp_seq + 1)]
-                        with m.Else():
-                            with m.If(good):
-                                value = body[(body_words - p.hac_words) * w:][:HAC_BITS]
-                                rx += [self.remote_hac.eq(value), self.hac_valid.eq(1),
-                                       self.hac_ok.eq(self.hac_ok + 1),
-                                       self.hac_offset.eq(self.hac - value - self.hac_latency)]
-                            with m.Else():
-                                rx += self.crc_errors.eq(self.crc_errors + 1)
-                rx += left.eq(left - 1)
-            with m.Elif(mode == IDLE_M):                           # a data word outside a frame
-                rx += [self.frame_errors.eq(self.frame_errors + 1), mode.eq(HUNT_M)]
-        return m
+                self._deframe_symbol(m, st, o_d, running)
+            with m.Elif(st.mode == self._FRAME_M):
+                self._deframe_word(m, st, o_d)
+            with m.Elif(st.mode == self._IDLE_M):                  # a data word outside a frame
+                rx += [self.frame_errors.eq(self.frame_errors + 1), st.mode.eq(self._HUNT_M)]
+
+    def _abort(self, m, st):
+        """Drop the frame in progress (counted once as a frame error)."""
+        m.d[self._domain] += self.frame_errors.eq(self.frame_errors + 1)
+        with m.If(st.is_data):
+            m.d[self._domain] += st.exp_seq.eq(st.exp_seq + 1)
+
+    def _deframe_symbol(self, m, st, o_d, running):
+        """A K symbol: SKIP ignored; DATA/HAC open a frame; IDLE/TRAIN close one; anything else
+        is a framing error (the deframer hunts for the next valid symbol)."""
+        p = self.params
+        w, C = p.width, p.crc_words
+        rx = m.d[self._domain]
+        code = o_d[:4]
+        valid_code = (code == Sym.IDLE.value) | (code == Sym.SKIP.value) | \
+            (code == Sym.TRAIN.value) | (code == Sym.HAC.value) | (code == Sym.DATA.value)
+        with m.If(code == Sym.SKIP.value):
+            pass                                               # anywhere, ignored
+        with m.Elif((code == Sym.DATA.value) | (code == Sym.HAC.value)):
+            with m.If(st.mode == self._FRAME_M):
+                self._abort(m, st)
+            rx += [st.mode.eq(self._FRAME_M), st.is_data.eq(code == Sym.DATA.value),
+                   st.hdr_seq.eq(o_d[4:4 + p.seq_bits]), st.crc_ok.eq(1),
+                   st.crc.eq(_crc_next(Const(CRC_INIT, 32), o_d, w)),
+                   st.left.eq(Mux(code == Sym.DATA.value, p.payload_words, p.hac_words) + C)]
+        with m.Elif(valid_code):                               # IDLE, TRAIN
+            with m.If(st.mode == self._FRAME_M):
+                self._abort(m, st)
+            rx += st.mode.eq(self._IDLE_M)
+        with m.Else():                                         # not a symbol
+            with m.If(st.mode == self._FRAME_M):
+                self._abort(m, st)
+            with m.Elif(st.mode == self._IDLE_M):
+                rx += self.frame_errors.eq(self.frame_errors + 1)
+            rx += st.mode.eq(self._HUNT_M)
+        with m.If(valid_code & (code != Sym.TRAIN.value) & (code != Sym.SKIP.value) & running):
+            rx += st.seen_traffic.eq(1)
+
+    def _deframe_word(self, m, st, o_d):
+        """A data word inside a frame: payload into the body and the CRC, then the CRC word(s)
+        compared; after the last one the frame is delivered or counted (``_frame_end``)."""
+        w, C = self.params.width, self.params.crc_words
+        rx = m.d[self._domain]
+        with m.If(st.left > C):                                # payload word
+            rx += st.body.eq(Cat(st.body[w:], o_d))
+            nxt = _crc_next(st.crc, o_d, w)
+            rx += st.crc.eq(Mux(st.left == C + 1, ~nxt, nxt))
+        with m.Else():                                         # CRC word
+            match = o_d == st.crc[:min(w, 32)]
+            if w < 32:
+                rx += st.crc.eq(st.crc >> w)
+            rx += st.crc_ok.eq(st.crc_ok & match)
+            with m.If(st.left == 1):
+                self._frame_end(m, st, st.crc_ok & match)
+        rx += st.left.eq(st.left - 1)
+
+    def _frame_end(self, m, st, good):
+        """The last CRC word of a frame: deliver a good DATA flit (and check its sequence number)
+        or a good HAC value; count a bad frame as a CRC error."""
+        p = self.params
+        w, bw = p.width, st.body_words
+        rx = m.d[self._domain]
+        rx += st.mode.eq(self._IDLE_M)
+        with m.If(st.is_data):
+            with m.If(good):
+                rx += [self.recv_valid.eq(1), self.recv_seq.eq(st.hdr_seq),
+                       self.recv_data.eq(st.body[(bw - p.payload_words) * w:]),
+                       self.flits_ok.eq(self.flits_ok + 1),
+                       st.exp_seq.eq(st.hdr_seq + 1)]
+                with m.If(st.hdr_seq != st.exp_seq):
+                    rx += self.seq_errors.eq(self.seq_errors + 1)
+            with m.Else():
+                rx += [self.crc_errors.eq(self.crc_errors + 1),
+                       st.exp_seq.eq(st.exp_seq + 1)]
+        with m.Else():
+            with m.If(good):
+                value = st.body[(bw - p.hac_words) * w:][:HAC_BITS]
+                rx += [self.remote_hac.eq(value), self.hac_valid.eq(1),
+                       self.hac_ok.eq(self.hac_ok + 1),
+                       self.hac_offset.eq(self.hac - value - self.hac_latency)]
+            with m.Else():
+                rx += self.crc_errors.eq(self.crc_errors + 1)
+
+
+@dataclass(frozen=True, eq=False)
+class _DeframerState:
+    """The deframer's registers (``LinkRX._deframer``)."""
+    mode: Signal            # LinkRX._IDLE_M / _FRAME_M / _HUNT_M
+    is_data: Signal         # the frame in progress is a DATA flit (else a HAC frame)
+    left: Signal            # words of the frame still to come (body + CRC)
+    crc: Signal             # running CRC, then the expected CRC words
+    body: Signal            # payload shift register
+    crc_ok: Signal          # every CRC word so far matched
+    hdr_seq: Signal         # the DATA header's sequence number
+    exp_seq: Signal         # the sequence number expected next
+    seen_traffic: Signal    # a non-TRAIN symbol read since the reader started
+    body_words: int
 
 
 class C2CLinkPair(wiring.Component):

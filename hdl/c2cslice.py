@@ -46,9 +46,14 @@ class C2CSlice(wiring.Component):
             raise ValueError(f"config {cfg.name} has no C2C ports")
         self.F = cfg.vector_interval
         self.latency = cfg.latency["c2c_recv"]
-        if self.latency < MIN_LATENCY["c2c_recv"]:
+        if self.latency < max(2, MIN_LATENCY["c2c_recv"]):
+            # The stream fabric takes a registered landing select (``port_landing``), decided the
+            # cycle before the result lands; at c2c_recv 1 a RECV's first result lands in its issue
+            # cycle, whose destination stream is not known a cycle earlier (``pre_insn`` defines
+            # only the opcode and count).
             self._MustUse__silence = True
-            raise ValueError(f"latency c2c_recv = {self.latency} is below the minimum of {MIN_LATENCY['c2c_recv']}")
+            raise ValueError(f"config {cfg.name}: latency c2c_recv = {self.latency}: the C2C slice needs at least 2 "
+                             "(the landing select of a RECV result is registered the cycle before it lands)")
         self.rx_vectors = cfg.link["rx_vectors"]
         super().__init__(unit_signature(cfg, {
             "tx_valid": Out(P),

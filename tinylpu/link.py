@@ -9,12 +9,11 @@ loader's check that ``c2c.link_latency`` covers the latency of the configured li
 """
 
 import math
-
 from dataclasses import dataclass
 
 from amaranth.lib import enum
 
-__all__ = ["Sym", "LinkParams", "HAC_BITS", "CRC_POLY_REFLECTED", "CRC_INIT", "link_problems"]
+__all__ = ["Sym", "LinkParams", "HAC_BITS", "CRC_POLY_REFLECTED", "CRC_INIT", "link_problems", "min_link_latency"]
 
 #: Width of the hardware-aligned counter carried by HAC frames.
 HAC_BITS = 32
@@ -136,22 +135,22 @@ def link_problems(lanes, link, link_latency):
     out = []
     w = link["width_bits"]
     if w < 8 or w & (w - 1) or (8 * lanes) % w:
-        out.append(("c2c.width_bits", f"is {w} but a link word must be a power of two of at least 8 bits "
-                                      f"that divides the vector's {8 * lanes} bits"))
+        out.append(("c2c.width_bits", (f"is {w} but a link word must be a power of two of at least 8 bits "
+                                       f"that divides the vector's {8 * lanes} bits")))
         return out
     p = LinkParams.from_link(lanes, link)
     if p.skip_interval <= p.send_interval:
         out.append(("c2c.skip_interval",
-                    f"is {p.skip_interval} but with c2c.width_bits {w} a vector takes {p.send_interval} link "
-                    f"cycles ({p.flit_words}-word flit + 1 spare word for SKIP/HAC): one SKIP every "
-                    f"{p.skip_interval} words would eat more than the spare word and the sender would fall "
-                    f"behind; skip_interval must be more than {p.send_interval} at this width"))
+                    (f"is {p.skip_interval} but with c2c.width_bits {w} a vector takes {p.send_interval} link "
+                     f"cycles ({p.flit_words}-word flit + 1 spare word for SKIP/HAC): one SKIP every "
+                     f"{p.skip_interval} words would eat more than the spare word and the sender would fall "
+                     f"behind; skip_interval must be more than {p.send_interval} at this width")))
         return out
     need = min_link_latency(lanes, link)
     if link_latency < need:
         out.append(("c2c.link_latency",
-                    f"is {link_latency} but with c2c.width_bits {w} a vector can take up to {p.max_latency} "
-                    f"cycles from SEND to RECV ({p.flit_words}-word flits, a {p.hac_frame_words}-word HAC "
-                    f"frame ahead, a {p.depth}-word elastic buffer), plus c2c.link_slack "
-                    f"{math.ceil(link['link_slack'])}: link_latency must be at least {need} at this width"))
+                    (f"is {link_latency} but with c2c.width_bits {w} a vector can take up to {p.max_latency} "
+                     f"cycles from SEND to RECV ({p.flit_words}-word flits, a {p.hac_frame_words}-word HAC "
+                     f"frame ahead, a {p.depth}-word elastic buffer), plus c2c.link_slack "
+                     f"{math.ceil(link['link_slack'])}: link_latency must be at least {need} at this width")))
     return out

@@ -34,8 +34,9 @@ class SliceStepper:
         busy = any(a.busy_until >= c for a in g.active.values())
         for key in list(g.active):
             a = g.active[key]
-            if 0 <= c - a.start < a.n:
-                g._element(key[0], a, c - a.start, c)
+            d = c - a.start
+            if d % a.stride == 0 and 0 <= d // a.stride < a.n:      # element k at start + k x stride
+                g._element(key[0], a, d // a.stride, c)
             if c >= a.busy_until:
                 del g.active[key]
         busy = busy or any(d > c for d in g.effects)
@@ -65,10 +66,10 @@ class SliceStepper:
         for key in list(g.active):
             a = g.active[key]
             occupied |= a.start <= c <= a.busy_until
-            k = c - a.start
-            if 0 <= k < a.n:
+            d = c - a.start
+            if d % a.stride == 0 and 0 <= d // a.stride < a.n:      # element k at start + k x stride
                 before = {due: len(ents) for due, ents in g.effects.items()}
-                g._element(s, a, k, c)
+                g._element(s, a, d // a.stride, c)
                 for due, ents in g.effects.items():
                     if any(e[0] == "s" for e in ents[before.get(due, 0):]):
                         self.samples[due - 1] = c

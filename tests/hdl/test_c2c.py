@@ -15,14 +15,22 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from tinylpu.config import load_config
-from tinylpu.hdl.c2c import C2CLinkPair, LinkRX, crc32_step, crc32_words
-from tinylpu.link import LinkParams, Sym
+from tinylpu.hdl.c2c import C2CLinkPair, LinkRX, LinkTX, crc32_step, crc32_words
+from tinylpu.link import LinkParams, Sym, link_problems, min_link_latency
 from tinylpu.sim.perf.c2c import link_variant, measure_link, run_link
 
 
 @pytest.fixture(scope="module")
 def tray():
     return load_config("tray")
+
+
+def width_variant(width, **c2c):
+    """The tray's link at another ``width_bits`` (and other ``c2c`` fields), with ``link_latency``
+    raised to what that link needs (the loader refuses less: ``tinylpu.link.link_problems``)."""
+    base = load_config("tray")
+    need = min_link_latency(base.lanes, dict(base.link, width_bits=width, **c2c))
+    return link_variant(width_bits=width, link_latency=max(base.link_latency, need), **c2c)
 
 
 def delivered(r):
@@ -149,9 +157,145 @@ def test_link_random_gaps(tray):
 
 @pytest.mark.parametrize("width", [8, 16, 64, 128])
 def test_link_widths(width):
-    cfg = link_variant(width_bits=width, skip_interval=64)
+    cfg = width_variant(width, skip_interval=64)
     r = run_link(cfg, tx_ppm=2000, rx_ppm=-2000, n_vectors=60, seed=width)
     expect_clean(r, 60)
+
+
+# ---------------------------------------------------------------------------------------------
+# every width the loader accepts: LinkParams against the words LinkTX puts on the wire
+
+WIDTHS = [8, 16, 32, 64, 128]          # every power of two from 8 to 8 x lanes (tray: 16 lanes)
+
+
+@pytest.mark.parametrize("width,flit,interval,hac_frame,seq_bits", [
+    (8, 21, 22, 9, 4), (16, 11, 12, 5, 8), (32, 6, 7, 3, 8), (64, 4, 5, 3, 8), (128, 3, 4, 3, 8)])
+def test_params_at_width(width, flit, interval, hac_frame, seq_bits):
+    cfg = width_variant(width)
+    p = LinkParams.from_cfg(cfg)
+    assert (p.flit_words, p.send_interval, p.hac_frame_words, p.seq_bits) == (flit, interval, hac_frame, seq_bits)
+    assert (cfg.flit_words, cfg.vector_interval) == (flit, interval)        # the config's view is the same
+
+
+def _tx_wire(cfg, offers, cycles):
+    """``LinkTX`` alone: ``offers`` maps a cycle to the vector offered in it (``send_valid``).
+    Returns ([(k, data)] of the word chosen in each cycle, final ``overrun``)."""
+    dut = LinkTX(cfg, domain="tx", train_words=4)
+    sim = Simulator(dut)
+    sim.add_clock(10e-9, domain="tx")
+    wire, out = [], {}
+
+    async def bench(ctx):
+        for c in range(cycles):
+            v = offers.get(c)
+            ctx.set(dut.send_valid, v is not None)
+            ctx.set(dut.send_data, v or 0)
+            _, _, k, d = await ctx.tick("tx").sample(dut.wire.k, dut.wire.data)
+            wire.append((k, d))
+        out["overrun"] = ctx.get(dut.overrun)
+
+    sim.add_testbench(bench)
+    sim.run()
+    return wire[1:], out["overrun"]       # the wire register holds the word chosen a cycle before
+
+
+def _tx_frames(wire):
+    """[(code, first cycle, last cycle, [words])] of the DATA and HAC frames (SKIPs left out)."""
+    frames, cur = [], None
+    for c, (k, d) in enumerate(wire):
+        if k and d & 0xF == Sym.SKIP.value:
+            continue
+        if k and d & 0xF in (Sym.DATA.value, Sym.HAC.value):
+            cur = [d & 0xF, c, c, [d]]
+            frames.append(cur)
+        elif not k and cur is not None:
+            cur[2] = c
+            cur[3].append(d)
+        else:
+            cur = None
+    return frames
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_tx_flit_words_at_width(width):
+    """One vector into an idle LinkTX: the DATA flit is flit_words words (header with the sequence
+    number, the vector's bits lane 0 first, the zlib CRC least significant word first), its header
+    chosen in the cycle the vector is offered; a HAC frame is hac_frame_words words."""
+    cfg = width_variant(width, hac_interval=64)
+    p = LinkParams.from_cfg(cfg)
+    v = random.Random(width).getrandbits(8 * cfg.lanes)
+    wire, overrun = _tx_wire(cfg, {20: v}, 20 + 64 + 2 * p.flit_words + p.hac_frame_words)
+    frames = _tx_frames(wire)
+    data = [f for f in frames if f[0] == Sym.DATA.value]
+    hacs = [f for f in frames if f[0] == Sym.HAC.value]
+    assert overrun == 0 and len(data) == 1 and hacs
+    _, first, last, words = data[0]
+    assert first == 20 and last - first + 1 == len(words) == p.flit_words
+    assert words[0] == Sym.DATA.value | (0 << 4)
+    n = p.payload_words
+    assert sum(wd << (width * j) for j, wd in enumerate(words[1:1 + n])) == v
+    assert sum(wd << (width * j) for j, wd in enumerate(words[1 + n:])) == crc32_words(words[:1 + n], width)
+    _, first, last, words = hacs[0]                  # (a later one may be cut off by the end of the run)
+    assert last - first + 1 == len(words) == p.hac_frame_words
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_tx_keeps_the_link_rate_at_width(width):
+    """Vectors every send_interval cycles, with a SKIP every send_interval + 1 words (the most the
+    loader allows) and a HAC frame due every 16 cycles: no overrun, and every flit ends at most
+    max_tx_wait cycles after it would from an idle TX.  One cycle faster, the SKIPs overrun it."""
+    F = LinkParams.from_cfg(width_variant(width)).send_interval
+    for skip in (max(16, F + 1), 1024):
+        cfg = width_variant(width, skip_interval=skip, hac_interval=16)
+        p = LinkParams.from_cfg(cfg)
+        rng = random.Random(width + skip)
+        t0, n = 10 + rng.randrange(min(skip, 40)), 30
+        offers = {t0 + i * F: rng.getrandbits(8 * cfg.lanes) for i in range(n)}
+        wire, overrun = _tx_wire(cfg, offers, t0 + n * F + 3 * p.flit_words)
+        data = [f for f in _tx_frames(wire) if f[0] == Sym.DATA.value]
+        assert overrun == 0 and len(data) == n
+        late = [last - (t + p.flit_words - 1) for (_, _, last, _), t in zip(data, sorted(offers))]
+        assert 0 <= min(late) and max(late) <= p.max_tx_wait, late
+        if skip < 1024:
+            fast = 2 * F * skip // (F - 1)               # enough vectors for 2F SKIPs
+            offers = {t0 + i * (F - 1): 1 for i in range(fast)}
+            assert _tx_wire(cfg, offers, t0 + fast * (F - 1))[1] == 1
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_latency_at_width_within_max_latency(width):
+    """TX accept to recv_valid at equal clocks, with HAC frames due every 16 cycles and random gaps:
+    never below nominal_latency, never above max_latency (what link_latency must cover)."""
+    cfg = width_variant(width, skip_interval=64, hac_interval=16)
+    p = LinkParams.from_cfg(cfg)
+    r = run_link(cfg, n_vectors=40, gap_jitter=p.hac_frame_words + 2, seed=width)
+    expect_clean(r, 40)
+    lat = [round(x, 6) for x in r.latencies()]
+    assert p.nominal_latency in lat
+    assert min(lat) >= p.nominal_latency and max(lat) <= p.max_latency, lat
+
+
+def test_loader_link_rules():
+    """Every power-of-two width from 8 to 8 x lanes loads when link_latency covers the link's
+    latency; narrow links need more (named with the reason), and a SKIP rate above one per flit
+    slot is refused."""
+    base = load_config("tray")
+    for w in WIDTHS:
+        assert width_variant(w).link["width_bits"] == w
+    assert link_problems(base.lanes, base.link, base.link_latency) == []
+    with pytest.raises(ValueError, match=r"'c2c.link_latency': is 24 but with c2c.width_bits 8 a vector can take "
+                                         r"up to 41 cycles from SEND to RECV .*21-word flits.* at least 45"):
+        link_variant(width_bits=8)
+    with pytest.raises(ValueError, match=r"'c2c.link_latency': is 24 but with c2c.width_bits 16 .* at least 31"):
+        link_variant(width_bits=16)
+    with pytest.raises(ValueError, match=r"'c2c.skip_interval': is 22 but with c2c.width_bits 8 a vector takes 22 "
+                                         r"link cycles .*must be more than 22"):
+        link_variant(width_bits=8, skip_interval=22, link_latency=64)
+    with pytest.raises(ValueError, match=r"'c2c.width_bits': is 256 but a vector has only 128 bits"):
+        link_variant(width_bits=256, link_latency=64)
+    assert link_problems(16, dict(base.link, width_bits=24), 64) == [
+        ("c2c.width_bits", ("is 24 but a link word must be a power of two of at least 8 bits that divides the "
+                            "vector's 128 bits"))]
 
 
 # ---------------------------------------------------------------------------------------------
