@@ -16,7 +16,8 @@ runs programs on it::
 The engines, chosen by name in one place (``make_engine``):
 
 ==========  ======================================================================================
-golden      the golden model (``sim.golden``), in-process, persistent per chip
+golden      the golden model (``sim.golden``: ``FastGolden``, tested against the per-cycle
+            ``Golden``), in-process, persistent per chip
 rtl         the chip's Verilog under cocotb (Icarus or Verilator).  With a ``dut`` (host code
             running inside a cocotb test) it drives the chip's host port directly (``RtlPort``);
             without one, every run is one simulator launch (``sim.rtl.runner``)
@@ -89,13 +90,15 @@ class Engine(ABC):
 
 
 class GoldenEngine(Engine):
-    """The golden model, one persistent ``Golden`` per engine: MEM persists between runs."""
+    """The golden model, one persistent model per engine: MEM and unit state persist between runs.
+    The fast path (``FastGolden``) by default; ``reference=True`` runs the per-cycle ``Golden``."""
     name = "golden"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, reference=False):
         super().__init__(cfg)
         from tinylpu.sim.golden.chip import Golden
-        self.g = Golden(cfg)
+        from tinylpu.sim.golden.fast import FastGolden
+        self.g = (Golden if reference else FastGolden)(cfg)
         self.resident = None
 
     async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):

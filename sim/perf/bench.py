@@ -78,23 +78,28 @@ def _time(fn, repeat):
 
 
 def bench_golden(cfg, repeat=5):
+    """Chip cycles/s of the golden model on the steady-state program and on 30 random programs: the
+    per-cycle reference (``Golden``) and the fast path (``FastGolden``) in the same run, median of
+    `repeat`; the whole job (model construction, ``load_program`` with its static check, MEM writes,
+    ``run``) is timed."""
+    from tinylpu.sim.golden.fast import FastGolden
     cfg = load_config(cfg)
     prog = _steady_program(cfg)
     rng = np.random.default_rng(0)
-
-    def steady():
-        g = Golden(cfg)
-        g.load_program(prog)
-        for b in range(4):
-            g.write_mem(f"mem{b}", 0, rng.integers(-128, 128, (4, cfg.lanes), dtype=np.int8))
-        return g.run().cycles
-
+    image = [rng.integers(-128, 128, (4, cfg.lanes), dtype=np.int8) for _ in range(4)]
     cases = [random_program(cfg, s) for s in range(30)]
 
-    def randoms():
+    def steady(cls):
+        g = cls(cfg)
+        g.load_program(prog)
+        for b in range(4):
+            g.write_mem(f"mem{b}", 0, image[b])
+        return g.run().cycles
+
+    def randoms(cls):
         total = 0
         for c in cases:
-            g = Golden(cfg)
+            g = cls(cfg)
             g.load_program(c.program)
             for bank, (addr, img) in c.mem.items():
                 g.write_mem(bank, addr, img)
@@ -102,11 +107,15 @@ def bench_golden(cfg, repeat=5):
         return total
 
     rows = []
-    for name, fn in (("steady state (MXM multiply + install, VXM, 5 MEM ports busy)", steady), ("30 random programs", randoms)):
-        runs = _time(fn, repeat)
-        rates = [c / t for c, t in runs]
-        rows.append({"workload": name, "cycles": runs[0][0], "median_s": statistics.median(t for _, t in runs),
-                     "median_cycles_per_s": statistics.median(rates)})
+    for name, fn in (("steady state (MXM multiply + install, VXM, 5 MEM ports busy)", steady),
+                     ("30 random programs", randoms)):
+        per = {}
+        for label, cls in (("reference (Golden)", Golden), ("fast (FastGolden)", FastGolden)):
+            runs = _time(lambda: fn(cls), repeat)
+            per[label] = statistics.median(c / t for c, t in runs)
+            rows.append({"workload": name, "engine": label, "cycles": runs[0][0],
+                         "median_s": statistics.median(t for _, t in runs), "median_cycles_per_s": per[label]})
+        rows[-1]["speedup"] = per["fast (FastGolden)"] / per["reference (Golden)"]
     return rows
 
 
@@ -129,9 +138,12 @@ def main(args):
     lines = [f"### Golden model speed (config `{cfg.name}`)", "",
              f"Measured with `{cmd}` (median of {args.repeat} runs) on {platform.processor() or platform.machine()}, "
              f"Python {platform.python_version()}, numpy {np.__version__}.", "",
-             "| workload | simulated cycles | median wall time (s) | median cycles/s |", "|---|---|---|---|"]
+             "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['workload']} | {r['cycles']} | {r['median_s']:.3f} | {r['median_cycles_per_s']:,.0f} |")
+        sp = f"{r['speedup']:.1f}x" if "speedup" in r else ""
+        lines.append(f"| {r['workload']} | {r['engine']} | {r['cycles']} | {r['median_s']:.3f} | "
+                     f"{r['median_cycles_per_s']:,.0f} | {sp} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:
