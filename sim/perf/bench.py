@@ -119,6 +119,15 @@ def bench_golden(cfg, repeat=5):
     return rows
 
 
+def _golden_rows(rows):
+    out = []
+    for r in rows:
+        speedup = f"{r['speedup']:.1f}x" if "speedup" in r else ""
+        out.append(f"| {r['workload']} | {r['engine']} | {r['cycles']} | {r['median_s']:.3f} | "
+                   f"{r['median_cycles_per_s']:,.0f} | {speedup} |")
+    return out
+
+
 def main(args):
     if args.what == "all":
         bench_all(args.output or "docs/benchmarks.md", args.config, min(args.repeat, 3))
@@ -139,11 +148,7 @@ def main(args):
              f"Measured with `{cmd}` (median of {args.repeat} runs) on {platform.processor() or platform.machine()}, "
              f"Python {platform.python_version()}, numpy {np.__version__}.", "",
              "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        sp = f"{r['speedup']:.1f}x" if "speedup" in r else ""
-        lines.append(f"| {r['workload']} | {r['engine']} | {r['cycles']} | {r['median_s']:.3f} | "
-                     f"{r['median_cycles_per_s']:,.0f} | {sp} |")
+             "|---|---|---|---|---|---|"] + _golden_rows(rows)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:
@@ -639,9 +644,9 @@ def bench_all(path="docs/benchmarks.md", config="tiny", repeat=3, reruns=3):
              f"{sum(r['delivered'] for r in c2c_rows)}/{sum(r['vectors'] for r in c2c_rows)} vectors delivered.")
     L += ["", f"### Golden model speed (config `{config}`)", "",
           "Steady-state program and 30 random programs; median of 5 runs.", "",
-          "| workload | simulated cycles | median wall time (s) | median cycles/s |", "|---|---|---|---|"]
-    for r in golden_rows:
-        L.append(f"| {r['workload']} | {r['cycles']} | {r['median_s']:.3f} | {r['median_cycles_per_s']:,.0f} |")
+          "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
+          "|---|---|---|---|---|---|"]
+    L += _golden_rows(golden_rows)
     L += ["", f"### Simulator speed (config `{config}`)", "",
           "The steady-state program (MXM multiply + weight install, VXM add, five MEM ports busy every cycle), "
           "timed from START to done (host-port loading excluded; includes the status polls).", "",
