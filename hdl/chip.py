@@ -52,6 +52,7 @@ The held cycles are counted in ``stall`` (STATUS word 1, bits 32-63).
 """
 
 import math
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
@@ -155,9 +156,39 @@ class Chip(wiring.Component):
             m.d.sync += start.eq(icu_start)
         stopped = Signal()                      # an error stopped the run (gates the registered issue)
         stop_next = Signal()                    # `stopped` of the next cycle (its register's input)
+        sl = self._slices(m, classes, fabric, host, icu_start, stop_next)
+        m.d.comb += fabric.clear.eq(start)
 
-        icus, units = [], []
-        icu_st = []                             # per ICU: (halted, parked, deskewed, halt, err_queue), chip time
+        run = self._run_registers()
+        line = self._notify_line(m, sl.icus, icu_start, hold)
+        all_halted, deadlock = self._queue_states(m, sl, line)
+        deskew_queue_err = Signal()
+        deskew_busy_err = Signal()
+        if self.has_c2c:
+            self._c2c(m, sl.c2c, sl.icus, sl.units, start, run.running, run.counter, hold, run.stall,
+                      deskew_queue_err, deskew_busy_err)
+        dec_err, dec_halted, dec_cycle = self._error_flags(m, sl, start, run.counter, all_halted, deadlock,
+                                                           deskew_queue_err, deskew_busy_err)
+        any_err = Signal()
+        m.d.comb += any_err.eq(run.running & (dec_err.as_value() != 0))
+        self._stop(m, sl.icus, icu_start, start, stopped, stop_next, any_err)
+        self._run_state(m, run, sl, icu_start, start, hold, any_err, dec_err, dec_halted, dec_cycle)
+        m.d.comb += [
+            host.st_running.eq(run.running),
+            host.st_done.eq(run.done),
+            host.st_errors.eq(run.errors),
+            host.st_cycles.eq(Mux(run.running, run.counter, run.result_cycles)),
+            host.st_stall.eq(run.stall),
+        ]
+        return m
+
+    def _slices(self, m, classes, fabric, host, icu_start, stop_next):
+        """Per slice an ICU (``icu_<name>``) and the unit (``<name>``), joined to the fabric, the
+        host port and (registered issue) through the issue registers.  Returns ``icus``, ``units``,
+        ``icu_st`` (per ICU: halted, parked, deskewed, halt, err_queue, in chip time) and ``c2c``."""
+        cfg = self.cfg
+        ahead = not self.has_c2c
+        icus, units, icu_st, c2c = [], [], [], None
         for s in cfg.slices:
             p = s.position
             icu = ICU(cfg, s)
@@ -167,21 +198,7 @@ class Chip(wiring.Component):
             icus.append(icu)
             units.append(unit)
             if ahead:
-                iss = Signal(name=f"issue_{s.name}")
-                ins = Signal.like(icu.insn, name=f"insn_{s.name}")
-                st = [Signal(name=f"{n}_{s.name}") for n in ("halted", "parked", "deskewed", "halt", "err_queue")]
-                # `iss` is the issue already masked by `stopped` of its own cycle (taken from the
-                # stop register's input), so no chip-wide net gates the units' sample logic
-                m.d.sync += [iss.eq(icu.issue & ~stop_next), ins.eq(icu.insn),
-                             st[0].eq(icu.halted), st[1].eq(icu.parked), st[2].eq(icu.deskewed),
-                             st[3].eq(icu.halt), st[4].eq(icu.err_queue)]
-                m.d.comb += [unit.issue.eq(iss), unit.insn.eq(ins)]
-                if hasattr(unit, "pre_insn"):
-                    # the op and count of the next cycle's instruction (the ICU's ``dec_src``), for
-                    # the unit's predecode registers (hdl/common.py ``predecode``)
-                    unit.early = True
-                    m.d.comb += unit.pre_insn.eq(icu.dec_src)
-                icu_st.append(st)
+                icu_st.append(self._issue_registers(m, s, icu, unit, stop_next))
             else:
                 m.d.comb += [unit.issue.eq(icu.issue), unit.insn.eq(icu.insn)]
                 icu_st.append([icu.halted, icu.parked, icu.deskewed, icu.halt, icu.err_queue])
@@ -200,18 +217,46 @@ class Chip(wiring.Component):
                 ]
             if s.kind == "c2c":
                 c2c = unit
-        m.d.comb += fabric.clear.eq(start)
+        return SimpleNamespace(icus=icus, units=units, icu_st=icu_st, c2c=c2c)
 
-        # --- run state ---------------------------------------------------------------------
+    def _issue_registers(self, m, s, icu, unit, stop_next):
+        """Slice `s`'s ICU outputs, registered on their way to the unit and the run logic
+        (``issue_<s>``, ``insn_<s>``, ``halted_<s>`` ...); the unit predecodes ``pre_insn``.
+        Returns the registered queue states (halted, parked, deskewed, halt, err_queue)."""
+        iss = Signal(name=f"issue_{s.name}")
+        ins = Signal.like(icu.insn, name=f"insn_{s.name}")
+        st = [Signal(name=f"{n}_{s.name}") for n in ("halted", "parked", "deskewed", "halt", "err_queue")]
+        # `iss` is the issue already masked by `stopped` of its own cycle (taken from the
+        # stop register's input), so no chip-wide net gates the units' sample logic
+        m.d.sync += [iss.eq(icu.issue & ~stop_next), ins.eq(icu.insn),
+                     st[0].eq(icu.halted), st[1].eq(icu.parked), st[2].eq(icu.deskewed),
+                     st[3].eq(icu.halt), st[4].eq(icu.err_queue)]
+        m.d.comb += [unit.issue.eq(iss), unit.insn.eq(ins)]
+        if hasattr(unit, "pre_insn"):
+            # the op and count of the next cycle's instruction (the ICU's ``dec_src``), for
+            # the unit's predecode registers (hdl/common.py ``predecode``)
+            unit.early = True
+            m.d.comb += unit.pre_insn.eq(icu.dec_src)
+        return st
+
+    @staticmethod
+    def _run_registers():
+        """The run state: ``running``, ``done``, the program ``counter``, ``last_halt_p1`` ((cycle
+        of the last HALT) + 1), ``result_cycles``, the sticky ``errors`` and the DESKEW ``stall``."""
         running = Signal()
         done = Signal()
         counter = Signal(32)
-        last_halt_p1 = Signal(32)       # (cycle of the last HALT) + 1
+        last_halt_p1 = Signal(32)
         result_cycles = Signal(32)
         errors = Signal(ErrorFlags)     # sticky
+        stall = Signal(32)              # cycles DESKEW held the chip
+        return SimpleNamespace(running=running, done=done, counter=counter, last_halt_p1=last_halt_p1,
+                               result_cycles=result_cycles, errors=errors, stall=stall)
 
-        # NOTIFY delay line
-        n = cfg.latency["notify"]
+    def _notify_line(self, m, icus, icu_start, hold):
+        """The OR of the queues' NOTIFY pulses, delayed ``latency.notify`` cycles (``notify_d<i>``),
+        broadcast to every ICU as ``fire``.  Returns the delay line."""
+        n = self.cfg.latency["notify"]
         line = [Signal(name=f"notify_d{i + 1}") for i in range(n)]
         any_notify = Signal()
         m.d.comb += any_notify.eq(Cat(icu.notify for icu in icus).any())
@@ -223,27 +268,33 @@ class Chip(wiring.Component):
             m.d.sync += [line[i].eq(line[i - 1]) for i in range(1, n)]
         for icu in icus:
             m.d.comb += icu.fire.eq(fire)
+        return line
 
+    def _queue_states(self, m, sl, line):
+        """``all_halted`` (chip time) and ``deadlock``: every queue halted or parked in SYNC, at
+        least one parked, and no NOTIFY on its way."""
         all_halted = Signal()
         deadlock = Signal()
         # (in the ICUs' time: with registered issue, the chip sees it one cycle later)
-        deadlock_now = (Cat(icu.halted | icu.parked for icu in icus).all()
-                        & Cat(icu.parked for icu in icus).any() & ~Cat(*line).any())
-        m.d.comb += all_halted.eq(Cat(st[0] for st in icu_st).all())
-        if ahead:
+        deadlock_now = (Cat(icu.halted | icu.parked for icu in sl.icus).all()
+                        & Cat(icu.parked for icu in sl.icus).any() & ~Cat(*line).any())
+        m.d.comb += all_halted.eq(Cat(st[0] for st in sl.icu_st).all())
+        if not self.has_c2c:
             m.d.sync += deadlock.eq(deadlock_now)
         else:
             m.d.comb += deadlock.eq(deadlock_now)
+        return all_halted, deadlock
 
-        stall = Signal(32)                 # cycles DESKEW held the chip
-        deskew_queue_err = Signal()
-        deskew_busy_err = Signal()
-        if self.has_c2c:
-            self._c2c(m, c2c, icus, units, start, running, counter, hold, stall,
-                      deskew_queue_err, deskew_busy_err)
-        unit_errs = [u.err.as_value() for u in units]
-        unit_busy = [u.busy for u in units]
-        queue_err = Cat(st[4] for st in icu_st).any()
+    def _error_flags(self, m, sl, start, counter, all_halted, deadlock, deskew_queue_err, deskew_busy_err):
+        """This cycle's error flags (the units' ``err`` pulses, queue errors, deadlock, inflight)
+        and the all-halted state the run logic decides on, with the cycle they belong to.  With
+        registered issue that is two cycles late (``err_<slice>``/``busy_<slice>`` ..., then
+        ``err_seen``/``halted_seen``).  Returns (flags, halted, cycle)."""
+        cfg = self.cfg
+        ahead = not self.has_c2c
+        unit_errs = [u.err.as_value() for u in sl.units]
+        unit_busy = [u.busy for u in sl.units]
+        queue_err = Cat(st[4] for st in sl.icu_st).any()
         halted_now, deadlock_now = all_halted, deadlock
         if ahead:
             # With registered issue the run logic decides two cycles late: cycle c's unit err/busy
@@ -275,55 +326,48 @@ class Chip(wiring.Component):
             err_now.deadlock.eq(unit_err[ERROR_BITS.index("deadlock")] | deadlock_now),
             err_now.inflight.eq(unit_err[ERROR_BITS.index("inflight")] | inflight | deskew_busy_err),
         ]
-        if ahead:
-            dec_err = Signal(ErrorFlags, name="err_seen")     # cycle c's errors, in c+2
-            dec_halted = Signal(name="halted_seen")
-            with m.If(start):
-                m.d.sync += [dec_err.eq(0), dec_halted.eq(0)]
-            with m.Else():
-                m.d.sync += [dec_err.eq(err_now), dec_halted.eq(halted_now)]
-            dec_cycle = (counter - 2)[:32]
-        else:
-            dec_err, dec_halted, dec_cycle = err_now, all_halted, counter
-        any_err = Signal()
-        m.d.comb += any_err.eq(running & (dec_err.as_value() != 0))
-        if ahead:
-            # the stop reaches the ICUs three cycles late (err_*, err_seen, stopped); `stopped` also
-            # masks the issue registers, so units see at most the issues of the two cycles after
-            # the error
-            m.d.comb += stop_next.eq(Mux(icu_start | start, 0, stopped | any_err))
-            m.d.sync += stopped.eq(stop_next)
-            for icu in icus:
-                m.d.comb += icu.stop.eq(stopped)
-        else:
+        if not ahead:
+            return err_now, all_halted, counter
+        dec_err = Signal(ErrorFlags, name="err_seen")     # cycle c's errors, in c+2
+        dec_halted = Signal(name="halted_seen")
+        with m.If(start):
+            m.d.sync += [dec_err.eq(0), dec_halted.eq(0)]
+        with m.Else():
+            m.d.sync += [dec_err.eq(err_now), dec_halted.eq(halted_now)]
+        return dec_err, dec_halted, (counter - 2)[:32]
+
+    def _stop(self, m, icus, icu_start, start, stopped, stop_next, any_err):
+        """The ICUs' ``stop``: at once (C2C chips), or three cycles late (err_*, err_seen,
+        ``stopped``); `stopped` also masks the issue registers, so units see at most the issues
+        of the two cycles after the error."""
+        if self.has_c2c:
             for icu in icus:
                 m.d.comb += icu.stop.eq(any_err)
+            return
+        m.d.comb += stop_next.eq(Mux(icu_start | start, 0, stopped | any_err))
+        m.d.sync += stopped.eq(stop_next)
+        for icu in icus:
+            m.d.comb += icu.stop.eq(stopped)
 
-        if ahead:
+    def _run_state(self, m, run, sl, icu_start, start, hold, any_err, dec_err, dec_halted, dec_cycle):
+        """START, the program counter, the last HALT, and the end of the run (done, the sticky
+        flags and the cycle count)."""
+        if not self.has_c2c:
             with m.If(icu_start):
-                m.d.sync += done.eq(0)           # the host must not read the last run's result now
+                m.d.sync += run.done.eq(0)           # the host must not read the last run's result now
         with m.If(start):
-            m.d.sync += [running.eq(1), done.eq(0), counter.eq(0), last_halt_p1.eq(0), errors.eq(0),
-                         result_cycles.eq(0)]
-        with m.Elif(running):
+            m.d.sync += [run.running.eq(1), run.done.eq(0), run.counter.eq(0), run.last_halt_p1.eq(0),
+                         run.errors.eq(0), run.result_cycles.eq(0)]
+        with m.Elif(run.running):
             with m.If(~hold):
-                m.d.sync += counter.eq(counter + 1)
-            with m.If(Cat(st[3] for st in icu_st).any()):
-                m.d.sync += last_halt_p1.eq(counter + 1)
+                m.d.sync += run.counter.eq(run.counter + 1)
+            with m.If(Cat(st[3] for st in sl.icu_st).any()):
+                m.d.sync += run.last_halt_p1.eq(run.counter + 1)
             with m.If(any_err):
-                m.d.sync += [errors.eq(errors.as_value() | dec_err.as_value()), running.eq(0), done.eq(1),
-                             result_cycles.eq(dec_cycle)]
+                m.d.sync += [run.errors.eq(run.errors.as_value() | dec_err.as_value()), run.running.eq(0),
+                             run.done.eq(1), run.result_cycles.eq(dec_cycle)]
             with m.Elif(dec_halted):
-                m.d.sync += [running.eq(0), done.eq(1), result_cycles.eq(last_halt_p1)]
-
-        m.d.comb += [
-            host.st_running.eq(running),
-            host.st_done.eq(done),
-            host.st_errors.eq(errors),
-            host.st_cycles.eq(Mux(running, counter, result_cycles)),
-            host.st_stall.eq(stall),
-        ]
-        return m
+                m.d.sync += [run.running.eq(0), run.done.eq(1), run.result_cycles.eq(run.last_halt_p1)]
 
     def _c2c(self, m, c2c, icus, units, start, running, counter, hold, stall, queue_err, busy_err):
         """Links, the aligned counter and DESKEW (module docstring)."""

@@ -17,16 +17,19 @@ Conventions (see docs/rtl.md):
   cycle >= c.  ``err``: one-cycle pulses; the chip keeps them sticky in its status register.
 """
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from tinylpu.isa import INT32_PLANES, Instr
+from tinylpu.isa import COUNT_MAX, INT32_PLANES, Instr
 from tinylpu.wire import ERROR_BITS, ErrorFlags
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
            "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers",
-           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream", "predecode", "predecode_held"]
+           "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream", "predecode", "predecode_held",
+           "ElementField", "ElementSequencer"]
 
 
 def vec(lanes):
@@ -182,6 +185,123 @@ def predecode_held(m, unit, name, fn, accept):
     out = Signal(name=name)
     m.d.comb += out.eq(Mux(accept, new, cur))
     return out
+
+
+@dataclass(frozen=True)
+class ElementField:
+    """A field an ``ElementSequencer`` carries from the issuing word to every element.
+
+    `new`: its value in the issue cycle (a field of ``insn``, a predecoded flag, or all of
+    ``insn``); `shape`: the register's shape (default: `new`'s); `step`: ``step(el)`` is the next
+    element's value, from this cycle's element fields ``el`` (an address that advances), None to
+    keep it; `reg` / `el`: the names of the register and of this cycle's value (default
+    ``<prefix>_<key>`` and ``<prefix>_el_<key>``)."""
+    new: object
+    shape: object = None
+    step: object = None
+    reg: str = None
+    el: str = None
+
+
+class ElementSequencer:
+    """Which element of a sub-unit's instruction runs in this cycle, and its fields.
+
+    Built into the unit's own module (no submodule: the names stay in the unit's waveform scope
+    and synthesis sees the same netlist as a hand-written copy).  An instruction that issues in
+    cycle t with n elements runs element 0 in t, its fields straight from the issuing word, and
+    element k in t+k, its fields from registers (with `replace` they take this cycle's fields
+    every cycle, a field with a ``step`` advancing; without, they hold the accepted instruction's).
+    Registers:
+
+    * ``left``: elements still to run from this cycle on (loaded with n - 1 at the issue);
+    * ``more`` (with `multi`: count >= 2) or ``idle`` (with `few`: count <= 1; init 1): ``left != 0``
+      or its complement as a flip-flop, loaded from the predecoded count test, so "elements
+      remain" needs no compare in the issue cycle;
+    * ``knext`` (`index`): the next cycle's element index;
+    * one per `fields` entry (``ElementField``).
+
+    `issue`: an instruction for this sequencer issues in this cycle (its count test in `some`,
+    None when `issue` already implies count != 0); `count`: its element count.  `replace`: an
+    issue while elements remain starts the new instruction (MEM, MXM sub-units); otherwise it is
+    ignored (VXM, SXM).  Either way it is ``err_busy``.
+
+    Attributes: ``start`` (element 0 runs now: `issue`, or the accepted issue, ``names["start"]``),
+    ``el`` (an element runs now), ``more`` / ``idle``, ``running`` (``more``, or ``~idle``),
+    ``left``, ``k`` (the element index, with `index`), ``fields`` ({key: this cycle's value}),
+    ``err_busy``.  `names` overrides the default names ``<prefix>_el``, ``<prefix>_left``,
+    ``<prefix>_more`` / ``<prefix>_idle``, ``<prefix>_start``, ``<prefix>_k``, ``<prefix>_knext``.
+    """
+
+    def __init__(self, m, prefix, issue, count, *, fields=None, replace=True, some=None, multi=None, few=None,
+                 span=COUNT_MAX, index=False, names=None):
+        if (multi is None) == (few is None):
+            raise ValueError("ElementSequencer: give exactly one of multi (count >= 2) and few (count <= 1)")
+        nm = {key: f"{prefix}_{key}" for key in ("el", "left", "more", "idle", "start", "k", "knext")}
+        nm.update(names or {})
+        self.left = Signal(range(span + 1), name=nm["left"])
+        if multi is not None:
+            self.more = Signal(name=nm["more"])
+            self.running = self.more
+        else:
+            self.idle = Signal(init=1, name=nm["idle"])
+            self.running = ~self.idle
+        if replace:
+            self.start = issue
+        else:
+            self.start = Signal(name=nm["start"])
+            m.d.comb += self.start.eq(issue & ~self.running)
+        self.err_busy = issue & self.running
+        self.el = Signal(name=nm["el"])
+        self._count(m, count, some, multi, few, span, index, nm)
+        self._fields(m, prefix, fields or {}, replace)
+
+    def _count(self, m, count, some, multi, few, span, index, nm):
+        """``el``, ``left``, ``more``/``idle`` and (with `index`) ``k``/``knext``."""
+        left, start, running = self.left, self.start, self.running
+        flag, flag_new, flag_next = ((self.more, multi, left != 1) if multi is not None
+                                     else (self.idle, few, left == 1))
+        knext = Signal(range(span + 1), name=nm["knext"]) if index else None
+        with m.If(start):
+            m.d.comb += self.el.eq(1 if some is None else some)
+            m.d.sync += [left.eq(count - 1 if some is None else Mux(some, count - 1, 0)), flag.eq(flag_new)]
+            if index:
+                m.d.sync += knext.eq(1)
+        with m.Else():
+            m.d.comb += self.el.eq(running)
+            with m.If(running):
+                m.d.sync += [left.eq(left - 1), flag.eq(flag_next)]
+                if index:
+                    m.d.sync += knext.eq(knext + 1)
+        if index:
+            self.k = Signal(range(span + 1), name=nm["k"])
+            m.d.comb += self.k.eq(Mux(start, 0, knext))
+
+    def _fields(self, m, prefix, fields, replace):
+        """Per field: this cycle's value (``fields[key]``) and its register.  `replace`: the
+        register takes this cycle's value (or its ``step``) every cycle; else it holds the accepted
+        instruction's (a register with an enable, as the hand-written VXM/SXM copies had it: the
+        same values, and ABC maps that form into fewer LUTs there)."""
+        start = self.start
+        regs, self.fields = {}, {}
+        for key, f in fields.items():
+            shape = f.shape if f.shape is not None else f.new.shape()
+            regs[key] = Signal(shape, name=f.reg or f"{prefix}_{key}")
+            self.fields[key] = Signal(shape, name=f.el or f"{prefix}_el_{key}")
+        if replace:
+            with m.If(start):
+                m.d.comb += [self.fields[key].eq(f.new) for key, f in fields.items()]
+            with m.Else():
+                m.d.comb += [self.fields[key].eq(regs[key]) for key in regs]
+        for key, f in fields.items():
+            if not replace:
+                m.d.comb += self.fields[key].eq(Mux(start, Value.cast(f.new), Value.cast(regs[key])))
+            if f.step:
+                m.d.sync += regs[key].eq(f.step(self.fields))
+            elif replace:
+                m.d.sync += regs[key].eq(self.fields[key])
+            else:
+                with m.If(start):
+                    m.d.sync += regs[key].eq(f.new)
 
 
 def unit_signature(cfg, extra=None):

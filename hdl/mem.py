@@ -62,13 +62,25 @@ of c (ignored when ``host_addr >= mem_depth``, or when the chip's write stage us
 cycle c+1 until the next read of the port.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from tinylpu import isa
-from tinylpu.hdl.common import below, drive_landing, pick_stream, port_landing, predecode, unit_signature, vec
+from tinylpu.hdl.common import (
+    ElementField,
+    ElementSequencer,
+    below,
+    drive_landing,
+    pick_stream,
+    port_landing,
+    predecode,
+    unit_signature,
+    vec,
+)
 from tinylpu.isa import Opcode
 
 __all__ = ["MemSlice"]
@@ -110,25 +122,28 @@ class MemSlice(wiring.Component):
             "host_rdata": Out(vec(lanes)),
         }))
         self.bank = Memory(shape=vec(lanes), depth=cfg.mem_depth, init=[])
+        depth = cfg.mem_depth
+        self._abits = max(1, (depth - 1).bit_length())          # bank address bits
+        self._el_reg = int(cfg.latency["mem_read"] >= 3)        # |el|
+        self._addr_reg = int(cfg.latency["mem_read"] >= 4)      # |addr|
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.cfg
-        depth = cfg.mem_depth
-        abits = max(1, (depth - 1).bit_length())
-        l_read, l_write = cfg.latency["mem_read"], cfg.latency["mem_write"]
+        l_read, l_write = self.cfg.latency["mem_read"], self.cfg.latency["mem_write"]
         assert l_read >= 2 and l_write >= 2
-        el_reg = int(l_read >= 3)
-        addr_reg = int(l_read >= 4)
-
         m.submodules.bank = bank = self.bank
         rport = bank.read_port()            # not transparent: sees writes of earlier cycles only
         wport = bank.write_port()
+        dec = self._decode(m)
+        rd = self._read_unit(m, rport, dec)
+        wr = self._write_unit(m, wport, dec)
+        self._status(m, dec, rd, wr)
+        return m
 
-        args = self.insn.args.mem
-        # decoded from the instruction word alone, in the cycle before the issue on chips with
-        # registered issue (``common.predecode``); `*_multi`: count >= 2, so a register can say
-        # "elements left" without a compare in the sample cycle
+    def _decode(self, m):
+        """The issuing instruction's class, decoded from the word alone (``common.predecode``: in
+        the cycle before the issue on chips with registered issue); ``multi``: count >= 2, so a
+        register can say "elements left" without a compare in the sample cycle."""
         dec_rd = predecode(m, self, "dec_rd", lambda i: ((i.op == Opcode.READ) | (i.op == Opcode.GATHER))
                            & (i.args.mem.count != 0))
         dec_wr = predecode(m, self, "dec_wr", lambda i: ((i.op == Opcode.WRITE) | (i.op == Opcode.SCATTER))
@@ -139,92 +154,89 @@ class MemSlice(wiring.Component):
         issue_rd = Signal(name="issue_rd")
         issue_wr = Signal(name="issue_wr")
         m.d.comb += [issue_rd.eq(self.issue & dec_rd), issue_wr.eq(self.issue & dec_wr)]
+        return SimpleNamespace(rd=issue_rd, wr=issue_wr, gather=dec_gather, scatter=dec_scatter, multi=dec_multi)
 
-        def in_range(addr):
-            return below(addr, depth)
+    def _sequencer(self, m, prefix, issue, dec_indexed, indexed, multi):
+        """The element sequencer of the read (``rd``) or write (``wr``) sub-unit: this cycle's
+        element's streams ``s``/``a``, GATHER/SCATTER flag (`indexed`), base, stride and sequential
+        address ``seq`` (register ``<prefix>_addr``, advanced by the stride every element)."""
+        args = self.insn.args.mem
+        return ElementSequencer(m, prefix, issue, args.count, multi=multi, fields={
+            indexed: ElementField(dec_indexed),
+            "s": ElementField(args.s),
+            "a": ElementField(args.a),
+            "base": ElementField(args.addr),
+            "seq": ElementField(args.addr, shape=ADDR, reg=f"{prefix}_addr",
+                                step=lambda el: el["seq"] + el["stride"]),
+            "stride": ElementField(args.stride),
+        })
 
-        # ------------------------------------------------------------------------------------
-        # read sub-unit
-        # ------------------------------------------------------------------------------------
-        rd_left = Signal(12, name="rd_left")          # elements still to run, from this cycle on
-        rd_more = Signal(name="rd_more")              # rd_left != 0, as a register
-        rd_gather = Signal(name="rd_gather")
-        rd_s = Signal(isa.StreamField, name="rd_s")
-        rd_a = Signal(isa.StreamField, name="rd_a")
-        rd_base = Signal(16, name="rd_base")
-        rd_addr = Signal(ADDR, name="rd_addr")        # READ: address of this cycle's element
-        rd_stride = Signal(signed(8), name="rd_stride")
+    def _address(self, m, prefix, q):
+        """The element's address (``<prefix>_el_addr``: base + index, or the sequential address)
+        and its range check: (in range and live ``<prefix>_ok``, address, addr error)."""
+        depth = self.cfg.mem_depth
+        addr = Signal(ADDR, name=f"{prefix}_el_addr")
+        m.d.comb += addr.eq(Mux(q["gather"], q["base"] + q["idx"], q["seq"]))
+        ok = Signal(name=f"{prefix}_ok")              # the element uses the bank
+        m.d.comb += ok.eq(q["el"] & below(addr, depth))
+        return ok, addr, q["el"] & ~below(addr, depth)
 
-        # this cycle's element (from insn in the issue cycle, else from the registers)
-        rd_el = Signal(name="rd_el")
-        rd_el_gather = Signal(name="rd_el_gather")
-        rd_el_s = Signal(isa.StreamField, name="rd_el_s")
-        rd_el_a = Signal(isa.StreamField, name="rd_el_a")
-        rd_el_base = Signal(16, name="rd_el_base")
-        rd_el_seq = Signal(ADDR, name="rd_el_seq")
-        rd_el_stride = Signal(signed(8), name="rd_el_stride")
-        with m.If(issue_rd):
-            m.d.comb += [
-                rd_el.eq(1), rd_el_gather.eq(dec_gather), rd_el_s.eq(args.s), rd_el_a.eq(args.a),
-                rd_el_base.eq(args.addr), rd_el_seq.eq(args.addr), rd_el_stride.eq(args.stride),
-            ]
-            m.d.sync += [rd_left.eq(args.count - 1), rd_more.eq(dec_multi)]
-        with m.Else():
-            m.d.comb += [
-                rd_el.eq(rd_more), rd_el_gather.eq(rd_gather), rd_el_s.eq(rd_s), rd_el_a.eq(rd_a),
-                rd_el_base.eq(rd_base), rd_el_seq.eq(rd_addr), rd_el_stride.eq(rd_stride),
-            ]
-            with m.If(rd_more):
-                m.d.sync += [rd_left.eq(rd_left - 1), rd_more.eq(rd_left != 1)]
-        m.d.sync += [
-            rd_gather.eq(rd_el_gather), rd_s.eq(rd_el_s), rd_a.eq(rd_el_a), rd_base.eq(rd_el_base),
-            rd_stride.eq(rd_el_stride), rd_addr.eq(rd_el_seq + rd_el_stride),
-        ]
-
-        rd_idx_data, rd_idx_valid = pick_stream(self.tap, rd_el_a.west, rd_el_a.index)
-        rd_operands_ok = ~rd_el_gather | rd_idx_valid
-        rd_err_empty = rd_el & ~rd_operands_ok
+    # ------------------------------------------------------------------------------------
+    # read sub-unit
+    # ------------------------------------------------------------------------------------
+    def _read_unit(self, m, rport, dec):
+        """READ / GATHER: the elements, their addresses, the read port and the result pipeline."""
+        seq = self._sequencer(m, "rd", dec.rd, dec.gather, "gather", dec.multi)
+        el = seq.fields
+        idx_data, idx_valid = pick_stream(self.tap, el["a"].west, el["a"].index)
+        operands_ok = ~el["gather"] | idx_valid
         # with L_r >= 3 the element is registered first (|el|): its address is formed, checked and
         # sent to the bank one cycle after the sample cycle, and the write path gets one more stage
         # so that the ordering stays the same
-        rd_stage_valids = []
-        q = element_stage(m, "rd", el_reg, rd_el & rd_operands_ok, rd_el_gather, rd_el_base, rd_el_seq,
-                          rd_idx_data[:16], rd_el_s, rd_stage_valids)
-        rd_el_addr = Signal(ADDR, name="rd_el_addr")
-        m.d.comb += rd_el_addr.eq(Mux(q["gather"], q["base"] + q["idx"], q["seq"]))
-        rd_ok = Signal(name="rd_ok")                  # the element reads the bank this cycle
-        m.d.comb += rd_ok.eq(q["el"] & in_range(rd_el_addr))
-        rd_err_addr = q["el"] & ~in_range(rd_el_addr)
-        port_ok, port_addr, port_s = rd_ok, rd_el_addr[:abits], q["dst"]
-        if addr_reg:
-            # |addr| (L_r >= 4): the checked address is registered in front of the bank too
+        valids = []
+        q = element_stage(m, "rd", self._el_reg, seq.el & operands_ok, el["gather"], el["base"], el["seq"],
+                          idx_data[:16], el["s"], valids)
+        ok, addr, err_addr = self._address(m, "rd", q)
+        port_ok, port_s = self._read_port(m, rport, ok, addr, q["dst"], valids)
+        self._result_port(m, rport.data, port_ok, port_s, valids)
+        return SimpleNamespace(seq=seq, err_empty=seq.el & ~operands_ok, err_addr=err_addr, valids=valids)
+
+    def _read_port(self, m, rport, ok, addr, dst, valids):
+        """The bank's read port (shared with the host); with |addr| (L_r >= 4) the checked address
+        is registered in front of it.  Returns (reads now, destination) of the element at the port."""
+        abits = self._abits
+        port_ok, port_addr, port_s = ok, addr[:abits], dst
+        if self._addr_reg:
             port_ok, port_addr = Signal(name="rd_a_ok"), Signal(abits, name="rd_a_addr")
             port_s = Signal(isa.StreamField, name="rd_a_dst")
-            m.d.sync += [port_ok.eq(rd_ok), port_addr.eq(rd_el_addr[:abits]), port_s.eq(q["dst"])]
-            rd_stage_valids.append(port_ok)
+            m.d.sync += [port_ok.eq(ok), port_addr.eq(addr[:abits]), port_s.eq(dst)]
+            valids.append(port_ok)
         m.d.comb += [
             rport.addr.eq(Mux(port_ok, port_addr, self.host_addr[:abits])),
             rport.en.eq(port_ok | self.host_re),
             self.host_rdata.eq(rport.data),
         ]
+        return port_ok, port_s
 
-        # result pipeline: stage 1 = the cycle the read data is valid, then pad stages
+    def _result_port(self, m, data, port_ok, port_s, valids):
+        """The result pipeline: stage 1 = the cycle the read data is valid, then pad stages; the
+        last one drives ``out``."""
         rd_valid = Signal(name="rd_s1_valid")
         rd_dst = Signal(isa.StreamField, name="rd_s1_dst")
         m.d.sync += [rd_valid.eq(port_ok), rd_dst.eq(port_s)]
         last_in = (port_ok, port_s)         # the inputs of the last result register
-        rd_data = rport.data
-        rd_stage_valids.append(rd_valid)
-        for k in range(2 + el_reg + addr_reg, l_read):
+        rd_data = data
+        valids.append(rd_valid)
+        for k in range(2 + self._el_reg + self._addr_reg, self.cfg.latency["mem_read"]):
             v = Signal(name=f"rd_s{k}_valid")
             d = Signal(isa.StreamField, name=f"rd_s{k}_dst")
-            x = Signal(vec(cfg.lanes), name=f"rd_s{k}_data")
+            x = Signal(vec(self.cfg.lanes), name=f"rd_s{k}_data")
             m.d.sync += [v.eq(rd_valid), d.eq(rd_dst), x.eq(rd_data)]
             last_in = (rd_valid, rd_dst)
             rd_valid, rd_dst, rd_data = v, d, x
-            rd_stage_valids.append(v)
-        drive_landing(m, self.out, *port_landing(m, "rd", last_in[0], last_in[1].index, last_in[1].west, 0, cfg,
-                                                 planes=False))
+            valids.append(v)
+        drive_landing(m, self.out, *port_landing(m, "rd", last_in[0], last_in[1].index, last_in[1].west, 0,
+                                                 self.cfg, planes=False))
         m.d.comb += [
             self.out.valid.eq(rd_valid),
             self.out.west.eq(rd_dst.west),
@@ -233,85 +245,54 @@ class MemSlice(wiring.Component):
             self.out.data[0].eq(rd_data),
         ]
 
-        # ------------------------------------------------------------------------------------
-        # write sub-unit
-        # ------------------------------------------------------------------------------------
-        wr_left = Signal(12, name="wr_left")
-        wr_more = Signal(name="wr_more")              # wr_left != 0, as a register
-        wr_scatter = Signal(name="wr_scatter")
-        wr_s = Signal(isa.StreamField, name="wr_s")
-        wr_a = Signal(isa.StreamField, name="wr_a")
-        wr_base = Signal(16, name="wr_base")
-        wr_addr = Signal(ADDR, name="wr_addr")
-        wr_stride = Signal(signed(8), name="wr_stride")
+    # ------------------------------------------------------------------------------------
+    # write sub-unit
+    # ------------------------------------------------------------------------------------
+    def _write_unit(self, m, wport, dec):
+        """WRITE / SCATTER: the elements, their addresses and the write stages."""
+        seq = self._sequencer(m, "wr", dec.wr, dec.scatter, "scatter", dec.multi)
+        el = seq.fields
+        src_data, src_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
+        idx_data, idx_valid = pick_stream(self.tap, el["a"].west, el["a"].index)
+        operands_ok = src_valid & (~el["scatter"] | idx_valid)
+        valids = []
+        q = element_stage(m, "wr", self._el_reg, seq.el & operands_ok, el["scatter"], el["base"], el["seq"],
+                          idx_data[:16], src_data, valids)
+        ok, addr, err_addr = self._address(m, "wr", q)
+        self._write_port(m, wport, ok, addr, q["dst"], valids)
+        return SimpleNamespace(seq=seq, err_empty=seq.el & ~operands_ok, err_addr=err_addr, valids=valids)
 
-        wr_el = Signal(name="wr_el")
-        wr_el_scatter = Signal(name="wr_el_scatter")
-        wr_el_s = Signal(isa.StreamField, name="wr_el_s")
-        wr_el_a = Signal(isa.StreamField, name="wr_el_a")
-        wr_el_base = Signal(16, name="wr_el_base")
-        wr_el_seq = Signal(ADDR, name="wr_el_seq")
-        wr_el_stride = Signal(signed(8), name="wr_el_stride")
-        with m.If(issue_wr):
-            m.d.comb += [
-                wr_el.eq(1), wr_el_scatter.eq(dec_scatter), wr_el_s.eq(args.s), wr_el_a.eq(args.a),
-                wr_el_base.eq(args.addr), wr_el_seq.eq(args.addr), wr_el_stride.eq(args.stride),
-            ]
-            m.d.sync += [wr_left.eq(args.count - 1), wr_more.eq(dec_multi)]
-        with m.Else():
-            m.d.comb += [
-                wr_el.eq(wr_more), wr_el_scatter.eq(wr_scatter), wr_el_s.eq(wr_s), wr_el_a.eq(wr_a),
-                wr_el_base.eq(wr_base), wr_el_seq.eq(wr_addr), wr_el_stride.eq(wr_stride),
-            ]
-            with m.If(wr_more):
-                m.d.sync += [wr_left.eq(wr_left - 1), wr_more.eq(wr_left != 1)]
-        m.d.sync += [
-            wr_scatter.eq(wr_el_scatter), wr_s.eq(wr_el_s), wr_a.eq(wr_el_a), wr_base.eq(wr_el_base),
-            wr_stride.eq(wr_el_stride), wr_addr.eq(wr_el_seq + wr_el_stride),
-        ]
-
-        wr_src_data, wr_src_valid = pick_stream(self.tap, wr_el_s.west, wr_el_s.index)
-        wr_idx_data, wr_idx_valid = pick_stream(self.tap, wr_el_a.west, wr_el_a.index)
-        wr_operands_ok = wr_src_valid & (~wr_el_scatter | wr_idx_valid)
-        wr_err_empty = wr_el & ~wr_operands_ok
-        wr_stage_valids = []
-        q = element_stage(m, "wr", el_reg, wr_el & wr_operands_ok, wr_el_scatter, wr_el_base, wr_el_seq,
-                          wr_idx_data[:16], wr_src_data, wr_stage_valids)
-        wr_el_addr = Signal(ADDR, name="wr_el_addr")
-        m.d.comb += wr_el_addr.eq(Mux(q["gather"], q["base"] + q["idx"], q["seq"]))
-        wr_ok = Signal(name="wr_ok")
-        m.d.comb += wr_ok.eq(q["el"] & in_range(wr_el_addr))
-        wr_err_addr = q["el"] & ~in_range(wr_el_addr)
-
-        # L_w - 1 stages after the address (|el| counts as one more); the last drives the write port
-        wr_valid, wr_stage_addr, wr_data = wr_ok, wr_el_addr[:abits], q["dst"]
-        for k in range(1, l_write + addr_reg):
+    def _write_port(self, m, wport, ok, addr, data, valids):
+        """L_w - 1 stages after the address (|el| and |addr| count as one more each); the last
+        drives the bank's write port, which the host uses while it is free."""
+        abits = self._abits
+        wr_valid, wr_stage_addr, wr_data = ok, addr[:abits], data
+        for k in range(1, self.cfg.latency["mem_write"] + self._addr_reg):
             v = Signal(name=f"wr_s{k}_valid")
             a = Signal(abits, name=f"wr_s{k}_addr")
-            x = Signal(vec(cfg.lanes), name=f"wr_s{k}_data")
+            x = Signal(vec(self.cfg.lanes), name=f"wr_s{k}_data")
             m.d.sync += [v.eq(wr_valid), a.eq(wr_stage_addr), x.eq(wr_data)]
             wr_valid, wr_stage_addr, wr_data = v, a, x
-            wr_stage_valids.append(v)
-        host_we_ok = self.host_we & below(self.host_addr, depth)
+            valids.append(v)
+        host_we_ok = self.host_we & below(self.host_addr, self.cfg.mem_depth)
         m.d.comb += [
             wport.addr.eq(Mux(wr_valid, wr_stage_addr, self.host_addr[:abits])),
             wport.data.eq(Mux(wr_valid, wr_data, self.host_wdata)),
             wport.en.eq(wr_valid | host_we_ok),
         ]
 
-        # ------------------------------------------------------------------------------------
-        # status
-        # ------------------------------------------------------------------------------------
+    def _status(self, m, dec, rd, wr):
+        """``err`` (registered pulses) and ``busy``."""
+        el_reg, addr_reg = self._el_reg, self._addr_reg
         # (|el|: the address is checked in the cycle after the sample cycle, the pulse's cycle)
         addr_dom = m.d.comb if el_reg else m.d.sync
-        addr_dom += self.err.addr.eq(rd_err_addr | wr_err_addr)
+        addr_dom += self.err.addr.eq(rd.err_addr | wr.err_addr)
         m.d.sync += [
-            self.err.empty.eq(rd_err_empty | wr_err_empty),
-            self.err.busy.eq((issue_rd & rd_more) | (issue_wr & wr_more)),
+            self.err.empty.eq(rd.err_empty | wr.err_empty),
+            self.err.busy.eq(rd.seq.err_busy | wr.seq.err_busy),
         ]
         # (the write stages added for |el| and |addr| drive the port in or after the commit cycle:
         # architecturally the write is done)
-        wr_busy_stages = wr_stage_valids[:len(wr_stage_valids) - el_reg - addr_reg]
-        m.d.comb += self.busy.eq(issue_rd | issue_wr | rd_more | wr_more
-                                 | Cat(*rd_stage_valids, *wr_busy_stages).any())
-        return m
+        wr_busy_stages = wr.valids[:len(wr.valids) - el_reg - addr_reg]
+        m.d.comb += self.busy.eq(dec.rd | dec.wr | rd.seq.more | wr.seq.more
+                                 | Cat(*rd.valids, *wr_busy_stages).any())

@@ -66,12 +66,16 @@ written into the weight registers, since the golden model commits it at t+L_i (i
 L_i cycles before its end is not in flight.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
 from tinylpu import isa
 from tinylpu.hdl.common import (
+    ElementField,
+    ElementSequencer,
     below,
     drive_landing,
     ecp5_dsp,
@@ -124,70 +128,61 @@ class MxmSlice(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        lanes = cfg.lanes
-        depth = cfg.acc_depth
-        abits = max(1, (depth - 1).bit_length())
         l_inst, l_mm, l_emit = (cfg.latency[k] for k in ("mxm_install", "mxm_mm", "mxm_emit"))
         assert l_inst >= 1 and l_mm >= 3 and l_emit >= 2
-        e_stage = l_mm - 1              # stage (cycles after sampling) of the accumulator write
 
         m.submodules.acc = acc = self.acc
         acc_w = acc.write_port()
         acc_rmw = acc.read_port()
         acc_emit = acc.read_port()
 
-        args = self.insn.args.mxm
-        # decoded from the instruction word alone (``common.predecode``: in the cycle before the
-        # issue on chips with registered issue); `multi`: count >= 2
-        issue_lw = Signal(name="issue_lw")
-        issue_mm = Signal(name="issue_mm")
-        issue_em = Signal(name="issue_em")
-        for sig, code in ((issue_lw, Opcode.LW), (issue_mm, Opcode.MM), (issue_em, Opcode.EMIT)):
+        dec = self._decode(m)
+        lw = self._install_path(m, dec)
+        mm = self._multiply_path(m, platform, dec, lw, acc_w, acc_rmw)
+        em = self._emit_path(m, dec, acc_emit, mm.pending)
+        self._status(m, dec, lw, mm, em)
+        return m
+
+    def _decode(self, m):
+        """The issuing instruction's sub-unit, decoded from the word alone (``common.predecode``:
+        in the cycle before the issue on chips with registered issue); ``multi``: count >= 2."""
+        issue = {}
+        for code in (Opcode.LW, Opcode.MM, Opcode.EMIT):
+            name = {Opcode.LW: "lw", Opcode.MM: "mm", Opcode.EMIT: "em"}[code]
+            issue[name] = Signal(name=f"issue_{name}")
             dec = predecode(m, self, f"dec_{code.name.lower()}",
                             lambda i, code=code: (i.op == code) & (i.args.mxm.count != 0))
-            m.d.comb += sig.eq(self.issue & dec)
+            m.d.comb += issue[name].eq(self.issue & dec)
         dec_multi = predecode(m, self, "dec_multi", lambda i: i.args.mxm.count[1:].any())
+        return SimpleNamespace(**issue, multi=dec_multi)
 
-        def sequencer(prefix, issue, with_buf=False, with_acc=False):
-            """Element sequencing of one sub-unit: returns this cycle's element fields."""
-            left = Signal(12, name=f"{prefix}_left")
-            more = Signal(name=f"{prefix}_more")        # left != 0, as a register
-            reg = {"s": Signal(isa.StreamField, name=f"{prefix}_s"), "addr": Signal(13, name=f"{prefix}_addr")}
-            new = {"s": args.s, "addr": args.addr}
-            if with_buf:
-                reg["buf"], new["buf"] = Signal(name=f"{prefix}_buf"), args.buf
-            if with_acc:
-                reg["acc"], new["acc"] = Signal(name=f"{prefix}_accum"), args.acc
-            el = {"el": Signal(name=f"{prefix}_el")}
-            for k, r in reg.items():
-                el[k] = Signal.like(r, name=f"{prefix}_el_{k}")
-            with m.If(issue):
-                m.d.comb += el["el"].eq(1)
-                m.d.comb += [el[k].eq(v) for k, v in new.items()]
-                m.d.sync += [left.eq(args.count - 1), more.eq(dec_multi)]
-            with m.Else():
-                m.d.comb += el["el"].eq(more)
-                m.d.comb += [el[k].eq(r) for k, r in reg.items()]
-                with m.If(more):
-                    m.d.sync += [left.eq(left - 1), more.eq(left != 1)]
-            m.d.sync += [reg[k].eq(el[k]) for k in reg if k != "addr"]
-            m.d.sync += reg["addr"].eq(el["addr"] + 1)
-            err_busy = issue & more
-            return el, more, err_busy
+    def _sequencer(self, m, prefix, issue, multi, with_buf=False, with_acc=False):
+        """Element sequencing of one sub-unit (``common.ElementSequencer``): this cycle's element's
+        stream ``s``, address ``addr`` (+1 per element) and, as asked, buffer and acc flag."""
+        args = self.insn.args.mxm
+        fields = {"s": ElementField(args.s),
+                  "addr": ElementField(args.addr, shape=13, step=lambda el: el["addr"] + 1)}
+        if with_buf:
+            fields["buf"] = ElementField(args.buf)
+        if with_acc:
+            fields["acc"] = ElementField(args.acc, reg=f"{prefix}_accum")
+        return ElementSequencer(m, prefix, issue, args.count, multi=multi, fields=fields)
 
-        # ------------------------------------------------------------------------------------
-        # install (LW)
-        # ------------------------------------------------------------------------------------
-        lw, lw_more, lw_err_busy = sequencer("lw", issue_lw, with_buf=True)
-        lw_vec, lw_vec_valid = pick_stream(self.tap, lw["s"].west, lw["s"].index)
-        lw_row_ok = below(lw["addr"], lanes)
-        lw_ok = lw["el"] & lw_vec_valid & lw_row_ok
-        lw_err_empty = lw["el"] & ~lw_vec_valid
-        lw_err_addr = lw["el"] & lw_vec_valid & ~lw_row_ok
-
+    # ------------------------------------------------------------------------------------
+    # install (LW)
+    # ------------------------------------------------------------------------------------
+    def _install_path(self, m, dec):
+        """LW: the sampled row through ``lw_s*`` stages into the weight registers.  Returns the
+        last stage (``valid``, ``buf``, ``row``, ``data``: written at the end of this cycle)."""
+        lanes = self.cfg.lanes
+        seq = self._sequencer(m, "lw", dec.lw, dec.multi, with_buf=True)
+        el = seq.fields
+        vec_data, vec_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
+        row_ok = below(el["addr"], lanes)
         rbits = max(1, (lanes - 1).bit_length())
-        lw_valid, lw_buf, lw_row, lw_data = lw_ok, lw["buf"], lw["addr"][:rbits], lw_vec
-        lw_busy_valids = []
+        lw_valid, lw_buf, lw_row, lw_data = seq.el & vec_valid & row_ok, el["buf"], el["addr"][:rbits], vec_data
+        busy_valids = []
+        l_inst = self.cfg.latency["mxm_install"]
         for k in range(1, l_inst + 1):
             v = Signal(name=f"lw_s{k}_valid")
             b = Signal(name=f"lw_s{k}_buf")
@@ -196,24 +191,37 @@ class MxmSlice(wiring.Component):
             m.d.sync += [v.eq(lw_valid), b.eq(lw_buf), r.eq(lw_row), x.eq(lw_data)]
             lw_valid, lw_buf, lw_row, lw_data = v, b, r, x
             if k < l_inst:
-                lw_busy_valids.append(v)
+                busy_valids.append(v)
         for b in range(2):
             for i in range(lanes):
                 with m.If(lw_valid & (lw_buf == b) & (lw_row == i)):
                     m.d.sync += self.weights[b][i].eq(lw_data)
+        return SimpleNamespace(seq=seq, valid=lw_valid, buf=lw_buf, row=lw_row, data=lw_data,
+                               busy_valids=busy_valids, err_empty=seq.el & ~vec_valid,
+                               err_addr=seq.el & vec_valid & ~row_ok)
 
-        # ------------------------------------------------------------------------------------
-        # multiply (MM)
-        # ------------------------------------------------------------------------------------
-        mm, mm_more, mm_err_busy = sequencer("mm", issue_mm, with_buf=True, with_acc=True)
-        mm_x, mm_x_valid = pick_stream(self.tap, mm["s"].west, mm["s"].index)
-        mm_addr_ok = below(mm["addr"], depth)
-        mm_ok = mm["el"] & mm_x_valid & mm_addr_ok
+    # ------------------------------------------------------------------------------------
+    # multiply (MM)
+    # ------------------------------------------------------------------------------------
+    def _multiply_path(self, m, platform, dec, lw, acc_w, acc_rmw):
+        """MM: operands, products, adder tree and the accumulator read-modify-write."""
+        seq = self._sequencer(m, "mm", dec.mm, dec.multi, with_buf=True, with_acc=True)
+        el = seq.fields
+        x, x_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
+        addr_ok = below(el["addr"], self.cfg.acc_depth)
+        meta, pending, err_hazard = self._mm_stages(m, seq.el & x_valid & addr_ok, el)
+        x_reg, w_next = self._operand_selects(m, x, el["buf"], lw)
+        y = self._adder_tree(m, self._products(m, platform, x, x_reg, w_next))
+        self._accumulator(m, y, meta, acc_w, acc_rmw)
+        return SimpleNamespace(seq=seq, meta=meta, pending=pending, err_hazard=err_hazard,
+                               err_empty=seq.el & ~x_valid, err_addr=seq.el & x_valid & ~addr_ok)
 
-        # element metadata per stage 1..E (stage k holds the element sampled k cycles ago)
+    def _mm_stages(self, m, ok, el):
+        """Element metadata per stage 1..E (stage k holds the element sampled k cycles ago), the
+        hazard check and ``pending(addr)``.  Returns (stages 1..E, pending, hazard error)."""
+        e_stage = self.cfg.latency["mxm_mm"] - 1   # stage (cycles after sampling) of the accumulator write
         mm_meta = []
-        hz_meta = mm_meta             # all E+1 stages (mm_meta is cut to E below)
-        prev = (mm_ok, mm["addr"], mm["acc"])
+        prev = (ok, el["addr"], el["acc"])
         for k in range(1, e_stage + 2):       # (stage E+1 only feeds the hazard check)
             st = (Signal(name=f"mm_s{k}_valid"), Signal(13, name=f"mm_s{k}_addr"), Signal(name=f"mm_s{k}_accum"))
             m.d.sync += [d.eq(s) for d, s in zip(st, prev)]
@@ -223,47 +231,52 @@ class MxmSlice(wiring.Component):
         def pending(addr):
             """In the cycle after an element's sample cycle c: an MM write to `addr` sampled in
             c-L_m+1 .. c-1 (now in stages 2..E+1) has not committed by c."""
-            return Cat(*[v & (a == addr) for v, a, _ in hz_meta[1:]]).any()
+            return Cat(*[v & (a == addr) for v, a, _ in mm_meta[1:]]).any()
 
-        mm_err_empty = mm["el"] & ~mm_x_valid
-        mm_err_addr = mm["el"] & mm_x_valid & ~mm_addr_ok
         # the hazard check runs in c+1 on registered addresses (the pulse's cycle): stage 1 holds
         # the element, stages 2..E+1 the writes that were pending in c
         s1_valid, s1_addr, s1_acc = mm_meta[0]
-        mm_err_hazard = s1_valid & s1_acc & pending(s1_addr)
-        mm_meta = hz_meta[:e_stage]
+        return mm_meta[:e_stage], pending, s1_valid & s1_acc & pending(s1_addr)
 
-        # stage 1: the activation and the selected weights are registered in the sample cycle c.
-        # The weights are those the multiplier must use in c+1: the element's buffer as it is
-        # now, with the row an LW stage writes at the end of c already in place (bypass), so the
-        # product of c+1 sees exactly the weights a product computed from the weight registers
-        # in c+1 would.  On ECP5 these two registers and the product register are the
-        # MULT18X18D's A, B and output registers (``common.ecp5_mult``).
+    def _operand_selects(self, m, x, buf_now, lw):
+        """Stage 1: the activation and the selected weights, registered in the sample cycle c.
+        The weights are those the multiplier must use in c+1: the element's buffer as it is now,
+        with the row an LW stage writes at the end of c already in place (bypass), so the product
+        of c+1 sees exactly the weights a product computed from the weight registers in c+1 would.
+        On ECP5 these two registers and the product register are the MULT18X18D's A, B and output
+        registers (``common.ecp5_mult``).  Returns (``mm_x``, w_next[i][j]: the int8 weight from
+        input lane i to output lane j)."""
+        lanes = self.cfg.lanes
         x_reg = Signal(vec(lanes), name="mm_x")
-        m.d.sync += x_reg.eq(mm_x)
-        buf_now = mm["buf"]
-        w_next = []                   # w_next[i][j]: the int8 weight from input lane i to output lane j
+        m.d.sync += x_reg.eq(x)
+        w_next = []
         for i in range(lanes):
             hit = Signal(name=f"mm_lw_bypass{i}")
-            m.d.comb += hit.eq(lw_valid & (lw_buf == buf_now) & (lw_row == i))
-            row = Mux(hit, lw_data, Mux(buf_now, self.weights[1][i], self.weights[0][i]))
+            m.d.comb += hit.eq(lw.valid & (lw.buf == buf_now) & (lw.row == i))
+            row = Mux(hit, lw.data, Mux(buf_now, self.weights[1][i], self.weights[0][i]))
             w_next.append([row[8 * j:8 * j + 8] for j in range(lanes)])
-        # products (registered at the end of stage 1).  On an FPGA with fewer hardware multipliers
-        # than lanes^2 + the VXM's 3 per lane + one per MEM slice's ICU (READ/WRITE REPEAT step,
-        # count x stride), the products past the budget are LUT multipliers (``lut_mul8``): two
-        # int8 products cannot share one 18x18 multiplier (docs/fpga.md).
+        return x_reg, w_next
+
+    def _products(self, m, platform, x, x_reg, w_next):
+        """The lanes x lanes products, registered at the end of stage 1; terms[j]: the addends of
+        output lane j.  On an FPGA with fewer hardware multipliers than lanes^2 + the VXM's 3 per
+        lane + one per MEM slice's ICU (READ/WRITE REPEAT step, count x stride), the products past
+        the budget are LUT multipliers (``lut_mul8``): two int8 products cannot share one 18x18
+        multiplier (docs/fpga.md)."""
+        cfg = self.cfg
+        lanes = cfg.lanes
         budget = hw_multipliers(platform)
         others = 3 * lanes * len(cfg.slices_of("vxm")) + len(cfg.slices_of("mem"))
         n_dsp = lanes * lanes if budget is None else max(0, min(lanes * lanes, budget - others))
         dsp_regs = ecp5_dsp(platform)     # ECP5: the products' registers inside the MULT18X18D
-        terms = []   # terms[j] = list of the addends of output lane j
+        terms = []
         for j in range(lanes):
             col = []
             for i in range(lanes):
                 xi = x_reg[8 * i:8 * i + 8].as_signed()
                 p = Signal(signed(16), name=f"mm_prod_i{i}_j{j}")
                 if j * lanes + i < n_dsp and dsp_regs and self.DSP_WEIGHT_REG == "dsp":
-                    m.d.comb += p.eq(ecp5_mult(m, mm_x[8 * i:8 * i + 8], w_next[i][j], f"mm_dsp_i{i}_j{j}",
+                    m.d.comb += p.eq(ecp5_mult(m, x[8 * i:8 * i + 8], w_next[i][j], f"mm_dsp_i{i}_j{j}",
                                                reg_b=True)[:16])
                     col.append(p)
                     continue
@@ -273,16 +286,19 @@ class MxmSlice(wiring.Component):
                     # activation and weight from fabric registers into the DSP's unregistered A and
                     # B inputs, product in its output register: the same cycles (``common.ecp5_mult``)
                     m.d.comb += p.eq(ecp5_mult(m, xi, w, f"mm_dsp_i{i}_j{j}", reg_a=False)[:16])
-                    col.append(p)
-                    continue
-                if j * lanes + i < n_dsp:
+                elif j * lanes + i < n_dsp:
                     m.d.sync += p.eq(xi * w)
                 else:
                     m.d.sync += p.eq(lut_mul8(m, xi, w, f"mm_lmul_i{i}_j{j}"))
                 col.append(p)
             terms.append(col)
-        # adder tree, registers after the levels in `cuts`, then pad stages
-        cuts, pad = tree_cuts(lanes, l_mm)
+        return terms
+
+    def _adder_tree(self, m, terms):
+        """The adder tree, registers after the levels in ``tree_cuts``, then pad stages: one
+        int32 sum per output lane."""
+        lanes = self.cfg.lanes
+        cuts, pad = tree_cuts(lanes, self.cfg.latency["mxm_mm"])
         levels = (lanes - 1).bit_length()
         for lv in range(1, levels + 1):
             new_terms = []
@@ -302,11 +318,16 @@ class MxmSlice(wiring.Component):
             regs = [Signal(signed(32), name=f"mm_pad{k}_y{j}") for j in range(lanes)]
             m.d.sync += [r.eq(v) for r, v in zip(regs, y)]
             y = regs
+        return y
 
-        # read-modify-write: read in stage E-1, add and write in stage E.  With E >= 3 the read
-        # happens in stage E-2 and its data is registered, so the block RAM's clock-to-output
-        # delay is not in front of the 32-bit add (a correct program has no write to the entry
-        # committing after the MM's sample cycle c, and E-2 >= 1 > 0, so both see the same value).
+    def _accumulator(self, m, y, mm_meta, acc_w, acc_rmw):
+        """Read-modify-write: read in stage E-1, add and write in stage E.  With E >= 3 the read
+        happens in stage E-2 and its data is registered, so the block RAM's clock-to-output delay
+        is not in front of the 32-bit add (a correct program has no write to the entry committing
+        after the MM's sample cycle c, and E-2 >= 1 > 0, so both see the same value)."""
+        lanes = self.cfg.lanes
+        abits = max(1, (self.cfg.acc_depth - 1).bit_length())
+        e_stage = self.cfg.latency["mxm_mm"] - 1
         early = e_stage >= 3
         rd_valid, rd_addr, rd_accum = mm_meta[e_stage - 3] if early else mm_meta[e_stage - 2]
         wr_valid, wr_addr, wr_accum = mm_meta[e_stage - 1]
@@ -330,46 +351,59 @@ class MxmSlice(wiring.Component):
             acc_w.en.eq(wr_valid),
         ]
 
-        # ------------------------------------------------------------------------------------
-        # emit (EMIT)
-        # ------------------------------------------------------------------------------------
-        em, em_more, em_err_busy = sequencer("em", issue_em)
-        em_addr_ok = below(em["addr"], depth)
-        em_ok = em["el"] & em_addr_ok
-        em_err_addr = em["el"] & ~em_addr_ok
+    # ------------------------------------------------------------------------------------
+    # emit (EMIT)
+    # ------------------------------------------------------------------------------------
+    def _emit_path(self, m, dec, acc_emit, pending):
+        """EMIT: the accumulator read (|addr| with L_e >= 3) and the result pipeline."""
+        cfg = self.cfg
+        abits = max(1, (cfg.acc_depth - 1).bit_length())
+        seq = self._sequencer(m, "em", dec.em, dec.multi)
+        el = seq.fields
+        addr_ok = below(el["addr"], cfg.acc_depth)
+        em_ok = seq.el & addr_ok
         # |addr| (L_e >= 3): the accumulator is read one cycle after the sample cycle c.  It then
         # also sees an MM write committing in c+1, but that write is an accumulator hazard
         # (flagged), so a correct program reads the same value.
-        em_reg = int(l_emit >= 3)
+        em_reg = int(cfg.latency["mxm_emit"] >= 3)
         em_h_addr = Signal(13, name="em_h_addr")
         em_h_ok = Signal(name="em_h_ok")               # em_ok of the element sampled in the last cycle
-        m.d.sync += [em_h_addr.eq(em["addr"]), em_h_ok.eq(em_ok)]
-        em_valids = []
-        port_ok, port_addr, port_dst = em_ok, em["addr"][:abits], em["s"]
+        m.d.sync += [em_h_addr.eq(el["addr"]), em_h_ok.eq(em_ok)]
+        valids = []
+        port_ok, port_addr, port_dst = em_ok, el["addr"][:abits], el["s"]
         if em_reg:
             port_dst = Signal(isa.StreamField, name="em_a_dst")
-            m.d.sync += port_dst.eq(em["s"])
+            m.d.sync += port_dst.eq(el["s"])
             port_ok, port_addr = em_h_ok, em_h_addr[:abits]
-            em_valids.append(em_h_ok)
+            valids.append(em_h_ok)
         m.d.comb += [
             acc_emit.addr.eq(port_addr),
             acc_emit.en.eq(port_ok),
         ]
+        self._result_port(m, acc_emit.data, port_ok, port_dst, valids, 2 + em_reg)
+        return SimpleNamespace(seq=seq, valids=valids, err_addr=seq.el & ~addr_ok,
+                               err_hazard=em_h_ok & pending(em_h_addr))
+
+    def _result_port(self, m, data, port_ok, port_dst, valids, first_pad):
+        """EMIT's result pipeline: stage 1 = the cycle the accumulator data is valid, then pad
+        stages ``em_s<first_pad>..``; the last drives ``out`` (wide: plane b = byte b of every
+        lane's int32)."""
+        cfg = self.cfg
+        lanes = cfg.lanes
         em_valid = Signal(name="em_s1_valid")
         em_dst = Signal(isa.StreamField, name="em_s1_dst")
         m.d.sync += [em_valid.eq(port_ok), em_dst.eq(port_dst)]
         last_in = (port_ok, port_dst)       # the inputs of the last result register
-        em_data = acc_emit.data
-        em_valids.append(em_valid)
-        em_err_hazard = em_h_ok & pending(em_h_addr)
-        for k in range(2 + em_reg, l_emit):
+        em_data = data
+        valids.append(em_valid)
+        for k in range(first_pad, cfg.latency["mxm_emit"]):
             v = Signal(name=f"em_s{k}_valid")
             d = Signal(isa.StreamField, name=f"em_s{k}_dst")
             x = Signal(unsigned(32 * lanes), name=f"em_s{k}_data")
             m.d.sync += [v.eq(em_valid), d.eq(em_dst), x.eq(em_data)]
             last_in = (em_valid, em_dst)
             em_valid, em_dst, em_data = v, d, x
-            em_valids.append(v)
+            valids.append(v)
         drive_landing(m, self.out, *port_landing(m, "em", last_in[0], last_in[1].index, last_in[1].west, 1, cfg))
         m.d.comb += [
             self.out.valid.eq(em_valid),
@@ -380,17 +414,14 @@ class MxmSlice(wiring.Component):
         for b in range(INT32_PLANES):
             m.d.comb += self.out.data[b].eq(Cat(*[em_data[32 * j + 8 * b:32 * j + 8 * b + 8] for j in range(lanes)]))
 
-        # ------------------------------------------------------------------------------------
-        # status
-        # ------------------------------------------------------------------------------------
+    def _status(self, m, dec, lw, mm, em):
+        """``err`` (registered pulses; the hazard checks already run in c+1) and ``busy``."""
         m.d.sync += [
-            self.err.empty.eq(lw_err_empty | mm_err_empty),
-            self.err.addr.eq(lw_err_addr | mm_err_addr | em_err_addr),
-            self.err.busy.eq(lw_err_busy | mm_err_busy | em_err_busy),
+            self.err.empty.eq(lw.err_empty | mm.err_empty),
+            self.err.addr.eq(lw.err_addr | mm.err_addr | em.err_addr),
+            self.err.busy.eq(lw.seq.err_busy | mm.seq.err_busy | em.seq.err_busy),
         ]
-        m.d.comb += self.err.hazard.eq(mm_err_hazard | em_err_hazard)      # (already in c+1)
+        m.d.comb += self.err.hazard.eq(mm.err_hazard | em.err_hazard)
         m.d.comb += self.busy.eq(
-            issue_lw | issue_mm | issue_em | lw_more | mm_more | em_more
-            | Cat(*lw_busy_valids, *[v for v, _, _ in mm_meta], *em_valids).any())
-        return m
-
+            dec.lw | dec.mm | dec.em | lw.seq.more | mm.seq.more | em.seq.more
+            | Cat(*lw.busy_valids, *[v for v, _, _ in mm.meta], *em.valids).any())

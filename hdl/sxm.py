@@ -19,12 +19,16 @@ the same latency and TRANS's last row lands before anything issued after it, so 
 sees two results at once.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.utils import exact_log2
 
 from tinylpu.config import MIN_LATENCY
 from tinylpu.hdl.common import (
+    ElementField,
+    ElementSequencer,
     drive_landing,
     pick_stream,
     port_landing,
@@ -34,7 +38,7 @@ from tinylpu.hdl.common import (
     unit_signature,
     vec,
 )
-from tinylpu.isa import COUNT_MAX, Instr, Opcode
+from tinylpu.isa import COUNT_MAX, Opcode
 
 __all__ = ["SxmSlice"]
 
@@ -56,49 +60,50 @@ class SxmSlice(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes = self.lanes
-        lb = exact_log2(lanes)
-        O = Opcode
+        seq = self._sequencer(m)
+        dec = self._decode(m, seq.start)
+        v = seq.fields["insn"].args.sxm
+        op = self._sample(m, seq, dec, v)
+        perm = self._perm_map(m, op, dec)
+        xin = Signal(vec(self.lanes), name="xbar_in")
+        m.d.comb += xin.eq(Mux(dec[Opcode.TRANS], self._trans_buffer(m, op), op.x))
+        srcs, zeros = self._crossbar_selects(m, seq.fields["insn"].op, v.imm, perm)
+        rvalid = (op.sample & (dec[Opcode.SHIFT] | dec[Opcode.ROT] | dec[Opcode.PERM] | dec[Opcode.DIST])) | op.trans_out
+        self._result_pipeline(m, {"valid": rvalid, "index": v.d.index, "west": v.d.west, "data": xin,
+                                  "src": Cat(*srcs), "zero": Cat(*zeros)}, seq.el)
+        return m
 
-        # --- sequencing: cycles of the running instruction ------------------------------------
-        span = max(COUNT_MAX, 2 * lanes)
-        cur = Signal(Instr, name="cur_insn")
-        left = Signal(range(span + 1), name="cycles_left")     # busy cycles after this one
-        knext = Signal(range(span + 1), name="rel_next")
-        accept = Signal(name="accept")
-        ins = Signal(Instr, name="el_insn")
-        active = Signal(name="active")
-        rel = Signal(range(span + 1), name="rel")                # cycle index since issue
-        new = self.insn
+    def _sequencer(self, m):
+        """Sequencing of the running instruction's cycles (``common.ElementSequencer``): ``rel`` is
+        the cycle index since the issue, ``el_insn`` the instruction (``cur_insn`` from the cycle
+        after the issue); TRANS spans 2 x lanes cycles.  An issue while it runs is ignored."""
+        lanes = self.lanes
+
         # decoded from the instruction word alone (``common.predecode``: in the cycle before the
         # issue on chips with registered issue)
         def span_of(i):
-            return Mux(i.op == O.TRANS, 2 * lanes, i.args.sxm.count)
+            return Mux(i.op == Opcode.TRANS, 2 * lanes, i.args.sxm.count)
         new_span = predecode(m, self, "dec_span", span_of)
         new_some = predecode(m, self, "dec_some", lambda i: span_of(i) != 0)
         new_few = predecode(m, self, "dec_few", lambda i: span_of(i) <= 1)
-        idle = Signal(init=1, name="idle")            # left == 0, as a register
-        m.d.comb += [
-            accept.eq(self.issue & idle),
-            self.err.busy.eq(self.issue & ~idle),
-            ins.eq(Mux(accept, new.as_value(), cur.as_value())),
-            active.eq((accept & new_some) | ~idle),
-            rel.eq(Mux(accept, 0, knext)),
-        ]
-        with m.If(accept):
-            m.d.sync += [cur.eq(new), left.eq(Mux(new_some, new_span - 1, 0)), knext.eq(1),
-                         idle.eq(new_few)]
-        with m.Elif(~idle):
-            m.d.sync += [left.eq(left - 1), knext.eq(knext + 1), idle.eq(left == 1)]
+        seq = ElementSequencer(
+            m, "el", self.issue, new_span, replace=False, some=new_some, few=new_few, index=True,
+            span=max(COUNT_MAX, 2 * lanes),
+            fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn")},
+            names={"start": "accept", "el": "active", "left": "cycles_left", "idle": "idle", "k": "rel",
+                   "knext": "rel_next"})
+        m.d.comb += self.err.busy.eq(seq.err_busy)
+        return seq
 
-        v = ins.args.sxm
-        op = ins.op
-        dec = {}
-        for o in (O.SHIFT, O.ROT, O.PERM, O.DIST, O.TRANS, O.LDPERM):
-            dec[o] = predecode_held(m, self, f"dec_{o.name.lower()}", lambda i, o=o: i.op == o, accept)
-        is_trans = dec[O.TRANS]
+    def _decode(self, m, accept):
+        """Each op: predecoded for a new instruction, held while it runs (``predecode_held``)."""
+        return {o: predecode_held(m, self, f"dec_{o.name.lower()}", lambda i, o=o: i.op == o, accept)
+                for o in (Opcode.SHIFT, Opcode.ROT, Opcode.PERM, Opcode.DIST, Opcode.TRANS, Opcode.LDPERM)}
 
-        # --- operand a -------------------------------------------------------------------------
+    def _sample(self, m, seq, dec, v):
+        """Operand a and when it is sampled: by an element, or as a TRANS input row (cycles
+        0..lanes-1); TRANS output rows leave in cycles lanes-1..2 x lanes-2.  Also ``err.empty``."""
+        lanes, active, rel, is_trans = self.lanes, seq.el, seq.k, dec[Opcode.TRANS]
         x = Signal(vec(lanes), name="opa")
         x_ok = Signal(name="opa_ok")
         xd, xv = pick_stream(self.tap, v.a.west, v.a.index)
@@ -112,29 +117,40 @@ class SxmSlice(wiring.Component):
             sample.eq((active & ~is_trans) | trans_in),
             self.err.empty.eq(sample & ~x_ok),
         ]
+        return SimpleNamespace(x=x, sample=sample, trans_in=trans_in, trans_out=trans_out,
+                               trans_busy=active & is_trans, rel=rel)
 
-        # --- PERM lane map -----------------------------------------------------------------------
+    def _perm_map(self, m, op, dec):
+        """The PERM lane map, written by LDPERM at the end of its sample cycle."""
+        lanes = self.lanes
         perm = [Signal(range(lanes), name=f"perm{j}", init=j) for j in range(lanes)]
-        with m.If(sample & dec[O.LDPERM]):
+        with m.If(op.sample & dec[Opcode.LDPERM]):
             for j in range(lanes):
-                m.d.sync += perm[j].eq(x[8 * j:8 * j + 8])      # mod lanes: the low bits
+                m.d.sync += perm[j].eq(op.x[8 * j:8 * j + 8])      # mod lanes: the low bits
+        return perm
 
-        # --- TRANS buffer ------------------------------------------------------------------------
+    def _trans_buffer(self, m, op):
+        """TRANS: the row buffer (rows shift in, then lanes shift out); returns this cycle's
+        output row ``trans_row`` (lane 0 of every buffered row)."""
+        lanes = self.lanes
         buf = [Signal(vec(lanes), name=f"trans_buf{i}") for i in range(lanes)]
-        rows = [Mux(trans_in, buf[i + 1], buf[i]) for i in range(lanes - 1)]
-        rows.append(Mux(trans_in, x, buf[lanes - 1]))
+        rows = [Mux(op.trans_in, buf[i + 1], buf[i]) for i in range(lanes - 1)]
+        rows.append(Mux(op.trans_in, op.x, buf[lanes - 1]))
         trow = Signal(vec(lanes), name="trans_row")
         m.d.comb += trow.eq(Cat(*(r[0:8] for r in rows)))
-        with m.If(active & is_trans):
-            with m.If(rel < lanes - 1):
+        with m.If(op.trans_busy):
+            with m.If(op.rel < lanes - 1):
                 m.d.sync += [buf[i].eq(rows[i]) for i in range(lanes)]
             with m.Else():
                 m.d.sync += [buf[i].eq(rows[i][8:]) for i in range(lanes)]
+        return trow
 
-        # --- crossbar: output lane j takes input lane src[j], or zero ------------------------------
-        xin = Signal(vec(lanes), name="xbar_in")
-        m.d.comb += xin.eq(Mux(is_trans, trow, x))
-        k = v.imm                                                  # signed 8
+    def _crossbar_selects(self, m, op, k, perm):
+        """Per output lane j: the input lane it takes (``xbar_src<j>``) and whether it is zero
+        (``xbar_zero<j>``), from the opcode, the amount / DIST lane `k` and the PERM map."""
+        lanes = self.lanes
+        lb = exact_log2(lanes)
+        O = Opcode
         dist_src = (k + Const(0, signed(lb + 1)))[0:lb]            # python-style negative lanes too
         srcs, zeros = [], []
         for j in range(lanes):
@@ -155,9 +171,14 @@ class SxmSlice(wiring.Component):
                     m.d.comb += src.eq(j)
             srcs.append(src)
             zeros.append(zero)
-        rvalid = (sample & (dec[O.SHIFT] | dec[O.ROT] | dec[O.PERM] | dec[O.DIST])) | trans_out
-        stage = {"valid": rvalid, "index": v.d.index, "west": v.d.west, "data": xin,
-                 "src": Cat(*srcs), "zero": Cat(*zeros)}
+        return srcs, zeros
+
+    def _result_pipeline(self, m, stage, active):
+        """|in| (sxm >= 3: the selected row and the lane map registered before the crossbar), the
+        crossbar (output lane j takes input lane src[j], or zero), the register after it, then
+        delay stages; the last drives ``out``.  Also ``busy``."""
+        lanes = self.lanes
+        lb = exact_log2(lanes)
         valids = []
 
         def register(tag, vals):
@@ -169,7 +190,6 @@ class SxmSlice(wiring.Component):
             valids.append(out["valid"])
             return out
 
-        # |in| (sxm >= 3): the selected row and the lane map are registered before the crossbar
         cut = self.latency >= 3
         if cut:
             stage = register("in", stage)
@@ -182,7 +202,6 @@ class SxmSlice(wiring.Component):
             res.append(lane)
         stage = {"valid": stage["valid"], "index": stage["index"], "west": stage["west"], "data": Cat(*res)}
 
-        # --- result pipeline: the register after the crossbar, then delay stages ---------------------
         for n in range(self.latency - 1 - cut):
             last_in = stage                 # the inputs of the last result register
             stage = register("r" if n == 0 else f"d{n}", stage)
@@ -196,4 +215,3 @@ class SxmSlice(wiring.Component):
             self.out.data[0].eq(stage["data"]),
             self.busy.eq(active | Cat(*valids).any()),
         ]
-        return m

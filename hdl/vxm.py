@@ -41,6 +41,8 @@ an empty stream slot flags ``err.empty``; an issue while elements remain flags `
 new instruction is ignored); an LDLUT row outside the table flags ``err.addr``.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -48,6 +50,8 @@ from amaranth.utils import exact_log2
 
 from tinylpu.config import MIN_LATENCY
 from tinylpu.hdl.common import (
+    ElementField,
+    ElementSequencer,
     below,
     ecp5_dsp,
     ecp5_mult,
@@ -60,7 +64,7 @@ from tinylpu.hdl.common import (
     unit_signature,
     vec,
 )
-from tinylpu.isa import COUNT_MAX, INT32_PLANES, Instr, Opcode
+from tinylpu.isa import INT32_PLANES, Opcode
 
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "sat8"]
 
@@ -278,39 +282,33 @@ class VxmSlice(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes, lat = self.lanes, self.latency
-        tap = self.tap
+        seq = self._sequencer(m)
+        dec = self._decode(m, seq.start)
+        op = self._operands(m, seq, dec)
+        pipes = [self._alu(m, op), self._mul(m, platform, op), self._req(m, platform, op),
+                 self._lut(m, platform, op)]
+        self._result_port(m, pipes, seq.el)
+        return m
 
-        # --- element sequencing ------------------------------------------------------------
-        cur = Signal(Instr, name="cur_insn")          # the running instruction (elements k >= 1)
-        left = Signal(range(COUNT_MAX + 1), name="elems_left")   # elements after this cycle's
-        knext = Signal(range(COUNT_MAX + 1), name="elem_next")
-        accept = Signal(name="accept")
-        ins = Signal(Instr, name="el_insn")           # the instruction of this cycle's element
-        el = Signal(name="el_valid")                  # an element samples its operands now
-        k = Signal(range(COUNT_MAX + 1), name="el_k")
-        new_count = self.insn.args.vxm.count
+    def _sequencer(self, m):
+        """Element sequencing (``common.ElementSequencer``): ``el_insn`` is the instruction of this
+        cycle's element (``cur_insn`` holds it for elements k >= 1), ``el_k`` its index; an issue
+        while elements remain is ignored (``err.busy``)."""
         # decoded from the instruction word alone (``common.predecode``: in the cycle before the
         # issue on chips with registered issue)
         new_some = predecode(m, self, "dec_some", lambda i: i.args.vxm.count != 0)
         new_few = predecode(m, self, "dec_few", lambda i: i.args.vxm.count <= 1)
-        idle = Signal(init=1, name="idle")            # left == 0, as a register
-        m.d.comb += [
-            accept.eq(self.issue & idle),
-            self.err.busy.eq(self.issue & ~idle),
-            ins.eq(Mux(accept, self.insn.as_value(), cur.as_value())),
-            el.eq((accept & new_some) | ~idle),
-            k.eq(Mux(accept, 0, knext)),
-        ]
-        with m.If(accept):
-            m.d.sync += [cur.eq(self.insn), left.eq(Mux(new_some, new_count - 1, 0)), knext.eq(1),
-                         idle.eq(new_few)]
-        with m.Elif(~idle):
-            m.d.sync += [left.eq(left - 1), knext.eq(knext + 1), idle.eq(left == 1)]
+        seq = ElementSequencer(
+            m, "el", self.issue, self.insn.args.vxm.count, replace=False, some=new_some, few=new_few, index=True,
+            fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn")},
+            names={"start": "accept", "el": "el_valid", "left": "elems_left", "idle": "idle", "k": "el_k",
+                   "knext": "elem_next"})
+        m.d.comb += self.err.busy.eq(seq.err_busy)
+        return seq
 
-        # --- decode --------------------------------------------------------------------------
-        # each op class: predecoded for a new instruction, held while it runs (``predecode_held``)
-        v = ins.args.vxm
+    def _decode(self, m, accept):
+        """Each op class: predecoded for a new instruction, held while it runs
+        (``common.predecode_held``).  {class: flag}."""
         O = Opcode
         dec = {}
         for nm, ops in {
@@ -322,8 +320,15 @@ class VxmSlice(wiring.Component):
         }.items():
             dec[nm] = predecode_held(m, self, f"dec_{nm}", lambda i, ops=ops: Cat(*(i.op == o for o in ops)).any(),
                                      accept)
+        return dec
 
-        # --- operands: streams a, a+1..a+3, b, b+1..b+3, c ---------------------------------------
+    def _operands(self, m, seq, dec):
+        """Streams a, a+1..a+3, b, b+1..b+3 and c of this cycle's element, operand b of the binary
+        ops (``ys``: a stream lane or the immediate) and ``err.empty``."""
+        lanes, tap = self.lanes, self.tap
+        v = seq.fields["insn"].args.vxm
+        el = seq.el
+
         def stream(ref, name, plane=0):
             """Stream ``ref.index + plane`` of direction ``ref.west`` (``common.pick_stream``)."""
             d = Signal(vec(lanes), name=name)
@@ -332,9 +337,6 @@ class VxmSlice(wiring.Component):
             m.d.comb += [d.eq(pd), ok.eq(pv)]
             return d, ok
 
-        a = [stream(v.a, f"opa{b}", b) for b in range(INT32_PLANES)]
-        bb = [stream(v.b, f"opb{b}", b) for b in range(INT32_PLANES)]
-        c, c_ok = stream(v.c, "opc")
         def group_ok(ref, name):
             """Streams ref.index .. ref.index + 3 all valid: the AND of each 4-stream window is formed
             from the valid registers first, then one window is selected (no AND after the selects)."""
@@ -346,6 +348,9 @@ class VxmSlice(wiring.Component):
                                   select(win(tap.east_valid), ref.index)))
             return ok
 
+        a = [stream(v.a, f"opa{b}", b) for b in range(INT32_PLANES)]
+        bb = [stream(v.b, f"opb{b}", b) for b in range(INT32_PLANES)]
+        c, c_ok = stream(v.c, "opc")
         a_ok4 = group_ok(v.a, "opa_ok4")
         b_ok4 = group_ok(v.b, "opb_ok4")
         a_group = dec["req"] | dec["add32"]
@@ -356,92 +361,103 @@ class VxmSlice(wiring.Component):
             (a_byte & ~a[0][1]) | (a_group & ~a_ok4) | (b_byte & ~bb[0][1]) |
             (dec["add32"] & ~b_ok4) | (c_byte & ~c_ok)))
 
-        xa = _lanes(a[0][0], lanes)
         xb = _lanes(bb[0][0], lanes)
-        xc = _lanes(c, lanes)
         imm = v.imm                                   # signed 16
-        # operand b of the binary ops: the stream lane, or the immediate (all 16 bits of it)
-        ys = [Mux(v.use_imm, imm, xb[j].as_signed()) for j in range(lanes)]
 
         def meta(cls, wide=0):
+            """A pipeline's element metadata: valid for the op class `cls`, destination, width."""
             return {"valid": el & cls, "index": v.d.index, "west": v.d.west, "wide": wide}
 
-        pipes = []
+        return SimpleNamespace(
+            v=v, el=el, dec=dec, seq=seq, imm=imm, meta=meta,
+            a=[p[0] for p in a], b=[p[0] for p in bb], xa=_lanes(a[0][0], lanes), xc=_lanes(c, lanes),
+            # operand b of the binary ops: the stream lane, or the immediate (all 16 bits of it)
+            ys=[Mux(v.use_imm, imm, xb[j].as_signed()) for j in range(lanes)])
 
-        # --- ALU: int8 ops and ADD32 -------------------------------------------------------------
-        # |in| (vxm_alu >= 3): the selected operands are registered, the ALU gets a cycle of its own
-        # The op is one-hot (each bit already ANDed with the element's valid), registered at |in|: the
-        # result is an AND-OR of the ops' values, 0 when no element is valid, with no op decoder,
-        # ADD32 mux or zeroing mux after the arithmetic.
-        alu = Pipe(m, "alu", lat["vxm_alu"], cuts=("in",))
-        pipes.append(alu)
-        onehot = Cat(*(el & dec[o.name.lower()] for o in ALU8_OPS), el & dec["add32"])
-        s = alu.cut("in", {**meta(dec["alu8"] | dec["add32"], dec["add32"]), "onehot": onehot, "sh": v.sh,
-                           "a": [p[0] for p in a], "b": [p[0] for p in bb],
+    # --- ALU: int8 ops and ADD32 -------------------------------------------------------------
+    def _alu(self, m, op):
+        """|in| (vxm_alu >= 3): the selected operands are registered, the ALU gets a cycle of its
+        own.  The op is one-hot (each bit already ANDed with the element's valid), registered at
+        |in|: the result is an AND-OR of the ops' values, 0 when no element is valid, with no op
+        decoder, ADD32 mux or zeroing mux after the arithmetic."""
+        lanes, dec = self.lanes, op.dec
+        alu = Pipe(m, "alu", self.latency["vxm_alu"], cuts=("in",))
+        onehot = Cat(*(op.el & dec[o.name.lower()] for o in ALU8_OPS), op.el & dec["add32"])
+        s = alu.cut("in", {**op.meta(dec["alu8"] | dec["add32"], dec["add32"]), "onehot": onehot, "sh": op.v.sh,
+                           "a": op.a, "b": op.b,
                            # b clamped to 10 bits for ADD/SUB and the MIN/MAX comparison (same outcome
                            # against an int8 x), and its low byte for AND/OR/XOR and the MIN/MAX
                            # result: no 16-bit carry chain in the ALU stage
-                           "yc": [clamp10(y) for y in ys], "yl": [y[0:8] for y in ys],
-                           "cs": [xc[j].any() for j in range(lanes)]})
+                           "yc": [clamp10(y) for y in op.ys], "yl": [y[0:8] for y in op.ys],
+                           "cs": [op.xc[j].any() for j in range(lanes)]})
         planes = [[None] * lanes for _ in range(INT32_PLANES)]
         sa = [_lanes(pa, lanes) for pa in s["a"]]
         sb = [_lanes(pb, lanes) for pb in s["b"]]
-        sel = dict(zip((*ALU8_OPS, O.ADD32), s["onehot"]))
+        sel = dict(zip((*ALU8_OPS, Opcode.ADD32), s["onehot"]))
         for j in range(lanes):
-            xu, bs = sa[0][j], sb[0][j]
-            x, y, yl = xu.as_signed(), s["yc"][j].as_signed(), s["yl"][j]
-            values = {
-                O.MOV: x,
-                O.ADD: sat8(x + y),
-                O.SUB: sat8(x - y),
-                O.MIN: Mux(x < y, xu, yl),      # (the clamped b orders the same; the result is
-                O.MAX: Mux(x > y, xu, yl),      # b's low byte, as in the golden model)
-                O.RELU: Mux(x[7], 0, x),
-                O.SHL: (xu << s["sh"])[0:8],
-                O.SHR: (x >> s["sh"])[0:8],
-                O.AND: xu & yl,
-                O.OR: xu | yl,
-                O.XOR: xu ^ yl,
-                O.SEL: Mux(s["cs"][j], xu, bs),
-            }
             s32 = Signal(32, name=f"add32_sum{j}")
             m.d.comb += s32.eq(Cat(*(p[j] for p in sa)) + Cat(*(p[j] for p in sb)))
             r = Signal(8, name=f"alu_res{j}")
+            values = self._alu_values(sa[0][j], sb[0][j], s["yc"][j].as_signed(), s["yl"][j], s["sh"], s["cs"][j])
             m.d.comb += r.eq(_or([sel[o].replicate(8) & Value.cast(values[o])[0:8] for o in ALU8_OPS]
-                                 + [sel[O.ADD32].replicate(8) & s32[0:8]]))
+                                 + [sel[Opcode.ADD32].replicate(8) & s32[0:8]]))
             planes[0][j] = r
             for p in range(1, INT32_PLANES):
-                planes[p][j] = sel[O.ADD32].replicate(8) & s32[8 * p:8 * p + 8]
-        alu_out = alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]}, self.cfg, zeroed=True)
+                planes[p][j] = sel[Opcode.ADD32].replicate(8) & s32[8 * p:8 * p + 8]
+        return alu, alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]}, self.cfg, zeroed=True)
 
-        # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
-        mul = Pipe(m, "mul", lat["vxm_mul"], cuts=("prod", "in", "coarse"))
-        pipes.append(mul)
+    @staticmethod
+    def _alu_values(xu, bs, y, yl, sh, cs):
+        """One lane's value of every int8 ALU op: x = `xu` (int8 pattern), b = `bs` (its byte),
+        `y` b clamped to 10 bits (or the immediate), `yl` its low byte, `cs` lane c != 0."""
+        O = Opcode
+        x = xu.as_signed()
+        return {
+            O.MOV: x,
+            O.ADD: sat8(x + y),
+            O.SUB: sat8(x - y),
+            O.MIN: Mux(x < y, xu, yl),      # (the clamped b orders the same; the result is
+            O.MAX: Mux(x > y, xu, yl),      # b's low byte, as in the golden model)
+            O.RELU: Mux(x[7], 0, x),
+            O.SHL: (xu << sh)[0:8],
+            O.SHR: (x >> sh)[0:8],
+            O.AND: xu & yl,
+            O.OR: xu | yl,
+            O.XOR: xu ^ yl,
+            O.SEL: Mux(cs, xu, bs),
+        }
+
+    # --- MUL: sat8(rshift_round(a * b, sh)) ----------------------------------------------------
+    def _mul(self, m, platform, op):
+        lanes, dec, xa, ys = self.lanes, op.dec, op.xa, op.ys
+        mul = Pipe(m, "mul", self.latency["vxm_mul"], cuts=("prod", "in", "coarse"))
         if ecp5_dsp(platform) and mul.has("in", "prod"):
             # ECP5: |in| and |prod| are the MULT18X18D's input and output registers
             prods = [ecp5_mult(m, xa[j].as_signed(), ys[j], f"mul_dsp{j}", reg_b=True)[:24].as_signed()
                      for j in range(lanes)]
-            s = mul.cut("in", {**meta(dec["mul"]), "sh": v.sh})
+            s = mul.cut("in", {**op.meta(dec["mul"]), "sh": op.v.sh})
             s = mul.cut("prod", {**_meta(s), "p": prods, "sh": s["sh"]}, done=("p",))
         else:
-            s = mul.cut("in", {**meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
-                               "y": ys, "sh": v.sh})
+            s = mul.cut("in", {**op.meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
+                               "y": ys, "sh": op.v.sh})
             s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], "sh": s["sh"]})
         co = [shr_coarse(m, p << 1, s["sh"], f"mul_co{j}", fit_bits=8) for j, p in enumerate(s["p"])]
         s = mul.cut("coarse", {**_meta(s), "tl": [c[0] for c in co], "fits": [c[1] for c in co],
                                "neg": [c[2] for c in co], "sh": s["sh"]})
-        mul_out = mul.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
-                                                                        s["sh"], None, f"mul_fi{j}")
-                                                         for j in range(lanes)))]}, self.cfg)
+        return mul, mul.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
+                                                                         s["sh"], None, f"mul_fi{j}")
+                                                          for j in range(lanes)))]}, self.cfg)
 
-        # --- REQ / REQL: sat8(rshift_round(A * m, sh) + z), A int32, m int16, z int8 ------------------
+    # --- REQ / REQL: sat8(rshift_round(A * m, sh) + z), A int32, m int16, z int8 ------------------
+    def _ldm_registers(self, m, op):
+        """LDM: element 0 loads the low bytes of M, 1 the high bytes, 2 the shifts, 3 (and any
+        further element) the offsets Z, each from stream a.  Returns (M, SH, Z), one per lane."""
+        lanes, xa = self.lanes, op.xa
         ldm_m = [Signal(signed(16), name=f"ldm_m{j}") for j in range(lanes)]
         ldm_sh = [Signal(6, name=f"ldm_sh{j}") for j in range(lanes)]
         ldm_z = [Signal(signed(8), name=f"ldm_z{j}") for j in range(lanes)]
-        # LDM: element 0 loads the low bytes of M, 1 the high bytes, 2 the shifts, 3 (and any
-        # further element) the offsets Z, each from stream a
-        with m.If(el & dec["ldm"]):
-            with m.Switch(k):
+        with m.If(op.el & op.dec["ldm"]):
+            with m.Switch(op.seq.k):
                 with m.Case(0):
                     m.d.sync += [ldm_m[j][0:8].eq(xa[j]) for j in range(lanes)]
                 with m.Case(1):
@@ -450,11 +466,15 @@ class VxmSlice(wiring.Component):
                     m.d.sync += [ldm_sh[j].eq(xa[j][0:6]) for j in range(lanes)]
                 with m.Default():
                     m.d.sync += [ldm_z[j].eq(xa[j]) for j in range(lanes)]
-        req = Pipe(m, "req", lat["vxm_req"], cuts=("prod", "sum", "in", "coarse"))
-        pipes.append(req)
-        acc = [Cat(*(p[0][8 * j:8 * j + 8] for p in a)).as_signed() for j in range(lanes)]
-        mult = [Mux(dec["reql"], ldm_m[j], imm) for j in range(lanes)]
-        sh_z = {"sh": [Mux(dec["reql"], ldm_sh[j], v.sh) for j in range(lanes)],
+        return ldm_m, ldm_sh, ldm_z
+
+    def _req(self, m, platform, op):
+        lanes, dec = self.lanes, op.dec
+        ldm_m, ldm_sh, ldm_z = self._ldm_registers(m, op)
+        req = Pipe(m, "req", self.latency["vxm_req"], cuts=("prod", "sum", "in", "coarse"))
+        acc = [Cat(*(p[8 * j:8 * j + 8] for p in op.a)).as_signed() for j in range(lanes)]
+        mult = [Mux(dec["reql"], ldm_m[j], op.imm) for j in range(lanes)]
+        sh_z = {"sh": [Mux(dec["reql"], ldm_sh[j], op.v.sh) for j in range(lanes)],
                 "z": [Mux(dec["reql"], ldm_z[j], 0) for j in range(lanes)]}
         if ecp5_dsp(platform) and req.has("in", "prod"):
             # ECP5: |in| and |prod| are the two MULT18X18Ds' input and output registers
@@ -462,11 +482,11 @@ class VxmSlice(wiring.Component):
                    .as_signed() for j in range(lanes)]
             phi = [ecp5_mult(m, acc[j][16:32], mult[j], f"req_dsp_hi{j}", reg_b=True)[:32].as_signed()
                    for j in range(lanes)]
-            s = req.cut("in", {**meta(dec["req"]), **sh_z})
+            s = req.cut("in", {**op.meta(dec["req"]), **sh_z})
             s = req.cut("prod", {**_meta(s), "plo": plo, "phi": phi, "sh": s["sh"], "z": s["z"]},
                         done=("plo", "phi"))
         else:
-            s = req.cut("in", {**meta(dec["req"]), "acc": acc, "m": mult, **sh_z})
+            s = req.cut("in", {**op.meta(dec["req"]), "acc": acc, "m": mult, **sh_z})
             s = req.cut("prod", {**_meta(s),
                                  "plo": [s["acc"][j][0:16] * s["m"][j] for j in range(lanes)],      # signed 33
                                  "phi": [s["acc"][j][16:32].as_signed() * s["m"][j] for j in range(lanes)],
@@ -478,46 +498,53 @@ class VxmSlice(wiring.Component):
         co = [shr_coarse(m, s["p"][j] << 1, s["sh"][j], f"req_co{j}") for j in range(lanes)]
         s = req.cut("coarse", {**_meta(s), "tl": [c[0] for c in co], "fits": [c[1] for c in co],
                                "neg": [c[2] for c in co], "sh": s["sh"], "z": s["z"]})
-        req_out = req.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
-                                                                        s["sh"][j], s["z"][j], f"req_fi{j}")
-                                                         for j in range(lanes)))]}, self.cfg)
+        return req, req.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
+                                                                         s["sh"][j], s["z"][j], f"req_fi{j}")
+                                                          for j in range(lanes)))]}, self.cfg)
 
-        # --- LUT / LDLUT: a 256-entry table, one copy per lane ----------------------------------
-        # Every copy has one write port (LDLUT writes a row of `lanes` entries into all of them)
-        # and one read port, so it maps to LUT RAM / block RAM instead of flip-flops and a
-        # 256:1 multiplexer per lane.  With the |in| cut the read port is synchronous and
-        # addressed in the sample cycle (its data register is the cut); at the minimum latency
-        # it reads combinationally.  Not transparent: an LDLUT row written in the sample cycle
-        # of a LUT element is not seen by it (it could not be: one sub-unit).
-        #
-        # ``lut_read="late"`` (ECP5 builds, whose LUT RAM reads asynchronously): with |in| the whole
-        # operand byte is registered and the table is read combinationally in the next cycle, and
-        # LDLUT's row write is registered too, so it lands one cycle late, still before any later
-        # LUT element reads.  Nothing in the sample cycle then reaches the table's ports.
-        rows = max(1, self.lut_rows)
-        colbits = exact_log2(min(lanes, 256))
+    # --- LUT / LDLUT: a 256-entry table, one copy per lane ----------------------------------
+    def _ldlut_row(self, m, op):
+        """LDLUT's row (imm + k, kept as ``ldlut_row_next`` so no adder sits in the write path),
+        its range check (``err.addr``) and the table write enable.  Returns (row, write enable)."""
         row = Signal(signed(18), name="ldlut_row")
         row_ok = Signal(name="ldlut_row_ok")
         lut_we = Signal(name="ldlut_we")
         row_next = Signal(signed(18), name="ldlut_row_next")   # row + 1, kept for the next element
         m.d.sync += row_next.eq(row + 1)
         m.d.comb += [
-            row.eq(Mux(accept, imm, row_next)),     # imm + k without an adder in the write path
+            row.eq(Mux(op.seq.start, op.imm, row_next)),     # imm + k without an adder in the write path
             row_ok.eq(below(row, self.lut_rows)),
-            lut_we.eq(el & dec["ldlut"] & row_ok),
-            self.err.addr.eq(el & dec["ldlut"] & ~row_ok),
+            lut_we.eq(op.el & op.dec["ldlut"] & row_ok),
+            self.err.addr.eq(op.el & op.dec["ldlut"] & ~row_ok),
         ]
-        lut = Pipe(m, "lut", lat["vxm_lut"], cuts=("in",))
-        pipes.append(lut)
+        return row, lut_we
+
+    def _lut(self, m, platform, op):
+        """Every table copy has one write port (LDLUT writes a row of `lanes` entries into all of
+        them) and one read port, so it maps to LUT RAM / block RAM instead of flip-flops and a
+        256:1 multiplexer per lane.  With the |in| cut the read port is synchronous and addressed
+        in the sample cycle (its data register is the cut); at the minimum latency it reads
+        combinationally.  Not transparent: an LDLUT row written in the sample cycle of a LUT
+        element is not seen by it (it could not be: one sub-unit).
+
+        ``lut_read="late"`` (ECP5 builds, whose LUT RAM reads asynchronously): with |in| the whole
+        operand byte is registered and the table is read combinationally in the next cycle, and
+        LDLUT's row write is registered too, so it lands one cycle late, still before any later
+        LUT element reads.  Nothing in the sample cycle then reaches the table's ports."""
+        lanes, xa = self.lanes, op.xa
+        rows = max(1, self.lut_rows)
+        colbits = exact_log2(min(lanes, 256))
+        row, lut_we = self._ldlut_row(m, op)
+        lut = Pipe(m, "lut", self.latency["vxm_lut"], cuts=("in",))
         sync_read = "in" in lut.cuts
         late = sync_read and self._lut_read(platform) == "late"
-        wr_row, wr_data, wr_en = row, a[0][0], lut_we
+        wr_row, wr_data, wr_en = row, op.a[0], lut_we
         if late:
             wr_row = Signal(len(row), name="ldlut_w_row")
             wr_data = Signal(vec(lanes), name="ldlut_w_data")
             wr_en = Signal(name="ldlut_w_en")
-            m.d.sync += [wr_row.eq(row), wr_data.eq(a[0][0]), wr_en.eq(lut_we)]
-        s = lut.cut("in", {**meta(dec["lut"]), "x": [x if late else x[0:colbits] for x in xa]})
+            m.d.sync += [wr_row.eq(row), wr_data.eq(op.a[0]), wr_en.eq(lut_we)]
+        s = lut.cut("in", {**op.meta(op.dec["lut"]), "x": [x if late else x[0:colbits] for x in xa]})
         # a 16-row table (16 lanes) is exactly one LUT-RAM column on ECP5
         attrs = {"ram_style": "distributed"} if rows <= 16 or late else {}
         res = []
@@ -531,14 +558,15 @@ class VxmSlice(wiring.Component):
             byte = Signal(8, name=f"lut_res{j}")
             m.d.comb += byte.eq(select([rp.data[8 * i:8 * i + 8] for i in range(lanes)], s["x"][j][0:colbits]))
             res.append(byte)
-        lut_out = lut.finish({**_meta(s), "data": [Cat(*res)]}, self.cfg)
+        return lut, lut.finish({**_meta(s), "data": [Cat(*res)]}, self.cfg)
 
-        # --- output port ------------------------------------------------------------------------
-        # Each pipeline's last register is 0 unless it holds a result, so data and landing selects
-        # are ORed (no select with a fanout of the whole port); valid/index/west/wide, which the
-        # fabric does not use, follow the priority ALU, MUL, REQ, LUT.  Two results in one cycle
-        # are a port error, and then the landed data is the OR of both.
-        finals = [alu_out, mul_out, req_out, lut_out]
+    # --- output port ------------------------------------------------------------------------
+    def _result_port(self, m, pipes, el):
+        """Each pipeline's last register is 0 unless it holds a result, so data and landing selects
+        are ORed (no select with a fanout of the whole port); valid/index/west/wide, which the
+        fabric does not use, follow the priority ALU, MUL, REQ, LUT.  Two results in one cycle
+        are a port error, and then the landed data is the OR of both.  Also ``busy``."""
+        finals = [f for _, f in pipes]
         first = True
         for f in finals:
             with (m.If if first else m.Elif)(f["valid"]):
@@ -548,11 +576,10 @@ class VxmSlice(wiring.Component):
         for p in range(INT32_PLANES):
             ds = [f["data"][p] for f in finals if p < len(f["data"])]
             m.d.comb += self.out.data[p].eq(_or(ds))
-        for g in range(land_copies(lanes)):
+        for g in range(land_copies(self.lanes)):
             m.d.comb += [self.out.land[g].eq(_or([f["land"][g] for f in finals])),
                          self.out.plane[g].eq(_or([f["plane"][g] for f in finals]))]
         vs = [f["valid"] for f in finals]
         m.d.comb += self.err.port.eq(Cat(*(vs[i] & vs[j] for i in range(len(vs))
                                            for j in range(i + 1, len(vs)))).any())
-        m.d.comb += self.busy.eq(el | Cat(*(vv for p in pipes for vv in p.valids)).any())
-        return m
+        m.d.comb += self.busy.eq(el | Cat(*(vv for p, _ in pipes for vv in p.valids)).any())
