@@ -31,8 +31,11 @@ def _config_show(args):
     print(f"  peak int8 MACs/cycle      {d['macs_per_cycle']}")
     print(f"  stream bandwidth          {d['stream_bytes_per_cycle']} B/cycle per slice boundary = "
           f"{d['stream_bandwidth_gbps']:.1f} GB/s at {cfg.clock_mhz:g} MHz")
-    print(f"  MEM read bandwidth        {d['mem_read_bandwidth_gbps']:.1f} GB/s (all banks)")
-    print(f"  weight install rate       {d['weight_install_bytes_per_cycle']} B/cycle into the MXMs")
+    print(f"  MEM read bandwidth        {d['mem_read_bytes_per_cycle']} B/cycle = {d['mem_read_bandwidth_gbps']:.1f} GB/s "
+          f"(all banks: the SRAM roofline)")
+    print(f"  weight install rate       {d['weight_install_bytes_per_cycle']} B/cycle into the MXMs "
+          f"({cfg.install_rows} row{'s' if cfg.install_rows > 1 else ''} per cycle per MXM)")
+    print(f"  SRAM per MAC              {d['sram_bytes_per_mac']:.0f} B per int8 MAC/cycle")
     print(f"  peak TOPS (int8)          {d['peak_tops_int8']:.4f} at {cfg.clock_mhz:g} MHz")
     print(f"  MXM accumulators          {cfg.acc_depth} x {cfg.lanes} int32")
     print(f"  queue depth               {cfg.queue_depth} instructions per slice")
@@ -40,6 +43,10 @@ def _config_show(args):
     ppm = ", ".join(f"{p:g}" for p in sorted(set(cfg.ppm)))
     print(f"  chips                     {cfg.chips} (clock offsets ppm: {ppm}); C2C ports {cfg.c2c_ports}, "
           f"link latency {cfg.link_latency} cycles")
+    if cfg.chips > 1:
+        print(f"  tray                      {cfg.chips} chips: {d['tray_sram_bytes'] / 2**20:g} MiB SRAM, "
+              f"{d['tray_peak_tops_int8']:.2f} peak TOPS; vector every {cfg.vector_interval} cycles per link "
+              f"({cfg.link['width_bits']}-bit words)")
     return 0
 
 

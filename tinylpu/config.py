@@ -76,6 +76,7 @@ class ChipConfig:
     topology: str
     chips: int
     link: dict            # C2C link-layer parameters (width_bits, skip_interval, elastic_depth, ...)
+    install_rows: int = 1  # weight rows an MXM installs per cycle (LW element), from that many streams
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     # --- floorplan helpers -------------------------------------------------------------
@@ -147,8 +148,14 @@ class ChipConfig:
 
     @property
     def weight_bytes_per_cycle(self) -> int:
-        """Peak rate at which weights can enter the MXMs: one row of `lanes` bytes per MXM per cycle (LW)."""
-        return len(self.slices_of("mxm")) * self.lanes
+        """Peak rate at which weights can enter the MXMs: `install_rows` rows of `lanes` bytes per MXM per
+        cycle (LW)."""
+        return len(self.slices_of("mxm")) * self.install_rows * self.lanes
+
+    @property
+    def sram_read_bytes_per_cycle(self) -> int:
+        """The SRAM roofline: every MEM bank reads one vector per cycle."""
+        return self.banks * self.lanes
 
     def derived(self) -> dict:
         return {
@@ -163,11 +170,16 @@ class ChipConfig:
             "stream_bytes_per_cycle": self.stream_bytes_per_cycle,
             "stream_bandwidth_gbps": self.stream_bytes_per_cycle * self.clock_hz / 1e9,
             "mem_read_bandwidth_gbps": self.banks * self.lanes * self.clock_hz / 1e9,
+            "mem_read_bytes_per_cycle": self.sram_read_bytes_per_cycle,
+            "install_rows": self.install_rows,
             "weight_install_bytes_per_cycle": self.weight_bytes_per_cycle,
+            "sram_bytes_per_mac": self.sram_bytes / self.macs_per_cycle,
             "clock_mhz": self.clock_mhz,
             "peak_tops_int8": self.peak_tops,
             "chips": self.chips,
             "c2c_ports": self.c2c_ports,
+            "tray_sram_bytes": self.chips * self.sram_bytes,
+            "tray_peak_tops_int8": self.chips * self.peak_tops,
         }
 
 
@@ -204,7 +216,7 @@ _TOP_KEYS = {"name", "description", "lanes", "streams", "floorplan", "mem", "mxm
 _C2C_KEYS = {"ports", "link_latency", "topology", "width_bits", "skip_interval", "elastic_depth", "ppm_budget",
              "hac_interval", "epoch", "rx_vectors", "link_slack"}
 #: The keys of each section (``latency`` is checked against LATENCY_KEYS below).
-_SECTION_KEYS = {"mem": {"depth", "banks"}, "mxm": {"acc_depth"}, "clock": {"mhz", "ppm"}, "c2c": _C2C_KEYS}
+_SECTION_KEYS = {"mem": {"depth", "banks"}, "mxm": {"acc_depth", "install_rows"}, "clock": {"mhz", "ppm"}, "c2c": _C2C_KEYS}
 
 
 def parse_config(text, source="<string>") -> ChipConfig:
@@ -252,6 +264,7 @@ def parse_config(text, source="<string>") -> ChipConfig:
             raise r.err("mem.banks", f"is {banks} but the floorplan has "
                         f"{sum(s.kind == 'mem' for s in slices)} mem slices (one bank per slice)")
     acc_depth = r.int("mxm.acc_depth", 1, 4096)
+    install_rows = r.int("mxm.install_rows", 1, min(lanes, streams), default=1, pow2=True)
     queue_depth = r.int("queue_depth", 4, 65536, default=256)
 
     lat_raw = r.get("latency")
@@ -304,7 +317,7 @@ def parse_config(text, source="<string>") -> ChipConfig:
                       lanes=lanes, streams=streams, slices=tuple(slices), mem_depth=mem_depth,
                       acc_depth=acc_depth, queue_depth=queue_depth, latency=latency, clock_mhz=clock_mhz,
                       ppm=ppm, c2c_ports=c2c_ports, link_latency=link_latency, topology=topology,
-                      chips=chips, link=link, raw=data)
+                      chips=chips, link=link, install_rows=install_rows, raw=data)
 
 
 def _ppm(r, i, v):

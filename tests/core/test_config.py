@@ -37,6 +37,31 @@ def test_tray_and_fpga():
     assert fpga.sram_bytes == 128 * 1024 and fpga.lanes == 8
 
 
+def test_lpu_class_configs():
+    """lpu: megabytes of SRAM at SRAM speed; lpu-tray holds every FFN of a 135M decoder; lpu-mini is lpu cut down."""
+    lpu, mini, tray = load_config("lpu"), load_config("lpu-mini"), load_config("lpu-tray")
+    assert lpu.lanes >= 64 and lpu.sram_bytes == 16 * 2**20
+    assert lpu.install_rows == 8 and lpu.weight_bytes_per_cycle == lpu.sram_read_bytes_per_cycle == 512
+    # SmolLM2-135M: 30 layers of a 576 x 1536 SwiGLU (3 matrices) in int8, as lanes x lanes tiles
+    tiles = lambda k, n: -(-k // lpu.lanes) * -(-n // lpu.lanes)       # noqa: E731
+    layer = (2 * tiles(576, 1536) + tiles(1536, 576)) * lpu.lanes ** 2
+    assert 30 * layer <= tray.chips * tray.sram_bytes and 30 * layer > 75e6
+    assert tray.chips == 8 and tray.c2c_ports == 7 and tray.derived()["tray_sram_bytes"] == 8 * lpu.sram_bytes
+    for f in ("lanes", "streams", "install_rows", "latency", "clock_mhz"):
+        assert getattr(mini, f) == getattr(lpu, f) == getattr(tray, f), f
+    assert mini.slice_names == lpu.slice_names and mini.mem_depth < lpu.mem_depth
+    assert load_config("tiny").install_rows == 1
+
+
+@pytest.mark.parametrize("rows,msg", [(3, "must be a power of two"), (16, "must be in [1, 8]"), (0, "must be in")])
+def test_install_rows_limits(tmp_path, rows, msg):
+    p = tmp_path / "bad.yaml"
+    p.write_text(GOOD.replace("acc_depth: 64", f"acc_depth: 64\n  install_rows: {rows}"))
+    with pytest.raises(ConfigError, match="mxm.install_rows") as ei:
+        load_config(str(p))
+    assert msg in str(ei.value) and ":12:" in str(ei.value)
+
+
 def test_load_from_file(tmp_path):
     p = tmp_path / "mine.yaml"
     p.write_text(GOOD.replace("name: tiny", "name: mine").replace("depth: 512", "depth: 1024"))
@@ -74,7 +99,7 @@ def test_bad_configs_name_file_and_field(tmp_path, old, new, msg):
 
 
 def test_unknown_config_name_lists_shipped():
-    with pytest.raises(ConfigError, match="no such config; shipped configs are duo, fpga, ice40, tiny, tray"):
+    with pytest.raises(ConfigError, match="no such config; shipped configs are duo, fpga, ice40, lpu, lpu-mini, lpu-tray, tiny, tray"):
         load_config("huge")
 
 

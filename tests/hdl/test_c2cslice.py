@@ -16,7 +16,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from tests import harness
-from tests.harness import check_landing, drive_issue, issue_words
+from tests.harness import check_landing, drive_issue, issue_words, tap_ints, vec_int
 from tinylpu.config import load_config
 from tinylpu.hdl.c2cslice import C2CSlice
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
@@ -60,16 +60,6 @@ class Tap:
             self.valid[d, s] = False
 
 
-def vec_int(v):
-    return int.from_bytes(np.asarray(v, np.int8).view(np.uint8).tobytes(), "little")
-
-
-def _ints(cfg, tap):
-    out = []
-    for d in (0, 1):
-        out.append(int.from_bytes(tap.data[d].view(np.uint8).reshape(-1).tobytes(), "little"))
-        out.append(sum(1 << s for s in range(cfg.streams) if tap.valid[d, s]))
-    return out
 
 
 def run_rtl(cfg, cycles, issues, taps, arrivals=None, overrun=None):
@@ -83,7 +73,7 @@ def run_rtl(cfg, cycles, issues, taps, arrivals=None, overrun=None):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     words = issue_words(cycles, issues, encode)
-    tap_ints = [_ints(cfg, t) for t in taps]
+    ints = [tap_ints(cfg, t) for t in taps]
     te, tev, tw, twv = (dut.tap.east.as_value(), dut.tap.east_valid, dut.tap.west.as_value(),
                         dut.tap.west_valid)
     rec = []
@@ -92,7 +82,7 @@ def run_rtl(cfg, cycles, issues, taps, arrivals=None, overrun=None):
         ovr = 0
         for c in range(cycles):
             drive_issue(ctx, dut, words, c)
-            for sig, v in zip((te, tev, tw, twv), tap_ints[c]):
+            for sig, v in zip((te, tev, tw, twv), ints[c]):
                 ctx.set(sig, v)
             got = dict(arrivals.get(c, []))
             ctx.set(dut.rx_valid, sum(1 << p for p in got))

@@ -12,7 +12,7 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from tests.harness import check_landing, drive_issue, issue_words, lead_in, variant
+from tests.harness import check_landing, drive_issue, issue_words, lead_in, variant, vec_int
 from tinylpu.config import load_config
 from tinylpu.hdl.mem import MemSlice
 from tinylpu.isa import Insn, Opcode, StreamRef, encode

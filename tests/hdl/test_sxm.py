@@ -11,19 +11,18 @@ import dataclasses
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
-from tests.harness import check_landing, drive_issue, issue_words, lead_in
+from tests.harness import run_unit_rtl, tap_ints, vec_int
 from tinylpu.config import load_config
 from tinylpu.hdl.sxm import SxmSlice
-from tinylpu.isa import Insn, Opcode, StreamRef, encode
+from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
 
 O = Opcode
-ERRS = ("empty", "busy", "port", "addr", "hazard", "inflight", "queue", "deadlock")
-E = lambda i: StreamRef(i, False)  # noqa: E731
-W = lambda i: StreamRef(i, True)   # noqa: E731
+
+E = lambda i: StreamRef(i, False)
+W = lambda i: StreamRef(i, True)
 
 
 def config(name):
@@ -54,48 +53,11 @@ class Tap:
             self.data[mask] = rng.choice(SPECIAL8, size=int(mask.sum()))
 
     def ints(self, cfg):
-        out = []
-        for d in (0, 1):
-            out.append(int.from_bytes(self.data[d].view(np.uint8).reshape(-1).tobytes(), "little"))
-            out.append(sum(1 << s for s in range(cfg.streams) if self.valid[d, s]))
-        return out
+        return tap_ints(cfg, self)
 
 
 def run_rtl(dut, cfg, cycles, issues, taps):
-    rec = []
-    tap_ints = [t.ints(cfg) for t in taps]
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    data_v, err_v = dut.out.data.as_value(), dut.err.as_value()
-    te, tev, tw, twv = (dut.tap.east.as_value(), dut.tap.east_valid, dut.tap.west.as_value(),
-                        dut.tap.west_valid)
-
-    words = issue_words(cycles, issues, encode)
-
-    async def bench(ctx):
-        await lead_in(ctx, dut, words)
-        for c in range(cycles):
-            drive_issue(ctx, dut, words, c)
-            e, ev, wd, wv = tap_ints[c]
-            ctx.set(te, e)
-            ctx.set(tev, ev)
-            ctx.set(tw, wd)
-            ctx.set(twv, wv)
-            ev_ = ctx.get(err_v)
-            if not (ev_ >> ERRS.index("port")) & 1:       # a port clash ORs two results' selects
-                check_landing(ctx, dut.out, cfg, wide_unit=False)
-            rec.append((ctx.get(dut.out.valid), ctx.get(dut.out.west), ctx.get(dut.out.index),
-                        ctx.get(dut.out.wide), ctx.get(data_v),
-                        {n: (ev_ >> i) & 1 for i, n in enumerate(ERRS)}, ctx.get(dut.busy)))
-            await ctx.tick()
-
-    sim.add_testbench(bench)
-    sim.run()
-    return rec
-
-
-def vec_int(v):
-    return int.from_bytes(np.asarray(v, np.int8).view(np.uint8).tobytes(), "little")
+    return run_unit_rtl(dut, cfg, cycles, issues, taps, wide_unit=False)
 
 
 def out_vec(rec, c, lanes):
@@ -142,7 +104,7 @@ ALL_OPS = [O.SHIFT, O.ROT, O.PERM, O.DIST, O.TRANS, O.LDPERM]
 
 def random_insn(rng, cfg, op):
     S, lanes = cfg.streams, cfg.lanes
-    sref = lambda: StreamRef(int(rng.integers(0, S)), bool(rng.integers(0, 2)))  # noqa: E731
+    sref = lambda: StreamRef(int(rng.integers(0, S)), bool(rng.integers(0, 2)))
     f = {"d": sref(), "a": sref()}
     if op in (O.SHIFT, O.ROT, O.PERM, O.DIST):
         f["count"] = int(rng.choice([1, 1, 2, 3, 6]))

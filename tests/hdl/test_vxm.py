@@ -11,18 +11,17 @@ import dataclasses
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
-from tests.harness import check_landing, drive_issue, issue_words, lead_in
+from tests.harness import run_unit_rtl, tap_ints, vec_int
 from tinylpu.arith import int32_to_planes, requantize, rshift_round, sat8
 from tinylpu.config import load_config
 from tinylpu.hdl.vxm import VxmSlice
-from tinylpu.isa import Insn, Opcode, StreamRef, encode
+from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
 
 O = Opcode
-ERRS = ("empty", "busy", "port", "addr", "hazard", "inflight", "queue", "deadlock")
+
 
 
 
@@ -62,13 +61,7 @@ class Tap:
             self.data = random_vectors(rng, (2, S), lanes)
 
     def ints(self, cfg):
-        S, lanes = cfg.streams, cfg.lanes
-        out = []
-        for d in (0, 1):
-            raw = self.data[d].view(np.uint8).reshape(-1).tobytes()
-            out.append(int.from_bytes(raw, "little"))
-            out.append(sum(1 << s for s in range(S) if self.valid[d, s]))
-        return out
+        return tap_ints(cfg, self)
 
 
 SPECIAL8 = [-128, 127, 0, -1, 1, 64, -64, 126, -127]
@@ -95,41 +88,7 @@ def random_vectors(rng, shape, lanes):
 
 
 def run_rtl(dut, cfg, cycles, issues, taps):
-    """Drive the unit; return per cycle (valid, west, index, wide, data, err dict, busy)."""
-    rec = []
-    tap_ints = [t.ints(cfg) for t in taps]
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    data_v, err_v = dut.out.data.as_value(), dut.err.as_value()
-    te, tev, tw, twv = (dut.tap.east.as_value(), dut.tap.east_valid, dut.tap.west.as_value(),
-                        dut.tap.west_valid)
-
-    words = issue_words(cycles, issues, encode)
-
-    async def bench(ctx):
-        await lead_in(ctx, dut, words)
-        for c in range(cycles):
-            drive_issue(ctx, dut, words, c)
-            e, ev, wd, wv = tap_ints[c]
-            ctx.set(te, e)
-            ctx.set(tev, ev)
-            ctx.set(tw, wd)
-            ctx.set(twv, wv)
-            ev_ = ctx.get(err_v)
-            if not (ev_ >> ERRS.index("port")) & 1:       # a port clash ORs two results' selects
-                check_landing(ctx, dut.out, cfg, wide_unit=True)
-            rec.append((ctx.get(dut.out.valid), ctx.get(dut.out.west), ctx.get(dut.out.index),
-                        ctx.get(dut.out.wide), ctx.get(data_v),
-                        {n: (ev_ >> i) & 1 for i, n in enumerate(ERRS)}, ctx.get(dut.busy)))
-            await ctx.tick()
-
-    sim.add_testbench(bench)
-    sim.run()
-    return rec
-
-
-def vec_int(v):
-    return int.from_bytes(np.asarray(v, np.int8).view(np.uint8).tobytes(), "little")
+    return run_unit_rtl(dut, cfg, cycles, issues, taps, wide_unit=True)
 
 
 def check_against_golden(cfg, dut, issues, taps, cycles):
@@ -300,8 +259,8 @@ def out_at(rec, c, plane=0, lanes=16):
     return np.frombuffer(((data >> (8 * lanes * plane)) & ((1 << 8 * lanes) - 1)).to_bytes(lanes, "little"), np.int8)
 
 
-E = lambda i: StreamRef(i, False)  # noqa: E731
-W = lambda i: StreamRef(i, True)   # noqa: E731
+E = lambda i: StreamRef(i, False)
+W = lambda i: StreamRef(i, True)
 
 
 @pytest.mark.parametrize("cfg_name", ["tiny", "fpga"])
@@ -315,7 +274,7 @@ def test_edge_arithmetic(cfg_name):
     base = {(0, 0): A8, (0, 1): B8, (1, 2): C8}
     acc = np.array([3, -3, 1, -1, 2**31 - 1, -2**31, 5, -5, 7, -7, 2**30, -(2**30), 12345, -12345, 0, 6])[:lanes]
     acc2 = np.array([1, 1, -1, -1, 1, -1, 2**31 - 1, -2**31, 2**31 - 1, 0, 5, -5, 1, 1, 1, 1])[:lanes]
-    gt = lambda: group_tap(cfg, base, {(0, 4): acc, (1, 4): acc2})  # noqa: E731
+    gt = lambda: group_tap(cfg, base, {(0, 4): acc, (1, 4): acc2})
     seq = [
         (Insn.make(O.ADD, d=E(2), a=E(0), b=E(1)), [gt()]),
         (Insn.make(O.SUB, d=E(2), a=E(0), b=E(1)), [gt()]),
@@ -352,7 +311,7 @@ def test_edge_arithmetic(cfg_name):
     rec, issues = run_directed(cfg, seq)
     # a few hand-written expectations on top of the golden comparison
     starts = sorted(issues)
-    drive = lambda i: starts[i] + L[LAT_KEY.get(seq[i][0].op, "vxm_alu")] - 1  # noqa: E731
+    drive = lambda i: starts[i] + L[LAT_KEY.get(seq[i][0].op, "vxm_alu")] - 1
     assert list(out_at(rec, drive(0), lanes=lanes)) == list(np.clip(A8 + B8, -128, 127))
     assert list(out_at(rec, drive(1), lanes=lanes)) == list(np.clip(A8 - B8, -128, 127))
     assert list(out_at(rec, drive(4), lanes=lanes)) == list(np.clip(A8 * B8, -128, 127))
@@ -400,7 +359,7 @@ def test_ldm_then_reql_next_cycle():
     shv = (shs + 64 * rng.integers(0, 4, lanes)).astype(np.uint8).view(np.int8)  # mod 64
     zs = np.array([0, -128, 127, -1, 1, 100, -100, 5, 3, -3, 127, -128, 64, -64, 0, 0])[:lanes]
     t_ldm = [fill_tap(cfg, {(1, 7): v}) for v in (lo, hi, shv, zs)]
-    t_req = lambda: group_tap(cfg, {(0, 0): -lo}, {(1, 0): acc})  # noqa: E731
+    t_req = lambda: group_tap(cfg, {(0, 0): -lo}, {(1, 0): acc})
     seq = [
         (Insn.make(O.REQL, d=E(5), a=W(0), count=1), [t_req()]),          # before any LDM: M = 0
         (Insn.make(O.LDM, a=W(7)), t_ldm),
