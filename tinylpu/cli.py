@@ -267,6 +267,50 @@ def _project(args):
         raise CliError(str(e)) from None
 
 
+_TABLE_ROWS = [
+    ("lanes", "lanes (int8 per vector)", "{}"),
+    ("mem_banks", "MEM banks", "{}"),
+    ("mem_depth_vectors", "vectors per bank", "{}"),
+    ("sram_kib", "SRAM per chip (KiB)", "{:,.0f}"),
+    ("macs_per_cycle", "int8 MACs/cycle", "{:,}"),
+    ("mem_read_bytes_per_cycle", "SRAM read B/cycle (roofline)", "{:,}"),
+    ("install_rows", "weight rows installed/cycle", "{}"),
+    ("weight_install_bytes_per_cycle", "weight install B/cycle", "{:,}"),
+    ("sram_bytes_per_mac", "SRAM bytes per MAC/cycle", "{:,.0f}"),
+    ("clock_mhz", "clock (MHz)", "{:g}"),
+    ("peak_tops_int8", "peak TOPS (int8)", "{:.4g}"),
+    ("chips", "chips", "{}"),
+    ("tray_sram_bytes", "SRAM, all chips (MiB)", "{}"),
+]
+
+
+def config_table():
+    """Markdown: one column per shipped config, one row per derived number."""
+    cfgs = [load_config(n) for n in shipped_configs()]
+    ds = [c.derived() for c in cfgs]
+    lines = ["| | " + " | ".join(f"`{c.name}`" for c in cfgs) + " |", "|---" * (len(cfgs) + 1) + "|"]
+    for key, label, fmt in _TABLE_ROWS:
+        vals = [f"{d[key] / 2**20:g}" if key == "tray_sram_bytes" else fmt.format(d[key]) for d in ds]
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _config_table(args):
+    table = config_table()
+    if args.output:
+        path = Path(args.output)
+        text = path.read_text() if path.exists() else ""
+        begin, end = "<!-- config table: begin -->", "<!-- config table: end -->"
+        if begin not in text or end not in text:
+            raise CliError(f"{path}: needs the markers {begin} and {end} around the table it keeps current")
+        head, rest = text.split(begin, 1)
+        path.write_text(head + begin + "\n" + table + end + rest.split(end, 1)[1])
+        print(f"{path}: table of {len(shipped_configs())} configs")
+    else:
+        print(table, end="")
+    return 0
+
+
 def _serve(args):
     from tinylpu.sim.serving.cli import compare_main, serve_main
     if args.cmd == "serve":
@@ -286,6 +330,9 @@ def build_parser():
     cs.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="shipped config name or YAML path")
     cs.add_argument("--json", action="store_true")
     cs.set_defaults(fn=_config_show)
+    ct = csub.add_parser("table", help="every shipped config's derived numbers as a markdown table (docs/configs.md)")
+    ct.add_argument("-o", "--output", default=None, metavar="FILE.md")
+    ct.set_defaults(fn=_config_table)
     cl = csub.add_parser("list", help="list shipped configs")
     cl.set_defaults(fn=_config_list)
 

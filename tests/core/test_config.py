@@ -111,3 +111,12 @@ def test_missing_file():
 def test_parse_config_top_level_must_be_mapping():
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         parse_config("- 1\n- 2\n", "list.yaml")
+
+
+def test_configs_doc_is_current():
+    """docs/configs.md holds the table `tinylpu config table` makes from the shipped configs."""
+    from pathlib import Path
+
+    from tinylpu.cli import config_table
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configs.md").read_text()
+    assert config_table() in doc, "docs/configs.md is stale: run tinylpu config table -o docs/configs.md"
