@@ -29,10 +29,31 @@ from functools import lru_cache
 import numpy as np
 import yaml
 
-from tinylpu.sim.perf.project.inputs import ProjectError, load_chip, load_fleet, load_model, pareto_config, published
+from tinylpu.sim.perf.project.inputs import (
+    ProjectError,
+    find_deployment,
+    load_chip,
+    load_fleet,
+    load_gpu,
+    load_model,
+    pareto_config,
+)
+from tinylpu.sim.perf.project.vector import layer_vector_cycles
 
-__all__ = ["CAL_SHAPES", "LAT_PATH", "Calibration", "calibrate", "weight_bytes_per_cycle", "model_bytes", "project",
-           "frontier", "pareto", "fleet", "compare"]
+__all__ = [
+    "CAL_SHAPES",
+    "LAT_PATH",
+    "Calibration",
+    "calibrate",
+    "deployment",
+    "fleet",
+    "frontier",
+    "gpu_step",
+    "model_bytes",
+    "pareto",
+    "project",
+    "weight_bytes_per_cycle",
+]
 
 
 # ------------------------------------------------------------------------------------------
@@ -111,30 +132,42 @@ def calibrate(quick=False):
 # ------------------------------------------------------------------------------------------
 
 def weight_bytes_per_cycle(chip):
-    """Bytes of weights the chip can stream into its MXMs per cycle: the MXM install path
-    (planes x rows/cycle x lanes) or the SRAM read bandwidth, whichever is lower."""
+    """Bytes of weights the chip can stream into its MXMs per cycle: the published install rate
+    (or planes x rows/cycle x lanes), capped by the SRAM read bandwidth."""
     sram = chip["sram_bandwidth"] / (chip["clock_mhz"] * 1e6)
+    if chip.get("weight_install_bytes_per_cycle"):
+        return min(sram, chip["weight_install_bytes_per_cycle"])
     if chip.get("weight_rows_per_cycle"):
         return min(sram, chip["mxm_planes"] * chip["weight_rows_per_cycle"] * chip["lanes"])
     return sram
 
 
-def _segment_s(chip, cal, nbytes, tokens=1):
-    """Seconds for one chip to stream `nbytes` of weights through its MXMs for `tokens` tokens."""
+def _hz(chip):
+    return chip["clock_mhz"] * 1e6
+
+
+def _stream_s(chip, cal, nbytes, par=1.0, tokens=1, bpw=1.0):
+    """Seconds for `par` chips (at least one) to stream `nbytes` of weights at `bpw` bytes each through
+    their MXMs at once for `tokens` tokens: the calibrated install rate, or the MAC rate when the
+    batch makes it compute-bound (16-bit weights run at half the int8 MAC rate)."""
     if nbytes <= 0:
         return 0.0
+    per = nbytes / max(1.0, par)
     L = chip["lanes"]
-    rows_per_cycle = weight_bytes_per_cycle(chip) / L       # rows of `lanes` bytes the MXMs take per cycle
-    stream = cal.a * (nbytes / L) / rows_per_cycle
-    compute = tokens * nbytes / (chip["mxm_planes"] * L * L)  # MACs / MACs per cycle (int8: 1 B per weight)
-    cyc = max(stream, compute) + cal.fill(chip["pipeline_latency_cycles"], chip["mxm_to_vxm_slices"]) \
-        + cal.c_tok * (min(tokens, L) - 1)
-    return cyc / (chip["clock_mhz"] * 1e6)
+    stream = cal.a * per / weight_bytes_per_cycle(chip)
+    compute = tokens * (per / bpw) / (chip["mxm_planes"] * L * L / max(1.0, bpw))
+    return (max(stream, compute) + cal.c_tok * (min(tokens, L) - 1)) / _hz(chip)
+
+
+def _fill_s(chip, cal):
+    """The calibrated fill/drain of one matrix product whose input waits for the previous one."""
+    return cal.fill(chip["pipeline_latency_cycles"], chip["mxm_to_vxm_slices"]) / _hz(chip)
 
 
 def _peer_Bps(chip):
+    """Payload bytes/s to one peer: raw link rate x line coding x framing x links per peer."""
     c = chip["c2c"]
-    return c["link_gbps"] * 1e9 / 8 * c["links_per_peer"]
+    return c["link_gbps"] * 1e9 / 8 * c["encoding_efficiency"] * c["framing_efficiency"] * c["links_per_peer"]
 
 
 def _hops(chip, g):
@@ -143,8 +176,9 @@ def _hops(chip, g):
 
 
 def _allreduce_s(chip, model, g, tokens=1):
-    """Reduce the int32 partials of `g` chips and broadcast the result (reduce-scatter + all-gather:
-    each chip exchanges 1/g of the vector with each peer)."""
+    """Reduce the partial sums of `g` chips and give every chip the result (reduce-scatter +
+    all-gather, each chip exchanging 1/g of the vector with each peer at once)."""
+    g = math.ceil(g - 1e-9)
     if g <= 1:
         return 0.0
     c = chip["c2c"]
@@ -153,94 +187,153 @@ def _allreduce_s(chip, model, g, tokens=1):
     return lat + ser
 
 
-def _stage_hop_s(chip, model, across=False, tokens=1):
+def _hop_s(chip, model, across=False, tokens=1):
+    """The activation vector of `tokens` tokens to the next chip (pipelined hops)."""
     c = chip["c2c"]
     hops = c["hops_across_nodes"] if across else c["hops_within_node"]
     return hops * c["hop_latency_ns"] * 1e-9 + model["d_model"] * tokens * c["activation_bytes"] / _peer_Bps(chip)
 
 
-def model_bytes(model, context=None):
-    """Per-layer and total byte counts (weights at bytes_per_weight, KV at kv_bytes)."""
+def deployment(chip, model, context=None):
+    """The deployment of `model` on `chip` (configs/project/deployments.yaml), or the model's own
+    defaults (its precision, the fewest chips that hold it, capacity-split layers)."""
+    d = find_deployment(chip["name"], model["name"])
+    if d is None:
+        bw = model["bytes_per_weight"]
+        d = {"chip": chip["name"], "model": model["name"], "chips": None, "context": model["context"],
+             "precision": {"attention": bw, "ffn": bw, "kv": model["kv_bytes"], "embedding": bw},
+             "tensor_parallel": None, "expert_parallel": None, "sources": {},
+             "source": f"{model['source']} (no deployment: the model's precision, the fewest chips)"}
+    d = dict(d)
+    if context is not None:
+        d["context"] = context
+    return d
+
+
+def model_bytes(model, context=None, precision=None):
+    """Per-layer and total byte counts at the precision of each kind of tensor."""
     m = model
     ctx = m["context"] if context is None else context
-    d, bw = m["d_model"], m["bytes_per_weight"]
+    bw = m["bytes_per_weight"]
+    pr = precision or {"attention": bw, "ffn": bw, "kv": m["kv_bytes"], "embedding": bw}
+    d, E = m["d_model"], m["experts"]
     kv_dim = d // m["heads"] * m["kv_heads"]
-    attn = d * (d + 2 * kv_dim) * bw + d * d * bw                 # QKV + O
-    kv = 2 * ctx * kv_dim * m["kv_bytes"]                          # K and V of one user, one layer
-    expert = (3 if m["gated"] else 2) * d * m["d_ff"] * bw
-    router = d * m["experts"] * bw if m["experts"] > 1 else 0
-    ffn_res = expert * m["experts"] + router
-    ffn_act = expert * m["top_k"] + router
-    table = m["vocab"] * d * bw
-    params = (m["layers"] * (attn + ffn_res) + 2 * table) / bw
-    active = (m["layers"] * (attn + ffn_act) + table) / bw
-    return dict(attn=attn, kv=kv, expert=expert, router=router, ffn_res=ffn_res, ffn_act=ffn_act, table=table,
-                kv_dim=kv_dim, context=ctx, params=params, active_params=active)
+    attn_p = d * (d + 2 * kv_dim) + d * d                         # QKV + O
+    expert_p = (3 if m["gated"] else 2) * d * m["d_ff"]
+    router_p = d * E if E > 1 else 0
+    table_p = m["vocab"] * d
+    out = dict(attn=attn_p * pr["attention"], kv=2 * ctx * kv_dim * pr["kv"], expert=expert_p * pr["ffn"],
+               router=router_p * pr["ffn"], table=table_p * pr["embedding"], kv_dim=kv_dim, context=ctx,
+               params=m["layers"] * (attn_p + expert_p * E + router_p) + 2 * table_p,
+               active_params=m["layers"] * (attn_p + expert_p * m["top_k"] + router_p) + table_p)
+    out["ffn_res"] = out["expert"] * E + out["router"]
+    out["ffn_act"] = out["expert"] * m["top_k"] + out["router"]
+    out["weight_bytes"] = m["layers"] * (out["attn"] + out["ffn_res"]) + 2 * out["table"]
+    return out
 
 
-def _layout(chip, nbytes_layer, layers):
-    """(chips per layer g, layers per chip, chips for the layers, pipeline stages)."""
-    usable = chip["sram_usable"] * chip["sram_bytes"]
-    if nbytes_layer <= usable:
-        lpc = max(1, int(usable // nbytes_layer))
-        n = math.ceil(layers / lpc)
-        return 1, lpc, n, n
-    g = math.ceil(nbytes_layer / usable)
-    return g, 1, g * layers, layers
-
-
-def _ffn_chip_bytes(model, b, g, tokens=1):
-    """Weight bytes the busiest chip of a layer group streams for the FFN segment."""
-    E, k = model["experts"], model["top_k"]
-    if E == 1:
-        return b["ffn_act"] / g
-    active = E * (1 - (1 - k / E) ** tokens)                    # distinct experts the batch touches
-    if g >= E:
-        return b["router"] / g + b["expert"] / (g // E)       # each expert split over g // E chips
-    per_chip = math.ceil(E / g)
-    busiest = min(per_chip, math.ceil(active / g))
-    return b["router"] / g + busiest * b["expert"]
-
-
-def project(chip, model, context=None, cal=None, tokens=1):
-    """Tokens/s per user at batch `tokens` (default 1), chips, energy: a dict (see module doc)."""
-    chip, model = load_chip(chip), load_model(model)
-    cal = cal or calibrate()
-    b = model_bytes(model, context)
-    L = model["layers"]
+def _placement(chip, model, b, dep):
+    """Chips and parallel degrees: whole layers per chip when they fit, else a layer's matrices split
+    over the chips it occupies (tensor parallel, all streaming at once), experts over chips of
+    their own (expert parallel); consecutive layer groups form a pipeline."""
+    L, E = model["layers"], model["experts"]
     usable = chip["sram_usable"] * chip["sram_bytes"]
     layer_res = b["attn"] + b["kv"] + b["ffn_res"]
-    g, lpc, layer_chips, stages = _layout(chip, layer_res, L)
     table_chips = math.ceil(b["table"] / usable)
-    chips = layer_chips + 2 * table_chips                       # embedding table, layers, LM head
-    # time per token
-    t_attn_stream = L * _segment_s(chip, cal, (b["attn"] + b["kv"]) / g, tokens)
-    t_ffn_stream = L * _segment_s(chip, cal, _ffn_chip_bytes(model, b, g, tokens), tokens)
-    t_coll = L * 2 * _allreduce_s(chip, model, g, tokens)
-    n_hops = stages + 1                                          # embedding -> layers ... -> LM head
+    if dep["chips"]:
+        layer_chips = dep["chips"] - 2 * table_chips
+        if layer_chips <= 0 or layer_chips * chip["sram_bytes"] < L * layer_res:
+            raise ProjectError(f"{dep['source']}: field 'chips': {dep['chips']} chips of {chip['sram_bytes']:,.0f} B "
+                               f"cannot hold {L * layer_res + 2 * b['table']:,.0f} B of weights and KV")
+        chips = dep["chips"]
+    else:
+        layer_chips = math.ceil(L * layer_res / usable)
+        chips = layer_chips + 2 * table_chips
+    g = layer_chips / L
+    g_attn = g * (b["attn"] + b["kv"]) / layer_res
+    g_ffn = g - g_attn
+    tp = dep["tensor_parallel"]
+    groups = min(E, dep["expert_parallel"] or E)
+    out = {"chips": chips, "layer_chips": layer_chips, "table_chips": table_chips, "g": g,
+           "n_attn": dep.get("n_attn") or tp or max(1.0, g_attn), "groups": groups}
+    if E == 1:
+        out["n_ffn"] = dep.get("n_ffn") or tp or max(1.0, g_ffn)
+    else:
+        out["n_ffn"] = tp or max(1.0, g_ffn / groups)          # chips streaming one expert at once
+    out["stages"] = layer_chips if g < 1 else L
+    return out
+
+
+def _ffn_bytes(model, b, groups, tokens=1):
+    """Expert bytes the busiest expert group streams for `tokens` tokens (dense: the FFN)."""
+    E, k = model["experts"], model["top_k"]
+    if E == 1:
+        return b["ffn_act"] - b["router"]
+    active = E * (1 - (1 - k / E) ** tokens)                    # distinct experts the batch touches
+    busiest = min(math.ceil(E / groups), math.ceil(active / groups - 1e-9))
+    return max(1, busiest) * b["expert"]
+
+
+def project(chip, model, context=None, cal=None, tokens=1, vector=True, deploy=None):
+    """Tokens/s per user at batch `tokens` (default 1), chips, energy: a dict (see module doc).
+    `deploy` overrides fields of the deployment (chips, precision, tensor_parallel, ...)."""
+    chip, model = load_chip(chip), load_model(model)
+    cal = cal or calibrate()
+    dep = deployment(chip, model, context)
+    if deploy:
+        dep.update(deploy)
+    pr = dep["precision"]
+    b = model_bytes(model, dep["context"], pr)
+    L, E = model["layers"], model["experts"]
+    pl = _placement(chip, model, b, dep)
+    na, nf = pl["n_attn"], pl["n_ffn"]
     per_node = chip["chips_per_node"]
-    # stage boundaries that leave a node: all of them once a stage spans a node, else one per node
-    across = n_hops if g >= per_node else min(n_hops, n_hops * g // per_node)
-    t_hops = ((n_hops - across) * _stage_hop_s(chip, model, False, tokens)
-              + across * _stage_hop_s(chip, model, True, tokens))
-    t_embed = _segment_s(chip, cal, model["d_model"] * model["bytes_per_weight"], tokens)
-    t_head = _segment_s(chip, cal, b["table"] / table_chips, tokens) + (
-        2 * _hops(chip, table_chips) * chip["c2c"]["hop_latency_ns"] * 1e-9 if table_chips > 1 else 0.0)
-    t = t_attn_stream + t_ffn_stream + t_coll + t_hops + t_embed + t_head
-    fill_s = cal.fill(chip["pipeline_latency_cycles"], chip["mxm_to_vxm_slices"]) / (chip["clock_mhz"] * 1e6)
-    nodes = math.ceil(chips / per_node)
+    # streaming, per layer
+    t_attn = L * _stream_s(chip, cal, b["attn"] + b["kv"], na, tokens, max(pr["attention"], pr["kv"]))
+    t_ffn = L * (_stream_s(chip, cal, _ffn_bytes(model, b, pl["groups"], tokens), nf, tokens, pr["ffn"])
+                 + _stream_s(chip, cal, b["router"], 1, tokens, pr["ffn"]))
+    stages = 6 + (1 if E > 1 else 0)          # QKV, q K^T, P V, O, W1/W3, W2 (+ router): each waits
+    t_fill = L * stages * _fill_s(chip, cal)
+    # vector work between them, compiled for this chip's shard of the layer
+    nah = max(1, math.ceil(na - 1e-9))
+    shard = (model["d_model"] / nah, b["kv_dim"] / nah, math.ceil(model["heads"] / nah))
+    vec_cycles = layer_vector_cycles(chip, model, shard, dep["context"]) if vector else 0
+    t_vec = L * tokens * vec_cycles / _hz(chip)
+    # C2C: all-reduces inside a layer, MoE dispatch and combine, pipeline hops between layers
+    t_coll = L * (_allreduce_s(chip, model, na, tokens) + (_allreduce_s(chip, model, nf, tokens) if E == 1 else 0))
+    if E > 1:
+        t_coll += L * (_hop_s(chip, model, pl["g"] > per_node, tokens)
+                       + _allreduce_s(chip, model, model["top_k"] * nf, tokens))
+    n_hops = pl["stages"] + 1                                    # embedding -> layers ... -> LM head
+    nodes_layers = math.ceil(pl["layer_chips"] / per_node)
+    across = n_hops if pl["g"] >= per_node else min(n_hops, nodes_layers)
+    t_hops = (n_hops - across) * _hop_s(chip, model, False, tokens) + across * _hop_s(chip, model, True, tokens)
+    t_embed = _stream_s(chip, cal, model["d_model"] * pr["embedding"], 1, tokens, pr["embedding"])
+    t_head = _stream_s(chip, cal, b["table"], pl["table_chips"], tokens, pr["embedding"]) + _fill_s(chip, cal)
+    t = t_attn + t_ffn + t_fill + t_vec + t_coll + t_hops + t_embed + t_head
+    host = [x * 1e-6 for x in chip["host_overhead_us"]]
+    nodes = math.ceil(pl["chips"] / per_node)
+    g = pl["g"]
     out = {
         "chip": chip["name"], "model": model["name"], "context": b["context"], "tokens": tokens,
         "params": b["params"], "active_params": b["active_params"],
-        "weight_bytes": b["params"] * model["bytes_per_weight"], "kv_bytes_per_user": b["kv"] * L,
-        "chips": chips, "chips_per_layer": g, "layers_per_chip": lpc, "pipeline_stages": stages,
+        "weight_bytes": b["weight_bytes"], "kv_bytes_per_user": b["kv"] * L,
+        "precision": dict(pr), "deployment": dep["source"],
+        "chips": pl["chips"], "chips_per_layer": round(g, 3), "layers_per_chip": round(1 / g, 3) if g < 1 else 1,
+        "pipeline_stages": pl["stages"],
+        "parallel": {"pipeline_stages": pl["stages"], "tensor_parallel_attention": round(na, 3),
+                     "tensor_parallel_ffn": round(nf, 3), "expert_parallel": pl["groups"] if E > 1 else 1},
         "nodes": nodes, "chips_deployed": nodes * per_node,
         "weight_bytes_per_cycle": weight_bytes_per_cycle(chip),
+        "vector_cycles_per_layer": vec_cycles,
         "time_per_token_s": t, "tokens_per_s_per_user": 1 / t,
-        "breakdown_s": {"attention (weights + KV streamed)": t_attn_stream, "FFN / experts streamed": t_ffn_stream,
+        "breakdown_s": {"attention (weights + KV streamed)": t_attn, "FFN / experts streamed": t_ffn,
+                        "matmul fill/drain": t_fill, "vector work (compiled)": t_vec,
                         "all-reduce over C2C": t_coll, "pipeline hops over C2C": t_hops,
                         "embedding + LM head": t_embed + t_head},
-        "fill_s_per_segment": fill_s, "segments": 2 * L + 2,
+        "host_overhead_s": host,
+        "tokens_per_s_per_user_with_host": [1 / (t + host[1]), 1 / (t + host[0])],
+        "fill_s_per_segment": _fill_s(chip, cal), "segments": L * stages + 2,
     }
     out["aggregate_tokens_per_s"] = tokens / t
     pw = chip.get("power_w")
@@ -253,63 +346,64 @@ def project(chip, model, context=None, cal=None, tokens=1):
 
 
 # ------------------------------------------------------------------------------------------
-# Pareto: GPU only vs GPU + LPU (attention-FFN disaggregation), from sim/serving/gpu.py
+# Pareto: GPU-only racks vs Vera Rubin NVL72 + LPX (attention-FFN disaggregation)
 # ------------------------------------------------------------------------------------------
 
-class _Cfg:
-    """The attributes sim/serving/gpu.py reads from a model (``m.cfg.<name>``)."""
-
-    def __init__(self, model):
-        for k in ("layers", "d_model", "d_ff", "experts", "top_k", "vocab"):
-            setattr(self, k, model[k])
-
-
-class _M:
-    def __init__(self, model):
-        self.cfg = _Cfg(model)
-
-
-def _gpu_group(gpu, n):
-    """n GPUs in tensor parallel, seen by the roofline as one GPU with n x the flops and bandwidth
-    (the launch overhead stays per kernel); collectives are added by the caller."""
-    from tinylpu.sim.serving.gpu import GpuModel
-    p = dict(gpu.p)
-    p["peak_flops"] = {k: v * n for k, v in p["peak_flops"].items()}
-    p["hbm_bandwidth"] = p["hbm_bandwidth"] * n
-    return GpuModel(p)
-
-
-def _gpu_min(gpu, pc, model, b, B, ctx, with_ffn):
-    """Fewest GPUs whose usable HBM holds the weights and B users' KV."""
-    kv_user = 2 * model["layers"] * ctx * b["kv_dim"] * gpu.p["kv_dtype_bytes"]
-    wbytes = model["layers"] * (b["attn"] * gpu.p["attn_weight_bytes"] / model["bytes_per_weight"]
-                                + (b["ffn_res"] if with_ffn else 0)) + 2 * b["table"]
-    return math.ceil((wbytes + B * kv_user) / (pc["hbm_usable"] * gpu.p["hbm_capacity"]))
-
-
-def _gpu_step(gpu, pc, model, b, B, ctx, with_ffn, n):
-    """One decode step of B users on a tensor-parallel group of n GPUs: seconds."""
-    m = _M(model)
-    grp = _gpu_group(gpu, n)
-    # the roofline reads K/V of d_model per position (multi-head); GQA reads kv_dim: scale the context
-    ctx_eff = max(1, round(ctx * b["kv_dim"] / model["d_model"]))
-    t_att = grp.attention(m, [ctx_eff] * B)
-    t_ffn = 0.0
+def _gpu_layer_s(g, model, b, B, ctx, n, with_ffn):
+    """One decoder layer of B users on n GPUs (tensor / expert parallel in one NVLink domain):
+    roofline over HBM bytes and flops, per-kernel overhead, NVLink collectives."""
+    d, E, k = model["d_model"], model["experts"], model["top_k"]
+    attn_p = b["attn"] / max(1e-9, _attn_bpw(b, model))
+    nbytes = attn_p * g["weight_bytes"] + B * 2 * ctx * b["kv_dim"] * g["kv_bytes"]
+    flops = 2 * B * attn_p + 4 * B * ctx * d
+    ncoll = 1
     if with_ffn:
-        E, k = model["experts"], model["top_k"]
-        active = max(1, round(E * (1 - (1 - k / E) ** B))) if E > 1 else 1
-        per = max(1, B * k // active)
-        t_ffn = grp.moe_ffn(m, {e: per for e in range(active)})
-    coll = pc["allreduce_s"] * (2 if with_ffn else 1) if n > 1 else 0.0
-    return model["layers"] * (t_att + t_ffn + coll) + grp.lm_head(m, B)
+        expert_p = (3 if model["gated"] else 2) * d * model["d_ff"]
+        active = E * (1 - (1 - k / E) ** B) if E > 1 else 1
+        nbytes += max(1.0, active) * expert_p * g["weight_bytes"]
+        flops += 2 * B * k * expert_p
+        ncoll = 2
+    t = max(nbytes / (n * g["hbm_bandwidth"] * g["hbm_efficiency"]), flops / (n * g["flops"] * g["flops_efficiency"]))
+    t += g["kernels_per_layer"] * g["kernel_overhead_s"]
+    if n > 1:
+        t += ncoll * (g["collective_latency_s"] + B * d * 2 / g["nvlink_bandwidth"])
+    return t
 
 
-def _gpu_counts(pc, n_min):
-    """n_min, 2 n_min, 4 n_min, ... up to max_gpus (a bigger tensor-parallel group is faster per user)."""
+def _attn_bpw(b, model):
+    d = model["d_model"]
+    return b["attn"] / (d * (d + 2 * b["kv_dim"]) + d * d)
+
+
+def _gpu_head_s(g, model, B, n):
+    p = model["vocab"] * model["d_model"]
+    return max(p * g["weight_bytes"] / (n * g["hbm_bandwidth"] * g["hbm_efficiency"]),
+               2 * B * p / (n * g["flops"] * g["flops_efficiency"])) + g["kernel_overhead_s"]
+
+
+def gpu_step(g, model, b, B, ctx, n, with_ffn=True):
+    """Seconds for one decode step of B users on n GPUs of rack `g`."""
+    return model["layers"] * _gpu_layer_s(g, model, b, B, ctx, n, with_ffn) + _gpu_head_s(g, model, B, n)
+
+
+def _gpu_min(g, model, b, B, ctx, with_ffn):
+    """Fewest GPUs whose usable HBM holds the weights and B users' KV."""
+    L, d = model["layers"], model["d_model"]
+    attn_p = b["attn"] / max(1e-9, _attn_bpw(b, model))
+    w = L * attn_p + 2 * model["vocab"] * d
+    if with_ffn:
+        w += L * ((3 if model["gated"] else 2) * d * model["d_ff"] * model["experts"] + d * model["experts"])
+    kv = B * L * 2 * ctx * b["kv_dim"] * g["kv_bytes"]
+    return math.ceil((w * g["weight_bytes"] + kv) / (g["hbm_usable"] * g["hbm_bytes"]))
+
+
+def _gpu_counts(n_min, n_max):
     out, n = [], n_min
-    while n <= max(n_min, pc["max_gpus"]):
+    while n <= n_max:
         out.append(n)
         n *= 2
+    if out and out[-1] != n_max and n_min <= n_max:
+        out.append(n_max)
     return out
 
 
@@ -323,41 +417,55 @@ def frontier(points):
     return sorted(out, key=lambda p: p["tps_user"])
 
 
-def pareto(model="moe-2t", chip="lp30", context=None, cal=None, gpu_path=None):
-    """Points (tokens/s per user, tokens/s per MW) for GPU only and GPU + LPU AFD, by batch."""
-    from tinylpu.sim.serving.gpu import load_gpu
-    model, chip = load_model(model), load_chip(chip)
+def pareto(model=None, chip=None, context=None, cal=None, config=None):
+    """Points (tokens/s per user, tokens/s per MW) by batch: each GPU-only rack of
+    configs/project/pareto.yaml, and Rubin + LPX (GPU attention, LP30 FFN / experts)."""
+    pc = config or pareto_config()
+    model, chip = load_model(model or pc["model"]), load_chip(chip or pc["chip"])
     cal = cal or calibrate()
-    gpu = load_gpu(gpu_path)
-    pc = pareto_config()
-    ctx = model["context"] if context is None else context
-    b = model_bytes(model, ctx)
-    gpu_w = gpu.p.get("power_w")
-    if not gpu_w or not chip.get("power_w"):
-        raise ProjectError("the Pareto plot needs power_w in the GPU config and in the chip config")
-    # the LPU side holds the FFN / experts only (attention and KV stay on the GPUs)
-    g, lpc, lchips, stages = _layout(chip, b["ffn_res"], model["layers"])
-    lpu_deployed = math.ceil(lchips / chip["chips_per_node"]) * chip["chips_per_node"]
-    out = {"gpu": [], "afd": [], "model": model["name"], "chip": chip["name"], "context": ctx,
-           "lpu_chips": lpu_deployed}
+    ctx = pc["context"] if context is None else context
+    b = model_bytes(model, ctx, {"attention": 1, "ffn": 1, "kv": 1, "embedding": 1})
+    L = model["layers"]
+    out = {"model": model["name"], "chip": chip["name"], "context": ctx, "gpu_only": {}, "afd": []}
+    for name in pc["gpu_only"]:
+        g = load_gpu(name)
+        w_gpu = g["rack_power_w"] / g["gpus_per_rack"]
+        pts = []
+        for B in pc["batches"]:
+            n_min = _gpu_min(g, model, b, B, ctx, True)
+            for n in _gpu_counts(n_min, min(pc["max_gpus"], g["gpus_per_rack"])):
+                t = gpu_step(g, model, b, B, ctx, n, True)
+                pts.append({"batch": B, "gpus": n, "step_s": t, "tps_user": 1 / t,
+                            "tps_per_mw": B / t / (n * w_gpu / 1e6)})
+        out["gpu_only"][name] = pts
+    # Rubin + LPX: the LPX pool holds the FFN / experts (attention and KV stay on the GPUs)
+    g = load_gpu(pc["afd_gpu"])
+    w_gpu = g["rack_power_w"] / g["gpus_per_rack"]
+    usable = chip["sram_usable"] * chip["sram_bytes"]
+    lchips = math.ceil(L * b["ffn_res"] / usable)
+    lpu = math.ceil(lchips / chip["chips_per_node"]) * chip["chips_per_node"]
+    w_lpu = pc["lpx_rack_power_w"] / (chip["chips_per_node"] * (chip.get("nodes_per_rack") or 1))
+    gl = lchips / L
+    E = model["experts"]
+    groups = E
+    nf = max(1.0, gl / groups) if E > 1 else max(1.0, gl)
+    out["lpu_chips"] = lpu
     for B in pc["batches"]:
-        for n in _gpu_counts(pc, _gpu_min(gpu, pc, model, b, B, ctx, True)):
-            t = _gpu_step(gpu, pc, model, b, B, ctx, True, n)
-            out["gpu"].append({"batch": B, "gpus": n, "step_s": t, "tps_user": 1 / t,
-                               "tps_per_mw": B / t / (n * gpu_w / 1e6)})
-        t_ffn = model["layers"] * (_segment_s(chip, cal, _ffn_chip_bytes(model, b, g, B), B)
-                                   + _allreduce_s(chip, model, g, B))
-        t_net = model["layers"] * 2 * (pc["net_hop_s"] + B * model["d_model"] * 2 / pc["net_bandwidth"])
-        t_hops = stages * _stage_hop_s(chip, model, False, B) if g == 1 else 0.0
-        for na in _gpu_counts(pc, _gpu_min(gpu, pc, model, b, B, ctx, False)):
-            t = _gpu_step(gpu, pc, model, b, B, ctx, False, na) + t_ffn + t_net + t_hops
-            # a layer's LPU chips are busy t_ffn / layers per step: M attention groups (each its own
-            # batch) share one LPU pool, staggered by a layer, as long as the pool keeps up
-            M = max(1, min(pc["max_attention_groups"], int(t // (t_ffn / model["layers"]))))
-            power = M * na * gpu_w + lpu_deployed * chip["power_w"]
-            out["afd"].append({"batch": B, "gpus": na, "groups": M, "lpu_chips": lpu_deployed, "step_s": t,
+        t_ffn_layer = (_stream_s(chip, cal, _ffn_bytes(model, b, groups, B), nf, B, 1)
+                       + _stream_s(chip, cal, b["router"], 1, B, 1) + 2 * _fill_s(chip, cal)
+                       + _allreduce_s(chip, model, model["top_k"] * nf if E > 1 else nf, B))
+        t_net = 2 * (pc["net_hop_s"] + B * model["d_model"] * 2 / pc["net_bandwidth"])
+        for na in _gpu_counts(_gpu_min(g, model, b, B, ctx, False), min(pc["max_gpus"], g["gpus_per_rack"])):
+            t = L * (_gpu_layer_s(g, model, b, B, ctx, na, False) + t_ffn_layer + t_net) + _gpu_head_s(g, model, B, na)
+            # the LPX pool is busy t_ffn_layer per layer: M attention groups (each its own batch)
+            # share it, staggered by a layer, as long as it keeps up
+            M = max(1, min(pc["max_attention_groups"], int(t // (L * t_ffn_layer))))
+            power = M * na * w_gpu + lpu * w_lpu
+            out["afd"].append({"batch": B, "gpus": na, "groups": M, "lpu_chips": lpu, "step_s": t,
                                "tps_user": 1 / t, "tps_per_mw": M * B / t / (power / 1e6),
-                               "lpu_power_share": lpu_deployed * chip["power_w"] / power})
+                               "lpu_power_share": lpu * w_lpu / power})
+    out["gpu"] = out["gpu_only"][pc["afd_gpu"]] if pc["afd_gpu"] in out["gpu_only"] else \
+        out["gpu_only"][pc["gpu_only"][-1]]
     return out
 
 
@@ -365,8 +473,6 @@ def _best_at(points, target):
     """Highest tokens/s per MW among points that give each user at least `target` tokens/s."""
     ok = [p for p in points if p["tps_user"] >= target]
     return max(ok, key=lambda p: p["tps_per_mw"]) if ok else None
-
-
 
 
 # ------------------------------------------------------------------------------------------
@@ -428,18 +534,3 @@ def fleet(spec=None, cal=None, steps=100):
     best = max(curve, key=lambda p: p["tokens_per_s"])
     return {"spec": {k: v for k, v in spec.items() if k != "source"}, "source": spec["source"],
             "operating_points": ops, "curve": curve, "best": best, "pareto": pp}
-
-
-# ------------------------------------------------------------------------------------------
-# comparison with published figures
-# ------------------------------------------------------------------------------------------
-
-def compare(cal=None):
-    cal = cal or calibrate()
-    rows = []
-    for p in published():
-        r = project(p["chip"], p["model"], cal=cal)
-        err = r["tokens_per_s_per_user"] / p["tokens_per_s_per_user"] - 1
-        rows.append({**p, "projected": r["tokens_per_s_per_user"], "error": err, "chips": r["chips"],
-                     "result": r})
-    return rows
