@@ -59,6 +59,12 @@ def insn_problems(insn: Insn, kind: str, cfg):
         out.append(("addr", f"base {f['addr']} is beyond the bank (depth {cfg.mem_depth})"))
     if op == Opcode.LW and f["addr"] + n > cfg.lanes:
         out.append(("addr", f"rows {f['addr']}..{f['addr'] + n - 1} exceed the {cfg.lanes} weight rows"))
+    R = cfg.install_rows
+    if op == Opcode.LW and R > 1 and f["s"].index + R > cfg.streams:
+        s = f["s"]
+        out.append(("s", f"LW installs {R} rows per cycle from streams {s}..{StreamRef(s.index + R - 1, s.west)}: "
+                         f"the chip has {cfg.streams} streams per direction, so the first is at most "
+                         f"{StreamRef(cfg.streams - R, s.west)}"))
     if op in (Opcode.MM, Opcode.EMIT) and f["addr"] + n > cfg.acc_depth:
         out.append(("addr", f"accumulator entries {f['addr']}..{f['addr'] + n - 1} exceed acc_depth {cfg.acc_depth}"))
     if op == Opcode.LDLUT and (f["imm"] + n) * cfg.lanes > 256:

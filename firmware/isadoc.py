@@ -59,7 +59,9 @@ def render_isa_doc(cfg):
         f"`{cfg.name}` has {cfg.streams} per direction. An *int32 group* `eK` names four consecutive streams "
         "`eK..eK+3` carrying the byte planes of int32 lanes, least significant byte on `eK`.",
         f"- `n` is the element count (1..{COUNT_MAX}): the instruction processes one vector per cycle for n "
-        "cycles on its sub-unit. Optional operands may be left out or given as `name=value`.",
+        "cycles on its sub-unit; LW installs `install_rows` rows per cycle, so it runs ceil(n / install_rows) "
+        f"cycles (config `{cfg.name}`: install_rows = {cfg.install_rows}). Optional operands may be left out or "
+        "given as `name=value`.",
         "- `sat8(x)` clamps to [-128, 127]. `rshift_round(x, s)` = floor((x + 2^(s-1)) / 2^s) for s > 0 "
         "(round half up, towards +infinity), x for s = 0.",
         "- Latency: cycles from the element's issue cycle to the cycle its result is visible in the stream "

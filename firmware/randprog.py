@@ -5,7 +5,8 @@ bursts), VXM ops on one to eight operand streams, SXM ops and transposes, MXM we
 multiplies and emits, GATHER/SCATTER, SYNC/NOTIFY — onto a reservation table that mirrors the
 timing rules of docs/microarchitecture.md, so every operand arrives when it is sampled and no
 sub-unit, queue slot or stream port is used twice.  It returns the program, the MEM image it
-expects, and the MEM ranges worth reading back.
+expects, and the MEM ranges worth reading back.  On configs with ``install_rows`` R > 1 an LW is
+fed by up to R banks on one side of the MXM, on R consecutive streams (docs/isa.md, LW).
 
 Flows read bank addresses [0, REGION) and write only [REGION/2, REGION); index vectors for GATHER /
 SCATTER sit in the first rows of each bank, which nothing writes.
@@ -17,7 +18,7 @@ import numpy as np
 
 from tinylpu.firmware.program import Program
 from tinylpu.firmware.sched import Schedule, Txn, read_to, write_from
-from tinylpu.isa import BINARY_OPS, INT32_PLANES, UNARY_VXM_OPS, Insn, Opcode, StreamRef, latency_key
+from tinylpu.isa import BINARY_OPS, INT32_PLANES, UNARY_VXM_OPS, Insn, Opcode, StreamRef, element_count, latency_key
 
 __all__ = ["random_program", "RandomCase"]
 
@@ -328,14 +329,19 @@ def _flow_mxm(b, cfg, rng, t0, banks):
     rows = int(rng.integers(1, lanes + 1))
     row0 = int(rng.integers(0, lanes - rows + 1))
     # install
-    st = _operands_to(b, cfg, rng, banks, mxm, rows, t0, 1)
+    R = cfg.install_rows
+    if R == 1:
+        st = _operands_to(b, cfg, rng, banks, mxm, rows, t0, 1)
+    else:
+        st = _install_streams(b, cfg, rng, banks, mxm, rows, t0)
     if st is None:
         return None
+    els = element_count(Opcode.LW, rows, R)
     b.add(mxm, t0, [Insn.make(Opcode.LW, s=st[0], buf=buf, addr=row0, count=rows)], t0 + 1,
-          "install", (t0, t0 + rows - 1))
+          "install", (t0, t0 + els - 1))
     # multiply
     n = int(rng.integers(1, 9))
-    tm = t0 + rows - 1 + L["mxm_install"] + int(rng.integers(0, 3))
+    tm = t0 + els - 1 + L["mxm_install"] + int(rng.integers(0, 3))
     addr = int(rng.integers(0, min(cfg.acc_depth, 16) - n + 1))
     acc = int(rng.random() < 0.5)
     Lmm = L["mxm_mm"]
@@ -370,7 +376,27 @@ def _flow_mxm(b, cfg, rng, t0, banks):
                land + abs(b.sch.pos[bk] - b.sch.pos[mxm]), src_pos=b.sch.pos[mxm])
     b.add(mxm, te, [Insn.make(Opcode.EMIT, s=StreamRef(g, west), addr=addr, count=n)], te + 1,
           "emit", (te, te + n - 1), [land + k for k in range(n)])
-    return f"{mxm} LW {rows} rows buf {buf}, MM n={n} acc={acc}, EMIT"
+    per = f" from {R} streams, {els} elements" if R > 1 else ""
+    return f"{mxm} LW {rows} rows buf {buf}{per}, MM n={n} acc={acc}, EMIT"
+
+
+def _install_streams(b, cfg, rng, banks, mxm, rows, t0):
+    """The operands of an LW of `rows` rows with R = install_rows > 1: stream g+j (one direction)
+    carries rows j, j+R, ... at the MXM from t0 on, each read from its own bank on one side of it.
+    Returns [stream g], or None."""
+    R = cfg.install_rows
+    used = min(R, rows)
+    grp = _side_banks(b, rng, banks, mxm, used)
+    if grp is None:
+        return None
+    g = int(rng.integers(0, cfg.streams - R + 1))
+    tpos = b.sch.pos[mxm]
+    streams = []
+    for j, bk in enumerate(grp):
+        n_j = -(-(rows - j) // R)
+        addr = int(rng.integers(0, REGION - n_j + 1))
+        streams.append(read_to(b, bk, addr, n_j, tpos, t0, g + j))
+    return streams
 
 
 def _flow_gather(b, cfg, rng, t0, banks):

@@ -19,6 +19,12 @@ LW element sampled in cycle t (``L_i = latency["mxm_install"]`` >= 1)::
                                                                               t+L_i reads it
     natural latency 1.
 
+With ``install_rows`` R > 1 an LW element samples R streams s..s+R-1 and carries R rows through
+the stages, in row slots: slot q holds the element's row = q mod R (``_install_slots``), so each
+weight row is written from one slot only.  An LW of n rows runs ceil(n / R) elements; the row
+address advances by R per element; on the last element only the first ((n - 1) mod R) + 1
+streams are sampled.  With R = 1 the logic is the one-row path (same signals and names).
+
 MM element sampled in cycle c (``L_m = latency["mxm_mm"]`` >= 3, E = L_m - 1)::
 
     cycle   c          c+1                c+2 .. c+E-1              c+E                 c+E+1 = c+L_m
@@ -52,8 +58,11 @@ EMIT element sampled in cycle c (``L_e = latency["mxm_emit"]`` >= 2)::
 Errors are registered: a problem of an element sampled (or an instruction issued) in cycle c
 pulses ``err`` in cycle c+1.
 
-* ``empty``:  LW or MM sampled a stream slot with valid = 0 (the element then does nothing).
-* ``addr``:   LW row >= lanes, MM/EMIT entry >= acc_depth (the element then does nothing).
+* ``empty``:  LW or MM sampled a stream slot with valid = 0 (the element then does nothing; with
+  R > 1 an LW element with any of its sampled streams empty installs none of its rows).
+* ``addr``:   LW row >= lanes, MM/EMIT entry >= acc_depth (the element then does nothing); with
+  R > 1 also an LW whose streams s..s+R-1 run past the last stream (whatever its count; the
+  static checker refuses it too).
 * ``hazard``: MM acc=1 or EMIT reads entry A in cycle c while an MM element sampled in
   c-L_m+1 .. c-1 writes A (its commit cycle is > c).  The element still runs.  An MM element
   sampled in the same cycle c does not count: its write is later than the read.
@@ -85,6 +94,7 @@ from tinylpu.hdl.common import (
     pick_stream,
     port_landing,
     predecode,
+    select,
     unit_signature,
     vec,
 )
@@ -145,7 +155,8 @@ class MxmSlice(wiring.Component):
 
     def _decode(self, m):
         """The issuing instruction's sub-unit, decoded from the word alone (``common.predecode``:
-        in the cycle before the issue on chips with registered issue); ``multi``: count >= 2."""
+        in the cycle before the issue on chips with registered issue); ``multi``: count >= 2;
+        ``lw_multi``: an LW of more than one element (count > install_rows)."""
         issue = {}
         for code in (Opcode.LW, Opcode.MM, Opcode.EMIT):
             name = {Opcode.LW: "lw", Opcode.MM: "mm", Opcode.EMIT: "em"}[code]
@@ -154,51 +165,120 @@ class MxmSlice(wiring.Component):
                             lambda i, code=code: (i.op == code) & (i.args.mxm.count != 0))
             m.d.comb += issue[name].eq(self.issue & dec)
         dec_multi = predecode(m, self, "dec_multi", lambda i: i.args.mxm.count[1:].any())
-        return SimpleNamespace(**issue, multi=dec_multi)
+        rows = self.cfg.install_rows
+        lw_multi = dec_multi if rows == 1 else predecode(m, self, "dec_lw_multi", lambda i: i.args.mxm.count > rows)
+        return SimpleNamespace(**issue, multi=dec_multi, lw_multi=lw_multi)
 
-    def _sequencer(self, m, prefix, issue, multi, with_buf=False, with_acc=False):
+    def _sequencer(self, m, prefix, issue, multi, with_buf=False, with_acc=False, count=None, step=1, extra=None):
         """Element sequencing of one sub-unit (``common.ElementSequencer``): this cycle's element's
-        stream ``s``, address ``addr`` (+1 per element) and, as asked, buffer and acc flag."""
+        stream ``s``, address ``addr`` (+`step` per element) and, as asked, buffer, acc flag and
+        `extra` fields; `count`: the element count (default the ``count`` field)."""
         args = self.insn.args.mxm
         fields = {"s": ElementField(args.s),
-                  "addr": ElementField(args.addr, shape=13, step=lambda el: el["addr"] + 1)}
+                  "addr": ElementField(args.addr, shape=13, step=lambda el: el["addr"] + step)}
         if with_buf:
             fields["buf"] = ElementField(args.buf)
         if with_acc:
             fields["acc"] = ElementField(args.acc, reg=f"{prefix}_accum")
-        return ElementSequencer(m, prefix, issue, args.count, multi=multi, fields=fields)
+        fields.update(extra or {})
+        return ElementSequencer(m, prefix, issue, args.count if count is None else count, multi=multi, fields=fields)
 
     # ------------------------------------------------------------------------------------
     # install (LW)
     # ------------------------------------------------------------------------------------
     def _install_path(self, m, dec):
-        """LW: the sampled row through ``lw_s*`` stages into the weight registers.  Returns the
-        last stage (``valid``, ``buf``, ``row``, ``data``: written at the end of this cycle)."""
-        lanes = self.cfg.lanes
-        seq = self._sequencer(m, "lw", dec.lw, dec.multi, with_buf=True)
-        el = seq.fields
-        vec_data, vec_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
-        row_ok = below(el["addr"], lanes)
+        """LW: the sampled rows through ``lw_s*`` stages into the weight registers.  Returns the
+        last stage: ``buf`` and per row slot q (``slots``, ``install_rows`` of them) ``valid``,
+        ``row`` (row >> log2(install_rows): slot q only ever holds rows = q mod install_rows) and
+        ``data``, written at the end of this cycle."""
+        lanes, rows = self.cfg.lanes, self.cfg.install_rows
         rbits = max(1, (lanes - 1).bit_length())
-        lw_valid, lw_buf, lw_row, lw_data = seq.el & vec_valid & row_ok, el["buf"], el["addr"][:rbits], vec_data
+        if rows == 1:
+            seq = self._sequencer(m, "lw", dec.lw, dec.multi, with_buf=True)
+            el = seq.fields
+            vec_data, vec_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
+            row_ok = below(el["addr"], lanes)
+            slots = [(seq.el & vec_valid & row_ok, el["addr"][:rbits], vec_data)]
+            err_empty, err_addr = seq.el & ~vec_valid, seq.el & vec_valid & ~row_ok
+        else:
+            seq, slots, err_empty, err_addr = self._install_slots(m, dec)
+        hbits = max(1, rbits - (rows.bit_length() - 1))
+        lw_buf = seq.fields["buf"]
         busy_valids = []
         l_inst = self.cfg.latency["mxm_install"]
         for k in range(1, l_inst + 1):
-            v = Signal(name=f"lw_s{k}_valid")
             b = Signal(name=f"lw_s{k}_buf")
-            r = Signal(rbits, name=f"lw_s{k}_row")
-            x = Signal(vec(lanes), name=f"lw_s{k}_data")
-            m.d.sync += [v.eq(lw_valid), b.eq(lw_buf), r.eq(lw_row), x.eq(lw_data)]
-            lw_valid, lw_buf, lw_row, lw_data = v, b, r, x
-            if k < l_inst:
-                busy_valids.append(v)
+            staged = []
+            for q, (lw_valid, lw_row, lw_data) in enumerate(slots):
+                sfx = "" if rows == 1 else str(q)
+                v = Signal(name=f"lw_s{k}_valid{sfx}")
+                r = Signal(rbits if rows == 1 else hbits, name=f"lw_s{k}_row{sfx}")
+                x = Signal(vec(lanes), name=f"lw_s{k}_data{sfx}")
+                m.d.sync += [v.eq(lw_valid)] + ([b.eq(lw_buf)] if q == 0 else []) + [r.eq(lw_row), x.eq(lw_data)]
+                staged.append((v, r, x))
+                if k < l_inst:
+                    busy_valids.append(v)
+            lw_buf, slots = b, staged
         for b in range(2):
             for i in range(lanes):
-                with m.If(lw_valid & (lw_buf == b) & (lw_row == i)):
-                    m.d.sync += self.weights[b][i].eq(lw_data)
-        return SimpleNamespace(seq=seq, valid=lw_valid, buf=lw_buf, row=lw_row, data=lw_data,
-                               busy_valids=busy_valids, err_empty=seq.el & ~vec_valid,
-                               err_addr=seq.el & vec_valid & ~row_ok)
+                with m.If(self._lw_hit(i, slots, lw_buf == b)):
+                    m.d.sync += self.weights[b][i].eq(slots[i % rows][2])
+        return SimpleNamespace(seq=seq, buf=lw_buf, slots=slots, busy_valids=busy_valids,
+                               err_empty=err_empty, err_addr=err_addr)
+
+    def _lw_hit(self, i, slots, buf_match):
+        """Weight row i is written at the end of this cycle (by the row slot i mod install_rows)."""
+        rows = self.cfg.install_rows
+        valid, row, _ = slots[i % rows]
+        return valid & buf_match & (row == i // rows)
+
+    def _install_slots(self, m, dec):
+        """install_rows = R > 1: element k samples streams s+j (j < R) and writes rows addr + j
+        (addr = row + k*R; j < n - k*R on the last element).  Row addr + j goes to slot
+        (addr + j) mod R, so stream j feeds slot q = (o + j) mod R, o = addr mod R: each slot is a
+        mux of the R streams by o, and each weight row has one slot as its only source.  An
+        element with a stream past the last one (``lw_oob``: s + R - 1 >= streams, whatever n),
+        an empty sampled stream or a row out of range installs nothing.  Returns (sequencer,
+        slots, err_empty, err_addr)."""
+        cfg = self.cfg
+        lanes, S, R = cfg.lanes, cfg.streams, cfg.install_rows
+        r = R.bit_length() - 1
+        args = self.insn.args.mxm
+        n_el = Signal(12, name="lw_elements")           # ceil(count / R)
+        m.d.comb += n_el.eq(args.count[r:] + args.count[:r].any())
+        tail = ElementField((args.count[:r] - 1)[:r], shape=r)     # (count - 1) mod R: rows of the last element - 1
+        seq = self._sequencer(m, "lw", dec.lw, dec.lw_multi, with_buf=True, count=n_el, step=R,
+                              extra={"tail": tail})
+        el = seq.fields
+        s = el["s"]
+        last = Signal(name="lw_last")                   # the element running now is the LW's last
+        m.d.comb += last.eq(Mux(seq.start, ~dec.lw_multi, seq.left == 1))
+        oob = Signal(name="lw_oob")
+        m.d.comb += oob.eq(s.index > S - R)
+        streams = [pick_stream(self.tap, s.west, s.index, offset=j) for j in range(R)]
+        o, hi = el["addr"][:r], el["addr"][r:]
+        hi1 = Signal(len(hi), name="lw_row_hi1")        # the block after the element's first row
+        m.d.comb += hi1.eq(hi + 1)
+        hbits = max(1, (lanes - 1).bit_length() - r)
+        slots, ok_streams, ok_rows = [], [], []
+        for q in range(R):
+            jq = Signal(r, name=f"lw_slot{q}_j")         # the stream that feeds slot q: (q - o) mod R
+            act = Signal(name=f"lw_slot{q}_act")
+            m.d.comb += [jq.eq((q - o)[:r]), act.eq(~last | (jq <= el["tail"]))]
+            data = Signal(vec(lanes), name=f"lw_slot{q}_data")
+            valid = Signal(name=f"lw_slot{q}_valid")
+            row_hi = Signal(len(hi), name=f"lw_slot{q}_row")  # row >> r: slot q < o wraps into the next block
+            m.d.comb += [data.eq(select([d for d, _ in streams], jq)), valid.eq(select([v for _, v in streams], jq)),
+                         row_hi.eq(Mux(o > q, hi1, hi))]
+            ok_streams.append(~act | valid)
+            ok_rows.append(~act | below(row_hi, lanes >> r))
+            slots.append((act, row_hi[:hbits], data))
+        streams_ok, rows_ok = Signal(name="lw_streams_ok"), Signal(name="lw_rows_ok")
+        m.d.comb += [streams_ok.eq(Cat(*ok_streams).all()), rows_ok.eq(Cat(*ok_rows).all())]
+        ok = Signal(name="lw_ok")
+        m.d.comb += ok.eq(seq.el & ~oob & streams_ok & rows_ok)
+        slots = [(ok & act, row, data) for act, row, data in slots]
+        return seq, slots, seq.el & ~oob & ~streams_ok, seq.el & (oob | (streams_ok & ~rows_ok))
 
     # ------------------------------------------------------------------------------------
     # multiply (MM)
@@ -252,8 +332,8 @@ class MxmSlice(wiring.Component):
         w_next = []
         for i in range(lanes):
             hit = Signal(name=f"mm_lw_bypass{i}")
-            m.d.comb += hit.eq(lw.valid & (lw.buf == buf_now) & (lw.row == i))
-            row = Mux(hit, lw.data, Mux(buf_now, self.weights[1][i], self.weights[0][i]))
+            m.d.comb += hit.eq(self._lw_hit(i, lw.slots, lw.buf == buf_now))
+            row = Mux(hit, lw.slots[i % self.cfg.install_rows][2], Mux(buf_now, self.weights[1][i], self.weights[0][i]))
             w_next.append([row[8 * j:8 * j + 8] for j in range(lanes)])
         return x_reg, w_next
 

@@ -24,8 +24,8 @@ def duo():
 
 @pytest.fixture
 def config_variant():
-    """``config_variant(base, name=None, lanes=None, streams=None, c2c=None, **latency)``: a shipped
-    config with fields changed, through the validating loader."""
+    """``config_variant(base, name=None, lanes=None, streams=None, c2c=None, install_rows=None,
+    **latency)``: a shipped config with fields changed, through the validating loader."""
     return variant
 
 

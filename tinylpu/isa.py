@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from amaranth.hdl import signed
 from amaranth.lib import data, enum
 
-__all__ = ["format_insn", "BINARY_OPS", "UNARY_VXM_OPS", "latency_key", "Opcode", "Format", "Instr", "INSTR_BITS", "OPS", "OpInfo", "Operand", "Insn",
-           "encode", "decode", "StreamRef", "COUNT_MAX", "INT32_PLANES"]
+__all__ = ["format_insn", "BINARY_OPS", "UNARY_VXM_OPS", "latency_key", "element_count", "Opcode", "Format", "Instr",
+           "INSTR_BITS", "OPS", "OpInfo", "Operand", "Insn", "encode", "decode", "StreamRef", "COUNT_MAX",
+           "INT32_PLANES"]
 
 INSTR_BITS = 64
 COUNT_MAX = 4095          # largest element count of one instruction (12-bit field)
@@ -230,8 +231,13 @@ _OPS = [
     # MXM
     OpInfo(Opcode.LW, Format.MXM, "mxm",
            (_s("src", "s"), Operand("buf", "buf", "uint", 1), Operand("row", "addr", "uint", 12), _n()),
-           "mxm_install", "Install weights: for k < n, weight buffer `buf` row (row + k) <- the int8 vector on `src`. "
-           "Row i holds the weights from input lane i to every output lane."),
+           "mxm_install", "Install weights, R = `install_rows` (config) rows per cycle: the LW runs E = ceil(n / R) "
+           "elements, at cycles t .. t+E-1 (the install sub-unit is busy for E cycles). Element k samples the R "
+           "streams src+j (j = 0..R-1, the direction of `src`) at t+k and writes weight buffer `buf` row "
+           "(row + k*R + j) <- the int8 vector on stream src+j, for every j with k*R + j < n; each sampled stream "
+           "must hold a vector. A row so installed is used by MM elements issued from t+k+latency. For R > 1, "
+           "src+R-1 must be a stream of the chip. With R = 1: for k < n, row (row + k) <- the vector on `src` "
+           "at t+k. Row i holds the weights from input lane i to every output lane."),
     OpInfo(Opcode.MM, Format.MXM, "mxm",
            (_s("src", "s"), Operand("buf", "buf", "uint", 1), Operand("addr", "addr", "uint", 12), _n(),
             Operand("acc", "acc", "uint", 1, 0)),
@@ -328,6 +334,15 @@ UNARY_VXM_OPS = tuple(i.op for i in _OPS if i.unit == "vxm" and [o.kind for o in
 def latency_key(op) -> str | None:
     """The config latency key of an opcode (``OPS[op].latency``): the one op-to-latency table."""
     return OPS[Opcode(op)].latency
+
+
+def element_count(op, count, install_rows=1) -> int:
+    """Elements (cycles on its sub-unit) of a unit instruction with element-count field `count`:
+    LW installs `install_rows` rows per element, so it runs ceil(count / install_rows) elements;
+    every other counted op runs `count` (TRANS and the C2C ops have their own rules)."""
+    if Opcode(op) == Opcode.LW:
+        return -(-count // install_rows)
+    return count
 
 
 # ---------------------------------------------------------------------------------------------

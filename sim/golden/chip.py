@@ -14,7 +14,9 @@ Timing contract (what the RTL must reproduce, see docs/microarchitecture.md):
 * A slice drives at most one result onto its stream port per cycle (an int32 result occupies four
   consecutive streams).  Two results landing on one cycle is a program error.
 * MEM: a read at cycle c sees every write whose commit cycle (issue + mem_write) is <= c.
-* MXM: LW rows are used by MM elements at cycles >= c + mxm_install; an accumulator entry written
+* MXM: an LW element installs install_rows rows (from as many streams), so an LW of n rows runs
+  ceil(n / install_rows) elements; the rows of an element at cycle c are used by MM elements at
+  cycles >= c + mxm_install; an accumulator entry written
   by an MM element at cycle c is committed at c + mxm_mm, and may not be read (MM with acc=1,
   EMIT) before then.
 * VXM/SXM register loads (LDM, LDLUT, LDPERM) at cycle c are used by elements at cycles >= c + 1.
@@ -29,7 +31,7 @@ from tinylpu.arith import int32_to_planes, planes_to_int32, requantize, rshift_r
 from tinylpu.config import load_config
 from tinylpu.firmware.check import check_program
 from tinylpu.firmware.program import Program
-from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Insn, Opcode, StreamRef, latency_key
+from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Insn, Opcode, StreamRef, element_count, latency_key
 
 __all__ = ["Golden", "ProgramError", "RunResult"]
 
@@ -284,7 +286,7 @@ class Golden:
         self._last_issue[sname] = c
         kind = self.kind[sname]
         sub = _SUBUNIT.get(op, {"vxm": "alu", "sxm": "sxm"}.get(kind))
-        n = insn.count
+        n = element_count(op, insn.count, self.cfg.install_rows)
         busy, stride = n, 1
         if op == Opcode.TRANS:
             n, busy = self.lanes, 2 * self.lanes
@@ -373,11 +375,7 @@ class Golden:
             self._check_addr(sname, a, c, addr, len(mem), "bank")
             self._later(c + L["mem_write"], lambda mem=mem, addr=addr, v=v: mem.__setitem__(addr, v))
         elif op == Opcode.LW:
-            v = self._read_stream(sname, a, i.s, c)
-            w = self.weights[sname]
-            row = i.addr + k
-            self._check_addr(sname, a, c, row, self.lanes, "weight row")
-            self._later(c + L["mxm_install"], lambda w=w, b=i.buf, r=row, v=v: w[b].__setitem__(r, v))
+            self._install(sname, a, k, c)
         elif op == Opcode.MM:
             x = self._read_stream(sname, a, i.s, c).astype(np.int64)
             addr = i.addr + k
@@ -415,6 +413,24 @@ class Golden:
             self._sxm(sname, a, k, c)
         else:  # pragma: no cover - check_program rejects every other opcode
             raise ProgramError(c, sname, a.index, i, f"{op.name} cannot run on this chip")
+
+    def _install(self, sname, a, k, c):
+        """LW element k: rows addr + k*R + j <- stream s+j (j < R, k*R + j < count), R = install_rows.
+        Errors in the order the RTL flags them: streams past the last one, an empty stream, a row out
+        of range; an element with an error installs nothing."""
+        i, R = a.insn, self.cfg.install_rows
+        if R > 1 and i.s.index + R > self.S:
+            last = StreamRef(i.s.index + R - 1, i.s.west)
+            raise ProgramError(c, sname, a.index, i,
+                               f"LW installs {R} rows per cycle from streams {i.s}..{last}: stream index out of "
+                               f"range (the chip has {self.S} streams per direction)")
+        rows = range(k * R, min(k * R + R, i.count))
+        vs = [self._read_stream(sname, a, StreamRef(i.s.index + r - k * R, i.s.west), c) for r in rows]
+        for r in rows:
+            self._check_addr(sname, a, c, i.addr + r, self.lanes, "weight row")
+        w = self.weights[sname]
+        for r, v in zip(rows, vs):
+            self._later(c + self.L["mxm_install"], lambda w=w, b=i.buf, r=i.addr + r, v=v: w[b].__setitem__(r, v))
 
     def _check_addr(self, sname, a, c, addr, depth, what):
         if not 0 <= addr < depth:

@@ -35,7 +35,7 @@ import heapq
 import numpy as np
 
 from tinylpu.arith import requantize, rshift_round
-from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Opcode
+from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Opcode, element_count
 from tinylpu.sim.golden.chip import _SUBUNIT, Golden, ProgramError, RunResult, _advance
 
 __all__ = ["FastGolden", "ProgramError", "RunResult"]
@@ -249,6 +249,7 @@ class FastGolden(Golden):
         """Step the queues from event to event.  Within one cycle the order of the queues only
         matters for which error is reported first, and errors are reported by Golden.run."""
         lanes, pos, kind = self.lanes, self.pos, self.kind
+        install_rows = self.cfg.install_rows
         notify_lat = self.L["notify"]
         queues = []            # [name, insns, pc, next_issue, state, rep_left, rep_d, rep_insn, rep_index]
         for name, insns in self.program.queues.items():
@@ -342,7 +343,9 @@ class FastGolden(Golden):
                         last_issue[name] = c
                         sub = _SUBUNIT.get(op) or ("alu" if kind[name] == "vxm" else "sxm")
                         n = busy = insn.fields["count"]
-                        if op is Opcode.TRANS:
+                        if op is Opcode.LW:
+                            n = busy = element_count(op, n, install_rows)
+                        elif op is Opcode.TRANS:
                             n, busy = lanes, 2 * lanes
                         key = (name, sub)
                         if busy_until.get(key, -1) >= c:
@@ -372,7 +375,7 @@ class FastGolden(Golden):
     # --- phase 2: landings, operands, static checks ----------------------------------------------
     def _fast_prepare(self, units, last_halt):
         lanes, S, tab = self.lanes, self.S, self._fast_tab
-        mem_depth, acc_depth = self.cfg.mem_depth, self.cfg.acc_depth
+        mem_depth, acc_depth, R = self.cfg.mem_depth, self.cfg.acc_depth, self.cfg.install_rows
         end = last_halt + 1
         lands = {}               # (dir, stream) -> [(pos, key_lo, key_hi, uid, plane, c_lo)]
         port = {}                # slice -> [(c_lo, c_hi)]
@@ -421,7 +424,7 @@ class FastGolden(Golden):
                 if a0 < 0 or a1 < 0 or a0 >= mem_depth or a1 >= mem_depth:
                     raise _Fallback
             elif op is Opcode.LW:
-                if f["addr"] + n > lanes:
+                if f["addr"] + f["count"] > lanes or f["s"].index + R > S:
                     raise _Fallback
                 u.buf = f["buf"]
             elif op is Opcode.MM or op is Opcode.EMIT:
@@ -462,6 +465,13 @@ class FastGolden(Golden):
         # stream operands -> segments
         resolve = self._fast_resolve
         for u in units:
+            if u.op is Opcode.LW and R > 1:
+                # stream s+j feeds element k when k*R + j < count: ceil((count - j) / R) elements
+                s, cnt = u.f["s"], u.f["count"]
+                d = WEST if s.west else EAST
+                u.srcs = [resolve(lands.get((d, s.index + j), ()), u.pos, d, u.t, -(-(cnt - j) // R))
+                          for j in range(min(R, cnt))]
+                continue
             spec = self._fast_srcs[u.op]
             if spec:
                 f = u.f
@@ -513,7 +523,7 @@ class FastGolden(Golden):
 
     # --- phase 3: elements --------------------------------------------------------------------------
     def _fast_evaluate(self, units):
-        L, lanes = self.L, self.lanes
+        L, lanes, R = self.L, self.lanes, self.cfg.install_rows
         Lw, Linst, Lmm = L["mem_write"], L["mxm_install"], L["mxm_mm"]
         # instruction groups whose progress bounds what others may read
         groups = {}
@@ -591,7 +601,7 @@ class FastGolden(Golden):
                 if len(segs) == 1:
                     ka, kb, pid, pl, pka = segs[0]
                     s = pka + k0 - ka
-                    X.append(units[pid].out[s:s + m, pl])
+                    X.append(units[pid].out[s:s + min(k1, kb) - k0, pl])    # (LW: a stream may feed fewer elements)
                     continue
                 pieces = []
                 for ka, kb, pid, pl, pka in segs:
@@ -603,7 +613,8 @@ class FastGolden(Golden):
                     b = min(k1, kb)
                     s = pka + a - ka
                     pieces.append(units[pid].out[s:s + b - a, pl])
-                X.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+                X.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces
+                         else np.empty((0, lanes), np.int8))
             res = None
             if op is Opcode.READ:
                 A = ar[k0:k1] * f["stride"] + f["addr"]
@@ -634,7 +645,17 @@ class FastGolden(Golden):
                     raise _Fallback
                 mems[sl].append(ar[k0:k1] + (t + Lw), A, X[0].copy())
             elif op is Opcode.LW:
-                wts[(sl, u.buf)].append(ar[k0:k1] + (t + Linst), ar[k0:k1] + f["addr"], X[0].copy())
+                if len(X) == 1:
+                    wts[(sl, u.buf)].append(ar[k0:k1] + (t + Linst), ar[k0:k1] * R + f["addr"], X[0].copy())
+                else:
+                    # rows k*R + j in (element, stream) order: commit times stay sorted
+                    rows = ar[k0:k1, None] * R + np.arange(len(X))[None, :]
+                    ok = rows < f["count"]
+                    data = np.empty((m, len(X), lanes), np.int8)
+                    for j, x in enumerate(X):
+                        data[:len(x), j] = x
+                    times = np.broadcast_to(ar[k0:k1, None] + (t + Linst), rows.shape)
+                    wts[(sl, u.buf)].append(times[ok], rows[ok] + f["addr"], data[ok])
             elif op is Opcode.MM:
                 st = wts.get((sl, u.buf))
                 x = X[0].astype(np.float64)          # |sum| < 2^18: exact in float64

@@ -65,11 +65,19 @@ def scrub_program(cfg):
         west = sl.position < pb
         s = StreamRef(0, west)
         t = L["mem_read"] + abs(sl.position - pb) + (N if west else 0)   # first zero at the unit
-        if sl.kind == "mxm":
+        if sl.kind == "mxm" and cfg.install_rows == 1:
             sched[sl.name] = [
                 (t, [I(Opcode.LW, s=s, buf=0, addr=0, count=lanes)], 1),
                 (t + 1, [I(Opcode.MM, s=s, buf=0, addr=0, count=cfg.acc_depth, acc=0)], 1),
                 (t + lanes, [I(Opcode.LW, s=s, buf=1, addr=0, count=lanes)], 1),
+            ]
+        elif sl.kind == "mxm":
+            # install_rows R > 1: an LW of one row samples only stream s, so the zeros go in one row
+            # per cycle (LW n=1, REPEATed); the MM of zeros gives 0 whatever the weights
+            sched[sl.name] = [
+                (t, [I(Opcode.MM, s=s, buf=0, addr=0, count=cfg.acc_depth, acc=0)], 1),
+                (t + 1, [I(Opcode.LW, s=s, buf=0, addr=0, count=1), I(Opcode.REPEAT, n=lanes - 1, d=1)], lanes),
+                (t + 1 + lanes, [I(Opcode.LW, s=s, buf=1, addr=0, count=1), I(Opcode.REPEAT, n=lanes - 1, d=1)], lanes),
             ]
         elif sl.kind == "vxm":
             sched[sl.name] = [
@@ -95,7 +103,7 @@ def scrub_program(cfg):
             if t > cur:
                 out.append(I(Opcode.NOP, n=t - cur))
             out += ins
-            cur = t + len(ins)
+            cur = t + max(len(ins), slots if ins[-1].op == Opcode.REPEAT else 1)
         out += [I(Opcode.NOP, n=end - cur), I(Opcode.HALT)]
         queues[name] = out
     ident = [[j % 128 for j in range(lanes)]]

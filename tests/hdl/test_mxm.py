@@ -16,7 +16,7 @@ from tests.harness import check_landing, drive_issue, issue_words, lead_in, vari
 from tinylpu.arith import int32_to_planes, planes_to_int32
 from tinylpu.config import load_config
 from tinylpu.hdl.mxm import MxmSlice, tree_cuts
-from tinylpu.isa import Insn, Opcode, StreamRef, encode
+from tinylpu.isa import Insn, Opcode, StreamRef, element_count, encode
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
 
@@ -31,7 +31,14 @@ CONFIGS = {
     "padded": lambda: variant("tiny", mxm_install=3, mxm_mm=9, mxm_emit=4),
     "mm4": lambda: variant("tiny", mxm_install=2, mxm_mm=4),
     "lanes8": lambda: variant("tiny", lanes=8, mxm_mm=6),              # 8 lanes, fully pipelined tree
+    # several weight rows installed per cycle (mxm.install_rows R): LW element k takes rows k*R + j
+    # from streams s+j
+    "rows2": lambda: variant("tiny", install_rows=2),
+    "rows4": lambda: variant("tiny", install_rows=4, mxm_install=2, mxm_mm=4),
+    "rows8": lambda: variant("tiny", install_rows=8),                  # R = streams: every stream
+    "rows8_lanes8": lambda: variant("tiny", lanes=8, install_rows=8, mxm_install=2, mxm_mm=6),  # all rows at once
 }
+ROWS_CONFIGS = ["rows2", "rows4", "rows8", "rows8_lanes8"]
 
 
 GoldenSlice = SliceStepper
@@ -152,7 +159,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, ear
 
 def random_program(rng, cfg, n_insns, region=6):
     """Random LW/MM/EMIT mix: sub-units never double-booked, no accumulator hazards."""
-    lm, lanes, S = cfg.latency["mxm_mm"], cfg.lanes, cfg.streams
+    lm, lanes, S, R = cfg.latency["mxm_mm"], cfg.lanes, cfg.streams, cfg.install_rows
     writes, reads, schedule = [], [], {}
     free = {"lw": 0, "mm": 0, "em": 0}
     t = 0
@@ -163,9 +170,11 @@ def random_program(rng, cfg, n_insns, region=6):
     for _ in range(n_insns):
         op = rng.choice([Opcode.LW, Opcode.MM, Opcode.MM, Opcode.EMIT])
         sub = {Opcode.LW: "lw", Opcode.MM: "mm", Opcode.EMIT: "em"}[op]
-        s = StreamRef(int(rng.integers(0, S - (3 if op == Opcode.EMIT else 0))), bool(rng.integers(0, 2)))
+        top = {Opcode.EMIT: 3, Opcode.LW: R - 1}.get(op, 0)
+        s = StreamRef(int(rng.integers(0, S - top)), bool(rng.integers(0, 2)))
         if op == Opcode.LW:
-            n = int(rng.choice([1, 3, lanes]))
+            n = int(rng.choice([1, 3, lanes] if R == 1 else [1, R - 1, R, R + 1, 2 * R + 1, lanes]))
+            n = min(n, lanes)
             insn = Insn.make(op, s=s, buf=int(rng.integers(0, 2)), addr=int(rng.integers(0, lanes - n + 1)), count=n)
         else:
             n = int(rng.integers(1, 5))
@@ -186,7 +195,7 @@ def random_program(rng, cfg, n_insns, region=6):
         schedule[t0] = insn
         writes += new_w
         reads += new_r
-        free[sub] = t0 + n
+        free[sub] = t0 + element_count(op, n, R)
         t = t0 + 1
     return schedule, max(free.values()) + lm + cfg.latency["mxm_emit"] + cfg.latency["mxm_install"] + 2
 
@@ -345,3 +354,109 @@ def test_verilog(cfgname):
     cfg = load_config(cfgname)
     text = verilog.convert(MxmSlice(cfg, cfg.slices_of("mxm")[0]))
     assert "module" in text
+
+
+# --- several weight rows per cycle (install_rows R > 1) ------------------------------------------
+
+def streams_at(tap, s, R):
+    """The R vectors an LW element samples from `tap` (streams s..s+R-1)."""
+    d = 2 if s.west else 0
+    return [tap[d][s.index + j] for j in range(R)]
+
+
+@pytest.mark.parametrize("cfgname", ROWS_CONFIGS)
+def test_install_rows_edges(cfgname):
+    """LW A installs every row of buf0 (from e0..); LW B, unaligned with a partial last element,
+    from the last legal westward streams, fills buf1 back to back while MM reads buf0; LW C refills
+    rows 1.. of buf0 while MM reads buf1; two MM elements sampled on either side of the install of
+    C's last element.  The rows land where the ISA says (checked against the taps, not only against
+    the golden model)."""
+    cfg = CONFIGS[cfgname]()
+    lanes, S, R = cfg.lanes, cfg.streams, cfg.install_rows
+    li, lm = cfg.latency["mxm_install"], cfg.latency["mxm_mm"]
+    rng = np.random.default_rng([31, R, lanes])
+    e0, wl, x_s = StreamRef(0, False), StreamRef(S - R, True), StreamRef(S - 1, False)
+    els = lambda n: element_count(Opcode.LW, n, R)     # noqa: E731
+    n_b, n_c = min(2 * R + 1, lanes - 1), min(3 * R, lanes - 1)   # counts not multiples of R
+    row_b = lanes - n_b                                # unaligned: row_b mod R != 0
+    # (one issue per cycle: every instruction has its own cycle)
+    t_b = els(lanes)                                   # back to back: the install sub-unit is free again
+    t_c0 = t_b + els(n_b)                              # ... and again
+    tm = max(els(lanes) - 1 + li, t_b + 1)             # every buf0 row is usable from els(lanes) - 1 + li
+    c0 = max(1, min(4, t_c0 - tm))
+    tm1 = max(tm + c0, t_c0 - 1)                       # MM of 2 elements on buf1 ...
+    t_c = tm1 + 1                                      # ... while C starts
+    kb = els(n_c) - 1
+    tb = t_c + kb + li - 1                             # MM elements at tb (old rows) and tb + 1 (new)
+    assert tb >= tm1 + 2
+    te = tb + 2 + lm
+    sched = {0: Insn.make(Opcode.LW, s=e0, buf=0, addr=0, count=lanes),
+             t_b: Insn.make(Opcode.LW, s=wl, buf=1, addr=row_b, count=n_b),
+             t_c: Insn.make(Opcode.LW, s=e0, buf=0, addr=1, count=n_c),
+             tm: Insn.make(Opcode.MM, s=x_s, buf=0, addr=0, count=c0),
+             tm1: Insn.make(Opcode.MM, s=x_s, buf=1, addr=4, count=2),
+             tb: Insn.make(Opcode.MM, s=x_s, buf=0, addr=8, count=2),
+             te: Insn.make(Opcode.EMIT, s=StreamRef(0, True), addr=0, count=10)}
+    assert len(sched) == 7
+    taps = random_taps(rng, cfg, te + 10 + cfg.latency["mxm_emit"] + 2)
+    g, res = run(cfg, sched, taps)
+    assert res["emits"] == 10
+
+    def row(t, s, r):                                  # row r (from the LW's first) of an LW issued at t
+        return streams_at(taps[t + r // R], s, R)[r % R]
+
+    w = g.weights["mxm0"]
+    for r in range(lanes):
+        assert np.array_equal(w[0][r], row(t_c, e0, r - 1) if 1 <= r <= n_c else row(0, e0, r)), r
+    for r in range(n_b):
+        assert np.array_equal(w[1][row_b + r], row(t_b, wl, r)), r
+    assert not w[1][:row_b].any()
+    # C's last element's rows were not yet there for the MM element sampled in tb
+    before = w[0].astype(np.int64).copy()
+    for r in range(kb * R, n_c):
+        before[1 + r] = row(0, e0, 1 + r)
+    x = [taps[c][0][x_s.index].astype(np.int64) for c in (tb, tb + 1)]
+    acc = g.acc["mxm0"]
+    assert np.array_equal(acc[8], (x[0] @ before).astype(np.int32))
+    assert np.array_equal(acc[9], (x[1] @ w[0].astype(np.int64)).astype(np.int32))
+    assert not np.array_equal(acc[8], (x[0] @ w[0].astype(np.int64)).astype(np.int32))
+
+
+@pytest.mark.parametrize("kind", ["oob_stream", "empty_row", "addr_row", "busy"])
+@pytest.mark.parametrize("cfgname", ["rows4", "rows8"])
+def test_install_rows_errors(cfgname, kind):
+    """A stream past the last one (whatever n: ``addr``), an empty slot on one of the R streams of
+    the second element (``empty``; the first element's rows are installed, none of the second's), a
+    row past the last one in a partial element (``addr``), an LW issued while the previous one has
+    elements left (``busy``, after ceil(n / R) cycles, not n)."""
+    cfg = CONFIGS[cfgname]()
+    lanes, S, R = cfg.lanes, cfg.streams, cfg.install_rows
+    taps = random_taps(np.random.default_rng(5), cfg, 24)
+    e1 = StreamRef(1 if R < S else 0, False)
+    after = None
+    if kind == "oob_stream":
+        sched = {1: Insn.make(Opcode.LW, s=StreamRef(S - R + 1, True), buf=0, addr=0, count=1)}
+        expect = "addr"
+    elif kind == "empty_row":
+        sched = {1: Insn.make(Opcode.LW, s=e1, buf=1, addr=0, count=2 * R)}
+        taps[2][1][e1.index + R - 1] = False           # element 1, its last stream
+        expect = "empty"
+
+        async def after(ctx, dut, c):
+            for _ in range(8):
+                await ctx.tick()
+            assert all(ctx.get(dut.weights[1][r]) != 0 for r in range(R))
+            assert all(ctx.get(dut.weights[1][r]) == 0 for r in range(R, 2 * R))
+    elif kind == "addr_row":
+        # the second element's rows: lanes - 1 and lanes
+        sched = {1: Insn.make(Opcode.LW, s=e1, buf=0, addr=lanes - R - 1, count=R + 2)}
+        expect = "addr"
+    else:
+        n = min(2 * R + 1, lanes)
+        e = element_count(Opcode.LW, n, R)             # 3 elements (2 for R = 8, 16 lanes)
+        sched = {1: Insn.make(Opcode.LW, s=e1, buf=0, addr=0, count=n),
+                 1 + e: Insn.make(Opcode.LW, s=e1, buf=1, addr=0, count=1),         # free again: fine
+                 2 + e: Insn.make(Opcode.LW, s=e1, buf=1, addr=1, count=R + 1),     # busy for 2 cycles
+                 3 + e: Insn.make(Opcode.LW, s=e1, buf=0, addr=0, count=1)}
+        expect = "busy"
+    run(cfg, sched, taps, expect_error=expect, after=after)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.harness import variant
-from tests.sim.golden.test_programs import ERRORS
+from tests.sim.golden.test_programs import ERRORS, ROWS4, ROWS4_ERRORS, ROWS4_LW
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
 from tinylpu.firmware.check import ProgramCheckError
@@ -104,6 +104,30 @@ def test_random_programs_other_latencies():
             assert res[0] == "ok" and fast, (cfg.name, seed)
 
 
+@pytest.mark.parametrize("rows", [2, 4, 8])
+def test_random_programs_install_rows(rows):
+    """LW installing `rows` rows per element from as many streams (mxm.install_rows)."""
+    cfg = variant("tiny", f"tiny-rows{rows}", install_rows=rows)
+    lws = 0
+    for seed in range(25):
+        case = random_program(cfg, seed)
+        lws += sum(f" from {rows} streams" in f for f in case.flows)
+        res, fast = compare(cfg, case.program, case_image(case))
+        assert res[0] == "ok" and fast, (cfg.name, seed, case.flows)
+    assert lws >= 10
+
+
+def test_install_rows_hand_written():
+    """The golden tests' R = 4 programs: a clean one and its errors (empty 4th stream, busy)."""
+    rng = np.random.default_rng(7)
+    image = {f"mem{b}": [(0, rng.integers(-128, 128, (16, CFG.lanes), dtype=np.int8))] for b in range(8)}
+    res, fast = compare(ROWS4, assemble(ROWS4_LW.format(n=7, n3=1, second=""), ROWS4), image)
+    assert res[0] == "ok" and fast
+    for name, (src, _) in ROWS4_ERRORS.items():
+        res, fast = compare(ROWS4, assemble(src, ROWS4), image)
+        assert res[0] == "error" and not fast, name
+
+
 def _stream_fields(insn):
     return [o.field for o in OPS[insn.op].operands if o.kind in ("stream", "group")
             and not (o.imm_flag and insn.fields.get("use_imm"))]
@@ -166,6 +190,11 @@ def test_mutated_random_programs():
     stats = _mutants(range(60), 4)
     # both kinds occur, and the valid mutants ran on the fast path
     assert stats["error"] >= 50 and stats["ok"] >= 20 and stats["fast"] >= stats["ok"], stats
+
+
+def test_mutated_random_programs_install_rows():
+    stats = _mutants(range(30), 4, ROWS4)
+    assert stats["error"] >= 25 and stats["ok"] >= 10 and stats["fast"] >= stats["ok"], stats
 
 
 def test_program_errors_hand_written():

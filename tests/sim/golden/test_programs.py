@@ -5,9 +5,11 @@ from importlib import resources
 import numpy as np
 import pytest
 
+from tests.harness import variant
 from tinylpu.arith import planes_to_int32, requantize
 from tinylpu.config import load_config
-from tinylpu.firmware.asm import assemble
+from tinylpu.firmware.asm import AsmError, assemble
+from tinylpu.firmware.check import ProgramCheckError, check_program, program_problems
 from tinylpu.firmware.randprog import random_program
 from tinylpu.sim.golden.chip import Golden, ProgramError
 
@@ -349,3 +351,113 @@ def test_random_programs_run_clean():
         assert g2.run().cycles == r.cycles
         assert all(np.array_equal(g.read_mem(b, 0, 64), g2.read_mem(b, 0, 64)) for b, _, _ in case.readback)
     assert total > 1000
+
+
+# --- several weight rows per cycle (mxm.install_rows) --------------------------------------------
+
+ROWS4 = variant("tiny", "tiny-rows4", install_rows=4)
+# LW w0, 0, 1, n=7 at cycle 10 runs 2 elements: rows 1..4 from w0..w3 at 10, rows 5..7 from w0..w2 at
+# 11 (w3 is not sampled then).  mem k (position 2 + k) READs at 6 - k so that its vectors reach
+# mxm0 (position 0) at 10, 11.  MM at 11 sees rows 1..4 (installed at 10) but not yet 5..7.
+ROWS4_LW = """
+    .queue mem0
+        NOP 6
+        READ w0, 0, n=2
+        NOP 10
+        HALT
+    .queue mem1
+        NOP 5
+        READ w1, 0, n=2
+        HALT
+    .queue mem2
+        NOP 4
+        READ w2, 0, n=2
+        HALT
+    .queue mem3
+        NOP 3
+        READ w3, 0, n={n3}
+        HALT
+    .queue mem4
+        NOP 2
+        READ w4, 8, n=2
+        HALT
+    .queue mxm0
+        NOP 10
+        LW w0, 0, 1, n={n}
+        {second}
+        MM w4, 0, 0, n=2
+        NOP 5
+        HALT
+"""
+ROWS4_ERRORS = {
+    "empty 4th stream": (ROWS4_LW.format(n=8, n3=1, second=""),
+                         r"cycle 11, slice mxm0, instruction #1 `LW w0, 0, 1, n=8`: stream w3 at slice mxm0 "
+                         r"\(position 0\) holds no data in cycle 11"),
+    "install busy for ceil(n/R) cycles": (ROWS4_LW.format(n=7, n3=1, second="LW w0, 1, 0"),
+                                          r"cycle 11, slice mxm0, instruction #2 `LW w0, 1, 0`: install unit "
+                                          r"is busy until cycle 11 with LW \(#1\) issued at cycle 10"),
+}
+
+
+def test_install_rows_lw():
+    """R = 4 rows per LW element; a partial last element; rows usable mxm_install after their element."""
+    W = [rnd(2) for _ in range(4)]
+    X = rnd(10)
+    src = ROWS4_LW.format(n=7, n3=1, second="")
+    g, r = run(src, [(f"mem{k}", 0, W[k]) for k in range(4)] + [("mem4", 0, X)], cfg=ROWS4)
+    assert r.cycles == 18
+    assert r.activity["mxm0"]["install_busy"] == 2          # ceil(7 / 4) cycles, not 7
+    w = g.weights["mxm0"][0]
+    want = np.zeros((CFG.lanes, CFG.lanes), np.int8)
+    for row in range(7):
+        k, j = divmod(row, 4)
+        want[1 + row] = W[j][k]
+    assert np.array_equal(w, want)
+    early = want.astype(np.int64).copy()
+    early[5:8] = 0                                           # the MM element of cycle 11
+    acc = g.acc["mxm0"]
+    assert np.array_equal(acc[0], X[8].astype(np.int64) @ early)
+    assert np.array_equal(acc[1], X[9].astype(np.int64) @ want.astype(np.int64))
+
+
+@pytest.mark.parametrize("name", list(ROWS4_ERRORS))
+def test_install_rows_errors(name):
+    src, pattern = ROWS4_ERRORS[name]
+    with pytest.raises(ProgramError, match=pattern):
+        run(src, cfg=ROWS4)
+
+
+def test_install_rows_past_the_last_stream():
+    """LW w5 with R = 4 needs w5..w8 of 8 streams: the checker and the assembler refuse it, and the
+    golden model (given the program unchecked) reports it with cycle, slice and instruction, even
+    for an LW of one row."""
+    src = ".queue mxm0\n    LW w5, 0, 0\n    NOP 2\n    HALT\n"
+    with pytest.raises(AsmError, match=r"LW installs 4 rows per cycle from streams w5..w8: the chip has 8 streams "
+                                       r"per direction, so the first is at most w4"):
+        assemble(src, ROWS4)
+    prog = assemble(src)
+    with pytest.raises(ProgramCheckError, match=r"queue mxm0 #0 LW w5, 0, 0: LW installs 4 rows per cycle"):
+        check_program(prog, ROWS4)
+    assert program_problems(assemble(src.replace("w5", "w4")), ROWS4) == []
+    g = Golden(ROWS4)
+    g.program = prog
+    with pytest.raises(ProgramError, match=r"cycle 0, slice mxm0, instruction #0 `LW w5, 0, 0`: LW installs 4 "
+                                           r"rows per cycle from streams w5..w8: stream index out of range \(the "
+                                           r"chip has 8 streams per direction\)"):
+        g.run()
+
+
+def test_install_rows_random_programs_run_clean():
+    """The random generator feeds LW from R streams on configs with install_rows > 1."""
+    lws = 0
+    for R in (2, 4, 8):
+        cfg = variant("tiny", f"tiny-rows{R}", install_rows=R)
+        for seed in range(15):
+            case = random_program(cfg, seed)
+            lws += sum(f" from {R} streams" in f for f in case.flows)
+            g = Golden(cfg)
+            g.load_program(case.program)
+            for bank, (addr, img) in case.mem.items():
+                g.write_mem(bank, addr, img)
+            g.run()
+    assert lws >= 15

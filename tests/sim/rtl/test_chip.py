@@ -12,6 +12,7 @@ from importlib import resources
 import numpy as np
 import pytest
 
+from tests.harness import variant
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
 from tinylpu.firmware.program import Program
@@ -24,10 +25,12 @@ CFG = load_config("tiny")
 LANES = CFG.lanes
 FAST_SEEDS = range(20)
 SLOW_SEEDS = range(20, 120)
+ROWS4 = variant("tiny", "tiny-rows4", install_rows=4)
+ROWS4_SEEDS = range(10)
 
 
-def _golden(prog, mem, reads):
-    g = Golden(CFG)
+def _golden(prog, mem, reads, cfg=CFG):
+    g = Golden(cfg)
     g.load_program(prog)
     for bank, (addr, data) in mem.items():
         g.write_mem(bank, addr, data)
@@ -199,9 +202,9 @@ def fast():
     return cases, dict(zip(cases, results))
 
 
-def _compare(case, res):
+def _compare(case, res, cfg=CFG):
     reads = case["read"]
-    cycles, mem = _golden(case["program"], case["mem"], reads)
+    cycles, mem = _golden(case["program"], case["mem"], reads, cfg)
     assert res["errors"] == [], res
     assert res["done"] and not res["timeout"]
     for (bank, addr, n), got in zip(reads, res["reads"]):
@@ -272,6 +275,25 @@ def test_random_programs_slow():
 
 
 @pytest.mark.slow
+def test_random_programs_install_rows():
+    """tiny with mxm.install_rows 4 (LW takes 4 rows per cycle from 4 streams; the scrub program
+    installs one row per LW): random programs equal to the golden model in MEM and cycles.  Slow: its
+    own chip build (Verilog ~20-60 s, Icarus compile ~20 s) plus ~4 s per case."""
+    from tinylpu.firmware.randprog import random_program
+    rcs = [random_program(ROWS4, s) for s in ROWS4_SEEDS]
+    assert sum(" from 4 streams" in f for rc in rcs for f in rc.flows) >= 6
+    cases = [{"program": rc.program, "mem": rc.mem, "read": rc.readback, "name": f"rows4_{rc.seed}"} for rc in rcs]
+    results = run_cases_rtl(ROWS4, cases, sim="icarus")
+    failed = []
+    for seed, c, r in zip(ROWS4_SEEDS, cases, results):
+        try:
+            _compare(c, r, ROWS4)
+        except AssertionError as e:
+            failed.append(f"seed {seed}: {e}")
+    assert not failed, "\n".join(failed)
+
+
+@pytest.mark.slow
 def test_verilog_cli(tmp_path):
     from tinylpu.cli import main
     out = tmp_path / "chip.v"
@@ -279,11 +301,11 @@ def test_verilog_cli(tmp_path):
     assert "module tinylpu_chip(" in out.read_text()
 
 
-@pytest.mark.parametrize("config", ["tiny", "fpga"])
+@pytest.mark.parametrize("config", ["tiny", "fpga", "tiny-rows4", "lpu-mini"])
 def test_scrub_program_resets_unit_state(config):
     """The program run before every RTL case is valid and restores the golden power-on state."""
     from tinylpu.sim.rtl.runner import scrub_program
-    cfg = load_config(config)
+    cfg = ROWS4 if config == "tiny-rows4" else load_config(config)
     prog, host, restore = scrub_program(cfg)
     g = Golden(cfg)
     g.load_program(prog)
