@@ -36,7 +36,8 @@ def _instances(text):
     return re.findall(r"MULT18X18D\s+#\((.*?)\)\s*\w+\s*\(", text, re.S)
 
 
-@pytest.mark.parametrize("unit,count,mode", [("mxm", lambda L: L * L, "fabric"), ("mxm", lambda L: L * L, "dsp"),
+@pytest.mark.parametrize("unit,count,mode", [("mxm", lambda L: L * L, "fabric"),
+                                             pytest.param("mxm", lambda L: L * L, "dsp", marks=pytest.mark.slow),
                                              ("vxm", lambda L: 3 * L, "dsp")])
 def test_products_in_dsp_blocks_with_registers(unit, count, mode):
     """The MXM's operands come from fabric registers (``MxmSlice.DSP_WEIGHT_REG``, the default) or

@@ -199,13 +199,18 @@ def random_schedule(cfg, seed, n_insns, ops=ALL_OPS, max_gap=3):
     return issues, taps, cycles
 
 
-@pytest.mark.parametrize("cfg_name,seed", [("tiny", 1), ("tiny", 2), ("fpga", 3), ("fpga", 7), ("fpga-late", 5), ("min", 4),
-                                           ("deep", 5), ("deep-late", 6)])
-def test_random_against_golden(cfg_name, seed):
+SLOW = pytest.mark.slow
+RANDOM = [("tiny", 1, 50), ("tiny", 2, 50), ("fpga", 3, 150), ("fpga", 7, 150), ("fpga-late", 5, 150), ("min", 4, 50),
+          ("deep", 5, 150), ("deep-late", 6, 150)]
+RANDOM += [pytest.param(c, s, 150, marks=SLOW, id=f"{c}-{s}-long") for c, s, n in RANDOM if n < 150]
+
+
+@pytest.mark.parametrize("cfg_name,seed,n_insns", RANDOM)
+def test_random_against_golden(cfg_name, seed, n_insns):
     """Seeds 2, 3 and 6 run the unit with predecoded issue (``early``, as on a chip with
-    registered issue)."""
+    registered issue). The 16-lane runs take 50 instructions in the fast tier, 150 in the slow."""
     cfg = config(cfg_name)
-    issues, taps, cycles = random_schedule(cfg, seed, 150)
+    issues, taps, cycles = random_schedule(cfg, seed, n_insns)
     dut = vxm(cfg)
     dut.early = seed in (2, 3, 6)
     check_against_golden(cfg, dut, issues, taps, cycles)

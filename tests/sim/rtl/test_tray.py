@@ -145,7 +145,10 @@ def ping_pong(cfg, rounds, deskew, slack=0):
 DRIFT = dict(epoch=256, hac_interval=64, skip_interval=64)
 
 
+@pytest.mark.slow
 def test_deskew_keeps_the_schedule_under_exaggerated_drift():
+    """Its own Verilog build (a duo with a short epoch): the slow tier; the fast tier checks DESKEW on
+    the golden tray (tests/sim/golden/test_tray.py) and the compiled DESKEW programs on the RTL duo."""
     cfg = variant("duo", "duo-drift", **DRIFT)
     rounds = 12
     data = np.random.default_rng(2).integers(-128, 128, (rounds, cfg.lanes), dtype=np.int8)
