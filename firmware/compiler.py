@@ -16,9 +16,21 @@ Every operation is placed as early as its data, its unit and the stream register
 reservation table of firmware/sched.py; weight installs into one buffer overlap the multiplies
 that use the other.  The program's cycle count is a property of that schedule
 (``Compiled.predicted_cycles``) and the golden model and the RTL reproduce it exactly.
+
+Tokens: the weights, requantization parameters and LUT are placed once (the resident MEM image);
+X and Y hold a run's tokens, the intermediates (Z1, U, A, H) one block's and are reused by every
+block.  When every token does not fit beside the weights (or one program would exceed
+queue_depth), the tokens run in chunks: ``Compiled.runs``, several runs of a program on the one
+image, the host writing X before and reading Y after each (``_plan`` picks the sizes).
+
+Weight rows: with ``mxm.install_rows`` R > 1 each tile's rows are spread over a group of banks
+(row i in bank i mod G) and one LW takes G rows per cycle from G streams, one READ per bank
+(``lw``, ``_rows`` picks G: R, or fewer when R would take the banks the activations need).
 """
 
 import json
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,64 +85,137 @@ class _Alloc:
     def used_bytes(self):
         return sum(self.next.values()) * self.cfg.lanes
 
+    def clone(self):
+        """A copy to try a placement on (``_plan``) without touching this one."""
+        a = _Alloc(self.cfg)
+        a.next, a.regions = dict(self.next), list(self.regions)
+        return a
+
+
+def _sub(region, n, off=0):
+    """The first n vectors of a region from `off` (the region itself when that is all of it)."""
+    return region if (off, n) == (0, region.n) else Region(region.bank, region.addr + off, n, region.what)
+
+
+@dataclass
+class Run:
+    """One run of a program on the resident MEM image: tokens token0 .. token0 + tokens - 1.
+
+    The host writes those tokens' X into `x_layout` (k tile -> Region of `tokens` vectors), starts
+    `program`, and reads their Y from `y_layout` after `predicted_cycles` cycles. Runs of equal
+    size share one program object."""
+    program: object
+    listing: dict
+    schedule: object
+    token0: int
+    tokens: int
+    x_layout: dict
+    y_layout: dict
+    predicted_cycles: int
+    blocks: tuple = ()              # (first token within the run, tokens) per accumulator block
+
 
 @dataclass
 class Compiled:
     cfg: object
-    program: object
-    mem_image: dict                 # bank -> list of (addr, int8 array (n, lanes))
-    x_layout: dict                  # k tile -> Region (tokens contiguous)
-    y_layout: dict                  # m tile -> Region
-    tokens: int
-    predicted_cycles: int
+    program: object                 # the first run's program (the only one for a single-run layer)
+    mem_image: dict                 # bank -> list of (addr, int8 array (n, lanes)): resident for every run
+    x_layout: dict                  # the first run's: k tile -> Region (tokens contiguous)
+    y_layout: dict                  # the first run's: m tile -> Region
+    tokens: int                     # all runs together
+    predicted_cycles: int           # all runs together
     listing: dict
     schedule: object
     q: QuantFFN
     report: dict = field(default_factory=dict)
+    runs: list = None               # [Run]: the token chunks, run one after the other on one MEM image
+
+    def __post_init__(self):
+        if self.runs is None:
+            self.runs = [Run(self.program, self.listing, self.schedule, 0, self.tokens, self.x_layout,
+                             self.y_layout, self.predicted_cycles)]
+
+    def run_of(self, run=None) -> Run:
+        """Run `run`; None means the only one (a layer compiled into several runs needs an index)."""
+        if run is None:
+            if len(self.runs) != 1:
+                raise ValueError(f"this layer runs in {len(self.runs)} chunks of tokens (Compiled.runs): "
+                                 f"pass run=0..{len(self.runs) - 1}")
+            return self.runs[0]
+        return self.runs[run]
 
     # --- host-side packing ------------------------------------------------------------------
-    def pack_input(self, xq):
-        """int8 tokens x d_model -> {bank: [(addr, vectors)]} for the X regions."""
+    def pack_input(self, xq, run=None):
+        """int8 tokens x d_model (all tokens of the layer) -> {bank: [(addr, vectors)]} for the X
+        regions of run `run` (its tokens only)."""
         lanes = self.cfg.lanes
         xq = np.asarray(xq, dtype=np.int8)
         if xq.shape != (self.tokens, self.q.d_model):
             raise ValueError(f"input has shape {xq.shape}; this program was compiled for "
                              f"({self.tokens}, {self.q.d_model})")
+        r = self.run_of(run)
+        rows = xq[r.token0:r.token0 + r.tokens]
         out = {}
-        for k, r in self.x_layout.items():
-            blk = np.zeros((self.tokens, lanes), np.int8)
-            cols = xq[:, k * lanes:(k + 1) * lanes]
+        for k, reg in r.x_layout.items():
+            blk = np.zeros((r.tokens, lanes), np.int8)
+            cols = rows[:, k * lanes:(k + 1) * lanes]
             blk[:, :cols.shape[1]] = cols
-            out.setdefault(r.bank, []).append((r.addr, blk))
+            out.setdefault(reg.bank, []).append((reg.addr, blk))
         return out
 
-    def unpack_output(self, read):
-        """read(bank, addr, n) -> int8 vectors; returns int8 tokens x d_model."""
+    def output_reads(self, run=None):
+        """[(bank, addr, n)]: what the host reads after run `run` (its Y regions)."""
+        r = self.run_of(run)
+        return [(reg.bank, reg.addr, r.tokens) for reg in r.y_layout.values()]
+
+    def unpack_output(self, read, run=None):
+        """read(bank, addr, n) -> int8 vectors; returns int8 tokens x d_model (run `run`'s tokens)."""
         lanes = self.cfg.lanes
-        y = np.zeros((self.tokens, len(self.y_layout) * lanes), np.int8)
-        for m, r in self.y_layout.items():
-            y[:, m * lanes:(m + 1) * lanes] = read(r.bank, r.addr, self.tokens)
+        r = self.run_of(run)
+        y = np.zeros((r.tokens, len(r.y_layout) * lanes), np.int8)
+        for m, reg in r.y_layout.items():
+            y[:, m * lanes:(m + 1) * lanes] = read(reg.bank, reg.addr, r.tokens)
         return y[:, :self.q.d_model]
 
     def listing_text(self):
+        """The disassembly with issue cycles; a layer in several runs lists each distinct program once."""
         from tinylpu.firmware.asm import disassemble
-        return disassemble(self.program, self.listing)
+        if len(self.runs) == 1:
+            return disassemble(self.program, self.listing)
+        out, seen = [], {}
+        for i, r in enumerate(self.runs):
+            seen.setdefault(id(r.program), []).append(i)
+        for i, r in enumerate(self.runs):
+            if seen.get(id(r.program), [None])[0] != i:
+                continue
+            which = seen.pop(id(r.program))
+            out.append(f"; ===== runs {', '.join(map(str, which))} ({r.tokens} tokens each, "
+                       f"{r.predicted_cycles} cycles) =====\n")
+            out.append(disassemble(r.program, r.listing))
+        return "".join(out)
 
     def trace_json(self):
-        """Chrome / Perfetto trace: one track per slice, one slice per scheduled operation."""
+        """Chrome / Perfetto trace: one track per slice, one slice per scheduled operation; the runs
+        one after the other."""
         events = []
         mhz = self.cfg.clock_mhz
         for tid, s in enumerate(self.cfg.slices):
             events.append({"ph": "M", "name": "thread_name", "pid": 0, "tid": tid,
                            "args": {"name": f"{s.position:02d} {s.name}"}})
-            for e in self.schedule.q[s.name]:
-                for insn in e.insns:
-                    if insn.op in (Opcode.REPEAT, Opcode.NOP):
-                        continue
-                    n = insn.fields.get("count", 1) or self.cfg.lanes
-                    events.append({"ph": "X", "pid": 0, "tid": tid, "name": insn.op.name,
-                                   "ts": e.start / mhz, "dur": max(n, 1) / mhz,
-                                   "args": {"insn": str(insn), "cycle": e.start, "what": e.tag}})
+        t0 = 0
+        for ri, r in enumerate(self.runs):
+            for tid, s in enumerate(self.cfg.slices):
+                for e in r.schedule.q[s.name]:
+                    for insn in e.insns:
+                        if insn.op in (Opcode.REPEAT, Opcode.NOP):
+                            continue
+                        n = insn.fields.get("count", 1) or self.cfg.lanes
+                        args = {"insn": str(insn), "cycle": e.start, "what": e.tag}
+                        if len(self.runs) > 1:
+                            args["run"] = ri
+                        events.append({"ph": "X", "pid": 0, "tid": tid, "name": insn.op.name,
+                                       "ts": (t0 + e.start) / mhz, "dur": max(n, 1) / mhz, "args": args})
+            t0 += r.predicted_cycles
         return json.dumps({"traceEvents": events, "displayTimeUnit": "ns",
                            "otherData": {"config": self.cfg.name, "cycles": self.predicted_cycles,
                                          "clock_mhz": mhz}})
@@ -144,8 +229,17 @@ def plan_blocks(cfg, tokens):
     return [(s, min(tb, tokens - s)) for s in range(0, tokens, tb)], tb
 
 
+_NEVER = -(1 << 40)      # "no access yet" in the per-address cycle tables
+
+
 class _FFNScheduler:
-    def __init__(self, cfg, q: QuantFFN, tokens, alloc=None, image=None, shared=None, w2_mode="requant"):
+    """Places one layer in MEM and schedules one program of it for `tokens` tokens.
+
+    ``placed``: another scheduler of the same layer (another chunk size) whose MEM regions this
+    one reuses; ``shared``: MoE, the activation regions every expert uses."""
+
+    def __init__(self, cfg, q: QuantFFN, tokens, alloc=None, image=None, shared=None, w2_mode="requant",
+                 placed=None):
         self.cfg, self.q, self.T = cfg, q, tokens
         if cfg.lanes < 4 or not cfg.slices_of("mxm") or not cfg.slices_of("vxm") or cfg.banks < 4:
             raise CompileError(f"config {cfg.name}: the FFN compiler needs an MXM, a VXM and at least 4 MEM banks")
@@ -165,18 +259,24 @@ class _FFNScheduler:
         self.shared = shared          # MoE: activation regions shared by every expert
         self.w2_mode = w2_mode        # "requant": Y int8; "partial": int32 partial sums left in MEM (tray TP)
         self.partials = {}            # (block start, m) -> 4 plane regions (partial mode)
-        self.reads = {}               # (bank, addr) -> last cycle a READ element samples it (WAR)
+        self.placed = placed
+        self.rows = 1                 # weight rows installed per cycle (``_rows``); set before placing
+        # bank -> int64 per address: the last cycle a WRITE samples into it (RAW) and the last cycle
+        # a READ reads it (WAR: intermediate buffers are reused by every token block)
+        self.wr_t, self.rd_t = {}, {}
         # in-order cursors per unit
         self.next_lw = self.next_mm = self.next_emit = self.next_vxm = 0
         self.buf = 0
         self.buf_last_mm_end = [0, 0]      # last MM element cycle using each weight buffer
         self.acc_free_at = [0, 0]          # first cycle an MM may overwrite each accumulator half
-        self.writes = {}                   # region id -> (first sample cycle) for RAW
         self.next_tx, self.next_rx = {}, {}
         self.tile_no = 0
 
     # --- MEM image ---------------------------------------------------------------------------
-    def place(self, banks, vecs, what):
+    def place(self, banks, vecs, what, n=None):
+        """Allocate and fill a region; with vecs None (a trial placement) allocate n vectors only."""
+        if vecs is None:
+            return self.alloc.take(banks, n, what)
         vecs = np.asarray(vecs, dtype=np.int8)
         r = self.alloc.take(banks, len(vecs), what)
         self.image.setdefault(r.bank, []).append((r.addr, vecs))
@@ -191,8 +291,10 @@ class _FFNScheduler:
         return {(k, n): pad[k * L:(k + 1) * L, n * L:(n + 1) * L] for k in range(_ceil(K, L))
                 for n in range(_ceil(N, L))}
 
-    def params(self, req, n_tiles, what, banks):
+    def params(self, req, n_tiles, what, banks, dry=False):
         """Per-tile LDM vectors: 4 consecutive vectors (M low bytes, M high bytes, SH, Z) per tile."""
+        if dry:
+            return self.place(banks, None, f"{what} requant params", 4 * n_tiles)
         L = self.lanes
         N = n_tiles * L
         m = np.zeros(N, np.int16)
@@ -207,12 +309,17 @@ class _FFNScheduler:
 
     # --- operations -------------------------------------------------------------------------
     def _asap(self, t_min, build, what):
-        for t in range(max(t_min, 0), max(t_min, 0) + 100_000):
+        """Build the operation at the first cycle >= t_min where all its reservations hold (a busy
+        queue or sub-unit lets it skip ahead: ``Txn.skip``)."""
+        t = max(t_min, 0)
+        limit = t + 100_000
+        while t < limit:
             tx = self.sch.txn()
             res = build(tx, t)
             if tx.ok and not self.sch.crosses(tx):
                 tx.commit()
                 return res
+            t += tx.skip
         raise CompileError(f"could not schedule {what} (internal scheduler limit)")
 
     def _stream(self, tx, src_pos, dst_pos, land, n, prefer):
@@ -224,6 +331,12 @@ class _FFNScheduler:
             if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
                 return idx
         return prefer[0]
+
+    def _free(self, tx, region, n, dst, arrive):
+        """A cheap test first: the bank queue and read port of a READ (n elements) that reaches `dst`
+        at `arrive` (``Txn.need``)."""
+        tr = arrive - self.Lat["mem_read"] - abs(self.pos[dst] - self.pos[region.bank])
+        return tx.need(region.bank, "rd", tr, tr + n - 1, tr + 1)
 
     def _read_to(self, tx, region, off, n, dst, arrive, prefer, tag, stride=1):
         p = self.pos[region.bank]
@@ -239,37 +352,102 @@ class _FFNScheduler:
         write_from(tx, region.bank, s, region.addr + off, n, land + abs(pb - ps), src_pos=ps, tag=tag)
         return s
 
+    def _times(self, table, bank):
+        a = table.get(bank)
+        if a is None:
+            a = table[bank] = np.full(self.cfg.mem_depth, _NEVER, np.int64)
+        return a
+
     def ready(self, region, off, consumer, n=1, stride=1):
         """First cycle `consumer` can sample element 0 of region[off:off+n] read from MEM, element k
         sampled k x stride cycles later, after everything this program wrote there has committed."""
-        t = 0
+        w = self.wr_t.get(region.bank)
+        if w is None:
+            return 0
         extra = self.Lat["mem_write"] + self.Lat["mem_read"] + abs(self.pos[consumer] - self.pos[region.bank])
-        for k in range(n):
-            w = self.writes.get((region.bank, region.addr + off + k))
-            if w is not None:
-                t = max(t, w + extra - k * stride)
-        return t
+        a = region.addr + off
+        last = int((w[a:a + n] - np.arange(n) * stride).max())
+        return max(0, last + extra) if last > _NEVER // 2 else 0
 
     def note_write(self, region, off, sample, n=1, stride=1):
-        for k in range(n):
-            self.writes[(region.bank, region.addr + off + k)] = sample + k * stride
+        a = region.addr + off
+        self._times(self.wr_t, region.bank)[a:a + n] = sample + np.arange(n) * stride
 
-    def lw(self, tile_region, tag):
-        """Install a weight tile into the next buffer; returns (buffer, cycle of the last row)."""
-        L, Li = self.lanes, self.Lat["mxm_install"]
+    def note_read(self, region, off, first, n, stride=1):
+        """READ element k of region[off:off+n] reads the bank at cycle first + k x stride."""
+        a = region.addr + off
+        r = self._times(self.rd_t, region.bank)
+        r[a:a + n] = np.maximum(r[a:a + n], first + np.arange(n) * stride)
+
+    def _war(self, region, off=0, n=None, stride=1):
+        """First cycle a WRITE may sample element 0 of region[off:off+n] (element k k x stride later)
+        without overwriting data a READ of this program has not read yet."""
+        r = self.rd_t.get(region.bank)
+        if r is None:
+            return 0
+        n = region.n - off if n is None else n
+        a = region.addr + off
+        return max(0, int((r[a:a + n] + 1 - np.arange(n) * stride).max()))
+
+    def lw(self, tile, tag):
+        """Install a weight tile into the next buffer; returns (buffer, cycle of the last row).
+
+        `tile`: one Region of L rows (rows = 1), or `rows` Regions of L / rows vectors, row i of the
+        tile in region i % rows (``place_tile``).  Element k of the install takes row k x rows + j
+        from stream s + j, read from region j so that it reaches the MXM in cycle t + k.  With rows
+        = install_rows that is one LW of L rows; with fewer rows per cycle (a bank left free for the
+        activations) an LW of `rows` rows, repeated every cycle."""
+        L, Li, G, R = self.lanes, self.Lat["mxm_install"], self.rows, self.cfg.install_rows
+        E = L // G                        # elements (cycles) of the install
         b = self.buf
         self.buf ^= 1
         t_min = max(self.next_lw, self.buf_last_mm_end[b] + 1 - Li)
 
         def build(tx, t):
-            s = self._read_to(tx, tile_region, 0, L, self.mxm, t, [0, 1], f"{tag} rows")
-            tx.add(self.mxm, t, [Insn.make(Opcode.LW, s=s, buf=b, addr=0, count=L)], t + 1, "install",
-                   (t, t + L - 1), tag=tag)
-            tx.expect(t + L - 1 + Li)        # the last row lands in the weight buffer
+            if not (tx.need(self.mxm, "install", t, t + E - 1, t + 1 if G == R else t + E) and
+                    all(self._free(tx, r, E, self.mxm, t) for r in ((tile,) if R == 1 else tile))):
+                return t
+            if R == 1:
+                s = self._read_to(tx, tile, 0, L, self.mxm, t, [0, 1], f"{tag} rows")
+                insns, end = [Insn.make(Opcode.LW, s=s, buf=b, addr=0, count=L)], t + 1
+            else:
+                pm = self.pos[self.mxm]
+                west = pm < self.pos[tile[0].bank]
+                base = self._streams(tx, [(self.pos[r.bank], t - abs(pm - self.pos[r.bank])) for r in tile], pm, E,
+                                     west, self.cfg.streams - R)
+                for j, r in enumerate(tile):
+                    read_to(tx, r.bank, r.addr, E, pm, t, base + j, tag=f"{tag} rows {j}::{G}")
+                s = StreamRef(base, west)
+                if G == R:
+                    insns, end = [Insn.make(Opcode.LW, s=s, buf=b, addr=0, count=L)], t + 1
+                else:
+                    insns = [Insn.make(Opcode.LW, s=s, buf=b, addr=0, count=G)]
+                    if E > 1:
+                        insns.append(Insn.make(Opcode.REPEAT, n=E - 1, d=1))
+                    end = t + E
+            tx.add(self.mxm, t, insns, end, "install", (t, t + E - 1), tag=tag)
+            tx.expect(t + E - 1 + Li)        # the last row lands in the weight buffer
             return t
         t = self._asap(t_min, build, tag)
-        self.next_lw = t + L
-        return b, t + L - 1
+        self.next_lw = t + E
+        return b, t + E - 1
+
+    def _streams(self, tx, sources, dst_pos, n, west, last_base):
+        """The first base index s <= last_base such that streams s, s+1, ... (one per source: (position,
+        landing cycle)) carry n elements each to dst_pos on free paths."""
+        for base in range(last_base + 1):
+            probe = self.sch.txn()
+            for j, (p, land) in enumerate(sources):
+                probe.path(StreamRef(base + j, west), p, land, dst_pos, n)
+            if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
+                return base
+        return 0
+
+    @property
+    def mm_streams(self):
+        """Preferred streams for the activations of MM: clear of the installs' (0 .. rows - 1)."""
+        G, S = self.rows, self.cfg.streams
+        return [1, 0, 2] if self.cfg.install_rows == 1 else list(dict.fromkeys(i % S for i in (G, G + 1, G + 2)))
 
     def mm(self, b, lw_last, x_region, x_off, n, half, accumulate, tag, after=0):
         Li, Lm = self.Lat["mxm_install"], self.Lat["mxm_mm"]
@@ -279,22 +457,27 @@ class _FFNScheduler:
             t_min = max(t_min, self.acc_free_at[half])
 
         def build(tx, t):
-            s = self._read_to(tx, x_region, x_off, n, self.mxm, t, [1, 0, 2], f"{tag} activations")
+            if not (tx.need(self.mxm, "mm", t, t + n - 1, t + 1) and
+                    self._free(tx, _sub(x_region, n, x_off), n, self.mxm, t)):
+                return t
+            s = self._read_to(tx, x_region, x_off, n, self.mxm, t, self.mm_streams, f"{tag} activations")
             tx.add(self.mxm, t, [Insn.make(Opcode.MM, s=s, buf=b, addr=base, count=n, acc=int(accumulate))],
                    t + 1, "mm", (t, t + n - 1), tag=tag)
-            for k in range(n):
-                tx.acc_write(self.mxm, base + k, t + k)
-                if accumulate:
-                    tx.acc_read(self.mxm, base + k, t + k)
+            tx.acc_write(self.mxm, base, t, n)
+            if accumulate:
+                tx.acc_read(self.mxm, base, t, n)
             tx.expect(t + n - 1 + Lm)        # the last accumulator entry commits
             return t
         t = self._asap(t_min, build, tag)
         self.next_mm = t + n
         self.buf_last_mm_end[b] = t + n - 1
+        self.note_read(x_region, x_off, t - self.Lat["mem_read"] - abs(self.pos[self.mxm] - self.pos[x_region.bank]), n)
         return t + Lm          # the first entry commits here; entry k at t + Lm + k
 
     def ldm(self, pregion, tile, tag):
         def build(tx, t):
+            if not (tx.need(self.vxm, "alu", t, t + 3, t + 1) and self._free(tx, pregion, 4, self.vxm, t)):
+                return t
             src = self._read_to(tx, pregion, 4 * tile, 4, self.vxm, t, [2, 3], tag)
             tx.add(self.vxm, t, [Insn.make(Opcode.LDM, a=src)], t + 1, "alu", (t, t + 3), tag=tag)
             tx.expect(t + 4)
@@ -308,7 +491,8 @@ class _FFNScheduler:
         Le, Lq = self.Lat["mxm_emit"], self.Lat["vxm_req"]
         base = half * (self.cfg.acc_depth // 2)
         d_mv = abs(self.pos[self.vxm] - self.pos[self.mxm])
-        t_min = max(commit, self.next_emit, self.next_vxm - Le - d_mv)
+        d_out = abs(self.pos[dst.bank] - self.pos[self.vxm])
+        t_min = max(commit, self.next_emit, self.next_vxm - Le - d_mv, self._war(dst, 0, n) - Le - d_mv - Lq - d_out)
 
         def build(tx, te):
             land = te + Le
@@ -326,8 +510,7 @@ class _FFNScheduler:
                 tx.path(StreamRef(g + p, west), self.pos[self.mxm], land, self.pos[self.vxm], n)
             tx.add(self.mxm, te, [Insn.make(Opcode.EMIT, s=StreamRef(g, west), addr=base, count=n)], te + 1,
                    "emit", (te, te + n - 1), [land + k for k in range(n)], tag=f"{tag} emit")
-            for k in range(n):
-                tx.acc_read(self.mxm, base + k, te + k)
+            tx.acc_read(self.mxm, base, te, n)
             tr = land + d_mv
             out = self._write_from(tx, self.vxm, tr + Lq, dst, 0, n, [4, 5, 6, 7], f"{tag} store")
             tx.add(self.vxm, tr, [Insn.make(Opcode.REQL, d=out, a=StreamRef(g, west), count=n)], tr + 1, "alu",
@@ -337,7 +520,7 @@ class _FFNScheduler:
         self.next_emit = te + n
         self.next_vxm = tr + n
         self.acc_free_at[half] = te
-        self.note_write(dst, 0, tr + Lq + abs(self.pos[dst.bank] - self.pos[self.vxm]), n)
+        self.note_write(dst, 0, tr + Lq + d_out, n)
         return tr
 
     def group_banks(self, side):
@@ -355,11 +538,6 @@ class _FFNScheduler:
             raise CompileError(f"config {self.cfg.name}: int32 partial sums need 4 MEM banks on each side of "
                                f"{self.vxm}, found {len(near)} and {len(far)}")
         return pick[:4]
-
-    def _war(self, region, off=0):
-        """First cycle a WRITE may sample into region[off...] without overwriting unread data."""
-        r = self.reads.get((region.bank, region.addr + off))
-        return 0 if r is None else r + 1
 
     def emit_planes(self, commit, n, half, group, tag):
         """EMIT an accumulator half as 4 int32 byte planes into the 4 regions of `group` (one per bank)."""
@@ -382,8 +560,7 @@ class _FFNScheduler:
             g = 0 if g is None else g
             tx.add(self.mxm, te, [Insn.make(Opcode.EMIT, s=StreamRef(g, west), addr=base, count=n)], te + 1,
                    "emit", (te, te + n - 1), [land + k for k in range(n)], tag=tag)
-            for k in range(n):
-                tx.acc_read(self.mxm, base + k, te + k)
+            tx.acc_read(self.mxm, base, te, n)
             for p, r in enumerate(group):
                 write_from(tx, r.bank, StreamRef(g + p, west), r.addr, n, land + abs(self.pos[r.bank] - pm),
                            src_pos=pm, tag=f"{tag} plane {p}")
@@ -413,9 +590,7 @@ class _FFNScheduler:
             return t
         t = self._asap(t_min, build, tag)
         self.next_tx[port] = t + n * F
-        for k in range(n):
-            self.reads[(region.bank, region.addr + k)] = t + k * F - self.Lat["mem_read"] - abs(
-                pc - self.pos[region.bank])
+        self.note_read(region, 0, t - self.Lat["mem_read"] - abs(pc - self.pos[region.bank]), n, F)
         return t
 
     def recv_region(self, port, region, n, arrival, tag):
@@ -423,7 +598,7 @@ class _FFNScheduler:
         F, Lr = self.cfg.vector_interval, self.Lat["c2c_recv"]
         c2c = self.cfg.slices_of("c2c")[0].name
         pc, pb = self.pos[c2c], self.pos[region.bank]
-        t_min = max(arrival, self.next_rx.get(port, 0), self._war(region) - Lr - abs(pb - pc))
+        t_min = max(arrival, self.next_rx.get(port, 0), self._war(region, 0, n, F) - Lr - abs(pb - pc))
 
         def build(tx, t):
             land = t + Lr
@@ -491,8 +666,7 @@ class _FFNScheduler:
         self.next_vxm = t + n
         for g in srcs:
             for r in g:
-                for k in range(n):
-                    self.reads[(r.bank, r.addr + k)] = t + k - self.Lat["mem_read"] - abs(pv - self.pos[r.bank])
+                self.note_read(r, 0, t - self.Lat["mem_read"] - abs(pv - self.pos[r.bank]), n)
         for r in outs:
             self.note_write(r, 0, t + lat + abs(self.pos[r.bank] - pv), n)
         return t
@@ -500,7 +674,9 @@ class _FFNScheduler:
     def vxm_op(self, op, srcs, dst, n, tag, **kw):
         """dst = op(srcs...) on the VXM, operands read from MEM regions, result written to MEM."""
         lat = self.Lat[latency_key(op)]
-        t_min = max([self.next_vxm] + [self.ready(r, 0, self.vxm, n) for r in srcs])
+        pv = self.pos[self.vxm]
+        t_min = max([self.next_vxm, self._war(dst, 0, n) - lat - abs(self.pos[dst.bank] - pv)] +
+                    [self.ready(r, 0, self.vxm, n) for r in srcs])
 
         def build(tx, t):
             ss = [self._read_to(tx, r, 0, n, self.vxm, t, [2 + i, 4 + i], f"{tag} operand")
@@ -514,7 +690,9 @@ class _FFNScheduler:
             return t
         t = self._asap(t_min, build, tag)
         self.next_vxm = t + n
-        self.note_write(dst, 0, t + lat + abs(self.pos[dst.bank] - self.pos[self.vxm]), n)
+        for r in srcs:
+            self.note_read(r, 0, t - self.Lat["mem_read"] - abs(pv - self.pos[r.bank]), n)
+        self.note_write(dst, 0, t + lat + abs(self.pos[dst.bank] - pv), n)
         return t
 
     def ldlut(self, region):
@@ -530,68 +708,172 @@ class _FFNScheduler:
         self.next_vxm = t + rows
 
     # --- the layer -----------------------------------------------------------------------------
-    def run(self):
-        x_layout, y_layout = self.build()
-        program, H, listing = self.sch.finish()
-        return program, H + 1, listing, x_layout, y_layout
-
-    def build(self):
-        q, L, T = self.q, self.lanes, self.T
+    def sizes(self, T, tb, with_act=None, ring=False):
+        """(weight, activation, other) vectors of the layer: X and Y for T tokens, the intermediates
+        (Z1, H; gated also U, A) for a block of tb tokens (``ring``: one Z1, U, A for all tiles),
+        the requant params and the LUT. Activations count unless ``with_act`` is False (default:
+        unless an earlier MoE expert allocated the shared ones)."""
+        q, L = self.q, self.lanes
         KT, FT, MT = self.KT, self.FT, self.MT
-        blocks, tb = plan_blocks(self.cfg, T)
-        weight_vecs = L * (KT * FT * (3 if q.gated else 2) + FT * MT)
-        act_vecs = T * (KT + MT) + tb * FT * (3 if q.gated else 2) * len(blocks)
-        if self.shared:
-            act_vecs = 0          # MoE: the first expert allocated the shared activation buffers
-        total = (weight_vecs + act_vecs + 4 * (FT * (2 if q.gated else 1) + MT) + 256 // L) * L
-        avail = self.cfg.sram_bytes - self.alloc.used_bytes
-        if total > avail:
-            used = f", {self.alloc.used_bytes} already used by earlier experts" if self.alloc.used_bytes else ""
-            raise CompileError(
-                f"FFN {q.d_model}x{q.d_ff}{' gated' if q.gated else ''} for {T} tokens needs {total} bytes of SRAM "
-                f"({weight_vecs * L} of int8 weights in {L}x{L} tiles, {act_vecs * L} of activations, "
-                f"the rest requant params and the LUT); config {self.cfg.name} has {self.cfg.sram_bytes} "
-                f"({self.cfg.banks} banks x {self.cfg.mem_depth} vectors x {L} B{used})")
-        # weights, spread round-robin over the weight banks (then any bank)
+        weights = L * (KT * FT * (2 if q.gated else 1) + FT * MT)
+        with_act = not self.shared if with_act is None else with_act
+        inter = (FT + (3 if q.gated else 1)) if ring else FT * (4 if q.gated else 2)
+        act = T * (KT + MT) + tb * inter if with_act else 0
+        other = 4 * (FT * (2 if q.gated else 1) + MT) + 256 // L
+        return weights, act, other
+
+    def size_error(self, T, tb, how="", with_act=None, ring=False):
+        """The CompileError naming the sizes if the layer cannot fit the SRAM left, else None."""
+        q, L, cfg = self.q, self.lanes, self.cfg
+        w, a, o = self.sizes(T, tb, with_act, ring)
+        total = (w + a + o) * L
+        if total <= cfg.sram_bytes - self.alloc.used_bytes:
+            return None
+        used = f", {self.alloc.used_bytes} already used by earlier experts" if self.alloc.used_bytes else ""
+        return CompileError(
+            f"FFN {q.d_model}x{q.d_ff}{' gated' if q.gated else ''} for {T} tokens needs {total} bytes of SRAM "
+            f"({w * L} of int8 weights in {L}x{L} tiles, {a * L} of activations{how}, "
+            f"the rest requant params and the LUT); config {cfg.name} has {cfg.sram_bytes} "
+            f"({cfg.banks} banks x {cfg.mem_depth} vectors x {L} B{used})")
+
+    def place_resident(self, dry=False):
+        """Weights (tiles round-robin over the weight banks, then any bank), requant params, LUT.
+        ``dry``: allocate only (a trial placement)."""
+        if self.placed is not None:
+            p = self.placed
+            self.wt, self.p1, self.p3, self.p2, self.lut, self.ab = p.wt, p.p1, p.p3, p.p2, p.lut, p.ab
+            return
+        q, L, FT, MT = self.q, self.lanes, self.FT, self.MT
         allb = self.wbanks + [b for b in self.abanks if b not in self.wbanks]
-        wt = {}
+        self.wt = {}
         order = [("w1", q.w1), ("w3", q.w3), ("w2", q.w2)] if q.gated else [("w1", q.w1), ("w2", q.w2)]
+        groups = self.weight_groups() if self.cfg.install_rows > 1 else None
         i = 0
         for name, w in order:
-            for key, tile in self.tiles(w).items():
+            tiles = ({(k, n): None for k in range(_ceil(w.shape[0], L)) for n in range(_ceil(w.shape[1], L))}
+                     if dry else self.tiles(w))
+            for key, tile in tiles.items():
+                what = f"weight tile {name}[{key[0]},{key[1]}]"
+                if groups is not None:
+                    self.wt[(name,) + key] = self.place_tile(groups, i, tile, what)
+                    i += 1
+                    continue
                 pref = self.wbanks[i % len(self.wbanks):] + self.wbanks[:i % len(self.wbanks)]
-                wt[(name,) + key] = self.place(pref + [b for b in allb if b not in pref], tile,
-                                               f"weight tile {name}[{key[0]},{key[1]}]")
+                spill = [b for b in allb if b not in pref]           # all weight banks full: spread evenly
+                spill = spill[i % len(spill):] + spill[:i % len(spill)] if spill else []
+                self.wt[(name,) + key] = self.place(pref + spill, tile, what, L)
                 i += 1
         pb = [self.abanks[1 % len(self.abanks)]] + allb
-        p1 = self.params(q.req1, FT, "w1", pb)
-        p3 = self.params(q.req3, FT, "w3", pb) if q.gated else None
-        p2 = self.params(q.req2, MT, "w2", pb)
-        lut = self.place(self.abanks[::-1] + allb, q.lut.reshape(256 // L, L), "activation LUT")
-        ab = self.abanks + [b for b in allb if b not in self.abanks]
+        self.p1 = self.params(q.req1, FT, "w1", pb, dry)
+        self.p3 = self.params(q.req3, FT, "w3", pb, dry) if q.gated else None
+        self.p2 = self.params(q.req2, MT, "w2", pb, dry)
+        self.lut = self.place(self.abanks[::-1] + allb, None if dry else q.lut.reshape(256 // L, L),
+                              "activation LUT", 256 // L)
+        self.ab = self.abanks + [b for b in allb if b not in self.abanks]
 
-        def act_region(k, n, what):
-            if self.shared is not None and what in self.shared:
-                return self.shared[what]
-            pref = ab[k % len(ab):] + ab[:k % len(ab)]
-            r = self.alloc.take(pref, n, what)
-            if self.shared is not None:
-                self.shared[what] = r
-            return r
-        # X and H on ab[0] (read by MM), Z1 on ab[1], U on ab[2], A and Y on ab[3]: the two operands
-        # of MUL (A, U) sit in different banks and every VXM result has a free write port
-        x_layout = {k: act_region(0, T, f"input X tile {k}") for k in range(KT)}
-        y_layout = {m: act_region(3, T, f"output Y tile {m}") for m in range(MT)}
-        self.ldlut(lut)
+    def weight_groups(self):
+        """Bank groups for tiles whose rows go over `rows` banks: groups of the weight banks, then of
+        the others (or the `rows` banks nearest the MXM when the weight banks are fewer)."""
+        G, pm = self.rows, self.pos[self.mxm]
+        near = self.wbanks + [b for b in self.abanks if b not in self.wbanks]      # nearest the MXM first
+        if G > len(near):
+            raise CompileError(f"config {self.cfg.name}: installing {G} weight rows per cycle needs {G} MEM banks, "
+                               f"the chip has {len(near)}")
+        if G > len(self.wbanks):
+            groups, spill = [near[:G]], []
+        else:
+            groups = [self.wbanks[g:g + G] for g in range(0, len(self.wbanks) - G + 1, G)]
+            rest = [b for b in near if b not in self.wbanks]
+            spill = [rest[g:g + G] for g in range(0, len(rest) - G + 1, G)]
+        for g in groups + spill:
+            if len({self.pos[b] < pm for b in g}) > 1:
+                raise CompileError(f"config {self.cfg.name}: the banks {', '.join(g)} lie on both sides of "
+                                   f"{self.mxm}; an LW takes its rows from streams of one direction")
+        return groups, spill
+
+    def place_tile(self, groups, i, tile, what):
+        """Tile i over one bank group (round-robin over the weight groups, then the spill groups when
+        all are full): row r in bank group[r % rows], consecutive addresses per bank. Returns the
+        per-bank Regions in row order."""
+        G, L = self.rows, self.lanes
+        E = L // G
+        groups, spill = groups
+        order = groups[i % len(groups):] + groups[:i % len(groups)]
+        if spill:
+            order += spill[i % len(spill):] + spill[:i % len(spill)]
+        for g in order:
+            if all(self.alloc.free(b) >= E for b in g):
+                return tuple(self.place([b], None if tile is None else tile[j::G], f"{what} rows {j}::{G}", E)
+                             for j, b in enumerate(g))
+        need = L * L
+        raise CompileError(f"{what} needs {E} vectors in each of {G} banks of a group ({need} bytes), but no "
+                           f"group has room left: {self.cfg.banks} banks x {self.cfg.mem_depth} vectors x {L} B = "
+                           f"{self.cfg.sram_bytes} bytes of SRAM, {self.alloc.used_bytes} already allocated")
+
+    def act_region(self, k, n, what, avoid=()):
+        """An activation region, preferably in bank ab[k], never in a bank of `avoid`."""
+        if self.shared is not None and what in self.shared:
+            return self.shared[what]
+        pref = [b for b in self.ab[k % len(self.ab):] + self.ab[:k % len(self.ab)] if b not in avoid]
+        r = self.alloc.take(pref, n, what)
+        if self.shared is not None:
+            self.shared[what] = r
+        return r
+
+    def place_activations(self, T, tb, ring=False):
+        """X and Y for T tokens (tokens contiguous), and the intermediates of one block of tb tokens,
+        reused by every block. X and H on ab[0] (read by MM), Z1 on ab[1], U on ab[2], A and Y on
+        ab[3]: the two operands of MUL (A, U) sit in different banks and every VXM result has a free
+        write port. ``ring``: one Z1, U and A region serves every d_ff tile (each is dead once the
+        tile's H is written, and the VXM runs in order), only H keeps a region per tile."""
+        if self.placed is not None:
+            p = self.placed
+            self.xr, self.yr, self.z1, self.hh, self.uu, self.aa = p.xr, p.yr, p.z1, p.hh, p.uu, p.aa
+            return
+        KT, FT, MT = self.KT, self.FT, self.MT
+        self.xr = {k: self.act_region(0, T, f"input X tile {k}") for k in range(KT)}
+        self.yr = {m: self.act_region(3, T, f"output Y tile {m}") for m in range(MT)}
+        tiles = [0] * FT if ring else range(FT)          # the region of each d_ff tile
+        z1 = {n: self.act_region(1, tb, f"Z1 tile {n}") for n in sorted(set(tiles))}
+        self.z1 = {n: z1[i] for n, i in enumerate(tiles)}
+        self.hh = {n: self.act_region(0, tb, f"H tile {n}") for n in range(FT)}
+        self.uu = self.aa = None
+        if self.q.gated:
+            uu = {n: self.act_region(2, tb, f"U tile {n}") for n in sorted(set(tiles))}
+            # MUL reads A and U in the same cycles: one read port per bank, so two banks
+            aa = {n: self.act_region(3, tb, f"A tile {n}", avoid=(uu[n].bank,)) for n in sorted(set(tiles))}
+            self.uu = {n: uu[i] for n, i in enumerate(tiles)}
+            self.aa = {n: aa[i] for n, i in enumerate(tiles)}
+
+    def build(self):
+        """Place and schedule the whole layer as one program (the tray compiler's entry)."""
+        blocks, tb = plan_blocks(self.cfg, self.T)
+        err = self.size_error(self.T, tb)
+        if err is not None:
+            raise err
+        self.rows = _rows(self.cfg, tb)
+        self.place_resident()
+        self.place_activations(self.T, tb)
+        return self.schedule(self.T, blocks)
+
+    def schedule(self, T, blocks):
+        """The program for T tokens (X and Y regions from their start) in accumulator blocks
+        [(first token, tokens)]; returns the run's (x_layout, y_layout)."""
+        q = self.q
+        KT, FT, MT = self.KT, self.FT, self.MT
+        wt, p1, p3, p2 = self.wt, self.p1, self.p3, self.p2
+        x_layout = {k: _sub(r, T) for k, r in self.xr.items()}
+        y_layout = {m: _sub(r, T) for m, r in self.yr.items()}
+        self.ldlut(self.lut)
         # the matmul jobs, in order: each a list of (weight tile, activation region, offset), the
         # accumulator half, and what happens to the result
         jobs = []
         for bstart, bn in blocks:
-            z1 = {n: act_region(1, bn, f"Z1 tile {n}") for n in range(FT)}
-            hh = {n: act_region(0, bn, f"H tile {n}") for n in range(FT)}
+            z1 = {n: _sub(r, bn) for n, r in self.z1.items()}
+            hh = {n: _sub(r, bn) for n, r in self.hh.items()}
             if q.gated:
-                uu = {n: act_region(2, bn, f"U tile {n}") for n in range(FT)}
-                aa = {n: act_region(3, bn, f"A tile {n}") for n in range(FT)}
+                uu = {n: _sub(r, bn) for n, r in self.uu.items()}
+                aa = {n: _sub(r, bn) for n, r in self.aa.items()}
             tokens = f"tokens {bstart}..{bstart + bn - 1}"
             for n in range(FT):
                 tiles = [(("w1", k, n), x_layout[k], bstart) for k in range(KT)]
@@ -610,7 +892,7 @@ class _FFNScheduler:
                     self.partials[(bstart, m)] = grp
                     jobs.append((tiles, bn, None, m, grp, f"w2 tile {m} {tokens} (partial)", None))
                     continue
-                ysub = Region(y_layout[m].bank, y_layout[m].addr + bstart, bn, y_layout[m].what)
+                ysub = _sub(y_layout[m], bn, bstart)
                 jobs.append((tiles, bn, p2, m, ysub, f"w2 tile {m} {tokens}", None))
         flat = [(j, i) for j, job in enumerate(jobs) for i in range(len(job[0]))]
 
@@ -620,13 +902,18 @@ class _FFNScheduler:
             return self.lw(wt[key], f"LW {key[0]}[{key[1]},{key[2]}]")
         installed = {0: install(0)}
         half = 0
+        # The next install goes ahead of this multiply (installs back to back), except when it is a
+        # repeated LW: that holds the MXM queue for its whole length, so it follows the MM's issue.
+        ahead = self.rows == self.cfg.install_rows
         for idx, (j, i) in enumerate(flat):
             tiles, bn, pr, tile_no, dst, what, after = jobs[j]
-            if idx + 1 < len(flat):
-                installed[idx + 1] = install(idx + 1)     # the next install goes ahead of this multiply
+            if idx + 1 < len(flat) and ahead:
+                installed[idx + 1] = install(idx + 1)
             key, xr, xoff = tiles[i]
             b, last = installed.pop(idx)
             commit = self.mm(b, last, xr, xoff, bn, half, i > 0, f"MM {key[0]}[{key[1]},{key[2]}] {what}")
+            if idx + 1 < len(flat) and not ahead:
+                installed[idx + 1] = install(idx + 1)
             if i == len(tiles) - 1:
                 if pr is None:
                     self.emit_planes(commit, bn, half, dst, f"EMIT {what}")
@@ -639,23 +926,223 @@ class _FFNScheduler:
         return x_layout, y_layout
 
 
-def compile_ffn(q: QuantFFN, cfg, tokens, _alloc=None, _image=None, _shared=None) -> Compiled:
+# ------------------------------------------------------------------------------------------------
+# Plans: how the tokens are cut into runs (chunks) and accumulator blocks
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Plan:
+    chunk: int            # tokens of the largest run (X and Y are allocated for it)
+    tb: int               # tokens of the largest accumulator block (the intermediates' size)
+    even: bool            # split runs and blocks evenly; False: one run, blocks of tb + a rest (the default)
+    ring: bool = False    # one Z1 / U / A region for every d_ff tile (see place_activations)
+    rows: int = 1         # weight rows installed per cycle (``_rows``)
+
+    def runs(self, T):
+        """[(first token, tokens)] per run: ceil(T / chunk) runs whose sizes differ by at most one."""
+        return _even(T, _ceil(T, self.chunk))
+
+    def blocks(self, cfg, n):
+        """[(first token within the run, tokens)] per accumulator block of a run of n tokens."""
+        return _even(n, _ceil(n, self.tb)) if self.even else plan_blocks(cfg, n)[0]
+
+
+def _even(total, parts):
+    """`total` cut into `parts` consecutive pieces whose sizes differ by at most one, larger first."""
+    base, rem = divmod(total, parts)
+    out, start = [], 0
+    for i in range(parts):
+        n = base + (i < rem)
+        out.append((start, n))
+        start += n
+    return out
+
+
+def _rows(cfg, tb):
+    """Weight rows to install per cycle for blocks of tb tokens. install_rows when the weight banks
+    (the half of the banks nearest the MXM) can feed it. When they cannot, full speed takes every
+    bank, so no install can overlap a multiply (its activations come from a bank too): installing
+    from the weight banks alone (fewer rows per cycle, banks of their own) wins once a block's
+    multiply is long enough to hide that slower install."""
+    R, L = cfg.install_rows, cfg.lanes
+    nw = min(cfg.banks, max(4, cfg.banks // 2))
+    if R <= nw:
+        return R
+    G = 1 << (nw.bit_length() - 1)
+    return G if max(tb, L // G) + 1 < tb + L // R + 2 else R
+
+
+class _QueueFull(Exception):
+    def __init__(self, queue, n):
+        super().__init__(queue, n)
+        self.queue, self.n = queue, n
+
+
+def _trial(cfg, qs, plan):
+    """Place every expert with `plan` on a fresh allocator without filling it: None if it fits, else
+    (expert, the allocator before that expert's weights, the CompileError)."""
+    alloc, shared = _Alloc(cfg), {}
+    for e, q in enumerate(qs):
+        before = alloc.clone()
+        s = _FFNScheduler(cfg, q, plan.chunk, alloc, image=None, shared=shared)
+        s.rows = plan.rows
+        try:
+            s.place_resident(dry=True)
+            s.place_activations(plan.chunk, plan.tb, plan.ring)
+        except CompileError as err:
+            return e, before, err
+    return None
+
+
+def _plan(cfg, qs, T):
+    """The token plan. The default (one run, accumulator blocks of acc_depth / 2, the intermediates
+    of every d_ff tile apart) when it fits the SRAM; otherwise one Z1 / U / A region for all tiles
+    and the cheapest fitting (run size, block size) by the cycle estimate below. Raises CompileError
+    (naming the sizes) when not even one token at a time fits."""
+    tb0 = min(T, cfg.acc_depth // 2)
+    if tb0 < 1:
+        raise CompileError(f"acc_depth {cfg.acc_depth} is too small to double-buffer one token")
+    default = _Plan(T, tb0, False, rows=_rows(cfg, tb0))
+    if _trial(cfg, qs, default) is None:
+        return default
+    q, L = qs[0], cfg.lanes
+    KT, FT, MT = _ceil(q.d_model, L), _ceil(q.d_ff, L), _ceil(q.d_model, L)
+    tiles = KT * FT * (2 if q.gated else 1) + FT * MT
+    probe = _FFNScheduler(cfg, q, 1)
+    w, act1, o = probe.sizes(1, 1, ring=True)
+    inter = act1 - (KT + MT)                                   # intermediate vectors per block token
+    free = cfg.banks * cfg.mem_depth - len(qs) * (w + o)
+    # the MXM queue holds about LW, MM, NOP per weight tile and EMIT, NOP per output tile, per block
+    per_block = 3 * tiles + 2 * (FT * (2 if q.gated else 1) + MT)
+    max_blocks = max(1, (cfg.queue_depth - 8) // per_block)
+
+    def plan(chunk, tb):
+        return _Plan(chunk, tb, True, True, _rows(cfg, tb))
+
+    def cost(chunk, tb):
+        # every block installs every weight tile and streams its tokens through it (one after the
+        # other when the install needs every bank, else overlapped); every run adds a pipeline fill
+        # and drain
+        p = plan(chunk, tb)
+        install, overlap = L // p.rows, p.rows <= min(cfg.banks, max(4, cfg.banks // 2))
+        total = 0
+        for n, count in Counter(n for _, n in p.runs(T)).items():
+            blocks = p.blocks(cfg, n)
+            b = blocks[0][1]
+            per_tile = max(b, install) + 1 if overlap else b + install + 2
+            total += count * (len(blocks) * tiles * per_tile + 2 * L + 64)
+        return total
+
+    def fits(chunk, tb):
+        return _trial(cfg, qs, plan(chunk, tb)) is None
+
+    cands = []
+    for tb in range(tb0, 0, -1):
+        chunk = min(T, max_blocks * tb, (free - tb * inter) // (KT + MT))   # an upper bound
+        if chunk >= tb:
+            cands.append((cost(chunk, tb), -chunk, tb, chunk))
+    cands.sort()
+    best = None
+    for est, _, tb, hi in cands:
+        if best is not None and est >= best[0]:
+            break                       # the estimate is a lower bound on that candidate's cost
+        if not fits(tb, tb):
+            continue
+        lo = tb                         # the largest run that fits, by bisection
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid, tb) else (lo, mid - 1)
+        c = cost(lo, tb)
+        if best is None or c < best[0]:
+            best = (c, plan(lo, tb))
+    if best is None:
+        e, before, err = _trial(cfg, qs, plan(1, 1))
+        size = _FFNScheduler(cfg, qs[e], 1, before).size_error(T, 1, " for one token at a time", with_act=e == 0,
+                                                                ring=True)
+        raise _expert(size if size is not None else err, e, len(qs))
+    return best[1]
+
+
+def _expert(err, e, n):
+    """A CompileError about expert e of an MoE layer of n experts names it."""
+    return CompileError(f"expert {e} of {n}: {err}") if n > 1 else err
+
+
+def _compile(qs, cfg, T, plan):
+    """Every expert of `qs` with `plan`: one MEM image, per expert a Compiled with its runs."""
+    alloc, image, shared = _Alloc(cfg), {}, {}
+    chunks = plan.runs(T)
+    sizes = sorted({n for _, n in chunks}, reverse=True)
+    tb = max(b for n in sizes for _, b in plan.blocks(cfg, n))
+    out = []
+    for e, q in enumerate(qs):
+        first, per_size = None, {}
+        for size in sizes:
+            s = _FFNScheduler(cfg, q, size, alloc, image, shared, placed=first)
+            s.rows = plan.rows
+            try:
+                s.place_resident()
+                s.place_activations(sizes[0], tb, plan.ring)
+                first = first or s
+                blocks = plan.blocks(cfg, size)
+                xl, yl = s.schedule(size, blocks)
+            except CompileError as err:
+                raise _expert(err, e, len(qs)) from None
+            program, H, listing = s.sch.finish()
+            worst = max(program.queues, key=lambda k: len(program.queues[k]))
+            if len(program.queues[worst]) > cfg.queue_depth:
+                raise _QueueFull(worst, len(program.queues[worst]))
+            per_size[size] = (s, program, H + 1, listing, xl, yl, tuple(blocks))
+        runs = []
+        for t0, n in chunks:
+            s, program, cyc, listing, xl, yl, blocks = per_size[n]
+            runs.append(Run(program, listing, s.sch, t0, n, xl, yl, cyc, blocks))
+        r0 = runs[0]
+        c = Compiled(cfg, r0.program, image, r0.x_layout, r0.y_layout, T, sum(r.predicted_cycles for r in runs),
+                     r0.listing, r0.schedule, q, runs=runs)
+        c.report = _report(c, first, plan)
+        out.append(c)
+    for c in out:
+        c.report["sram_bytes_used"] = alloc.used_bytes
+    return out
+
+
+def _compile_layers(qs, cfg, T):
+    """Plan, then compile; a program longer than queue_depth is split into runs of fewer blocks."""
+    t0 = time.perf_counter()
+    plan = _plan(cfg, qs, T)
+    while True:
+        try:
+            out = _compile(qs, cfg, T, plan)
+            break
+        except _QueueFull as full:
+            nb = len(plan.blocks(cfg, plan.chunk))
+            if nb == 1:
+                raise CompileError(
+                    f"the program needs {full.n} instructions in queue {full.queue} for one block of "
+                    f"{plan.tb} tokens; config {cfg.name} has queue_depth {cfg.queue_depth} (the MXM queue "
+                    f"takes about 3 instructions per weight tile and block: a bigger queue_depth or a smaller "
+                    f"layer is needed)") from None
+            nb = max(1, min(nb - 1, nb * cfg.queue_depth // full.n))
+            tb = max(b for _, b in plan.blocks(cfg, plan.chunk))
+            plan = _Plan(min(plan.chunk, nb * tb), tb, True, plan.ring, plan.rows)
+    dt = time.perf_counter() - t0
+    for c in out:
+        c.report["compile_s"] = dt
+    return out
+
+
+def compile_ffn(q: QuantFFN, cfg, tokens) -> Compiled:
+    """Compile one FFN layer for `tokens` tokens. When X, Y and the intermediates of all tokens do not
+    fit beside the weights (or the program would exceed queue_depth) the tokens run in several runs
+    (``Compiled.runs``) on one resident MEM image."""
     if tokens < 1:
         raise CompileError("tokens must be >= 1")
-    s = _FFNScheduler(cfg, q, tokens, _alloc, _image, _shared)
-    program, cycles, listing, xl, yl = s.run()
-    if max(len(v) for v in program.queues.values()) > cfg.queue_depth:
-        worst = max(program.queues, key=lambda k: len(program.queues[k]))
-        raise CompileError(f"the program needs {len(program.queues[worst])} instructions in queue {worst}; "
-                           f"config {cfg.name} has queue_depth {cfg.queue_depth} (use fewer tokens or a bigger "
-                           f"queue_depth)")
-    c = Compiled(cfg, program, s.image, xl, yl, tokens, cycles, listing, s.sch, q)
-    c.report = _report(c, s)
-    return c
+    return _compile_layers([q], cfg, tokens)[0]
 
 
 def compile_moe(experts, cfg, tokens):
-    """Several experts resident in one chip: one MEM image, one program per expert.
+    """Several experts resident in one chip: one MEM image, one program (or run list) per expert.
 
     The experts share the input, output and intermediate regions (one expert runs at a time), and
     each keeps its weights, requantization parameters and LUT. The host picks an expert at run time
@@ -666,27 +1153,27 @@ def compile_moe(experts, cfg, tokens):
     shapes = {(q.d_model, q.d_ff, q.gated) for q in experts}
     if len(shapes) != 1:
         raise CompileError(f"experts must share one shape to share activation buffers, got {sorted(shapes)}")
-    alloc, image, shared = _Alloc(cfg), {}, {}
-    out = []
-    for e, q in enumerate(experts):
-        try:
-            out.append(compile_ffn(q, cfg, tokens, alloc, image, shared))
-        except CompileError as err:
-            raise CompileError(f"expert {e} of {len(experts)}: {err}") from None
+    if tokens < 1:
+        raise CompileError("tokens must be >= 1")
+    out = _compile_layers(list(experts), cfg, tokens)
     for c in out:
-        c.report["sram_bytes_used"] = alloc.used_bytes
         c.report["experts_resident"] = len(out)
     return out
 
 
-def _report(c: Compiled, s: _FFNScheduler):
+def _report(c: Compiled, s: _FFNScheduler, plan=None):
     cfg, q = c.cfg, c.q
     mats = 3 if q.gated else 2
     useful = c.tokens * q.d_model * q.d_ff * mats
     wbytes = q.d_model * q.d_ff * mats
     cyc = c.predicted_cycles
-    mm_busy = sum(b - a + 1 for a, b in zip(s.sch.sub[(s.mxm, "mm")].starts, s.sch.sub[(s.mxm, "mm")].ends))
-    return {
+    mm_busy = 0
+    for r in c.runs:
+        iv = r.schedule.sub[(s.mxm, "mm")]
+        mm_busy += sum(b - a + 1 for a, b in zip(iv.starts, iv.ends))
+    programs = {id(r.program): r.program for r in c.runs}
+    roofline = wbytes / cfg.sram_read_bytes_per_cycle
+    rep = {
         "config": cfg.name,
         "lanes": cfg.lanes,
         "d_model": q.d_model,
@@ -703,8 +1190,16 @@ def _report(c: Compiled, s: _FFNScheduler):
         "weight_bytes": wbytes,
         "weight_bytes_per_cycle_peak": cfg.weight_bytes_per_cycle,
         "weight_bw_utilization": (wbytes / cfg.weight_bytes_per_cycle) / cyc,
+        "sram_roofline_cycles": roofline,
+        "sram_bw_utilization": roofline / cyc,
         "sram_bytes_used": s.alloc.used_bytes,
         "sram_bytes": cfg.sram_bytes,
-        "instructions": len(c.program),
+        "instructions": sum(len(p) for p in programs.values()),
+        "runs": len(c.runs),
+        "run_tokens": [r.tokens for r in c.runs],
+        "run_cycles": [r.predicted_cycles for r in c.runs],
         "scales": {k: float(v) for k, v in q.scales.items()},
     }
+    if plan is not None:
+        rep["block_tokens"] = max(n for r in c.runs for _, n in r.blocks)
+    return rep

@@ -30,6 +30,18 @@ class _Intervals:
         i = bisect.bisect_right(self.starts, b)
         return i == 0 or self.ends[i - 1] < a
 
+    def next_free(self, a, length):
+        """The first x >= a with [x, x + length - 1] free."""
+        x = a
+        i = bisect.bisect_right(self.starts, x) - 1
+        if i >= 0 and self.ends[i] >= x:
+            x = self.ends[i] + 1
+        i += 1
+        while i < len(self.starts) and self.starts[i] <= x + length - 1:
+            x = self.ends[i] + 1
+            i += 1
+        return x
+
     def add(self, a, b):
         i = bisect.bisect_right(self.starts, a)
         self.starts.insert(i, a)
@@ -52,13 +64,21 @@ class Schedule:
         self.qiv = {s.name: _Intervals() for s in cfg.slices}
         self.sub = {}                                      # (slice, sub) -> _Intervals (inclusive)
         self.port = {}                                     # slice -> set of landing cycles
-        self.acc_w = {}                                    # (mxm, addr) -> MM sample cycles
-        self.acc_r = {}                                    # (mxm, addr) -> read cycles (MM acc=1, EMIT)
+        # accumulator writes (MM) and reads (MM acc=1, EMIT): (mxm, cycle - entry) -> [(first, last entry)]
+        self.acc = {"w": {}, "r": {}}
         self.max_due = 0
         self.max_busy = 0
-        self.cells = set()      # (west, idx, pos, cycle) a travelling value occupies
-        self.landings = set()   # (west, idx, pos, cycle) where a result is written into a register
+        # stream register cells (west, idx, pos, cycle) as ints (``cell``): where a travelling value
+        # is, and where a result is written into a register
+        self.cell_pos = 2 * max(16, cfg.streams)
+        self.cell_cycle = self.cell_pos * (len(cfg.slices) + 1)
+        self.cells = set()
+        self.landings = set()
         self.barriers = []      # DESKEW epoch boundaries: no operation may span one
+
+    def cell(self, s, pos, cycle):
+        """The int naming stream register `s` at slice position `pos` in `cycle` (cells, landings)."""
+        return cycle * self.cell_cycle + pos * self.cell_pos + 2 * s.index + int(s.west)
 
     def crosses(self, tx):
         """True if the transaction is active on both sides of a DESKEW boundary."""
@@ -70,6 +90,12 @@ class Schedule:
     def sub_free(self, s, sub, t0, t1):
         iv = self.sub.get((s, sub))
         return t0 >= 0 and (iv is None or iv.free(t0, t1))
+
+    def sub_shift(self, s, sub, t0, t1):
+        """The least d >= 1 with sub-unit `sub` of `s` free in [t0 + d, t1 + d] (and t0 + d >= 0)."""
+        iv = self.sub.get((s, sub))
+        x = max(t0 + 1, 0)
+        return (x if iv is None else iv.next_free(x, t1 - t0 + 1)) - t0
 
     def port_free(self, s, cycles):
         return not (self.port.get(s, set()) & set(cycles))
@@ -130,23 +156,32 @@ class Txn:
         self.qspans, self.subspans, self.lands = {}, {}, {}
         self.cells, self.plands = set(), set()
         self.due = 0
-        self.acc = []       # (key, 'w'|'r', cycle)
+        self.acc = []       # ('w'|'r', (mxm, diagonal), (first entry, last entry)): see _acc
+        self.acc_runs = {"w": {}, "r": {}}
         self.why = None
         self.lo, self.hi = 1 << 60, -1     # first and last cycle anything of this operation happens
         self.extra = []                     # further sub-unit intervals (REPEAT repetitions)
+        # Every reservation of an operation sits at a fixed offset from its cycle t (only stream
+        # choices vary), so a queue or sub-unit found busy fails the same way until the operation
+        # moves past that occupancy: `skip` is the least move that can succeed (at least 1).
+        self.skip = 1
 
-    def fail(self, why):
+    def fail(self, why, skip=1):
         if self.ok:
             self.why = why
         self.ok = False
+        self.skip = max(self.skip, skip)
 
     def add(self, s, t, insns, end, sub=None, busy=None, lands=(), tag=""):
         sch = self.sch
-        if not sch.queue_free(s, t, end) or any(not (end <= a or t >= b) for a, b in self.qspans.get(s, [])):
+        if not sch.queue_free(s, t, end):
+            self.fail(f"queue {s} busy at {t}", sch.qiv[s].next_free(max(t + 1, 0), end - t) - t)
+        elif any(not (end <= a or t >= b) for a, b in self.qspans.get(s, [])):
             self.fail(f"queue {s} busy at {t}")
         if sub is not None:
-            if not sch.sub_free(s, sub, *busy) or any(not (busy[1] < a or busy[0] > b)
-                                                      for a, b in self.subspans.get((s, sub), [])):
+            if not sch.sub_free(s, sub, *busy):
+                self.fail(f"{s}.{sub} busy in {busy}", sch.sub_shift(s, sub, *busy))
+            elif any(not (busy[1] < a or busy[0] > b) for a, b in self.subspans.get((s, sub), [])):
                 self.fail(f"{s}.{sub} busy in {busy}")
             self.subspans.setdefault((s, sub), []).append(busy)
         if lands:
@@ -158,9 +193,22 @@ class Txn:
         self.lo = min(self.lo, t)
         self.hi = max([self.hi, end - 1] + ([busy[1]] if busy else []) + [x - 1 for x in lands])
 
+    def need(self, s, sub, a, b, queue_end=None):
+        """Fail now (with the skip) unless sub-unit `sub` of `s` is free in [a, b] and, with
+        queue_end, the queue of `s` is free in [a, queue_end - 1]: a cheap test before building the
+        rest of an operation (its reservations are made and checked again by ``add``)."""
+        sch = self.sch
+        if queue_end is not None and not sch.queue_free(s, a, queue_end):
+            self.fail(f"queue {s} busy at {a}", sch.qiv[s].next_free(max(a + 1, 0), queue_end - a) - a)
+        if sub is not None and not sch.sub_free(s, sub, a, b):
+            self.fail(f"{s}.{sub} busy in {(a, b)}", sch.sub_shift(s, sub, a, b))
+        return self.ok
+
     def reserve(self, s, sub, a, b):
         """Occupy sub-unit `sub` of slice `s` for cycles a..b (e.g. one repetition of a REPEAT)."""
-        if not self.sch.sub_free(s, sub, a, b) or any(not (b < x or a > y) for x, y in self.subspans.get((s, sub), [])):
+        if not self.sch.sub_free(s, sub, a, b):
+            self.fail(f"{s}.{sub} busy in {(a, b)}", self.sch.sub_shift(s, sub, a, b))
+        elif any(not (b < x or a > y) for x, y in self.subspans.get((s, sub), [])):
             self.fail(f"{s}.{sub} busy in {(a, b)}")
         self.subspans.setdefault((s, sub), []).append((a, b))
         self.extra.append((s, sub, a, b))
@@ -168,40 +216,50 @@ class Txn:
 
     def path(self, s, p_from, land, p_to, n, reps=0, d=0):
         """Element k lands at p_from in cycle land + k (+ r*d) and is sampled at p_to."""
+        sch = self.sch
         step = -1 if s.west else 1
+        dist = abs(p_to - p_from)
+        M, NS = sch.cell_cycle, sch.cell_pos
+        a0 = sch.cell(s, p_from, 0)
+        B = M + step * NS                 # one slice on, one cycle later
         cells, lands = set(), set()
         for r in range(reps + 1):
-            for k in range(n):
-                c0 = land + r * d + k
-                lands.add((s.west, s.index, p_from, c0))
-                for i, p in enumerate(range(p_from, p_to + step, step)):
-                    cells.add((s.west, s.index, p, c0 + i))
-        sch = self.sch
-        if lands & sch.cells or lands & self.cells or cells & sch.landings or cells & self.plands:
+            c0 = a0 + (land + r * d) * M
+            lands.update(range(c0, c0 + n * M, M))
+            for i in range(dist + 1):
+                b = c0 + i * B
+                cells.update(range(b, b + n * M, M))
+        if not (lands.isdisjoint(sch.cells) and lands.isdisjoint(self.cells) and cells.isdisjoint(sch.landings)
+                and cells.isdisjoint(self.plands)):
             self.fail(f"stream {s} path collision")
         self.cells |= cells
         self.plands |= lands
         if cells:
-            self.hi = max(self.hi, max(c for _, _, _, c in cells))
+            self.hi = max(self.hi, land + reps * d + n - 1 + dist)
 
-    def acc_write(self, mxm, addr, w):
-        self._acc_check(mxm, addr, writes=[w], reads=[])
-        self.acc.append(((mxm, addr), "w", w))
+    def acc_write(self, mxm, addr, w, n=1):
+        """Accumulator entries addr + k written (MM sample) at cycles w + k, k < n: no read of an entry
+        may fall in (write, write + mxm_mm)."""
+        self._acc("w", mxm, addr, w, n)
 
-    def acc_read(self, mxm, addr, r):
-        self._acc_check(mxm, addr, writes=[], reads=[r])
-        self.acc.append(((mxm, addr), "r", r))
+    def acc_read(self, mxm, addr, r, n=1):
+        """Accumulator entries addr + k read (MM acc=1, EMIT) at cycles r + k, k < n: no write of an entry
+        may fall in (read - mxm_mm, read)."""
+        self._acc("r", mxm, addr, r, n)
 
-    def _acc_check(self, mxm, addr, writes, reads):
-        key = (mxm, addr)
+    def _acc(self, kind, mxm, addr, t, n):
+        # Entry addr + k at cycle t + k: every such run lies on the diagonal t - addr, and a write and a
+        # read of one entry clash iff their diagonals differ by 1 .. mxm_mm - 1 and their entries meet.
         L = self.sch.L["mxm_mm"]
-        ws = self.sch.acc_w.get(key, []) + [c for k, t, c in self.acc if k == key and t == "w"]
-        rs = self.sch.acc_r.get(key, []) + [c for k, t, c in self.acc if k == key and t == "r"]
-        for w in ws + writes:
-            for r in rs + reads:
-                if (w in writes or r in reads) and w < r < w + L:
-                    self.fail(f"accumulator hazard on {key}")
-                    return
+        diag, hi = t - addr, addr + n - 1
+        if self.ok:
+            other = "r" if kind == "w" else "w"
+            ds = range(diag + 1, diag + L) if kind == "w" else range(diag - L + 1, diag)
+            if any(a0 <= hi and addr <= a1 for table in (self.sch.acc[other], self.acc_runs[other])
+                   for d in ds for a0, a1 in table.get((mxm, d), ())):
+                self.fail(f"accumulator hazard on {(mxm, addr)}..{(mxm, hi)}")
+        self.acc.append((kind, (mxm, diag), (addr, hi)))
+        self.acc_runs[kind].setdefault((mxm, diag), []).append((addr, hi))
 
     def expect(self, due):
         self.due = max(self.due, due)
@@ -225,8 +283,8 @@ class Txn:
         sch.cells |= self.cells
         sch.landings |= self.plands
         sch.max_due = max(sch.max_due, self.due)
-        for key, kind, c in self.acc:
-            (sch.acc_w if kind == "w" else sch.acc_r).setdefault(key, []).append(c)
+        for kind, key, run in self.acc:
+            sch.acc[kind].setdefault(key, []).append(run)
 
 
 def read_to(tx, bank, addr, n, dst_pos, arrive, stream_idx, stride=1, reps=0, d=0, tag=""):

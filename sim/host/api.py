@@ -57,12 +57,20 @@ def drive(coro):
                       "(RTL with a dut must run inside run_in_simulation)")
 
 
-def run_compiled(compiled, xq, engine="golden", **kw) -> RunOutput:
+def run_compiled(compiled, xq, engine="golden", check_cycles=True, **kw) -> RunOutput:
     """One synchronous call: a fresh ``Chip`` of the compiled layer's config on `engine` (keywords go
-    to ``Chip``), the layer made resident, one run on int8 tokens `xq`."""
+    to ``Chip``), the layer made resident once, its runs (``Compiled.runs``: one per chunk of tokens)
+    on int8 tokens `xq`.  With ``check_cycles`` every run's measured cycle count must equal the
+    compiler's prediction (``EngineError`` otherwise)."""
     chip = Chip(compiled.cfg, engine, **kw)
     drive(chip.load(compiled))
-    return drive(chip.run(xq))
+    out = drive(chip.run(xq))
+    if check_cycles:
+        for i, (got, r) in enumerate(zip(out.run_cycles, compiled.runs)):
+            if got != r.predicted_cycles:
+                raise EngineError(f"run {i} of {len(compiled.runs)} (tokens {r.token0}..{r.token0 + r.tokens - 1}): "
+                                  f"{chip.engine} measured {got} cycles, the compiler predicted {r.predicted_cycles}")
+    return out
 
 
 def _as_list(compiled):
@@ -132,15 +140,24 @@ class Chip:
         return full
 
     async def run(self, xq, expert=0) -> RunOutput:
-        """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens)."""
+        """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens): every
+        run of the compiled layer (one per chunk of tokens) on the resident image, X written before
+        and Y read after each.  ``cycles`` is their sum, ``run_cycles`` each run's."""
         c, xq = self._check(xq, expert)
         n = len(xq)
-        reads = [(r.bank, r.addr, c.tokens) for r in c.y_layout.values()]
-        res = await self.backend.run(self, self.image, c.program, c.pack_input(self._pad(c, xq)), reads)
-        y = c.unpack_output(lambda bank, addr, k: res.reads[(bank, addr)][:k])
+        full = self._pad(c, xq)
+        jobs = []
+        for i, r in enumerate(c.runs):
+            budget = max(200_000, 2 * r.predicted_cycles + 10_000)
+            jobs.append((r.program, c.pack_input(full, run=i), c.output_reads(i), budget))
+        results = await self.backend.run_many(self, self.image, jobs)
+        ys = [c.unpack_output(lambda bank, addr, k, res=res: res.reads[(bank, addr)][:k], run=i)
+              for i, res in enumerate(results)]
+        y = np.concatenate(ys) if len(ys) > 1 else ys[0]
+        cycles = [int(res.cycles) for res in results]
         self.calls += 1
-        self.cycles_total += res.cycles
-        return RunOutput(y[:n].copy(), int(res.cycles), self.engine, res.activity, [])
+        self.cycles_total += sum(cycles)
+        return RunOutput(y[:n].copy(), sum(cycles), self.engine, results[-1].activity, [], cycles)
 
 
 @dataclass

@@ -52,6 +52,7 @@ class RunOutput:
     engine: str
     activity: dict = None
     errors: list = None
+    run_cycles: list = None    # per run of the layer (Compiled.runs), in order
 
 
 @dataclass
@@ -83,6 +84,12 @@ class Engine(ABC):
     @abstractmethod
     async def run(self, owner, image, program, inputs, reads, max_cycles=200_000) -> EngineResult:
         """Make `owner`'s `image` resident if it is not, write `inputs`, run `program`, read `reads`."""
+
+    async def run_many(self, owner, image, jobs) -> list:
+        """Several runs on one resident image, in order: jobs [(program, inputs, reads, max_cycles)]
+        (a layer whose tokens run in chunks).  One ``EngineResult`` per job."""
+        return [await self.run(owner, image, program, inputs, reads, max_cycles)
+                for program, inputs, reads, max_cycles in jobs]
 
     @property
     def stats(self):
@@ -123,12 +130,35 @@ class LaunchEngine(Engine):
         self.launches = 0
 
     async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
-        from tinylpu.sim.rtl.runner import run_cases_rtl
-        case = {"program": program, "mem": _merge(image, inputs), "read": list(reads), "max_cycles": max_cycles}
-        (res,) = run_cases_rtl(self.cfg, [case], sim=self.sim, waves=self.waves)
+        (res,) = await self.run_many(owner, image, [(program, inputs, reads, max_cycles)])
+        return res
+
+    async def run_many(self, owner, image, jobs):
+        """All runs in ONE simulator launch: the first case writes the image, the later ones their
+        inputs and the image rows the scrub before every case overwrites (MEM keeps what earlier
+        cases left; every case starts from reset and scrub)."""
+        from tinylpu.sim.rtl.runner import run_cases_rtl, scrub_program
+        _, scrub_rows, _ = scrub_program(self.cfg)
+        names = {s.index: s.name for s in self.cfg.slices_of("mem")}
+        hit = {(names[b], a + k) for b, a, vecs in scrub_rows for k in range(len(vecs))}
+        again = {}                                  # the image rows the scrub clobbers
+        for bank, lst in image.items():
+            for addr, v in lst:
+                for k in range(len(v)):
+                    if (bank, int(addr) + k) in hit:
+                        again.setdefault(bank, []).append((int(addr) + k, np.asarray(v, np.int8)[k:k + 1]))
+        cases = [{"program": program, "mem": _merge(image, inputs) if i == 0 else _merge(again, inputs),
+                  "read": list(reads), "max_cycles": max_cycles}
+                 for i, (program, inputs, reads, max_cycles) in enumerate(jobs)]
+        results = run_cases_rtl(self.cfg, cases, sim=self.sim, waves=self.waves)
         self.launches += 1
-        _flagged(res.get("errors"))
-        return EngineResult(res["cycles"], {(b, a): x for (b, a, _), x in zip(reads, res["mem"])})
+        out = []
+        for (_, _, reads, _), res in zip(jobs, results):
+            _flagged(res.get("errors"))
+            if res.get("timeout"):
+                raise EngineError(f"the chip did not halt within the cycle budget ({res['cycles']} cycles run)")
+            out.append(EngineResult(res["cycles"], {(b, a): x for (b, a, _), x in zip(reads, res["mem"])}))
+        return out
 
     @property
     def stats(self):

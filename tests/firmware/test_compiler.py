@@ -11,6 +11,7 @@ from tinylpu.config import load_config
 from tinylpu.firmware.compiler import CompileError, compile_ffn
 from tinylpu.firmware.quant import FFNWeights, WeightsError, float_ffn, load_weights, quantize_ffn
 from tinylpu.sim.host.api import run_compiled
+from tinylpu.sim.host.engine import GoldenEngine
 
 CFG = load_config("tiny")
 
@@ -160,3 +161,114 @@ def test_moe_experts_resident_in_one_chip():
     too_many = [quantize_ffn(layer(64, 128, "swiglu", gated=True, seed=e), rng.normal(size=(4, 64))) for e in range(3)]
     with pytest.raises(CompileError, match=r"expert 2 of 3: .* already used by earlier experts"):
         compile_moe(too_many, CFG, 4)
+
+
+# --- tokens beyond the SRAM: one resident image, runs of token chunks ---------------------------
+
+def tiny_with(**fields):
+    """tiny with top-level fields changed (queue_depth), through the loader."""
+    import copy
+
+    import yaml
+
+    from tinylpu.config import parse_config
+    raw = copy.deepcopy(CFG.raw)
+    raw.update(fields, name="tiny-" + "-".join(f"{k}{v}" for k, v in fields.items()))
+    return parse_config(yaml.safe_dump(raw), f"<{raw['name']}>")
+
+
+def test_tokens_stream_through_runs():
+    """64 x 256 SwiGLU, 64 tokens: 48 KiB of weight tiles leave too little of the 64 KiB for every
+    token's X, Y and intermediates, so the tokens run in chunks (Compiled.runs) on one resident MEM
+    image; every run's cycles are predicted exactly and the result is the integer reference."""
+    w = layer(64, 256, "swiglu", gated=True, seed=11)
+    x = np.random.default_rng(12).normal(size=(64, 64))
+    q, c, out, xq = run(w, x)
+    runs = c.runs
+    assert len(runs) > 1 and [r.token0 for r in runs] == [sum(r.tokens for r in runs[:i]) for i in range(len(runs))]
+    assert sum(r.tokens for r in runs) == 64 and max(r.tokens for r in runs) - min(r.tokens for r in runs) <= 1
+    assert out.run_cycles == [r.predicted_cycles for r in runs] and out.cycles == c.predicted_cycles
+    assert np.array_equal(out.y, q.run_int(xq))
+    weights, xy = 64 * 256 * 2 + 256 * 64, 64 * (4 + 4) * CFG.lanes
+    one_block = 32 * 16 * 4 * CFG.lanes                     # Z1, U, A, H of 16 d_ff tiles, 32 tokens
+    assert weights + xy + one_block > CFG.sram_bytes >= c.report["sram_bytes_used"]
+    assert c.report["runs"] == len(runs) and c.report["mxm_utilization"] >= 0.9
+    with pytest.raises(ValueError, match=f"runs in {len(runs)} chunks"):
+        c.pack_input(xq)
+    assert len(c.pack_input(xq, run=1)) >= 1 and "runs 0" in c.listing_text()
+
+
+def test_token_blocks_share_intermediates():
+    """The accumulator blocks of one program reuse one set of intermediate buffers: tokens past the
+    first block cost only their X and Y."""
+    w = layer(64, 64, "gelu", seed=3)
+    used = {}
+    for T in (32, 40, 64):
+        x = np.random.default_rng(T).normal(size=(T, 64))
+        used[T] = compile_ffn(quantize_ffn(w, x), CFG, T).report["sram_bytes_used"]
+    xy = (4 + 4) * CFG.lanes                                # X and Y bytes per token
+    assert used[40] - used[32] == 8 * xy and used[64] - used[32] == 32 * xy
+
+
+def test_queue_depth_splits_runs():
+    """A program longer than queue_depth runs as several shorter programs; one block too long is an error."""
+    w = layer(64, 64, "gelu", seed=5)
+    x = np.random.default_rng(6).normal(size=(64, 64))
+    q = quantize_ffn(w, x)
+    one = compile_ffn(q, CFG, 64)
+    assert len(one.runs) == 1 and max(len(v) for v in one.program.queues.values()) > 200
+    cfg = tiny_with(queue_depth=200)
+    c = compile_ffn(q, cfg, 64)
+    assert len(c.runs) == 2 and all(len(v) <= 200 for r in c.runs for v in r.program.queues.values())
+    xq = q.quantize_input(x)
+    for engine in ("golden", GoldenEngine(cfg, reference=True)):        # FastGolden and the per-cycle Golden
+        out = run_compiled(c, xq, engine)
+        assert np.array_equal(out.y, q.run_int(xq)) and out.run_cycles == [r.predicted_cycles for r in c.runs]
+    with pytest.raises(CompileError, match=r"instructions in queue mxm0 for one block of \d+ tokens; config "
+                                           r"tiny-queue_depth64 has queue_depth 64"):
+        compile_ffn(q, tiny_with(queue_depth=64), 64)
+
+
+# --- several weight rows per install cycle (mxm.install_rows) ----------------------------------
+
+@pytest.mark.parametrize("rows", [2, 4, 8])
+@pytest.mark.parametrize("T", [1, 16, 40])
+def test_install_rows(rows, T):
+    """Tiles are spread over `rows` banks and installed `rows` rows per cycle: exact on the golden
+    model, and a decode layer runs several times faster than with one row per cycle."""
+    from tests.harness import variant
+    cfg = variant("tiny", name=f"tiny-rows{rows}", install_rows=rows)
+    w = layer(64, 128, "swiglu", gated=True, seed=rows)
+    x = np.random.default_rng(T).normal(size=(T, 64))
+    q, c, out, xq = run(w, x, cfg)
+    assert np.array_equal(out.y, q.run_int(xq)) and out.cycles == c.predicted_cycles
+    lws = [i for i in c.program.queues["mxm0"] if i.op.name in ("LW", "REPEAT")]
+    if rows <= 4 or T == 1:                 # all rows of a tile in one LW, ceil(16 / rows) cycles
+        assert {(i.op.name, i.count) for i in lws} == {("LW", 16)}
+    else:                                   # 8 rows per cycle would take every bank: 4, repeated
+        assert {(i.op.name, i.count) for i in lws if i.op.name == "LW"} == {("LW", 4)}
+        assert all(i.n == 3 and i.d == 1 for i in lws if i.op.name == "REPEAT")
+    if rows == 8:                           # the per-cycle reference model agrees
+        assert run_compiled(c, xq, GoldenEngine(cfg, reference=True)).cycles == c.predicted_cycles
+    if T == 1:
+        one_row = compile_ffn(q, CFG, 1).predicted_cycles
+        assert c.predicted_cycles < one_row * {2: 0.6, 4: 0.35, 8: 0.35}[rows]
+    if T == 40:
+        assert c.report["mxm_utilization"] >= 0.95
+
+
+def test_lpu_regimes():
+    """On lpu (64 lanes, 8 banks, 8 rows per install cycle): a 1-token layer within 2 x the SRAM
+    roofline (every bank reading a weight vector every cycle), 64 tokens at >= 95 % MXM use."""
+    cfg = load_config("lpu")
+    w = layer(256, 1024, "swiglu", gated=True, seed=2)
+    for T, key, floor in ((1, "sram_bw_utilization", 0.5), (64, "mxm_utilization", 0.95)):
+        x = np.random.default_rng(T).normal(size=(T, 256))
+        q, c, out, xq = run(w, x, cfg)
+        assert np.array_equal(out.y, q.run_int(xq)) and out.cycles == c.predicted_cycles
+        if T == 1:
+            assert run_compiled(c, xq, GoldenEngine(cfg, reference=True)).cycles == c.predicted_cycles
+        r = c.report
+        assert r["sram_roofline_cycles"] == 3 * 256 * 1024 / cfg.sram_read_bytes_per_cycle
+        assert r[key] >= floor, (T, key, r[key])
+        assert r["compile_s"] < 10

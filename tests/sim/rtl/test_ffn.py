@@ -34,6 +34,27 @@ def test_swiglu_on_rtl_equals_golden():
     assert np.array_equal(outs["rtl"].y, q.run_int(xq))
 
 
+@pytest.mark.slow
+def test_tokens_stream_through_runs_on_rtl():
+    """64 x 256 SwiGLU with 64 tokens on tiny (tests/firmware/test_compiler.py::test_tokens_stream_through_runs):
+    the weights leave room for about 21 tokens at a time, so the layer runs as three programs on one
+    resident image, X written and Y read between them, all in one simulator launch.  Every run's
+    cycle count is the compiler's; the outputs are the integer reference.  (~150 s of CPU: the
+    image and the activations cross the host port vector by vector.)"""
+    rng = np.random.default_rng(11)
+    dm, dff, T = 64, 256, 64
+    w = FFNWeights(rng.normal(size=(dm, dff)) / 8, rng.normal(size=(dff, dm)) / 16, rng.normal(size=(dm, dff)) / 8,
+                   rng.normal(size=dff) * 0.1, rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1, "swiglu")
+    x = rng.normal(size=(T, dm))
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, CFG, T)
+    assert len(c.runs) == 3
+    xq = q.quantize_input(x)
+    out = run_compiled(c, xq, "rtl")          # raises unless every run takes its predicted cycles
+    assert out.run_cycles == [r.predicted_cycles for r in c.runs]
+    assert np.array_equal(out.y, q.run_int(xq))
+
+
 def test_amaranth_simulator_engine_tile():
     """The whole chip under Amaranth's own simulator, through the host port: a third engine."""
     from importlib import resources
