@@ -8,12 +8,16 @@ alarms, measured goodput and latency) is in docs/c2c.md.  In short:
 * ``LinkTX`` (sender's clock domain) sends TRAIN words after reset, then IDLE, a SKIP every
   ``skip_interval`` words (always, even inside a flit), a HAC frame (the sender's hardware-aligned
   counter) every ``hac_interval`` cycles when the link is free, and one DATA flit per vector:
-  header (k=1, DATA, sequence number) + ``8*lanes/width_bits`` payload words + CRC-32.
+  a header field (k=1, DATA, sequence number, the 9 SECDED check bits of sequence number + vector)
+  + ``8*lanes/width_bits`` payload words.  A SKIP falls due every ``skip_interval`` words and goes
+  out at the next frame boundary (never inside a frame).
 * ``LinkRX`` samples the wire in the recovered (= sender's) clock, locks on TRAIN words, writes
   every word into an elastic buffer (a gray-coded ``AsyncFIFO``), dropping a SKIP when the buffer
   is above its centre; the reader (receiver's clock) repeats a SKIP when it is below its centre.
-  Behind the buffer, in the receiver's clock, the deframer checks the framing, the CRC and the
-  sequence number and delivers good vectors (``recv_valid``); it never retransmits.
+  Behind the buffer, in the receiver's clock, the deframer takes a frame's words by position,
+  corrects any single-bit error with the SECDED code, detects double-bit errors (counted, the flit
+  dropped, ``error`` pulsed: the chip's ``link`` flag) and delivers vectors (``recv_valid``); it
+  never retransmits.
 
 Inside a chip there is no back-pressure: ``LinkTX`` accepts a vector in any cycle, holds at most
 one waiting vector, and raises the sticky ``overrun`` flag if the chip offers a vector while one is
@@ -21,7 +25,6 @@ still waiting.  A chip that offers at most one vector every ``LinkParams.send_in
 (``flit_words + 1``) never overruns (docs/c2c.md, "Link rate").
 """
 
-import zlib
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -29,10 +32,10 @@ from amaranth.lib import cdc, data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from tinylpu.hdl.common import vec
-from tinylpu.link import CRC_INIT, CRC_POLY_REFLECTED, HAC_BITS, LinkParams, Sym
+from tinylpu.link import HAC_BITS, LinkParams, Sym, secded_check_bits, secded_positions
 
 __all__ = ["Sym", "LinkParams", "LinkWire", "AlarmFlags", "LinkTX", "LinkRX", "C2CLinkPair",
-           "HAC_BITS", "crc32_words", "crc32_step", "RX_STATUS"]
+           "HAC_BITS", "secded_check", "secded_correct", "RX_STATUS"]
 
 def LinkWire(width):  # noqa: N802 (a signature constructor)
     """The wire from a ``LinkTX`` to a ``LinkRX``: one word per sender clock."""
@@ -48,47 +51,30 @@ class AlarmFlags(data.Struct):
 
 
 # ---------------------------------------------------------------------------------------------
-# CRC-32 over one link word: a linear map, unrolled into XOR trees.
+# SECDED (tinylpu.link.secded_*) as XOR trees
 
-def crc32_step(crc, word, width):
-    """Software model: the CRC register after shifting in one ``width``-bit word, LSB first
-    (= zlib byte order for the word's little-endian bytes).  No init, no final XOR."""
-    for j in range(width):
-        fb = (crc ^ (word >> j)) & 1
-        crc >>= 1
-        if fb:
-            crc ^= CRC_POLY_REFLECTED
-    return crc
+def _secded_hamming(data, k):
+    """The r Hamming bits of ``data`` (a k-bit Value): bit j is the XOR of the data bits whose
+    position has bit j set."""
+    pos = secded_positions(k)
+    r = secded_check_bits(k) - 1
+    return Cat(*[Cat(*[data[i] for i, q in enumerate(pos) if (q >> j) & 1]).xor() for j in range(r)])
 
 
-def crc32_words(words, width):
-    """The CRC-32 a flit carries: zlib.crc32 of the words' little-endian bytes."""
-    return zlib.crc32(b"".join(w.to_bytes(width // 8, "little") for w in words))
+def secded_check(data, k):
+    """Gateware ``secded_encode``: the check bits (Hamming bits, then the overall parity)."""
+    h = _secded_hamming(data, k)
+    return Cat(h, data.xor() ^ h.xor())
 
 
-_CRC_MATRIX = {}
-
-
-def _crc_matrix(width):
-    """For each output bit: (mask over the 32 CRC bits, mask over the ``width`` data bits)."""
-    if width not in _CRC_MATRIX:
-        rows = []
-        for i in range(32):
-            cmask = sum(1 << b for b in range(32) if (crc32_step(1 << b, 0, width) >> i) & 1)
-            dmask = sum(1 << b for b in range(width) if (crc32_step(0, 1 << b, width) >> i) & 1)
-            rows.append((cmask, dmask))
-        _CRC_MATRIX[width] = rows
-    return _CRC_MATRIX[width]
-
-
-def _crc_next(crc, word, width):
-    """Gateware: ``crc32_step`` as 32 XOR trees."""
-    bits = []
-    for cmask, dmask in _crc_matrix(width):
-        terms = [crc[b] for b in range(32) if (cmask >> b) & 1]
-        terms += [word[b] for b in range(width) if (dmask >> b) & 1]
-        bits.append(Cat(*terms).xor())
-    return Cat(*bits)
+def secded_correct(m, data, check, k, name):
+    """Gateware ``secded_decode``: ``(corrected data, corrected, uncorrectable)`` (comb)."""
+    r = secded_check_bits(k) - 1
+    syn = Signal(r, name=f"{name}_syndrome")
+    odd = Signal(name=f"{name}_odd")
+    m.d.comb += [syn.eq(_secded_hamming(data, k) ^ check[:r]), odd.eq(data.xor() ^ check.xor())]
+    fixed = Cat(*[data[i] ^ (odd & (syn == q)) for i, q in enumerate(secded_positions(k))])
+    return fixed, odd & (syn <= k + r), (~odd & (syn != 0)) | (odd & (syn > k + r))
 
 
 def _gray(x):
@@ -139,69 +125,67 @@ class LinkTX(wiring.Component):
 
     def elaborate(self, platform):
         p = self.params
-        w, C = p.width, p.crc_words
+        w = p.width
         m = Module()
         d = m.d[self._domain]
 
-        body_words = max(p.payload_words, p.hac_words)
+        frame_words = max(p.flit_words, p.hac_frame_words)
         training = self.training
         train_cnt = Signal(range(max(self.train_words, 1) + 1))
         skip_cnt = Signal(range(p.skip_interval))
-        skip_due = Signal()
+        skip_pend = Signal()
         hac_timer = Signal(range(p.hac_interval))
         hac_due = Signal()
         pend_valid = Signal()
         pend_data = Signal(vec(p.lanes))
         active = Signal()
-        left = Signal(range(body_words + C + 1))
-        body = Signal(body_words * w)
-        crc = Signal(32)
+        left = Signal(range(frame_words))
+        body = Signal((frame_words - 1) * w)
         seq = Signal(p.seq_bits)
         word = Signal(w)
         k = Signal()
         start_data = Signal()
         start_hac = Signal()
+        send_skip = Signal()
 
-        # The SKIP schedule: word skip_interval-1 of every skip_interval words, unconditionally.
-        m.d.comb += skip_due.eq(skip_cnt == p.skip_interval - 1)
-        d += skip_cnt.eq(Mux(skip_due, 0, skip_cnt + 1))
+        # The SKIP schedule: one falls due every skip_interval words and goes out at the next frame
+        # boundary (a frame's words are never split, so the receiver can take them by position).
+        d += skip_cnt.eq(Mux(skip_cnt == p.skip_interval - 1, 0, skip_cnt + 1))
+        with m.If(send_skip):
+            d += skip_pend.eq(0)
+        with m.Elif(skip_cnt == p.skip_interval - 1):
+            d += skip_pend.eq(1)
         d += [self.wire.data.eq(word), self.wire.k.eq(k)]
         m.d.comb += self.busy.eq(active | pend_valid)
 
         have_vec = pend_valid | self.send_valid
         vec_now = Mux(pend_valid, pend_data, self.send_data)
-        hdr_data = Signal(w)
-        hdr_hac = Signal(w)
-        m.d.comb += [hdr_data.eq(Cat(Const(Sym.DATA.value, 4), seq)), hdr_hac.eq(Sym.HAC.value)]
+        # DATA frame: code | seq | SECDED(seq, vector), padded to hdr_words words, then the vector
+        data_frame = Signal(p.flit_words * w)
+        prot = Cat(seq, vec_now)
+        m.d.comb += data_frame.eq(Cat(Const(Sym.DATA.value, 4), seq, secded_check(prot, p.fec_data_bits),
+                                      Const(0, p.hdr_words * w - 4 - p.seq_bits - p.fec_bits), vec_now))
+        hac_frame = Signal(p.hac_frame_words * w)
+        m.d.comb += hac_frame.eq(Cat(Const(Sym.HAC.value, 4), secded_check(self.hac, HAC_BITS),
+                                     Const(0, p.hac_hdr_words * w - 4 - p.hac_fec_bits), self.hac))
 
         m.d.comb += [k.eq(1), word.eq(Sym.IDLE.value)]
-        with m.If(skip_due):
-            m.d.comb += word.eq(Sym.SKIP.value)
-        with m.Elif(training):
-            m.d.comb += word.eq(Sym.TRAIN.value)
-        with m.Elif(active):
-            m.d.comb += k.eq(0)
-            with m.If(left > C):                         # payload word
-                m.d.comb += word.eq(body[:w])
-                d += body.eq(body >> w)
-                nxt = _crc_next(crc, body[:w], w)
-                d += crc.eq(Mux(left == C + 1, ~nxt, nxt))   # after the last one: the final CRC
-            with m.Else():                               # CRC word(s), least significant first
-                m.d.comb += word.eq(crc[:min(w, 32)])
-                if w < 32:
-                    d += crc.eq(crc >> w)
-            d += left.eq(left - 1)
+        with m.If(active):                               # the rest of a frame, word by word
+            m.d.comb += [k.eq(0), word.eq(body[:w])]
+            d += [body.eq(body >> w), left.eq(left - 1)]
             with m.If(left == 1):
                 d += active.eq(0)
+        with m.Elif(skip_pend | (skip_cnt == p.skip_interval - 1)):
+            m.d.comb += [send_skip.eq(1), word.eq(Sym.SKIP.value)]
+        with m.Elif(training):
+            m.d.comb += word.eq(Sym.TRAIN.value)
         with m.Elif(have_vec):
-            m.d.comb += [start_data.eq(1), word.eq(hdr_data)]
-            d += [active.eq(1), left.eq(p.payload_words + C), body.eq(vec_now),
-                  crc.eq(_crc_next(Const(CRC_INIT, 32), hdr_data, w)),
+            m.d.comb += [start_data.eq(1), word.eq(data_frame[:w])]
+            d += [active.eq(1), left.eq(p.flit_words - 1), body.eq(data_frame[w:]),
                   seq.eq(seq + 1), self.flits_sent.eq(self.flits_sent + 1)]
         with m.Elif(hac_due):
-            m.d.comb += [start_hac.eq(1), word.eq(hdr_hac)]
-            d += [active.eq(1), left.eq(p.hac_words + C), body.eq(self.hac),
-                  crc.eq(_crc_next(Const(CRC_INIT, 32), hdr_hac, w))]
+            m.d.comb += [start_hac.eq(1), word.eq(hac_frame[:w])]
+            d += [active.eq(1), left.eq(p.hac_frame_words - 1), body.eq(hac_frame[w:])]
 
         # training: TRAIN for train_words words (or until train_done)
         with m.If(training):
@@ -237,8 +221,8 @@ class LinkTX(wiring.Component):
 
 
 #: Status outputs of ``LinkRX`` (all in the receiver's domain), forwarded by ``C2CLinkPair``.
-RX_STATUS = ["recv_valid", "recv_data", "recv_seq", "locked", "trained", "crc_errors",
-             "frame_errors", "seq_errors", "flits_ok", "hac_ok", "skips_removed", "skips_inserted",
+RX_STATUS = ["recv_valid", "recv_data", "recv_seq", "locked", "trained", "crc_errors", "corrected",
+             "error", "frame_errors", "seq_errors", "flits_ok", "hac_ok", "skips_removed", "skips_inserted",
              "fill", "fill_min", "fill_max", "remote_hac", "hac_offset", "hac_valid", "alarm",
              "alarm_flags"]
 
@@ -255,7 +239,9 @@ class LinkRX(wiring.Component):
     * ``recv_valid``/``recv_data``/``recv_seq``: one pulse per good DATA flit.
     * ``locked``: the writer saw ``lock_words`` consecutive TRAIN words; ``trained``: locked, the
       elastic buffer centred and the end of training seen.
-    * counters (32 bits, wrapping): ``crc_errors`` (frames with a CRC mismatch, not delivered),
+    * counters (32 bits, wrapping): ``crc_errors`` (frames with an uncorrectable error: SECDED saw
+      two or more flipped bits; not delivered; the name is the CRC era's), ``corrected`` (frames
+      delivered after correcting a single-bit error, or with a flipped K flag ignored),
       ``frame_errors`` (framing violations: a K symbol inside a frame, an invalid code, data words
       outside a frame; the frame in progress is dropped), ``seq_errors`` (a good flit whose
       sequence number is not the one expected: a flit vanished without a CRC trace),
@@ -265,6 +251,8 @@ class LinkRX(wiring.Component):
     * ``remote_hac``: the last good HAC value; ``hac_offset`` = local hac - (remote hac +
       ``hac_latency``), updated (``hac_valid`` pulse) with each good HAC frame.
     * ``alarm`` (sticky) and ``alarm_flags`` (``AlarmFlags``).
+    * ``error``: a one-cycle pulse whenever ``crc_errors``, ``frame_errors`` or ``seq_errors``
+      counts (a vector may be lost): the chip raises its ``link`` error flag on it.
 
     ``compensate=False`` disables SKIP removal and insertion (for tests that prove it matters).
     """
@@ -309,6 +297,8 @@ class LinkRX(wiring.Component):
             "locked": Out(1),
             "trained": Out(1),
             "crc_errors": Out(32),
+            "corrected": Out(32),
+            "error": Out(1),
             "frame_errors": Out(32),
             "seq_errors": Out(32),
             "flits_ok": Out(32),
@@ -364,8 +354,11 @@ class LinkRX(wiring.Component):
 
         m.submodules.ebuf = ebuf = self._ebuf = fifo.AsyncFIFO(width=w + 1, depth=D, r_domain=self._domain,
                                                                w_domain=self._rec)
+        # a SKIP is never inside a frame: a frame word that a flipped K flag makes look like one
+        # must not be dropped (the deframer takes frame words by position and corrects it)
+        in_frame = self._frame_tracker(m, self._rec, in_k, in_d, locked, "w")
         remove = Signal()
-        m.d.comb += remove.eq(self.compensate & locked & is_skip & (ebuf.w_level >= self.rem_level))
+        m.d.comb += remove.eq(self.compensate & locked & is_skip & ~in_frame & (ebuf.w_level >= self.rem_level))
         w_en = locked & ~remove
         m.d.comb += [ebuf.w_data.eq(Cat(in_d, in_k)), ebuf.w_en.eq(w_en)]
         ovf_w = Signal()
@@ -379,6 +372,20 @@ class LinkRX(wiring.Component):
         removed_next = removed_bin + remove
         rec += [removed_bin.eq(removed_next), removed_gray.eq(_gray(removed_next))]
         return locked, ebuf, ovf_w, high_w, removed_gray
+
+    def _frame_tracker(self, m, domain, k, d, step, name):
+        """``in_frame``: the current word (k, d), presented when ``step``, is a body word of a frame
+        (one of the words after a DATA or HAC header)."""
+        p = self.params
+        left = Signal(range(max(p.flit_words, p.hac_frame_words)), name=f"{name}_frame_left")
+        with m.If(step):
+            with m.If(left != 0):
+                m.d[domain] += left.eq(left - 1)
+            with m.Elif(k & (d[:4] == Sym.DATA.value)):
+                m.d[domain] += left.eq(p.flit_words - 1)
+            with m.Elif(k & (d[:4] == Sym.HAC.value)):
+                m.d[domain] += left.eq(p.hac_frame_words - 1)
+        return left != 0
 
     def _crossing(self, m, locked, ovf_w, high_w, removed_gray):
         """The writer's status into the receiver's domain (2-FF synchronizers; the SKIP count as a
@@ -413,6 +420,8 @@ class LinkRX(wiring.Component):
         head_k = ebuf.r_data[w]
         head_d = ebuf.r_data[:w]
         head_skip = head_k & (head_d[:4] == Sym.SKIP.value)
+        popping = Signal()
+        in_frame = self._frame_tracker(m, self._domain, head_k, head_d, popping, "r")
         m.d.comb += self.fill.eq(r_level)
 
         with m.If(~running):
@@ -421,11 +430,11 @@ class LinkRX(wiring.Component):
         with m.Else():
             with m.If(ebuf.r_rdy):
                 m.d.comb += [o_valid.eq(1), o_k.eq(head_k), o_d.eq(head_d)]
-                with m.If(self.compensate & head_skip & ~ins_done & (r_level <= self.ins_level)):
+                with m.If(self.compensate & head_skip & ~in_frame & ~ins_done & (r_level <= self.ins_level)):
                     # present the SKIP now and again next cycle: one word inserted
                     rx += [ins_done.eq(1), self.skips_inserted.eq(self.skips_inserted + 1)]
                 with m.Else():
-                    m.d.comb += ebuf.r_en.eq(1)
+                    m.d.comb += [ebuf.r_en.eq(1), popping.eq(1)]
                     rx += ins_done.eq(0)
             with m.Else():
                 rx += underflow.eq(1)
@@ -442,120 +451,121 @@ class LinkRX(wiring.Component):
                      self.alarm.eq(ovf_rx | underflow | high_rx | low)]
         return o_valid, o_k, o_d, running
 
-    # ---- deframer: framing, CRC, sequence, HAC (receiver's clock) ----
+    # ---- deframer: framing, SECDED, sequence, HAC (receiver's clock) ----
     _IDLE_M, _FRAME_M, _HUNT_M = 0, 1, 2   # between frames, in a frame, hunting (after an error)
 
     def _deframer(self, m, o_valid, o_k, o_d, running):
-        """Deframe the word stream: a K symbol starts or ends a frame (``_deframe_symbol``), data
-        words fill it (``_deframe_word``)."""
+        """Deframe the word stream: outside a frame a K symbol starts one (DATA, HAC) or is a
+        SKIP/IDLE/TRAIN (``_deframe_symbol``); inside, the next ``flit_words - 1`` (or
+        ``hac_frame_words - 1``) words are the frame's body, taken by position whatever their K
+        flag; the last one ends the frame (``_frame_end``)."""
         p = self.params
-        w, C = p.width, p.crc_words
+        w = p.width
         rx = m.d[self._domain]
-        body_words = max(p.payload_words, p.hac_words)
+        frame_words = max(p.flit_words, p.hac_frame_words)
         st = _DeframerState(
             mode=Signal(2, name="mode"),
             is_data=Signal(name="is_data"),
-            left=Signal(range(body_words + C + 1), name="left"),
-            crc=Signal(32, name="crc"),
-            body=Signal(body_words * w, name="body"),
-            crc_ok=Signal(name="crc_ok"),
-            hdr_seq=Signal(p.seq_bits, name="hdr_seq"),
+            left=Signal(range(frame_words), name="left"),
+            body=Signal((frame_words - 1) * w, name="body"),
+            kflip=Signal(name="kflip"),
             exp_seq=Signal(p.seq_bits, name="exp_seq"),
             seen_traffic=Signal(name="seen_traffic"),
-            body_words=body_words)
+            frame_words=frame_words)
+        self._err_now = []
 
         rx += [self.recv_valid.eq(0), self.hac_valid.eq(0)]
         m.d.comb += self.trained.eq(running & st.seen_traffic)
 
         with m.If(o_valid):
-            with m.If(o_k):
+            with m.If(st.mode == self._FRAME_M):
+                self._deframe_word(m, st, o_k, o_d)
+            with m.Elif(o_k):
                 self._deframe_symbol(m, st, o_d, running)
-            with m.Elif(st.mode == self._FRAME_M):
-                self._deframe_word(m, st, o_d)
             with m.Elif(st.mode == self._IDLE_M):                  # a data word outside a frame
-                rx += [self.frame_errors.eq(self.frame_errors + 1), st.mode.eq(self._HUNT_M)]
+                self._count(m, self.frame_errors)
+                rx += st.mode.eq(self._HUNT_M)
+        rx += self.error.eq(Cat(*self._err_now).any() if self._err_now else 0)
 
-    def _abort(self, m, st):
-        """Drop the frame in progress (counted once as a frame error)."""
-        m.d[self._domain] += self.frame_errors.eq(self.frame_errors + 1)
-        with m.If(st.is_data):
-            m.d[self._domain] += st.exp_seq.eq(st.exp_seq + 1)
+    def _count(self, m, counter):
+        """Count an error (and pulse ``error`` in the next cycle)."""
+        now = Signal(name=f"{counter.name}_now")
+        m.d.comb += now.eq(1)
+        self._err_now.append(now)
+        m.d[self._domain] += counter.eq(counter + 1)
 
     def _deframe_symbol(self, m, st, o_d, running):
-        """A K symbol: SKIP ignored; DATA/HAC open a frame; IDLE/TRAIN close one; anything else
-        is a framing error (the deframer hunts for the next valid symbol)."""
+        """A K symbol outside a frame: SKIP ignored; DATA/HAC open a frame; IDLE/TRAIN keep the
+        deframer idle; anything else is a framing error (the deframer hunts for the next valid
+        symbol)."""
         p = self.params
-        w, C = p.width, p.crc_words
+        w = p.width
         rx = m.d[self._domain]
         code = o_d[:4]
         valid_code = (code == Sym.IDLE.value) | (code == Sym.SKIP.value) | \
             (code == Sym.TRAIN.value) | (code == Sym.HAC.value) | (code == Sym.DATA.value)
         with m.If(code == Sym.SKIP.value):
-            pass                                               # anywhere, ignored
+            pass
         with m.Elif((code == Sym.DATA.value) | (code == Sym.HAC.value)):
-            with m.If(st.mode == self._FRAME_M):
-                self._abort(m, st)
-            rx += [st.mode.eq(self._FRAME_M), st.is_data.eq(code == Sym.DATA.value),
-                   st.hdr_seq.eq(o_d[4:4 + p.seq_bits]), st.crc_ok.eq(1),
-                   st.crc.eq(_crc_next(Const(CRC_INIT, 32), o_d, w)),
-                   st.left.eq(Mux(code == Sym.DATA.value, p.payload_words, p.hac_words) + C)]
+            rx += [st.mode.eq(self._FRAME_M), st.is_data.eq(code == Sym.DATA.value), st.kflip.eq(0),
+                   st.left.eq(Mux(code == Sym.DATA.value, p.flit_words, p.hac_frame_words) - 1),
+                   st.body.eq(Cat(st.body[w:], o_d))]
         with m.Elif(valid_code):                               # IDLE, TRAIN
-            with m.If(st.mode == self._FRAME_M):
-                self._abort(m, st)
             rx += st.mode.eq(self._IDLE_M)
         with m.Else():                                         # not a symbol
-            with m.If(st.mode == self._FRAME_M):
-                self._abort(m, st)
-            with m.Elif(st.mode == self._IDLE_M):
-                rx += self.frame_errors.eq(self.frame_errors + 1)
+            with m.If(st.mode == self._IDLE_M):
+                self._count(m, self.frame_errors)
             rx += st.mode.eq(self._HUNT_M)
         with m.If(valid_code & (code != Sym.TRAIN.value) & (code != Sym.SKIP.value) & running):
             rx += st.seen_traffic.eq(1)
 
-    def _deframe_word(self, m, st, o_d):
-        """A data word inside a frame: payload into the body and the CRC, then the CRC word(s)
-        compared; after the last one the frame is delivered or counted (``_frame_end``)."""
-        w, C = self.params.width, self.params.crc_words
+    def _deframe_word(self, m, st, o_k, o_d):
+        """A body word: shifted into the body by position (a K flag here is an error, corrected by
+        ignoring it); after the last one the frame is decoded (``_frame_end``)."""
+        w = self.params.width
         rx = m.d[self._domain]
-        with m.If(st.left > C):                                # payload word
-            rx += st.body.eq(Cat(st.body[w:], o_d))
-            nxt = _crc_next(st.crc, o_d, w)
-            rx += st.crc.eq(Mux(st.left == C + 1, ~nxt, nxt))
-        with m.Else():                                         # CRC word
-            match = o_d == st.crc[:min(w, 32)]
-            if w < 32:
-                rx += st.crc.eq(st.crc >> w)
-            rx += st.crc_ok.eq(st.crc_ok & match)
-            with m.If(st.left == 1):
-                self._frame_end(m, st, st.crc_ok & match)
-        rx += st.left.eq(st.left - 1)
+        rx += [st.body.eq(Cat(st.body[w:], o_d)), st.left.eq(st.left - 1), st.kflip.eq(st.kflip | o_k)]
+        with m.If(st.left == 1):
+            # the whole frame: header word(s) and body, the last word just arriving
+            self._frame_end(m, st, Cat(st.body, o_d), st.kflip | o_k)
 
-    def _frame_end(self, m, st, good):
-        """The last CRC word of a frame: deliver a good DATA flit (and check its sequence number)
-        or a good HAC value; count a bad frame as a CRC error."""
+    def _frame_end(self, m, st, bits, kflip):
+        """The last word of a frame: SECDED-correct it; deliver a DATA flit (and check its sequence
+        number) or a HAC value; count an uncorrectable frame in ``crc_errors``."""
         p = self.params
-        w, bw = p.width, st.body_words
+        w = p.width
         rx = m.d[self._domain]
         rx += st.mode.eq(self._IDLE_M)
+        top = len(bits)
+        data_bits = bits[top - p.flit_words * w:]
+        hac_bits = bits[top - p.hac_frame_words * w:]
+        sb = p.seq_bits
+        prot = Cat(data_bits[4:4 + sb], data_bits[p.hdr_words * w:])
+        check = data_bits[4 + sb:4 + sb + p.fec_bits]
+        fixed, corr, bad = secded_correct(m, prot, check, p.fec_data_bits, "flit")
+        seq = fixed[:sb]
+        hac_val, hcorr, hbad = secded_correct(m, hac_bits[p.hac_hdr_words * w:][:HAC_BITS],
+                                              hac_bits[4:4 + p.hac_fec_bits], HAC_BITS, "hac")
         with m.If(st.is_data):
-            with m.If(good):
-                rx += [self.recv_valid.eq(1), self.recv_seq.eq(st.hdr_seq),
-                       self.recv_data.eq(st.body[(bw - p.payload_words) * w:]),
-                       self.flits_ok.eq(self.flits_ok + 1),
-                       st.exp_seq.eq(st.hdr_seq + 1)]
-                with m.If(st.hdr_seq != st.exp_seq):
-                    rx += self.seq_errors.eq(self.seq_errors + 1)
+            with m.If(~bad):
+                rx += [self.recv_valid.eq(1), self.recv_seq.eq(seq), self.recv_data.eq(fixed[sb:]),
+                       self.flits_ok.eq(self.flits_ok + 1), st.exp_seq.eq(seq + 1)]
+                with m.If(corr | kflip):
+                    rx += self.corrected.eq(self.corrected + 1)
+                with m.If(seq != st.exp_seq):
+                    self._count(m, self.seq_errors)
             with m.Else():
-                rx += [self.crc_errors.eq(self.crc_errors + 1),
-                       st.exp_seq.eq(st.exp_seq + 1)]
+                self._count(m, self.crc_errors)
+                rx += st.exp_seq.eq(st.exp_seq + 1)
         with m.Else():
-            with m.If(good):
-                value = st.body[(bw - p.hac_words) * w:][:HAC_BITS]
-                rx += [self.remote_hac.eq(value), self.hac_valid.eq(1),
+            with m.If(~hbad):
+                rx += [self.remote_hac.eq(hac_val), self.hac_valid.eq(1),
                        self.hac_ok.eq(self.hac_ok + 1),
-                       self.hac_offset.eq(self.hac - value - self.hac_latency)]
+                       self.hac_offset.eq(self.hac - hac_val - self.hac_latency)]
+                with m.If(hcorr | kflip):
+                    rx += self.corrected.eq(self.corrected + 1)
             with m.Else():
-                rx += self.crc_errors.eq(self.crc_errors + 1)
+                self._count(m, self.crc_errors)
 
 
 @dataclass(frozen=True, eq=False)
@@ -563,14 +573,12 @@ class _DeframerState:
     """The deframer's registers (``LinkRX._deframer``)."""
     mode: Signal            # LinkRX._IDLE_M / _FRAME_M / _HUNT_M
     is_data: Signal         # the frame in progress is a DATA flit (else a HAC frame)
-    left: Signal            # words of the frame still to come (body + CRC)
-    crc: Signal             # running CRC, then the expected CRC words
-    body: Signal            # payload shift register
-    crc_ok: Signal          # every CRC word so far matched
-    hdr_seq: Signal         # the DATA header's sequence number
+    left: Signal            # body words of the frame still to come
+    body: Signal            # the frame's words so far (shifted in from the top)
+    kflip: Signal           # a body word arrived with k=1 (ignored: counted as corrected)
     exp_seq: Signal         # the sequence number expected next
     seen_traffic: Signal    # a non-TRAIN symbol read since the reader started
-    body_words: int
+    frame_words: int
 
 
 class C2CLinkPair(wiring.Component):

@@ -17,7 +17,8 @@ element that finds the FIFO empty takes the vector arriving in its cycle directl
 
 Errors: ``err.link`` for a RECV element that finds the FIFO empty (the golden model's "no vector has
 arrived"), a vector arriving at a full FIFO (overflow: the golden tray's "RX buffer overflows"),
-and a newly raised ``tx_overrun`` of a port's ``LinkTX``; ``err.busy`` for an issue to a busy
+a newly raised ``tx_overrun`` of a port's ``LinkTX``, and ``rx_error`` (the port's ``LinkRX``
+counted an uncorrectable flit, a framing or a sequence error: a vector may be lost); ``err.busy`` for an issue to a busy
 sub-unit; ``err.empty`` for a SEND element sampling an empty stream slot; ``err.port`` for RECV
 elements of two ports landing in the same cycle; ``err.addr`` for a port number the chip lacks.
 """
@@ -61,6 +62,7 @@ class C2CSlice(wiring.Component):
             "tx_overrun": In(P),
             "rx_valid": In(P),
             "rx_data": In(data.ArrayLayout(vec(cfg.lanes), P)),
+            "rx_error": In(P),
             "rx_level": Out(data.ArrayLayout(range(self.rx_vectors + 1), P)),
         }))
 
@@ -136,6 +138,9 @@ class C2CSlice(wiring.Component):
             errs_link.append(rx_el[p] & ~q.r_rdy & ~self.rx_valid[p])   # RECV before arrival
             pops.append(rx_el[p] & (q.r_rdy | self.rx_valid[p]))
             heads.append(Mux(q.r_rdy, q.r_data, self.rx_data[p]))
+
+        # the LinkRX lost a vector: an uncorrectable flit, a framing or a sequence error
+        errs_link.append(self.rx_error.any())
 
         # LinkTX overrun (sticky there): flag when it rises
         ovr_d = Signal(P)

@@ -66,7 +66,7 @@ from tinylpu.wire import ERROR_BITS, ErrorFlags
 __all__ = ["Chip", "unit_classes", "deskew_margin", "ref_port", "LINK_STATUS", "LinkStatusSignature"]
 
 #: ``LinkRX`` status outputs a chip with C2C exposes per port (``link[p]``), plus the TX's overrun.
-LINK_STATUS = ["trained", "crc_errors", "frame_errors", "seq_errors", "flits_ok", "hac_ok", "skips_removed",
+LINK_STATUS = ["trained", "crc_errors", "corrected", "frame_errors", "seq_errors", "flits_ok", "hac_ok", "skips_removed",
                "skips_inserted", "fill_min", "fill_max", "hac_offset", "alarm", "alarm_flags"]
 
 
@@ -393,6 +393,7 @@ class Chip(wiring.Component):
                 c2c.tx_overrun[p].eq(tx.overrun),
                 rx.hac.eq(at), rx.flip.eq(0),
                 c2c.rx_valid[p].eq(rx.recv_valid), c2c.rx_data[p].eq(rx.recv_data),
+                c2c.rx_error[p].eq(rx.error),
                 self.link[p].overrun.eq(tx.overrun),
             ]
             m.d.comb += [getattr(self.link[p], n).eq(getattr(rx, n)) for n in LINK_STATUS]

@@ -421,7 +421,9 @@ def build_parser():
     sc.set_defaults(fn=_serve)
 
     b = sub.add_parser("bench", help="measure simulator speeds; prints numbers and writes docs/")
-    b.add_argument("what", choices=["golden", "compiler", "sims", "tray", "all"])
+    b.add_argument("what", choices=["golden", "compiler", "sims", "tray", "c2c", "all"])
+    b.add_argument("--json", action="store_true", help="c2c: print the cases as JSON")
+    b.add_argument("--vectors", type=int, default=300, help="c2c: vectors per case")
     b.add_argument("--config", default=DEFAULT_CONFIG)
     b.add_argument("--repeat", type=int, default=5)
     b.add_argument("-o", "--output", default=None, help="markdown file to write the results to")

@@ -8,8 +8,11 @@ their cycle counts there, because DESKEW realigns every chip to the same epoch b
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
+from tinylpu.link import UNCORRECTABLE, LinkParams, decode_frame, encode_flit
 from tinylpu.sim.golden.chip import Golden, ProgramError
 
 __all__ = ["GoldenTray", "TrayResult", "run_tray_golden"]
@@ -23,8 +26,16 @@ class TrayResult:
 
 
 class GoldenTray:
-    def __init__(self, config="tray"):
+    """``link_flips``: optional ``f(chip, port, index) -> [(word, mask), ...]``, bit errors injected
+    into the ``index``-th DATA flit chip ``chip`` sends on ``port`` (mask bit ``width_bits`` = the K
+    flag).  The flit goes through the wire format's software codec (``tinylpu.link.encode_flit`` /
+    ``decode_frame``): a corrected vector arrives bit-exact, an uncorrectable one raises the link
+    error, as the RTL's ``link`` flag does.  ``self.corrected`` counts corrected flits."""
+
+    def __init__(self, config="tray", link_flips=None):
         self.cfg = cfg = load_config(config)
+        self.link_flips = link_flips
+        self.corrected = 0
         if cfg.chips < 2 or not cfg.c2c_ports:
             raise ValueError(f"config {cfg.name} is not a tray (chips {cfg.chips}, C2C ports {cfg.c2c_ports})")
         self.chips = [Golden(cfg) for _ in range(cfg.chips)]
@@ -42,9 +53,29 @@ class GoldenTray:
                 raise ProgramError(cycle, f"chip{b}.c2c", None, None,
                                    f"RX buffer of port {q} overflows: {cfg.link['rx_vectors']} vectors from chip {a} "
                                    f"have not been received yet")
+            index = self.sent.get((a, port), 0)
+            flips = self.link_flips(a, port, index) if self.link_flips else None
+            if flips:
+                vec = self._through_wire(a, port, index, cycle, vec, flips)
             rx.append((cycle + cfg.link_latency, vec.copy()))
-            self.sent[(a, port)] = self.sent.get((a, port), 0) + 1
+            self.sent[(a, port)] = index + 1
         return send
+
+    def _through_wire(self, a, port, index, cycle, vec, flips):
+        """``vec`` encoded as its DATA flit, ``flips`` applied, decoded: the vector that arrives."""
+        p = LinkParams.from_cfg(self.cfg)
+        value = int.from_bytes(np.asarray(vec, np.int8).tobytes(), "little")
+        words = encode_flit(p, value, index)
+        for w, mask in flips:
+            k, d = words[w]
+            words[w] = (k ^ (mask >> p.width) & 1, d ^ (mask & ((1 << p.width) - 1)))
+        kind, got, seq, out = decode_frame(p, words)
+        if out == UNCORRECTABLE or kind != "data" or seq != index % (1 << p.seq_bits):
+            raise ProgramError(cycle, f"chip{a}.c2c", None, None,
+                               f"link error: flit {index} on port {port} has an uncorrectable error ({flips})")
+        if out != "ok":
+            self.corrected += 1
+        return np.frombuffer(got.to_bytes(p.lanes, "little"), np.int8).copy()
 
     def load_programs(self, programs):
         if len(programs) != len(self.chips):

@@ -129,6 +129,10 @@ def _golden_rows(rows):
 
 
 def main(args):
+    if args.what == "c2c":
+        from tinylpu.sim.perf.c2c import bench_main as c2c_main
+        c2c_main(as_json=args.json, n=args.vectors, output=args.output or "docs/c2c.md")
+        return 0
     if args.what == "all":
         bench_all(args.output or "docs/benchmarks.md", args.config, min(args.repeat, 3))
         return 0

@@ -10,6 +10,7 @@ on the wire, and returns what was sent, what arrived and the receiver's status c
 """
 
 import copy
+import math
 import random
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from tinylpu.config import load_config, parse_config
 from tinylpu.hdl.c2c import RX_STATUS, C2CLinkPair
 from tinylpu.link import LinkParams, Sym
 
-__all__ = ["LinkRun", "run_link", "measure_link", "period_for", "link_variant"]
+__all__ = ["LinkRun", "run_link", "measure_link", "period_for", "link_variant", "random_flips", "bench_cases",
+           "run_case", "write_doc"]
 
 NOMINAL_PERIOD = 10e-9
 
@@ -207,8 +209,138 @@ def measure_link(cfg, ppm, n_vectors=300, *, rx_ppm=0.0, seed=1, **kw):
         "latency_mean": sum(lat) / len(lat) if lat else None,
         "skips_inserted": s["skips_inserted"], "skips_removed": s["skips_removed"],
         "fill_min": s["fill_min"], "fill_max": s["fill_max"], "crc_errors": s["crc_errors"],
+        "corrected": s["corrected"], "frame_errors": s["frame_errors"], "seq_errors": s["seq_errors"],
         "alarm": s["alarm"], "overrun": s["overrun"],
     }
+
+
+def random_flips(p, n_vectors, ber, seed):
+    """Independent bit errors at rate ``ber`` on every wire bit (data and K flag) of every DATA flit:
+    ``[(flit, word, mask)]`` for ``run_link``."""
+    rng = random.Random(seed)
+    out = []
+    if ber <= 0:
+        return out
+    nbits = p.width + 1
+    for f in range(n_vectors):
+        for w in range(p.flit_words):
+            mask = 0
+            b = -1
+            while True:                       # geometric gaps: fast for small rates
+                b += 1 + int(math.log(1 - rng.random()) / math.log(1 - ber)) if ber < 1 else 1
+                if b >= nbits:
+                    break
+                mask |= 1 << b
+            if mask:
+                out.append((f, w, mask))
+    return out
+
+
+#: (label, width_bits, relative ppm offset (sender - receiver), bit error rate) of ``tinylpu bench c2c``.
+def bench_cases():
+    cases = []
+    for width in (32, 64):
+        for ppm in (0, 100, -100, 300, -300, 600, -600):
+            cases.append((f"w{width} {ppm:+d} ppm", width, ppm, 0.0))
+    for width in (32, 64):
+        for ber in (1e-4, 1e-3, 1e-2):
+            cases.append((f"w{width} +300 ppm BER {ber:g}", width, 300, ber))
+    return cases
+
+
+def run_case(width, ppm, ber, n=300, seed=1, base="tray"):
+    """One bench case: ``n`` random vectors back to back at the link rate (one per
+    ``send_interval``, what a SEND of n vectors does), the sender ``ppm/2`` fast and the receiver
+    ``ppm/2`` slow, bit errors at ``ber``.  Returns the row of ``tinylpu bench c2c --json``."""
+    from tinylpu.link import min_link_latency
+    b = load_config(base)
+    need = min_link_latency(b.lanes, dict(b.link, width_bits=width))
+    cfg = b if width == b.link["width_bits"] else link_variant(base, width_bits=width,
+                                                               link_latency=max(b.link_latency, need))
+    p = LinkParams.from_cfg(cfg)
+    flips = random_flips(p, n, ber, seed)
+    r = run_link(cfg, tx_ppm=ppm / 2, rx_ppm=-ppm / 2, n_vectors=n, flips=flips, seed=seed)
+    rcv = r.received
+    sent = [v for v, _ in r.sent]
+    # delivered vectors must be a subsequence of the sent ones: any other is silently wrong
+    wrong, it = 0, iter(sent)
+    for _, v, _ in rcv:
+        if not any(s == v for s in it):
+            wrong += 1
+            it = iter(sent)
+    if len(rcv) >= 2:
+        t = (rcv[-1][2] - rcv[0][2]) * r.rx_period / r.tx_period
+        goodput = (len(rcv) - 1) * 8 * p.lanes / (t * p.width)
+    else:
+        goodput = 0.0
+    lat = r.latencies()
+    s = r.status
+    return {"width_bits": width, "ppm": ppm, "ber": ber, "vectors": n, "delivered": len(rcv),
+            "goodput_fraction": goodput, "goodput_bound": p.goodput_max,
+            "framing_efficiency": p.framing_efficiency, "send_interval": p.send_interval,
+            "flit_words": p.flit_words,
+            "latency_cycles": sum(lat) / len(lat) if lat else None,
+            "latency_min": min(lat) if lat else None, "latency_max": max(lat) if lat else None,
+            "max_latency_formula": p.max_latency,
+            "bits_flipped": sum(bin(m).count("1") for _, _, m in flips),
+            "flits_hit": len({f for f, _, _ in flips}),
+            "corrected": s["corrected"], "detected": s["crc_errors"] + s["frame_errors"] + s["seq_errors"],
+            "lost": n - len(rcv), "silently_wrong": wrong,
+            "crc_errors": s["crc_errors"], "frame_errors": s["frame_errors"], "seq_errors": s["seq_errors"],
+            "skips_removed": s["skips_removed"], "skips_inserted": s["skips_inserted"], "alarm": s["alarm"]}
+
+
+def table(rows):
+    L = ["| case | flit / interval (words) | goodput (data bits) | bound | latency min/mean/max (rx cycles) "
+         "| max_latency | bits flipped / flits hit | corrected | detected | lost | silently wrong | SKIPs -/+ |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lat = (f"{r['latency_min']:.2f} / {r['latency_cycles']:.2f} / {r['latency_max']:.2f}"
+               if r["latency_cycles"] is not None else "-")
+        L.append(f"| {r['case']} | {r['flit_words']} / {r['send_interval']} | {r['goodput_fraction']:.4f} | "
+                 f"{r['goodput_bound']:.4f} | {lat} | {r['max_latency_formula']} | {r['bits_flipped']} / "
+                 f"{r['flits_hit']} | {r['corrected']} | {r['detected']} | {r['lost']} | {r['silently_wrong']} | "
+                 f"{r['skips_removed']}/{r['skips_inserted']} |")
+    return L
+
+
+DOC_BEGIN = "<!-- tinylpu bench c2c: begin -->"
+DOC_END = "<!-- tinylpu bench c2c: end -->"
+
+
+def write_doc(rows, path, n):
+    """Replace the generated block of docs/c2c.md with the table of ``rows``."""
+    from pathlib import Path
+    p = Path(path)
+    text = p.read_text()
+    block = [DOC_BEGIN, "", f"Written by `tinylpu bench c2c` ({n} random vectors per case, back to back at the link "
+             "rate, config `tray` at the width named, the sender ppm/2 fast and the receiver ppm/2 slow, Amaranth "
+             "simulator; bit errors at the rate named on every wire bit (data and K flag) of every DATA flit).", ""]
+    block += table(rows) + ["", DOC_END]
+    if DOC_BEGIN in text:
+        head, _, rest = text.partition(DOC_BEGIN)
+        _, _, tail = rest.partition(DOC_END)
+        text = head + "\n".join(block) + tail
+    else:
+        text = text.rstrip() + "\n\n" + "\n".join(block) + "\n"
+    p.write_text(text)
+
+
+def bench_main(as_json=False, n=300, output="docs/c2c.md"):
+    """``tinylpu bench c2c [--json]``."""
+    import json
+    rows = []
+    for label, width, ppm, ber in bench_cases():
+        r = run_case(width, ppm, ber, n=n)
+        r["case"] = label
+        rows.append(r)
+        if not as_json:
+            print(table([r])[-1], flush=True)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    if output:
+        write_doc(rows, output, n)
+    return rows
 
 
 def main(argv=None):

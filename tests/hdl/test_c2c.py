@@ -8,15 +8,15 @@ numbers are marked slow.
 """
 
 import random
-import zlib
 
 import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from tinylpu.config import load_config
-from tinylpu.hdl.c2c import C2CLinkPair, LinkRX, LinkTX, crc32_step, crc32_words
-from tinylpu.link import LinkParams, Sym, link_problems, min_link_latency
+from tinylpu.hdl.c2c import C2CLinkPair, LinkRX, LinkTX, secded_check, secded_correct
+from tinylpu.link import (CORRECTED, OK, UNCORRECTABLE, LinkParams, Sym, decode_frame, encode_flit, encode_hac,
+                          link_problems, min_link_latency, secded_check_bits, secded_decode, secded_encode)
 from tinylpu.sim.perf.c2c import link_variant, measure_link, run_link
 
 
@@ -50,26 +50,73 @@ def expect_clean(r, n):
 
 
 # ---------------------------------------------------------------------------------------------
-# framing numbers and CRC
+# framing numbers and SECDED
 
 def test_params_tray(tray):
     p = LinkParams.from_cfg(tray)
-    assert (p.payload_words, p.crc_words, p.flit_words, p.send_interval) == (4, 1, 6, 7)
-    assert p.hac_frame_words == 3
-    assert p.goodput_max == pytest.approx(128 / (7 * 32))
+    assert (p.payload_words, p.hdr_words, p.fec_bits, p.flit_words, p.send_interval) == (4, 1, 9, 5, 6)
+    assert p.hac_frame_words == 2
+    assert p.goodput_max == pytest.approx(128 / (6 * 32))
     assert p.compensation_ppm == pytest.approx(1e6 / 1024)
     assert p.compensation_ppm > 2 * p.ppm_budget            # +-300 ppm per side fits
 
 
-def test_crc_model_is_zlib():
-    rng = random.Random(3)
-    for width in (8, 16, 32, 64):
-        words = [rng.getrandbits(width) for _ in range(5)]
-        c = 0xFFFFFFFF
-        for w in words:
-            c = crc32_step(c, w, width)
-        assert c ^ 0xFFFFFFFF == crc32_words(words, width)
-    assert crc32_words([0x64636261], 32) == zlib.crc32(b"abcd")
+def _flip(d, c, k, bits):
+    for b in bits:
+        if b < k:
+            d ^= 1 << b
+        else:
+            c ^= 1 << (b - k)
+    return d, c
+
+
+@pytest.mark.parametrize("k", [32, 132, 136])
+def test_secded_model_every_single_and_double_error(k):
+    """The software code: every single-bit error (data or check bit) corrected, every double-bit
+    error detected, for every bit position (random data, all positions / random pairs)."""
+    rng = random.Random(k)
+    n = k + secded_check_bits(k)
+    for _ in range(8):
+        d = rng.getrandbits(k)
+        c = secded_encode(d, k)
+        assert secded_decode(d, c, k) == (d, OK)
+        for b in range(n):
+            assert secded_decode(*_flip(d, c, k, [b]), k) == (d, CORRECTED), b
+        for _ in range(300):
+            assert secded_decode(*_flip(d, c, k, rng.sample(range(n), 2)), k)[1] == UNCORRECTABLE
+
+
+def test_secded_gateware_equals_model():
+    """``secded_check`` / ``secded_correct`` (XOR trees) against the software code, no flip, one
+    and two flips, at the DATA flit's 136 bits."""
+    from amaranth.hdl import Module, Signal
+    k = 136
+    c = secded_check_bits(k)
+    m = Module()
+    d_in, c_in = Signal(k), Signal(c)
+    enc = Signal(c)
+    m.d.comb += enc.eq(secded_check(d_in, k))
+    fixed, corr, bad = secded_correct(m, d_in, c_in, k, "t")
+    fx, cr, bd = Signal(k), Signal(), Signal()
+    m.d.comb += [fx.eq(fixed), cr.eq(corr), bd.eq(bad)]
+    sim = Simulator(m)
+    rng = random.Random(2)
+
+    async def bench(ctx):
+        for i in range(120):
+            d = rng.getrandbits(k)
+            ctx.set(d_in, d)
+            assert ctx.get(enc) == secded_encode(d, k)
+            dd, cc = _flip(d, secded_encode(d, k), k, rng.sample(range(k + c), i % 3))
+            ctx.set(d_in, dd)
+            ctx.set(c_in, cc)
+            want, out = secded_decode(dd, cc, k)
+            assert (ctx.get(cr), ctx.get(bd)) == (out == CORRECTED, out == UNCORRECTABLE)
+            if out != UNCORRECTABLE:
+                assert ctx.get(fx) == want == d
+
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def test_symbol_codes_have_distance_two():
@@ -106,10 +153,11 @@ def test_wire_format(tray):
 
     sim.add_testbench(bench)
     sim.run()
-    # skips at fixed positions: the word in the wire register during cycle c was chosen in c-1
+    # a SKIP falls due at fixed positions (the word in the wire register during cycle c was chosen
+    # in c-1) and goes out then or at the end of the frame in progress
     skips = [c for c, (k, d, _) in enumerate(wire) if k and d == Sym.SKIP.value]
-    assert skips and all(c % p.skip_interval == 0 for c in skips)
-    assert len(skips) == len(range(p.skip_interval, len(wire), p.skip_interval))
+    due = list(range(p.skip_interval, len(wire), p.skip_interval))
+    assert len(skips) == len(due) and all(0 <= s - t < p.flit_words for s, t in zip(skips, due))
     assert wire[0][:2] == (0, 0)                 # the wire register before the first edge
     body = [(k, d, h) for k, d, h in wire[1:] if not (k and d == Sym.SKIP.value)]
     assert all(k and d == Sym.TRAIN.value for k, d, _ in body[:38])
@@ -125,16 +173,13 @@ def test_wire_format(tray):
     assert len(data) == len(vecs) and hacs
     for n, (f, v) in enumerate(zip(data, vecs)):
         words = [d for d, _ in f]
-        assert len(words) == p.flit_words
-        assert words[0] == Sym.DATA.value | (n << 4)
+        assert [(int(i == 0), wd) for i, wd in enumerate(words)] == encode_flit(p, v, n)
+        assert words[0] & 0xFF == Sym.DATA.value | (n << 4)
         assert sum(wd << (32 * j) for j, wd in enumerate(words[1:5])) == v
-        assert words[5] == crc32_words(words[:5], 32)
     for f in hacs:
         words = [d for d, _ in f]
-        assert len(words) == p.hac_frame_words and words[0] == Sym.HAC.value
-        assert words[2] == crc32_words(words[:2], 32)
         # the value is the TX counter in the cycle the header was loaded into the wire register
-        assert words[1] == f[0][1] - 1
+        assert [(int(i == 0), wd) for i, wd in enumerate(words)] == encode_hac(p, f[0][1] - 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +214,7 @@ WIDTHS = [8, 16, 32, 64, 128]          # every power of two from 8 to 8 x lanes 
 
 
 @pytest.mark.parametrize("width,flit,interval,hac_frame,seq_bits", [
-    (8, 21, 22, 9, 4), (16, 11, 12, 5, 8), (32, 6, 7, 3, 8), (64, 4, 5, 3, 8), (128, 3, 4, 3, 8)])
+    (8, 19, 20, 6, 4), (16, 10, 11, 3, 8), (32, 5, 6, 2, 8), (64, 3, 4, 2, 8), (128, 2, 3, 2, 8)])
 def test_params_at_width(width, flit, interval, hac_frame, seq_bits):
     cfg = width_variant(width)
     p = LinkParams.from_cfg(cfg)
@@ -218,9 +263,9 @@ def _tx_frames(wire):
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_tx_flit_words_at_width(width):
-    """One vector into an idle LinkTX: the DATA flit is flit_words words (header with the sequence
-    number, the vector's bits lane 0 first, the zlib CRC least significant word first), its header
-    chosen in the cycle the vector is offered; a HAC frame is hac_frame_words words."""
+    """One vector into an idle LinkTX: the DATA flit is flit_words words (header field with the
+    sequence number and the SECDED bits, then the vector's bits lane 0 first: ``encode_flit``), its
+    header chosen in the cycle the vector is offered; a HAC frame is hac_frame_words words."""
     cfg = width_variant(width, hac_interval=64)
     p = LinkParams.from_cfg(cfg)
     v = random.Random(width).getrandbits(8 * cfg.lanes)
@@ -231,10 +276,9 @@ def test_tx_flit_words_at_width(width):
     assert overrun == 0 and len(data) == 1 and hacs
     _, first, last, words = data[0]
     assert first == 20 and last - first + 1 == len(words) == p.flit_words
-    assert words[0] == Sym.DATA.value | (0 << 4)
-    n = p.payload_words
-    assert sum(wd << (width * j) for j, wd in enumerate(words[1:1 + n])) == v
-    assert sum(wd << (width * j) for j, wd in enumerate(words[1 + n:])) == crc32_words(words[:1 + n], width)
+    assert words == [wd for _, wd in encode_flit(p, v, 0)]
+    h = p.hdr_words
+    assert sum(wd << (width * j) for j, wd in enumerate(words[h:])) == v
     _, first, last, words = hacs[0]                  # (a later one may be cut off by the end of the run)
     assert last - first + 1 == len(words) == p.hac_frame_words
 
@@ -284,13 +328,13 @@ def test_loader_link_rules():
         assert width_variant(w).link["width_bits"] == w
     assert link_problems(base.lanes, base.link, base.link_latency) == []
     with pytest.raises(ValueError, match=r"'c2c.link_latency': is 24 but with c2c.width_bits 8 a vector can take "
-                                         r"up to 41 cycles from SEND to RECV .*21-word flits.* at least 45"):
+                                         r"up to 36 cycles from SEND to RECV .*19-word flits.* at least 40"):
         link_variant(width_bits=8)
-    with pytest.raises(ValueError, match=r"'c2c.link_latency': is 24 but with c2c.width_bits 16 .* at least 31"):
-        link_variant(width_bits=16)
-    with pytest.raises(ValueError, match=r"'c2c.skip_interval': is 22 but with c2c.width_bits 8 a vector takes 22 "
-                                         r"link cycles .*must be more than 22"):
-        link_variant(width_bits=8, skip_interval=22, link_latency=64)
+    with pytest.raises(ValueError, match=r"'c2c.link_latency': is 20 but with c2c.width_bits 16 .* at least 28"):
+        link_variant(width_bits=16, link_latency=20)
+    with pytest.raises(ValueError, match=r"'c2c.skip_interval': is 20 but with c2c.width_bits 8 a vector takes 20 "
+                                         r"link cycles .*must be more than 20"):
+        link_variant(width_bits=8, skip_interval=20, link_latency=64)
     with pytest.raises(ValueError, match=r"'c2c.width_bits': is 256 but a vector has only 128 bits"):
         link_variant(width_bits=256, link_latency=64)
     assert link_problems(16, dict(base.link, width_bits=24), 64) == [
@@ -317,53 +361,123 @@ def test_exaggerated_drift(tx_ppm, rx_ppm):
 
 
 # ---------------------------------------------------------------------------------------------
-# (c) bit errors: always detected, never delivered
+# (c) bit errors: single ones corrected, double ones detected, never a wrong vector
 
 def _flip_run(flips, n=120, cfg="tray"):
+    """Run with ``flips``; every delivered vector is the one sent (in order), a vector is missing
+    only if its flit was hit, and nothing raises the alarm."""
     r = run_link(cfg, n_vectors=n, flips=flips, seed=5)
-    good = [v for i, (v, _) in enumerate(r.sent) if i not in r.corrupted]
-    assert delivered(r) == good                 # the rest arrives intact and in order
-    assert r.status["flits_ok"] == len(good)
+    got = delivered(r)
+    sent = [v for v, _ in r.sent]
+    it = iter(enumerate(sent))
+    for v in got:                               # a subsequence of the sent vectors, in order
+        for i, s in it:
+            if s == v:
+                break
+            assert i in r.corrupted, f"vector {i} lost without a flipped bit"
+        else:
+            raise AssertionError("a delivered vector was never sent (silently wrong)")
+    assert r.status["flits_ok"] == len(got)
     assert r.status["alarm"] == 0
     return r
 
 
-@pytest.mark.parametrize("nbits", [1, 2])
-def test_bit_errors_in_payload_and_crc(tray, nbits):
-    rng = random.Random(nbits)
+def _protected_bits(p, word):
+    """Bit positions of flit word ``word`` covered by the SECDED code (the header's code bits and
+    padding are not; K flags of body words are ignored by the deframer)."""
+    if word >= p.hdr_words:
+        return list(range(p.width))
+    lo, hi = word * p.width, (word + 1) * p.width
+    return [b - lo for b in range(4, 4 + p.seq_bits + p.fec_bits) if lo <= b < hi]
+
+
+@pytest.mark.parametrize("width", [32, 8])
+def test_single_bit_errors_corrected(width):
+    """One flipped bit in every flit, anywhere in its sequence number, check bits, payload or in a
+    body word's K flag: every vector delivered bit-exact, each counted as corrected."""
+    cfg = "tray" if width == 32 else width_variant(width)
+    p = LinkParams.from_cfg(load_config(cfg))
+    rng = random.Random(width)
+    flips = []
+    for f in range(60):
+        word = rng.randrange(p.flit_words)
+        bits = _protected_bits(p, word) + ([p.width] if word else [])
+        flips.append((f, word, 1 << rng.choice(bits)))
+    r = _flip_run(flips, n=60, cfg=cfg)
+    assert delivered(r) == [v for v, _ in r.sent]
+    s = r.status
+    assert s["corrected"] == 60 and (s["crc_errors"], s["frame_errors"], s["seq_errors"]) == (0, 0, 0)
+
+
+def test_double_bit_errors_detected(tray):
+    """Two flipped protected bits in every other flit (same word or two words): every one
+    detected (``crc_errors``), none delivered, the rest intact."""
     p = LinkParams.from_cfg(tray)
-    flips = []
-    for f in range(0, 120, 2):                  # every other flit: nbits flipped in one data word
-        word = rng.randint(1, p.flit_words - 1)
-        bits = rng.sample(range(p.width), nbits)
-        flips.append((f, word, sum(1 << b for b in bits)))
-    r = _flip_run(flips)
-    assert r.status["crc_errors"] == len(flips)
-    assert r.status["frame_errors"] == 0 and r.status["seq_errors"] == 0
-
-
-def test_double_errors_across_words(tray):
     rng = random.Random(9)
+    cells = [(w, b) for w in range(p.flit_words) for b in _protected_bits(p, w)]
     flips = []
-    for f in range(0, 120, 2):                  # one bit in each of two different data words
-        w1, w2 = rng.sample(range(1, 6), 2)
-        flips += [(f, w1, 1 << rng.randrange(32)), (f, w2, 1 << rng.randrange(32))]
+    for f in range(0, 120, 2):
+        for w, b in rng.sample(cells, 2):
+            flips.append((f, w, 1 << b))
     r = _flip_run(flips)
-    assert r.status["crc_errors"] == 60 and r.status["frame_errors"] == 0
+    assert len(delivered(r)) == 60
+    assert r.status["crc_errors"] == 60 and r.status["frame_errors"] == 0 and r.status["corrected"] == 0
 
 
-def test_bit_errors_in_header_and_k_flag(tray):
-    """Flips in the header (code, sequence number) and in the K flag of any word: the flit is
-    lost, but always reported (CRC or framing error), and the next flit is delivered."""
+def test_bit_errors_in_header_code_and_k_flag(tray):
+    """Flips in the header's symbol code or K flag: the flit is not recognised, so it is lost, but
+    always reported (framing error; the next flit's sequence number), and the next is delivered."""
     rng = random.Random(4)
     flips = []
     for f in range(0, 120, 3):
-        word = rng.randint(0, 5)
-        bits = rng.sample(range(33) if word else list(range(12)) + [32], rng.choice([1, 2]))
-        flips.append((f, word, sum(1 << b for b in bits)))
+        bits = rng.sample(list(range(4)) + [32], rng.choice([1, 2]))
+        flips.append((f, 0, sum(1 << b for b in bits)))
     r = _flip_run(flips)
     s = r.status
-    assert s["crc_errors"] + s["frame_errors"] >= len(flips)
+    assert len(delivered(r)) == 80
+    assert s["frame_errors"] + s["crc_errors"] >= len(flips) and s["seq_errors"] == len(flips)
+
+
+@pytest.mark.parametrize("burst", [2])
+def test_bursts_corrected_or_flagged(tray, burst):
+    """A burst of up to ``burst`` consecutive wire bits (K flag included) flipped at random in every
+    flit: each vector is delivered bit-exact or its loss is counted; never a wrong vector.  (SECDED
+    guarantees this up to 2 bits; 3 or more bits in one flit can be miscorrected: docs/c2c.md.)"""
+    p = LinkParams.from_cfg(tray)
+    rng = random.Random(burst)
+    flips = []
+    for f in range(120):
+        word = rng.randrange(p.flit_words)
+        n = rng.randint(1, burst)
+        lo = rng.randrange(p.width + 1)
+        mask = sum(1 << b for b in range(lo, min(lo + n, p.width + 1)) if rng.random() < 0.7 or b == lo)
+        flips.append((f, word, mask))
+    r = _flip_run(flips)
+    s = r.status
+    lost = 120 - len(delivered(r))
+    assert s["crc_errors"] + s["frame_errors"] + s["seq_errors"] >= min(lost, 1)
+    assert s["crc_errors"] + s["frame_errors"] >= lost - s["seq_errors"]
+
+
+def test_decode_frame_model_matches_rtl_injection(tray):
+    """The software deframer (``decode_frame``, used by the golden tray) decides like the RTL for
+    random single, double and K-flag flips: delivered (same bits) or not."""
+    p = LinkParams.from_cfg(tray)
+    rng = random.Random(12)
+    flips, expect = [], []
+    r0 = run_link(tray, n_vectors=80, seed=5)
+    sent = [v for v, _ in r0.sent]
+    for f in range(80):
+        word = rng.randrange(p.flit_words)
+        mask = sum(1 << b for b in rng.sample(range(p.width + 1), rng.choice([1, 1, 2])))
+        flips.append((f, word, mask))
+        words = encode_flit(p, sent[f], f)
+        k, w = words[word]
+        words[word] = (k ^ (mask >> p.width), w ^ (mask & ((1 << p.width) - 1)))
+        kind, v, _, out = decode_frame(p, words)
+        expect.append(sent[f] if out != UNCORRECTABLE and kind == "data" else None)
+    r = run_link(tray, n_vectors=80, flips=flips, seed=5)
+    assert delivered(r) == [v for v in expect if v is not None]
 
 
 # ---------------------------------------------------------------------------------------------
