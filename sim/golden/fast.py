@@ -30,6 +30,7 @@ a clean run, so the error is reported by the reference itself, with its cycle, s
 instruction.  Programs with C2C instructions (SEND, RECV, DESKEW) run on ``Golden.run`` too.
 """
 
+import bisect
 import heapq
 
 import numpy as np
@@ -194,6 +195,26 @@ def _tables(L):
         tab[op] = (lat, out, eff)
         srcs[op] = _SRCS.get(op, (("a", 1),) if info.unit in ("vxm", "sxm") else ())
     return tab, srcs
+
+
+class _Landings:
+    """One stream's landings (pos, key_lo, key_hi, uid, plane, c_lo), in program order, indexed by
+    key_lo: ``window(k0, k1)`` returns, still in program order, every landing that may overlap the
+    keys k0..k1 (key_lo within the longest landing's length below k0, up to k1)."""
+
+    def __init__(self, ivs):
+        self.ivs = ivs
+        self.order = sorted(range(len(ivs)), key=lambda i: ivs[i][1])
+        self.klo = [ivs[i][1] for i in self.order]
+        self.span = max(iv[2] - iv[1] for iv in ivs) if ivs else 0
+
+    def window(self, k0, k1):
+        a = bisect.bisect_left(self.klo, k0 - self.span)
+        b = bisect.bisect_right(self.klo, k1)
+        return [self.ivs[i] for i in sorted(self.order[a:b])]
+
+
+_NO_LANDINGS = _Landings([])
 
 
 class FastGolden(Golden):
@@ -462,14 +483,16 @@ class FastGolden(Golden):
             hi = np.searchsorted(key, ra * _BIG + rc, "left")
             if (hi > lo).any():
                 raise _Fallback
-        # stream operands -> segments
+        # stream operands -> segments (each stream's landings indexed by key, so a reader looks only at
+        # the landings that overlap its own window: linear, not quadratic, in the program's length)
+        lands = {key: _Landings(lst) for key, lst in lands.items()}
         resolve = self._fast_resolve
         for u in units:
             if u.op is Opcode.LW and R > 1:
                 # stream s+j feeds element k when k*R + j < count: ceil((count - j) / R) elements
                 s, cnt = u.f["s"], u.f["count"]
                 d = WEST if s.west else EAST
-                u.srcs = [resolve(lands.get((d, s.index + j), ()), u.pos, d, u.t, -(-(cnt - j) // R))
+                u.srcs = [resolve(lands.get((d, s.index + j), _NO_LANDINGS), u.pos, d, u.t, -(-(cnt - j) // R))
                           for j in range(min(R, cnt))]
                 continue
             spec = self._fast_srcs[u.op]
@@ -482,7 +505,7 @@ class FastGolden(Golden):
                     s = f[fld]
                     d = WEST if s.west else EAST
                     for b in range(planes):
-                        srcs.append(resolve(lands.get((d, s.index + b), ()), u.pos, d, u.t, u.n))
+                        srcs.append(resolve(lands.get((d, s.index + b), _NO_LANDINGS), u.pos, d, u.t, u.n))
                 u.srcs = srcs
 
     @staticmethod
@@ -491,11 +514,12 @@ class FastGolden(Golden):
         of a reader at position p sampling a stream in cycles t..t+n-1."""
         K0 = t - p if d == EAST else t + p
         K1 = K0 + n - 1
+        window = ivs.window(K0, K1)
         if d == EAST:
-            cands = [iv for iv in ivs if iv[0] <= p and iv[1] <= K1 and iv[2] >= K0]
+            cands = [iv for iv in window if iv[0] <= p and iv[1] <= K1 and iv[2] >= K0]
             cands.sort(key=lambda iv: -iv[0])
         else:
-            cands = [iv for iv in ivs if iv[0] >= p and iv[1] <= K1 and iv[2] >= K0]
+            cands = [iv for iv in window if iv[0] >= p and iv[1] <= K1 and iv[2] >= K0]
             cands.sort(key=lambda iv: iv[0])
         gaps = [(K0, K1)]
         segs = []

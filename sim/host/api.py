@@ -92,16 +92,18 @@ class Chip:
     ``engine``: a name from ``engine.ENGINES`` (golden, rtl, amaranth, uart), made into an
     ``Engine`` by ``make_engine``; or an ``Engine`` object.  ``dut`` (inside a cocotb simulation),
     ``port`` (a shared ``RtlPort``), ``sim``/``waves`` (rtl launches) and ``transport``/``device``/
-    ``baud``/``timeout_s`` (uart) are passed on to ``make_engine``."""
+    ``baud``/``timeout_s`` (uart) and ``reference`` (golden: the per-cycle ``Golden`` instead of
+    ``FastGolden``) are passed on to ``make_engine``."""
 
     def __init__(self, config="tiny", engine="golden", *, dut=None, port=None, sim="icarus", waves=False,
-                 name="chip", transport=None, device=None, baud=115200, timeout_s=5.0):
+                 name="chip", transport=None, device=None, baud=115200, timeout_s=5.0, reference=False):
         self.cfg = load_config(config)
         if isinstance(engine, Engine):
             self.backend = engine
         else:
             self.backend = make_engine(engine, self.cfg, dut=dut, port=port, sim=sim, waves=waves,
-                                       transport=transport, device=device, baud=baud, timeout_s=timeout_s)
+                                       transport=transport, device=device, baud=baud, timeout_s=timeout_s,
+                                       reference=reference)
         self.engine, self.sim, self.name = self.backend.name, sim, name
         self.port = getattr(self.backend, "port", None)
         self.experts = None

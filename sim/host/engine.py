@@ -301,7 +301,7 @@ class TrayPorts:
 
 
 def make_engine(name, config, *, dut=None, port=None, sim="icarus", waves=False, transport=None, device=None,
-                baud=115200, timeout_s=5.0) -> Engine:
+                baud=115200, timeout_s=5.0, reference=False) -> Engine:
     """The one place an engine name becomes an engine (see the module docstring for the names)."""
     cfg = load_config(config)
     if name not in ENGINES:
@@ -309,7 +309,7 @@ def make_engine(name, config, *, dut=None, port=None, sim="icarus", waves=False,
     if port is not None:
         return PortEngine(cfg, port, name)
     if name == "golden":
-        return GoldenEngine(cfg)
+        return GoldenEngine(cfg, reference)
     if name == "amaranth":
         return AmaranthEngine(cfg)
     if name == "uart":
