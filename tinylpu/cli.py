@@ -314,8 +314,8 @@ def _config_table(args):
 def _serve(args):
     from tinylpu.sim.serving.cli import compare_main, serve_main
     if args.cmd == "serve":
-        if args.requests is None and args.synthetic is None:
-            raise CliError("serve: give --requests FILE.jsonl or --synthetic N")
+        if args.requests is None and args.synthetic is None and args.prompt is None:
+            raise CliError("serve: give --prompt TEXT, --requests FILE.jsonl or --synthetic N")
         return serve_main(args)
     return compare_main(args)
 
@@ -399,6 +399,15 @@ def build_parser():
     g = sv.add_mutually_exclusive_group()
     g.add_argument("--requests", metavar="FILE.jsonl", help="one request per line: prompt, max_tokens, class, ...")
     g.add_argument("--synthetic", type=int, metavar="N", help="N synthetic requests")
+    g.add_argument("--prompt", metavar="TEXT", help="one request: this text (a model with a tokenizer)")
+    sv.add_argument("--model", choices=["synthetic", "smollm2-135m"], default=None,
+                    help="the served model (default: the serving config's; smollm2-135m reads "
+                         "configs/serving/smollm2.yaml unless --serving-config is given)")
+    sv.add_argument("--max-tokens", type=int, default=None, metavar="N", help="--prompt: tokens to generate (32)")
+    sv.add_argument("--chat", action="store_true", help="--prompt: wrap the text in the model's chat template")
+    sv.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    sv.add_argument("--top-k", type=int, default=0, metavar="K", help="with --temperature: sample the K best")
+    sv.add_argument("--seed", type=int, default=0, help="with --temperature: the sampling seed")
     sv.add_argument("--engine", choices=["golden", "rtl"], default="golden", help="the tray's chip engine")
     sv.add_argument("--sim", choices=["icarus", "verilator"], default=None)
     sv.add_argument("--ffn", choices=["lpu", "gpu"], default="lpu", help="where the MoE experts run")

@@ -7,15 +7,42 @@ from pathlib import Path
 
 from tinylpu.sim.serving.gpu import load_gpu
 from tinylpu.sim.serving.model import ModelConfig, check_serving_config
-from tinylpu.sim.serving.serve import RequestError, default_config, load_requests, run_serving, synthetic_requests
+from tinylpu.sim.serving.serve import (
+    Request,
+    RequestError,
+    Sampler,
+    build_model,
+    default_config,
+    load_requests,
+    run_serving,
+    synthetic_requests,
+)
 
 __all__ = ["serve_main", "compare_main"]
 
 
-def _workload(args, scfg):
-    mcfg = ModelConfig.from_dict(scfg["model"])
+def _workload(args, scfg, model=None):
+    named = scfg["model"]["name"] != "synthetic"
+    mcfg = model.cfg if named else ModelConfig.from_dict(scfg["model"])
+    tk = getattr(model, "tokenizer", None) if named else None
+    if getattr(args, "prompt", None) is not None:
+        if tk is None:
+            raise RequestError("--prompt needs a model with a tokenizer (--model smollm2-135m); the synthetic "
+                               "model takes token ids in --requests FILE.jsonl")
+        from tinylpu.sim.serving.tokenizer import chat_prompt
+        ids = tk.encode(chat_prompt(args.prompt) if args.chat else args.prompt)
+        n = 32 if args.max_tokens is None else args.max_tokens
+        if not ids:
+            raise RequestError("--prompt: the text encodes to no tokens")
+        if n < 1 or len(ids) + n > mcfg.max_seq:
+            raise RequestError(f"--max-tokens {n}: need 1 <= prompt ({len(ids)}) + max tokens <= the model's max_seq "
+                               f"{mcfg.max_seq}")
+        return [Request("p0", ids, n)]
     if args.requests:
-        return load_requests(args.requests, mcfg, scfg["classes"])
+        return load_requests(args.requests, mcfg, scfg["classes"], tk)
+    if named:
+        raise RequestError(f"--synthetic: the {scfg['model']['name']} model serves prompts: give --prompt TEXT or "
+                           "--requests FILE.jsonl")
     if args.synthetic < 1:
         raise RequestError(f"--synthetic {args.synthetic}: need at least one request")
     return synthetic_requests(args.synthetic, mcfg, scfg["synthetic"])
@@ -33,12 +60,19 @@ def _config(args):
         over["lpu.clock_mhz"] = args.lpu_clock_mhz
     if getattr(args, "decode_workers", None) is not None:
         over["dynamo.decode_workers"] = args.decode_workers
-    scfg = default_config(args.serving_config, **over)
+    path = args.serving_config
+    model = getattr(args, "model", None)
+    if path is None and model == "smollm2-135m":
+        path = "smollm2"
+    scfg = default_config(path, **over)
+    if model is not None and scfg["model"]["name"] != model:
+        raise RequestError(f"--model {model}: the serving config {path or 'configs/serving/serving.yaml'} "
+                           f"describes model {scfg['model']['name']!r}")
     if getattr(args, "gpu_config", None):
         load_gpu(args.gpu_config)                   # check it now, before the model is built
         scfg["gpu_config"] = args.gpu_config
     # the file was checked as it was read; check the command-line values against the same schema
-    src = args.serving_config or "configs/serving/serving.yaml"
+    src = args.serving_config or f"configs/serving/{path or 'serving'}.yaml"
     return check_serving_config(scfg, f"{src} with the command-line options" if over else src)
 
 
@@ -48,19 +82,34 @@ def _us(s):
 
 def serve_main(args):
     scfg = _config(args)
-    reqs = _workload(args, scfg)
+    named = scfg["model"]["name"] != "synthetic"
+    if args.temperature < 0 or args.top_k < 0:
+        raise RequestError("--temperature and --top-k must be >= 0")
+    sampler = Sampler(args.temperature, args.top_k, args.seed)
+    t0 = time.perf_counter()
+    model = build_model(scfg) if named else None
+    t_model = time.perf_counter() - t0
+    reqs = _workload(args, scfg, model)
     mode = "gpu" if args.ffn == "gpu" else "lpu"
-    rep = run_serving(reqs, scfg, mode, args.engine, reference=args.reference, sim=args.sim)
+    rep = run_serving(reqs, scfg, mode, args.engine, reference=args.reference, sim=args.sim, sampler=sampler)
     t = rep["totals"]
+    t["model_load_s"] = t_model
     bad = args.reference and not t["reference_identical"]
     if args.json:
         print(json.dumps(rep))
         return 1 if bad else 0
     where = f"LPU tray ({args.engine} engine)" if mode == "lpu" else "GPU model"
-    print(f"serving {len(reqs)} requests: attention on the GPU model, MoE FFN on the {where}")
+    if named:
+        _print_named(scfg, model, mode, where, args, rep)
+    else:
+        print(f"serving {len(reqs)} requests: attention on the GPU model, MoE FFN on the {where}")
     for q in rep["requests"]:
         print(f"{q['id']:>6s} {q['class']:11s} TTFT {_us(q['ttft_s'])}  {q['tokens_per_s']:10.0f} tok/s  "
               f"p50 {_us(q['p50_token_latency_s'])}  p99 {_us(q['p99_token_latency_s'])}  tokens {q['tokens']}")
+        if "text" in q:
+            print(f"{'':>6s} text: {q['text']!r}")
+            lat = q["token_latencies_s"]
+            print(f"{'':>6s} per-token latency (us, first = TTFT): " + " ".join(f"{x * 1e6:.1f}" for x in lat))
     print(f"totals   {t['tokens']} tokens in {t['makespan_s'] * 1e3:.3f} ms modelled: {t['aggregate_tokens_per_s']:.0f} "
           f"tok/s aggregate, {t['mean_tokens_per_s_per_user']:.0f} tok/s per user (mean), TTFT p50 "
           f"{t['p50_ttft_s'] * 1e6:.2f} us, token latency p50 {t['p50_token_latency_s'] * 1e6:.2f} us "
@@ -72,10 +121,36 @@ def serve_main(args):
           f"{t['micro_batches']} (ping-pong {'on' if t['pingpong'] else 'off'}), speculate {t['speculate']}"
           + (f", acceptance {t['spec_acceptance']:.2f}" if t["spec_acceptance"] is not None else "")
           + f"; prefix blocks reused {t['prefix_blocks_reused']}")
-    print(f"backend  {t['ffn_backend']}; wall {t['wall_s']:.2f} s")
+    print(f"backend  {t['ffn_backend']}; sampling {t['sampling']}; wall {t['wall_s']:.2f} s (model load "
+          f"{t['model_load_s']:.1f} s, programs compiled and made resident {t['load_s']:.1f} s)")
     if args.reference:
         print(f"reference tokens identical to the monolithic numpy model: {t['reference_identical']}")
     return 1 if bad else 0
+
+
+def _print_named(scfg, model, mode, where, args, rep):
+    c = model.cfg
+    print(f"model    {c.name}: {c.layers} layers, d_model {c.d_model}, SwiGLU {c.d_model} -> {c.d_ff} -> "
+          f"{c.d_model}, {c.heads} query / {c.kv_heads} KV heads, vocab {c.vocab} (GGUF: {model.source})")
+    print("split    GPU model: embeddings, RMSNorm, attention (RoPE, GQA, KV cache), LM head, sampling; "
+          f"every decode-step FFN on the {where}: int8 at the boundary, requantized on the chip, "
+          f"{len(model.q[0])} program(s) per layer compiled once, weights resident")
+    print("prefill  on the GPU model (float FFN); the LPU tray sees decode steps only")
+    if mode == "lpu":
+        lp = rep["totals"]["ffn_backend"]
+        print(f"tray     {lp.get('chips')} chips at {lp.get('clock_mhz'):g} MHz; {_placement_text(model, lp.get('chips'))}")
+    qi = model.quant_info
+    print(f"int8     per-channel scales calibrated on {qi.get('calibration_tokens', '?')} tokens, "
+          f"{qi.get('groups', 1)} channel group(s) per layer (sim/serving/quant8.py)")
+
+
+def _placement_text(model, chips):
+    if not chips:
+        return ""
+    where, per_chip = model.placement(chips)
+    layers = [sorted({layer for layer, _ in lst}) for lst in per_chip]
+    return "layers per chip: " + ", ".join(f"chip {i}: {ls}" for i, ls in enumerate(layers) if ls) + \
+        " (layer l on chip l mod chips: at most ceil(30 / 8) = 4 layers = 10.6 MB of int8 weights per 16 MiB chip)"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,6 +297,8 @@ def compare_main(args):
         "* The RTL engine (`--engine rtl`) runs the same workload on the tray's Verilog (every chip on "
         "its own clock and host port, experts resident per chip) and gives the same tokens and "
         "latencies as golden (tested on the 2-chip `duo` tray; see docs/serving-host.md).",
+        "* A real model, SmolLM2-135M-Instruct from its GGUF, served the same way on the `lpu-tray` "
+        "(`tinylpu serve --model smollm2-135m --prompt ...`): docs/smollm2.md.",
     ]
     out.write_text("\n".join(lines) + "\n")
     print(f"{out}: written ({time.time() - t0:.0f} s); plot {png}")

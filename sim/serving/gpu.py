@@ -65,12 +65,15 @@ class GpuModel:
             return 0.0
         wb, ab, kb = p["attn_weight_bytes"], p["act_dtype_bytes"], p["kv_dtype_bytes"]
         ctx = sum(contexts)
+        kvd = getattr(c, "kv_dim", d)                   # GQA: K and V are kv_heads x d_head wide
+        qkv = d + 2 * kvd
         t = self.kernel(4 * n * d, 2 * n * d * ab)                                     # rmsnorm
-        t += self.kernel(2 * n * d * 3 * d, 3 * d * d * wb + 4 * n * d * ab + 2 * n * d * kb)   # QKV (+KV write)
-        t += self.kernel(4 * ctx * d, 2 * ctx * d * kb + 2 * n * d * ab)               # attention
+        t += self.kernel(2 * n * d * qkv, d * qkv * wb + (d + qkv) * n * ab + 2 * n * kvd * kb)  # QKV, RoPE, KV write
+        t += self.kernel(2 * ctx * (d + kvd), 2 * ctx * kvd * kb + 2 * n * d * ab)     # attention
         t += self.kernel(2 * n * d * d, d * d * wb + 3 * n * d * ab)                   # O-proj + residual
         t += self.kernel(4 * n * d, 2 * n * d * ab)                                    # rmsnorm
-        t += self.kernel(2 * n * d * c.experts, d * c.experts * wb + n * d * ab)       # router + top-k
+        if not getattr(m, "dense", False):
+            t += self.kernel(2 * n * d * c.experts, d * c.experts * wb + n * d * ab)   # router + top-k
         return t
 
     def moe_ffn(self, m, expert_tokens):
@@ -80,8 +83,14 @@ class GpuModel:
         active = [e for e, k in expert_tokens.items() if k]
         if not active:
             return 0.0
-        n = sum(expert_tokens.values())
         d, F, ab = c.d_model, c.d_ff, p["act_dtype_bytes"]
+        if getattr(m, "dense", False):
+            # a dense SwiGLU (its channel groups together): up-GEMM (W1|W3), act * gate, down-GEMM
+            n = max(expert_tokens.values())
+            t = self.kernel(2 * n * d * 2 * F, 2 * d * F + n * (d + 2 * F) * ab, "int8")
+            t += self.kernel(4 * n * F, 3 * n * F * ab)
+            return t + self.kernel(2 * n * F * d, F * d + n * (F + 2 * d) * ab, "int8")     # (+ residual)
+        n = sum(expert_tokens.values())
         t = self.kernel(n * d, 2 * n * d * ab)                                              # permute
         t += self.kernel(2 * n * d * 2 * F, len(active) * 2 * d * F + n * (d + 2 * F) * ab, "int8")
         t += self.kernel(4 * n * F, 3 * n * F * ab)                                         # act * gate
@@ -109,4 +118,4 @@ class GpuModel:
         return t + self.lm_head(m, 1)
 
     def kv_bytes(self, m, tokens):
-        return 2 * m.cfg.layers * tokens * m.cfg.d_model * self.p["kv_dtype_bytes"]
+        return 2 * m.cfg.layers * tokens * getattr(m.cfg, "kv_dim", m.cfg.d_model) * self.p["kv_dtype_bytes"]

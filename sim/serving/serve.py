@@ -12,16 +12,18 @@ API, or the GPU model); durations come from the GPU roofline and the chips' exac
 import json
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tinylpu.sim.serving.gpu import load_gpu
 from tinylpu.sim.serving.lpu import GpuFFN, TrayFFN
-from tinylpu.sim.serving.model import KVCache, ModelConfig, MoEModel, load_serving_config, reference_generate
+from tinylpu.sim.serving.model import ModelConfig, MoEModel, load_serving_config
 
-__all__ = ["Request", "RequestError", "load_requests", "synthetic_requests", "build_system", "serve",
-           "serve_in_sim", "run_serving", "pingpong_schedule", "PrefillRouter", "DecodeRouter"]
+__all__ = ["Request", "RequestError", "load_requests", "synthetic_requests", "build_system", "build_model", "serve",
+           "serve_in_sim", "run_serving", "pingpong_schedule", "PrefillRouter", "DecodeRouter", "Sampler",
+           "model_config"]
 
 
 class RequestError(ValueError):
@@ -46,6 +48,7 @@ class Request:
     kv: object = None
     spec_proposed: int = 0
     spec_accepted: int = 0
+    done: bool = False               # a stop token (end of text) was generated
 
     def to_json(self):
         return {"id": self.id, "prompt": self.prompt, "max_tokens": self.max_tokens, "class": self.cls,
@@ -56,7 +59,7 @@ class Request:
 # Workloads
 # ------------------------------------------------------------------------------------------------
 
-def _check_request(d, where, mcfg, classes):
+def _check_request(d, where, mcfg, classes, tokenizer=None):
     if not isinstance(d, dict):
         raise RequestError(f"{where}: expected a JSON object, got {type(d).__name__}")
     unknown = set(d) - {"id", "prompt", "max_tokens", "class", "arrival_s"}
@@ -66,8 +69,13 @@ def _check_request(d, where, mcfg, classes):
     if "prompt" not in d:
         raise RequestError(f"{where}: field 'prompt' is missing (a list of token ids)")
     p = d["prompt"]
+    if isinstance(p, str) and tokenizer is not None:
+        p = tokenizer.encode(p)
+        if not p:
+            raise RequestError(f"{where}: field 'prompt': the text encodes to no tokens")
     if not isinstance(p, list) or not p:
-        raise RequestError(f"{where}: field 'prompt': expected a non-empty list of token ids")
+        raise RequestError(f"{where}: field 'prompt': expected a non-empty list of token ids"
+                           + (" or a text" if tokenizer is not None else ""))
     for i, t in enumerate(p):
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < mcfg.vocab:
             raise RequestError(f"{where}: field 'prompt'[{i}]: {t!r} is not a token id in [0, {mcfg.vocab})")
@@ -89,7 +97,7 @@ def _check_request(d, where, mcfg, classes):
     return Request(str(rid) if rid is not None else "", list(p), mt, cls, float(arr))
 
 
-def load_requests(path, mcfg, classes):
+def load_requests(path, mcfg, classes, tokenizer=None):
     try:
         with open(path) as f:
             lines = f.read().splitlines()
@@ -103,7 +111,7 @@ def load_requests(path, mcfg, classes):
             d = json.loads(line)
         except json.JSONDecodeError as e:
             raise RequestError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-        r = _check_request(d, f"{path}:{n}", mcfg, classes)
+        r = _check_request(d, f"{path}:{n}", mcfg, classes, tokenizer)
         r.id = r.id or f"r{len(out)}"
         out.append(r)
     if not out:
@@ -229,13 +237,47 @@ class DecodeWorker:
     steps: list = field(default_factory=list)     # (batch size, seconds, tokens emitted)
 
 
+class Sampler:
+    """The token choice: greedy (temperature 0, the default) or temperature / top-k sampling.  The
+    random draw for a request's token at position p depends only on (seed, request key, p), so
+    batching, micro-batches and speculation give the tokens of the one-at-a-time reference."""
+
+    def __init__(self, temperature=0.0, top_k=0, seed=0):
+        self.temperature, self.top_k, self.seed = float(temperature), int(top_k), int(seed)
+
+    @property
+    def greedy(self):
+        return self.temperature <= 0
+
+    def __call__(self, logits, key, pos):
+        if self.greedy:
+            return int(np.argmax(logits))
+        lg = np.asarray(logits, np.float64) / self.temperature
+        idx = np.argsort(-lg, kind="stable")[:self.top_k] if self.top_k > 0 else np.arange(len(lg))
+        p = np.exp(lg[idx] - lg[idx].max())
+        c = np.cumsum(p / p.sum())
+        u = np.random.default_rng([self.seed, int(key), int(pos)]).random()
+        return int(idx[min(int(np.searchsorted(c, u, side="right")), len(idx) - 1)])
+
+    def describe(self):
+        if self.greedy:
+            return "greedy"
+        return f"temperature {self.temperature:g}" + (f", top-k {self.top_k}" if self.top_k else "") + \
+            f", seed {self.seed}"
+
+
+def _key(r):
+    return zlib.crc32(r.id.encode())
+
+
 # ------------------------------------------------------------------------------------------------
 # The system
 # ------------------------------------------------------------------------------------------------
 
 class System:
-    def __init__(self, scfg, model, gpu, ffn, mode):
+    def __init__(self, scfg, model, gpu, ffn, mode, sampler=None):
         self.scfg, self.model, self.gpu, self.ffn, self.mode = scfg, model, gpu, ffn, mode
+        self.sampler = sampler or Sampler()
         dyn = scfg["dynamo"]
         # ping-pong needs two resources: with the FFN on the GPU there is one, so no split
         self.M = max(1, int(dyn.get("micro_batches", 1))) if ffn.kind == "lpu" else 1
@@ -250,19 +292,18 @@ class System:
 
     # --- numerics: one forward over a set of rows (token, position, cache) ----------------------
     async def forward(self, rows, split=None):
-        """rows: [(tok, pos, kv)], positions of one request consecutive and in order.  Runs every
-        layer: attention per row on the GPU model, the MoE of all rows of a micro-batch as one FFN
-        call.  Returns (next-token per row, chains of (resource, seconds) per micro-batch)."""
+        """rows: [(tok, pos, kv, key)], positions of one request consecutive and in order.  Runs
+        every layer: attention per row on the GPU model, the MoE of all rows of a micro-batch as one
+        FFN call.  Returns (next-token per row, chains of (resource, seconds) per micro-batch)."""
         m, c = self.model, self.model.cfg
         split = split or [list(range(len(rows)))]
-        hs = [m.embed(t, p) for t, p, _ in rows]
+        hs = [m.embed(r[0], r[1]) for r in rows]
         chains = [[] for _ in split]
         ffn_res = "lpu" if self.ffn.kind == "lpu" else "gpu"
         for layer in range(c.layers):
             for mb, idxs in enumerate(split):
                 for i in idxs:
-                    t, p, kv = rows[i]
-                    hs[i] = m.attn_row(layer, hs[i], kv, p)
+                    hs[i] = m.attn_row(layer, hs[i], rows[i][2], rows[i][1])
                 chains[mb].append(("gpu", self.gpu.attention(m, [rows[i][1] + 1 for i in idxs])))
                 routed = [m.boundary(layer, m.ffn_in(layer, hs[i])) for i in idxs]
                 ys, secs, _ = await self.ffn.moe(layer, routed)
@@ -271,27 +312,20 @@ class System:
                 chains[mb].append((ffn_res, secs))
         for mb, idxs in enumerate(split):
             chains[mb].append(("gpu", self.gpu.lm_head(m, len(idxs))))
-        return [m.head(h) for h in hs], chains
+        return [self.sampler(m.logits(h), r[3], r[1] + 1) for h, r in zip(hs, rows)], chains
 
     def prefill_numbers(self, req):
-        """Prefill on a GPU worker (FFN on the GPU: the same integer experts); fills the KV cache,
-        returns the first token and the per-layer expert token counts."""
+        """Prefill on a GPU worker (the model's ``prefill_row``: the synthetic MoE runs the same
+        integer experts there, SmolLM2 its float FFN); fills the KV cache, returns the first token
+        and the per-layer expert token counts."""
         m, c = self.model, self.model.cfg
-        kv = KVCache(c)
+        kv = m.new_kv()
         counts = [dict() for _ in range(c.layers)]
         h = None
         for p, tok in enumerate(req.prompt):
-            h = m.embed(tok, p)
-            for layer in range(c.layers):
-                h = m.attn_row(layer, h, kv, p)
-                r = m.boundary(layer, m.ffn_in(layer, h))
-                for e in r.experts:
-                    counts[layer][e] = counts[layer].get(e, 0) + 1
-                ys = [m.q[layer][e].run_int(r.xq[None])[0] for e in r.experts]
-                h = h + m.combine(layer, r, ys)
-            kv.n = p + 1
+            h = m.prefill_row(tok, p, kv, counts)
         req.kv = kv
-        return m.head(h), counts
+        return self.sampler(m.logits(h), _key(req), len(req.prompt)), counts
 
     def prefill_seconds(self, req, counts):
         m = self.model
@@ -316,48 +350,56 @@ class System:
     async def decode_step(self, batch, w=0, start=0.0, free=None):
         """One token per request (non-speculative) on decode worker w from time `start`; returns
         seconds, tokens per request."""
-        rows = [(r.tokens[-1], len(r.prompt) + len(r.tokens) - 1, r.kv) for r in batch]
+        rows = [(r.tokens[-1], len(r.prompt) + len(r.tokens) - 1, r.kv, _key(r)) for r in batch]
         toks, chains = await self.forward(rows, self._split(batch))
         for r in batch:
             r.kv.n += 1
         return pingpong_schedule(self._on(chains, w), self.pingpong, start, free), [[t] for t in toks]
 
     async def spec_step(self, batch, w=0, start=0.0, free=None):
-        """Speculative: K draft tokens per request from the attention-free draft on the tray,
-        then one verification forward of K+1 positions per request (target model, GPU attention,
-        FFN on the backend); accept the longest agreeing prefix plus the target's next token."""
-        m, c = self.model, self.model.cfg
+        """Speculative: K draft tokens per request from the draft model (the synthetic MoE: its
+        attention-free draft, head on the tray; SmolLM2: its first ``draft_layers`` layers, attention
+        and LM head on the GPU model, FFNs on the tray), then one verification forward of K+1
+        positions per request (target model); accept the longest agreeing prefix plus the target's
+        next token."""
+        m = self.model
         K = [min(self.K, r.max_tokens - len(r.tokens) - 1) for r in batch]
         drafts = [[] for _ in batch]
-        t_draft = 0.0
+        chain = []
+        ffn_res = "lpu" if self.ffn.kind == "lpu" else "gpu"
         cur = [(r.tokens[-1], len(r.prompt) + len(r.tokens) - 1) for r in batch]
         for j in range(max(K)):
             live = [i for i in range(len(batch)) if j < K[i]]
             hs = {i: m.draft_in(*cur[i]) for i in live}
-            for layer in range(c.layers):
+            for layer in range(m.draft_layers):
+                if m.draft_attention:
+                    for i in live:
+                        hs[i] = m.attn_row(layer, hs[i], batch[i].kv, cur[i][1])
+                    chain.append(("gpu", self.gpu.attention(m, [cur[i][1] + 1 for i in live])))
                 routed = [m.boundary(layer, m.ffn_in(layer, hs[i])) for i in live]
                 ys, secs, _ = await self.ffn.moe(layer, routed)
                 for i, r, y in zip(live, routed, ys):
                     hs[i] = hs[i] + m.combine(layer, r, y)
-                t_draft += secs
-            t_draft += self.ffn.draft_head_s(len(live))
+                chain.append((ffn_res, secs))
+            if m.draft_head == "gpu":
+                chain.append(("gpu", self.gpu.lm_head(m, len(live))))
+            else:
+                chain.append((ffn_res, self.ffn.draft_head_s(len(live))))
             for i in live:
-                d = m.head(hs[i])
+                d = self.sampler(m.draft_logits(hs[i]), _key(batch[i]), cur[i][1] + 1)
                 drafts[i].append(d)
                 cur[i] = (d, cur[i][1] + 1)
         rows, owner = [], []
         for i, r in enumerate(batch):
             p0 = len(r.prompt) + len(r.tokens) - 1
             for j, tok in enumerate([r.tokens[-1]] + drafts[i]):
-                rows.append((tok, p0 + j, r.kv))
+                rows.append((tok, p0 + j, r.kv, _key(r)))
                 owner.append(i)
         split = self._split(batch)
         split = [[k for k, o in enumerate(owner) if o in set(s)] for s in split]
         toks, chains = await self.forward(rows, split)
         free = {} if free is None else free
-        draft_res = "lpu" if self.ffn.kind == "lpu" else f"gpu{w}"     # the draft runs where the FFN runs
-        t_drafted = max(start, free.get(draft_res, 0.0)) + t_draft
-        free[draft_res] = t_drafted
+        t_drafted = start + pingpong_schedule(self._on([chain], w), False, start, free)
         t_verify = pingpong_schedule(self._on(chains, w), self.pingpong, t_drafted, free)
         out = []
         k = 0
@@ -395,10 +437,12 @@ class System:
             end = start + self.prefill_seconds(r, counts)
             router.commit(w, r.prompt, end)
             r.tokens, r.times = [first], [end]
+            r.done = first in self.model.stop_ids
             r.ttft_s = end - r.arrival_s
             r.ready_s = end + dyn["kv_transfer_latency_s"] + self.gpu.kv_bytes(self.model, len(r.prompt)) / \
                 dyn["kv_transfer_bandwidth"]
-        pending = sorted([r for r in requests if len(r.tokens) < r.max_tokens], key=lambda r: (r.ready_s, r.id))
+        pending = sorted([r for r in requests if len(r.tokens) < r.max_tokens and not r.done],
+                         key=lambda r: (r.ready_s, r.id))
         workers = [DecodeWorker(i) for i in range(self.W)]
         droute = DecodeRouter(self.W, int(dyn["block_size"]))
         free = {}                                   # shared resources (the LPU tray): busy until
@@ -433,7 +477,10 @@ class System:
                 for tok in toks[:r.max_tokens - len(r.tokens)]:
                     r.tokens.append(tok)
                     r.times.append(w.t)
-            w.active = [r for r in w.active if len(r.tokens) < r.max_tokens]
+                    if tok in self.model.stop_ids:
+                        r.done = True
+                        break
+            w.active = [r for r in w.active if len(r.tokens) < r.max_tokens and not r.done]
         return requests
 
 
@@ -461,6 +508,10 @@ def report(requests, system, wall_s):
             "met_tpot": bool((dec / max(len(r.tokens) - 1, 1)) <= tgt["tpot_s"]),
             "spec_proposed": r.spec_proposed, "spec_accepted": r.spec_accepted,
             "token_latencies_s": [float(x) for x in lat]})
+        tk = getattr(system.model, "tokenizer", None)
+        if tk is not None:
+            reqs[-1]["text"] = tk.decode(r.tokens)
+            reqs[-1]["prompt_tokens"] = len(r.prompt)
     t0 = min(r.arrival_s for r in requests)
     span = max(r.times[-1] for r in requests) - t0
     ntok = sum(len(r.tokens) for r in requests)
@@ -491,25 +542,53 @@ def report(requests, system, wall_s):
     return {"requests": reqs, "totals": totals}
 
 
-def build_system(scfg, mode="lpu", engine="golden", dut=None, model=None):
-    mcfg = ModelConfig.from_dict(scfg["model"])
-    model = model or MoEModel.build(mcfg)
+_MODELS = {}
+
+
+def build_model(scfg):
+    """The serving config's model: the synthetic MoE (model.name 'synthetic'), or SmolLM2-135M
+    from its GGUF (model.name 'smollm2-135m', cut to model.layers, int8 FFNs calibrated).  Built
+    once per process and config (the GGUF takes seconds to read, the calibration longer)."""
+    m = scfg["model"]
+    key = json.dumps(m, sort_keys=True)
+    if key not in _MODELS:
+        if m.get("name", "synthetic") == "synthetic":
+            _MODELS[key] = MoEModel.build(ModelConfig.from_dict(m))
+        else:
+            from tinylpu.sim.serving.smollm2 import load_smollm2
+            _MODELS[key] = load_smollm2(m["layers"], m["max_seq"], groups=m.get("quant_groups", 1),
+                                        draft_layers=m.get("draft_layers", 8))
+    return _MODELS[key]
+
+
+def model_config(scfg, model=None):
+    """The config the request checks use: the synthetic model's, or the GGUF model's."""
+    return (model or build_model(scfg)).cfg
+
+
+def build_system(scfg, mode="lpu", engine="golden", dut=None, model=None, sampler=None):
+    model = model or build_model(scfg)
     gpu = load_gpu(scfg.get("gpu_config"))
     ffn = TrayFFN(model, {**scfg["lpu"], **scfg.get("draft", {})}, engine, dut) if mode == "lpu" else GpuFFN(model, gpu)
-    return System(scfg, model, gpu, ffn, mode)
+    return System(scfg, model, gpu, ffn, mode, sampler)
 
 
-async def serve(requests, scfg, mode="lpu", engine="golden", dut=None, reference=False):
+async def serve(requests, scfg, mode="lpu", engine="golden", dut=None, reference=False, sampler=None):
     t0 = time.perf_counter()
-    system = build_system(scfg, mode, engine, dut)
+    system = build_system(scfg, mode, engine, dut, sampler=sampler)
+    t1 = time.perf_counter()
     await system.ffn.load()
+    t_load = time.perf_counter() - t1
     await system.run(requests)
     rep = report(requests, system, time.perf_counter() - t0)
+    rep["totals"]["load_s"] = t_load
+    rep["totals"]["sampling"] = system.sampler.describe()
     rep["totals"]["engine"] = engine if mode == "lpu" else "gpu"
     if reference:
         ident = []
         for r in requests:
-            ident.append(reference_generate(system.model, r.prompt, r.max_tokens) == [int(t) for t in r.tokens])
+            ref = system.model.generate_reference(r.prompt, r.max_tokens, system.sampler, _key(r))
+            ident.append(ref == [int(t) for t in r.tokens])
         rep["totals"]["reference_identical"] = all(ident)
         rep["totals"]["reference_identical_per_request"] = ident
     return rep
@@ -522,7 +601,7 @@ async def serve_in_sim(dut, requests, scfg, mode="lpu", reference=False):
     return rep
 
 
-def run_serving(requests, scfg, mode="lpu", engine="golden", reference=False, sim=None):
+def run_serving(requests, scfg, mode="lpu", engine="golden", reference=False, sim=None, sampler=None):
     """Run a workload to completion on an engine; returns the report dict."""
     from tinylpu.sim.host.api import drive, run_in_simulation
     if engine == "rtl" and mode == "lpu":
@@ -533,7 +612,7 @@ def run_serving(requests, scfg, mode="lpu", engine="golden", reference=False, si
                                 config=scfg["lpu"].get("chip_config", "tiny"), sim=sim)
         rep["totals"]["wall_s_with_launch"] = time.perf_counter() - t0
         return rep
-    return drive(serve(requests, scfg, mode, engine, None, reference))
+    return drive(serve(requests, scfg, mode, engine, None, reference, sampler))
 
 
 def default_config(path=None, **over):
