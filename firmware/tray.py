@@ -16,13 +16,14 @@ compiler puts a DESKEW barrier at every multiple of D that the program crosses: 
 a barrier, every queue parks in DESKEW just before it (docs/c2c.md).
 """
 
+import math
 from dataclasses import dataclass, field
 
 from tinylpu.firmware.compiler import Compiled, CompileError, Region, _ceil, _FFNScheduler, _report
 from tinylpu.firmware.quant import QuantFFN, ReqParams
 from tinylpu.isa import Opcode
 
-__all__ = ["TrayCompiled", "compile_tp", "compile_ep", "deskew_interval", "slice_ffn"]
+__all__ = ["TrayCompiled", "compile_ep", "compile_tp", "deskew_interval", "slice_ffn"]
 
 
 def deskew_interval(cfg):
@@ -79,30 +80,47 @@ def compile_tp(q: QuantFFN, cfg, tokens, chips=None):
     bounds = [(c * FT) // n for c in range(n + 1)]
     cols = [list(range(bounds[c] * L, min(bounds[c + 1] * L, q.d_ff))) for c in range(n)]
     horizon = 1 << 22
-    # workers first: their SEND cycles fix when the root can RECV
-    sends = {}                                        # (chip, block, m, plane) -> (first SEND cycle, n)
-    scheds = {}
-    for c in range(1, n):
-        s = _FFNScheduler(cfg, slice_ffn(q, cols[c]), tokens, w2_mode="partial")
-        _barriers(s.sch, cfg, horizon)
-        s.layouts = s.build()
-        port = _port_to(cfg, c, 0)
-        for (b0, m), grp in sorted(s.partials.items()):
-            for p, r in enumerate(grp):
-                sends[(c, b0, m, p)] = (s.send_region(r, r.n, port, f"SEND partial Y{m} plane {p} block {b0}"), r.n)
-        scheds[c] = s
-    root = _FFNScheduler(cfg, slice_ffn(q, cols[0]), tokens, w2_mode="partial")
-    _barriers(root.sch, cfg, horizon)
-    xl, yl = root.build()
-    far = root.group_banks("far")
-    recv = {}
-    for (c, b0, m, p), (t_send, cnt) in sorted(sends.items(), key=lambda kv: kv[1][0]):
-        bank = far[(p + c) % 4]          # spread the workers' planes over the banks' write ports
-        # strictly that bank: the four planes of a group must be read in one cycle from four banks
-        r = root.alloc.take([bank], cnt, f"chip 0's buffer for partial Y{m} plane {p} (block {b0}) from chip {c}")
-        root.recv_region(_port_to(cfg, 0, c), r, cnt, t_send + cfg.link_latency,
-                         f"RECV partial Y{m} plane {p} block {b0} from chip {c}")
-        recv.setdefault((b0, m, c), [None] * 4)[p] = r
+    # A port holds rx_vectors vectors between SEND and RECV (in flight or arrived): a RECV that starts
+    # more than this many cycles after its SEND would overflow it.  Workers are scheduled first (their
+    # SEND cycles fix when the root can RECV); a RECV that the root can only start later than that
+    # delays its SEND, and the tray is scheduled again (delays only grow, so this ends).
+    cap = (cfg.link["rx_vectors"] - 1) * cfg.vector_interval - math.ceil(cfg.link["link_slack"]) - 1
+    floor = {}                                        # (chip, block, m, plane) -> earliest SEND cycle
+    for _attempt in range(16):
+        sends, scheds, late = {}, {}, {}              # sends: (chip, block, m, plane) -> (first SEND, n)
+        for c in range(1, n):
+            s = _FFNScheduler(cfg, slice_ffn(q, cols[c]), tokens, w2_mode="partial")
+            _barriers(s.sch, cfg, horizon)
+            s.layouts = s.build()
+            port = _port_to(cfg, c, 0)
+            for (b0, m), grp in sorted(s.partials.items()):
+                for p, r in enumerate(grp):
+                    key = (c, b0, m, p)
+                    sends[key] = (s.send_region(r, r.n, port, f"SEND partial Y{m} plane {p} block {b0}",
+                                                t_min=floor.get(key, 0)), r.n)
+            scheds[c] = s
+        root = _FFNScheduler(cfg, slice_ffn(q, cols[0]), tokens, w2_mode="partial")
+        _barriers(root.sch, cfg, horizon)
+        xl, yl = root.build()
+        far = root.group_banks("far")
+        recv = {}
+        for key, (t_send, cnt) in sorted(sends.items(), key=lambda kv: kv[1][0]):
+            c, b0, m, p = key
+            bank = far[(p + c) % 4]          # spread the workers' planes over the banks' write ports
+            # strictly that bank: the four planes of a group must be read in one cycle from four banks
+            r = root.alloc.take([bank], cnt, f"chip 0's buffer for partial Y{m} plane {p} (block {b0}) from chip {c}")
+            t_recv = root.recv_region(_port_to(cfg, 0, c), r, cnt, t_send + cfg.link_latency,
+                                      f"RECV partial Y{m} plane {p} block {b0} from chip {c}")
+            if t_recv - t_send > cap:
+                late[key] = t_send + (t_recv - t_send - cap)
+            recv.setdefault((b0, m, c), [None] * 4)[p] = r
+        if not late:
+            break
+        for key, t in late.items():
+            floor[key] = max(floor.get(key, 0), t)
+    else:
+        raise CompileError(f"config {cfg.name}: the root chip cannot RECV the partial sums within the "
+                           f"{cfg.link['rx_vectors']}-vector RX buffer ({len(late)} SENDs still too early)")
     p2 = root.params(q.req2, _ceil(q.d_model, L), "w2 (tray)", [root.abanks[1 % len(root.abanks)]] +
                      root.wbanks + root.abanks)
     for (b0, m), own in sorted(root.partials.items()):
