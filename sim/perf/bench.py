@@ -77,43 +77,73 @@ def _time(fn, repeat):
     return out
 
 
+def _compiled_jobs(cfg, shapes):
+    """(name, [(program, {bank: [(addr, vectors)]})]) per compiled GELU layer (d_model, d_ff, tokens)."""
+    from tinylpu.firmware.compiler import compile_ffn
+    from tinylpu.firmware.quant import FFNWeights, quantize_ffn
+    out = []
+    for dm, dff, T in shapes:
+        rng = np.random.default_rng(dm + dff + T)
+        w = FFNWeights(rng.normal(size=(dm, dff)) / 20, rng.normal(size=(dff, dm)) / 40, None,
+                       rng.normal(size=dff) * 0.1, rng.normal(size=dm) * 0.1, None, "gelu")
+        x = rng.normal(size=(T, dm))
+        q = quantize_ffn(w, x)
+        c = compile_ffn(q, cfg, T)
+        xq = q.quantize_input(x)
+        jobs = []
+        for i, r in enumerate(c.runs):
+            image = {b: list(v) for b, v in c.mem_image.items()}
+            for b, v in c.pack_input(xq, run=i).items():
+                image.setdefault(b, []).extend(v)
+            jobs.append((r.program, image))
+        out.append((f"compiled {dm} x {dff} GELU, {T} token{'s' if T > 1 else ''}", jobs))
+    return out
+
+
+#: the LPU-class chip's golden-speed workloads: a decode layer, a small batch, a prefill-sized batch
+LPU_GOLDEN_SHAPES = [(384, 1536, 1), (384, 1536, 17), (384, 1536, 256)]
+
+
 def bench_golden(cfg, repeat=5):
-    """Chip cycles/s of the golden model on the steady-state program and on 30 random programs: the
-    per-cycle reference (``Golden``) and the fast path (``FastGolden``) in the same run, median of
-    `repeat`; the whole job (model construction, ``load_program`` with its static check, MEM writes,
-    ``run``) is timed."""
+    """Chip cycles/s of the golden model: the per-cycle reference (``Golden``) and the fast path
+    (``FastGolden``) in the same run, median of `repeat`; the whole job (model construction,
+    ``load_program`` with its static check, MEM writes, ``run``) is timed.  Workloads: on 16-lane
+    configs the steady-state program and 30 random programs; on others (``lpu``) compiled GELU layers
+    (LPU_GOLDEN_SHAPES), the reference timed once on the largest."""
     from tinylpu.sim.golden.fast import FastGolden
     cfg = load_config(cfg)
-    prog = _steady_program(cfg)
-    rng = np.random.default_rng(0)
-    image = [rng.integers(-128, 128, (4, cfg.lanes), dtype=np.int8) for _ in range(4)]
-    cases = [random_program(cfg, s) for s in range(30)]
+    try:
+        prog = _steady_program(cfg)
+    except ValueError:
+        prog = None
+    if prog is not None:
+        rng = np.random.default_rng(0)
+        image = {f"mem{b}": [(0, rng.integers(-128, 128, (4, cfg.lanes), dtype=np.int8))] for b in range(4)}
+        cases = [random_program(cfg, s) for s in range(30)]
+        workloads = [("steady state (MXM multiply + install, VXM, 5 MEM ports busy)", [(prog, image)]),
+                     ("30 random programs", [(c.program, {b: [v] for b, v in c.mem.items()}) for c in cases])]
+    else:
+        workloads = _compiled_jobs(cfg, LPU_GOLDEN_SHAPES)
 
-    def steady(cls):
-        g = cls(cfg)
-        g.load_program(prog)
-        for b in range(4):
-            g.write_mem(f"mem{b}", 0, image[b])
-        return g.run().cycles
-
-    def randoms(cls):
+    def job(cls, jobs):
         total = 0
-        for c in cases:
+        for program, image in jobs:
             g = cls(cfg)
-            g.load_program(c.program)
-            for bank, (addr, img) in c.mem.items():
-                g.write_mem(bank, addr, img)
+            g.load_program(program)
+            for bank, parts in image.items():
+                for addr, img in parts:
+                    g.write_mem(bank, addr, img)
             total += g.run().cycles
         return total
 
     rows = []
-    for name, fn in (("steady state (MXM multiply + install, VXM, 5 MEM ports busy)", steady),
-                     ("30 random programs", randoms)):
+    for wi, (name, jobs) in enumerate(workloads):
         per = {}
         for label, cls in (("reference (Golden)", Golden), ("fast (FastGolden)", FastGolden)):
-            runs = _time(lambda: fn(cls), repeat)
+            n = 1 if prog is None and cls is Golden and wi == len(workloads) - 1 else repeat
+            runs = _time(lambda cls=cls, jobs=jobs: job(cls, jobs), n)
             per[label] = statistics.median(c / t for c, t in runs)
-            rows.append({"workload": name, "engine": label, "cycles": runs[0][0],
+            rows.append({"workload": name, "engine": label, "cycles": runs[0][0], "runs": n,
                          "median_s": statistics.median(t for _, t in runs), "median_cycles_per_s": per[label]})
         rows[-1]["speedup"] = per["fast (FastGolden)"] / per["reference (Golden)"]
     return rows
@@ -145,18 +175,23 @@ def main(args):
     if args.what == "sims":
         write_sim_speed(args.config, args.repeat, args.output or "docs/benchmarks.md")
         return 0
-    cfg = load_config(args.config)
-    rows = bench_golden(cfg, args.repeat)
-    cmd = f"tinylpu bench golden --config {cfg.name} --repeat {args.repeat}"
+    for name in args.config.split(","):
+        _write_golden_section(load_config(name), args.repeat, args.output)
+    return 0
+
+
+def _write_golden_section(cfg, repeat, output):
+    rows = bench_golden(cfg, repeat)
+    cmd = f"tinylpu bench golden --config {cfg.name} --repeat {repeat}"
     lines = [f"### Golden model speed (config `{cfg.name}`)", "",
-             f"Measured with `{cmd}` (median of {args.repeat} runs) on {platform.processor() or platform.machine()}, "
-             f"Python {platform.python_version()}, numpy {np.__version__}.", "",
-             "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
+             f"Measured with `{cmd}` (median of {repeat} runs; on compiled layers the reference is timed once on the largest) on "
+             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}.",
+             "", "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
              "|---|---|---|---|---|---|"] + _golden_rows(rows)
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.output:
-        p = Path(args.output)
+    if output:
+        p = Path(output)
         p.parent.mkdir(parents=True, exist_ok=True)
         old = p.read_text() if p.exists() else "# Benchmarks\n\nEvery figure here is written by the command quoted with it.\n\n"
         marker = f"### Golden model speed (config `{cfg.name}`)"
@@ -166,7 +201,6 @@ def main(args):
             old = head + (rest[nxt + 1:] if nxt >= 0 else "")
         p.write_text(old.rstrip() + "\n\n" + text)
         print(f"wrote {p}")
-    return 0
 
 
 # ------------------------------------------------------------------------------------------
