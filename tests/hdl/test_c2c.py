@@ -345,7 +345,9 @@ def test_loader_link_rules():
 # ---------------------------------------------------------------------------------------------
 # (b) exaggerated drift: SKIP removal and insertion in short runs
 
-@pytest.mark.parametrize("tx_ppm,rx_ppm", [(5000, 0), (-5000, 0), (5000, -5000), (-5000, 5000)])
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [pytest.param(5000, 0, marks=pytest.mark.slow),
+                                           pytest.param(-5000, 0, marks=pytest.mark.slow),
+                                           (5000, -5000), pytest.param(-5000, 5000, marks=pytest.mark.slow)])
 def test_exaggerated_drift(tx_ppm, rx_ppm):
     cfg = link_variant(skip_interval=64)              # absorbs up to 1/64 = 15625 ppm
     r = run_link(cfg, tx_ppm=tx_ppm, rx_ppm=rx_ppm, n_vectors=300, seed=3)
@@ -490,6 +492,7 @@ def test_drift_beyond_budget_alarms(tx_ppm, flag):
     assert r.status["alarm"] == 1 and r.status["alarm_flags"][flag] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tx_ppm,flags", [(5000, ("high", "overflow")), (-5000, ("low", "underflow"))])
 def test_no_compensation_runs_away(tx_ppm, flags):
     cfg = link_variant(skip_interval=64)
