@@ -21,14 +21,14 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from tinylpu.firmware.quant import FFNWeights
-from tinylpu.sim.serving.gguf_model import GGUFModel, load_gguf
+from tinylpu.sim.serving.gguf_model import GGUFModel, LlamaConfig, load_gguf
 from tinylpu.sim.serving.model import Routed
 from tinylpu.sim.serving.quant8 import ChannelQuant, quantize_swiglu
 from tinylpu.sim.serving.tokenizer import Tokenizer
@@ -48,22 +48,15 @@ def prompts():
     return [ln for ln in data_text("prompts.txt").splitlines() if ln.strip()]
 
 
-@dataclass
-class SmolConfig:
-    """The serving model's view of a Llama GGUF (attribute names shared with ``ModelConfig``: a
-    dense model is an MoE of one expert, top-1, gate 1)."""
-    vocab: int
-    d_model: int
-    layers: int
-    heads: int
-    kv_heads: int
-    d_ff: int
-    rope_base: float
-    eps: float
+@dataclass(frozen=True)
+class SmolConfig(LlamaConfig):
+    """The serving model's view of a Llama GGUF: the GGUF's shape (``LlamaConfig``) plus the serving
+    fields (attribute names shared with ``ModelConfig``: a dense model is an MoE of one expert, top-1,
+    gate 1)."""
+    name: str = "smollm2-135m"
     max_seq: int = 512
     experts: int = 1
     top_k: int = 1
-    name: str = "smollm2-135m"
 
     @property
     def d_head(self):
@@ -113,7 +106,8 @@ class LlamaModel:
         n = c.layers if layers is None else int(layers)
         if not 1 <= n <= c.layers:
             raise ValueError(f"layers must be in 1..{c.layers}, got {layers}")
-        cfg = SmolConfig(c.vocab, c.d_model, n, c.heads, c.kv_heads, c.d_ff, c.rope_base, c.eps, max_seq)
+        shape = {f.name: getattr(c, f.name) for f in fields(LlamaConfig)}
+        cfg = SmolConfig(**{**shape, "layers": n, "name": "smollm2-135m"}, max_seq=max_seq)
         t = g.tensor
         blk = [f"blk.{i}." for i in range(n)]
         m = cls(cfg,

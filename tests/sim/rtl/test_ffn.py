@@ -15,15 +15,20 @@ from tinylpu.sim.rtl.runner import run_cases_rtl
 CFG = load_config("tiny")
 
 
-def test_swiglu_on_rtl_equals_golden():
-    rng = np.random.default_rng(7)
-    dm, dff, T = 32, 48, 3
-    w = FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 7, rng.normal(size=(dm, dff)) / 6,
-                   rng.normal(size=dff) * 0.1, rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1, "swiglu")
+def _layer(dm, dff, T, seed, act="gelu"):
+    rng = np.random.default_rng(seed)
+    gated = act == "swiglu"
+    w = FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 7,
+                   rng.normal(size=(dm, dff)) / 6 if gated else None, rng.normal(size=dff) * 0.1,
+                   rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1 if gated else None, act)
     x = rng.normal(size=(T, dm))
     q = quantize_ffn(w, x)
-    c = compile_ffn(q, CFG, T)
-    xq = q.quantize_input(x)
+    return q, q.quantize_input(x)
+
+
+def test_swiglu_on_rtl_equals_golden():
+    q, xq = _layer(32, 48, 3, 7, "swiglu")
+    c = compile_ffn(q, CFG, 3)
     outs = {}
     for engine in ("golden", "rtl", "amaranth"):       # one host API over every engine
         outs[engine] = run_compiled(c, xq, engine)
@@ -76,16 +81,6 @@ def test_host_refuses_a_program_that_does_not_fit_before_loading():
     with pytest.raises(ProgramCheckError, match=r"queue mem0 #0 READ e9, 0: stream e9: the chip has 8 streams"):
         run_cases_rtl(CFG, [{"program": bad, "mem": {}, "read": []}])
 
-
-def _layer(dm, dff, T, seed, act="gelu"):
-    rng = np.random.default_rng(seed)
-    gated = act == "swiglu"
-    w = FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 7,
-                   rng.normal(size=(dm, dff)) / 6 if gated else None, rng.normal(size=dff) * 0.1,
-                   rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1 if gated else None, act)
-    x = rng.normal(size=(T, dm))
-    q = quantize_ffn(w, x)
-    return q, q.quantize_input(x)
 
 
 @pytest.mark.slow
