@@ -1,10 +1,22 @@
 """Multi-chip FFN programs for a tray: tensor-parallel (d_ff split) and expert-parallel (MoE).
 
-Tensor parallel: chip c owns a contiguous range of d_ff tiles. Every chip gets the whole input,
-computes act(X W1[:, own]) [* X W3[:, own]] and its int32 partial X W2[own, :]; the workers SEND
-their partials (four byte planes per vector) to chip 0, which RECEIVES them into MEM as they
-arrive, adds them with ADD32 in int32 — the exact sum a single chip accumulates — and only then
-requantizes. The tray therefore computes the same bits as one chip.
+Tensor parallel, two splits (``compile_tp(..., split=)``); both compute the bits of one chip.
+
+* "gather" (faster in all but one case measured, docs/tray-performance.md): chip c owns a
+  range of d_ff tiles and computes the int8 gated product H = act(X W1[:, own]) [* X W3[:, own]],
+  exactly as one chip does, and SENDs it to every "W2 chip". The W2 chips are the first
+  min(chips, d_model tiles) chips (chip 0 among them); W2 chip w owns a range of output (d_model)
+  tiles and computes Y[:, own] = requant(H W2[:, own]) over all of d_ff, its own H first and the
+  received H in the order it arrives, then SENDs its int8 Y to chip 0. Only int8 crosses the links,
+  and a chip SENDs each H tile to up to F peers at once (one READ with stride 0 feeds SENDs on
+  several ports). The d_ff tiles are dealt so that the chips install about as many weight tiles,
+  then moved to the W2 chips while that makes the tray faster (their tails are longer).
+* "partial": chip c owns a contiguous range of d_ff tiles, computes its int32 partial X W2[own,:];
+  the workers SEND their partials (four byte planes per vector) to chip 0, which RECEIVES them into
+  MEM as they arrive, adds them with ADD32 in int32 — the exact sum a single chip accumulates — and
+  only then requantizes.
+
+The default (split None) compiles both and keeps the faster program.
 
 Expert parallel: one expert per chip, each chip an ordinary single-chip program; the host routes
 each token to its expert's chip.
@@ -19,11 +31,22 @@ a barrier, every queue parks in DESKEW just before it (docs/c2c.md).
 import math
 from dataclasses import dataclass, field
 
-from tinylpu.firmware.compiler import Compiled, CompileError, Region, _ceil, _FFNScheduler, _report
+from tinylpu.firmware.compiler import (
+    Compiled,
+    CompileError,
+    Region,
+    _ceil,
+    _FFNScheduler,
+    _report,
+    _rows,
+    _sub,
+    plan_blocks,
+)
 from tinylpu.firmware.quant import QuantFFN, ReqParams
-from tinylpu.isa import Opcode
+from tinylpu.firmware.sched import read_to, write_from
+from tinylpu.isa import Insn, Opcode, StreamRef, latency_key
 
-__all__ = ["TrayCompiled", "compile_ep", "compile_tp", "deskew_interval", "slice_ffn"]
+__all__ = ["TrayCompiled", "compile_ep", "compile_tp", "deskew_interval", "gather_plan", "slice_ffn"]
 
 
 def deskew_interval(cfg):
@@ -67,13 +90,34 @@ def _barriers(sch, cfg, horizon):
     sch.barriers = list(range(D, horizon, D))
 
 
-def compile_tp(q: QuantFFN, cfg, tokens, chips=None):
-    """Tensor-parallel FFN over `chips` chips of the tray (default: all)."""
+def compile_tp(q: QuantFFN, cfg, tokens, chips=None, split=None):
+    """Tensor-parallel FFN over `chips` chips of the tray (default: all).
+
+    split: "gather" (the int8 gated product is all-gathered, W2 split by output columns, int8 Y
+    gathered to chip 0), "partial" (W2 split by d_ff rows, int32 partial sums reduced on chip 0), or
+    None (the default): both, and the faster program (gather on a tie or when partial does not fit)."""
     n = chips or cfg.chips
     if n < 2 or n > cfg.chips:
         raise CompileError(f"tensor parallel needs 2..{cfg.chips} chips on config {cfg.name}, got {n}")
     if not cfg.slices_of("c2c"):
         raise CompileError(f"config {cfg.name} has no c2c slice in its floorplan")
+    if split not in (None, "gather", "partial"):
+        raise CompileError(f"unknown tensor-parallel split {split!r} (gather or partial)")
+    if split == "partial":
+        return _compile_tp_partial(q, cfg, tokens, n)
+    tc = _compile_tp_gather(q, cfg, tokens, n)
+    if split is None:
+        try:
+            other = _compile_tp_partial(q, cfg, tokens, n)
+        except CompileError:
+            return tc
+        if max(other.predicted_cycles) < max(tc.predicted_cycles):
+            return other
+    return tc
+
+
+def _compile_tp_partial(q, cfg, tokens, n):
+    """W2 split by d_ff rows: chip 0 reduces the workers' int32 partial sums (ADD32) and requantizes."""
     L = cfg.lanes
     FT = _ceil(q.d_ff, L)
     n = min(n, FT)                                   # at least one d_ff tile per chip
@@ -145,11 +189,12 @@ def compile_tp(q: QuantFFN, cfg, tokens, chips=None):
     mats = 3 if q.gated else 2
     worst = max(cycles)
     tc.report = {
-        "mode": "tensor-parallel", "chips_used": n, "d_ff_columns_per_chip": [len(x) for x in cols],
+        "mode": "tensor-parallel", "split": "partial", "chips_used": n, "d_ff_columns_per_chip": [len(x) for x in cols],
         "predicted_cycles": worst, "per_chip_predicted_cycles": cycles,
         "useful_macs": tokens * q.d_model * q.d_ff * mats,
         "mxm_utilization": tokens * q.d_model * q.d_ff * mats / (cfg.macs_per_cycle * n * worst),
         "link_vectors_to_root": sum(cnt for _, cnt in sends.values()),
+        "link_vectors": sum(cnt for _, cnt in sends.values()),
         "vector_interval_cycles": cfg.vector_interval, "link_latency": cfg.link_latency,
         "deskew_interval": deskew_interval(cfg),
         "deskews": len([b for b in root.sch.barriers if b < worst]),
@@ -188,4 +233,498 @@ def compile_ep(experts, cfg, tokens_per_expert):
     tc = TrayCompiled(cfg, "ep", chips, cycles)
     tc.report = {"mode": "expert-parallel", "experts": len(experts), "tokens_per_expert": list(tokens_per_expert),
                  "predicted_cycles": max(cycles), "per_chip_predicted_cycles": cycles}
+    return tc
+
+
+# ------------------------------------------------------------------------------------------------
+# Tensor parallel, "gather" split: int8 activations cross the links, never int32 partial sums
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Job:
+    """One accumulation: MM over `tiles` [(weight key, activation Region, token offset)], then EMIT
+    -> REQL (params `pr`, tile `tile_no`) into `dst`, then the VXM ops `after`, then `post()`."""
+    tiles: list
+    bn: int
+    pr: Region
+    tile_no: int
+    dst: Region
+    what: str
+    after: list = field(default_factory=list)
+    post: object = None
+
+
+class _Exec:
+    """The MXM job loop of ``_FFNScheduler.schedule`` (installs one tile ahead of the multiply, the
+    accumulator halves alternating per job) on a job list that may grow while it runs."""
+
+    def __init__(self, s, wt):
+        self.s, self.wt = s, wt
+        self.jobs, self.flat, self.installed = [], [], {}
+        self.half = self.idx = 0
+        self.ahead = s.rows == s.cfg.install_rows
+
+    def add(self, job):
+        self.flat += [(len(self.jobs), i) for i in range(len(job.tiles))]
+        self.jobs.append(job)
+
+    def _install(self, idx):
+        if idx < len(self.flat) and idx not in self.installed:
+            j, i = self.flat[idx]
+            key = self.jobs[j].tiles[i][0]
+            self.installed[idx] = self.s.lw(self.wt[key], f"LW {key[0]}[{key[1]},{key[2]}]")
+
+    def run(self):
+        s = self.s
+        while self.idx < len(self.flat):
+            idx = self.idx
+            j, i = self.flat[idx]
+            job = self.jobs[j]
+            self._install(idx)
+            if self.ahead:
+                self._install(idx + 1)
+            key, xr, xoff = job.tiles[i]
+            b, last = self.installed.pop(idx)
+            commit = s.mm(b, last, xr, xoff, job.bn, self.half, i > 0, f"MM {key[0]}[{key[1]},{key[2]}] {job.what}")
+            if not self.ahead:
+                self._install(idx + 1)
+            if i == len(job.tiles) - 1:
+                s.ldm(job.pr, job.tile_no, f"LDM params {job.what}")
+                s.emit_req(commit, job.bn, self.half, job.dst, f"REQL {job.what}")
+                self.half ^= 1
+                for op, srcs, d, kw in job.after:
+                    if isinstance(d, list):
+                        _vxm_op(s, op, srcs, d, job.bn, f"{op.name} {job.what}", **kw)
+                    else:
+                        s.vxm_op(op, srcs, d, job.bn, f"{op.name} {job.what}", **kw)
+                if job.post is not None:
+                    job.post()
+            self.idx += 1
+
+
+def gather_plan(q: QuantFFN, cfg, n, shift=0):
+    """(d_ff tiles, d_model tiles) per chip for the gather split on n chips.
+
+    The d_model (output) tiles go to the first min(n, tiles) chips, the "W2 chips", chip 0 among
+    them; the d_ff tiles (their W1 / W3 columns and the gated product H) are dealt so that every chip
+    installs about as many weight tiles: a W2 chip installs all d_ff rows of W2 for its columns, so
+    it takes fewer d_ff tiles. ``shift`` moves that many more d_ff tiles from the W2 chips to the
+    others (their tails are longer: they wait for the last H and send Y to chip 0)."""
+    L = cfg.lanes
+    KT, FT, MT = _ceil(q.d_model, L), _ceil(q.d_ff, L), _ceil(q.d_model, L)
+    W = min(n, MT)
+    mb = [(i * MT) // W for i in range(W + 1)]
+    mt = [list(range(mb[i], mb[i + 1])) for i in range(W)] + [[] for _ in range(n - W)]
+    per_d = KT * (2 if q.gated else 1)
+    load = [FT * len(m) for m in mt]
+    cnt = [0] * n
+    for _ in range(FT):
+        c = min(range(n), key=lambda c: (load[c] + per_d, c < W, c))
+        cnt[c] += 1
+        load[c] += per_d
+    for _ in range(abs(shift)):
+        give, get = (range(W), range(W, n)) if shift > 0 else (range(W, n), range(W))
+        src = [c for c in give if cnt[c] > (0 if shift > 0 else 1)]     # a chip without W2 keeps a d_ff tile
+        if not src or not get:
+            break
+        a = max(src, key=lambda c: (load[c], c))
+        b = min(get, key=lambda c: (load[c], c))
+        cnt[a] -= 1
+        cnt[b] += 1
+        load[a] -= per_d
+        load[b] += per_d
+    starts = [sum(cnt[:c]) for c in range(n + 1)]
+    return [list(range(starts[c], starts[c + 1])) for c in range(n)], mt
+
+
+def _vxm_op(s, op, srcs, dsts, n, tag, **kw):
+    """``_FFNScheduler.vxm_op`` writing its result to one or two regions: the second WRITE samples the
+    same stream on its way to the first (both banks on one side of the VXM)."""
+    lat = s.Lat[latency_key(op)]
+    pv = s.pos[s.vxm]
+    dsts = sorted(dsts, key=lambda r: -abs(s.pos[r.bank] - pv))       # the farther bank first
+    if len(dsts) == 2 and ((s.pos[dsts[0].bank] < pv) != (s.pos[dsts[1].bank] < pv) or dsts[0].bank == dsts[1].bank):
+        raise CompileError(f"{tag}: two results need two banks on one side of {s.vxm}")
+    t_min = max([s.next_vxm] + [s._war(d, 0, n) - lat - abs(s.pos[d.bank] - pv) for d in dsts] +
+                [s.ready(r, 0, s.vxm, n) for r in srcs])
+
+    def build(tx, t):
+        ss = [s._read_to(tx, r, 0, n, s.vxm, t, [2 + i, 4 + i], f"{tag} operand") for i, r in enumerate(srcs)]
+        out = s._write_from(tx, s.vxm, t + lat, dsts[0], 0, n, [4, 5, 6, 7], f"{tag} store")
+        for d in dsts[1:]:
+            write_from(tx, d.bank, out, d.addr, n, t + lat + abs(s.pos[d.bank] - pv), tag=f"{tag} store (copy)")
+        fields = dict(d=out, a=ss[0], count=n, **kw)
+        if len(ss) > 1:
+            fields["b"] = ss[1]
+        tx.add(s.vxm, t, [Insn.make(op, **fields)], t + 1, "alu", (t, t + n - 1),
+               [t + lat + k for k in range(n)], tag=tag)
+        return t
+    t = s._asap(t_min, build, tag)
+    s.next_vxm = t + n
+    for r in srcs:
+        s.note_read(r, 0, t - s.Lat["mem_read"] - abs(pv - s.pos[r.bank]), n)
+    for d in dsts:
+        s.note_write(d, 0, t + lat + abs(s.pos[d.bank] - pv), n)
+    return t
+
+
+def _bcast(s, region, n, ports, tag, t_min=0):
+    """SEND region[0:n] on every C2C port of `ports` (at most F of them): the SEND on ports[j] issues
+    at t + j and samples its stream at t + j + kF, where one READ of vector k with stride 0 puts it
+    on the stream len(ports) cycles in a row. One READ per vector, whatever the number of ports.
+    Returns t."""
+    cfg = s.cfg
+    F, P = cfg.vector_interval, len(ports)
+    assert 1 <= P <= F
+    c2c = cfg.slices_of("c2c")[0].name
+    pc, pb = s.pos[c2c], s.pos[region.bank]
+    t_min = max([t_min, s.ready(region, 0, c2c, n, F)] + [s.next_tx.get(p, 0) - j for j, p in enumerate(ports)])
+    west = pc < pb
+
+    def build(tx, t):
+        for j, p in enumerate(ports):
+            if not tx.need(c2c, f"tx{p}", t + j, t + j + n * F - 1, t + j + 1):
+                return t
+        idx = None
+        for cand in range(cfg.streams):
+            probe = s.sch.txn()
+            for k in range(n):
+                probe.path(StreamRef(cand, west), pb, t + k * F - abs(pc - pb), pc, P)
+            if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
+                idx = cand
+                break
+        if idx is None:
+            tx.fail("no stream free for every element")
+            return t
+        for k in range(n):
+            read_to(tx, region.bank, region.addr + k, P, pc, t + k * F, idx, stride=0, tag=f"{tag} row {k}")
+            if not tx.ok:
+                return t
+        for j, p in enumerate(ports):
+            tx.add(c2c, t + j, [Insn.make(Opcode.SEND, port=p, s=StreamRef(idx, west), count=n)], t + j + 1,
+                   f"tx{p}", (t + j, t + j + n * F - 1), tag=f"{tag} port {p}")
+        return t
+    t = s._asap(t_min, build, tag)
+    for j, p in enumerate(ports):
+        s.next_tx[p] = t + j + n * F
+    s.note_read(region, 0, t + P - 1 - s.Lat["mem_read"] - abs(pc - pb), n, F)
+    return t
+
+
+def _recv(s, port, region, n, arrival, tag):
+    """``_FFNScheduler.recv_region`` (RECV n vectors from `port` into region[0:n], the first arriving at
+    `arrival`, one single WRITE per vector) that tests every WRITE slot and stream before building."""
+    cfg, sch = s.cfg, s.sch
+    F, Lr = cfg.vector_interval, s.Lat["c2c_recv"]
+    c2c = cfg.slices_of("c2c")[0].name
+    pc, pb = s.pos[c2c], s.pos[region.bank]
+    dist, west = abs(pb - pc), pb < pc
+    t_min = max(arrival, s.next_rx.get(port, 0), s._war(region, 0, n, F) - Lr - dist)
+
+    def build(tx, t):
+        if not tx.need(c2c, f"rx{port}", t, t + n * F - 1, t + 1):
+            return t
+        land = t + Lr
+        if not sch.port_free(c2c, [land + k * F for k in range(n)]):
+            tx.fail(f"{c2c} stream port busy")
+            return t
+        for k in range(n):
+            x = land + k * F + dist
+            if not (sch.queue_free(region.bank, x, x + 1) and sch.sub_free(region.bank, "wr", x, x)):
+                tx.fail(f"{region.bank} write slot busy at {x}")
+                return t
+        idx = None
+        for cand in [4, 5, 6, 7] + [i for i in range(cfg.streams) if i not in (4, 5, 6, 7)]:
+            if cand >= cfg.streams:
+                continue
+            probe = sch.txn()
+            for k in range(n):
+                probe.path(StreamRef(cand, west), pc, land + k * F, pb, 1)
+                if not probe.ok:
+                    break
+            if probe.ok:
+                idx = cand
+                break
+        if idx is None:
+            tx.fail("no stream free for every element")
+            return t
+        st = StreamRef(idx, west)
+        tx.add(c2c, t, [Insn.make(Opcode.RECV, s=st, port=port, count=n)], t + 1, f"rx{port}",
+               (t, t + n * F - 1), [land + k * F for k in range(n)], tag=tag)
+        for k in range(n):
+            write_from(tx, region.bank, st, region.addr + k, 1, land + k * F + dist, src_pos=pc, tag=f"{tag} store")
+        return t
+    t = s._asap(t_min, build, tag)
+    s.next_rx[port] = t + n * F
+    s.note_write(region, 0, t + Lr + dist, n, F)
+    return t
+
+
+class _GatherChip:
+    """One chip of the gather split: its MEM image, its scheduler and its jobs."""
+
+    def __init__(self, cfg, q, T, c, dt, mt, consumers, blocks, tb, root, horizon):
+        self.cfg, self.q, self.T, self.c, self.dt, self.mt = cfg, q, T, c, dt, mt
+        self.consumers = [w for w in consumers if w != c]      # chips that need this chip's H
+        self.blocks, self.root = blocks, root
+        s = self.s = _FFNScheduler(cfg, q, T)
+        _barriers(s.sch, cfg, horizon)
+        s.rows = _rows(cfg, tb)
+        L = cfg.lanes
+        KT, FT, MT = s.KT, s.FT, s.MT
+        allb = s.wbanks + [b for b in s.abanks if b not in s.wbanks]
+        ab = s.abanks + [b for b in allb if b not in s.abanks]
+        tiles = {"w1": s.tiles(q.w1), "w2": s.tiles(q.w2)}
+        if q.gated:
+            tiles["w3"] = s.tiles(q.w3)
+        w13 = [("w1", k, d) for d in dt for k in range(KT)] + ([("w3", k, d) for d in dt for k in range(KT)]
+                                                               if q.gated else [])
+        w2 = [("w2", k, m) for m in mt for k in range(FT)]
+
+        def take(pref, n, what):
+            return s.alloc.take(pref + [b for b in allb if b not in pref], n, what)
+
+        def rr(banks, i):
+            return banks[i % len(banks):] + banks[:i % len(banks)] if banks else []
+        # Banks. ab[0]: X and the local copy of this chip's H (read only by MM, in bursts). ab[1]: Z1,
+        # U, the params and the LUT, ab[2]: A (read by the in-order VXM one operation at a time; MUL
+        # reads A and U together, so two banks). ab[3]: what is SENT (this chip's H, a W2 chip's Y),
+        # read by single READs every F cycles, which no burst reader may share. The weight banks:
+        # W2's tiles in one half, the H received from other chips in the other (an MM reading H never
+        # waits for the LW of the next W2 tile; the RECVs have the write ports to themselves), W1 and
+        # W3 (whose MMs read X) wherever there is room.
+        pb = [ab[1]] + allb
+        self.p1 = s.params(q.req1, FT, "w1", pb) if dt else None
+        self.p3 = s.params(q.req3, FT, "w3", pb) if dt and q.gated else None
+        self.p2 = s.params(q.req2, MT, "w2", pb) if mt else None
+        self.lut = s.place([ab[1]] + allb, q.lut.reshape(256 // L, L), "activation LUT") if dt else None
+        self.xr = {k: take([ab[0]], T, f"input X tile {k}") for k in range(KT)} if dt else {}
+        ring = 2
+        self.z1 = [take([ab[1]], tb, f"Z1 {i}") for i in range(ring)] if dt else []
+        self.uu = [take([ab[1]], tb, f"U {i}") for i in range(ring)] if dt and q.gated else []
+        self.aa = [take([b for b in [ab[2]] + allb if b != r.bank], tb, f"A {i}") for i, r in enumerate(self.uu)]
+        # H to send: a ring of three blocks (a MUL waits for the SENDs of the block it overwrites)
+        nb = min(len(blocks) * len(dt), 3)
+        ring_h = [take([ab[3]], tb, f"H to send {i}") for i in range(nb)] if self.consumers else []
+        self.hs = {}
+        for bi, (bstart, bn) in enumerate(blocks):
+            for i, d in enumerate(dt):
+                if ring_h:
+                    self.hs[(d, bstart)] = ring_h[(bi * len(dt) + i) % nb]
+        self.yr = {m: take([ab[3]], T, f"output Y tile {m}") for m in mt}
+        self.wt = {}
+        groups = s.weight_groups() if cfg.install_rows > 1 else None
+        half = len(s.wbanks) // 2
+        w2b, hb = (s.wbanks[:half], s.wbanks[half:]) if groups is None and half else (s.wbanks, s.wbanks)
+        for i, key in enumerate(w2):
+            self.wt[key] = self._place_w(groups, i, tiles, key, rr(w2b, i) + rr(hb, i))
+        east = s.pos[ab[3]] > s.pos[s.vxm]
+        same = [b for b in allb if (s.pos[b] > s.pos[s.vxm]) == east and b not in (ab[3], ab[0])]
+        self.hh = {d: take([ab[0]] + same, T, f"H tile {d}") for d in dt} if mt else {}
+        if mt:
+            for i, d in enumerate(d for d in range(FT) if d not in dt):
+                cand = list(dict.fromkeys(hb + [ab[2], ab[0]]))
+                self.hh[d] = take(sorted(cand, key=lambda b: -s.alloc.free(b)) + w2b, T, f"H tile {d} (received)")
+        for i, key in enumerate(w13):
+            self._place_w(groups, len(w2) + i, tiles, key, sorted(s.wbanks, key=lambda b: -s.alloc.free(b)))
+        if c == root:
+            for i, m in enumerate(m for m in range(MT) if m not in mt):
+                self.yr[m] = take(rr(hb, i) + w2b, T, f"output Y tile {m} (received)")
+        self.ex = _Exec(s, self.wt)
+        self.rx_done = {}            # (d, block start) -> cycle the received H is in MEM
+
+    def _place_w(self, groups, i, tiles, key, pref):
+        s = self.s
+        what = f"weight tile {key[0]}[{key[1]},{key[2]}]"
+        tile = tiles[key[0]][key[1:]]
+        if groups is not None:
+            r = s.place_tile(groups, i, tile, what)
+        else:
+            allb = s.wbanks + [b for b in s.abanks if b not in s.wbanks]
+            r = s.place(pref + [b for b in allb if b not in pref], tile, what, s.lanes)
+        self.wt[key] = r
+        return r
+
+    def phase1(self, sends, floor):
+        """W1 (and W3) for this chip's d_ff tiles, every block; each H SENT to every W2 chip."""
+        s, q, KT = self.s, self.q, self.s.KT
+        if not self.dt:
+            return
+        s.ldlut(self.lut)
+        i = 0
+        for bstart, bn in self.blocks:
+            tok = f"tokens {bstart}..{bstart + bn - 1}"
+            xl = {k: r for k, r in self.xr.items()}
+            for d in self.dt:
+                z1 = _sub(self.z1[i % 2], bn)
+                hs = ([_sub(self.hs[(d, bstart)], bn)] if self.hs else []) + ([_sub(self.hh[d], bn, bstart)] if self.mt else [])
+                w1 = [(("w1", k, d), xl[k], bstart) for k in range(KT)]
+                post = self._sender(sends, floor, d, bstart, bn)
+                if q.gated:
+                    u, a = _sub(self.uu[i % 2], bn), _sub(self.aa[i % 2], bn)
+                    self.ex.add(_Job(w1, bn, self.p1, d, z1, f"w1 tile {d} {tok}"))
+                    w3 = [(("w3", k, d), xl[k], bstart) for k in range(KT)]
+                    after = [(Opcode.LUT, [z1], a, {}), (Opcode.MUL, [a, u], hs, {"sh": q.mul_sh})]
+                    self.ex.add(_Job(w3, bn, self.p3, d, u, f"w3 tile {d} {tok}", after, post))
+                else:
+                    self.ex.add(_Job(w1, bn, self.p1, d, z1, f"w1 tile {d} {tok}", [(Opcode.LUT, [z1], hs, {})], post))
+                i += 1
+        self.ex.run()
+
+    def _sender(self, sends, floor, d, bstart, bn):
+        def post():
+            if not self.consumers:
+                return
+            h = _sub(self.hs[(d, bstart)], bn)
+            F = self.cfg.vector_interval
+            cons = self.consumers
+            for g in range(0, len(cons), F):
+                grp = cons[g:g + F]
+                keys = [("h", self.c, d, bstart, w) for w in grp]
+                ports = [_port_to(self.cfg, self.c, w) for w in grp]
+                tag = f"SEND H tile {d} block {bstart} to chip{'s' if len(grp) > 1 else ''} {', '.join(map(str, grp))}"
+                t_min = max(floor.get(key, 0) - j for j, key in enumerate(keys))
+                if len(grp) == 1:       # a READ with REPEAT: it holds the queue of the bank of what is sent
+                    t = self.s.send_region(h, bn, ports[0], tag, t_min=t_min)
+                else:
+                    t = _bcast(self.s, h, bn, ports, tag, t_min=t_min)
+                for j, key in enumerate(keys):
+                    sends[key] = (t + j, bn)
+        return post
+
+    def receive(self, sends, kind, late, cap):
+        """RECV every vector SENT to this chip of `kind` ("h" or "y"), in the order they were sent."""
+        lat = self.cfg.link_latency
+        mine = sorted(((t, key, cnt) for key, (t, cnt) in sends.items() if key[0] == kind and key[-1] == self.c),
+                      key=lambda x: (x[0], x[1]))
+        for t_send, key, cnt in mine:
+            src, idx, bstart = key[1], key[2], key[3]
+            region = self.hh[idx] if kind == "h" else self.yr[idx]
+            r = _sub(region, cnt, bstart)
+            t = _recv(self.s, _port_to(self.cfg, self.c, src), r, cnt, t_send + lat,
+                                   f"RECV {'H' if kind == 'h' else 'Y'} tile {idx} block {bstart} from chip {src}")
+            if t - t_send > cap:
+                late[key] = t_send + (t - t_send - cap)
+            if kind == "h":
+                self.rx_done[(idx, bstart)] = t + (cnt - 1) * self.cfg.vector_interval
+
+    def phase2(self, sends, floor):
+        """W2 for this chip's output tiles, every block: its own H first, then the received H in the
+        order it arrives; each Y tile that is not chip 0's SENT to chip 0."""
+        FT = self.s.FT
+        for bstart, bn in self.blocks:
+            tok = f"tokens {bstart}..{bstart + bn - 1}"
+            order = list(self.dt) + sorted((d for d in range(FT) if d not in self.dt),
+                                           key=lambda d: (self.rx_done[(d, bstart)], d))
+            for m in self.mt:
+                tiles = [(("w2", k, m), self.hh[k], bstart) for k in order]
+                y = _sub(self.yr[m], bn, bstart)
+                post = None if self.c == self.root else self._ysender(sends, floor, m, bstart, bn, y)
+                self.ex.add(_Job(tiles, bn, self.p2, m, y, f"w2 tile {m} {tok}", post=post))
+        self.ex.run()
+
+    def _ysender(self, sends, floor, m, bstart, bn, y):
+        def post():
+            key = ("y", self.c, m, bstart, self.root)
+            port, tag = _port_to(self.cfg, self.c, self.root), f"SEND Y tile {m} block {bstart} to chip {self.root}"
+            sends[key] = (self.s.send_region(y, bn, port, tag, t_min=floor.get(key, 0)), bn)
+        return post
+
+
+def _gather_schedule(q, cfg, tokens, dts, mts, active, w2chips, blocks, tb, root, horizon):
+    """Schedule every chip: the H producers first (their SEND cycles fix when the W2 chips RECV),
+    then the W2 chips, then chip 0's RECVs of Y. A RECV later than the RX buffer allows delays its
+    SEND, and the tray is scheduled again (delays only grow, so this ends)."""
+    cap = (cfg.link["rx_vectors"] - 1) * cfg.vector_interval - math.ceil(cfg.link["link_slack"]) - 1
+    floor = {}
+    for _attempt in range(24):
+        sends, late = {}, {}
+        chips = {c: _GatherChip(cfg, q, tokens, c, dts[c], mts[c], w2chips, blocks, tb, root, horizon)
+                 for c in active}
+        for c in active:
+            chips[c].phase1(sends, floor)
+        for c in w2chips:
+            chips[c].receive(sends, "h", late, cap)
+            chips[c].phase2(sends, floor)
+        chips[root].receive(sends, "y", late, cap)
+        if not late:
+            return chips, sends
+        for key, t in late.items():
+            floor[key] = max(floor.get(key, 0), t)
+    raise CompileError(f"config {cfg.name}: the chips cannot RECV the gathered activations within the "
+                       f"{cfg.link['rx_vectors']}-vector RX buffer ({len(late)} SENDs still too early)")
+
+
+def _compile_tp_gather(q, cfg, tokens, n, shift=None):
+    """Tensor parallel with int8 on the links: chip c computes H = act(X W1[:, own]) * (X W3[:, own])
+    for its d_ff tiles and SENDs it to every W2 chip; W2 chip w computes Y[:, its columns] = requant(H
+    W2[:, its columns]) over all of d_ff, exactly as one chip does, and SENDs it to chip 0."""
+    if shift is None:
+        # the balance between the W2 chips and the others: from the even count of weight tiles, move
+        # d_ff tiles to the W2 chips (their tails are longer) while the tray gets faster
+        tried = {}
+
+        def attempt(sh):
+            key = tuple(map(tuple, gather_plan(q, cfg, n, sh)[0]))
+            if key not in tried:
+                try:
+                    tried[key] = _compile_tp_gather(q, cfg, tokens, n, sh)
+                except CompileError as e:
+                    tried[key] = e
+            r = tried[key]
+            return (max(r.predicted_cycles) if isinstance(r, TrayCompiled) else math.inf), r
+        best = 0
+        for step in (-1, 1):
+            while attempt(best + step)[0] < attempt(best)[0]:
+                best += step
+            if best != 0:
+                break
+        r = attempt(best)[1]
+        if not isinstance(r, TrayCompiled):
+            raise r
+        return r
+    L = cfg.lanes
+    MT = _ceil(q.d_model, L)
+    dts, mts = gather_plan(q, cfg, n, shift)
+    active = [c for c in range(n) if dts[c] or mts[c]]
+    w2chips = [c for c in range(n) if mts[c]]
+    blocks, tb = plan_blocks(cfg, tokens)
+    root = 0
+    # DESKEW barriers up to a horizon (a long list slows every placement down); a program that
+    # reaches it is scheduled again with a far one
+    for horizon in (1 << 16, 1 << 22):
+        chips, sends = _gather_schedule(q, cfg, tokens, dts, mts, active, w2chips, blocks, tb, root, horizon)
+        if max(g.s.sch.end_cycle for g in chips.values()) < horizon - 1:
+            break
+    chips_out, cycles = [], []
+    rc = chips[root]
+    yl = {m: _sub(rc.yr[m], tokens) for m in range(MT)}
+    for c in range(cfg.chips):
+        g = chips.get(c)
+        if g is None:
+            chips_out.append(None)
+            cycles.append(1)          # an idle chip runs a lone HALT
+            continue
+        program, H, listing = g.s.sch.finish()
+        xl = {k: _sub(r, tokens) for k, r in g.xr.items()}
+        comp = Compiled(cfg, program, g.s.image, xl, yl if c == root else {}, tokens, H + 1, listing, g.s.sch, q)
+        chips_out.append(comp)
+        cycles.append(H + 1)
+        _check_queues(cfg, program, c)
+    tc = TrayCompiled(cfg, "tp", chips_out, cycles, root, yl)
+    mats = 3 if q.gated else 2
+    worst = max(cycles)
+    tc.report = {
+        "mode": "tensor-parallel", "split": "gather", "chips_used": len(active),
+        "d_ff_columns_per_chip": [min(len(d) * L, max(0, q.d_ff - d[0] * L)) if d else 0 for d in dts],
+        "d_model_columns_per_chip": [min(len(m) * L, max(0, q.d_model - m[0] * L)) if m else 0 for m in mts],
+        "predicted_cycles": worst, "per_chip_predicted_cycles": cycles,
+        "useful_macs": tokens * q.d_model * q.d_ff * mats,
+        "mxm_utilization": tokens * q.d_model * q.d_ff * mats / (cfg.macs_per_cycle * len(active) * worst),
+        "link_vectors_to_root": sum(cnt for key, (_, cnt) in sends.items() if key[-1] == root),
+        "link_vectors": sum(cnt for _, cnt in sends.values()),
+        "vector_interval_cycles": cfg.vector_interval, "link_latency": cfg.link_latency,
+        "deskew_interval": deskew_interval(cfg),
+        "deskews": len([b for b in rc.s.sch.barriers if b < worst]),
+    }
     return tc

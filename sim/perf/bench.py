@@ -419,38 +419,58 @@ def write_sim_speed(cfg="tiny", repeat=3, path="docs/benchmarks.md"):
     return rows
 
 
-def write_tray_perf(path="docs/tray-performance.md"):
-    """Tensor-parallel FFN on the golden tray against the single-chip program, per chip count."""
+#: (tray config, single-chip config, d_model, d_ff, token counts) of `tinylpu bench tray`: issue 19's
+#: 64 x 256 SwiGLU on the tray of tiny chips, and the SmolLM2-135M FFN (576 x 1536 SwiGLU) on lpu-tray
+TRAY_WORKLOADS = [("tray", "tiny", 64, 256, (1, 16, 64)), ("lpu-tray", "lpu", 576, 1536, (1, 16, 64))]
+
+
+def write_tray_perf(path="docs/tray-performance.md", workloads=None, chips=(2, 4, 8), splits=("gather", "partial")):
+    """Tensor-parallel FFN on the golden tray against the single-chip program, per chip count and split."""
     from tinylpu.firmware.compiler import CompileError, compile_ffn
     from tinylpu.firmware.quant import FFNWeights, quantize_ffn
     from tinylpu.firmware.tray import compile_tp
     from tinylpu.sim.golden.tray import run_tray_golden
-    cfg, tiny = load_config("tray"), load_config("tiny")
-    rng = np.random.default_rng(0)
     lines = ["# Tensor-parallel FFN on the golden tray", "",
              "Written by `tinylpu bench tray` (`make perf`). Cycles are measured on the golden tray and equal the "
-             "compiler's prediction on every chip; the int8 outputs equal the single-chip program's.", "",
-             "| layer | tokens | 1 chip (tiny) | chips | tray cycles | speed-up | vectors over C2C |",
-             "|---|---|---|---|---|---|---|"]
-    for dm, dff, T in [(64, 128, 1), (64, 128, 4), (64, 128, 16)]:
-        w = FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 11,
-                       rng.normal(size=(dm, dff)) / 6, activation="swiglu")
-        x = rng.normal(size=(T, dm))
-        q = quantize_ffn(w, x)
-        one = compile_ffn(q, tiny, T).predicted_cycles
-        for n in (2, 4, 8):
-            try:
-                tc = compile_tp(q, cfg, T, n)
-            except CompileError as e:
-                lines.append(f"| {dm} x {dff} SwiGLU | {T} | {one} | {n} | does not fit: {str(e)[:60]}... | - | - |")
-                continue
+             "compiler's prediction on every chip; the int8 outputs equal the single-chip program's (and "
+             "`QuantFFN.run_int`). The 1-chip column is the single-chip compiler's program on one chip of the "
+             "tray's kind.", "",
+             "Splits (`compile_tp(..., split=)`): **gather**: chip c computes the gated product H for "
+             "its d_ff tiles and SENDs it (int8) to every W2 chip; the first min(chips, d_model tiles) chips "
+             "(\"W2 chips\") compute requant(H W2) for their output columns over all of d_ff, and SEND their int8 "
+             "Y to chip 0. **partial**: W2 split by d_ff rows; the workers SEND int32 partial sums (four byte "
+             "planes per vector) to chip 0, which adds them (ADD32) and requantizes. The default (`split=None`) "
+             "compiles both and keeps the faster program.", "",
+             "| layer | config | tokens | 1 chip | chips | split | tray cycles | speed-up | vectors over C2C "
+             "(to chip 0) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for cfg_name, one_name, dm, dff, token_counts in workloads or TRAY_WORKLOADS:
+        cfg, one_cfg = load_config(cfg_name), load_config(one_name)
+        rng = np.random.default_rng(0)
+        w = FFNWeights(rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=(dff, dm)) / np.sqrt(dff),
+                       rng.normal(size=(dm, dff)) / np.sqrt(dm), activation="swiglu")
+        for T in token_counts:
+            x = rng.normal(size=(T, dm))
+            q = quantize_ffn(w, x)
             xq = q.quantize_input(x)
-            tray, r = run_tray_golden(tc, [xq] * cfg.chips)
-            assert r.cycles == tc.predicted_cycles
-            assert np.array_equal(tc.chips[0].unpack_output(tray.chips[0].read_mem), q.run_int(xq))
-            cyc = max(r.cycles)
-            lines.append(f"| {dm} x {dff} SwiGLU | {T} | {one} | {n} | {cyc} | {one / cyc:.2f} | "
-                         f"{tc.report['link_vectors_to_root']} |")
+            one = compile_ffn(q, one_cfg, T).predicted_cycles
+            lines.append(f"| {dm} x {dff} SwiGLU | {one_name} | {T} | {one} | 1 | - | {one} | 1.00 | - |")
+            for n in chips:
+                for split in splits:
+                    head = f"| {dm} x {dff} SwiGLU | {cfg_name} | {T} | {one} | {n} | {split} |"
+                    try:
+                        tc = compile_tp(q, cfg, T, n, split=split)
+                    except CompileError as e:
+                        lines.append(f"{head} does not fit: {str(e)[:70]}... | - | - |")
+                        continue
+                    tray, r = run_tray_golden(tc, [xq] * cfg.chips)
+                    assert r.cycles == tc.predicted_cycles
+                    assert np.array_equal(tc.chips[0].unpack_output(tray.chips[0].read_mem), q.run_int(xq))
+                    assert sum(r.link_vectors.values()) == tc.report["link_vectors"]
+                    cyc = max(r.cycles)
+                    lines.append(f"{head} {cyc} | {one / cyc:.2f} | {tc.report['link_vectors']} "
+                                 f"({tc.report['link_vectors_to_root']}) |")
+                    print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     Path(path).write_text(text)
     print(text)

@@ -26,23 +26,79 @@ def layer(dm, dff, seed, gated=True):
                       "swiglu" if gated else "gelu")
 
 
-# (64, 128, 4, 8): eight workers' partial sums queue at the root's ports; the RECVs must keep each
-# port's RX buffer from overflowing (the compiler delays SENDs the root cannot take in time)
-@pytest.mark.parametrize("dm,dff,T,chips,gated", [(32, 128, 2, 8, True), (16, 64, 5, 3, False), (32, 48, 3, 8, True),
-                                                  (64, 128, 4, 8, True)])
-def test_tensor_parallel_is_bit_identical_to_one_chip(dm, dff, T, chips, gated):
-    w = layer(dm, dff, dm + dff, gated)
-    x = np.random.default_rng(T).normal(size=(T, dm))
-    q = quantize_ffn(w, x)
-    tc = compile_tp(q, CFG, T, chips)
+def _check_tp(q, x, T, chips, split):
+    tc = compile_tp(q, CFG, T, chips, split=split)
     xq = q.quantize_input(x)
     tray, res = run_tray_golden(tc, [xq] * CFG.chips)
     assert res.cycles == tc.predicted_cycles            # every chip, to the cycle
     y = tc.chips[0].unpack_output(tray.chips[0].read_mem)
     assert np.array_equal(y, q.run_int(xq))             # the same bits as a single chip
-    used = tc.report["chips_used"]
-    assert used == min(chips, -(-dff // CFG.lanes))
-    assert sum(res.link_vectors.values()) == tc.report["link_vectors_to_root"] > 0
+    assert sum(res.link_vectors.values()) == tc.report["link_vectors"] > 0
+    assert sum(n for (a, p), n in res.link_vectors.items() if CFG.peer(a, p)[0] == 0) == \
+        tc.report["link_vectors_to_root"]
+    return tc
+
+
+# (64, 128, 4, 8): eight workers' partial sums queue at the root's ports; the RECVs must keep each
+# port's RX buffer from overflowing (the compiler delays SENDs the root cannot take in time)
+@pytest.mark.parametrize("dm,dff,T,chips,gated", [(32, 128, 2, 8, True), (16, 64, 5, 3, False), (32, 48, 3, 8, True),
+                                                  (64, 128, 4, 8, True)])
+def test_tensor_parallel_partial_is_bit_identical_to_one_chip(dm, dff, T, chips, gated):
+    w = layer(dm, dff, dm + dff, gated)
+    x = np.random.default_rng(T).normal(size=(T, dm))
+    tc = _check_tp(quantize_ffn(w, x), x, T, chips, "partial")
+    assert tc.report["split"] == "partial"
+    assert tc.report["chips_used"] == min(chips, -(-dff // CFG.lanes))
+
+
+# The gather split: d_model 16 (one W2 chip, chip 0), d_ff of 3 tiles on 8 chips (idle
+# chips), not gated, 3 chips (uneven), two accumulator blocks (T > acc_depth / 2), and issue 19's
+# 64 x 256 SwiGLU at 1, 16 and 64 tokens on 2, 4 and 8 chips.
+GATHER = [(32, 128, 2, 8, True), (16, 64, 5, 3, False), (32, 48, 3, 8, True), (64, 128, 4, 8, True),
+          (48, 96, 40, 5, False), (16, 32, 3, 2, True)] + \
+         [(64, 256, T, chips, True) for T in (1, 16, 64) for chips in (2, 4, 8)]
+
+
+@pytest.mark.parametrize("dm,dff,T,chips,gated", GATHER)
+def test_tensor_parallel_gather_is_bit_identical_to_one_chip(dm, dff, T, chips, gated):
+    w = layer(dm, dff, dm + dff, gated)
+    x = np.random.default_rng(T).normal(size=(T, dm))
+    q = quantize_ffn(w, x)
+    tc = _check_tp(q, x, T, chips, "gather")
+    rep = tc.report
+    assert rep["split"] == "gather"
+    L = CFG.lanes
+    assert sum(rep["d_ff_columns_per_chip"]) == dff and sum(rep["d_model_columns_per_chip"]) == dm
+    assert rep["chips_used"] == sum(1 for d, m in zip(rep["d_ff_columns_per_chip"], rep["d_model_columns_per_chip"])
+                                    if d or m) <= chips
+    # int8 on the links: every H tile goes to every other W2 chip, every Y tile that chip 0 does not
+    # compute goes to chip 0
+    w2 = [c for c, m in enumerate(rep["d_model_columns_per_chip"]) if m]
+    own = [-(-d // L) for d in rep["d_ff_columns_per_chip"]]
+    h = sum(own[c] * (len(w2) - (c in w2)) for c in range(len(own))) * T
+    y = (-(-dm // L) - -(-rep["d_model_columns_per_chip"][0] // L)) * T
+    assert rep["link_vectors"] == h + y and rep["link_vectors_to_root"] == own_to(0, own, w2) * T + y
+
+
+def own_to(root, own, w2):
+    return sum(own[c] for c in range(len(own)) if c != root) if root in w2 else 0
+
+
+@pytest.mark.parametrize("dm,dff,T,chips,gated", [(64, 256, 16, 8, True), (32, 64, 1, 2, True)])
+def test_tensor_parallel_default_is_the_faster_split(dm, dff, T, chips, gated):
+    """split=None compiles both splits and keeps the faster (gather when partial does not fit)."""
+    w = layer(dm, dff, dm + dff, gated)
+    x = np.random.default_rng(T).normal(size=(T, dm))
+    q = quantize_ffn(w, x)
+    tc = _check_tp(q, x, T, chips, None)
+    cycles = {}
+    for split in ("gather", "partial"):
+        try:
+            cycles[split] = max(compile_tp(q, CFG, T, chips, split=split).predicted_cycles)
+        except CompileError:
+            pass
+    assert max(tc.predicted_cycles) == min(cycles.values())
+    assert tc.report["split"] == min(cycles, key=lambda k: (cycles[k], k != "gather"))
 
 
 def test_expert_parallel_one_expert_per_chip():
@@ -92,9 +148,12 @@ def test_tray_errors():
     big = quantize_ffn(layer(64, 128, 0), np.ones((16, 64)))
     with pytest.raises(CompileError, match=r"chip 0's buffer for partial Y\d plane \d \(block 0\) from chip \d needs "
                                            r"16 vectors \(256 bytes\) in bank mem\d, but it has no room left"):
-        compile_tp(big, CFG, 16, 8)
+        compile_tp(big, CFG, 16, 8, split="partial")
+    with pytest.raises(CompileError, match=r"unknown tensor-parallel split 'rows' \(gather or partial\)"):
+        compile_tp(q, CFG, 2, 2, split="rows")
 
 
+@pytest.mark.xdist_group("rtl-duo")             # its last run is on the RTL duo tray (tests/sim/rtl)
 def test_cli_ffn_chips(tmp_path):
     w = layer(32, 64, 3)
     np.savez(tmp_path / "W.npz", w1=w.w1, w2=w.w2, w3=w.w3, b1=w.b1, b2=w.b2, b3=w.b3)

@@ -166,3 +166,34 @@ def test_double_bit_link_errors_raise_the_link_error():
         t.chips[0].write_mem("mem7", 0, data)
         with pytest.raises(ProgramError, match="link error: flit 0 on port 0 has an uncorrectable error"):
             t.run()
+
+
+# --- one READ, several SENDs: how the gather split broadcasts the gated product ---------------------
+
+@pytest.mark.parametrize("ports", [2, 3, F])
+def test_stride0_read_feeds_sends_on_several_ports(ports):
+    """A READ of n=P with stride 0 puts one vector on the stream P cycles in a row; SENDs on P ports,
+    issued one cycle apart, each sample their copy (``firmware.tray._bcast``): every peer receives
+    every vector, one READ per vector."""
+    data = np.random.default_rng(ports).integers(-128, 128, (2, 16), dtype=np.int8)
+    reads = "".join(f"        READ e0, {k}, n={ports}, stride=0\n        NOP {F - 1}\n" for k in range(2))
+    sends = "".join(f"        SEND {p}, e0, n=2\n" for p in range(ports))
+    src0 = f"""
+    .queue mem7
+{reads}        HALT
+    .queue c2c0
+        NOP 3
+{sends}        NOP {2 * F + 4}
+        HALT
+    """
+    srcs = [EMPTY] * CFG.chips
+    srcs[0] = src0
+    for p in range(ports):
+        peer, peer_port = CFG.peer(0, p)
+        srcs[peer] = receiver(peer_port, 2, 3 + p + LAT)
+    t = tray(srcs, [(0, "mem7", 0, data)])
+    r = t.run()
+    for p in range(ports):
+        peer, _ = CFG.peer(0, p)
+        assert np.array_equal(t.chips[peer].read_mem("mem7", 5, 2), data), p
+    assert r.link_vectors == {(0, p): 2 for p in range(ports)}
