@@ -34,10 +34,10 @@ waves:
 	 else echo "waves: build/sim/waves.fst, save file build/sim/waves.gtkw (open with: gtkwave build/sim/waves.gtkw)"; fi
 
 test: setup
-	$(PYTEST) -q -n $(JOBS)
+	$(PYTEST) -q -n $(JOBS) --dist loadgroup
 
 test-all: setup
-	$(PYTEST) -q -n $(JOBS) -m "slow or not slow"
+	$(PYTEST) -q -n $(JOBS) --dist loadgroup -m "slow or not slow"
 
 docs: setup
 	$(PY) -m tinylpu.cli isa-doc --config $(CONFIG) -o docs/isa.md

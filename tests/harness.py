@@ -164,14 +164,10 @@ def run_unit_rtl(dut, cfg, cycles, issues, taps, wide_unit):
     """Drive a VXM or SXM slice in Amaranth's simulator: per cycle its issue (``issues``: cycle -> Insn)
     and stream taps; returns per cycle (valid, west, index, wide, data, {error: bit}, busy) of its result
     port, checking the pre-decoded landing selects every cycle (``check_landing``)."""
-    from amaranth.sim import Simulator
-
     from tinylpu.isa import encode
     from tinylpu.wire import ERROR_BITS as ERRS
     rec = []
     ints = [tap_ints(cfg, t) for t in taps]
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
     data_v, err_v = dut.out.data.as_value(), dut.err.as_value()
     te, tev, tw, twv = (dut.tap.east.as_value(), dut.tap.east_valid, dut.tap.west.as_value(),
                         dut.tap.west_valid)
@@ -194,9 +190,53 @@ def run_unit_rtl(dut, cfg, cycles, issues, taps, wide_unit):
                         {n: (ev_ >> i) & 1 for i, n in enumerate(ERRS)}, ctx.get(dut.busy)))
             await ctx.tick()
 
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return rec
+
+
+# One simulator per shared DUT and test process (``shared_dut``, ``simulate``)
+_SHARED = {}
+_SIMS = {}
+
+
+def shared_dut(key, build):
+    """The DUT `build()` makes, built once per `key` and test process, so that ``simulate`` can keep
+    its simulator.  `key` must name everything the elaboration depends on (``repr`` of the config,
+    constructor options, ``early``); `build` sets every such attribute before returning."""
+    if key not in _SHARED:
+        _SHARED[key] = build()
+    return _SHARED[key]
+
+
+def simulate(dut, bench, period=1e-8):
+    """Run the async testbench ``bench(ctx)`` on `dut` under Amaranth's simulator, one clock of `period`.
+
+    Building a simulator (elaboration, then pysim's code generation) takes seconds for a VXM or a
+    line of ICUs, while a unit test runs a few hundred cycles: a DUT from ``shared_dut`` keeps its
+    simulator for the whole test process, and every run starts with ``Simulator.reset()`` (every
+    signal and memory back to its initial value, the clock and the testbench restarted), so a run
+    sees exactly what a fresh simulator would.  Any other DUT gets a simulator of its own."""
+    from amaranth.sim import Simulator
+
+    entry = _SIMS.get(id(dut))
+    if entry is None:
+        holder = {}
+
+        async def testbench(ctx):
+            await holder["bench"](ctx)
+
+        sim = Simulator(dut)
+        sim.add_clock(period)
+        sim.add_testbench(testbench)
+        entry = [sim, holder, False]
+        if any(d is dut for d in _SHARED.values()):
+            _SIMS[id(dut)] = entry
+    sim, holder, used = entry
+    holder["bench"] = bench
+    if used:                  # (a reset before the first run would drop a never-started coroutine)
+        sim.reset()
+    entry[2] = True
+    sim.run()
 
 
 def issue_words(cycles, schedule, encode, filler=lambda c: 0):

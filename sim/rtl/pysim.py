@@ -56,14 +56,52 @@ class _Host(HostProtocol):
         return out
 
 
+class _ChipSim:
+    """A chip under Amaranth's simulator, built once per config and process and reset for every run.
+
+    Building the simulator (elaborating the chip, then pysim's code generation) takes tens of
+    seconds for ``tiny``, longer than a short program runs; ``Simulator.reset()`` puts every signal
+    and memory back to its initial value and restarts the clock and the testbench, so each run
+    starts from the same power-on state as a fresh simulator."""
+
+    _cache = {}
+
+    def __init__(self, cfg):
+        self.dut = Chip(cfg)
+        self.sim = Simulator(self.dut)
+        self.sim.add_clock(1e-8)
+        self.bench, self.used = None, False
+
+        async def testbench(ctx):
+            await self.bench(ctx)
+
+        self.sim.add_testbench(testbench)
+
+    @classmethod
+    def get(cls, cfg):
+        key = repr(cfg)
+        if key not in cls._cache:
+            cls._cache[key] = cls(cfg)
+        return cls._cache[key]
+
+    def run(self, bench):
+        self.bench = bench
+        if self.used:            # (before the first run there is nothing to reset)
+            self.sim.reset()
+        self.used = True
+        self.sim.run()
+
+
 def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
-    """Run one program on the chip under Amaranth's simulator.
+    """Run one program on the chip under Amaranth's simulator, from power-on state.
 
     mem: {bank name: [(addr, int8 vectors)]}; reads: [(bank, addr, n)].
-    Returns {"cycles", "errors", "reads", "run_wall_s"}.
+    Returns {"cycles", "errors", "reads", "run_wall_s"}.  Without `vcd` the simulator is kept for
+    the next run on the same config (``_ChipSim``); with it, a fresh one records the waveform.
     """
     cfg = load_config(cfg)
-    dut = Chip(cfg)
+    chip = None if vcd else _ChipSim.get(cfg)
+    dut = chip.dut if chip else Chip(cfg)
     banks = {s.name: s.index for s in cfg.slices_of("mem")}
     result = {}
 
@@ -80,13 +118,13 @@ def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
         st["reads"] = [await h.read_mem(banks[bank], addr, n) for bank, addr, n in reads]
         result.update(st)
 
+    if chip:
+        chip.run(bench)
+        return result
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
-    if vcd:
-        with sim.write_vcd(vcd):
-            sim.run()
-    else:
+    with sim.write_vcd(vcd):
         sim.run()
     return result
 

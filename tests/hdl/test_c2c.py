@@ -19,6 +19,8 @@ from tinylpu.link import (CORRECTED, OK, UNCORRECTABLE, LinkParams, Sym, decode_
                           link_problems, min_link_latency, secded_check_bits, secded_decode, secded_encode)
 from tinylpu.sim.perf.c2c import link_variant, measure_link, run_link
 
+SLOW = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tray():
@@ -185,9 +187,11 @@ def test_wire_format(tray):
 # ---------------------------------------------------------------------------------------------
 # (a) the configured link at 0, +-100, +-300 ppm
 
-@pytest.mark.parametrize("tx_ppm,rx_ppm", [(0, 0), (100, 0), (-100, 0), (300, 0), (-300, 0),
-                                           (300, -300)])
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [(0, 0), (300, -300)] + [pytest.param(t, r, marks=SLOW) for t, r in
+                                                                  [(100, 0), (-100, 0), (300, 0), (-300, 0)]])
 def test_link_ppm(tray, tx_ppm, rx_ppm):
+    """The fast tier runs the configured link at 0 and at the largest offset (+-300 ppm on both
+    sides); the slow tier adds +-100 and +-300 on one side."""
     r = run_link(tray, tx_ppm=tx_ppm, rx_ppm=rx_ppm, n_vectors=300, seed=tx_ppm + 7 * rx_ppm + 1)
     expect_clean(r, 300)
     if tx_ppm == rx_ppm:
@@ -200,7 +204,7 @@ def test_link_random_gaps(tray):
     expect_clean(r, 200)
 
 
-@pytest.mark.parametrize("width", [8, 16, 64, 128])
+@pytest.mark.parametrize("width", [8, pytest.param(16, marks=SLOW), pytest.param(64, marks=SLOW), 128])
 def test_link_widths(width):
     cfg = width_variant(width, skip_interval=64)
     r = run_link(cfg, tx_ppm=2000, rx_ppm=-2000, n_vectors=60, seed=width)
@@ -345,9 +349,9 @@ def test_loader_link_rules():
 # ---------------------------------------------------------------------------------------------
 # (b) exaggerated drift: SKIP removal and insertion in short runs
 
-@pytest.mark.parametrize("tx_ppm,rx_ppm", [pytest.param(5000, 0, marks=pytest.mark.slow),
-                                           pytest.param(-5000, 0, marks=pytest.mark.slow),
-                                           (5000, -5000), pytest.param(-5000, 5000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [pytest.param(5000, 0, marks=SLOW),
+                                           pytest.param(-5000, 0, marks=SLOW),
+                                           (5000, -5000), pytest.param(-5000, 5000, marks=SLOW)])
 def test_exaggerated_drift(tx_ppm, rx_ppm):
     cfg = link_variant(skip_interval=64)              # absorbs up to 1/64 = 15625 ppm
     r = run_link(cfg, tx_ppm=tx_ppm, rx_ppm=rx_ppm, n_vectors=300, seed=3)
@@ -485,7 +489,7 @@ def test_decode_frame_model_matches_rtl_injection(tray):
 # ---------------------------------------------------------------------------------------------
 # (d) drift beyond the budget raises the alarm; (e) without compensation the buffer runs away
 
-@pytest.mark.parametrize("tx_ppm,flag", [(25000, "high"), (-25000, "low")])
+@pytest.mark.parametrize("tx_ppm,flag", [(25000, "high"), pytest.param(-25000, "low", marks=SLOW)])
 def test_drift_beyond_budget_alarms(tx_ppm, flag):
     cfg = link_variant(skip_interval=64)              # absorbs at most 15625 ppm
     r = run_link(cfg, tx_ppm=tx_ppm, n_vectors=100, run_cycles=2000, seed=2)
@@ -506,7 +510,8 @@ def test_no_compensation_runs_away(tx_ppm, flags):
 # ---------------------------------------------------------------------------------------------
 # (f) latency and the HAC exchange
 
-@pytest.mark.parametrize("tx_ppm,rx_ppm", [(0, 0), (300, -300), (-300, 300)])
+@pytest.mark.parametrize("tx_ppm,rx_ppm", [(300, -300), pytest.param(0, 0, marks=SLOW),
+                                           pytest.param(-300, 300, marks=SLOW)])
 def test_latency_stable(tray, tx_ppm, rx_ppm):
     p = LinkParams.from_cfg(tray)
     m = measure_link(tray, tx_ppm, 200, rx_ppm=rx_ppm)

@@ -6,6 +6,7 @@ whole exchange takes a few thousand cycles.
 
 import os
 
+import pytest
 from amaranth.sim import Simulator
 
 from tinylpu.config import load_config
@@ -86,7 +87,11 @@ def test_uart_loopback():
     assert got == sent
 
 
+@pytest.mark.slow
 def test_fpga_top_host_commands():
+    """Every host command on the FPGA top, bit by bit over its UART pins (~40 s in Amaranth's simulator).
+    The fast tier runs the same commands end to end through the UART host in
+    tests/sim/host/test_uart.py."""
     cfg = load_config("ice40")
     dut = FpgaTop(cfg, DIV)
     vecs = [0x8001_7F02, 0x0403_0201, 0xFFEE_DDCC]     # 4 int8 lanes each, lane 0 in bits 0-7

@@ -11,13 +11,17 @@ import pytest
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
-from amaranth.sim import Simulator
 
+from tests.harness import shared_dut, simulate
 from tinylpu.config import load_config
 from tinylpu.firmware.program import Program
 from tinylpu.hdl.icu import ICU
 from tinylpu.isa import Insn, Opcode, encode
 from tinylpu.sim.golden.chip import Golden, ProgramError
+
+#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
+#: simulator is built once (tests/harness.py ``shared_dut``)
+pytestmark = pytest.mark.xdist_group("icu")
 
 CFG = load_config("tiny")
 
@@ -66,11 +70,9 @@ class IcuLine(wiring.Component):
 
 
 def rtl_issue_log(prog, max_cycles=2000):
-    dut = IcuLine(CFG)
-    m = Module()
-    m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
+    """The line's issue log for `prog`: one simulator per test process, reset for every program
+    (tests/harness.py ``simulate``)."""
+    dut = shared_dut(("icu-line", repr(CFG)), lambda: IcuLine(CFG))
     out = {}
 
     async def bench(ctx):
@@ -108,8 +110,7 @@ def rtl_issue_log(prog, max_cycles=2000):
             await ctx.tick()
         out.update(log=sorted(log), halts=halts, errs=errs)
 
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench, period=1e-6)
     return out
 
 

@@ -12,12 +12,16 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from tests.harness import check_landing, drive_issue, issue_words, lead_in, variant, vec_int
+from tests.harness import check_landing, drive_issue, issue_words, lead_in, shared_dut, simulate, variant, vec_int
 from tinylpu.config import load_config
 from tinylpu.hdl.mem import MemSlice
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
+
+#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
+#: simulator is built once (tests/harness.py ``shared_dut``)
+pytestmark = pytest.mark.xdist_group("mem")
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
@@ -32,10 +36,6 @@ CONFIGS = {
 
 
 GoldenSlice = SliceStepper
-
-
-def vec_int(v):
-    return int.from_bytes(np.asarray(v, np.int8).tobytes(), "little")
 
 
 def int_vec(x, lanes):
@@ -66,6 +66,12 @@ def set_idx(tap, sref, idx):
     tap[d + 1][sref.index] = True
 
 
+def _mem(cfg, sl, early):
+    dut = MemSlice(cfg, sl)
+    dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
+    return dut
+
+
 def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, garbage=True, early=False):
     """Simulate MemSlice (position of mem0) and the golden model side by side for len(taps) cycles.
 
@@ -75,8 +81,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
     c+1; `after(ctx, dut, c)` may check more.  Returns the golden model.
     """
     sl = cfg.slices_of("mem")[0]
-    dut = MemSlice(cfg, sl)
-    dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
+    dut = shared_dut(("mem", repr(cfg), early), lambda: _mem(cfg, sl, early))
     gs = GoldenSlice(cfg, sl.name)
     gmem = gs.g.mem[sl.name]
     preload = preload or {}
@@ -138,10 +143,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
             assert np.array_equal(got, gmem[a]), (a, got, gmem[a])
         result["checked"] = True
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert result.get("checked")
     return gs.g
 

@@ -10,15 +10,18 @@ accumulator must match.
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
-from tests.harness import check_landing, drive_issue, issue_words, lead_in, variant
+from tests.harness import check_landing, drive_issue, issue_words, lead_in, shared_dut, simulate, variant
 from tinylpu.arith import int32_to_planes, planes_to_int32
 from tinylpu.config import load_config
 from tinylpu.hdl.mxm import MxmSlice, tree_cuts
 from tinylpu.isa import Insn, Opcode, StreamRef, element_count, encode
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
+
+#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
+#: simulator is built once (tests/harness.py ``shared_dut``)
+pytestmark = pytest.mark.xdist_group("mxm")
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
@@ -77,11 +80,16 @@ def set_stream(tap, sref, vec):
     tap[d][sref.index] = np.asarray(vec).astype(np.int8)
 
 
+def _mxm(cfg, sl, early):
+    dut = MxmSlice(cfg, sl)
+    dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
+    return dut
+
+
 def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, early=False):
     """Simulate MxmSlice and the golden model side by side for len(taps) cycles (see test_rtl_mem)."""
     sl = cfg.slices_of("mxm")[0]
-    dut = MxmSlice(cfg, sl)
-    dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
+    dut = shared_dut(("mxm", repr(cfg), early), lambda: _mxm(cfg, sl, early))
     gs = GoldenSlice(cfg, sl.name)
     gacc, gw = gs.g.acc[sl.name], gs.g.weights[sl.name]
     preload = preload or {}
@@ -149,10 +157,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, ear
             assert np.array_equal(int_acc(ctx.get(dut.acc.data[a]), cfg.lanes), gacc[a]), a
         result["checked"] = True
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert result.get("checked")
     return gs.g, result
 

@@ -12,12 +12,16 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from tests.harness import run_unit_rtl, tap_ints, vec_int
+from tests.harness import run_unit_rtl, shared_dut, tap_ints, vec_int
 from tinylpu.config import load_config
 from tinylpu.hdl.sxm import SxmSlice
 from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
+
+#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
+#: simulator is built once (tests/harness.py ``shared_dut``)
+pytestmark = pytest.mark.xdist_group("sxm")
 
 O = Opcode
 
@@ -56,6 +60,15 @@ class Tap:
         return tap_ints(cfg, self)
 
 
+def sxm(cfg, early=False):
+    """The SXM under test, one per config and ``early`` in a test process (its simulator is reused)."""
+    def build():
+        dut = SxmSlice(cfg, cfg.slice("sxm0"))
+        dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
+        return dut
+    return shared_dut(("sxm", repr(cfg), early), build)
+
+
 def run_rtl(dut, cfg, cycles, issues, taps):
     return run_unit_rtl(dut, cfg, cycles, issues, taps, wide_unit=False)
 
@@ -76,9 +89,7 @@ def check_against_golden(cfg, issues, taps, cycles, early=False):
     for c in range(cycles):
         busy[c] = busy[c] or any(ref.samples[d] < c <= d for d in drive_cycles)
     assert not ref.g.active and not ref.g.effects, "schedule too short"
-    dut = SxmSlice(cfg, cfg.slice("sxm0"))
-    dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
-    rec = run_rtl(dut, cfg, cycles, issues, taps)
+    rec = run_rtl(sxm(cfg, early), cfg, cycles, issues, taps)
     lanes = cfg.lanes
     for c, (got, exp) in enumerate(zip(rec, expect)):
         valid, west, index, wide, data, err, bsy = got
@@ -220,7 +231,7 @@ def test_busy_and_empty_flags():
     taps[3].valid[0, 1] = False           # a TRANS input row is missing
     taps[lanes + 2].valid[0, 1] = False   # not an input row of the TRANS: no error
     taps[2 * lanes + 1].valid[0, 1] = False
-    rec = run_rtl(SxmSlice(cfg, cfg.slice("sxm0")), cfg, len(taps), issues, taps)
+    rec = run_rtl(sxm(cfg), cfg, len(taps), issues, taps)
     flags = [{n for n, v in r[5].items() if v} for r in rec]
     expect = {3: {"empty"}, 2 * lanes - 1: {"busy"}, 2 * lanes + 1: {"busy", "empty"}}
     for c, f in enumerate(flags):
@@ -238,7 +249,7 @@ def test_ldperm_empty():
     cfg = config("tiny")
     t = Tap(cfg)
     t.valid[1, 6] = False
-    rec = run_rtl(SxmSlice(cfg, cfg.slice("sxm0")), cfg, 4, {0: Insn.make(O.LDPERM, a=W(6))}, [t] + [Tap(cfg)] * 3)
+    rec = run_rtl(sxm(cfg), cfg, 4, {0: Insn.make(O.LDPERM, a=W(6))}, [t] + [Tap(cfg)] * 3)
     assert [r[5]["empty"] for r in rec] == [1, 0, 0, 0]
     assert not any(r[0] for r in rec)
 

@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from tests.harness import run_unit_rtl, tap_ints, vec_int
+from tests.harness import run_unit_rtl, shared_dut, tap_ints, vec_int
 from tinylpu.arith import int32_to_planes, requantize, rshift_round, sat8
 from tinylpu.config import load_config
 from tinylpu.hdl.vxm import VxmSlice
 from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
+
+#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
+#: simulator is built once (tests/harness.py ``shared_dut``)
+pytestmark = pytest.mark.xdist_group("vxm")
 
 O = Opcode
 
@@ -41,9 +45,14 @@ def config(name):
     return load_config(name)
 
 
-def vxm(cfg):
-    """The VXM under test; ``fpga-late`` elaborates the LUT-RAM variant an ECP5 build uses."""
-    return VxmSlice(cfg, cfg.slice("vxm0"), lut_read="late" if cfg.name.endswith("-late") else None)
+def vxm(cfg, early=False):
+    """The VXM under test, one per config and ``early`` in a test process (its simulator is reused,
+    tests/harness.py ``simulate``); ``fpga-late`` elaborates the LUT-RAM variant an ECP5 build uses."""
+    def build():
+        dut = VxmSlice(cfg, cfg.slice("vxm0"), lut_read="late" if cfg.name.endswith("-late") else None)
+        dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
+        return dut
+    return shared_dut(("vxm", repr(cfg), early), build)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,8 +220,7 @@ def test_random_against_golden(cfg_name, seed, n_insns):
     registered issue). The 16-lane runs take 50 instructions in the fast tier, 150 in the slow."""
     cfg = config(cfg_name)
     issues, taps, cycles = random_schedule(cfg, seed, n_insns)
-    dut = vxm(cfg)
-    dut.early = seed in (2, 3, 6)
+    dut = vxm(cfg, early=seed in (2, 3, 6))
     check_against_golden(cfg, dut, issues, taps, cycles)
 
 
@@ -507,10 +515,11 @@ def test_ldlut_row_out_of_range():
 # Elaboration
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cfg_name", ["tiny", "fpga"])
+@pytest.mark.parametrize("cfg_name", [pytest.param("tiny", marks=SLOW), "fpga"])
 def test_verilog(cfg_name):
+    """(The fast tier converts the whole tiny chip, VXM included, for its RTL tests.)"""
     cfg = config(cfg_name)
-    text = verilog.convert(vxm(cfg), name=f"vxm_{cfg_name}")
+    text = verilog.convert(VxmSlice(cfg, cfg.slice("vxm0")), name=f"vxm_{cfg_name}")
     assert "module vxm_" in text
 
 

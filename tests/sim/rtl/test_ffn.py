@@ -12,6 +12,10 @@ from tinylpu.sim.host.api import run_compiled
 from tinylpu.sim.rtl.pysim import run_case_pysim
 from tinylpu.sim.rtl.runner import run_cases_rtl
 
+#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so the tiny chip's Verilog
+#: build and its Amaranth simulator are made once, and no other worker waits for them
+pytestmark = pytest.mark.xdist_group("rtl-tiny")
+
 CFG = load_config("tiny")
 
 

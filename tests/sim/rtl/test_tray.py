@@ -18,6 +18,10 @@ from tinylpu.firmware.tray import compile_tp
 from tinylpu.sim.golden.tray import GoldenTray, run_tray_golden
 from tinylpu.sim.rtl.tray import run_tray_compiled_rtl, run_tray_rtl
 
+#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so the duo tray's Verilog
+#: build is made once, and no other worker waits for it
+pytestmark = pytest.mark.xdist_group("rtl-duo")
+
 DUO = load_config("duo")
 
 
@@ -34,8 +38,10 @@ def golden(cfg, progs, mems):
     return t, t.run()
 
 
-@pytest.mark.parametrize("ppm", [(0, 0), (300, -300), (-300, 300)])
+@pytest.mark.parametrize("ppm", [(300, -300), pytest.param((0, 0), marks=pytest.mark.slow),
+                                 pytest.param((-300, 300), marks=pytest.mark.slow)])
 def test_send_recv_equals_golden_under_drift(ppm):
+    """One Icarus launch per case: the fast tier runs the widest offset, the slow tier all three."""
     n = 4
     data = np.random.default_rng(1).integers(-128, 128, (n, DUO.lanes), dtype=np.int8)
     progs = [assemble(sender(DUO, 0, n), DUO, "s.s"),
@@ -67,8 +73,9 @@ def _layer(dm, dff, seed):
     return layer(dm, dff, seed, True)
 
 
-@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("seed", [3, pytest.param(4, marks=pytest.mark.slow)])
 def test_tensor_parallel_equals_golden_tray(seed):
+    """A compiled tensor-parallel SwiGLU at random clock offsets (the seed draws them)."""
     w = _layer(32, 64, 7)
     x = np.random.default_rng(5).normal(size=(3, 32))
     q = quantize_ffn(w, x)
