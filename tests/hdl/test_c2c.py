@@ -586,7 +586,9 @@ def test_small_elastic_buffer_rejected():
         LinkRX(link_variant(elastic_depth=8))
 
 
+@SLOW
 def test_verilog_convert(tray):
+    """(The fast tier converts LinkTX and LinkRX inside the duo tray's Verilog build.)"""
     text = verilog.convert(C2CLinkPair(tray), name="c2c_link_pair")
     assert "module c2c_link_pair" in text and "tx_clk" in text and "rx_clk" in text
 
