@@ -424,6 +424,10 @@ def build_parser():
     sv.set_defaults(fn=_serve)
     sc = sub.add_parser("serve-compare", help="FFN on the GPU model vs on the LPU tray; writes docs/serving.md")
     sc.add_argument("--synthetic", type=int, default=8, metavar="N")
+    sc.add_argument("--model", choices=["smollm2-135m"], default=None,
+                    help="a real model (its serving config, configs/serving/smollm2.yaml): the shipped prompts")
+    sc.add_argument("--max-tokens", type=int, default=None, metavar="N", help="--model: new tokens per prompt (16)")
+    sc.add_argument("--requests", default=None, metavar="FILE.jsonl", help="--model: prompts instead of the shipped ones")
     sc.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
     sc.add_argument("--serving-config", default=None, metavar="FILE.yaml")
     sc.add_argument("-o", "--output", default="docs/serving.md")

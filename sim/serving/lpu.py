@@ -75,10 +75,10 @@ class TrayFFN:
         self.engine = engine
         self.cycles = 0
         self.calls = 0
+        self.split = {"network_s": 0.0, "c2c_s": 0.0, "lpu_s": 0.0}    # summed over calls (``moe``)
 
     async def load(self):
-        comp = [compile_moe([self.model.q[layer][e] for layer, e in lst], self.chip_cfg, self.tokens) if lst else None
-                for lst in self.per_chip]
+        comp = [_compiled(self.model, lst, self.chip_cfg, self.tokens) for lst in self.per_chip]
         await self.tray.load(comp)
 
     def _vectors(self, n_tokens):
@@ -109,12 +109,16 @@ class TrayFFN:
         n = len(routed)
         d = self.model.cfg.d_model
         net = 2 * self.p["net_hop_s"] + (n * d + n * 8 + n * len(routed[0].experts) * d) / self.p["net_bandwidth"]
-        worst = 0
+        worst, worst_hops = 0, 0
         for chip, cyc in chip_cycles.items():
             hop = 0 if chip == 0 else self.link_latency + chip_vecs[chip] * self.vector_interval
-            worst = max(worst, 2 * hop + cyc)
+            if 2 * hop + cyc > worst:
+                worst, worst_hops = 2 * hop + cyc, 2 * hop
         self.cycles += sum(chip_cycles.values())
         t = net + worst / self.clock_hz
+        self.split["network_s"] += net
+        self.split["c2c_s"] += worst_hops / self.clock_hz
+        self.split["lpu_s"] += (worst - worst_hops) / self.clock_hz
         return ys, t, {"chip_cycles": chip_cycles, "tray_cycles": worst, "net_s": net}
 
     def draft_head_s(self, n_tokens):
@@ -132,12 +136,27 @@ class TrayFFN:
         return s
 
 
+_COMPILED = {}
+
+
+def _compiled(model, layers_experts, chip_cfg, tokens):
+    """``compile_moe`` of one chip's (layer, expert) list, once per process: serve-compare serves the
+    same model in several set-ups, and SmolLM2's 30 layers take seconds to compile."""
+    if not layers_experts:
+        return None
+    key = (id(model), tuple(layers_experts), repr(chip_cfg), tokens)
+    if key not in _COMPILED:
+        _COMPILED[key] = (model, compile_moe([model.q[layer][e] for layer, e in layers_experts], chip_cfg, tokens))
+    return _COMPILED[key][1]
+
+
 class GpuFFN:
     kind = "gpu"
 
     def __init__(self, model, gpu):
         self.model, self.gpu = model, gpu
         self.calls = 0
+        self.split = {"gpu_ffn_s": 0.0}
 
     async def load(self):
         return None
@@ -153,7 +172,9 @@ class GpuFFN:
             for (i, slot), row in zip(items, out):
                 ys[i][slot] = row
             self.calls += 1
-        return ys, self.gpu.moe_ffn(self.model, {e: len(v) for e, v in by.items()}), {}
+        t = self.gpu.moe_ffn(self.model, {e: len(v) for e, v in by.items()})
+        self.split["gpu_ffn_s"] += t
+        return ys, t, {}
 
     def draft_head_s(self, n_tokens):
         return self.gpu.lm_head(self.model, n_tokens)

@@ -289,6 +289,7 @@ class System:
             raise ValueError(f"serving config: dynamo.decode_workers must be >= 1, got {self.W}")
         self.classes = scfg["classes"]
         self.steps = []                      # (batch size, seconds, tokens emitted)
+        self.gpu_decode_s = 0.0              # attention and LM head of the decode forwards (summed)
 
     # --- numerics: one forward over a set of rows (token, position, cache) ----------------------
     async def forward(self, rows, split=None):
@@ -305,6 +306,7 @@ class System:
                 for i in idxs:
                     hs[i] = m.attn_row(layer, hs[i], rows[i][2], rows[i][1])
                 chains[mb].append(("gpu", self.gpu.attention(m, [rows[i][1] + 1 for i in idxs])))
+                self.gpu_decode_s += chains[mb][-1][1]
                 routed = [m.boundary(layer, m.ffn_in(layer, hs[i])) for i in idxs]
                 ys, secs, _ = await self.ffn.moe(layer, routed)
                 for i, r, y in zip(idxs, routed, ys):
@@ -312,6 +314,7 @@ class System:
                 chains[mb].append((ffn_res, secs))
         for mb, idxs in enumerate(split):
             chains[mb].append(("gpu", self.gpu.lm_head(m, len(idxs))))
+            self.gpu_decode_s += chains[mb][-1][1]
         return [self.sampler(m.logits(h), r[3], r[1] + 1) for h, r in zip(hs, rows)], chains
 
     def prefill_numbers(self, req):
@@ -537,6 +540,9 @@ def report(requests, system, wall_s):
         "micro_batches": system.M, "pingpong": system.pingpong, "speculate": system.K,
         "decode_workers": system.W,
         "spec_acceptance": (sum(r.spec_accepted for r in requests) / prop) if prop else None,
+        # where the decode forwards' time goes, summed over every call (not the critical path):
+        # GPU attention + LM head, and the FFN side (GPU roofline, or network / C2C hops / chip cycles)
+        "time_split_s": {"gpu_attention_and_head_s": system.gpu_decode_s, **system.ffn.split},
         "wall_s": wall_s,
     }
     return {"requests": reqs, "totals": totals}
