@@ -487,7 +487,7 @@ def _tray_workload(cfg, seed, dm=64, dff=128, tokens=16):
     w = FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 11,
                    rng.normal(size=(dm, dff)) / 6, activation="swiglu")
     q = quantize_ffn(w, rng.normal(size=(tokens, dm)))
-    tc = compile_tp(q, cfg, tokens, cfg.chips)
+    tc = compile_tp(q, cfg, tokens, cfg.chips, split="partial")   # (the split these benchmark rows have used)
     x = np.random.default_rng(seed).normal(size=(tokens, dm))   # ... random data per rerun
     return q, tc, q.quantize_input(x)
 
