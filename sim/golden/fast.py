@@ -14,37 +14,44 @@
    resolves into a few *segments*: element range -> (producer instruction, byte plane, first
    producer element).  Busy sub-units, port conflicts, empty stream slots, static addresses,
    accumulator hazards and work in flight at the end are all decided here.
-3. **Elements, whole instructions at a time.**  Instructions are evaluated as numpy operations
-   over their n elements, in the order of their next unevaluated element cycle (a heap).  An
-   instruction runs as far as its inputs are ready (producer elements evaluated, MEM writes,
-   weight installs and accumulator writes that its elements may see) and is re-queued for the
-   rest; since every dependency has a latency >= 1 the earliest pending element can always run.
-   MEM banks, weight buffers and accumulators are versioned stores (a base array plus a
-   time-ordered log of writes), so a reader sees exactly the writes committed by its cycle.
+3. **The dataflow, level by level** (``sim/golden/flow.py``).  Phases 1 and 2 decide, for every
+   element, which producer row, MEM write, weight install, accumulator write and register load it
+   sees, so the program becomes a graph of computing nodes over row ids, built once; a run then
+   evaluates it with one numpy operation per level and kind of node (MEM moves cost nothing,
+   accumulation chains are single matmuls), and writes the unit state back at the end.
+
+Phases 1 and 2 and the dataflow depend only on the program and the configuration, so they are
+kept (with the fact that the program passed ``check_program``) in a plan cache, keyed by the
+program object and checked against its instructions: running a program again, with other data,
+costs only phase 3's evaluation (``load_program`` skips the static check too).  The cache holds the
+last 64 programs, each only by a weak reference; a program whose queues changed is planned anew.
+Evaluation runs with one BLAS thread (the products are small; OpenBLAS threads only contend).
 
 Program errors are detected (any of: queue past its end, busy sub-unit, port conflict, empty
 stream slot, address out of range (also GATHER/SCATTER indices), accumulator hazard, deadlock,
 work in flight at the end, ``max_cycles``), and then the run is redone by ``Golden.run`` from the
-untouched state: the fast phases work on copies and write the unit state back only at the end of
-a clean run, so the error is reported by the reference itself, with its cycle, slice and
-instruction.  Programs with C2C instructions (SEND, RECV, DESKEW) run on ``Golden.run`` too.
+untouched state: phase 3 writes the unit state back only at the end of a clean run, so the error
+is reported by the reference itself, with its cycle, slice and instruction.  Programs with C2C
+instructions (SEND, RECV, DESKEW) run on ``Golden.run`` too.
 """
 
 import bisect
 import heapq
+import weakref
 
 import numpy as np
 
-from tinylpu.arith import requantize, rshift_round
-from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Opcode, element_count
-from tinylpu.sim.golden.chip import _SUBUNIT, Golden, ProgramError, RunResult, _advance
+from tinylpu.firmware.check import check_program
+from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Opcode
+from tinylpu.sim.golden.chip import _SUBUNIT, Golden, ProgramError, RunResult
+from tinylpu.sim.golden.flow import KEY as _BIG
+from tinylpu.sim.golden.flow import Flow, FlowError
 
 __all__ = ["FastGolden", "ProgramError", "RunResult"]
 
 EAST, WEST = 0, 1
-_INF = 1 << 62
-_BIG = 1 << 32                 # > any cycle: composite keys addr * _BIG + cycle
 _MAX_UNITS = 200_000           # more dispatched unit instructions than this: run on Golden
+_I8 = np.dtype(np.int8)
 _C2C = {Opcode.SEND, Opcode.RECV, Opcode.DESKEW}
 _READS = (Opcode.READ, Opcode.GATHER)
 _LOADS = (Opcode.LDM, Opcode.LDLUT, Opcode.LDPERM)
@@ -54,15 +61,89 @@ class _Fallback(Exception):
     """The fast run cannot (or must not) finish: redo the run on Golden.run."""
 
 
+class _TooLong(_Fallback):
+    """The schedule passes ``max_cycles``."""
+
+
+_PLANS = {}                    # (config key, id(program)) -> _Plan, oldest first
+_PLANS_MAX = 64
+_CFG_KEYS = {}                 # id(config) -> (config, key)
+
+
+def _cfg_key(cfg):
+    """A key naming everything of a configuration that a plan depends on (its repr: every field)."""
+    e = _CFG_KEYS.get(id(cfg))
+    if e is None or e[0] is not cfg:
+        e = _CFG_KEYS[id(cfg)] = (cfg, repr(cfg))
+        if len(_CFG_KEYS) > 256:
+            _CFG_KEYS.pop(next(iter(_CFG_KEYS)))
+    return e[1]
+
+
+class _Plan:
+    """What a program's runs share: it passed ``check_program``, and (after its first run) phases 1
+    and 2 and the dataflow of phase 3 (or that it is in error).  Held for the program object while
+    its queues hold the same instructions (``snap``); the program itself only by a weak reference,
+    whose death drops the plan."""
+    __slots__ = ("activity", "bad", "flow", "halted", "last_halt", "ref", "snap", "units")
+
+    def __init__(self, program, key):
+        self.ref = weakref.ref(program, lambda r: _forget(key, r))
+        self.snap = {name: list(insns) for name, insns in program.queues.items()}
+        self.units = self.flow = None
+        self.bad = False
+
+
+def _forget(key, ref):
+    p = _PLANS.get(key)
+    if p is not None and p.ref is ref:
+        del _PLANS[key]
+
+
+def _remember(cfg_key, program):
+    """A new (empty) plan for `program`, cached."""
+    key = (cfg_key, id(program))
+    plan = _Plan(program, key)
+    _PLANS.pop(key, None)
+    _PLANS[key] = plan
+    if len(_PLANS) > _PLANS_MAX:
+        _PLANS.pop(next(iter(_PLANS)))
+    return plan
+
+
+_BLAS = []
+
+
+class _one_blas_thread:
+    """Run with one BLAS thread: the MM products are small, and on a shared machine OpenBLAS's
+    threads cost far more than they gain (measured: 4x slower on a 256-token layer).  Entered only
+    for flows with matmuls of more than a few rows (it costs ~20 us, a tenth of a small run)."""
+
+    def __enter__(self):
+        if not _BLAS:
+            try:
+                from threadpoolctl import ThreadpoolController
+                _BLAS.append(ThreadpoolController())
+            except ImportError:             # pragma: no cover - threadpoolctl is a dependency
+                _BLAS.append(None)
+        ctl = _BLAS[0]
+        self.limit = None if ctl is None else ctl.limit(limits=1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self.limit is not None:
+            self.limit.unregister()
+        return False
+
+
 class _Unit:
-    """One dispatched unit instruction (a REPEAT repetition is its own unit)."""
+    """One dispatched unit instruction (a REPEAT repetition is its own unit); ``f``: its fields."""
     __slots__ = (
         "buf",
         "busy",
         "done",
         "f",
         "idx",
-        "insn",
         "lat",
         "n",
         "op",
@@ -78,86 +159,12 @@ class _Unit:
         "uid",
     )
 
-    def __init__(self, uid, sl, pos, sub, op, insn, idx, t, n, busy):
-        self.uid, self.sl, self.pos, self.sub, self.op, self.insn, self.idx = uid, sl, pos, sub, op, insn, idx
+    def __init__(self, uid, sl, pos, sub, op, f, idx, t, n, busy):
+        self.uid, self.sl, self.pos, self.sub, self.op, self.f, self.idx = uid, sl, pos, sub, op, f, idx
         self.t, self.n, self.busy = t, n, busy
         self.done = self.ready = 0
         self.srcs = ()
         self.out = self.tbuf = None
-
-
-class _Store:
-    """A versioned array: ``base`` holds every write committed up to the materialized time, the
-    log (appended in commit order by the single writer) the later ones."""
-    __slots__ = ("A", "D", "T", "_cat", "base")
-
-    def __init__(self, base):
-        self.base = base
-        self.T, self.A, self.D = [], [], []
-        self._cat = None
-
-    def append(self, times, addrs, data):
-        self.T.append(times)
-        self.A.append(addrs)
-        self.D.append(data)
-        self._cat = None
-
-    def _log(self):
-        if self._cat is None:
-            if len(self.T) == 1:
-                self._cat = (self.T[0], self.A[0], self.D[0])
-            else:
-                self._cat = (np.concatenate(self.T), np.concatenate(self.A), np.concatenate(self.D))
-                self.T, self.A, self.D = [self._cat[0]], [self._cat[1]], [self._cat[2]]
-        return self._cat
-
-    def materialize(self, upto):
-        """Apply every logged write committed at or before `upto` to the base."""
-        if not self.T:
-            return
-        T, A, D = self._log()
-        i = int(np.searchsorted(T, upto, "right"))
-        if i == 0:
-            return
-        a, d = A[:i], D[:i]
-        if i > 1:
-            ra = a[::-1]
-            u, first = np.unique(ra, return_index=True)
-            if len(u) < i:
-                keep = i - 1 - first
-                a, d = a[keep], d[keep]
-        self.base[a] = d
-        if i == len(T):
-            self.T, self.A, self.D, self._cat = [], [], [], None
-        else:
-            self.T, self.A, self.D = [T[i:]], [A[i:]], [D[i:]]
-            self._cat = None
-
-    def read(self, addrs, times):
-        """Values at `addrs` as seen in cycles `times` (the base must be materialized up to min(times))."""
-        v = self.base[addrs]
-        if self.T:
-            T, A, D = self._log()
-            if T[0] <= times[-1]:
-                order = np.lexsort((T, A))
-                As = A[order]
-                key = As * _BIG + T[order]
-                q = addrs * _BIG + times
-                pos = np.searchsorted(key, q, "right") - 1
-                ok = pos >= 0
-                pos0 = np.where(ok, pos, 0)
-                ok &= As[pos0] == addrs
-                if ok.any():
-                    v[ok] = D[order[pos0[ok]]]
-        return v
-
-    def split_times(self, lo, hi):
-        """Commit times of logged writes in (lo, hi]."""
-        if not self.T:
-            return []
-        T = self._log()[0]
-        sel = T[(T > lo) & (T <= hi)]
-        return sorted(set(sel.tolist()))
 
 
 # the stream operands an element samples: (field, byte planes), in the order Golden reads them;
@@ -197,10 +204,29 @@ def _tables(L):
     return tab, srcs
 
 
+def _advance_fields(insn):
+    """``chip._advance`` on (opcode, fields): the next repetition under REPEAT continues at the
+    address where this one ended (without building an ``Insn`` per repetition)."""
+    op, f = insn
+    if op is Opcode.READ or op is Opcode.WRITE:
+        f = dict(f)
+        f["addr"] += f["count"] * f["stride"]
+    elif op is Opcode.LW or op is Opcode.MM or op is Opcode.EMIT:
+        f = dict(f)
+        f["addr"] += f["count"]
+    elif op is Opcode.LDLUT:
+        f = dict(f)
+        f["imm"] += f["count"]
+    else:
+        return insn
+    return op, f
+
+
 class _Landings:
-    """One stream's landings (pos, key_lo, key_hi, uid, plane, c_lo), in program order, indexed by
-    key_lo: ``window(k0, k1)`` returns, still in program order, every landing that may overlap the
-    keys k0..k1 (key_lo within the longest landing's length below k0, up to k1)."""
+    """One stream's landings (pos, key_lo, key_hi, uid, plane, c_lo), indexed by key_lo:
+    ``window(k0, k1)`` returns every landing that may overlap the keys k0..k1 (key_lo within the
+    longest landing's length below k0, up to k1).  Landings from one position never overlap (one
+    result per slice and cycle), so their order does not matter to a reader."""
 
     def __init__(self, ivs):
         self.ivs = ivs
@@ -211,7 +237,8 @@ class _Landings:
     def window(self, k0, k1):
         a = bisect.bisect_left(self.klo, k0 - self.span)
         b = bisect.bisect_right(self.klo, k1)
-        return [self.ivs[i] for i in sorted(self.order[a:b])]
+        ivs = self.ivs
+        return [ivs[i] for i in self.order[a:b]]
 
 
 _NO_LANDINGS = _Landings([])
@@ -227,6 +254,26 @@ class FastGolden(Golden):
         if key not in _TABLES:
             _TABLES[key] = _tables(self.L)
         self._fast_tab, self._fast_srcs = _TABLES[key]
+        self._fast_cfg_key = _cfg_key(self.cfg)
+
+    def load_program(self, program):
+        """``Golden.load_program``; the static check is skipped for a program whose plan is cached
+        (it passed the check on this configuration, and its instructions are unchanged)."""
+        if self._fast_cached(program) is None:
+            check_program(program, self.cfg)
+            _remember(self._fast_cfg_key, program)
+        self.program = program
+
+    def write_mem(self, bank, addr, vectors):
+        """``Golden.write_mem``, with its checks short-cut for the common case (a bank name, an int
+        address, (n, lanes) int8 vectors that fit): a compiled layer's image is thousands of pieces."""
+        m = self.mem.get(bank) if type(bank) is str else None
+        if m is not None and type(vectors) is np.ndarray and type(addr) is int and vectors.dtype is _I8:
+            shape = vectors.shape
+            if len(shape) == 2 and shape[1] == self.lanes and 0 <= addr and addr + shape[0] <= m.shape[0]:
+                m[addr:addr + shape[0]] = vectors
+                return
+        Golden.write_mem(self, bank, addr, vectors)
 
     def run(self, max_cycles=1_000_000) -> RunResult:
         try:
@@ -236,31 +283,57 @@ class FastGolden(Golden):
             return Golden.run(self, max_cycles)
 
     # ------------------------------------------------------------------------------------------
+    def _fast_cached(self, program):
+        """The cached plan of `program` on this configuration, if its queues are still the ones planned."""
+        p = _PLANS.get((self._fast_cfg_key, id(program)))
+        if p is None or p.ref() is not program:
+            return None
+        q = program.queues
+        if len(q) != len(p.snap):
+            return None
+        for name, insns in p.snap.items():
+            if q.get(name) != insns:             # (list ==: identical Insn objects compare by identity first)
+                return None
+        return p
+
+    def _fast_plan(self, max_cycles):
+        """Phases 1 and 2 and the dataflow of phase 3 for the loaded program: from the cache, or
+        computed (and cached, also when the program is in error: its runs go to Golden.run)."""
+        program = self.program
+        plan = self._fast_cached(program)
+        if plan is None:
+            plan = _remember(self._fast_cfg_key, program)
+        if plan.bad:
+            raise _Fallback
+        if plan.units is None:
+            try:
+                units, activity, halted, last_halt = self._fast_schedule(max_cycles)
+                self._fast_prepare(units, last_halt)
+            except _TooLong:
+                raise                             # (not a property of the program: not cached)
+            except _Fallback:
+                plan.bad = True
+                raise
+            plan.units, plan.activity, plan.halted, plan.last_halt = units, activity, halted, last_halt
+            plan.flow = Flow.build(self, units)
+            plan.units = ()                       # (the flow holds all it needs)
+        if plan.last_halt >= max_cycles:
+            raise _Fallback                       # Golden.run reports that it did not halt in time
+        return plan
+
     def _fast_run(self, max_cycles):
-        cfg = self.cfg
-        self.rx = {p: [] for p in range(cfg.c2c_ports)}
-        units, activity, halted, last_halt = self._fast_schedule(max_cycles)
-        self._fast_prepare(units, last_halt)
-        state = self._fast_evaluate(units)
-        # a clean run: write the unit state back (in place: callers may hold the arrays)
-        mems, wts, accs, luts, regs, perms = state
-        for name, st in mems.items():
-            st.materialize(_INF)
-            self.mem[name][...] = st.base
-        for (name, buf), st in wts.items():
-            st.materialize(_INF)
-            self.weights[name][buf] = st.base
-        for name, st in accs.items():
-            st.materialize(_INF)
-            self.acc[name][...] = st.base
-        for name, t in luts.items():
-            self.lut[name][...] = t
-        for name, (m, sh, z) in regs.items():
-            self.req_m[name][...] = m
-            self.req_sh[name][...] = sh
-            self.req_z[name][...] = z
-        for name, p in perms.items():
-            self.perm[name][...] = p
+        self.rx = {p: [] for p in range(self.cfg.c2c_ports)}
+        plan = self._fast_plan(max_cycles)
+        try:
+            if plan.flow.blas:
+                with _one_blas_thread():
+                    plan.flow.run(self)           # (writes the state in place only at its end)
+            else:
+                plan.flow.run(self)
+        except FlowError:
+            raise _Fallback from None             # a GATHER / SCATTER index out of the bank
+        activity = {k: dict(v) for k, v in plan.activity.items()}
+        halted, last_halt = dict(plan.halted), plan.last_halt
         self.activity, self.halted, self.last_halt = activity, halted, last_halt
         self.c, self.done = last_halt + 1, True
         return RunResult(last_halt + 1, activity, halted)
@@ -305,7 +378,7 @@ class FastGolden(Golden):
             else:                                           # pragma: no cover - handled below
                 raise _Fallback
             if c >= max_cycles:
-                raise _Fallback
+                raise _TooLong
             while fires and fires[0] < c:
                 heapq.heappop(fires)
             if fires and fires[0] == c and parked:
@@ -322,7 +395,7 @@ class FastGolden(Golden):
                 name = q[0]
                 while True:                                 # a REPEAT with d = 1 issues in its own cycle
                     if q[5]:
-                        q[7] = insn = _advance(q[7], lanes)
+                        q[7] = insn = _advance_fields(q[7])
                         idx = q[8]
                         q[5] -= 1
                         q[3] = c + q[6]
@@ -358,14 +431,15 @@ class FastGolden(Golden):
                             insn = None
                         else:
                             q[3] = c + 1
-                    if insn is not None:                    # dispatch a unit instruction
-                        op = insn.op
+                            insn = (op, insn.fields)
+                    if insn is not None:                    # dispatch a unit instruction: (opcode, fields)
+                        op, f = insn
                         last_disp[name] = insn
                         last_issue[name] = c
                         sub = _SUBUNIT.get(op) or ("alu" if kind[name] == "vxm" else "sxm")
-                        n = busy = insn.fields["count"]
+                        n = busy = f["count"]
                         if op is Opcode.LW:
-                            n = busy = element_count(op, n, install_rows)
+                            n = busy = -(-n // install_rows)        # (isa.element_count)
                         elif op is Opcode.TRANS:
                             n, busy = lanes, 2 * lanes
                         key = (name, sub)
@@ -375,7 +449,7 @@ class FastGolden(Golden):
                         act = activity[name]
                         k = sub + "_busy"
                         act[k] = act.get(k, 0) + busy
-                        units.append(_Unit(uid, name, pos[name], sub, op, insn, idx, c, n, busy))
+                        units.append(_Unit(uid, name, pos[name], sub, op, f, idx, c, n, busy))
                         uid += 1
                         if uid > _MAX_UNITS:
                             raise _Fallback
@@ -403,7 +477,7 @@ class FastGolden(Golden):
         acc_w, acc_r = {}, {}    # mxm -> [(first addr, first cycle, n)]
         for u in units:
             op, t, n = u.op, u.t, u.n
-            u.f = f = u.insn.fields
+            f = u.f
             if t + u.busy - 1 > last_halt:
                 raise _Fallback          # sub-unit still running at the end
             lat, out, eff = tab[op]
@@ -517,10 +591,16 @@ class FastGolden(Golden):
         window = ivs.window(K0, K1)
         if d == EAST:
             cands = [iv for iv in window if iv[0] <= p and iv[1] <= K1 and iv[2] >= K0]
-            cands.sort(key=lambda iv: -iv[0])
+            if len(cands) > 1:
+                cands.sort(key=lambda iv: -iv[0])
         else:
             cands = [iv for iv in window if iv[0] >= p and iv[1] <= K1 and iv[2] >= K0]
-            cands.sort(key=lambda iv: iv[0])
+            if len(cands) > 1:
+                cands.sort(key=lambda iv: iv[0])
+        if cands:                        # the common case: the nearest landing covers every element
+            pp, klo, khi, uid, pl, clo = cands[0]
+            if klo <= K0 and khi >= K1:
+                return [(0, n, uid, pl, (K0 + pp if d == EAST else K0 - pp) - clo)]
         gaps = [(K0, K1)]
         segs = []
         for pp, klo, khi, uid, pl, clo in cands:
@@ -544,294 +624,3 @@ class FastGolden(Golden):
             raise _Fallback              # an element reads an empty stream slot
         segs.sort()
         return segs
-
-    # --- phase 3: elements --------------------------------------------------------------------------
-    def _fast_evaluate(self, units):
-        L, lanes, R = self.L, self.lanes, self.cfg.install_rows
-        Lw, Linst, Lmm = L["mem_write"], L["mxm_install"], L["mxm_mm"]
-        # instruction groups whose progress bounds what others may read
-        groups = {}
-        for u in units:
-            op = u.op
-            if op is Opcode.WRITE or op is Opcode.SCATTER:
-                g = ("wr", u.sl)
-            elif op is Opcode.LW:
-                g = ("lw", u.sl, u.buf)
-            elif op is Opcode.MM:
-                g = ("mm", u.sl)
-            elif op is Opcode.EMIT:
-                g = ("emit", u.sl)
-            else:
-                continue
-            e = groups.get(g)
-            if e is None:
-                groups[g] = [[u], 0]
-            else:
-                e[0].append(u)
-        # working copies of the state that this run writes (the rest is read in place)
-        mems = {g[1]: _Store(self.mem[g[1]].copy()) for g in groups if g[0] == "wr"}
-        wts = {(g[1], g[2]): _Store(self.weights[g[1]][g[2]].copy()) for g in groups if g[0] == "lw"}
-        accs = {g[1]: _Store(self.acc[g[1]].copy()) for g in groups if g[0] == "mm"}
-        luts, regs, perms = {}, {}, {}
-
-        def frontier(g):
-            e = groups.get(g)
-            if e is None:
-                return _INF
-            lst, i = e
-            while i < len(lst) and lst[i].done == lst[i].n:
-                i += 1
-            e[1] = i
-            if i == len(lst):
-                return _INF
-            return lst[i].t + lst[i].done
-
-        heap = [(u.t, u.uid) for u in units]
-        heapq.heapify(heap)
-        ar = np.arange(max([u.n for u in units], default=1) + 1, dtype=np.int64)
-        pop, push = heapq.heappop, heapq.heappush
-        while heap:
-            uid = pop(heap)[1]
-            u = units[uid]
-            k0, n, t, op, sl = u.done, u.n, u.t, u.op, u.sl
-            # how far the inputs are ready
-            lim = n
-            for segs in u.srcs:
-                for ka, kb, pid, pl, pka in segs:
-                    if kb <= k0:
-                        continue
-                    if ka >= lim:
-                        break
-                    e = ka + units[pid].ready - pka
-                    if e < kb:
-                        e = max(e, ka)
-                        lim = min(lim, e)
-                        break
-            if op is Opcode.READ or op is Opcode.GATHER:
-                if sl in mems:
-                    lim = min(lim, frontier(("wr", sl)) + Lw - t)
-            elif op is Opcode.MM:
-                lim = min(lim, frontier(("lw", sl, u.buf)) + Linst - t)
-            elif op is Opcode.EMIT:
-                lim = min(lim, frontier(("mm", sl)) + Lmm - t)
-            if lim <= k0:          # pragma: no cover - cannot happen: every latency is >= 1
-                raise _Fallback
-            k1 = lim
-            m = k1 - k0
-            f = u.f
-            # operands
-            X = []
-            for segs in u.srcs:
-                if len(segs) == 1:
-                    ka, kb, pid, pl, pka = segs[0]
-                    s = pka + k0 - ka
-                    X.append(units[pid].out[s:s + min(k1, kb) - k0, pl])    # (LW: a stream may feed fewer elements)
-                    continue
-                pieces = []
-                for ka, kb, pid, pl, pka in segs:
-                    if kb <= k0:
-                        continue
-                    if ka >= k1:
-                        break
-                    a = max(k0, ka)
-                    b = min(k1, kb)
-                    s = pka + a - ka
-                    pieces.append(units[pid].out[s:s + b - a, pl])
-                X.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces
-                         else np.empty((0, lanes), np.int8))
-            res = None
-            if op is Opcode.READ:
-                A = ar[k0:k1] * f["stride"] + f["addr"]
-                st = mems.get(sl)
-                if st is None:
-                    res = self.mem[sl][A]
-                else:
-                    C = ar[k0:k1] + t
-                    st.materialize(t + k0)
-                    res = st.read(A, C)
-            elif op is Opcode.GATHER:
-                ix = X[0].view(np.uint8).astype(np.int64)
-                A = ix[:, 1] * 256 + ix[:, 0] + f["addr"]
-                if A.max() >= self.cfg.mem_depth:
-                    raise _Fallback
-                st = mems.get(sl)
-                if st is None:
-                    res = self.mem[sl][A]
-                else:
-                    st.materialize(t + k0)
-                    res = st.read(A, ar[k0:k1] + t)
-            elif op is Opcode.WRITE:
-                mems[sl].append(ar[k0:k1] + (t + Lw), ar[k0:k1] * f["stride"] + f["addr"], X[0].copy())
-            elif op is Opcode.SCATTER:
-                ix = X[1].view(np.uint8).astype(np.int64)
-                A = ix[:, 1] * 256 + ix[:, 0] + f["addr"]
-                if A.max() >= self.cfg.mem_depth:
-                    raise _Fallback
-                mems[sl].append(ar[k0:k1] + (t + Lw), A, X[0].copy())
-            elif op is Opcode.LW:
-                if len(X) == 1:
-                    wts[(sl, u.buf)].append(ar[k0:k1] + (t + Linst), ar[k0:k1] * R + f["addr"], X[0].copy())
-                else:
-                    # rows k*R + j in (element, stream) order: commit times stay sorted
-                    rows = ar[k0:k1, None] * R + np.arange(len(X))[None, :]
-                    ok = rows < f["count"]
-                    data = np.empty((m, len(X), lanes), np.int8)
-                    for j, x in enumerate(X):
-                        data[:len(x), j] = x
-                    times = np.broadcast_to(ar[k0:k1, None] + (t + Linst), rows.shape)
-                    wts[(sl, u.buf)].append(times[ok], rows[ok] + f["addr"], data[ok])
-            elif op is Opcode.MM:
-                st = wts.get((sl, u.buf))
-                x = X[0].astype(np.float64)          # |sum| < 2^18: exact in float64
-                if st is None:
-                    y = (x @ self.weights[sl][u.buf].astype(np.float64)).astype(np.int64)
-                else:
-                    cuts = [c - t for c in st.split_times(t + k0, t + k1 - 1)] + [k1]
-                    if len(cuts) == 1:
-                        st.materialize(t + k0)
-                        y = (x @ st.base.astype(np.float64)).astype(np.int64)
-                    else:
-                        y = np.empty((m, lanes), np.int64)
-                        a = k0
-                        for b in cuts:
-                            if b > a:
-                                st.materialize(t + a)
-                                y[a - k0:b - k0] = x[a - k0:b - k0] @ st.base.astype(np.float64)
-                                a = b
-                addr = ar[k0:k1] + f["addr"]
-                acc = accs[sl]
-                C = ar[k0:k1] + t
-                if f["acc"]:
-                    acc.materialize(min(t + k0, frontier(("emit", sl))))
-                    y += acc.read(addr, C)
-                acc.append(C + Lmm, addr, y.astype(np.int32))
-            elif op is Opcode.EMIT:
-                acc = accs.get(sl)
-                addr = ar[k0:k1] + f["addr"]
-                if acc is None:
-                    v = self.acc[sl][addr]
-                else:
-                    acc.materialize(min(t + k0, frontier(("mm", sl))))
-                    v = acc.read(addr, ar[k0:k1] + t)
-                res = v.astype("<i4").view(np.int8).reshape(m, lanes, INT32_PLANES).transpose(0, 2, 1)
-            elif u.sub == "alu":
-                res = self._fast_vxm(u, f, op, X, m, k0, luts, regs)
-            else:
-                res = self._fast_sxm(u, f, op, X, m, k0, perms)
-            if res is not None:
-                if res.ndim == 2:
-                    res = res[:, None, :]
-                if op is Opcode.TRANS or (k0 == 0 and k1 == n):
-                    u.out = res
-                else:
-                    if u.out is None:
-                        u.out = np.empty((n, u.planes, lanes), np.int8)
-                    u.out[k0:k1] = res
-            u.done = k1
-            if op is Opcode.TRANS:
-                u.ready = n if k1 == n else 0
-            else:
-                u.ready = k1
-            if k1 < n:
-                push(heap, (t + k1, uid))
-        return mems, wts, accs, luts, regs, perms
-
-    def _fast_vxm(self, u, f, op, X, m, k0, luts, regs):
-        sl, lanes = u.sl, self.lanes
-        if op is Opcode.LDM:
-            r = regs.get(sl)
-            if r is None:
-                r = regs[sl] = [self.req_m[sl].copy(), self.req_sh[sl].copy(), self.req_z[sl].copy()]
-            for j, k in enumerate(range(k0, k0 + m)):
-                v = X[0][j]
-                uv = v.view(np.uint8)
-                if k == 0:
-                    r[0] = ((r[0].view(np.uint16) & 0xFF00) | uv).view(np.int16)
-                elif k == 1:
-                    r[0] = ((r[0].view(np.uint16) & 0x00FF) | (uv.astype(np.uint16) << 8)).view(np.int16)
-                elif k == 2:
-                    r[1] = uv.astype(np.int64) & 63
-                else:
-                    r[2] = v.copy()
-            return None
-        if op is Opcode.LDLUT:
-            t = luts.get(sl)
-            if t is None:
-                t = luts[sl] = self.lut[sl].copy()
-            r0 = f["imm"] + k0
-            t[r0 * lanes:(r0 + m) * lanes] = X[0].reshape(-1)
-            return None
-        if op is Opcode.ADD32:
-            a = _int32(X[0:4]).astype(np.int64) + _int32(X[4:8])
-            v = (a & 0xFFFFFFFF).astype(np.uint32).astype("<u4")
-            return v.view(np.int8).reshape(m, lanes, INT32_PLANES).transpose(0, 2, 1)
-        if op is Opcode.REQ:
-            return requantize(_int32(X), f["imm"], f["sh"])
-        if op is Opcode.REQL:
-            r = regs.get(sl) or (self.req_m[sl], self.req_sh[sl], self.req_z[sl])
-            return requantize(_int32(X), r[0], r[1], r[2])
-        if op is Opcode.LUT:
-            return luts.get(sl, self.lut[sl])[X[0].view(np.uint8)]
-        if op is Opcode.MOV:
-            return X[0]
-        if op is Opcode.RELU:
-            return np.maximum(X[0], 0)
-        if op is Opcode.SHR:
-            return X[0] >> f["sh"]
-        if op is Opcode.SEL:
-            return np.where(X[2] != 0, X[0], X[1])
-        x = X[0].astype(np.int16)
-        if op is Opcode.SHL:
-            return ((x << f["sh"]) & 0xFF).astype(np.uint8).view(np.int8)
-        y = np.int16(f["imm"]) if f["use_imm"] else X[1].astype(np.int16)
-        if op is Opcode.ADD:
-            return np.clip(x + y, -128, 127).astype(np.int8)
-        if op is Opcode.SUB:
-            return np.clip(x - y, -128, 127).astype(np.int8)
-        if op is Opcode.MUL:
-            return np.clip(rshift_round(x.astype(np.int64) * y, f["sh"]), -128, 127).astype(np.int8)
-        if op is Opcode.MIN:
-            return np.minimum(x, y).astype(np.int8)
-        if op is Opcode.MAX:
-            return np.maximum(x, y).astype(np.int8)
-        if op is Opcode.AND:
-            return (x & y).astype(np.int8)
-        if op is Opcode.OR:
-            return (x | y).astype(np.int8)
-        if op is Opcode.XOR:
-            return (x ^ y).astype(np.int8)
-        raise _Fallback                  # pragma: no cover
-
-    def _fast_sxm(self, u, f, op, X, m, k0, perms):
-        lanes = self.lanes
-        x = X[0]
-        if op is Opcode.LDPERM:
-            perms[u.sl] = x[-1].view(np.uint8).astype(np.int64) % lanes
-            return None
-        j = np.arange(lanes)
-        imm = f["imm"]
-        if op is Opcode.SHIFT:
-            src = j - imm
-            ok = (src >= 0) & (src < lanes)
-            return np.where(ok, x[:, np.clip(src, 0, lanes - 1)], 0).astype(np.int8)
-        if op is Opcode.ROT:
-            return x[:, (j - imm) % lanes]
-        if op is Opcode.PERM:
-            return x[:, perms.get(u.sl, self.perm[u.sl])]
-        if op is Opcode.DIST:
-            return np.repeat(x[:, imm:imm + 1], lanes, axis=1)
-        if op is Opcode.TRANS:
-            if u.tbuf is None:
-                u.tbuf = np.zeros((lanes, lanes), np.int8)
-            u.tbuf[k0:k0 + m] = x
-            if k0 + m == u.n:
-                return u.tbuf.T.copy()
-            return None
-        raise _Fallback                  # pragma: no cover
-
-
-def _int32(planes):
-    u = planes[0].view(np.uint8).astype(np.uint32)
-    for b in range(1, len(planes)):
-        u |= planes[b].view(np.uint8).astype(np.uint32) << np.uint32(8 * b)
-    return u.view(np.int32)

@@ -339,7 +339,7 @@ def _layer(dm, dff, act, gated=False, seed=0):
 
 
 @pytest.mark.parametrize("dm,dff,act,gated,tokens", [(16, 32, "relu", False, 4), (32, 48, "gelu", False, 8),
-                                                     (32, 48, "swiglu", True, 5)])
+                                                     (32, 48, "swiglu", True, 5), (48, 64, "gelu", False, 1)])
 def test_compiled_ffn(dm, dff, act, gated, tokens):
     w = _layer(dm, dff, act, gated)
     x = np.random.default_rng(1).normal(size=(tokens, dm))
@@ -370,3 +370,232 @@ def test_random_programs_sweep(cfgname):
 def test_mutated_random_programs_sweep():
     stats = _mutants(range(1000, 1500), 4)
     assert stats["error"] >= 500 and stats["ok"] >= 100, stats
+
+
+# --- (d) the batched path (sim/golden/flow.py) and the plan cache ----------------------------------
+
+@pytest.fixture
+def no_gather(monkeypatch):
+    """Random programs without GATHER/SCATTER (their flows drawn as VXM and MXM flows instead): more
+    computing nodes per program, and no dynamic banks."""
+    from tinylpu.firmware import randprog
+    monkeypatch.setitem(randprog._FLOWS, "gather", randprog._FLOWS["vxm"])
+    monkeypatch.setitem(randprog._FLOWS, "scatter", randprog._FLOWS["mxm"])
+
+
+def batched(f, program):
+    """The program's plan is cached with its dataflow (FastGolden's phase 3)."""
+    p = f._fast_cached(program)
+    return p is not None and p.flow is not None
+
+
+@pytest.mark.parametrize("cfgname", ["tiny", "fpga", "ice40", "duo"])
+def test_batched_random_programs(cfgname, no_gather):
+    cfg = load_config(cfgname)
+    for seed in range(40 if cfgname == "tiny" else 20):
+        case = random_program(cfg, seed)
+        f = FastGolden(cfg)
+        res, fast = compare(cfg, case.program, case_image(case), f=f)
+        assert res[0] == "ok" and fast and batched(f, case.program), (cfgname, seed, case.flows)
+
+
+def test_batched_other_latencies_and_install_rows(no_gather):
+    for cfg in (variant("tiny", "tiny-min", mem_read=2, mem_write=2, mxm_install=1, mxm_mm=3, mxm_emit=2,
+                        vxm_alu=2, vxm_mul=2, vxm_req=2, vxm_lut=2, sxm=2, notify=1),
+                variant("tiny", "tiny-long", mem_read=4, mem_write=5, mxm_install=3, mxm_mm=7, vxm_req=6, notify=4),
+                variant("tiny", "tiny-rows2", install_rows=2), ROWS4, variant("tiny", "tiny-rows8", install_rows=8)):
+        for seed in range(15):
+            case = random_program(cfg, seed)
+            f = FastGolden(cfg)
+            res, fast = compare(cfg, case.program, case_image(case), f=f)
+            assert res[0] == "ok" and fast and batched(f, case.program), (cfg.name, seed)
+
+
+def test_batched_mutants(no_gather):
+    """Broken timing on the batched path's programs: the errors still reach Golden.run."""
+    stats = _mutants(range(30), 4)
+    assert stats["error"] >= 25 and stats["ok"] >= 10 and stats["fast"] >= stats["ok"], stats
+
+
+def test_batched_state_persists_and_repeats(no_gather):
+    """Programs in sequence on one chip, each run twice (the second run from the cached plan), with
+    other MEM contents the second time: unit state carries over, and the cached flow reads the new data."""
+    g, f = Golden(CFG), FastGolden(CFG)
+    rng = np.random.default_rng(5)
+    for seed in range(200, 220):
+        case = random_program(CFG, seed)
+        res, fast = compare(CFG, case.program, case_image(case), g, f)
+        assert res[0] == "ok" and fast and batched(f, case.program)
+        image = {b: [(a, rng.integers(-128, 128, v.shape, dtype=np.int8))] for b, (a, v) in case.mem.items()}
+        res, fast = compare(CFG, case.program, image, g, f)
+        assert res[0] == "ok" and fast
+
+
+def test_plan_cache_follows_the_program():
+    """A cached plan is used only for the same program object with the same instructions: a queue
+    changed in place is planned (and checked) again; a program in error stays in error when rerun;
+    max_cycles is checked on every run."""
+    case = random_program(CFG, 3)
+    prog = case.program
+    f = FastGolden(CFG)
+    res, fast = compare(CFG, prog, case_image(case), f=f)
+    assert res[0] == "ok" and fast and f._fast_cached(prog) is not None
+    res2, _ = compare(CFG, prog, case_image(case), f=f)
+    assert res2 == res
+    # a NOP longer: the first program's timing no longer holds
+    name = next(k for k, v in prog.queues.items() if any(i.op == Opcode.NOP for i in v))
+    q = prog.queues[name]
+    i = next(j for j, insn in enumerate(q) if insn.op == Opcode.NOP)
+    q[i] = q[i].replace(n=q[i].n + 1)
+    before = f.fallbacks
+    want = outcome(Golden(CFG), prog, case_image(case))
+    assert outcome(f, prog, case_image(case)) == want
+    assert outcome(f, prog, case_image(case)) == want
+    if want[0] == "error":
+        assert f.fallbacks == before + 2
+    # a statically wrong instruction put in place is caught by load_program again
+    q.insert(0, Insn.make(Opcode.NOP, n=0))
+    with pytest.raises(ProgramCheckError):
+        f.load_program(prog)
+    del q[0]
+    # max_cycles below the plan's length
+    want = outcome(Golden(CFG), prog, case_image(case), max_cycles=10)
+    assert want[0] == "error" and outcome(f, prog, case_image(case), max_cycles=10) == want
+
+
+def test_batched_unit_ops_and_register_state(monkeypatch):
+    """Every VXM/SXM opcode (the per-opcode programs of tests/harness.py, with edge operands,
+    immediates, shifts and register loads) on the batched path, each on a fresh chip and then all in
+    sequence on one chip, where REQL / LUT / PERM without a load of their own use the LDM / LDLUT /
+    LDPERM state an earlier program left."""
+    from tests import harness
+    from tinylpu.arith import int32_to_planes
+    jobs = []
+
+    class Recorder(Golden):
+        def load_program(self, program):
+            super().load_program(program)
+            self.job = (program, {})
+            jobs.append(self.job)
+
+        def write_mem(self, bank, addr, vectors):
+            super().write_mem(bank, addr, vectors)
+            self.job[1].setdefault(bank, []).append((addr, np.array(vectors, np.int8)))
+
+    monkeypatch.setattr(harness, "Golden", Recorder)
+    rng = np.random.default_rng(21)
+    lanes = CFG.lanes
+
+    def v(n=4):
+        x = rng.integers(-128, 128, (n, lanes), dtype=np.int8)
+        x[0, :4] = [-128, 127, 0, -1]
+        return x
+
+    def acc():
+        x = rng.integers(-(1 << 31), 1 << 31, (4, lanes), dtype=np.int64)
+        x[0, :4] = [-(1 << 31), (1 << 31) - 1, 64, -96]
+        return int32_to_planes(x.astype(np.int32))
+
+    run = harness.run_unit_op
+    for op in (Opcode.ADD, Opcode.SUB, Opcode.MUL, Opcode.MIN, Opcode.MAX, Opcode.AND, Opcode.OR, Opcode.XOR):
+        run(CFG, "vxm0", op, {"a": v(), "b": v()}, sh=3 if op == Opcode.MUL else 0)
+        for imm in (-128, 127, -1):
+            run(CFG, "vxm0", op, {"a": v()}, imm=imm, use_imm=1, sh=1 if op == Opcode.MUL else 0)
+    for sh in (0, 3, 7):
+        run(CFG, "vxm0", Opcode.SHL, {"a": v()}, sh=sh)
+        run(CFG, "vxm0", Opcode.SHR, {"a": v()}, sh=sh)
+    run(CFG, "vxm0", Opcode.MOV, {"a": v()})
+    run(CFG, "vxm0", Opcode.RELU, {"a": v()})
+    c = v()
+    c[1] = 0
+    run(CFG, "vxm0", Opcode.SEL, {"a": v(), "b": v(), "c": c})
+    for m, sh in ((3, 9), (-32768, 47), (12345, 63)):
+        run(CFG, "vxm0", Opcode.REQ, {"a": acc()}, imm=m, sh=sh)
+    run(CFG, "vxm0", Opcode.ADD32, {"a": acc(), "b": acc()}, out_planes=4)
+    regs = v()
+    regs[2] = rng.integers(0, 64, lanes)
+    run(CFG, "vxm0", Opcode.REQL, {"a": acc()}, pre=[(Opcode.LDM, {"a": regs}, {"count": 4})])
+    run(CFG, "vxm0", Opcode.REQL, {"a": acc()})
+    rows = rng.integers(-128, 128, (256 // lanes, lanes), dtype=np.int8)
+    run(CFG, "vxm0", Opcode.LUT, {"a": v()}, pre=[(Opcode.LDLUT, {"a": rows}, {"count": len(rows)})])
+    run(CFG, "vxm0", Opcode.LUT, {"a": v()})
+    for k in (0, 5, -3, 16):
+        run(CFG, "sxm0", Opcode.SHIFT, {"a": v()}, imm=k)
+        run(CFG, "sxm0", Opcode.ROT, {"a": v()}, imm=k)
+    run(CFG, "sxm0", Opcode.DIST, {"a": v()}, imm=5)
+    perm = rng.integers(0, 256, (1, lanes)).astype(np.uint8).view(np.int8)
+    run(CFG, "sxm0", Opcode.PERM, {"a": v()}, pre=[(Opcode.LDPERM, {"a": perm}, {})])
+    run(CFG, "sxm0", Opcode.PERM, {"a": v()})
+    run(CFG, "sxm0", Opcode.TRANS, {"a": rng.integers(-128, 128, (lanes, lanes), dtype=np.int8)})
+    assert len(jobs) >= 50
+    for program, image in jobs:
+        f = FastGolden(CFG)
+        res, fast = compare(CFG, program, image, f=f)
+        assert res[0] == "ok" and fast and batched(f, program), program
+    g, f = Golden(CFG), FastGolden(CFG)
+    for program, image in jobs:
+        res, fast = compare(CFG, program, image, g, f)
+        assert res[0] == "ok" and fast
+
+
+def _chains_source(cfg, mms, emit_at):
+    """MXM accumulation chains of uneven length: MM k (one per cycle) adds into acc[k % 5] (the
+    first five onto the accumulators' contents), x from a READ of mem0; in the cycle of MM `emit_at`
+    (a multiple of 5) an EMIT of acc[0] goes first, which cuts that chain (its row is read twice)."""
+    pos = {s.name: s.position for s in cfg.slices}
+    t0 = cfg.latency["mem_read"] + pos["mem0"] - pos["mxm0"]
+    lines = [".queue mem0", f"    READ w0, 0, n={mms + 1}, stride=1", f"    NOP {mms + 10}", "    HALT",
+             ".queue mxm0", f"    NOP {t0}"]
+    for k in range(mms):
+        if k == emit_at:
+            lines.append("    EMIT e0, 0")
+        lines.append(f"    MM w0, 0, {k % 5}, acc=1")
+    lines += [f"    NOP {cfg.latency['mxm_mm'] + 1}", "    HALT"]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("cfgname,mms,emit_at", [("tiny", 23, 10), ("tiny", 353, 175), ("tiny", 350, None),
+                                                 ("lpu", 93, 45), ("lpu", 90, None)])
+def test_batched_accumulation_chains(cfgname, mms, emit_at):
+    """Fused accumulation chains (flow.py's chain steps): uneven chain lengths in one step, chains
+    longer than one exact float32 slice (64 products at 16 lanes, 16 at 64 lanes), initial
+    accumulator contents and an EMITted row as the chains' bases; weights and accumulators preset
+    alike on both engines."""
+    cfg = load_config(cfgname)
+    prog = assemble(_chains_source(cfg, mms, emit_at), cfg, "<chains>")
+    rng = np.random.default_rng(mms)
+    image = {"mem0": [(0, rng.integers(-128, 128, (mms + 1, cfg.lanes), dtype=np.int8))]}
+    g, f = Golden(cfg), FastGolden(cfg)
+    w = rng.integers(-128, 128, (2, cfg.lanes, cfg.lanes), dtype=np.int8)
+    w[0, 0, :3] = -128
+    a = rng.integers(-(1 << 31), 1 << 31, (cfg.acc_depth, cfg.lanes), dtype=np.int64).astype(np.int32)
+    for e in (g, f):
+        e.weights["mxm0"][...] = w
+        e.acc["mxm0"][...] = a
+    res, fast = compare(cfg, prog, image, g, f)
+    assert res[0] == "ok" and fast and batched(f, prog)
+    steps = [s[0] for s in f._fast_cached(prog).flow.steps]
+    assert steps.count("mm") + steps.count("mmc") == (1 if emit_at is None else 2)
+
+
+def test_dynamic_banks_rerun_with_bad_indices():
+    """GATHER/SCATTER programs (dynamic banks: their accesses resolved when the flow runs), run
+    again from the cached plan with index rows that point out of the bank: the error is found when
+    the flow runs, before any state is written, and Golden.run reports it."""
+    g, f = Golden(CFG), FastGolden(CFG)
+    n = 0
+    for seed in range(40):
+        case = random_program(CFG, seed)
+        if not any(("GATHER" in d or "SCATTER" in d) for d in case.flows):
+            continue
+        res, fast = compare(CFG, case.program, case_image(case), g, f)
+        assert res[0] == "ok" and fast
+        bad = {}
+        for bank, (addr, img) in case.mem.items():
+            img = img.copy()
+            img[:4, :2] = -1                          # index 0xFFFF: past every bank
+            bad[bank] = [(addr, img)]
+        res, fast = compare(CFG, case.program, bad, g, f)
+        assert res[0] == "error" and not fast and "out of range" in res[-1], (seed, res)
+        n += 1
+    assert n >= 10
