@@ -141,13 +141,69 @@ _COMPILED = {}
 
 def _compiled(model, layers_experts, chip_cfg, tokens):
     """``compile_moe`` of one chip's (layer, expert) list, once per process: serve-compare serves the
-    same model in several set-ups, and SmolLM2's 30 layers take seconds to compile."""
+    same model in several set-ups.  A real model's programs (SmolLM2: 30 layers of 576 x 1536, ~30 s
+    to compile on 2 cores) are also kept on disk (``_disk_cached``)."""
     if not layers_experts:
         return None
     key = (id(model), tuple(layers_experts), repr(chip_cfg), tokens)
     if key not in _COMPILED:
-        _COMPILED[key] = (model, compile_moe([model.q[layer][e] for layer, e in layers_experts], chip_cfg, tokens))
+        qs = [model.q[layer][e] for layer, e in layers_experts]
+        build = lambda: compile_moe(qs, chip_cfg, tokens)            # noqa: E731
+        _COMPILED[key] = (model, _disk_cached(qs, chip_cfg, tokens, build) if hasattr(model, "cq") else build())
     return _COMPILED[key][1]
+
+
+def _source_text():
+    """The compiler's inputs other than the layers: every module of the core and of firmware/."""
+    from importlib import resources
+    parts = []
+    for pkg in ("tinylpu", "tinylpu.firmware"):
+        for f in sorted(resources.files(pkg).iterdir(), key=lambda f: f.name):
+            if f.name.endswith(".py"):
+                parts.append(f.name + f.read_text())
+    return "".join(parts)
+
+
+def _disk_cached(qs, chip_cfg, tokens, build):
+    """A compiled program from the derived-file cache ($TINYLPU_CACHE, default ~/.cache/tinylpu, as
+    the calibration), keyed by everything the compiler reads: the source of the core and of
+    firmware/, the chip config, the token count and every array and field of the layers.  A
+    program compiled here is the same object the compiler returns (pickled), so the cycles and
+    outputs are unchanged; an unreadable or stale entry is compiled again."""
+    import hashlib
+    import os
+    import pickle
+
+    from tinylpu.sim.serving.smollm2 import _cache_dir
+    h = hashlib.sha1(_source_text().encode())
+    h.update(repr(chip_cfg).encode())
+    h.update(repr(tokens).encode())
+    for q in qs:
+        for k, v in sorted(vars(q).items()):
+            h.update(k.encode())
+            if isinstance(v, np.ndarray):
+                h.update(repr((v.dtype.str, v.shape)).encode() + np.ascontiguousarray(v).tobytes())
+            elif hasattr(v, "m") and hasattr(v, "sh"):                     # ReqParams
+                for a in (v.m, v.sh, v.z):
+                    h.update(np.ascontiguousarray(a).tobytes())
+            else:
+                h.update(repr(v).encode())
+    path = _cache_dir() / f"compiled-{h.hexdigest()[:20]}.pkl"
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+        pass
+    comp = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(comp, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return comp
 
 
 class GpuFFN:
