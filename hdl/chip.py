@@ -46,8 +46,11 @@ DESKEW: when the program counter is at an epoch boundary B (a multiple of ``c2c.
 queue is parked in DESKEW, every live queue must be parked in DESKEW (else ``queue``) and no unit
 busy (else ``inflight``).  The chip then holds (program counter, ICUs and stream fabric frozen)
 until its estimate of chip 0's aligned time reaches B + (B / epoch) * ``deskew_margin(cfg)``, and
-releases the queues in that cycle with the program counter at B.  Chip 0 (``chip=0``) is the
-reference and uses its own ``at``; chip k uses ``at - hac_offset`` of its link from chip 0.
+releases the queues in that cycle with the program counter at B.  Chip 0 is the reference and
+uses its own ``at``; chip k uses ``at - hac_offset`` of its link from chip 0.  Which one is a
+run-time input, so one chip module serves every tray position: ``deskew_ref`` (a tray drives it
+with the constant ``deskew_ref(cfg, chip)``) is 0 on the reference (its default: a single chip
+behaves as chip 0) and p + 1 on a chip that hears chip 0 on port p.
 The held cycles are counted in ``stall`` (STATUS word 1, bits 32-63).
 """
 
@@ -63,7 +66,8 @@ from tinylpu.hdl.icu import ICU
 from tinylpu.hdl.streams import StreamFabric
 from tinylpu.wire import ERROR_BITS, ErrorFlags
 
-__all__ = ["Chip", "unit_classes", "deskew_margin", "ref_port", "LINK_STATUS", "LinkStatusSignature"]
+__all__ = ["Chip", "unit_classes", "deskew_margin", "ref_port", "deskew_ref", "LINK_STATUS",
+           "LinkStatusSignature"]
 
 #: ``LinkRX`` status outputs a chip with C2C exposes per port (``link[p]``), plus the TX's overrun.
 LINK_STATUS = ["trained", "crc_errors", "corrected", "frame_errors", "seq_errors", "flits_ok", "hac_ok", "skips_removed",
@@ -108,13 +112,19 @@ def ref_port(cfg, chip):
     raise ValueError(f"config {cfg.name}: chip {chip} has no link from chip 0 (DESKEW needs one)")
 
 
+def deskew_ref(cfg, chip):
+    """The value of the ``deskew_ref`` input of chip `chip` of a tray: 0 for chip 0 (the DESKEW
+    reference, its own aligned time), p + 1 if it hears chip 0 on port p (``ref_port``)."""
+    p = ref_port(cfg, chip)
+    return 0 if p is None else p + 1
+
+
 class Chip(wiring.Component):
     """``Chip(cfg)``; ``units`` may map slice kinds to other unit classes (tests)."""
 
-    def __init__(self, cfg, units=None, chip=0):
+    def __init__(self, cfg, units=None):
         self.cfg = cfg
         self._units = units
-        self.chip = chip
         self.has_c2c = bool(cfg.slices_of("c2c"))
         members = {
             "cmd": In(stream.Signature(64)),
@@ -128,6 +138,8 @@ class Chip(wiring.Component):
                 "tx": Out(LinkWire(w)).array(cfg.c2c_ports),
                 "rx": In(LinkWire(w)).array(cfg.c2c_ports),
                 "ext_start": In(1),
+                # DESKEW's reference: 0 = this chip (chip 0), p + 1 = port p (``deskew_ref``)
+                "deskew_ref": In(range(cfg.c2c_ports + 1)),
                 "link": Out(LinkStatusSignature(cfg)).array(cfg.c2c_ports),
             })
         super().__init__(members)
@@ -397,9 +409,13 @@ class Chip(wiring.Component):
                 self.link[p].overrun.eq(tx.overrun),
             ]
             m.d.comb += [getattr(self.link[p], n).eq(getattr(rx, n)) for n in LINK_STATUS]
-        rp = ref_port(cfg, self.chip)
         ref = Signal(32)                    # this chip's estimate of chip 0's aligned time
-        m.d.comb += ref.eq(at if rp is None else at - rxs[rp].hac_offset)
+        offset = Signal.like(rxs[0].hac_offset)     # 0 on the reference (``deskew_ref`` 0)
+        with m.Switch(self.deskew_ref):
+            for p in range(P):
+                with m.Case(p + 1):
+                    m.d.comb += offset.eq(rxs[p].hac_offset)
+        m.d.comb += ref.eq(at - offset)
 
         E = cfg.link["epoch"]
         lg = E.bit_length() - 1

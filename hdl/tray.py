@@ -12,23 +12,65 @@
   synchronizer in its own clock and starts on the rising edge (the same as a START command), so
   the chips start within one clock period of each other (plus the synchronizers' phase).
   Hold it high for a few cycles of the slowest clock, then low.
+* Each chip's ``deskew_ref`` input is the constant ``hdl.chip.deskew_ref(cfg, i)`` (DESKEW's
+  reference: chip 0 itself, or the port on which chip i hears chip 0), so all chips are the same
+  module.
+
+``Tray(cfg)`` elaborates ``cfg.chips`` ``Chip(cfg)`` (Amaranth's simulator, run_tray_pysim).
+``Tray(cfg, chip_module="tinylpu_chip")`` instantiates a separately converted chip module of that
+name instead (``ChipInstance``: a Verilog ``Instance`` with the chip's ports), so the tray's
+Verilog is the chip converted once plus this top (sim/rtl/build.py ``build_tray_verilog``).
 """
 
-from amaranth.hdl import DomainRenamer, Module, Signal
+from amaranth.hdl import ClockSignal, DomainRenamer, Instance, Module, ResetSignal, Signal, Value
 from amaranth.lib import cdc, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tinylpu.hdl.chip import Chip, LinkStatusSignature
+from tinylpu.hdl.chip import Chip, LinkStatusSignature, deskew_ref
 
-__all__ = ["Tray"]
+__all__ = ["ChipInstance", "Tray"]
+
+
+class ChipInstance(wiring.Component):
+    """``Chip(cfg)``'s ports on an ``Instance`` of the Verilog module `module` (``Chip(cfg)``
+    converted on its own, e.g. ``sim.rtl.build.chip_verilog``).
+
+    The instance ports are named as Amaranth's converter names a component's top ports
+    (``cmd__valid``, ``link__0__trained`` ...) plus the clock and reset of each of the chip's
+    domains (``clk``/``rst`` of ``sync``, ``rxrec<p>_clk``/``rxrec<p>_rst``), taken from this
+    component's ``sync`` and ``rxrec<p>`` domains, which a ``DomainRenamer`` maps as for a ``Chip``.
+    """
+
+    def __init__(self, cfg, module):
+        chip = Chip(cfg)
+        chip._MustUse__silence = True           # only its signature is wanted here
+        self.cfg, self.module = cfg, module
+        super().__init__(chip.signature)
+
+    def port_names(self):
+        """The instance's port names (the converted chip module's ports)."""
+        return list(self._ports())
+
+    def _ports(self):
+        ports = {"clk": ("i", ClockSignal("sync")), "rst": ("i", ResetSignal("sync"))}
+        for p in range(self.cfg.c2c_ports):
+            ports[f"rxrec{p}_clk"] = ("i", ClockSignal(f"rxrec{p}"))
+            ports[f"rxrec{p}_rst"] = ("i", ResetSignal(f"rxrec{p}"))
+        for path, member, value in self.signature.flatten(self):
+            ports["__".join(map(str, path))] = ("i" if member.flow == In else "o", Value.cast(value))
+        return ports
+
+    def elaborate(self, platform):
+        return Instance(self.module, *[(d, name, v) for name, (d, v) in self._ports().items()])
 
 
 class Tray(wiring.Component):
-    def __init__(self, cfg):
+    def __init__(self, cfg, chip_module=None):
         if cfg.chips < 2 or not cfg.slices_of("c2c"):
             raise ValueError(f"config {cfg.name} is not a tray (chips {cfg.chips}, c2c slice "
                              f"{bool(cfg.slices_of('c2c'))})")
         self.cfg = cfg
+        self.chip_module = chip_module
         members = {"start": In(1)}
         for i in range(cfg.chips):
             members[f"chip{i}_cmd"] = In(stream.Signature(64))
@@ -41,12 +83,13 @@ class Tray(wiring.Component):
         cfg = self.cfg
         chips = []
         for i in range(cfg.chips):
-            chip = Chip(cfg, chip=i)
+            chip = Chip(cfg) if self.chip_module is None else ChipInstance(cfg, self.chip_module)
             names = {"sync": f"chip{i}"}
             for p in range(cfg.c2c_ports):
                 names[f"rxrec{p}"] = f"chip{cfg.peer(i, p)[0]}"
             m.submodules[f"chip{i}"] = DomainRenamer(names)(chip)
             chips.append(chip)
+            m.d.comb += chip.deskew_ref.eq(deskew_ref(cfg, i))
             wiring.connect(m, wiring.flipped(getattr(self, f"chip{i}_cmd")), chip.cmd)
             wiring.connect(m, chip.resp, wiring.flipped(getattr(self, f"chip{i}_resp")))
             for p in range(cfg.c2c_ports):

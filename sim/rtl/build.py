@@ -1,7 +1,7 @@
 """The Verilog build cache: every design the simulators run is converted once per source change.
 
-``build/rtl/<name>/<top>.v`` is rewritten when the hash of the config, the Amaranth version and
-every file of the gateware and the core (``hdl/*.py``, ``tinylpu/*.py``) changes.  Writes are
+``build/rtl/<name>/<top>.v`` is rewritten when the hash of the config, the Amaranth version,
+every file of the gateware and the core (``hdl/*.py``, ``tinylpu/*.py``) and this file changes.  Writes are
 atomic and serialized by a lock file, so parallel test workers can share the cache.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from tinylpu.config import load_config
 
 __all__ = ["ROOT", "CHIP_TOP", "TRAY_TOP", "build_root", "source_hash", "locked", "cached_verilog",
-           "chip_verilog", "build_verilog", "build_tray_verilog", "icarus_patch"]
+           "chip_verilog", "tray_verilog", "build_verilog", "build_tray_verilog", "icarus_patch"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHIP_TOP = "tinylpu_chip"
@@ -32,7 +32,7 @@ def source_hash(cfg):
     h = hashlib.sha256()
     h.update(repr(cfg).encode())
     h.update(amaranth.__version__.encode())
-    for p in sorted((ROOT / "hdl").glob("*.py")) + sorted((ROOT / "tinylpu").glob("*.py")):
+    for p in sorted((ROOT / "hdl").glob("*.py")) + sorted((ROOT / "tinylpu").glob("*.py")) + [Path(__file__)]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -83,14 +83,45 @@ def build_verilog(cfg):
     return cached_verilog(cfg, CHIP_TOP, cfg.name, lambda: chip_verilog(cfg))
 
 
-def build_tray_verilog(cfg):
-    """``build/rtl/<config>-tray/tinylpu_tray.v`` (``hdl.tray.Tray``: every chip on its own clock)."""
-    cfg = load_config(cfg)
+_MODULE = re.compile(r"(?m)^module\s+(\\\S+|[A-Za-z_][\w$]*)\s*\(([^;]*)\);")
+_TOP_ATTR = "(* top =  1  *)\n"
 
-    def convert():
-        from tinylpu.hdl.tray import Tray
-        return _convert(Tray(cfg), TRAY_TOP)
-    return cached_verilog(cfg, TRAY_TOP, f"{cfg.name}-tray", convert)
+
+def _modules(text):
+    """{module name: [port names]} of Verilog written by Amaranth's converter."""
+    return {mo.group(1).lstrip("\\"): [p.strip().lstrip("\\") for p in mo.group(2).split(",")]
+            for mo in _MODULE.finditer(text)}
+
+
+def tray_verilog(cfg):
+    """The tray's Verilog text (module ``tinylpu_tray``): the chip converted once (module
+    ``tinylpu_chip``, ``chip_verilog``) and the tray top (``hdl.tray.Tray(cfg, chip_module=...)``),
+    which instantiates it ``cfg.chips`` times, in one file."""
+    from tinylpu.hdl.tray import ChipInstance, Tray
+    cfg = load_config(cfg)
+    chip = chip_verilog(cfg)
+    top = _convert(Tray(cfg, chip_module=CHIP_TOP), TRAY_TOP)
+    chip_mods, top_mods = _modules(chip), _modules(top)
+    clash = set(chip_mods) & set(top_mods)
+    if clash:
+        raise RuntimeError(f"tray Verilog: modules {sorted(clash)} both in the chip and the tray top")
+    inst = ChipInstance(cfg, CHIP_TOP)
+    inst._MustUse__silence = True           # only its port names are wanted here
+    want = sorted(inst.port_names())
+    if sorted(chip_mods[CHIP_TOP]) != want:
+        raise RuntimeError(f"tray Verilog: the converted chip's ports {sorted(chip_mods[CHIP_TOP])} are "
+                           f"not the instance's {want}")
+    # one root: the chip module is only the tray's submodule
+    if not chip.count(_TOP_ATTR) == 1:
+        raise RuntimeError("tray Verilog: the chip module's top attribute not found")
+    return top + "\n" + chip.replace(_TOP_ATTR, "", 1)
+
+
+def build_tray_verilog(cfg):
+    """``build/rtl/<config>-tray/tinylpu_tray.v`` (``hdl.tray.Tray``: every chip on its own clock;
+    the chip converted once, ``tray_verilog``)."""
+    cfg = load_config(cfg)
+    return cached_verilog(cfg, TRAY_TOP, f"{cfg.name}-tray", lambda: tray_verilog(cfg))
 
 
 _DUMP_REG = re.compile(r"(?m)^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$")
