@@ -15,6 +15,13 @@
 * Each chip's ``deskew_ref`` input is the constant ``hdl.chip.deskew_ref(cfg, i)`` (DESKEW's
   reference: chip 0 itself, or the port on which chip i hears chip 0), so all chips are the same
   module.
+* ``chip<a>_inject[p][e]`` (in, static: set before reset is released): bit-error injection on the
+  wire from chip a's port p, ``INJECT_ENTRIES`` entries per link, each ``en``, ``index``, ``word``,
+  ``mask``: XOR ``mask`` (width+1 bits, bit ``width`` = the K flag) into word ``word`` of the
+  ``index``-th DATA flit chip a sends on port p (counted from reset), as
+  ``sim.golden.tray.GoldenTray(link_flips=...)`` does.  ``LinkInjector``: combinational on the wire,
+  no added latency; all zero (the default) leaves the wire untouched, and so do undriven ports
+  under Icarus (an X/Z enable selects no mask: ``LinkInjector``).
 
 ``Tray(cfg)`` elaborates ``cfg.chips`` ``Chip(cfg)`` (Amaranth's simulator, run_tray_pysim).
 ``Tray(cfg, chip_module="tinylpu_chip")`` instantiates a separately converted chip module of that
@@ -22,13 +29,86 @@ name instead (``ChipInstance``: a Verilog ``Instance`` with the chip's ports), s
 Verilog is the chip converted once plus this top (sim/rtl/build.py ``build_tray_verilog``).
 """
 
-from amaranth.hdl import ClockSignal, DomainRenamer, Instance, Module, ResetSignal, Signal, Value
+from amaranth.hdl import ClockSignal, DomainRenamer, Instance, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import cdc, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from tinylpu.hdl.c2c import LinkWire
 from tinylpu.hdl.chip import Chip, LinkStatusSignature, deskew_ref
+from tinylpu.link import LinkParams, Sym
 
-__all__ = ["ChipInstance", "Tray"]
+__all__ = ["ChipInstance", "Tray", "LinkInjector", "InjectSignature", "INJECT_ENTRIES", "INJECT_INDEX_BITS"]
+
+#: Error-injection entries per link (``Tray``'s ``chip<a>_inject`` ports).
+INJECT_ENTRIES = 4
+#: Width of an entry's DATA flit index (flits counted from reset; the counter wraps).
+INJECT_INDEX_BITS = 16
+
+
+def InjectSignature(params):  # noqa: N802 (a signature constructor)
+    """One injection entry (all In on the tray): XOR ``mask`` into word ``word`` of DATA flit ``index``."""
+    return wiring.Signature({"en": Out(1), "index": Out(INJECT_INDEX_BITS),
+                             "word": Out(range(params.flit_words)), "mask": Out(params.width + 1)})
+
+
+class LinkInjector(wiring.Component):
+    """Bit errors on one link's wire, in the sender's clock ``domain``: ``wire_out`` = ``wire_in``
+    with the mask of every enabled entry whose (DATA flit index, word) is the current word's XOR-ed
+    in (``mask`` bit ``width`` flips the K flag).  Combinational from ``wire_in`` to ``wire_out`` (the
+    TX's wire is a register, the RX registers its input): the link's timing is unchanged.
+
+    It follows the TX's frames on the unmodified wire: a DATA header (k=1, code ``Sym.DATA``) starts
+    flit ``index`` (counted from reset), whose ``flit_words`` words follow one per cycle (the TX never
+    puts a SKIP inside a frame); HAC frames are skipped."""
+
+    def __init__(self, cfg, domain="sync", entries=INJECT_ENTRIES):
+        self.params = p = LinkParams.from_cfg(cfg)
+        self._domain = domain
+        super().__init__({"wire_in": In(LinkWire(p.width)), "wire_out": Out(LinkWire(p.width)),
+                          "entry": In(InjectSignature(p)).array(entries)})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        d = m.d[self._domain]
+        k, data = self.wire_in.k, self.wire_in.data
+        count = Signal(INJECT_INDEX_BITS)          # DATA flits whose header has passed
+        cur = Signal(INJECT_INDEX_BITS)            # the index of the flit in progress
+        left = Signal(range(max(p.flit_words, p.hac_frame_words)))     # body words still to come
+        in_data = Signal()                          # the frame in progress is a DATA flit
+        is_data = Signal()
+        m.d.comb += is_data.eq((left == 0) & k & (data[:4] == Sym.DATA.value))
+        with m.If(left != 0):
+            d += left.eq(left - 1)
+        with m.Elif(is_data):
+            d += [left.eq(p.flit_words - 1), cur.eq(count), count.eq(count + 1), in_data.eq(1)]
+        with m.Elif(k & (data[:4] == Sym.HAC.value)):
+            d += [left.eq(p.hac_frame_words - 1), in_data.eq(0)]
+        index = Signal(INJECT_INDEX_BITS)
+        word = Signal(range(p.flit_words))
+        active = Signal()
+        m.d.comb += [index.eq(Mux(left != 0, cur, count)),
+                     word.eq(Mux(left != 0, p.flit_words - left, 0)),
+                     active.eq(is_data | ((left != 0) & in_data))]
+        mask = Signal(p.width + 1)
+        hits = []
+        for i, e in enumerate(self.entry):
+            # an If, not a Mux: its Verilog is an `if`, which takes the else branch (0) on an X/Z
+            # condition, so a bench that leaves the inject ports undriven (Icarus: Z) sees a clean wire
+            hit = Signal(p.width + 1, name=f"hit{i}")
+            with m.If(e.en & active & (e.index == index) & (e.word == word)):
+                m.d.comb += hit.eq(e.mask)
+            hits.append(hit)
+        m.d.comb += mask.eq(_xor(hits))
+        m.d.comb += [self.wire_out.data.eq(data ^ mask[:p.width]), self.wire_out.k.eq(k ^ mask[p.width])]
+        return m
+
+
+def _xor(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out ^ v
+    return out
 
 
 class ChipInstance(wiring.Component):
@@ -76,6 +156,8 @@ class Tray(wiring.Component):
             members[f"chip{i}_cmd"] = In(stream.Signature(64))
             members[f"chip{i}_resp"] = Out(stream.Signature(64))
             members[f"chip{i}_link"] = Out(LinkStatusSignature(cfg)).array(cfg.c2c_ports)
+            members[f"chip{i}_inject"] = In(InjectSignature(LinkParams.from_cfg(cfg))).array(
+                cfg.c2c_ports, INJECT_ENTRIES)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -102,5 +184,10 @@ class Tray(wiring.Component):
         for a in range(cfg.chips):
             for p in range(cfg.c2c_ports):
                 b, q = cfg.peer(a, p)
-                wiring.connect(m, chips[a].tx[p], chips[b].rx[q])
+                inj = LinkInjector(cfg, domain=f"chip{a}")
+                m.submodules[f"inject{a}_{p}"] = inj
+                wiring.connect(m, chips[a].tx[p], inj.wire_in)
+                wiring.connect(m, inj.wire_out, chips[b].rx[q])
+                for e in range(INJECT_ENTRIES):
+                    wiring.connect(m, wiring.flipped(getattr(self, f"chip{a}_inject")[p][e]), inj.entry[e])
         return m

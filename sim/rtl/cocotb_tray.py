@@ -4,7 +4,9 @@ Run through ``sim.rtl.tray.run_tray_rtl`` (not by pytest directly).  Environment
 
 * ``TINYLPU_CONFIG``: the tray config (YAML path);
 * ``TINYLPU_INPUT``: JSON ``{"cases": [normalized case per chip (rtl.runner.normalize_case)],
-  "scrub": {...} | null, "period_ps": [int per chip], "max_cycles": int}``;
+  "scrub": {...} | null, "period_ps": [int per chip], "max_cycles": int, "inject": [[chip, port,
+  index, word, mask], ...]}`` (``inject``: at most ``INJECT_ENTRIES`` per (chip, port); written to
+  the ``chip<a>_inject`` ports before reset is released);
 * ``TINYLPU_RESULT``: JSON file for the result: ``{"chips": [status + "reads" + "links" per
   chip], "sim_ns": float}``.
 
@@ -26,6 +28,7 @@ from cocotb.triggers import ClockCycles, Timer
 from tinylpu.config import load_config
 from tinylpu.firmware.program import Program
 from tinylpu.hdl.chip import LINK_STATUS
+from tinylpu.hdl.tray import INJECT_ENTRIES
 from tinylpu.sim.rtl.cocotb_chip import Host, run_scrub
 
 
@@ -64,6 +67,16 @@ async def run_tray(dut):
     N = cfg.chips
     pins = [Pins(dut, f"chip{i}_") for i in range(N)]
     dut.start.value = 0
+    used = {}
+    for a in range(N):
+        for q in range(cfg.c2c_ports):
+            for e in range(INJECT_ENTRIES):
+                for name in ("en", "index", "word", "mask"):
+                    getattr(dut, f"chip{a}_inject__{q}__{e}__{name}").value = 0
+    for a, q, index, word, mask in doc.get("inject", []):
+        e = used[(a, q)] = used.get((a, q), -1) + 1
+        for name, v in (("index", index), ("word", word), ("mask", mask), ("en", 1)):
+            getattr(dut, f"chip{a}_inject__{q}__{e}__{name}").value = v
     for p, period in zip(pins, doc["period_ps"]):
         p.cmd__valid.value = 0
         p.resp__ready.value = 0

@@ -7,6 +7,11 @@
 * ``reads``: per chip ``[(bank, addr, n), ...]`` (or None);
 * ``ppm``: per chip clock offset (default ``cfg.ppm``): chip i's clock period is
   10 ns x (1 + ppm[i] x 1e-6), rounded to a picosecond (so positive ppm = a slower clock).
+* ``link_flips``: bit errors injected on the C2C wires (``hdl.tray.LinkInjector``), the same as
+  ``GoldenTray(link_flips=...)``: a list ``[(chip, port, index, word, mask), ...]`` (mask bit
+  ``width_bits`` = the K flag) or a callable ``f(chip, port, index) -> [(word, mask), ...]``
+  (asked for indices below ``flip_scan``).  At most ``hdl.tray.INJECT_ENTRIES`` distinct
+  (index, word) per link; ``link_flip_fn`` turns a list into the golden tray's callable.
 
 Returns ``{"chips": [{"cycles", "stall", "done", "running", "timeout", "errors", "error_bits",
 "mem": [int8 (n, lanes) per read], "links": [LINK_STATUS dict per port]}, ...], "sim_ns",
@@ -26,7 +31,7 @@ from tinylpu.sim.rtl.build import TRAY_TOP, build_tray_verilog
 from tinylpu.sim.rtl.launch import launch
 from tinylpu.sim.rtl.runner import normalize_case, scrub_program
 
-__all__ = ["run_tray_rtl", "build_tray_verilog", "period_ps"]
+__all__ = ["run_tray_rtl", "build_tray_verilog", "period_ps", "link_flip_fn", "inject_entries"]
 
 TOP = TRAY_TOP
 NOMINAL_PS = 10_000
@@ -36,8 +41,50 @@ def period_ps(ppm):
     return int(round(NOMINAL_PS * (1 + ppm * 1e-6)))
 
 
+def link_flip_fn(flips):
+    """``[(chip, port, index, word, mask), ...]`` as ``GoldenTray``'s ``link_flips`` callable."""
+    flips = list(flips)
+
+    def f(chip, port, index):
+        return [(w, m) for a, p, i, w, m in flips if (a, p, i) == (chip, port, index)]
+    return f
+
+
+def inject_entries(cfg, link_flips, flip_scan=4096):
+    """``{(chip, port): [(index, word, mask), ...]}`` for the tray's injector ports (masks of the
+    same (index, word) XOR-ed together)."""
+    from tinylpu.hdl.tray import INJECT_ENTRIES, INJECT_INDEX_BITS
+    from tinylpu.link import LinkParams
+    p = LinkParams.from_cfg(cfg)
+    if link_flips is None:
+        return {}
+    if callable(link_flips):
+        flips = [(a, q, i, w, m) for a in range(cfg.chips) for q in range(cfg.c2c_ports)
+                 for i in range(flip_scan) for w, m in (link_flips(a, q, i) or [])]
+    else:
+        flips = list(link_flips)
+    acc = {}
+    for a, q, i, w, m in flips:
+        if not (0 <= a < cfg.chips and 0 <= q < cfg.c2c_ports):
+            raise ValueError(f"link flip on chip {a} port {q}: no such link in {cfg.name}")
+        if not (0 <= w < p.flit_words and 0 <= m < (1 << (p.width + 1)) and 0 <= i < (1 << INJECT_INDEX_BITS)):
+            raise ValueError(f"link flip {(a, q, i, w, m)}: word must be below {p.flit_words}, mask below "
+                             f"2**{p.width + 1}, index below 2**{INJECT_INDEX_BITS}")
+        key = (a, q)
+        acc.setdefault(key, {})
+        acc[key][(i, w)] = acc[key].get((i, w), 0) ^ m
+    out = {}
+    for key, d in acc.items():
+        ent = [(i, w, m) for (i, w), m in sorted(d.items()) if m]
+        if len(ent) > INJECT_ENTRIES:
+            raise ValueError(f"{len(ent)} flipped words on chip {key[0]} port {key[1]}: the RTL tray injects "
+                             f"at most {INJECT_ENTRIES} per link")
+        out[key] = ent
+    return out
+
+
 def run_tray_rtl(cfg, programs, mems=None, reads=None, ppm=None, sim="icarus", max_cycles=200_000,
-                 scrub=True):
+                 scrub=True, link_flips=None):
     from tinylpu.firmware.program import Program
     cfg = load_config(cfg)
     N = cfg.chips
@@ -54,7 +101,9 @@ def run_tray_rtl(cfg, programs, mems=None, reads=None, ppm=None, sim="icarus", m
              for i, (p, m, r) in enumerate(zip(programs, mems, reads))]
     periods = [period_ps(x) for x in ppm]
     t0 = time.perf_counter()
-    doc = {"cases": cases, "scrub": None, "period_ps": periods, "max_cycles": max_cycles}
+    inject = [[a, q, i, w, m] for (a, q), ent in sorted(inject_entries(cfg, link_flips).items())
+              for i, w, m in ent]
+    doc = {"cases": cases, "scrub": None, "period_ps": periods, "max_cycles": max_cycles, "inject": inject}
     if scrub:
         sp, host, restore = scrub_program(cfg)
         doc["scrub"] = {"program": sp.to_bytes().hex(), "mem": host, "restore": restore, "max_cycles": 100_000}
@@ -98,8 +147,8 @@ def compiled_tray_output(tc, root_reads):
     return root.unpack_output(lambda bank, addr, n: got[(bank, addr)][:n])
 
 
-def run_tray_compiled_rtl(tc, xq_per_chip, ppm=None, sim="icarus"):
+def run_tray_compiled_rtl(tc, xq_per_chip, ppm=None, sim="icarus", link_flips=None):
     """A ``firmware.tray.TrayCompiled`` on the RTL tray.  Returns (y int8 of the root chip, result)."""
     programs, mems, reads = compiled_tray_inputs(tc, xq_per_chip)
-    res = run_tray_rtl(tc.cfg, programs, mems, reads, ppm=ppm, sim=sim)
+    res = run_tray_rtl(tc.cfg, programs, mems, reads, ppm=ppm, sim=sim, link_flips=link_flips)
     return compiled_tray_output(tc, res["chips"][tc.root]["mem"]), res

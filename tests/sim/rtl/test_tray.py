@@ -15,8 +15,9 @@ from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
 from tinylpu.firmware.quant import quantize_ffn
 from tinylpu.firmware.tray import compile_tp
+from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.tray import GoldenTray, run_tray_golden
-from tinylpu.sim.rtl.tray import run_tray_compiled_rtl, run_tray_rtl
+from tinylpu.sim.rtl.tray import link_flip_fn, run_tray_compiled_rtl, run_tray_rtl
 
 #: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so the duo tray's Verilog
 #: build is made once, and no other worker waits for it
@@ -89,6 +90,119 @@ def test_tensor_parallel_equals_golden_tray(seed):
     assert [c["cycles"] for c in res["chips"]] == gres.cycles == tc.predicted_cycles
     assert np.array_equal(y, y_gold)
     assert np.array_equal(y, q.run_int(xq))
+
+
+# --- bit errors on the C2C wires (hdl/tray.py LinkInjector) ------------------------------------
+
+def test_link_injector_hits_the_named_word_of_the_named_data_flit():
+    """The injector alone (Amaranth's simulator): DATA flits and a HAC frame go through untouched
+    but for the entries' (flit index, word), whose masks are XOR-ed in (bit width = the K flag)."""
+    from amaranth.sim import Simulator
+
+    from tinylpu.hdl.tray import LinkInjector
+    from tinylpu.link import LinkParams, Sym, encode_flit, encode_hac
+    p = LinkParams.from_cfg(DUO)
+    idle = [(1, Sym.IDLE.value)]
+    frames = [encode_flit(p, 0x1234 + i, i) for i in range(4)]
+    stream = idle + frames[0] + encode_hac(p, 77) + frames[1] + idle * 2 + frames[2] + frames[3] + idle
+    K = 1 << p.width
+    entries = [(1, 0, 1 << 5), (2, p.flit_words - 1, K | 1), (3, 1, 3), (9, 0, 1)]
+    want = []
+    flit = -1
+    pos = None
+    for k, w in stream:
+        if pos is None and k and (w & 15) == Sym.DATA.value:
+            flit, pos = flit + 1, 0
+        mask = sum(m for i, wd, m in entries if pos is not None and (i, wd) == (flit, pos))
+        want.append((k ^ (mask >> p.width), w ^ (mask & (K - 1))))
+        if pos is not None:
+            pos = pos + 1 if pos + 1 < p.flit_words else None
+    assert sum(a != b for a, b in zip(want, stream)) == 3
+    dut = LinkInjector(DUO)
+    got = []
+
+    async def bench(ctx):
+        for e, (i, wd, m) in zip(dut.entry, entries):
+            ctx.set(e.en, 1)
+            ctx.set(e.index, i)
+            ctx.set(e.word, wd)
+            ctx.set(e.mask, m)
+        for k, w in stream:
+            ctx.set(dut.wire_in.k, k)
+            ctx.set(dut.wire_in.data, w)
+            got.append((ctx.get(dut.wire_out.k), ctx.get(dut.wire_out.data)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+
+
+def _tp_duo():
+    w = _layer(32, 64, 7)
+    x = np.random.default_rng(5).normal(size=(3, 32))
+    q = quantize_ffn(w, x)
+    tc = compile_tp(q, DUO, 3, 2)
+    return q, tc, q.quantize_input(x)
+
+
+def _golden_with_flips(tc, xq, flips):
+    """``run_tray_golden`` with bit errors on the links."""
+    t = GoldenTray(tc.cfg, link_flips=link_flip_fn(flips))
+    t.load_programs([c.program for c in tc.chips])
+    for chip, c in enumerate(tc.chips):
+        for bank, lst in list(c.mem_image.items()) + list(c.pack_input(xq).items()):
+            for addr, v in lst:
+                t.chips[chip].write_mem(bank, addr, v)
+    return t, t.run()
+
+
+#: single-bit flips (chip, port, DATA flit index, word, mask) on both links of the duo (chip 0
+#: sends 6 flits, chip 1 sends 9): header (sequence number, SECDED bits), payload, a K flag
+K32 = 1 << 32
+SINGLE = [(0, 0, 0, 0, 1 << 5), (0, 0, 2, 3, 1 << 17), (0, 0, 5, 2, K32),
+          (1, 0, 1, 1, 1 << 0), (1, 0, 4, 0, 1 << 15), (1, 0, 8, 4, 1 << 31), (1, 0, 6, 2, K32)]
+
+
+@pytest.mark.parametrize("seed", [6, pytest.param(7, marks=pytest.mark.slow)])
+def test_tensor_parallel_with_corrected_link_errors_equals_golden_tray(seed):
+    """Single-bit errors on the wires: every hit flit is corrected (counted in the receiver's
+    ``corrected``), the output bit-exact, the cycles those of the clean run, no error flag."""
+    q, tc, xq = _tp_duo()
+    assert DUO.link["width_bits"] == 32
+    tray, gres = _golden_with_flips(tc, xq, SINGLE)
+    assert tray.corrected == len(SINGLE)
+    y_gold = tc.chips[0].unpack_output(tray.chips[0].read_mem)
+    ppm = np.random.default_rng(seed).uniform(-300, 300, DUO.chips).round(1).tolist()
+    y, res = run_tray_compiled_rtl(tc, [xq] * DUO.chips, ppm=ppm, link_flips=SINGLE)
+    chips = res["chips"]
+    assert [c["errors"] for c in chips] == [[], []]
+    assert [c["cycles"] for c in chips] == gres.cycles == tc.predicted_cycles
+    assert np.array_equal(y, y_gold)
+    assert np.array_equal(y, q.run_int(xq))
+    for a in range(DUO.chips):
+        b, port = DUO.peer(a, 0)
+        link = chips[b]["links"][port]
+        assert link["corrected"] == sum(f[0] == a for f in SINGLE)
+        assert link["flits_ok"] == gres.link_vectors[(a, 0)]
+        assert link["crc_errors"] == link["frame_errors"] == link["seq_errors"] == link["alarm"] == 0
+
+
+@pytest.mark.slow
+def test_tensor_parallel_with_a_double_bit_link_error_raises_the_link_flag():
+    """Two flipped bits in one flit: the receiver detects it and raises ``link`` (no silent wrong
+    vector); the golden tray with the same flips raises its link error."""
+    _, tc, xq = _tp_duo()
+    flips = [(0, 0, 2, 1, (1 << 3) | (1 << 20))]
+    with pytest.raises(ProgramError, match="link error: flit 2 on port 0 has an uncorrectable error"):
+        _golden_with_flips(tc, xq, flips)
+    _, res = run_tray_compiled_rtl(tc, [xq] * DUO.chips, ppm=[120.0, -80.0], link_flips=flips)
+    chips = res["chips"]
+    assert "link" in chips[1]["errors"]
+    assert chips[1]["links"][0]["crc_errors"] == 1
+    assert chips[1]["links"][0]["corrected"] == 0
 
 
 # --- DESKEW ------------------------------------------------------------------------------------
