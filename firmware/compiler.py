@@ -1107,8 +1107,19 @@ def _compile(qs, cfg, T, plan):
     return out
 
 
+def check_emittable(q):
+    """Refuse a ``QuantFFN`` whose arithmetic the compiler cannot emit yet (a clear error, never a
+    program that computes something else)."""
+    if q.tile_luts is not None or q.hilo or np.ndim(q.mul_sh):
+        raise CompileError("this QuantFFN asks for per-block SiLU tables, per-channel product shifts or a "
+                           "hi/lo gated product (sim/serving/quant8.py scheme 'tiles'); the compiler does "
+                           "not emit that program yet")
+
+
 def _compile_layers(qs, cfg, T):
     """Plan, then compile; a program longer than queue_depth is split into runs of fewer blocks."""
+    for q in qs:
+        check_emittable(q)
     t0 = time.perf_counter()
     plan = _plan(cfg, qs, T)
     while True:

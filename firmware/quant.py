@@ -154,6 +154,11 @@ def _mult_shift(f):
     return np.clip(m, 0, 32767).astype(np.int16), sh
 
 
+def _wrap32(x):
+    """int64 values as int32 arithmetic wraps them (MM and ADD32)."""
+    return (np.asarray(x, dtype=np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
 @dataclass
 class ReqParams:
     m: np.ndarray    # int16 per channel
@@ -178,9 +183,44 @@ class QuantFFN:
     req2: ReqParams
     req3: ReqParams | None
     lut: np.ndarray           # int8[256], indexed by the code's bit pattern
-    mul_sh: int               # gated: h = rshift_round(a * u, mul_sh)
+    mul_sh: int               # gated: h = rshift_round(a * u, mul_sh); or an int array per d_ff channel
     s_y: float
     scales: dict = field(default_factory=dict)
+    # Options a compiled program follows only when set (the defaults keep today's programs):
+    # tile_luts (d_ff / lut_block, 256) int8: d_ff channel c looks up tile_luts[c // lut_block]
+    # (the compiler reloads the table before each block's LUT; lut_block must be the chip's lanes).
+    tile_luts: np.ndarray | None = None
+    lut_block: int = 0
+    # hilo = k > 0 (gated): h leaves the VXM as two int8 vectors, hi = sat8(rshift_round(a*u, sh)) and
+    # lo = sat8(sat8(rshift_round(a*u, sh - k)) - sat8(hi * 2^k)); both go through W2 and the int32
+    # accumulators combine as 2^k * acc(hi) + acc(lo) (k ADD32 doublings and one ADD32) before REQL.
+    hilo: int = 0
+
+    def activation_codes(self, z):
+        """The LUT stage: int8 codes z (tokens x d_ff) -> int8 a."""
+        if self.tile_luts is None:
+            return self.lut[z.view(np.uint8)]
+        blk = np.arange(self.d_ff) // self.lut_block
+        return self.tile_luts[blk, z.view(np.uint8)]
+
+    def gated_product(self, a, u):
+        """The MUL stage: int8 a, u -> [h] or, with hilo, [hi, lo] (int64 arrays of int8 values)."""
+        p = a.astype(np.int64) * u.astype(np.int64)
+        sh = np.asarray(self.mul_sh, dtype=np.int64)
+        hi = sat8(rshift_round(p, sh)).astype(np.int64)
+        if not self.hilo:
+            return [hi]
+        fine = sat8(rshift_round(p, sh - self.hilo)).astype(np.int64)
+        return [hi, sat8(fine - sat8(hi * (1 << self.hilo))).astype(np.int64)]
+
+    def combine_acc(self, accs):
+        """int32 W2 accumulators of the h pieces -> the one REQL sees (ADD32 wraps at 32 bits)."""
+        if len(accs) == 1:
+            return accs[0]
+        acc = _wrap32(accs[0])
+        for _ in range(self.hilo):
+            acc = _wrap32(acc + acc)
+        return _wrap32(acc + _wrap32(accs[1]))
 
     def quantize_input(self, x):
         return sat8(np.round(np.asarray(x, dtype=np.float64) / self.s_x))
@@ -192,13 +232,14 @@ class QuantFFN:
         """The exact integer computation the chip performs (int8 in, int8 out)."""
         xq = np.asarray(xq, dtype=np.int64)
         z = self.req1.apply(xq @ self.w1.astype(np.int64))
-        a = self.lut[z.view(np.uint8)]
+        a = self.activation_codes(z)
         if self.gated:
             u = self.req3.apply(xq @ self.w3.astype(np.int64))
-            h = sat8(rshift_round(a.astype(np.int64) * u.astype(np.int64), self.mul_sh))
+            hs = self.gated_product(a, u)
         else:
-            h = a
-        return self.req2.apply(h.astype(np.int64) @ self.w2.astype(np.int64))
+            hs = [a.astype(np.int64)]
+        w2 = self.w2.astype(np.int64)
+        return self.req2.apply(self.combine_acc([h @ w2 for h in hs]))
 
 
 def quantize_ffn(w: FFNWeights, calib_x) -> QuantFFN:

@@ -40,6 +40,7 @@ from tinylpu.firmware.compiler import (
     _report,
     _rows,
     _sub,
+    check_emittable,
     plan_blocks,
 )
 from tinylpu.firmware.quant import QuantFFN, ReqParams
@@ -62,6 +63,7 @@ def _req_slice(r: ReqParams, cols):
 
 def slice_ffn(q: QuantFFN, cols) -> QuantFFN:
     """The part of the layer that owns the d_ff channels `cols` (W2's output scale is unchanged)."""
+    check_emittable(q)
     return QuantFFN(q.d_model, len(cols), q.activation, q.gated, q.s_x, q.w1[:, cols], q.w2[cols, :],
                     q.w3[:, cols] if q.gated else None, _req_slice(q.req1, cols), q.req2,
                     _req_slice(q.req3, cols) if q.gated else None, q.lut, q.mul_sh, q.s_y, q.scales)
@@ -96,6 +98,7 @@ def compile_tp(q: QuantFFN, cfg, tokens, chips=None, split=None):
     split: "gather" (the int8 gated product is all-gathered, W2 split by output columns, int8 Y
     gathered to chip 0), "partial" (W2 split by d_ff rows, int32 partial sums reduced on chip 0), or
     None (the default): both, and the faster program (gather on a tie or when partial does not fit)."""
+    check_emittable(q)
     n = chips or cfg.chips
     if n < 2 or n > cfg.chips:
         raise CompileError(f"tensor parallel needs 2..{cfg.chips} chips on config {cfg.name}, got {n}")

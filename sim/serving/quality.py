@@ -83,6 +83,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tinylpu.sim.serving.quality", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=64, help="greedy tokens per prompt (default 64)")
     ap.add_argument("--groups", type=int, default=1, help="d_ff channel groups per layer (quant8.py)")
+    ap.add_argument("--scheme", choices=("channel", "tiles"), default="channel",
+                    help="int8 scheme (quant8.quantize_swiglu): 'channel' (served today) or 'tiles' "
+                         "(per-block SiLU tables and shifts, hi/lo gated product; not compiled yet)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--write-calibration", metavar="FILE.jsonl", default=None,
                     help="regenerate the sampled part of the calibration corpus into FILE.jsonl and stop")
@@ -94,7 +97,7 @@ def main(argv=None):
             f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
         print(f"{args.write_calibration}: {len(texts)} texts")
         return 0
-    r = measure(load_smollm2(groups=args.groups), n_tokens=args.tokens)
+    r = measure(load_smollm2(groups=args.groups, scheme=args.scheme), n_tokens=args.tokens)
     if args.json:
         print(json.dumps(r))
         return 0

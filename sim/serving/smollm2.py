@@ -399,12 +399,12 @@ def _cache_key(g, layers, opts):
     return h.hexdigest()[:16]
 
 
-def load_smollm2(layers=None, max_seq=512, quantized=True, groups=1, draft_layers=8, cache=True):
+def load_smollm2(layers=None, max_seq=512, quantized=True, groups=1, draft_layers=8, cache=True, scheme="channel"):
     """The shipped SmolLM2-135M-Instruct, optionally cut to its first `layers`, with its int8 FFNs
-    calibrated on the calibration corpus (quant8.quantize_swiglu, `groups` channel groups per
-    layer).  The calibration is cached on disk ($TINYLPU_CACHE, default ~/.cache/tinylpu: a
-    derived file, rebuilt when the model file, the corpus, the options or quant8.py change).
-    Sets BLAS to one thread (single_thread_blas)."""
+    calibrated on the calibration corpus (quant8.quantize_swiglu, `groups` channel groups per layer,
+    `scheme` "channel" or "tiles").  The calibration is cached on disk ($TINYLPU_CACHE, default
+    ~/.cache/tinylpu: a derived file, rebuilt when the model file, the corpus, the options or
+    quant8.py change).  Sets BLAS to one thread (single_thread_blas)."""
     single_thread_blas()
     g = load_gguf()
     m = LlamaModel.from_gguf(g, layers, max_seq)
@@ -412,6 +412,8 @@ def load_smollm2(layers=None, max_seq=512, quantized=True, groups=1, draft_layer
     if not quantized:
         return m
     opts = {"groups": int(groups)}
+    if scheme != "channel":      # (the default's cache key and quant_info stay as they were)
+        opts["scheme"] = str(scheme)
     path = _cache_dir() / f"smollm2-{_cache_key(g, m.cfg.layers, opts)}.npz"
     if cache and path.is_file():
         try:

@@ -95,6 +95,36 @@ def test_calibration_cache_round_trip(tmp_path, cut):
     assert np.array_equal(back.in_mul, cut.cq[0].in_mul) and back.qs[0].scales == cut.cq[0].qs[0].scales
 
 
+def test_tiles_scheme_is_exact_and_round_trips(tmp_path, cut):
+    """The "tiles" scheme (per-block SiLU tables and shifts, the hi/lo gated product): run_int_f64 is
+    run_int bit for bit, the cache form round-trips, and the compiler refuses it (not emitted yet)."""
+    from tinylpu.config import load_config
+    from tinylpu.firmware.compiler import CompileError, compile_ffn
+    from tinylpu.sim.serving.quant8 import ChannelQuant, quantize_swiglu
+    rows = [[] for _ in range(cut.cfg.layers)]
+    cut.forward_seq(cut.tokenizer.encode("The river begins as snow high in the mountains, and it melts in spring "
+                                         "into streams that run down to the valley and the sea."),
+                    collect=rows, logits=False)
+    f = rows[1][0][1:]
+    cq = quantize_swiglu(cut.ffn[1], f, scheme="tiles")
+    q = cq.qs[0]
+    assert q.hilo == 4 and q.tile_luts.shape == (1536 // 64, 256) and np.ndim(q.mul_sh) == 1
+    x = np.concatenate([cq.quantize_input(f),
+                        np.random.default_rng(2).integers(-128, 128, size=(5, 576)).astype(np.int8)])
+    assert np.array_equal(q.run_int(x), run_int_f64(q, x))
+    np.savez(tmp_path / "t.npz", **cq.to_arrays("l1."))
+    with np.load(tmp_path / "t.npz", allow_pickle=False) as z:
+        back = ChannelQuant.from_arrays(z, "l1.")
+    assert back.qs[0].hilo == 4 and np.array_equal(back.run_int(x)[0], q.run_int(x))
+    y = cut.ffn_float(1, f.astype(np.float32))
+    assert np.sqrt(np.mean((cq(f) - y) ** 2) / np.mean(y ** 2)) < 0.2
+    with pytest.raises(CompileError, match="hi/lo"):
+        compile_ffn(q, load_config("lpu"), 1)
+    from tinylpu.firmware.tray import compile_tp
+    with pytest.raises(CompileError, match="hi/lo"):          # the tray's slices would drop the new fields
+        compile_tp(q, load_config("lpu-tray"), 1, 2)
+
+
 def test_int8_boundary_tracks_the_float_ffn(cut):
     """The calibrated int8 layer against the float layer on a text it was not calibrated on."""
     ids = cut.tokenizer.encode("Further down, the river slows and begins to wind through farmland.")
@@ -186,9 +216,19 @@ def test_float_model_knows_the_capital_of_france():
 
 @pytest.mark.slow
 def test_full_model_int8_quality_levels():
-    """The measured levels of the int8 hand-off (docs/smollm2.md: perplexity ratio 1.109, top-1
-    agreement 0.844 with one channel group): a regression guard, not the issue's targets (perplexity
-    within 5 %, agreement >= 90 %), which this scheme does not reach."""
+    """The measured levels of the served int8 hand-off (docs/smollm2.md, scheme "channel", one group:
+    perplexity ratio 1.1396, top-1 agreement 267/315 = 0.848): a regression guard, not the issue's
+    targets (perplexity within 5 %, agreement >= 90 %), which this scheme does not reach."""
     from tinylpu.sim.serving.quality import measure
     r = measure()
-    assert r["ppl_float"] < 20 and r["ppl_ratio"] < 1.12 and r["agreement"] >= 0.84
+    assert r["ppl_float"] < 20 and r["ppl_ratio"] < 1.14 and r["agreement"] >= 0.847
+
+
+@pytest.mark.slow
+def test_full_model_tiles_scheme_quality_levels():
+    """Scheme "tiles" (docs/smollm2.md: perplexity ratio 1.0278, agreement 289/315 = 0.917), which
+    meets the issue's targets in the chip's exact arithmetic (run_int_f64; not compiled yet)."""
+    from tinylpu.sim.serving.quality import measure
+    from tinylpu.sim.serving.smollm2 import load_smollm2
+    r = measure(load_smollm2(scheme="tiles"))
+    assert r["ppl_ratio"] < 1.03 and r["agreement"] >= 0.917
