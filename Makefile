@@ -33,11 +33,15 @@ waves:
 	 elif [ -n "$$DISPLAY" ] && command -v surfer >/dev/null; then surfer build/sim/waves.fst & \
 	 else echo "waves: build/sim/waves.fst, save file build/sim/waves.gtkw (open with: gtkwave build/sim/waves.gtkw)"; fi
 
+# --dist loadfile: one worker runs a whole test file, so a file's shared simulators (tests/harness.py
+# shared_dut) and module fixtures (one cocotb launch for all of tests/sim/rtl/test_chip.py) are built once.
+# (pytest-xdist 3.8's loadgroup does not group under pytest 9: it renames node ids through an attribute
+# pytest 9 no longer reads.)
 test: setup
-	$(PYTEST) -q -n $(JOBS) --dist loadgroup
+	$(PYTEST) -q -n $(JOBS) --dist loadfile
 
 test-all: setup
-	$(PYTEST) -q -n $(JOBS) --dist loadgroup -m "slow or not slow"
+	$(PYTEST) -q -n $(JOBS) --dist loadfile -m "slow or not slow"
 
 docs: setup
 	$(PY) -m tinylpu.cli isa-doc --config $(CONFIG) -o docs/isa.md

@@ -153,7 +153,6 @@ def test_tray_errors():
         compile_tp(q, CFG, 2, 2, split="rows")
 
 
-@pytest.mark.xdist_group("rtl-duo")             # its last run is on the RTL duo tray (tests/sim/rtl)
 def test_cli_ffn_chips(tmp_path):
     w = layer(32, 64, 3)
     np.savez(tmp_path / "W.npz", w1=w.w1, w2=w.w2, w3=w.w3, b1=w.b1, b2=w.b2, b3=w.b3)

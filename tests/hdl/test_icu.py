@@ -19,9 +19,6 @@ from tinylpu.hdl.icu import ICU
 from tinylpu.isa import Insn, Opcode, encode
 from tinylpu.sim.golden.chip import Golden, ProgramError
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
-#: simulator is built once (tests/harness.py ``shared_dut``)
-pytestmark = pytest.mark.xdist_group("icu")
 
 CFG = load_config("tiny")
 

@@ -19,9 +19,6 @@ from tinylpu.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
-#: simulator is built once (tests/harness.py ``shared_dut``)
-pytestmark = pytest.mark.xdist_group("mem")
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}

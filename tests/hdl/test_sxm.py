@@ -19,9 +19,6 @@ from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
-#: simulator is built once (tests/harness.py ``shared_dut``)
-pytestmark = pytest.mark.xdist_group("sxm")
 
 O = Opcode
 

@@ -20,13 +20,8 @@ from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so each DUT and its
-#: simulator is built once (tests/harness.py ``shared_dut``)
-pytestmark = pytest.mark.xdist_group("vxm")
 
 O = Opcode
-
-
 
 
 WIDE_IMM = [-32768, 32767, 255, 256, -129, -257, 511, 512, -512, -513, 0x1234, -0x7F01]

@@ -19,9 +19,6 @@ from tinylpu.firmware.program import Program
 from tinylpu.sim.golden.chip import Golden, ProgramError
 from tinylpu.sim.rtl.runner import run_cases_rtl
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so the tiny chip's Verilog
-#: build and its Amaranth simulator are made once, and no other worker waits for them
-pytestmark = pytest.mark.xdist_group("rtl-tiny")
 
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 

@@ -12,9 +12,6 @@ from tinylpu.sim.host.api import run_compiled
 from tinylpu.sim.rtl.pysim import run_case_pysim
 from tinylpu.sim.rtl.runner import run_cases_rtl
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so the tiny chip's Verilog
-#: build and its Amaranth simulator are made once, and no other worker waits for them
-pytestmark = pytest.mark.xdist_group("rtl-tiny")
 
 CFG = load_config("tiny")
 
@@ -84,7 +81,6 @@ def test_host_refuses_a_program_that_does_not_fit_before_loading():
     bad = Program({"mem0": [Insn.make(Opcode.READ, s=StreamRef(9, False), addr=0), Insn.make(Opcode.HALT)]})
     with pytest.raises(ProgramCheckError, match=r"queue mem0 #0 READ e9, 0: stream e9: the chip has 8 streams"):
         run_cases_rtl(CFG, [{"program": bad, "mem": {}, "read": []}])
-
 
 
 @pytest.mark.slow

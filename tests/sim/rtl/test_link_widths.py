@@ -24,9 +24,6 @@ from tinylpu.sim.golden.tray import run_tray_golden
 from tinylpu.sim.host.api import run_compiled
 from tinylpu.sim.rtl.tray import compiled_tray_inputs, compiled_tray_output, run_tray_rtl
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so the duo tray's Verilog
-#: build is made once, and no other worker waits for it
-pytestmark = pytest.mark.xdist_group("rtl-duo")
 
 #: (width_bits, per-chip clock offsets in ppm): both directions of drift across the widths.  Each
 #: simulation takes ~5 s; each width is its own RTL tray build, about a minute of Verilog conversion

@@ -19,9 +19,6 @@ from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.tray import GoldenTray, run_tray_golden
 from tinylpu.sim.rtl.tray import link_flip_fn, run_tray_compiled_rtl, run_tray_rtl
 
-#: one pytest-xdist worker runs the group (`make test`: --dist loadgroup), so the duo tray's Verilog
-#: build is made once, and no other worker waits for it
-pytestmark = pytest.mark.xdist_group("rtl-duo")
 
 DUO = load_config("duo")
 

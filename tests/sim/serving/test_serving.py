@@ -103,7 +103,6 @@ def test_host_api_errors():
         drive(t.run(0, np.zeros((9, 32), np.int8)))
 
 
-@pytest.mark.xdist_group("rtl-duo")         # (tests/sim/rtl: one worker per Verilog build)
 def test_rtl_duo_tray_in_one_simulation_equals_golden():
     """The host job on the 2-chip tray's Verilog: each chip its own host port, clock and weights."""
     golden = drive(_tray_job(Tray(None, "duo", "golden"), "duo"))
@@ -113,7 +112,6 @@ def test_rtl_duo_tray_in_one_simulation_equals_golden():
     assert stats["rtl_tray"] is True and stats["dut_reloads"] == 2      # weights written once per chip
 
 
-@pytest.mark.xdist_group("rtl-tiny")         # (tests/sim/rtl: one worker per Verilog build)
 def test_rtl_time_shared_chip_in_one_simulation_equals_golden():
     golden = drive(_tray_job(Tray(2, "tiny", "golden")))
     rtl = run_in_simulation(f"{__name__}:tray_job_rtl", {})
@@ -123,7 +121,6 @@ def test_rtl_time_shared_chip_in_one_simulation_equals_golden():
 
 # --- serving: numbers --------------------------------------------------------------------------
 
-@pytest.mark.xdist_group("rtl-duo")         # (tests/sim/rtl: one worker per Verilog build)
 def test_serving_engines_identical_and_equal_reference():
     """Two requests decoding together on the golden tray and on the RTL duo tray (hdl/tray.py)."""
     scfg = duo_cfg()
