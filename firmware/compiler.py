@@ -672,16 +672,25 @@ class _FFNScheduler:
         return t
 
     def vxm_op(self, op, srcs, dst, n, tag, **kw):
-        """dst = op(srcs...) on the VXM, operands read from MEM regions, result written to MEM."""
+        """dst = op(srcs...) on the VXM, operands read from MEM regions, result written to MEM.  `dst`
+        may be a list of two regions (the tray's gather split): the second WRITE samples the same
+        stream on its way to the first, so both banks must be on one side of the VXM."""
         lat = self.Lat[latency_key(op)]
         pv = self.pos[self.vxm]
-        t_min = max([self.next_vxm, self._war(dst, 0, n) - lat - abs(self.pos[dst.bank] - pv)] +
+        dsts = sorted(dst if isinstance(dst, list) else [dst], key=lambda r: -abs(self.pos[r.bank] - pv))
+        if len(dsts) == 2 and ((self.pos[dsts[0].bank] < pv) != (self.pos[dsts[1].bank] < pv)
+                               or dsts[0].bank == dsts[1].bank):
+            raise CompileError(f"{tag}: two results need two banks on one side of {self.vxm}")
+        t_min = max([self.next_vxm] + [self._war(d, 0, n) - lat - abs(self.pos[d.bank] - pv) for d in dsts] +
                     [self.ready(r, 0, self.vxm, n) for r in srcs])
 
         def build(tx, t):
             ss = [self._read_to(tx, r, 0, n, self.vxm, t, [2 + i, 4 + i], f"{tag} operand")
                   for i, r in enumerate(srcs)]
-            out = self._write_from(tx, self.vxm, t + lat, dst, 0, n, [4, 5, 6, 7], f"{tag} store")
+            out = self._write_from(tx, self.vxm, t + lat, dsts[0], 0, n, [4, 5, 6, 7], f"{tag} store")
+            for d in dsts[1:]:
+                write_from(tx, d.bank, out, d.addr, n, t + lat + abs(self.pos[d.bank] - pv),
+                           tag=f"{tag} store (copy)")
             fields = dict(d=out, a=ss[0], count=n, **kw)
             if len(ss) > 1:
                 fields["b"] = ss[1]
@@ -692,7 +701,8 @@ class _FFNScheduler:
         self.next_vxm = t + n
         for r in srcs:
             self.note_read(r, 0, t - self.Lat["mem_read"] - abs(pv - self.pos[r.bank]), n)
-        self.note_write(dst, 0, t + lat + abs(self.pos[dst.bank] - pv), n)
+        for d in dsts:
+            self.note_write(d, 0, t + lat + abs(self.pos[d.bank] - pv), n)
         return t
 
     def ldlut(self, region):

@@ -45,7 +45,7 @@ from tinylpu.firmware.compiler import (
 )
 from tinylpu.firmware.quant import QuantFFN, ReqParams
 from tinylpu.firmware.sched import read_to, write_from
-from tinylpu.isa import Insn, Opcode, StreamRef, latency_key
+from tinylpu.isa import Insn, Opcode, StreamRef
 
 __all__ = ["TrayCompiled", "compile_ep", "compile_tp", "deskew_interval", "gather_plan", "slice_ffn"]
 
@@ -296,10 +296,7 @@ class _Exec:
                 s.emit_req(commit, job.bn, self.half, job.dst, f"REQL {job.what}")
                 self.half ^= 1
                 for op, srcs, d, kw in job.after:
-                    if isinstance(d, list):
-                        _vxm_op(s, op, srcs, d, job.bn, f"{op.name} {job.what}", **kw)
-                    else:
-                        s.vxm_op(op, srcs, d, job.bn, f"{op.name} {job.what}", **kw)
+                    s.vxm_op(op, srcs, d, job.bn, f"{op.name} {job.what}", **kw)
                 if job.post is not None:
                     job.post()
             self.idx += 1
@@ -338,37 +335,6 @@ def gather_plan(q: QuantFFN, cfg, n, shift=0):
         load[b] += per_d
     starts = [sum(cnt[:c]) for c in range(n + 1)]
     return [list(range(starts[c], starts[c + 1])) for c in range(n)], mt
-
-
-def _vxm_op(s, op, srcs, dsts, n, tag, **kw):
-    """``_FFNScheduler.vxm_op`` writing its result to one or two regions: the second WRITE samples the
-    same stream on its way to the first (both banks on one side of the VXM)."""
-    lat = s.Lat[latency_key(op)]
-    pv = s.pos[s.vxm]
-    dsts = sorted(dsts, key=lambda r: -abs(s.pos[r.bank] - pv))       # the farther bank first
-    if len(dsts) == 2 and ((s.pos[dsts[0].bank] < pv) != (s.pos[dsts[1].bank] < pv) or dsts[0].bank == dsts[1].bank):
-        raise CompileError(f"{tag}: two results need two banks on one side of {s.vxm}")
-    t_min = max([s.next_vxm] + [s._war(d, 0, n) - lat - abs(s.pos[d.bank] - pv) for d in dsts] +
-                [s.ready(r, 0, s.vxm, n) for r in srcs])
-
-    def build(tx, t):
-        ss = [s._read_to(tx, r, 0, n, s.vxm, t, [2 + i, 4 + i], f"{tag} operand") for i, r in enumerate(srcs)]
-        out = s._write_from(tx, s.vxm, t + lat, dsts[0], 0, n, [4, 5, 6, 7], f"{tag} store")
-        for d in dsts[1:]:
-            write_from(tx, d.bank, out, d.addr, n, t + lat + abs(s.pos[d.bank] - pv), tag=f"{tag} store (copy)")
-        fields = dict(d=out, a=ss[0], count=n, **kw)
-        if len(ss) > 1:
-            fields["b"] = ss[1]
-        tx.add(s.vxm, t, [Insn.make(op, **fields)], t + 1, "alu", (t, t + n - 1),
-               [t + lat + k for k in range(n)], tag=tag)
-        return t
-    t = s._asap(t_min, build, tag)
-    s.next_vxm = t + n
-    for r in srcs:
-        s.note_read(r, 0, t - s.Lat["mem_read"] - abs(pv - s.pos[r.bank]), n)
-    for d in dsts:
-        s.note_write(d, 0, t + lat + abs(s.pos[d.bank] - pv), n)
-    return t
 
 
 def _bcast(s, region, n, ports, tag, t_min=0):
