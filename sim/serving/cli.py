@@ -429,10 +429,31 @@ def compare_named(args, scfg):
     for q, b in zip(lpu_run["requests"], base):
         lines.append(f"| {_cell(tk.decode(b.prompt))} | {_cell(q['text'])} |")
     t = lpu_run["totals"]
+    from tinylpu.config import load_config
+    ccfg = load_config(scfg["lpu"]["chip_config"])
+    be = t["ffn_backend"]
+    per_call = be["chip_cycles"] / max(be["calls"], 1)
+    tpc = int(scfg["lpu"].get("tokens_per_call", 8))
+    acc = [r["totals"]["spec_acceptance"] for _, _, r in runs if r["totals"]["speculate"]]
     lines += ["", "### What the numbers say, and what they do not", "",
-              f"* The LPU side is {t['ffn_backend'].get('chips')} chips at {t['ffn_backend'].get('clock_mhz'):g} MHz; "
+              f"* The LPU side is {be.get('chips')} chips at {be.get('clock_mhz'):g} MHz; "
               "every FFN call's cycles are the compiled program's, measured on the golden model (equal to the "
               "compiler's prediction, and to the RTL on the cut-down configs the tests run).",
+              f"* Each layer's program is compiled for `lpu.tokens_per_call` = {tpc} token(s) "
+              f"({per_call:,.0f} cycles per call here): a decode batch of B requests runs ceil(B / {tpc}) programs "
+              "back to back on the layer's chip, streaming the layer's 2.65 MB of weights each time, while the GPU "
+              "roofline reads the weights once per batch: a batch of requests is where a 1-token program loses "
+              "(`tinylpu serve --model smollm2-135m --prompt ...` shows one request alone). A program for more "
+              "tokens streams the weights once for all of them (`tinylpu bench compiler`, docs/performance.md: the "
+              "lpu 576 x 1536 SwiGLU at 1 and at 16 tokens).",
+              f"* One `{ccfg.name.replace('-tray', '')}` chip reads {ccfg.sram_read_bytes_per_cycle} B of SRAM per cycle "
+              f"({ccfg.sram_read_bytes_per_cycle * be.get('clock_mhz', 900) * 1e6 / 1e12:.2f} TB/s at "
+              f"{be.get('clock_mhz'):g} MHz) and a layer lives on one chip: the config is a 64-lane model of an LPU, "
+              "not a full-size one (docs/configs.md compares it with a Groq 3 LPU; docs/projection.md projects "
+              "full-size chips).",
+              "* Speculative decoding with the model's first layers as the draft accepts "
+              + ", ".join(f"{a:.2f}" for a in acc) + " of proposed tokens: too weak a draft for this model, so every "
+              "verification pass does the work of several tokens for about one.",
               "* The GPU side is a roofline model (`sim/serving/gpu.py`): FLOPs and bytes of each kernel against "
               "the YAML's peak and bandwidth plus a launch overhead per kernel; it is not a measured GPU.",
               "* Latency classes, KV-aware routing, prefill/decode disaggregation and ping-pong run with this model "
