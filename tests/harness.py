@@ -211,32 +211,17 @@ def shared_dut(key, build):
 def simulate(dut, bench, period=1e-8):
     """Run the async testbench ``bench(ctx)`` on `dut` under Amaranth's simulator, one clock of `period`.
 
-    Building a simulator (elaboration, then pysim's code generation) takes seconds for a VXM or a
-    line of ICUs, while a unit test runs a few hundred cycles: a DUT from ``shared_dut`` keeps its
-    simulator for the whole test process, and every run starts with ``Simulator.reset()`` (every
-    signal and memory back to its initial value, the clock and the testbench restarted), so a run
-    sees exactly what a fresh simulator would.  Any other DUT gets a simulator of its own."""
-    from amaranth.sim import Simulator
+    A DUT from ``shared_dut`` keeps its simulator for the whole test process
+    (``sim.rtl.pysim.ReusedSimulator``: reset to power-on state before every later run), so the
+    seconds of building it are paid once; any other DUT gets a simulator of its own."""
+    from tinylpu.sim.rtl.pysim import ReusedSimulator
 
-    entry = _SIMS.get(id(dut))
-    if entry is None:
-        holder = {}
-
-        async def testbench(ctx):
-            await holder["bench"](ctx)
-
-        sim = Simulator(dut)
-        sim.add_clock(period)
-        sim.add_testbench(testbench)
-        entry = [sim, holder, False]
+    sim = _SIMS.get(id(dut))
+    if sim is None:
+        sim = ReusedSimulator(dut, period)
         if any(d is dut for d in _SHARED.values()):
-            _SIMS[id(dut)] = entry
-    sim, holder, used = entry
-    holder["bench"] = bench
-    if used:                  # (a reset before the first run would drop a never-started coroutine)
-        sim.reset()
-    entry[2] = True
-    sim.run()
+            _SIMS[id(dut)] = sim
+    sim.run(bench)
 
 
 def issue_words(cycles, schedule, encode, filler=lambda c: 0):

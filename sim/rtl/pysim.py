@@ -14,7 +14,7 @@ from tinylpu.config import load_config
 from tinylpu.hdl.chip import Chip
 from tinylpu.sim.host.proto import HostProtocol
 
-__all__ = ["run_case_pysim", "run_tray_pysim"]
+__all__ = ["ReusedSimulator", "run_case_pysim", "run_tray_pysim"]
 
 
 class _Host(HostProtocol):
@@ -56,40 +56,37 @@ class _Host(HostProtocol):
         return out
 
 
-class _ChipSim:
-    """A chip under Amaranth's simulator, built once per config and process and reset for every run.
+class ReusedSimulator:
+    """An Amaranth simulator of one design, built once and reset for every run.
 
-    Building the simulator (elaborating the chip, then pysim's code generation) takes tens of
-    seconds for ``tiny``, longer than a short program runs; ``Simulator.reset()`` puts every signal
-    and memory back to its initial value and restarts the clock and the testbench, so each run
-    starts from the same power-on state as a fresh simulator."""
+    Building a simulator (elaboration, then pysim's code generation) takes seconds for a VXM and tens
+    of seconds for the ``tiny`` chip, longer than a short run.  ``run(bench)`` runs the async
+    testbench ``bench(ctx)`` to its end; from the second run on it first calls ``Simulator.reset()``,
+    which puts every signal and memory back to its initial value and restarts the clock and the
+    testbench, so each run starts from the same power-on state as a fresh simulator.  (A reset before
+    the first run would drop a never-started coroutine.)  Used here for the ``amaranth`` engine's
+    chip and by the unit tests (tests/harness.py)."""
 
-    _cache = {}
-
-    def __init__(self, cfg):
-        self.dut = Chip(cfg)
-        self.sim = Simulator(self.dut)
-        self.sim.add_clock(1e-8)
-        self.bench, self.used = None, False
+    def __init__(self, dut, period=1e-8):
+        self.dut = dut
+        self.sim = Simulator(dut)
+        self.sim.add_clock(period)
+        self._bench, self._used = None, False
 
         async def testbench(ctx):
-            await self.bench(ctx)
+            await self._bench(ctx)
 
         self.sim.add_testbench(testbench)
 
-    @classmethod
-    def get(cls, cfg):
-        key = repr(cfg)
-        if key not in cls._cache:
-            cls._cache[key] = cls(cfg)
-        return cls._cache[key]
-
     def run(self, bench):
-        self.bench = bench
-        if self.used:            # (before the first run there is nothing to reset)
+        self._bench = bench
+        if self._used:
             self.sim.reset()
-        self.used = True
+        self._used = True
         self.sim.run()
+
+
+_CHIPS = {}          # repr(config) -> ReusedSimulator of Chip(config), for run_case_pysim
 
 
 def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
@@ -97,10 +94,12 @@ def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
 
     mem: {bank name: [(addr, int8 vectors)]}; reads: [(bank, addr, n)].
     Returns {"cycles", "errors", "reads", "run_wall_s"}.  Without `vcd` the simulator is kept for
-    the next run on the same config (``_ChipSim``); with it, a fresh one records the waveform.
+    the next run on the same config (``ReusedSimulator``); with it, a fresh one records the waveform.
     """
     cfg = load_config(cfg)
-    chip = None if vcd else _ChipSim.get(cfg)
+    chip = None
+    if not vcd:
+        chip = _CHIPS.get(repr(cfg)) or _CHIPS.setdefault(repr(cfg), ReusedSimulator(Chip(cfg)))
     dut = chip.dut if chip else Chip(cfg)
     banks = {s.name: s.index for s in cfg.slices_of("mem")}
     result = {}

@@ -164,6 +164,20 @@ def _run(scfg, n, mode, **over):
     return run_serving(reqs, s, mode, "golden", reference=True)
 
 
+def _row(name, t, extra=""):
+    """A serve-compare table row: tok/s, TTFT, token latency, step, targets met (+ `extra` cells)."""
+    return (f"| {name} | {t['mean_tokens_per_s_per_user']:.0f} | {t['aggregate_tokens_per_s']:.0f} | "
+            f"{t['p50_ttft_s'] * 1e6:.1f} | {t['p50_token_latency_s'] * 1e6:.1f} | "
+            f"{t['p99_token_latency_s'] * 1e6:.1f} | {t['mean_step_s'] * 1e6:.1f} | {_slo(t)} |{extra}")
+
+
+def _latency_row(name, rep):
+    """p10 / p50 / p90 / p99 / max of every request's per-token latencies, in us."""
+    import numpy as np
+    lat = [x for q in rep["requests"] for x in q["token_latencies_s"]]
+    return f"| {name} | " + " | ".join(f"{np.percentile(lat, p) * 1e6:.1f}" for p in (10, 50, 90, 99, 100)) + " |"
+
+
 def _slo(t):
     return ", ".join(f"{c} {v['met_tpot']}/{v['requests']}" for c, v in t["slo"].items())
 
@@ -179,7 +193,6 @@ def _tray_desc(scfg):
 def compare_main(args):
     """Same workload: FFN on the GPU model vs on the LPU tray (chip clock and 900 MHz); writes
     docs/serving.md and the Pareto plot."""
-    import numpy as np
     t0 = time.time()
     scfg = _config(args)
     if scfg["model"]["name"] != "synthetic":
@@ -228,11 +241,6 @@ def compare_main(args):
     fig.savefig(png, dpi=110)
     plt.close(fig)
 
-    def row(name, t):
-        return (f"| {name} | {t['mean_tokens_per_s_per_user']:.0f} | {t['aggregate_tokens_per_s']:.0f} | "
-                f"{t['p50_ttft_s'] * 1e6:.1f} | {t['p50_token_latency_s'] * 1e6:.1f} | "
-                f"{t['p99_token_latency_s'] * 1e6:.1f} | {t['mean_step_s'] * 1e6:.1f} | "
-                f"{_slo(t)} |")
     m = scfg["model"]
     lines = [
         "## Synthetic MoE transformer: attention on the GPU model, MoE experts on the LPU tray",
@@ -250,14 +258,14 @@ def compare_main(args):
         "| FFN on | tok/s per user | aggregate tok/s | TTFT p50 (us) | token latency p50 (us) | p99 (us) | "
         "mean decode step (us) | TPOT target met |",
         "|---|---|---|---|---|---|---|---|",
-    ] + [row(n, r["totals"]) for n, r in main] + [
+    ] + [_row(n, r["totals"]) for n, r in main] + [
         "",
         "With speculative decoding (3 draft tokens from the attention-free draft, verified by the target):",
         "",
         "| FFN on | tok/s per user | aggregate tok/s | TTFT p50 (us) | token latency p50 (us) | p99 (us) | "
         "mean step (us) | TPOT target met |",
         "|---|---|---|---|---|---|---|---|",
-    ] + [row(n, r["totals"]) for n, r in spec] + [
+    ] + [_row(n, r["totals"]) for n, r in spec] + [
         "",
         f"Draft acceptance: {spec[0][1]['totals']['spec_acceptance']:.2f} of proposed tokens.",
         "",
@@ -266,10 +274,7 @@ def compare_main(args):
         "| FFN on | p10 | p50 | p90 | p99 | max |",
         "|---|---|---|---|---|---|",
     ]
-    for name, r in main:
-        lat = [x for q in r["requests"] for x in q["token_latencies_s"]]
-        ps = [np.percentile(lat, p) for p in (10, 50, 90, 99, 100)]
-        lines.append(f"| {name} | " + " | ".join(f"{x * 1e6:.1f}" for x in ps) + " |")
+    lines += [_latency_row(name, r) for name, r in main]
     lines += [
         "",
         "### Pareto: tokens/s per user against aggregate throughput",
@@ -350,7 +355,6 @@ def compare_named(args, scfg):
     model and on the LPU tray (golden engine, exact cycles at the config's clock), ping-pong and
     speculative decoding; tokens checked against the monolithic integer model; docs/serving.md's
     section for the model."""
-    import numpy as np
     t0 = time.time()
     model = build_model(scfg)
     tk = model.tokenizer
@@ -396,12 +400,7 @@ def compare_named(args, scfg):
         "mean decode step (us) | TPOT target met | wall (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, _, r in runs:
-        t = r["totals"]
-        lines.append(f"| {name} | {t['mean_tokens_per_s_per_user']:.0f} | {t['aggregate_tokens_per_s']:.0f} | "
-                     f"{t['p50_ttft_s'] * 1e6:.1f} | {t['p50_token_latency_s'] * 1e6:.1f} | "
-                     f"{t['p99_token_latency_s'] * 1e6:.1f} | {t['mean_step_s'] * 1e6:.1f} | {_slo(t)} | "
-                     f"{t['wall_s']:.0f} |")
+    lines += [_row(name, r["totals"], f" {r['totals']['wall_s']:.0f} |") for name, _, r in runs]
     spec = [(mode, r) for _, mode, r in runs if r["totals"]["speculate"]]
     lines += ["", "Speculative decoding: the draft is the model's first "
               f"{getattr(model, 'draft_layers', '?')} layers (attention on the GPU, FFN where the target's runs); "
@@ -420,10 +419,7 @@ def compare_named(args, scfg):
                      f"{sp.get('lpu_s', 0) * 1e6:.1f} | {share} |")
     lines += ["", "### Per-token latency distribution (us)", "",
               "| FFN on | p10 | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|"]
-    for name, _, r in runs:
-        lat = [x for q in r["requests"] for x in q["token_latencies_s"]]
-        lines.append(f"| {name} | " + " | ".join(f"{np.percentile(lat, p) * 1e6:.1f}" for p in (10, 50, 90, 99, 100))
-                     + " |")
+    lines += [_latency_row(name, r) for name, _, r in runs]
     lpu_run = next(r for name, mode, r in runs if mode == "lpu")
     lines += ["", "### The generated text (LPU tray, greedy)", "", "| prompt | continuation |", "|---|---|"]
     for q, b in zip(lpu_run["requests"], base):

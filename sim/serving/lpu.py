@@ -17,6 +17,7 @@ N such chips (on the RTL engine one simulated chip stands in for all of them, ti
 ``GpuFFN``: the same integer numbers (``QuantFFN.run_int``), timed by the GPU roofline.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -153,6 +154,7 @@ def _compiled(model, layers_experts, chip_cfg, tokens):
     return _COMPILED[key][1]
 
 
+@functools.cache
 def _source_text():
     """The compiler's inputs other than the layers: every module of the core and of firmware/."""
     from importlib import resources

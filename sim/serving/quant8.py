@@ -147,8 +147,10 @@ def _lut(s_z, off, act):
     return sat8(np.round(vals / s_a)), s_a
 
 
-def _group(act, xq, s_x, w1, w3, w2, y_ref, zc, headroom):
-    """Calibrate one channel group: (QuantFFN, s_y per output channel, squared error)."""
+def _gate_up(xq, s_x, w1, w3, headroom):
+    """What both schemes share: W1, W3 int8 per output channel, the z accumulators, and u = x W3 with
+    one scale per d_ff channel (`headroom` x the calibration's max |u|) and its int8 values.
+    Returns (w1q, s_w1, w3q, acc1, s_u, req3, uq)."""
     w1q, s_w1 = _wq(w1)
     w3q, s_w3 = _wq(w3)
     acc1 = xq @ w1q.astype(np.float64)
@@ -156,6 +158,12 @@ def _group(act, xq, s_x, w1, w3, w2, y_ref, zc, headroom):
     s_u = np.maximum(np.abs(acc3 * (s_x * s_w3)).max(axis=0), 1e-8) * headroom / 127.0
     req3 = _req(s_x * s_w3 / s_u)
     uq = req3.apply(np.rint(acc3).astype(np.int64)).astype(np.int64)
+    return w1q, s_w1, w3q, acc1, s_u, req3, uq
+
+
+def _group(act, xq, s_x, w1, w3, w2, y_ref, zc, headroom):
+    """Calibrate one channel group: (QuantFFN, s_y per output channel, squared error)."""
+    w1q, s_w1, w3q, acc1, s_u, req3, uq = _gate_up(xq, s_x, w1, w3, headroom)
     s_y = np.maximum(np.abs(y_ref).max(axis=0), 1e-8) * headroom / 127.0
     # z: one scale (the SiLU table is shared), symmetric: zc x the calibration's max |z|
     s_z = max(float(np.abs(acc1 * (s_x * s_w1)).max()), 1e-6) * zc / 127.0
@@ -189,13 +197,7 @@ def _group_tiles(act, xq, s_x, w1, w3, w2, y_ref, block, hilo, zc, u_head):
     by the range of z): a SiLU table, z scale and product shift per block of `block` channels, u
     with headroom, h in hi/lo pieces (``hilo`` = k) or one int8 (k = 0).  (QuantFFN, s_y, error)."""
     n = w1.shape[1]
-    w1q, s_w1 = _wq(w1)
-    w3q, s_w3 = _wq(w3)
-    acc1 = xq @ w1q.astype(np.float64)
-    acc3 = xq @ w3q.astype(np.float64)
-    s_u = np.maximum(np.abs(acc3 * (s_x * s_w3)).max(axis=0), 1e-8) * u_head / 127.0
-    req3 = _req(s_x * s_w3 / s_u)
-    uq = req3.apply(np.rint(acc3).astype(np.int64)).astype(np.int64)
+    w1q, s_w1, w3q, acc1, s_u, req3, uq = _gate_up(xq, s_x, w1, w3, u_head)
     s_y = np.maximum(np.abs(y_ref).max(axis=0), 1e-8) / 127.0
     blk = np.arange(n) // block
     zmax = np.abs(acc1 * (s_x * s_w1)).max(axis=0)
