@@ -12,6 +12,20 @@ Dataflow for one block of tokens (the accumulators hold two blocks, so blocks al
         LW W2[k, m]; MM H[k] -> acc                          per k
         EMIT acc -> REQL -> Y[m]
 
+The "tiles" arithmetic (``QuantFFN.tile_luts`` / ``mul_sh`` per channel / ``hilo``, sim/serving/quant8.py;
+``check_single_chip`` says what is emitted) changes three steps::
+
+    LDLUT table[n] (right after the previous tile's LUT)                    LDLUT
+    MUL A[n], U[n] >> sh[n] -> H[n] hi; >> (sh[n] - k) -> F                 MUL, MUL
+    MUL hi, #2^k -> G; SUB F, G -> H[n] lo  (QuantFFN.gated_product)        MUL, SUB
+    W2: MM [hi; lo] rows of every token -> 2 x tokens accumulator rows
+    EMIT -> ADD32 (hi + hi) x k -> ADD32 (+ lo) -> REQL -> Y[m]  (QuantFFN.combine_acc)
+
+For blocks of at most vxm_alu tokens (decode) the hi x 2^k -> SUB chain and the W2 combination run on
+the streams, each VXM op sampling the previous result as it lands at the VXM (no MEM round trip;
+the EMIT of the lo rows timed to land with the last doubling); larger blocks go through MEM.  The
+blocks hold acc_depth / 4 tokens (``plan_blocks`` pieces), the tables sit resident, one per tile.
+
 Every operation is placed as early as its data, its unit and the stream registers allow, on the
 reservation table of firmware/sched.py; weight installs into one buffer overlap the multiplies
 that use the other.  The program's cycle count is a property of that schedule
@@ -39,7 +53,8 @@ from tinylpu.firmware.quant import QuantFFN
 from tinylpu.firmware.sched import Schedule, read_to, write_from
 from tinylpu.isa import INT32_PLANES, Insn, Opcode, StreamRef, latency_key
 
-__all__ = ["CompileError", "Compiled", "compile_ffn", "compile_moe", "plan_blocks"]
+__all__ = ["CompileError", "Compiled", "check_emittable", "check_single_chip", "compile_ffn", "compile_moe",
+           "plan_blocks"]
 
 
 class CompileError(ValueError):
@@ -221,11 +236,14 @@ class Compiled:
                                          "clock_mhz": mhz}})
 
 
-def plan_blocks(cfg, tokens):
-    """Token blocks: the accumulators hold two blocks (double-buffered between tiles)."""
-    tb = min(tokens, cfg.acc_depth // 2)
+def plan_blocks(cfg, tokens, pieces=1):
+    """Token blocks: the accumulators hold two blocks (double-buffered between tiles). ``pieces``:
+    accumulator rows per token of a block (2 for a hi/lo gated product: its W2 pass multiplies both
+    pieces of each token into one half)."""
+    tb = min(tokens, cfg.acc_depth // (2 * pieces))
     if tb < 1:
-        raise CompileError(f"acc_depth {cfg.acc_depth} is too small to double-buffer one token")
+        raise CompileError(f"acc_depth {cfg.acc_depth} is too small to double-buffer one token"
+                           + (f" in {pieces} pieces" if pieces > 1 else ""))
     return [(s, min(tb, tokens - s)) for s in range(0, tokens, tb)], tb
 
 
@@ -271,6 +289,31 @@ class _FFNScheduler:
         self.acc_free_at = [0, 0]          # first cycle an MM may overwrite each accumulator half
         self.next_tx, self.next_rx = {}, {}
         self.tile_no = 0
+        # the "tiles" arithmetic (QuantFFN.tile_luts / mul_sh per channel / hilo; check_single_chip):
+        # a SiLU table per d_ff tile, a MUL shift per d_ff tile, h as hi/lo pieces through W2
+        self.tl = q.tile_luts is not None
+        self.hilo = int(q.hilo)
+        self.pieces = 2 if self.hilo else 1
+        self.lut_rows = 256 // L
+
+    @property
+    def chain_tokens(self):
+        """Largest block whose hi x 2^k and lo chain on the streams (``hilo_streamed``)."""
+        return min(self.Lat[latency_key(Opcode.MUL)], self.Lat[latency_key(Opcode.SUB)])
+
+    @property
+    def combine_tokens(self):
+        """Largest block whose W2 combination chains on the streams (``combine_streamed``)."""
+        return self.Lat[latency_key(Opcode.ADD32)]
+
+    @property
+    def group_tokens(self):
+        """Tokens of the largest accumulator block a plan for this scheduler's T tokens can use."""
+        return plan_blocks(self.cfg, self.T, self.pieces)[1]
+
+    def mul_shift(self, n):
+        """The product shift of d_ff tile n (one per tile: ``check_single_chip``)."""
+        return int(np.asarray(self.q.mul_sh).reshape(-1)[min(n * self.lanes, np.size(self.q.mul_sh) - 1)])
 
     # --- MEM image ---------------------------------------------------------------------------
     def place(self, banks, vecs, what, n=None):
@@ -616,7 +659,8 @@ class _FFNScheduler:
         return t
 
     def group_op(self, op, srcs, dst, n, tag, pregion=None, tile=0):
-        """ADD32 (two int32 groups -> a group) or REQL (a group -> int8 region) on the VXM, from MEM."""
+        """ADD32 (two int32 groups -> a group; one group: its double, the group read once onto streams
+        that are both operands) or REQL (a group -> int8 region) on the VXM, from MEM."""
         lat = self.Lat[latency_key(op)]
         pv = self.pos[self.vxm]
         if pregion is not None:
@@ -656,7 +700,7 @@ class _FFNScheduler:
                 for p, r in enumerate(outs):
                     write_from(tx, r.bank, StreamRef(ob + p, west), r.addr, n,
                                t + lat + abs(self.pos[r.bank] - pv), src_pos=pv, tag=f"{tag} store")
-                insn = Insn.make(Opcode.ADD32, d=StreamRef(ob, west), a=bases[0], b=bases[1], count=n)
+                insn = Insn.make(Opcode.ADD32, d=StreamRef(ob, west), a=bases[0], b=bases[-1], count=n)
             else:
                 out = self._write_from(tx, self.vxm, t + lat, outs[0], 0, n, [4, 5, 6, 7], f"{tag} store")
                 insn = Insn.make(Opcode.REQL, d=out, a=bases[0], count=n)
@@ -705,17 +749,143 @@ class _FFNScheduler:
             self.note_write(d, 0, t + lat + abs(self.pos[d.bank] - pv), n)
         return t
 
-    def ldlut(self, region):
+    def hilo_streamed(self, aa, uu, ff, hi, lo, n, sh, tag):
+        """The hi and lo pieces of a gated product for n <= vxm_mul, vxm_alu tokens (the chained results
+        land one per cycle on the VXM's port), from A, U and the fine
+        product F (MEM): hi = MUL(a, u) >> sh, written to `hi` and sampled by MUL(hi, #2^k) as it lands
+        at the VXM; that product is sampled as it lands by SUB(F, it) -> `lo`."""
+        Lm, La, Lr = self.Lat["vxm_mul"], self.Lat[latency_key(Opcode.SUB)], self.Lat["mem_read"]
+        pv = self.pos[self.vxm]
+        dh, dl = abs(self.pos[hi.bank] - pv), abs(self.pos[lo.bank] - pv)
+        t_min = max(self.next_vxm, self.ready(aa, 0, self.vxm, n), self.ready(uu, 0, self.vxm, n),
+                    self.ready(ff, 0, self.vxm, n) - 2 * Lm, self._war(hi, 0, n) - Lm - dh,
+                    self._war(lo, 0, n) - 2 * Lm - La - dl)
+
+        def build(tx, t):
+            tg, ts = t + Lm, t + 2 * Lm
+            if not tx.need(self.vxm, "alu", t, ts + n - 1, t + 1):
+                return t
+            sa = self._read_to(tx, aa, 0, n, self.vxm, t, [2, 4], f"{tag} hi operand")
+            su = self._read_to(tx, uu, 0, n, self.vxm, t, [3, 5], f"{tag} hi operand")
+            out = self._write_from(tx, self.vxm, tg, hi, 0, n, [4, 5, 6, 7], f"{tag} hi store")
+            tx.add(self.vxm, t, [Insn.make(Opcode.MUL, d=out, a=sa, b=su, sh=sh, count=n)], t + 1, "alu",
+                   (t, t + n - 1), [tg + k for k in range(n)], tag=f"{tag} hi")
+            g = StreamRef(self._stream(tx, pv, pv, ts, n, [6, 7]), False)
+            tx.path(g, pv, ts, pv, n)
+            tx.add(self.vxm, tg, [Insn.make(Opcode.MUL, d=g, a=out, use_imm=1, imm=1 << self.hilo, sh=0, count=n)],
+                   tg + 1, "alu", (tg, tg + n - 1), [ts + k for k in range(n)], tag=f"{tag} hi x 2^k")
+            sf = self._read_to(tx, ff, 0, n, self.vxm, ts, [2, 3, 4], f"{tag} lo operand")
+            lo_s = self._write_from(tx, self.vxm, ts + La, lo, 0, n, [4, 5, 6, 7], f"{tag} lo store")
+            tx.add(self.vxm, ts, [Insn.make(Opcode.SUB, d=lo_s, a=sf, b=g, count=n)], ts + 1, "alu",
+                   (ts, ts + n - 1), [ts + La + k for k in range(n)], tag=f"{tag} lo")
+            return t
+        t = self._asap(t_min, build, tag)
+        ts = t + 2 * Lm
+        self.next_vxm = ts + n
+        for r in (aa, uu):
+            self.note_read(r, 0, t - Lr - abs(pv - self.pos[r.bank]), n)
+        self.note_read(ff, 0, ts - Lr - abs(pv - self.pos[ff.bank]), n)
+        self.note_write(hi, 0, t + Lm + dh, n)
+        self.note_write(lo, 0, ts + La + dl, n)
+
+    def ldlut(self, region, what="activation LUT"):
         rows = 256 // self.lanes
 
         def build(tx, t):
-            s = self._read_to(tx, region, 0, rows, self.vxm, t, [2, 3], "LUT rows")
+            s = self._read_to(tx, region, 0, rows, self.vxm, t, [2, 3], f"{what} rows")
             tx.add(self.vxm, t, [Insn.make(Opcode.LDLUT, a=s, imm=0, count=rows)], t + 1, "alu", (t, t + rows - 1),
-                   tag="load activation LUT")
+                   tag=f"load {what}")
             tx.expect(t + rows)
             return t
         t = self._asap(self.next_vxm, build, "LDLUT")
         self.next_vxm = t + rows
+
+    def _group_path(self, tx, p_from, land, p_to, n, west):
+        """The first int32 group (4 consecutive streams toward p_to) free for n elements landing at
+        p_from from cycle `land`; its paths are reserved in tx."""
+        base = 0
+        for gi in range(self.cfg.streams - INT32_PLANES + 1):
+            probe = self.sch.txn()
+            for p in range(INT32_PLANES):
+                probe.path(StreamRef(gi + p, west), p_from, land, p_to, n)
+            if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
+                base = gi
+                break
+        for p in range(INT32_PLANES):
+            tx.path(StreamRef(base + p, west), p_from, land, p_to, n)
+        return StreamRef(base, west)
+
+    def combine_hilo(self, commit, bn, half, p2, m, ysub, what):
+        """W2 tile m of a hi/lo gated product: the accumulator half holds acc(hi) (rows 0..bn-1) and
+        acc(lo) (rows bn..2bn-1); Y = REQL(2^k acc(hi) + acc(lo)), the sum made by k ADD32 doublings
+        and one ADD32 (wrapping, as ``QuantFFN.combine_acc``).  Blocks of at most vxm_alu tokens chain
+        on the streams (``combine_streamed``), larger ones go through MEM."""
+        if bn <= self.combine_tokens:
+            return self.combine_streamed(commit, bn, half, p2, m, ysub, what)
+        return self.combine_mem(commit, bn, half, p2, m, ysub, what)
+
+    def combine_streamed(self, commit, bn, half, p2, m, ysub, what):
+        """The combination without MEM: EMIT acc(hi) straight into the VXM, each ADD32 doubling
+        sampling the previous one's result as it lands at the VXM (vxm_alu cycles apart, so at most
+        that many tokens), EMIT acc(lo) timed to land with the k-th doubling, the last ADD32's result
+        sampled by REQL, whose int8 Y goes to MEM."""
+        Le, La, Lq = self.Lat["mxm_emit"], self.Lat[latency_key(Opcode.ADD32)], self.Lat["vxm_req"]
+        k = self.hilo
+        base = half * (self.cfg.acc_depth // 2)
+        pm, pv = self.pos[self.mxm], self.pos[self.vxm]
+        d_mv, d_out = abs(pv - pm), abs(self.pos[ysub.bank] - pv)
+        west_in = pv < pm
+        span = (k + 1) * La                 # first ADD32 -> REQL
+        self.ldm(p2, m, f"LDM params {what}")
+        t_min = max(commit, self.next_emit, self.next_vxm - Le - d_mv,
+                    self._war(ysub, 0, bn) - Le - d_mv - span - Lq - d_out)
+
+        def build(tx, te):
+            te2 = te + k * La                # the lo rows' EMIT
+            t0 = te + Le + d_mv              # acc(hi) at the VXM
+            if not (tx.need(self.mxm, "emit", te, te + bn - 1, te + 1) and
+                    tx.need(self.vxm, "alu", t0, t0 + span + bn - 1)):
+                return te
+            for t_e, addr, tag in ((te, base, "hi"), (te2, base + bn, "lo")):
+                g = self._group_path(tx, pm, t_e + Le, pv, bn, west_in)
+                tx.add(self.mxm, t_e, [Insn.make(Opcode.EMIT, s=g, addr=addr, count=bn)], t_e + 1, "emit",
+                       (t_e, t_e + bn - 1), [t_e + Le + j for j in range(bn)], tag=f"EMIT {what} ({tag})")
+                tx.acc_read(self.mxm, addr, t_e, bn)
+                if tag == "hi":
+                    src = g
+                else:
+                    lo = g
+            for j in range(k + 1):
+                t = t0 + j * La
+                o = self._group_path(tx, pv, t + La, pv, bn, False)
+                b, name = (src, f"2^{j + 1} x hi") if j < k else (lo, "+ lo")
+                tx.add(self.vxm, t, [Insn.make(Opcode.ADD32, d=o, a=src, b=b, count=bn)], t + 1, "alu",
+                       (t, t + bn - 1), [t + La + i for i in range(bn)], tag=f"ADD32 {what} {name}")
+                src = o
+            tr = t0 + span
+            out = self._write_from(tx, self.vxm, tr + Lq, ysub, 0, bn, [4, 5, 6, 7], f"REQL {what} store")
+            tx.add(self.vxm, tr, [Insn.make(Opcode.REQL, d=out, a=src, count=bn)], tr + 1, "alu",
+                   (tr, tr + bn - 1), [tr + Lq + i for i in range(bn)], tag=f"REQL {what}")
+            return te
+        te = self._asap(t_min, build, f"combine {what}")
+        tr = te + Le + d_mv + span
+        self.next_emit = te + k * La + bn
+        self.next_vxm = tr + bn
+        self.acc_free_at[half] = te + k * La
+        self.note_write(ysub, 0, tr + Lq + d_out, bn)
+        return tr
+
+    def combine_mem(self, commit, bn, half, p2, m, ysub, what):
+        """The combination through MEM: EMIT both pieces' accumulators as int32 planes, ADD32 from
+        and to MEM, REQL from MEM."""
+        pg = [_sub(r, 2 * bn) for r in self.pg]
+        dg = [_sub(r, bn) for r in self.dg]
+        self.emit_planes(commit, 2 * bn, half, pg, f"EMIT {what} (hi, lo)")
+        self.group_op(Opcode.ADD32, [[_sub(r, bn) for r in pg]], dg, bn, f"ADD32 {what} 2 x hi")
+        for d in range(1, self.hilo):
+            self.group_op(Opcode.ADD32, [dg], dg, bn, f"ADD32 {what} 2^{d + 1} x hi")
+        self.group_op(Opcode.ADD32, [dg, [_sub(r, bn, bn) for r in pg]], dg, bn, f"ADD32 {what} + lo")
+        self.group_op(Opcode.REQL, [dg], ysub, bn, f"REQL {what}", pregion=p2, tile=m)
 
     # --- the layer -----------------------------------------------------------------------------
     def sizes(self, T, tb, with_act=None, ring=False):
@@ -728,8 +898,13 @@ class _FFNScheduler:
         weights = L * (KT * FT * (2 if q.gated else 1) + FT * MT)
         with_act = not self.shared if with_act is None else with_act
         inter = (FT + (3 if q.gated else 1)) if ring else FT * (4 if q.gated else 2)
-        act = T * (KT + MT) + tb * inter if with_act else 0
-        other = 4 * (FT * (2 if q.gated else 1) + MT) + 256 // L
+        if self.hilo:       # H's lo piece per tile, the fine product [and hi x 2^k, unless chained]
+            inter += FT + 1 + (tb > self.chain_tokens)
+        # the int32 groups of a hi/lo product's W2 combination through MEM (``place_resident``)
+        tg = self.group_tokens
+        groups = 4 * (self.pieces + 1) * tg if self.hilo and tg > self.combine_tokens else 0
+        act = T * (KT + MT) + tb * inter + groups if with_act else 0
+        other = 4 * (FT * (2 if q.gated else 1) + MT) + (FT if self.tl else 1) * self.lut_rows
         return weights, act, other
 
     def size_error(self, T, tb, how="", with_act=None, ring=False):
@@ -743,7 +918,7 @@ class _FFNScheduler:
         return CompileError(
             f"FFN {q.d_model}x{q.d_ff}{' gated' if q.gated else ''} for {T} tokens needs {total} bytes of SRAM "
             f"({w * L} of int8 weights in {L}x{L} tiles, {a * L} of activations{how}, "
-            f"the rest requant params and the LUT); config {cfg.name} has {cfg.sram_bytes} "
+            f"the rest requant params and the LUT{'s' if self.tl else ''}); config {cfg.name} has {cfg.sram_bytes} "
             f"({cfg.banks} banks x {cfg.mem_depth} vectors x {L} B{used})")
 
     def place_resident(self, dry=False):
@@ -752,9 +927,19 @@ class _FFNScheduler:
         if self.placed is not None:
             p = self.placed
             self.wt, self.p1, self.p3, self.p2, self.lut, self.ab = p.wt, p.p1, p.p3, p.p2, p.lut, p.ab
+            self.luts, self.pg, self.dg = p.luts, p.pg, p.dg
             return
         q, L, FT, MT = self.q, self.lanes, self.FT, self.MT
         allb = self.wbanks + [b for b in self.abanks if b not in self.wbanks]
+        self.pg = self.dg = None
+        if self.hilo and self.group_tokens > self.combine_tokens:
+            # int32 groups (4 byte planes in 4 banks, placed before the weights fill those banks) for
+            # the largest accumulator block: W2's accumulators as EMITted (hi rows, then lo) on the
+            # MXM's side of the VXM, and the combination 2^k acc(hi) + acc(lo) on the other (blocks
+            # of at most combine_tokens chain on the streams and need none)
+            tb = self.group_tokens
+            self.pg = self.group_region("near", self.pieces * tb, "W2 accumulators")
+            self.dg = self.group_region("far", tb, "W2 combined")
         self.wt = {}
         order = [("w1", q.w1), ("w3", q.w3), ("w2", q.w2)] if q.gated else [("w1", q.w1), ("w2", q.w2)]
         groups = self.weight_groups() if self.cfg.install_rows > 1 else None
@@ -777,8 +962,14 @@ class _FFNScheduler:
         self.p1 = self.params(q.req1, FT, "w1", pb, dry)
         self.p3 = self.params(q.req3, FT, "w3", pb, dry) if q.gated else None
         self.p2 = self.params(q.req2, MT, "w2", pb, dry)
-        self.lut = self.place(self.abanks[::-1] + allb, None if dry else q.lut.reshape(256 // L, L),
-                              "activation LUT", 256 // L)
+        self.luts = None
+        if self.tl:         # one table per d_ff tile (lut_block = lanes), loaded before the tile's LUT
+            self.luts = {n: self.place(self.abanks[::-1] + allb, None if dry else q.tile_luts[n].reshape(256 // L, L),
+                                       f"activation LUT tile {n}", 256 // L) for n in range(FT)}
+            self.lut = self.luts[0]
+        else:
+            self.lut = self.place(self.abanks[::-1] + allb, None if dry else q.lut.reshape(256 // L, L),
+                                  "activation LUT", 256 // L)
         self.ab = self.abanks + [b for b in allb if b not in self.abanks]
 
     def weight_groups(self):
@@ -830,6 +1021,15 @@ class _FFNScheduler:
             self.shared[what] = r
         return r
 
+    def group_region(self, side, n, what):
+        """An int32 group of n vectors: one region in each of 4 banks on one side of the VXM."""
+        if self.shared is not None and what in self.shared:
+            return self.shared[what]
+        g = [self.alloc.take([b], n, f"{what} plane {p}") for p, b in enumerate(self.group_banks(side))]
+        if self.shared is not None:
+            self.shared[what] = g
+        return g
+
     def place_activations(self, T, tb, ring=False):
         """X and Y for T tokens (tokens contiguous), and the intermediates of one block of tb tokens,
         reused by every block. X and H on ab[0] (read by MM), Z1 on ab[1], U on ab[2], A and Y on
@@ -839,6 +1039,7 @@ class _FFNScheduler:
         if self.placed is not None:
             p = self.placed
             self.xr, self.yr, self.z1, self.hh, self.uu, self.aa = p.xr, p.yr, p.z1, p.hh, p.uu, p.aa
+            self.ff, self.gg = p.ff, p.gg
             return
         KT, FT, MT = self.KT, self.FT, self.MT
         self.xr = {k: self.act_region(0, T, f"input X tile {k}") for k in range(KT)}
@@ -846,8 +1047,16 @@ class _FFNScheduler:
         tiles = [0] * FT if ring else range(FT)          # the region of each d_ff tile
         z1 = {n: self.act_region(1, tb, f"Z1 tile {n}") for n in sorted(set(tiles))}
         self.z1 = {n: z1[i] for n, i in enumerate(tiles)}
-        self.hh = {n: self.act_region(0, tb, f"H tile {n}") for n in range(FT)}
+        # hilo: tile n's hi pieces then its lo pieces, one region (one MM of 2 x tokens rows into W2)
+        self.hh = {n: self.act_region(0, self.pieces * tb, f"H tile {n}") for n in range(FT)}
         self.uu = self.aa = None
+        self.ff = self.gg = None
+        if self.hilo:
+            # the fine product and sat8(hi x 2^k) (ring: dead once the tile's lo piece is written);
+            # SUB reads both at once, so two banks
+            self.ff = self.act_region(1, tb, "H fine product")
+            if tb > self.chain_tokens:
+                self.gg = self.act_region(2, tb, "H hi x 2^k", avoid=(self.ff.bank,))
         if self.q.gated:
             uu = {n: self.act_region(2, tb, f"U tile {n}") for n in sorted(set(tiles))}
             # MUL reads A and U in the same cycles: one read port per bank, so two banks
@@ -857,7 +1066,7 @@ class _FFNScheduler:
 
     def build(self):
         """Place and schedule the whole layer as one program (the tray compiler's entry)."""
-        blocks, tb = plan_blocks(self.cfg, self.T)
+        blocks, tb = plan_blocks(self.cfg, self.T, self.pieces)
         err = self.size_error(self.T, tb)
         if err is not None:
             raise err
@@ -874,26 +1083,48 @@ class _FFNScheduler:
         wt, p1, p3, p2 = self.wt, self.p1, self.p3, self.p2
         x_layout = {k: _sub(r, T) for k, r in self.xr.items()}
         y_layout = {m: _sub(r, T) for m, r in self.yr.items()}
-        self.ldlut(self.lut)
+        P = self.pieces
+        self.ldlut(self.lut, "activation LUT tile 0" if self.tl else "activation LUT")
         # the matmul jobs, in order: each a list of (weight tile, activation region, offset), the
         # accumulator half, and what happens to the result
         jobs = []
         for bstart, bn in blocks:
             z1 = {n: _sub(r, bn) for n, r in self.z1.items()}
-            hh = {n: _sub(r, bn) for n, r in self.hh.items()}
+            hh = {n: _sub(r, P * bn) for n, r in self.hh.items()}
             if q.gated:
                 uu = {n: _sub(r, bn) for n, r in self.uu.items()}
                 aa = {n: _sub(r, bn) for n, r in self.aa.items()}
             tokens = f"tokens {bstart}..{bstart + bn - 1}"
             for n in range(FT):
+                # tiles: the next tile's table is loaded right after this tile's LUT (the VXM waits for
+                # the MUL's operands then); the last block's last tile reloads tile 0 for the next block
+                nxt = (n + 1) % FT
+                reload = ([(Opcode.LDLUT, self.luts[nxt], f"activation LUT tile {nxt}", {})]
+                          if self.tl and FT > 1 and (nxt or bstart != blocks[-1][0]) else [])
                 tiles = [(("w1", k, n), x_layout[k], bstart) for k in range(KT)]
                 jobs.append((tiles, bn, p1, n, z1[n], f"w1 tile {n} {tokens}", None))
                 if q.gated:
                     tiles = [(("w3", k, n), x_layout[k], bstart) for k in range(KT)]
-                    after = [(Opcode.LUT, [z1[n]], aa[n], {}), (Opcode.MUL, [aa[n], uu[n]], hh[n], {"sh": q.mul_sh})]
+                    after = [(Opcode.LUT, [z1[n]], aa[n], {})] + reload
+                    hi, sh = _sub(hh[n], bn), self.mul_shift(n)
+                    if not self.hilo:
+                        after.append((Opcode.MUL, [aa[n], uu[n]], hi, {"sh": sh}))
+                    elif bn <= self.chain_tokens:
+                        # fine = MUL(a, u) >> (sh - k) to MEM, then hi, sat8(hi x 2^k) and lo chained on
+                        # the streams (``hilo_streamed``)
+                        ff = _sub(self.ff, bn)
+                        after += [(Opcode.MUL, [aa[n], uu[n]], ff, {"sh": sh - self.hilo}),
+                                  ("hilo", [aa[n], uu[n], ff], [hi, _sub(hh[n], bn, bn)], {"sh": sh})]
+                    else:
+                        # lo = sat8(sat8(a*u >> (sh - k)) - sat8(hi * 2^k)): QuantFFN.gated_product
+                        ff, gg = _sub(self.ff, bn), _sub(self.gg, bn)
+                        after += [(Opcode.MUL, [aa[n], uu[n]], hi, {"sh": sh}),
+                                  (Opcode.MUL, [aa[n], uu[n]], ff, {"sh": sh - self.hilo}),
+                                  (Opcode.MUL, [hi], gg, {"use_imm": 1, "imm": 1 << self.hilo, "sh": 0}),
+                                  (Opcode.SUB, [ff, gg], _sub(hh[n], bn, bn), {})]
                     jobs.append((tiles, bn, p3, n, uu[n], f"w3 tile {n} {tokens}", after))
                 else:
-                    jobs[-1] = jobs[-1][:6] + ([(Opcode.LUT, [z1[n]], hh[n], {})],)
+                    jobs[-1] = jobs[-1][:6] + ([(Opcode.LUT, [z1[n]], hh[n], {})] + reload,)
             for m in range(MT):
                 tiles = [(("w2", k, m), hh[k], 0) for k in range(FT)]
                 if self.w2_mode == "partial":
@@ -903,6 +1134,9 @@ class _FFNScheduler:
                     jobs.append((tiles, bn, None, m, grp, f"w2 tile {m} {tokens} (partial)", None))
                     continue
                 ysub = _sub(y_layout[m], bn, bstart)
+                if self.hilo:   # both pieces of every token: 2 x bn accumulator rows, combined before REQL
+                    jobs.append((tiles, P * bn, ("hilo", p2), m, ysub, f"w2 tile {m} {tokens}", None))
+                    continue
                 jobs.append((tiles, bn, p2, m, ysub, f"w2 tile {m} {tokens}", None))
         flat = [(j, i) for j, job in enumerate(jobs) for i in range(len(job[0]))]
 
@@ -927,12 +1161,19 @@ class _FFNScheduler:
             if i == len(tiles) - 1:
                 if pr is None:
                     self.emit_planes(commit, bn, half, dst, f"EMIT {what}")
+                elif isinstance(pr, tuple):
+                    self.combine_hilo(commit, bn // P, half, pr[1], tile_no, dst, what)
                 else:
                     self.ldm(pr, tile_no, f"LDM params {what}")
                     self.emit_req(commit, bn, half, dst, f"REQL {what}")
                 half ^= 1
                 for op, srcs, d, kw in after or ():
-                    self.vxm_op(op, srcs, d, bn, f"{op.name} {what}", **kw)
+                    if op == Opcode.LDLUT:
+                        self.ldlut(srcs, d)
+                    elif op == "hilo":
+                        self.hilo_streamed(*srcs, *d, bn, kw["sh"], f"MUL {what}")
+                    else:
+                        self.vxm_op(op, srcs, d, bn, f"{op.name} {what}", **kw)
         return x_layout, y_layout
 
 
@@ -947,6 +1188,7 @@ class _Plan:
     even: bool            # split runs and blocks evenly; False: one run, blocks of tb + a rest (the default)
     ring: bool = False    # one Z1 / U / A region for every d_ff tile (see place_activations)
     rows: int = 1         # weight rows installed per cycle (``_rows``)
+    pieces: int = 1       # accumulator rows per token in W2 (2: a hi/lo gated product, ``plan_blocks``)
 
     def runs(self, T):
         """[(first token, tokens)] per run: ceil(T / chunk) runs whose sizes differ by at most one."""
@@ -954,7 +1196,7 @@ class _Plan:
 
     def blocks(self, cfg, n):
         """[(first token within the run, tokens)] per accumulator block of a run of n tokens."""
-        return _even(n, _ceil(n, self.tb)) if self.even else plan_blocks(cfg, n)[0]
+        return _even(n, _ceil(n, self.tb)) if self.even else plan_blocks(cfg, n, self.pieces)[0]
 
 
 def _even(total, parts):
@@ -1009,10 +1251,9 @@ def _plan(cfg, qs, T):
     of every d_ff tile apart) when it fits the SRAM; otherwise one Z1 / U / A region for all tiles
     and the cheapest fitting (run size, block size) by the cycle estimate below. Raises CompileError
     (naming the sizes) when not even one token at a time fits."""
-    tb0 = min(T, cfg.acc_depth // 2)
-    if tb0 < 1:
-        raise CompileError(f"acc_depth {cfg.acc_depth} is too small to double-buffer one token")
-    default = _Plan(T, tb0, False, rows=_rows(cfg, tb0))
+    pieces = 2 if any(q.hilo for q in qs) else 1
+    tb0 = plan_blocks(cfg, T, pieces)[1]
+    default = _Plan(T, tb0, False, rows=_rows(cfg, tb0), pieces=pieces)
     if _trial(cfg, qs, default) is None:
         return default
     q, L = qs[0], cfg.lanes
@@ -1027,7 +1268,7 @@ def _plan(cfg, qs, T):
     max_blocks = max(1, (cfg.queue_depth - 8) // per_block)
 
     def plan(chunk, tb):
-        return _Plan(chunk, tb, True, True, _rows(cfg, tb))
+        return _Plan(chunk, tb, True, True, _rows(cfg, tb), pieces)
 
     def cost(chunk, tb):
         # every block installs every weight tile and streams its tokens through it (one after the
@@ -1118,18 +1359,57 @@ def _compile(qs, cfg, T, plan):
 
 
 def check_emittable(q):
-    """Refuse a ``QuantFFN`` whose arithmetic the compiler cannot emit yet (a clear error, never a
-    program that computes something else)."""
+    """The tensor-parallel tray compiler's check (firmware/tray.py): refuse a ``QuantFFN`` whose
+    arithmetic it cannot emit (a clear error, never a program that computes something else).  The
+    single-chip compiler (``compile_ffn``, ``compile_moe``) checks with ``check_single_chip``."""
     if q.tile_luts is not None or q.hilo or np.ndim(q.mul_sh):
         raise CompileError("this QuantFFN asks for per-block SiLU tables, per-channel product shifts or a "
-                           "hi/lo gated product (sim/serving/quant8.py scheme 'tiles'); the compiler does "
-                           "not emit that program yet")
+                           "hi/lo gated product (sim/serving/quant8.py scheme 'tiles'); the tensor-parallel "
+                           "tray compiler does not emit that program (the single-chip compile_ffn and "
+                           "compile_moe do)")
+
+
+def check_single_chip(q, cfg):
+    """What the single-chip program can emit of a ``QuantFFN``'s optional arithmetic: per-block SiLU
+    tables whose block is the chip's lanes (one table per d_ff tile), product shifts constant over
+    each d_ff tile (one MUL per tile), and a hi/lo gated product whose shifts fit MUL's."""
+    L = cfg.lanes
+    FT = _ceil(q.d_ff, L)
+    if q.tile_luts is not None:
+        if q.lut_block != L:
+            raise CompileError(f"the QuantFFN's SiLU tables are per block of {q.lut_block} d_ff channels; config "
+                               f"{cfg.name} has {L} lanes and loads one table per d_ff tile of {L} channels "
+                               f"(calibrate with block={L})")
+        if np.shape(q.tile_luts) != (FT, 256):
+            raise CompileError(f"tile_luts has shape {np.shape(q.tile_luts)}; d_ff {q.d_ff} in tiles of {L} "
+                               f"needs ({FT}, 256)")
+    sh = np.asarray(q.mul_sh, dtype=np.int64)
+    if sh.ndim:
+        if not q.gated:
+            raise CompileError("per-channel product shifts (mul_sh an array) need a gated FFN")
+        if sh.shape != (q.d_ff,):
+            raise CompileError(f"mul_sh has shape {sh.shape}; expected one shift per d_ff channel ({q.d_ff},)")
+        for n in range(FT):
+            part = sh[n * L:(n + 1) * L]
+            if len(set(part.tolist())) > 1:
+                raise CompileError(f"mul_sh differs inside d_ff tile {n} (channels {n * L}..{n * L + len(part) - 1}: "
+                                   f"{sorted(set(part.tolist()))}); one MUL per tile takes one shift")
+    if q.hilo:
+        if not q.gated:
+            raise CompileError(f"hilo {q.hilo}: a hi/lo product needs a gated FFN")
+        if not 1 <= q.hilo <= 14:
+            raise CompileError(f"hilo {q.hilo} is out of range: lo needs hi x 2^k as MUL's 16-bit immediate "
+                               f"(1 <= k <= 14)")
+    lo, hi = int(sh.min()), int(sh.max())
+    if lo - q.hilo < 0 or hi > 63:
+        raise CompileError(f"mul_sh {lo}..{hi} with hilo {q.hilo}: MUL shifts are 0..63 and the fine piece "
+                           f"shifts by mul_sh - hilo >= 0")
 
 
 def _compile_layers(qs, cfg, T):
     """Plan, then compile; a program longer than queue_depth is split into runs of fewer blocks."""
     for q in qs:
-        check_emittable(q)
+        check_single_chip(q, cfg)
     t0 = time.perf_counter()
     plan = _plan(cfg, qs, T)
     while True:
@@ -1146,7 +1426,7 @@ def _compile_layers(qs, cfg, T):
                     f"layer is needed)") from None
             nb = max(1, min(nb - 1, nb * cfg.queue_depth // full.n))
             tb = max(b for _, b in plan.blocks(cfg, plan.chunk))
-            plan = _Plan(min(plan.chunk, nb * tb), tb, True, plan.ring, plan.rows)
+            plan = _Plan(min(plan.chunk, nb * tb), tb, True, plan.ring, plan.rows, plan.pieces)
     dt = time.perf_counter() - t0
     for c in out:
         c.report["compile_s"] = dt
@@ -1174,6 +1454,9 @@ def compile_moe(experts, cfg, tokens):
     shapes = {(q.d_model, q.d_ff, q.gated) for q in experts}
     if len(shapes) != 1:
         raise CompileError(f"experts must share one shape to share activation buffers, got {sorted(shapes)}")
+    if len({int(q.hilo) for q in experts}) != 1:
+        raise CompileError(f"experts must share one hilo (their H buffers are shared), got "
+                           f"{sorted({int(q.hilo) for q in experts})}")
     if tokens < 1:
         raise CompileError("tokens must be >= 1")
     out = _compile_layers(list(experts), cfg, tokens)
@@ -1219,7 +1502,8 @@ def _report(c: Compiled, s: _FFNScheduler, plan=None):
         "runs": len(c.runs),
         "run_tokens": [r.tokens for r in c.runs],
         "run_cycles": [r.predicted_cycles for r in c.runs],
-        "scales": {k: float(v) for k, v in q.scales.items()},
+        "scales": {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v)
+                   for k, v in q.scales.items()},
     }
     if plan is not None:
         rep["block_tokens"] = max(n for r in c.runs for _, n in r.blocks)

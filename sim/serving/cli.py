@@ -140,8 +140,12 @@ def _print_named(scfg, model, mode, where, args, rep):
         lp = rep["totals"]["ffn_backend"]
         print(f"tray     {lp.get('chips')} chips at {lp.get('clock_mhz'):g} MHz; {_placement_text(model, lp.get('chips'))}")
     qi = model.quant_info
-    print(f"int8     per-channel scales calibrated on {qi.get('calibration_tokens', '?')} tokens, "
-          f"{qi.get('groups', 1)} channel group(s) per layer (sim/serving/quant8.py)")
+    scheme, q0 = qi.get("scheme", "channel"), model.q[0][0]
+    what = (f"a SiLU table and product shift per {q0.lut_block}-channel tile, the gated product as hi/lo "
+            f"int8 pieces" if q0.tile_luts is not None else "one SiLU table and product shift per layer")
+    print(f"int8     scheme {scheme} ({what}); per-channel scales calibrated on "
+          f"{qi.get('calibration_tokens', '?')} tokens, {qi.get('groups', 1)} channel group(s) per layer "
+          f"(sim/serving/quant8.py)")
 
 
 def _placement_text(model, chips):

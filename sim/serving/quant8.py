@@ -25,11 +25,12 @@ vectors); on the GPU: one multiply by a d_model vector before quantizing (folded
 gain) and one after dequantizing.  ``groups`` > 1 splits d_ff into channel groups (each its own
 QuantFFN, table scale and shift, outputs summed on the GPU): one program per group per layer.
 
-Measured (python -m tinylpu.sim.serving.quality, docs/smollm2.md): perplexity +14 % over float
-instead of +710 % for per-tensor scales.  Scheme "tiles" (``_group_tiles``: per-block SiLU tables
-and product shifts over d_ff channels sorted by range, u with headroom, the gated product in hi/lo
-int8 pieces) reaches +2.8 % and 91.7 % top-1 agreement in the exact arithmetic (run_int), but the
-compiler does not emit its program yet.
+Measured (python -m tinylpu.sim.serving.quality, docs/smollm2.md): scheme "channel" perplexity +14 %
+over float instead of +710 % for per-tensor scales.  Scheme "tiles" (``_group_tiles``: per-block SiLU
+tables and product shifts over d_ff channels sorted by range, u with headroom, the gated product in
+hi/lo int8 pieces) reaches +2.8 % and 91.7 % top-1 agreement; the compiler emits its program
+(``compile_ffn`` / ``compile_moe``: an LDLUT per d_ff tile, per-tile MUL shifts, the hi/lo pieces
+through W2, ADD32 doublings before REQL) and it is what SmolLM2 serves by default.
 """
 
 import json
@@ -241,11 +242,11 @@ def quantize_swiglu(w: FFNWeights, x, groups=1, alpha=0.5, zc=None, headroom=1.0
                     hilo=4, u_headroom=1.5) -> ChannelQuant:
     """Calibration of a bias-free SwiGLU FFN on calibration inputs x (tokens x d_model).
     groups: split d_ff into this many channel groups by their calibration range of z = x W1.
-    scheme "channel" (default, what the compiler runs today): one table and shift per group, h one int8;
-    "tiles": d_ff channels sorted by the range of z, a SiLU table and product shift per block of `block`
-    channels (the chip's lanes), u with `u_headroom`, h in hi/lo pieces (hilo = k; 0: one int8).  The
-    compiler does not emit the "tiles" program yet (per-block LDLUT, the hi/lo MULs and W2 passes, the
-    ADD32 doublings): it refuses such a QuantFFN; quality measurements use run_int_f64."""
+    scheme "channel" (this function's default): one table and shift per group, h one int8;
+    "tiles" (what SmolLM2 serves by default): d_ff channels sorted by the range of z, a SiLU table and
+    product shift per block of `block` channels (must equal the compiling chip's lanes), u with
+    `u_headroom`, h in hi/lo pieces (hilo = k; 0: one int8).  Both compile (firmware/compiler.py,
+    single-chip ``compile_ffn`` / ``compile_moe``); quality measurements use run_int_f64."""
     if scheme not in ("tiles", "channel"):
         raise ValueError(f"scheme must be 'tiles' or 'channel', got {scheme!r}")
     if zc is None:

@@ -563,7 +563,8 @@ def build_model(scfg):
         else:
             from tinylpu.sim.serving.smollm2 import load_smollm2
             _MODELS[key] = load_smollm2(m["layers"], m["max_seq"], groups=m.get("quant_groups", 1),
-                                        draft_layers=m.get("draft_layers", 8))
+                                        draft_layers=m.get("draft_layers", 8),
+                                        **({"scheme": m["quant_scheme"]} if "quant_scheme" in m else {}))
     return _MODELS[key]
 
 

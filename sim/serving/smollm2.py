@@ -399,10 +399,11 @@ def _cache_key(g, layers, opts):
     return h.hexdigest()[:16]
 
 
-def load_smollm2(layers=None, max_seq=512, quantized=True, groups=1, draft_layers=8, cache=True, scheme="channel"):
+def load_smollm2(layers=None, max_seq=512, quantized=True, groups=1, draft_layers=8, cache=True, scheme="tiles"):
     """The shipped SmolLM2-135M-Instruct, optionally cut to its first `layers`, with its int8 FFNs
     calibrated on the calibration corpus (quant8.quantize_swiglu, `groups` channel groups per layer,
-    `scheme` "channel" or "tiles").  The calibration is cached on disk ($TINYLPU_CACHE, default
+    `scheme` "tiles" (served by default: per-tile SiLU tables and shifts, the hi/lo gated product,
+    for the lpu chip's 64 lanes) or "channel").  The calibration is cached on disk ($TINYLPU_CACHE, default
     ~/.cache/tinylpu: a derived file, rebuilt when the model file, the corpus, the options or
     quant8.py change).  Sets BLAS to one thread (single_thread_blas)."""
     single_thread_blas()
@@ -412,7 +413,7 @@ def load_smollm2(layers=None, max_seq=512, quantized=True, groups=1, draft_layer
     if not quantized:
         return m
     opts = {"groups": int(groups)}
-    if scheme != "channel":      # (the default's cache key and quant_info stay as they were)
+    if scheme != "channel":      # ("channel" keeps the cache key it had before schemes existed)
         opts["scheme"] = str(scheme)
     path = _cache_dir() / f"smollm2-{_cache_key(g, m.cfg.layers, opts)}.npz"
     if cache and path.is_file():
@@ -421,11 +422,12 @@ def load_smollm2(layers=None, max_seq=512, quantized=True, groups=1, draft_layer
                 m.cq = [ChannelQuant.from_arrays(z, f"l{i}.") for i in range(m.cfg.layers)]
                 m.quant_info = json.loads(str(z["info"]))
             m.q = [cq.qs for cq in m.cq]
-            m.quant_info["cache"] = str(path)
+            m.quant_info.update(scheme=str(scheme), cache=str(path))
             return m
         except (OSError, KeyError, ValueError):
             pass                                     # unreadable: calibrate again
     m.quantize([m.tokenizer.encode(t) for t in calibration_texts()], **opts)
+    m.quant_info["scheme"] = str(scheme)
     if cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -272,3 +272,114 @@ def test_lpu_regimes():
         assert r["sram_roofline_cycles"] == 3 * 256 * 1024 / cfg.sram_read_bytes_per_cycle
         assert r[key] >= floor, (T, key, r[key])
         assert r["compile_s"] < 10
+
+
+# --- the "tiles" arithmetic: a SiLU table and a product shift per d_ff tile, hi/lo gated products ---
+
+def tiles_variant(q, lanes, hilo=4, seed=0):
+    """q with random per-tile tables (lut_block = lanes), a random product shift per d_ff tile and a
+    hi/lo product of k = hilo (0: one int8 h): random tables and shifts saturate h and lo often."""
+    from dataclasses import replace
+    rng = np.random.default_rng(seed)
+    ft = -(-q.d_ff // lanes)
+    luts = rng.integers(-128, 128, size=(ft, 256)).astype(np.int8)
+    sh = np.repeat(rng.integers(hilo, hilo + 7, size=ft), lanes)[:q.d_ff] if q.gated else q.mul_sh
+    return replace(q, tile_luts=luts, lut_block=lanes, mul_sh=sh, hilo=hilo)
+
+
+@pytest.mark.parametrize("cfgname,dm,dff,T,act,hilo", [
+    ("tiny", 32, 64, 3, "swiglu", 4),          # 3 tokens: hi, lo and the W2 combination through MEM
+    ("tiny", 20, 36, 1, "swiglu", 4),          # padded tiles, one token: chained on the streams
+    ("tiny", 32, 64, 2, "swiglu", 2),          # 2 tokens (= vxm_alu): still chained
+    ("tiny", 48, 80, 40, "swiglu", 3),         # 40 tokens: blocks of acc_depth / 4 (hi and lo rows in W2)
+    ("tiny", 32, 64, 5, "swiglu", 0),          # per-tile tables and shifts, h one int8
+    ("tiny", 32, 48, 4, "gelu", 0),            # per-tile tables of an ungated FFN
+    ("lpu", 128, 256, 1, "swiglu", 4),
+    ("lpu", 96, 320, 5, "swiglu", 4),
+])
+def test_tiles_programs_exact(cfgname, dm, dff, T, act, hilo):
+    """compile_ffn emits the tiles arithmetic (QuantFFN.run_int's activation_codes, gated_product and
+    combine_acc): bit-exact, predicted cycles = the golden model's, an LDLUT per d_ff tile and
+    block, one MUL shift per tile, and hilo ADD32 doublings + one ADD32 per W2 tile and block (for
+    blocks of at most vxm_alu tokens chained on the streams: no ADD32 operand read from MEM)."""
+    cfg = load_config(cfgname)
+    w = layer(dm, dff, act, gated=act == "swiglu", seed=dm + dff)
+    x = np.random.default_rng(T).normal(size=(T, dm))
+    q = tiles_variant(quantize_ffn(w, x), cfg.lanes, hilo, seed=T)
+    c = compile_ffn(q, cfg, T)
+    xq = q.quantize_input(x)
+    out = run_compiled(c, xq)
+    assert out.cycles == c.predicted_cycles and np.array_equal(out.y, q.run_int(xq))
+    ft, mt = -(-dff // cfg.lanes), -(-dm // cfg.lanes)
+    blocks = len(c.runs[0].blocks)
+    vxm = c.program.queues["vxm0"]
+    assert sum(i.op.name == "LDLUT" for i in vxm) == ft * blocks
+    assert sum(i.op.name == "ADD32" for i in vxm) == mt * blocks * (hilo + 1 if hilo else 0)
+    if q.gated:
+        shifts = {i.sh for i in vxm if i.op.name == "MUL" and not i.use_imm}
+        assert shifts == set(np.unique(q.mul_sh).tolist()) | ({int(s) - hilo for s in np.unique(q.mul_sh)}
+                                                              if hilo else set())
+    if hilo:
+        assert max(n for _, n in c.runs[0].blocks) <= cfg.acc_depth // 4
+        streamed = max(n for _, n in c.runs[0].blocks) <= cfg.latency["vxm_alu"]
+        emits = [i for i in c.program.queues["mxm0"] if i.op.name == "EMIT"]
+        assert len(emits) == blocks * (2 * ft + (2 if streamed else 1) * mt)     # hi, lo EMITted apart
+        assert any(i.op.name == "ADD32" and i.a == i.b for i in vxm)            # the doublings
+        assert {(i.imm, i.sh) for i in vxm if i.op.name == "MUL" and i.use_imm} == {(1 << hilo, 0)}
+    if T <= 3:                                     # the per-cycle reference model agrees
+        ref = run_compiled(c, xq, GoldenEngine(cfg, reference=True))
+        assert ref.cycles == c.predicted_cycles and np.array_equal(ref.y, out.y)
+
+
+def test_tiles_tokens_in_runs_and_moe():
+    """Tiles layers whose tokens do not fit beside the weights run in chunks (one Z1 / U / A region
+    for every tile), and several tiles experts share one chip (compile_moe): exact everywhere."""
+    from tinylpu.firmware.compiler import compile_moe
+    w = layer(64, 256, "swiglu", gated=True, bias=False, seed=11)
+    x = np.random.default_rng(12).normal(size=(64, 64))
+    q = tiles_variant(quantize_ffn(w, x), CFG.lanes, seed=1)
+    c = compile_ffn(q, CFG, 64)
+    xq = q.quantize_input(x)
+    out = run_compiled(c, xq)
+    assert len(c.runs) > 1 and out.run_cycles == [r.predicted_cycles for r in c.runs]
+    assert np.array_equal(out.y, q.run_int(xq))
+    xs = np.random.default_rng(9).normal(size=(4, 16))
+    experts = [tiles_variant(quantize_ffn(layer(16, 32, "swiglu", gated=True, seed=e), xs), CFG.lanes, seed=e)
+               for e in range(3)]
+    compiled = compile_moe(experts, CFG, 4)
+    for e in (2, 0, 1):
+        xq = experts[e].quantize_input(xs)
+        out = run_compiled(compiled[e], xq)
+        assert np.array_equal(out.y, experts[e].run_int(xq)) and out.cycles == compiled[e].predicted_cycles
+    plain = quantize_ffn(layer(16, 32, "swiglu", gated=True, seed=5), xs)
+    with pytest.raises(CompileError, match=r"experts must share one hilo .* got \[0, 4\]"):
+        compile_moe([experts[0], plain], CFG, 4)
+
+
+def test_tiles_errors():
+    """What the single-chip program cannot emit is refused naming the problem; the tensor-parallel
+    tray compiler's check (check_emittable) refuses every tiles QuantFFN."""
+    from dataclasses import replace
+
+    from tinylpu.firmware.compiler import check_emittable
+    w = layer(32, 64, "swiglu", gated=True, seed=3)
+    x = np.random.default_rng(3).normal(size=(4, 32))
+    q = tiles_variant(quantize_ffn(w, x), CFG.lanes)
+    with pytest.raises(CompileError, match=r"per block of 64 d_ff channels; config tiny has 16 lanes"):
+        compile_ffn(tiles_variant(q, 64), CFG, 1)
+    with pytest.raises(CompileError, match=r"SiLU tables are per block of 16 d_ff channels; config lpu has 64"):
+        compile_ffn(q, load_config("lpu"), 1)
+    sh = np.array(q.mul_sh)
+    sh[17] += 1
+    with pytest.raises(CompileError, match=r"mul_sh differs inside d_ff tile 1 \(channels 16..31: \[\d+, \d+\]\)"):
+        compile_ffn(replace(q, mul_sh=sh), CFG, 1)
+    with pytest.raises(CompileError, match=r"mul_sh 4..\d+ with hilo 5: .* mul_sh - hilo >= 0"):
+        compile_ffn(replace(q, mul_sh=np.full(64, 4), hilo=5), CFG, 1)
+    with pytest.raises(CompileError, match=r"hilo 15 is out of range"):
+        compile_ffn(replace(q, mul_sh=np.full(64, 20), hilo=15), CFG, 1)
+    with pytest.raises(CompileError, match="tensor-parallel tray compiler does not emit"):
+        check_emittable(q)
+    big = tiles_variant(quantize_ffn(layer(128, 512, "swiglu", gated=True), x[:, :1].repeat(128, 1)), 16)
+    with pytest.raises(CompileError, match=r"needs \d+ bytes of SRAM \(\d+ of int8 weights .* the LUTs\); "
+                                           r"config tiny has 65536"):
+        compile_ffn(big, CFG, 1)

@@ -40,6 +40,23 @@ def test_swiglu_on_rtl_equals_golden():
     assert np.array_equal(outs["rtl"].y, q.run_int(xq))
 
 
+def test_tiles_layer_on_rtl_equals_golden():
+    """A "tiles" SwiGLU (a SiLU table and product shift per d_ff tile, the gated product as hi/lo
+    pieces: tests/firmware/test_compiler.py::tiles_variant) with 17 tokens: blocks of 16 and 1, so
+    one program has the hi/lo pieces and their W2 combination through MEM and, for the last token,
+    chained on the streams (ADD32 doublings sampling each other's results).  On the Verilog under
+    Icarus: the compiler's cycles and run_int's numbers.  (~16 s: one launch.)"""
+    from tests.firmware.test_compiler import layer, tiles_variant
+    x = np.random.default_rng(17).normal(size=(17, 16))
+    q = tiles_variant(quantize_ffn(layer(16, 32, "swiglu", gated=True, seed=7), x), CFG.lanes, 4, seed=17)
+    c = compile_ffn(q, CFG, 17)
+    assert c.runs[0].blocks == ((0, 16), (16, 1))
+    xq = q.quantize_input(x)
+    out = run_compiled(c, xq, "rtl")
+    assert out.cycles == c.predicted_cycles and np.array_equal(out.y, q.run_int(xq))
+    assert np.array_equal(out.y, run_compiled(c, xq, "golden").y)
+
+
 @pytest.mark.slow
 def test_tokens_stream_through_runs_on_rtl():
     """64 x 256 SwiGLU with 64 tokens on tiny (tests/firmware/test_compiler.py::test_tokens_stream_through_runs):
