@@ -46,6 +46,7 @@ from tinylpu.firmware.compiler import (
 from tinylpu.firmware.quant import QuantFFN, ReqParams
 from tinylpu.firmware.sched import read_to, write_from
 from tinylpu.isa import Insn, Opcode, StreamRef
+from tinylpu.link import arrival_cycles
 
 __all__ = ["TrayCompiled", "compile_ep", "compile_tp", "deskew_interval", "gather_plan", "slice_ffn"]
 
@@ -85,6 +86,38 @@ def _port_to(cfg, a, b):
         if cfg.peer(a, p)[0] == b:
             return p
     raise CompileError(f"config {cfg.name}: no C2C link from chip {a} to chip {b} (topology {cfg.topology})")
+
+
+def _frames(cfg, n):
+    """How the link carries n vectors: ``[(offset, count), ...]``, one SEND per piece.  Flits: one
+    SEND of all n.  Burst framing: a SEND is one frame of at most ``c2c.burst_vectors``; the frame
+    length is the one at which the last vector is RECEIVED soonest (a frame arrives whole after its
+    last element, so a long frame delays its first vector: k frames of b vectors finish at
+    (k-1)(bF + gap) + (b-1)F + link_latency + (b-1)F of RECV; the largest such b on a tie)."""
+    p = cfg.link_params
+    if not p.burst or n <= 1:
+        return [(0, n)]
+    F, G = p.send_interval, p.frame_gap
+
+    def done(b):
+        k = -(-n // b)
+        return (k - 1) * (b * F + G) + 2 * (b - 1) * F
+    b = min(range(1, min(n, p.burst_vectors) + 1), key=lambda b: (done(b), -b))
+    return [(o, min(b, n - o)) for o in range(0, n, b)]
+
+
+def _arrival(cfg, t_send, n):
+    """The earliest cycle of the first RECV element of a SEND of n vectors whose first element is at
+    t_send (``tinylpu.link.arrival_cycles``: with burst framing every vector of it arrives together)."""
+    return arrival_cycles(cfg.link_params, cfg.link_latency, t_send, n)[0]
+
+
+def _send(s, region, n, port, tag, t_min=0):
+    """``_FFNScheduler.send_region`` for one frame (n <= burst_vectors with burst framing), leaving the
+    link's frame gap before the port's next SEND."""
+    t = s.send_region(region, n, port, tag, t_min=t_min)
+    s.next_tx[port] += s.cfg.link_params.frame_gap
+    return t
 
 
 def _barriers(sch, cfg, horizon):
@@ -134,7 +167,8 @@ def _compile_tp_partial(q, cfg, tokens, n):
     cap = (cfg.link["rx_vectors"] - 1) * cfg.vector_interval - math.ceil(cfg.link["link_slack"]) - 1
     floor = {}                                        # (chip, block, m, plane) -> earliest SEND cycle
     for _attempt in range(16):
-        sends, scheds, late = {}, {}, {}              # sends: (chip, block, m, plane) -> (first SEND, n)
+        sends, scheds, late = {}, {}, {}              # sends: (chip, block, m, plane, offset) -> (first SEND, n)
+        total = {}                                    # (chip, block, m, plane) -> vectors
         for c in range(1, n):
             s = _FFNScheduler(cfg, slice_ffn(q, cols[c]), tokens, w2_mode="partial")
             _barriers(s.sch, cfg, horizon)
@@ -142,22 +176,31 @@ def _compile_tp_partial(q, cfg, tokens, n):
             port = _port_to(cfg, c, 0)
             for (b0, m), grp in sorted(s.partials.items()):
                 for p, r in enumerate(grp):
-                    key = (c, b0, m, p)
-                    sends[key] = (s.send_region(r, r.n, port, f"SEND partial Y{m} plane {p} block {b0}",
-                                                t_min=floor.get(key, 0)), r.n)
+                    for off, cnt in _frames(cfg, r.n):
+                        key = (c, b0, m, p, off)
+                        sends[key] = (_send(s, _sub(r, cnt, off), cnt, port,
+                                            f"SEND partial Y{m} plane {p} block {b0}" + (f" from {off}" if off else ""),
+                                            t_min=floor.get(key, 0)), cnt)
+                    total[(c, b0, m, p)] = r.n
             scheds[c] = s
         root = _FFNScheduler(cfg, slice_ffn(q, cols[0]), tokens, w2_mode="partial")
         _barriers(root.sch, cfg, horizon)
         xl, yl = root.build()
         far = root.group_banks("far")
         recv = {}
+        bufs = {}
         for key, (t_send, cnt) in sorted(sends.items(), key=lambda kv: kv[1][0]):
-            c, b0, m, p = key
-            bank = far[(p + c) % 4]          # spread the workers' planes over the banks' write ports
-            # strictly that bank: the four planes of a group must be read in one cycle from four banks
-            r = root.alloc.take([bank], cnt, f"chip 0's buffer for partial Y{m} plane {p} (block {b0}) from chip {c}")
-            t_recv = root.recv_region(_port_to(cfg, 0, c), r, cnt, t_send + cfg.link_latency,
-                                      f"RECV partial Y{m} plane {p} block {b0} from chip {c}")
+            c, b0, m, p, off = key
+            if (c, b0, m, p) not in bufs:
+                bank = far[(p + c) % 4]          # spread the workers' planes over the banks' write ports
+                # strictly that bank: the four planes of a group must be read in one cycle from four banks
+                bufs[(c, b0, m, p)] = root.alloc.take([bank], total[(c, b0, m, p)],
+                                                      f"chip 0's buffer for partial Y{m} plane {p} (block {b0}) "
+                                                      f"from chip {c}")
+            r = bufs[(c, b0, m, p)]
+            t_recv = root.recv_region(_port_to(cfg, 0, c), _sub(r, cnt, off), cnt, _arrival(cfg, t_send, cnt),
+                                      f"RECV partial Y{m} plane {p} block {b0} from chip {c}"
+                                      + (f" from {off}" if off else ""))
             if t_recv - t_send > cap:
                 late[key] = t_send + (t_recv - t_send - cap)
             recv.setdefault((b0, m, c), [None] * 4)[p] = r
@@ -375,7 +418,7 @@ def _bcast(s, region, n, ports, tag, t_min=0):
         return t
     t = s._asap(t_min, build, tag)
     for j, p in enumerate(ports):
-        s.next_tx[p] = t + j + n * F
+        s.next_tx[p] = t + j + n * F + cfg.link_params.frame_gap
     s.note_read(region, 0, t + P - 1 - s.Lat["mem_read"] - abs(pc - pb), n, F)
     return t
 
@@ -549,33 +592,37 @@ class _GatherChip:
             cons = self.consumers
             for g in range(0, len(cons), F):
                 grp = cons[g:g + F]
-                keys = [("h", self.c, d, bstart, w) for w in grp]
                 ports = [_port_to(self.cfg, self.c, w) for w in grp]
-                tag = f"SEND H tile {d} block {bstart} to chip{'s' if len(grp) > 1 else ''} {', '.join(map(str, grp))}"
-                t_min = max(floor.get(key, 0) - j for j, key in enumerate(keys))
-                if len(grp) == 1:       # a READ with REPEAT: it holds the queue of the bank of what is sent
-                    t = self.s.send_region(h, bn, ports[0], tag, t_min=t_min)
-                else:
-                    t = _bcast(self.s, h, bn, ports, tag, t_min=t_min)
-                for j, key in enumerate(keys):
-                    sends[key] = (t + j, bn)
+                for off, cnt in _frames(self.cfg, bn):
+                    keys = [("h", self.c, d, bstart, off, w) for w in grp]
+                    tag = (f"SEND H tile {d} block {bstart}" + (f" from {off}" if off else "") +
+                           f" to chip{'s' if len(grp) > 1 else ''} {', '.join(map(str, grp))}")
+                    t_min = max(floor.get(key, 0) - j for j, key in enumerate(keys))
+                    hc = _sub(h, cnt, off)
+                    if len(grp) == 1:       # a READ with REPEAT: it holds the queue of the bank of what is sent
+                        t = _send(self.s, hc, cnt, ports[0], tag, t_min=t_min)
+                    else:
+                        t = _bcast(self.s, hc, cnt, ports, tag, t_min=t_min)
+                    for j, key in enumerate(keys):
+                        sends[key] = (t + j, cnt)
         return post
 
     def receive(self, sends, kind, late, cap):
         """RECV every vector SENT to this chip of `kind` ("h" or "y"), in the order they were sent."""
-        lat = self.cfg.link_latency
         mine = sorted(((t, key, cnt) for key, (t, cnt) in sends.items() if key[0] == kind and key[-1] == self.c),
                       key=lambda x: (x[0], x[1]))
         for t_send, key, cnt in mine:
-            src, idx, bstart = key[1], key[2], key[3]
+            src, idx, bstart, off = key[1], key[2], key[3], key[4]
             region = self.hh[idx] if kind == "h" else self.yr[idx]
-            r = _sub(region, cnt, bstart)
-            t = _recv(self.s, _port_to(self.cfg, self.c, src), r, cnt, t_send + lat,
-                                   f"RECV {'H' if kind == 'h' else 'Y'} tile {idx} block {bstart} from chip {src}")
+            r = _sub(region, cnt, bstart + off)
+            t = _recv(self.s, _port_to(self.cfg, self.c, src), r, cnt, _arrival(self.cfg, t_send, cnt),
+                      f"RECV {'H' if kind == 'h' else 'Y'} tile {idx} block {bstart}" + (f" from {off}" if off else "")
+                      + f" from chip {src}")
             if t - t_send > cap:
                 late[key] = t_send + (t - t_send - cap)
             if kind == "h":
-                self.rx_done[(idx, bstart)] = t + (cnt - 1) * self.cfg.vector_interval
+                done = t + (cnt - 1) * self.cfg.vector_interval
+                self.rx_done[(idx, bstart)] = max(self.rx_done.get((idx, bstart), done), done)
 
     def phase2(self, sends, floor):
         """W2 for this chip's output tiles, every block: its own H first, then the received H in the
@@ -594,9 +641,11 @@ class _GatherChip:
 
     def _ysender(self, sends, floor, m, bstart, bn, y):
         def post():
-            key = ("y", self.c, m, bstart, self.root)
-            port, tag = _port_to(self.cfg, self.c, self.root), f"SEND Y tile {m} block {bstart} to chip {self.root}"
-            sends[key] = (self.s.send_region(y, bn, port, tag, t_min=floor.get(key, 0)), bn)
+            port = _port_to(self.cfg, self.c, self.root)
+            for off, cnt in _frames(self.cfg, bn):
+                key = ("y", self.c, m, bstart, off, self.root)
+                tag = f"SEND Y tile {m} block {bstart}" + (f" from {off}" if off else "") + f" to chip {self.root}"
+                sends[key] = (_send(self.s, _sub(y, cnt, off), cnt, port, tag, t_min=floor.get(key, 0)), cnt)
         return post
 
 

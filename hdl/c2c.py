@@ -23,16 +23,33 @@ Inside a chip there is no back-pressure: ``LinkTX`` accepts a vector in any cycl
 one waiting vector, and raises the sticky ``overrun`` flag if the chip offers a vector while one is
 still waiting.  A chip that offers at most one vector every ``LinkParams.send_interval`` cycles
 (``flit_words + 1``) never overruns (docs/c2c.md, "Link rate").
+
+Burst framing (``c2c.framing: burst``, docs/c2c.md "Burst framing"): a SEND of n vectors (its count
+on ``LinkTX.send_count``) travels as one frame: a header word (DATA, sequence number, n - 1 and
+their own SECDED bits), the n vectors back to back, one trailer word with a Hamming SECDED code over
+the whole frame (syndrome accumulated word by word).  ``LinkRX`` stores the frame, checks it,
+corrects one bit in its frame buffer or drops the frame (counted, ``error``), then delivers its
+vectors one per cycle.
 """
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, DomainRenamer, Module, Mux, Signal, signed
 from amaranth.lib import cdc, data, fifo, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from tinylpu.hdl.common import vec
-from tinylpu.link import HAC_BITS, LinkParams, Sym, secded_check_bits, secded_positions
+from tinylpu.link import (
+    CRC_BITS,
+    CRC_POLY,
+    HAC_BITS,
+    LinkParams,
+    Sym,
+    burst_bit_codes,
+    secded_check_bits,
+    secded_positions,
+)
 
 __all__ = ["Sym", "LinkParams", "LinkWire", "AlarmFlags", "LinkTX", "LinkRX", "C2CLinkPair",
            "HAC_BITS", "secded_check", "secded_correct", "RX_STATUS"]
@@ -77,6 +94,29 @@ def secded_correct(m, data, check, k, name):
     return fixed, odd & (syn <= k + r), (~odd & (syn != 0)) | (odd & (syn > k + r))
 
 
+def _burst_word_fec(p, word, j):
+    """A payload word's contribution to a burst frame's Hamming syndrome (``tinylpu.link.
+    burst_bit_codes``: the XOR of its set bits' codes, plus ``j << bit_code_bits`` when its parity
+    is odd) and its parity: ``(syndrome part, parity)``."""
+    codes = burst_bit_codes(p)
+    lo = Cat(*[Cat(*[word[b] for b, c in enumerate(codes) if (c >> t) & 1]).xor()
+               for t in range(p.bit_code_bits)])
+    par = word.xor()
+    return Cat(lo, Mux(par, j, 0)), par
+
+
+def _crc16_word(crc, word):
+    """Gateware ``tinylpu.link.crc16_word``: the CRC after one more word (bit 0 first), as one XOR
+    tree per CRC bit (the bit-serial register unrolled symbolically)."""
+    state = [frozenset([("c", i)]) for i in range(CRC_BITS)]
+    for b in range(len(word)):
+        fb = state[CRC_BITS - 1] ^ {("x", b)}
+        state = [frozenset()] + state[:CRC_BITS - 1]
+        state = [st ^ fb if (CRC_POLY >> i) & 1 else st for i, st in enumerate(state)]
+    src = {"c": crc, "x": word}
+    return Cat(*[Cat(*[src[k][i] for k, i in sorted(st)]).xor() if st else Const(0, 1) for st in state])
+
+
 def _gray(x):
     return x ^ (x >> 1)
 
@@ -99,6 +139,9 @@ class LinkTX(wiring.Component):
     * ``send_valid``/``send_data`` (in): a vector to send.  Accepted in any cycle; the TX holds
       one waiting vector besides the flit on the wire.  A vector offered while one is already
       waiting, or during training, is dropped and sets the sticky ``overrun``.
+    * ``send_count`` (in, burst framing only): the count of the SEND the vector belongs to, read
+      with a frame's first vector (0 counts as 1).  Burst framing queues ``queue_vectors()``
+      vectors instead of one waiting slot.
     * ``hac`` (in, 32): the local hardware-aligned counter, sampled when a HAC frame starts.
     * ``train_done`` (in): leave training now (else after ``train_words`` words).
     * ``wire`` (out, ``LinkWire``): registered word and K flag, one per cycle.
@@ -114,6 +157,7 @@ class LinkTX(wiring.Component):
         super().__init__({
             "send_valid": In(1),
             "send_data": In(vec(cfg.lanes)),
+            "send_count": In(range(p.burst_vectors + 1)),
             "hac": In(HAC_BITS),
             "train_done": In(1),
             "wire": Out(LinkWire(p.width)),
@@ -124,6 +168,8 @@ class LinkTX(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.params.burst:
+            return self._elaborate_burst()
         p = self.params
         w = p.width
         m = Module()
@@ -219,6 +265,129 @@ class LinkTX(wiring.Component):
                 d += [pend_valid.eq(1), pend_data.eq(self.send_data)]
         return m
 
+    def queue_vectors(self):
+        """Burst framing: vectors the TX queue holds (it falls behind the SEND elements by at most
+        ``max_tx_wait`` words plus the header word; the frame gap repays it)."""
+        p = self.params
+        return -(-(p.max_tx_wait + 2) // p.payload_words) + 1
+
+    def _elaborate_burst(self):
+        """Burst framing (docs/c2c.md, "Burst framing"): a queue of vectors (with the count of the
+        SEND they belong to); a frame starts when the TX is free and a vector waits: the header
+        (DATA, sequence number, count - 1, their SECDED), the frame's ``count`` vectors word by word
+        as they arrive, the Hamming syndrome accumulated per word, then the trailer word."""
+        p = self.params
+        w, P, B = p.width, p.payload_words, p.burst_vectors
+        assert p.trailer_words == 1 and p.bhdr_bits <= w           # link_problems refuses the rest
+        m = Module()
+        d = m.d[self._domain]
+        cb = p.count_bits
+        r = p.frame_syndrome_bits
+        m.submodules.queue = q = DomainRenamer(self._domain)(
+            fifo.SyncFIFO(width=8 * p.lanes + cb, depth=self.queue_vectors()))
+        training = self.training
+        train_cnt = Signal(range(max(self.train_words, 1) + 1))
+        skip_cnt = Signal(range(p.skip_interval))
+        skip_pend = Signal()
+        hac_timer = Signal(range(p.hac_interval))
+        hac_due = Signal()
+        hac_left = Signal(range(p.hac_frame_words))
+        hac_body = Signal(max(1, (p.hac_frame_words - 1) * w))
+        in_frame = Signal()
+        vleft = Signal(range(B + 1))
+        wleft = Signal(range(P))
+        shreg = Signal(max(1, (P - 1) * w))
+        j = Signal(p.word_index_bits)
+        syn = Signal(r)
+        par = Signal()
+        crc = Signal(CRC_BITS)
+        seq = Signal(p.seq_bits)
+        word = Signal(w)
+        k = Signal()
+        send_skip = Signal()
+        start_hac = Signal()
+
+        d += skip_cnt.eq(Mux(skip_cnt == p.skip_interval - 1, 0, skip_cnt + 1))
+        with m.If(send_skip):
+            d += skip_pend.eq(0)
+        with m.Elif(skip_cnt == p.skip_interval - 1):
+            d += skip_pend.eq(1)
+        d += [self.wire.data.eq(word), self.wire.k.eq(k)]
+        m.d.comb += self.busy.eq(in_frame | q.r_rdy | (hac_left != 0))
+
+        head = q.r_data[:8 * p.lanes]
+        head_cnt = q.r_data[8 * p.lanes:]
+        hdr_data = Cat(seq, head_cnt)
+        hac_frame = Signal(p.hac_frame_words * w)
+        m.d.comb += hac_frame.eq(Cat(Const(Sym.HAC.value, 4), secded_check(self.hac, HAC_BITS),
+                                     Const(0, p.hac_hdr_words * w - 4 - p.hac_fec_bits), self.hac))
+
+        def payload(x):                     # one payload word onto the wire, into the syndrome
+            part, wpar = _burst_word_fec(p, x, j)
+            m.d.comb += [k.eq(0), word.eq(x)]
+            m.d[self._domain] += [syn.eq(syn ^ part), par.eq(par ^ wpar), j.eq(j + 1), crc.eq(_crc16_word(crc, x))]
+
+        m.d.comb += [k.eq(1), word.eq(Sym.IDLE.value)]
+        with m.If(hac_left != 0):                        # the rest of a HAC frame
+            m.d.comb += [k.eq(0), word.eq(hac_body[:w])]
+            d += [hac_body.eq(hac_body >> w), hac_left.eq(hac_left - 1)]
+        with m.Elif(in_frame):
+            with m.If(wleft != 0):
+                payload(shreg[:w])
+                d += [shreg.eq(shreg >> w), wleft.eq(wleft - 1)]
+            with m.Elif(vleft != 0):
+                # the next vector of the frame; the contract (one per send_interval, the frame's
+                # vectors in consecutive elements) has it waiting: if not, a zero vector keeps the
+                # frame's length and ``overrun`` reports it
+                payload(Mux(q.r_rdy, head[:w], 0))
+                if P > 1:
+                    d += [shreg.eq(Mux(q.r_rdy, head[w:], 0)), wleft.eq(P - 1)]
+                d += vleft.eq(vleft - 1)
+                m.d.comb += q.r_en.eq(1)
+                with m.If(~q.r_rdy):
+                    d += self.overrun.eq(1)
+            with m.Else():                               # the trailer: syndrome, overall parity, CRC
+                cpart, cpar = _burst_word_fec(p, Cat(crc, Const(0, w - CRC_BITS)), j)   # the CRC is word n*P
+                fsyn = syn ^ cpart
+                m.d.comb += [k.eq(0), word.eq(Cat(fsyn, par ^ cpar ^ fsyn.xor(), crc))]
+                d += in_frame.eq(0)
+        with m.Elif(skip_pend | (skip_cnt == p.skip_interval - 1)):
+            m.d.comb += [send_skip.eq(1), word.eq(Sym.SKIP.value)]
+        with m.Elif(training):
+            m.d.comb += word.eq(Sym.TRAIN.value)
+        with m.Elif(q.r_rdy):                            # a frame's header
+            m.d.comb += word.eq(Cat(Const(Sym.DATA.value, 4), hdr_data, secded_check(hdr_data, p.bhdr_data_bits)))
+            d += [in_frame.eq(1), vleft.eq(head_cnt + 1), wleft.eq(0), j.eq(0), syn.eq(0), par.eq(0), crc.eq(0),
+                  seq.eq(seq + 1), self.flits_sent.eq(self.flits_sent + 1)]
+        with m.Elif(hac_due):
+            m.d.comb += [start_hac.eq(1), word.eq(hac_frame[:w])]
+            d += [hac_left.eq(p.hac_frame_words - 1), hac_body.eq(hac_frame[w:])]
+
+        with m.If(training):
+            d += train_cnt.eq(train_cnt + 1)
+            if self.train_words:
+                with m.If(train_cnt == self.train_words - 1):
+                    d += training.eq(0)
+            with m.If(self.train_done):
+                d += training.eq(0)
+        with m.If(~training):
+            d += hac_timer.eq(Mux(hac_timer == p.hac_interval - 1, 0, hac_timer + 1))
+            with m.If(hac_timer == p.hac_interval - 1):
+                d += hac_due.eq(1)
+            with m.Elif(start_hac):
+                d += hac_due.eq(0)
+
+        # accepting vectors into the queue; no back-pressure, overrun instead
+        cnt_m1 = Signal(cb)
+        m.d.comb += [cnt_m1.eq(Mux(self.send_count == 0, 0, self.send_count - 1)),
+                     q.w_data.eq(Cat(self.send_data, cnt_m1))]
+        with m.If(self.send_valid):
+            with m.If(training | ~q.w_rdy):
+                d += self.overrun.eq(1)
+            with m.Else():
+                m.d.comb += q.w_en.eq(1)
+        return m
+
 
 #: Status outputs of ``LinkRX`` (all in the receiver's domain), forwarded by ``C2CLinkPair``.
 RX_STATUS = ["recv_valid", "recv_data", "recv_seq", "locked", "trained", "crc_errors", "corrected",
@@ -236,7 +405,8 @@ class LinkRX(wiring.Component):
     * ``flip`` (in, width+1, rec domain): error injection, XOR-ed into the incoming word (bit
       ``width`` flips the K flag).  Tie to 0 outside tests.
     * ``hac`` (in, 32): the local hardware-aligned counter.
-    * ``recv_valid``/``recv_data``/``recv_seq``: one pulse per good DATA flit.
+    * ``recv_valid``/``recv_data``/``recv_seq``: one pulse per good DATA flit (burst framing: per
+      vector of a good frame, one per cycle from the frame buffer; ``recv_seq`` the frame's).
     * ``locked``: the writer saw ``lock_words`` consecutive TRAIN words; ``trained``: locked, the
       elastic buffer centred and the end of training seen.
     * counters (32 bits, wrapping): ``crc_errors`` (frames with an uncorrectable error: SECDED saw
@@ -245,7 +415,7 @@ class LinkRX(wiring.Component):
       ``frame_errors`` (framing violations: a K symbol inside a frame, an invalid code, data words
       outside a frame; the frame in progress is dropped), ``seq_errors`` (a good flit whose
       sequence number is not the one expected: a flit vanished without a CRC trace),
-      ``flits_ok``, ``hac_ok``, ``skips_removed``, ``skips_inserted``.
+      ``flits_ok`` (burst framing: good frames), ``hac_ok``, ``skips_removed``, ``skips_inserted``.
     * ``fill`` / ``fill_min`` / ``fill_max``: elastic buffer fill as the reader sees it (since
       centring).
     * ``remote_hac``: the last good HAC value; ``hac_offset`` = local hac - (remote hac +
@@ -377,15 +547,30 @@ class LinkRX(wiring.Component):
         """``in_frame``: the current word (k, d), presented when ``step``, is a body word of a frame
         (one of the words after a DATA or HAC header)."""
         p = self.params
-        left = Signal(range(max(p.flit_words, p.hac_frame_words)), name=f"{name}_frame_left")
+        if p.burst:
+            body = p.burst_vectors * p.payload_words + p.trailer_words
+            _seq, n_m1, _st = self._burst_header(m, d, name)
+            data_left = n_m1 * p.payload_words + (p.payload_words + p.trailer_words)
+        else:
+            body = p.flit_words - 1
+            data_left = p.flit_words - 1
+        left = Signal(range(max(body, p.hac_frame_words) + 1), name=f"{name}_frame_left")
         with m.If(step):
             with m.If(left != 0):
                 m.d[domain] += left.eq(left - 1)
             with m.Elif(k & (d[:4] == Sym.DATA.value)):
-                m.d[domain] += left.eq(p.flit_words - 1)
+                m.d[domain] += left.eq(data_left)
             with m.Elif(k & (d[:4] == Sym.HAC.value)):
                 m.d[domain] += left.eq(p.hac_frame_words - 1)
         return left != 0
+
+    def _burst_header(self, m, d, name):
+        """A burst header word ``d`` decoded (comb): ``(seq, count - 1, corrected, uncorrectable)``
+        after its own SECDED (``tinylpu.link.decode_burst_header``)."""
+        p = self.params
+        k = p.bhdr_data_bits
+        fixed, corr, bad = secded_correct(m, d[4:4 + k], d[4 + k:4 + k + p.bhdr_fec_bits], k, f"{name}_bhdr")
+        return fixed[:p.seq_bits], fixed[p.seq_bits:], (corr, bad)
 
     def _crossing(self, m, locked, ovf_w, high_w, removed_gray):
         """The writer's status into the receiver's domain (2-FF synchronizers; the SKIP count as a
@@ -452,7 +637,8 @@ class LinkRX(wiring.Component):
         return o_valid, o_k, o_d, running
 
     # ---- deframer: framing, SECDED, sequence, HAC (receiver's clock) ----
-    _IDLE_M, _FRAME_M, _HUNT_M = 0, 1, 2   # between frames, in a frame, hunting (after an error)
+    _IDLE_M, _FRAME_M, _HUNT_M, _BURST_M = 0, 1, 2, 3   # between frames, in a frame (flit or HAC),
+    # hunting (after an error), in a burst frame
 
     def _deframer(self, m, o_valid, o_k, o_d, running):
         """Deframe the word stream: outside a frame a K symbol starts one (DATA, HAC) or is a
@@ -477,9 +663,14 @@ class LinkRX(wiring.Component):
         rx += [self.recv_valid.eq(0), self.hac_valid.eq(0)]
         m.d.comb += self.trained.eq(running & st.seen_traffic)
 
+        if p.burst:
+            self._burst_init(m)
         with m.If(o_valid):
             with m.If(st.mode == self._FRAME_M):
                 self._deframe_word(m, st, o_k, o_d)
+            if p.burst:
+                with m.Elif(st.mode == self._BURST_M):
+                    self._burst_word(m, st, o_k, o_d)
             with m.Elif(o_k):
                 self._deframe_symbol(m, st, o_d, running)
             with m.Elif(st.mode == self._IDLE_M):                  # a data word outside a frame
@@ -506,6 +697,9 @@ class LinkRX(wiring.Component):
             (code == Sym.TRAIN.value) | (code == Sym.HAC.value) | (code == Sym.DATA.value)
         with m.If(code == Sym.SKIP.value):
             pass
+        if p.burst:
+            with m.Elif(code == Sym.DATA.value):
+                self._burst_start(m, st, o_d)
         with m.Elif((code == Sym.DATA.value) | (code == Sym.HAC.value)):
             rx += [st.mode.eq(self._FRAME_M), st.is_data.eq(code == Sym.DATA.value), st.kflip.eq(0),
                    st.left.eq(Mux(code == Sym.DATA.value, p.flit_words, p.hac_frame_words) - 1),
@@ -567,6 +761,143 @@ class LinkRX(wiring.Component):
             with m.Else():
                 self._count(m, self.crc_errors)
 
+    # ---- burst framing: frame buffer, frame FEC, delivery (receiver's clock) ----
+    def ring_vectors(self):
+        """Vectors of the burst frame buffer: a frame arriving while the previous one is delivered
+        (one vector per cycle) needs at most two frames."""
+        return 1 << (2 * self.params.burst_vectors - 1).bit_length()
+
+    def _burst_init(self, m):
+        """The frame buffer (a ``Memory`` of ``ring_vectors`` vectors), its pointers and the
+        delivery: vectors of committed frames leave at one per cycle on ``recv_valid``."""
+        p = self.params
+        rx = m.d[self._domain]
+        R = self.ring_vectors()
+        ab = (R - 1).bit_length()
+        m.submodules.frame_buf = mem = Memory(shape=8 * p.lanes, depth=R, init=[])
+        b = self._b = {
+            "mem_w": mem.write_port(domain=self._domain),
+            "rd": mem.read_port(domain="comb"),
+            "rd_fix": mem.read_port(domain="comb"),
+            "base": Signal(ab, name="bf_base"),          # first slot of the frame being received
+            "vw": Signal(ab, name="bf_written"),         # its vectors written so far
+            "commit": Signal(ab, name="bf_commit"),      # slots before this are checked
+            "out": Signal(ab, name="bf_out"),            # next slot to deliver
+            "nvec": Signal(range(p.burst_vectors + 1), name="bf_nvec"),
+            "jw": Signal(range(p.burst_vectors * p.payload_words + 1), name="bf_word"),
+            "wi": Signal(range(p.payload_words), name="bf_word_in_vec"),
+            "vreg": Signal(max(1, (p.payload_words - 1) * p.width), name="bf_vreg"),
+            "syn": Signal(p.frame_syndrome_bits, name="bf_syn"),
+            "par": Signal(name="bf_par"),
+            "hcorr": Signal(name="bf_hdr_corrected"),
+            "fseq": Signal(p.seq_bits, name="bf_seq"),
+            "pend": Signal(name="bf_commit_pend"),
+            "pend_to": Signal(ab, name="bf_commit_to"),
+            "fix": Signal(name="bf_fix"),
+            "fix_slot": Signal(ab, name="bf_fix_slot"),
+            "fix_mask": Signal(8 * p.lanes, name="bf_fix_mask"),
+        }
+        wp, rd, rf = b["mem_w"], b["rd"], b["rd_fix"]
+        m.d.comb += [rd.addr.eq(b["out"]), rf.addr.eq(b["fix_slot"])]
+        with m.If(b["pend"]):                      # the cycle after a good trailer: correct, commit
+            m.d.comb += [wp.addr.eq(b["fix_slot"]), wp.data.eq(rf.data ^ b["fix_mask"]), wp.en.eq(b["fix"])]
+            rx += [b["commit"].eq(b["pend_to"]), b["pend"].eq(0)]
+        # the CRC of each committed frame's corrected vectors, computed as they leave, against its
+        # trailer's CRC (a queue of (end slot, CRC) per committed frame): a mismatch is a
+        # miscorrection of 3+ errors, counted in crc_errors (``error``: the chip's link flag)
+        m.submodules.frame_check = vq = DomainRenamer(self._domain)(fifo.SyncFIFO(width=ab + CRC_BITS, depth=4))
+        b["vq"] = vq
+        dcrc = Signal(CRC_BITS, name="bf_deliver_crc")
+        with m.If(b["out"] != b["commit"]):
+            rx += [self.recv_valid.eq(1), self.recv_data.eq(rd.data), self.recv_seq.eq(b["fseq"]),
+                   b["out"].eq(b["out"] + 1)]
+            nxt = dcrc
+            for i in range(p.payload_words):        # a signal per word: no re-expanded trees
+                step = Signal(CRC_BITS, name=f"bf_deliver_crc{i}")
+                m.d.comb += step.eq(_crc16_word(nxt, rd.data[i * p.width:(i + 1) * p.width]))
+                nxt = step
+            crc_next = nxt
+            with m.If(vq.r_rdy & ((b["out"] + 1)[:ab] == vq.r_data[:ab])):     # the frame's last vector
+                m.d.comb += vq.r_en.eq(1)
+                rx += dcrc.eq(0)
+                with m.If(crc_next != vq.r_data[ab:]):
+                    self._count(m, self.crc_errors)
+            with m.Else():
+                rx += dcrc.eq(crc_next)
+
+    def _burst_start(self, m, st, o_d):
+        """A DATA header outside a frame: its own SECDED; a good one opens a burst frame."""
+        b = self._b
+        rx = m.d[self._domain]
+        seq, n_m1, (corr, bad) = self._burst_header(m, o_d, "df")
+        with m.If(bad):
+            self._count(m, self.crc_errors)
+            rx += [st.mode.eq(self._HUNT_M), st.exp_seq.eq(st.exp_seq + 1)]
+        with m.Else():
+            rx += [st.mode.eq(self._BURST_M), st.kflip.eq(0), b["nvec"].eq(n_m1 + 1), b["jw"].eq(0),
+                   b["wi"].eq(0), b["vw"].eq(0), b["syn"].eq(0), b["par"].eq(0), b["hcorr"].eq(corr),
+                   b["fseq"].eq(seq)]
+
+    def _burst_word(self, m, st, o_k, o_d):
+        """A word of a burst frame, by position: payload words into the frame buffer and the
+        syndrome; the trailer decides: correct one bit (in the buffer, the next cycle), or drop the
+        frame as uncorrectable (``crc_errors``)."""
+        p = self.params
+        b = self._b
+        rx = m.d[self._domain]
+        w, P = p.width, p.payload_words
+        r = p.frame_syndrome_bits
+        bb = p.bit_code_bits
+        rx += st.kflip.eq(st.kflip | o_k)
+        n_words = b["nvec"] * P
+        with m.If(b["jw"] != n_words):
+            part, wpar = _burst_word_fec(p, o_d, b["jw"])
+            rx += [b["syn"].eq(b["syn"] ^ part), b["par"].eq(b["par"] ^ wpar), b["jw"].eq(b["jw"] + 1)]
+            full = Cat(b["vreg"], o_d) if P > 1 else o_d
+            with m.If(b["wi"] == P - 1):
+                wp = b["mem_w"]
+                m.d.comb += [wp.addr.eq(b["base"] + b["vw"]), wp.data.eq(full), wp.en.eq(1)]
+                rx += [b["vw"].eq(b["vw"] + 1), b["wi"].eq(0)]
+            with m.Else():
+                rx += b["wi"].eq(b["wi"] + 1)
+                if P > 1:
+                    rx += b["vreg"].eq(Cat(b["vreg"][w:], o_d))
+        with m.Else():                                     # the trailer
+            syn = Signal(r, name="bf_syndrome")
+            odd = Signal(name="bf_odd")
+            crc_rx = o_d[r + 1:r + 1 + CRC_BITS]
+            cpart, cpar = _burst_word_fec(p, Cat(crc_rx, Const(0, w - CRC_BITS)), b["jw"])   # word n*P
+            m.d.comb += [syn.eq(b["syn"] ^ cpart ^ o_d[:r]), odd.eq(b["par"] ^ cpar ^ o_d[:r + 1].xor())]
+            lo, jerr = syn[:bb], syn[bb:]
+            bit = Signal(range(w), name="bf_err_bit")
+            hit = Signal(name="bf_err_code")
+            with m.Switch(lo):
+                for i, c in enumerate(burst_bit_codes(p)):
+                    with m.Case(c):
+                        m.d.comb += [bit.eq(i), hit.eq(1)]
+            one_bit = (syn & (syn - 1)) == 0                     # 0 or a check bit
+            data_err = odd & ~one_bit & hit & (jerr < n_words)
+            crc_err = odd & ~one_bit & hit & (jerr == n_words) & (bit < CRC_BITS)
+            bad = (~odd & (syn != 0)) | (odd & ~one_bit & ~data_err & ~crc_err)
+            rx += st.mode.eq(self._IDLE_M)
+            with m.If(bad):
+                self._count(m, self.crc_errors)
+                rx += st.exp_seq.eq(st.exp_seq + 1)
+            with m.Else():
+                lg = P.bit_length() - 1
+                off = (jerr[:lg] if lg else 0) * w + bit if lg else bit
+                vq = b["vq"]
+                crc_fixed = crc_rx ^ Mux(crc_err, Const(1, CRC_BITS) << bit[:4], 0)
+                m.d.comb += [vq.w_en.eq(1), vq.w_data.eq(Cat((b["base"] + b["nvec"])[:len(b["base"])], crc_fixed))]
+                rx += [b["pend"].eq(1), b["pend_to"].eq(b["base"] + b["nvec"]), b["base"].eq(b["base"] + b["nvec"]),
+                       b["fix"].eq(data_err), b["fix_slot"].eq(b["base"] + (jerr >> lg)),
+                       b["fix_mask"].eq(Const(1, 8 * p.lanes) << off),
+                       self.flits_ok.eq(self.flits_ok + 1), st.exp_seq.eq(b["fseq"] + 1)]
+                with m.If(odd | b["hcorr"] | st.kflip | o_k):
+                    rx += self.corrected.eq(self.corrected + 1)
+                with m.If(b["fseq"] != st.exp_seq):
+                    self._count(m, self.seq_errors)
+
 
 @dataclass(frozen=True, eq=False)
 class _DeframerState:
@@ -602,6 +933,7 @@ class C2CLinkPair(wiring.Component):
         members = {
             "send_valid": In(1),
             "send_data": In(vec(cfg.lanes)),
+            "send_count": In(range(self.params.burst_vectors + 1)),
             "flip": In(self.params.width + 1),
             "train_done": In(1),
             "overrun": Out(1),
@@ -622,6 +954,7 @@ class C2CLinkPair(wiring.Component):
         m.d[self._txd] += self.tx_cycle.eq(self.tx_cycle + 1)
         m.d[self._rxd] += self.rx_cycle.eq(self.rx_cycle + 1)
         m.d.comb += [tx.send_valid.eq(self.send_valid), tx.send_data.eq(self.send_data),
+                     tx.send_count.eq(self.send_count),
                      tx.train_done.eq(self.train_done), tx.hac.eq(self.tx_cycle),
                      rx.flip.eq(self.flip), rx.hac.eq(self.rx_cycle),
                      self.overrun.eq(tx.overrun), self.training.eq(tx.training)]

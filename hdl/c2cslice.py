@@ -6,6 +6,9 @@ Sub-units per port p (``cfg.c2c_ports``), each with the element spacing F = ``cf
 * ``tx<p>`` (SEND port, src, n): element k samples stream ``src`` at the slice's position during
   cycle t + k*F and hands it to the port's ``LinkTX`` in that same cycle (``tx_valid[p]`` /
   ``tx_data[p]``; the link's accept edge is the end of the cycle).  Busy until t + n*F - 1.
+  With burst framing (``c2c.framing: burst``) F is one vector's payload words, the SEND travels as
+  one frame and ``tx_count[p]`` carries n (a SEND of more than ``c2c.burst_vectors`` sets ``err.link``
+  at issue, as the golden tray refuses it); the chip wires it to the ``LinkTX``'s ``send_count``.
 * ``rx<p>`` (RECV dst, port, n): element k pops the oldest vector of the port's RX vector FIFO
   during cycle t + k*F; it is driven on ``out`` c2c_recv - 1 cycles later, so it is visible on
   ``dst`` at t + k*F + c2c_recv (the golden model's timing).
@@ -56,9 +59,11 @@ class C2CSlice(wiring.Component):
             raise ValueError(f"config {cfg.name}: latency c2c_recv = {self.latency}: the C2C slice needs at least 2 "
                              "(the landing select of a RECV result is registered the cycle before it lands)")
         self.rx_vectors = cfg.link["rx_vectors"]
+        self.link = lp = cfg.link_params
         super().__init__(unit_signature(cfg, {
             "tx_valid": Out(P),
             "tx_data": Out(data.ArrayLayout(vec(cfg.lanes), P)),
+            "tx_count": Out(data.ArrayLayout(range(lp.burst_vectors + 1), P)),
             "tx_overrun": In(P),
             "rx_valid": In(P),
             "rx_data": In(data.ArrayLayout(vec(cfg.lanes), P)),
@@ -120,6 +125,15 @@ class C2CSlice(wiring.Component):
                     x, ok = pick_stream(self.tap, cur.west, cur.index)
                     m.d.comb += [self.tx_valid[p].eq(el), self.tx_data[p].eq(x)]
                     errs_empty.append(el & ~ok)
+                    if self.link.burst:
+                        # burst framing: the SEND is one frame; its count goes with every element
+                        # (the LinkTX reads it with the first) and may not exceed burst_vectors
+                        cnt = Signal(range(COUNT_MAX + 1), name=f"{name}_count")
+                        with m.If(accept):
+                            m.d.sync += cnt.eq(c.count)
+                        cnt_now = Mux(accept, c.count, cnt)
+                        m.d.comb += self.tx_count[p].eq(Mux(cnt_now > self.link.burst_vectors, 0, cnt_now))
+                        errs_link.append(accept & (c.count > self.link.burst_vectors))
                 else:
                     rx_el.append(el)
                     rx_dst.append(cur)

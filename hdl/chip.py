@@ -402,6 +402,7 @@ class Chip(wiring.Component):
             wiring.connect(m, wiring.flipped(self.rx[p]), rx.wire)
             m.d.comb += [
                 tx.send_valid.eq(c2c.tx_valid[p]), tx.send_data.eq(c2c.tx_data[p]), tx.hac.eq(at),
+                tx.send_count.eq(c2c.tx_count[p]),
                 c2c.tx_overrun[p].eq(tx.overrun),
                 rx.hac.eq(at), rx.flip.eq(0),
                 c2c.rx_valid[p].eq(rx.recv_valid), c2c.rx_data[p].eq(rx.recv_data),

@@ -46,9 +46,15 @@ INJECT_INDEX_BITS = 16
 
 
 def InjectSignature(params):  # noqa: N802 (a signature constructor)
-    """One injection entry (all In on the tray): XOR ``mask`` into word ``word`` of DATA flit ``index``."""
+    """One injection entry (all In on the tray): XOR ``mask`` into word ``word`` of DATA flit (burst
+    framing: frame) ``index``."""
     return wiring.Signature({"en": Out(1), "index": Out(INJECT_INDEX_BITS),
-                             "word": Out(range(params.flit_words)), "mask": Out(params.width + 1)})
+                             "word": Out(range(_data_words(params))), "mask": Out(params.width + 1)})
+
+
+def _data_words(p):
+    """Most words of a DATA flit or burst frame."""
+    return p.frame_words(p.burst_vectors) if p.burst else p.flit_words
 
 
 class LinkInjector(wiring.Component):
@@ -58,8 +64,9 @@ class LinkInjector(wiring.Component):
     TX's wire is a register, the RX registers its input): the link's timing is unchanged.
 
     It follows the TX's frames on the unmodified wire: a DATA header (k=1, code ``Sym.DATA``) starts
-    flit ``index`` (counted from reset), whose ``flit_words`` words follow one per cycle (the TX never
-    puts a SKIP inside a frame); HAC frames are skipped."""
+    flit ``index`` (counted from reset), whose ``flit_words`` words (burst framing: the frame's
+    length from the header's count) follow one per cycle (the TX never puts a SKIP inside a frame);
+    HAC frames are skipped."""
 
     def __init__(self, cfg, domain="sync", entries=INJECT_ENTRIES):
         self.params = p = LinkParams.from_cfg(cfg)
@@ -74,21 +81,28 @@ class LinkInjector(wiring.Component):
         k, data = self.wire_in.k, self.wire_in.data
         count = Signal(INJECT_INDEX_BITS)          # DATA flits whose header has passed
         cur = Signal(INJECT_INDEX_BITS)            # the index of the flit in progress
-        left = Signal(range(max(p.flit_words, p.hac_frame_words)))     # body words still to come
+        most = _data_words(p)
+        left = Signal(range(max(most, p.hac_frame_words)))     # body words still to come
+        total = Signal(range(most + 1))                        # words of the frame in progress
         in_data = Signal()                          # the frame in progress is a DATA flit
         is_data = Signal()
         m.d.comb += is_data.eq((left == 0) & k & (data[:4] == Sym.DATA.value))
         with m.If(left != 0):
             d += left.eq(left - 1)
         with m.Elif(is_data):
-            d += [left.eq(p.flit_words - 1), cur.eq(count), count.eq(count + 1), in_data.eq(1)]
+            if p.burst:     # the header's count field (the unmodified wire: no error to correct)
+                n_m1 = data[4 + p.seq_bits:4 + p.bhdr_data_bits]
+                words = 1 + (n_m1 + 1) * p.payload_words + p.trailer_words
+            else:
+                words = p.flit_words
+            d += [left.eq(words - 1), total.eq(words), cur.eq(count), count.eq(count + 1), in_data.eq(1)]
         with m.Elif(k & (data[:4] == Sym.HAC.value)):
             d += [left.eq(p.hac_frame_words - 1), in_data.eq(0)]
         index = Signal(INJECT_INDEX_BITS)
-        word = Signal(range(p.flit_words))
+        word = Signal(range(most))
         active = Signal()
         m.d.comb += [index.eq(Mux(left != 0, cur, count)),
-                     word.eq(Mux(left != 0, p.flit_words - left, 0)),
+                     word.eq(Mux(left != 0, total - left, 0)),
                      active.eq(is_data | ((left != 0) & in_data))]
         mask = Signal(p.width + 1)
         hits = []

@@ -274,3 +274,10 @@ def variant(base, name=None, lanes=None, streams=None, c2c=None, install_rows=No
     if c2c:
         raw["c2c"].update(c2c)
     return parse_config(yaml.safe_dump(raw), f"<{raw['name']}>")
+
+
+def flit(base):
+    """A tray config on per-vector flit framing (``sim.perf.c2c.flit_variant``): for the tests of that
+    framing's timing and codec (the shipped trays use burst framing)."""
+    from tinylpu.sim.perf.c2c import flit_variant
+    return flit_variant(base)

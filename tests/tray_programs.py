@@ -34,3 +34,17 @@ def receiver(cfg, port, n, t_recv, out_addr=5):
 {rep(n, F)}        NOP {F}
         HALT
     """
+
+
+def burst_cells(p, n):
+    """``(word, bit, code)`` of every wire bit of a burst frame of ``n`` vectors that its FEC covers
+    (bit ``p.width`` = the K flag): ``code`` "hdr" (the header's sequence number, count and their
+    SECDED bits), "frame" (payload and trailer bits: the frame's Hamming code), "k" (a body word's K
+    flag, which the receiver ignores).  The header's symbol code and K flag and the padding above
+    the header and trailer fields are not covered (a hit there is a framing error or nothing)."""
+    out = [(0, b, "hdr") for b in range(4, p.bhdr_bits)]
+    last = p.frame_words(n) - 1
+    for w in range(1, last + 1):
+        bits = range(p.frame_fec_bits) if w == last else range(p.width)
+        out += [(w, b, "frame") for b in bits] + [(w, p.width, "k")]
+    return out

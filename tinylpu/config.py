@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from tinylpu.link import LinkParams, link_problems
+from tinylpu.link import FRAMINGS, LinkParams, link_problems
 from tinylpu.schema import Doc, SchemaError, parse_yaml
 
 __all__ = ["ConfigError", "ChipConfig", "Slice", "load_config", "shipped_configs",
@@ -135,7 +135,8 @@ class ChipConfig:
 
     @property
     def vector_interval(self) -> int:
-        """Cycles between the elements of a SEND or RECV: one flit plus one spare word (SKIP / HAC)."""
+        """Cycles between the elements of a SEND or RECV (``LinkParams.send_interval``): one flit plus
+        one spare word (SKIP / HAC), or with burst framing one vector's payload words."""
         return self.link_params.send_interval
 
     def peer(self, chip, port):
@@ -214,7 +215,7 @@ class _Reader(Doc):
 _TOP_KEYS = {"name", "description", "lanes", "streams", "floorplan", "mem", "mxm", "queue_depth",
              "latency", "clock", "c2c", "chips"}
 _C2C_KEYS = {"ports", "link_latency", "topology", "width_bits", "skip_interval", "elastic_depth", "ppm_budget",
-             "hac_interval", "epoch", "rx_vectors", "link_slack"}
+             "hac_interval", "epoch", "rx_vectors", "link_slack", "framing", "burst_vectors"}
 #: The keys of each section (``latency`` is checked against LATENCY_KEYS below).
 _SECTION_KEYS = {"mem": {"depth", "banks"}, "mxm": {"acc_depth", "install_rows"}, "clock": {"mhz", "ppm"}, "c2c": _C2C_KEYS}
 
@@ -299,7 +300,14 @@ def parse_config(text, source="<string>") -> ChipConfig:
         "epoch": r.int("c2c.epoch", 64, 1 << 24, default=4096, pow2=True),
         "rx_vectors": r.int("c2c.rx_vectors", 1, 1024, default=8),
         "link_slack": r.num("c2c.link_slack", 0, 4096, default=4),
+        "framing": r.get("c2c.framing", "flit"),
     }
+    if link["framing"] not in FRAMINGS:
+        raise r.err("c2c.framing", f"must be one of {', '.join(FRAMINGS)}; got {link['framing']!r}")
+    if link["framing"] == "burst":
+        link["burst_vectors"] = r.int("c2c.burst_vectors", 1, 256, default=16)
+    elif "burst_vectors" in (data.get("c2c") or {}):
+        raise r.err("c2c.burst_vectors", "applies to c2c.framing burst only (flits carry one vector each)")
     if link["width_bits"] > 8 * lanes:
         raise r.err("c2c.width_bits", f"is {link['width_bits']} but a vector has only {8 * lanes} bits")
     problems = link_problems(lanes, link, link_latency) if c2c_ports else []

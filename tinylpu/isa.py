@@ -310,8 +310,12 @@ _OPS = [
            fixed={"count": 1}),
     # C2C (reserved)
     OpInfo(Opcode.SEND, Format.C2C, "c2c", (Operand("port", "port", "uint", 4), _s("src", "s"), _n()), None,
-           "For k < n: the vector on `src`, sampled at cycle t + k x F (F = flit_words + 1, the link's cycles per "
-           "vector), goes out on C2C `port`; it can be received from link_latency cycles after it was sampled."),
+           "For k < n: the vector on `src`, sampled at cycle t + k x F (F = `vector_interval`, the link's cycles per "
+           "vector: flit_words + 1 with c2c.framing flit, the payload words 8 x lanes / width_bits with burst), goes "
+           "out on C2C `port`. Flit framing: vector k can be received from link_latency cycles after it was sampled. "
+           "Burst framing: the SEND is one frame (n <= c2c.burst_vectors, else the `link` error), every vector of it "
+           "can be received from link_latency cycles after its last element (t + (n - 1) x F), and the port's next "
+           "SEND may start at t + n x F + frame_gap at the earliest (LinkParams.frame_gap)."),
     OpInfo(Opcode.RECV, Format.C2C, "c2c", (_s("dst", "s"), Operand("port", "port", "uint", 4), _n()), "c2c_recv",
            "For k < n: at cycle t + k x F, the oldest vector that has arrived on `port` onto stream `dst` "
            "(an error if none has arrived)."),

@@ -1,9 +1,11 @@
 """A tray of chips on the golden model: every chip cycle-exact, links with the configured latency.
 
 The golden tray runs its chips in lockstep (ideal clocks): a vector SENT on chip a's port p at
-cycle c can be RECEIVED on the peer port from cycle c + link_latency.  Clock drift, the elastic
-buffers and the DESKEW realignment are the RTL's business; programs that are correct here keep
-their cycle counts there, because DESKEW realigns every chip to the same epoch boundaries.
+cycle c can be RECEIVED on the peer port from cycle c + link_latency (with burst framing: every
+vector of a SEND from link_latency cycles after its last element; ``tinylpu.link.arrival_cycles``).
+Clock drift, the elastic buffers and the DESKEW realignment are the RTL's business; programs that
+are correct here keep their cycle counts there, because DESKEW realigns every chip to the same
+epoch boundaries.
 """
 
 from dataclasses import dataclass, field
@@ -12,8 +14,18 @@ import numpy as np
 
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
-from tinylpu.link import UNCORRECTABLE, LinkParams, decode_frame, encode_flit
-from tinylpu.sim.golden.chip import Golden, ProgramError
+from tinylpu.link import (
+    UNCORRECTABLE,
+    LinkParams,
+    arrival_cycles,
+    decode_burst,
+    decode_frame,
+    encode_burst,
+    encode_flit,
+)
+from tinylpu.sim.golden.chip import ProgramError
+from tinylpu.sim.golden.fast import FastGolden
+from tinylpu.sim.golden.fasttray import NotExact, run_fast
 
 __all__ = ["GoldenTray", "TrayResult", "run_tray_golden"]
 
@@ -27,8 +39,8 @@ class TrayResult:
 
 class GoldenTray:
     """``link_flips``: optional ``f(chip, port, index) -> [(word, mask), ...]``, bit errors injected
-    into the ``index``-th DATA flit chip ``chip`` sends on ``port`` (mask bit ``width_bits`` = the K
-    flag).  The flit goes through the wire format's software codec (``tinylpu.link.encode_flit`` /
+    into the ``index``-th DATA flit (burst framing: frame) chip ``chip`` sends on ``port`` (mask bit
+    ``width_bits`` = the K flag).  The flit goes through the wire format's software codec (``tinylpu.link.encode_flit`` /
     ``decode_frame``): a corrected vector arrives bit-exact, an uncorrectable one raises the link
     error, as the RTL's ``link`` flag does.  ``self.corrected`` counts corrected flits."""
 
@@ -38,44 +50,99 @@ class GoldenTray:
         self.corrected = 0
         if cfg.chips < 2 or not cfg.c2c_ports:
             raise ValueError(f"config {cfg.name} is not a tray (chips {cfg.chips}, C2C ports {cfg.c2c_ports})")
-        self.chips = [Golden(cfg) for _ in range(cfg.chips)]
+        self.chips = [FastGolden(cfg) for _ in range(cfg.chips)]   # (the per-cycle reference + the fast path)
+        self.fallbacks = 0                   # fast runs redone in lockstep (errors, link_flips; ``run``)
         self.sent = {}
+        self._frames, self._open = {}, {}    # burst framing: (chip, port) -> last frame, its entries
         for a, g in enumerate(self.chips):
             g.tx_hook = self._hook(a)
 
     def _hook(self, a):
-        cfg = self.cfg
+        c2c = self.cfg.slices_of("c2c")[0].name
+        g = self.chips[a]
 
         def send(port, cycle, vec):
-            b, q = cfg.peer(a, port)
-            rx = self.chips[b].rx[q]
-            if len(rx) >= cfg.link["rx_vectors"]:
-                raise ProgramError(cycle, f"chip{b}.c2c", None, None,
-                                   f"RX buffer of port {q} overflows: {cfg.link['rx_vectors']} vectors from chip {a} "
-                                   f"have not been received yet")
-            index = self.sent.get((a, port), 0)
-            flips = self.link_flips(a, port, index) if self.link_flips else None
-            if flips:
-                vec = self._through_wire(a, port, index, cycle, vec, flips)
-            rx.append((cycle + cfg.link_latency, vec.copy()))
-            self.sent[(a, port)] = index + 1
+            act = g.active[(c2c, f"tx{port}")]       # the SEND this element belongs to
+            self.arrive(a, port, cycle, vec, act.start, act.n)
         return send
 
-    def _through_wire(self, a, port, index, cycle, vec, flips):
-        """``vec`` encoded as its DATA flit, ``flips`` applied, decoded: the vector that arrives."""
-        p = LinkParams.from_cfg(self.cfg)
-        value = int.from_bytes(np.asarray(vec, np.int8).tobytes(), "little")
-        words = encode_flit(p, value, index)
+    def arrive(self, a, port, cycle, vec, t0, n):
+        """Element ``(cycle - t0) / F`` of a SEND of ``n`` vectors on chip ``a``'s ``port`` whose
+        element 0 is at ``t0`` samples ``vec`` at ``cycle``: the link's rules (RX buffer, and with
+        burst framing the frame length and the gap between frames) and the vector's entry
+        ``[arrival cycle, vector]`` on the peer port (``tinylpu.link.arrival_cycles``: the one arrival
+        rule).  Injected bit errors (``link_flips``) go through the wire codec: per flit, or per
+        burst frame once its last vector is sampled (the entries of the frame are corrected in place
+        before any can arrive)."""
+        cfg, p = self.cfg, self.params
+        if not self.sent:                       # a new run (``run`` resets ``sent``)
+            self._frames, self._open = {}, {}
+        b, q = cfg.peer(a, port)
+        rx = self.chips[b].rx[q]
+        if len(rx) >= cfg.link["rx_vectors"]:
+            raise ProgramError(cycle, f"chip{b}.c2c", None, None,
+                               f"RX buffer of port {q} overflows: {cfg.link['rx_vectors']} vectors from chip {a} "
+                               f"have not been received yet")
+        index = self.sent.get((a, port), 0)
+        k = (cycle - t0) // p.send_interval
+        entry = [arrival_cycles(p, cfg.link_latency, t0, n)[k], vec.copy()]
+        rx.append(entry)
+        self.sent[(a, port)] = index + 1
+        if not p.burst:
+            flips = self.link_flips(a, port, index) if self.link_flips else None
+            if flips:
+                entry[1] = self._through_wire(a, port, index, cycle, [vec], flips)[0]
+            return
+        key = (a, port)
+        c2c = cfg.slices_of("c2c")[0].name
+        if k == 0:
+            if n > p.burst_vectors:
+                raise ProgramError(cycle, c2c, None, None,
+                                   f"SEND of {n} vectors on port {port}: a burst frame holds at most c2c.burst_vectors "
+                                   f"= {p.burst_vectors}")
+            last = self._frames.get(key)
+            if last is not None and t0 < last[0] + p.frame_period(last[1]):
+                raise ProgramError(cycle, c2c, None, None,
+                                   f"link overrun on port {port}: a SEND may start a frame at cycle "
+                                   f"{last[0] + p.frame_period(last[1])} at the earliest (the previous frame of "
+                                   f"{last[1]} vectors from cycle {last[0]} + c2c frame gap {p.frame_gap}), not {t0}")
+            self._frames[key] = (t0, n, self._frames.get(key, (0, 0, -1))[2] + 1)
+            self._open[key] = []
+        self._open[key].append(entry)
+        if k == n - 1 and self.link_flips:
+            frame = self._frames[key][2]
+            flips = self.link_flips(a, port, frame)
+            if flips:
+                got = self._through_wire(a, port, frame, cycle, [e[1] for e in self._open[key]], flips)
+                for e, v in zip(self._open[key], got):
+                    e[1] = v
+
+    @property
+    def params(self):
+        return LinkParams.from_cfg(self.cfg)
+
+    def _through_wire(self, a, port, index, cycle, vecs, flips):
+        """``vecs`` encoded as DATA flit (one vector) or burst frame ``index``, ``flips`` applied,
+        decoded: the vectors that arrive, or the link error (``ProgramError``) if uncorrectable."""
+        p = self.params
+        values = [int.from_bytes(np.asarray(v, np.int8).tobytes(), "little") for v in vecs]
+        words = encode_burst(p, values, index) if p.burst else encode_flit(p, values[0], index)
         for w, mask in flips:
             k, d = words[w]
             words[w] = (k ^ (mask >> p.width) & 1, d ^ (mask & ((1 << p.width) - 1)))
-        kind, got, seq, out = decode_frame(p, words)
+        if p.burst:
+            got, seq, out = decode_burst(p, words)
+            kind = "data"
+        else:
+            kind, got, seq, out = decode_frame(p, words)
+            got = [got]
         if out == UNCORRECTABLE or kind != "data" or seq != index % (1 << p.seq_bits):
-            raise ProgramError(cycle, f"chip{a}.c2c", None, None,
-                               f"link error: flit {index} on port {port} has an uncorrectable error ({flips})")
+            what = "frame" if p.burst else "flit"
+            raise ProgramError(cycle, self.cfg.slices_of("c2c")[0].name, None, None,
+                               f"link error: {what} {index} on port {port} has an uncorrectable error ({flips})")
         if out != "ok":
             self.corrected += 1
-        return np.frombuffer(got.to_bytes(p.lanes, "little"), np.int8).copy()
+        return [np.frombuffer(v.to_bytes(p.lanes, "little"), np.int8).copy() for v in got]
 
     def load_programs(self, programs):
         if len(programs) != len(self.chips):
@@ -83,7 +150,17 @@ class GoldenTray:
         for g, p in zip(self.chips, programs):
             g.load_program(p)
 
-    def run(self, max_cycles=1_000_000) -> TrayResult:
+    def run(self, max_cycles=1_000_000, lockstep=False) -> TrayResult:
+        """Run the loaded programs.  ``lockstep``: step every chip's per-cycle reference model, one
+        cycle at a time (the reference).  Otherwise the fast tray (``sim/golden/fasttray.py``: the
+        same results, or, when it cannot prove its run exact, e.g. on any error, this lockstep run
+        from the untouched state, which reports the error)."""
+        if not lockstep:
+            try:
+                cycles, sent, activity = run_fast(self, max_cycles)
+                return TrayResult(cycles, sent, activity)
+            except NotExact:
+                self.fallbacks += 1
         self.sent = {}
         for g in self.chips:
             g.start()
@@ -114,8 +191,9 @@ def run_tray_golden(tc, xq_per_chip):
     for chip, (c, xq) in enumerate(zip(tc.chips, xq_per_chip)):
         if c is None:
             continue
-        for bank, lst in list(c.mem_image.items()) + list(c.pack_input(xq).items()):
-            for addr, v in lst:
-                t.chips[chip].write_mem(bank, addr, v)
+        image = {b: list(lst) for b, lst in c.mem_image.items()}
+        for b, lst in c.pack_input(xq).items():
+            image.setdefault(b, []).extend(lst)
+        t.chips[chip].write_image(image)
     res = t.run()
     return t, res

@@ -22,7 +22,7 @@ from tinylpu.config import load_config, parse_config
 from tinylpu.hdl.c2c import RX_STATUS, C2CLinkPair
 from tinylpu.link import LinkParams, Sym
 
-__all__ = ["LinkRun", "run_link", "measure_link", "period_for", "link_variant", "random_flips", "bench_cases",
+__all__ = ["LinkRun", "run_link", "measure_link", "period_for", "link_variant", "flit_variant", "burst_variant", "random_flips", "bench_cases",
            "run_case", "write_doc"]
 
 NOMINAL_PERIOD = 10e-9
@@ -34,6 +34,41 @@ def link_variant(base="tray", **c2c):
     raw["name"] = f"{raw['name']}-link"
     raw.setdefault("c2c", {}).update(c2c)
     return parse_config(yaml.safe_dump(raw), f"<{base} link variant>")
+
+
+def flit_variant(base="tray", **c2c):
+    """``base`` on per-vector flit framing (``c2c.framing: flit``, the framing before burst frames:
+    each vector its own flit, arriving ``link_latency`` after its own SEND element), ``link_latency``
+    the least the loader accepts plus 2 cycles of margin, ``rx_vectors`` 8; other ``c2c`` fields as
+    given."""
+    from tinylpu.link import min_link_latency
+    b = load_config(base)
+    link = {k: v for k, v in b.link.items() if k != "burst_vectors"}
+    link.update(framing="flit", rx_vectors=8)
+    link.update(c2c)
+    lat = c2c.get("link_latency", min_link_latency(b.lanes, link) + 2)
+    raw = copy.deepcopy(b.raw)
+    raw["name"] = f"{raw['name']}-flit"
+    raw["c2c"].pop("burst_vectors", None)
+    raw["c2c"].update(c2c, framing="flit", rx_vectors=link["rx_vectors"], link_latency=lat)
+    return parse_config(yaml.safe_dump(raw), f"<{base} flit variant>")
+
+
+def burst_variant(base="tray", burst_vectors=16, **c2c):
+    """``base`` with burst framing (``c2c.framing: burst``, ``burst_vectors``) and any other ``c2c``
+    fields changed; ``link_latency`` the least the loader accepts plus the margin ``base`` keeps above
+    its own least (2 cycles on ``tray`` and ``duo``), ``rx_vectors`` raised to the least accepted."""
+    from tinylpu.link import min_link_latency, min_rx_vectors
+    b = load_config(base)
+    link = dict(b.link, framing="burst", burst_vectors=burst_vectors, **c2c)
+    margin = max(0, b.link_latency - min_link_latency(b.lanes, b.link))
+    lat = c2c.get("link_latency", min_link_latency(b.lanes, link) + margin)
+    rxv = max(link["rx_vectors"], min_rx_vectors(b.lanes, link, lat))
+    raw = copy.deepcopy(b.raw)
+    raw["name"] = f"{raw['name']}-burst"
+    raw.setdefault("c2c", {}).update(c2c, framing="burst", burst_vectors=burst_vectors, link_latency=lat,
+                                     rx_vectors=rxv)
+    return parse_config(yaml.safe_dump(raw), f"<{base} burst variant>")
 
 
 def period_for(ppm, nominal=NOMINAL_PERIOD):
@@ -54,6 +89,39 @@ class LinkRun:
     trained_at: int = None                           # rx edge at which `trained` was first seen
     alarm_at: int = None                             # rx edge at which `alarm` was first seen
     rx_edges: int = 0
+    frames: list = field(default_factory=list)      # (first vector, vectors) of each SEND (burst: frame)
+    errors: list = field(default_factory=list)      # rx edges at which ``error`` pulsed
+
+    def frame_latencies(self):
+        """Receiver cycles from the TX accepting a SEND's last vector to its first vector's
+        ``recv_valid`` (delivered frames): with burst framing what ``LinkParams.nominal_latency``
+        and ``max_latency`` bound; with flits the same as ``latencies``."""
+        at = {}
+        for _, v, r in self.received:
+            at.setdefault(v, r)
+        out = []
+        for o, cnt in self.frames:
+            v0 = self.sent[o][0] if o < len(self.sent) else None
+            if v0 in at and o + cnt - 1 < len(self.sent):
+                e = self.sent[o + cnt - 1][1]
+                out.append((at[v0] * self.rx_period - e * self.tx_period) / self.rx_period)
+        return out
+
+    def goodput(self):
+        """Payload bits delivered / wire data bits in the same time, at the link rate: the vectors
+        delivered from the first delivery up to (not including) the last SEND's first delivery,
+        over that time in sender cycles (with flits: (delivered - 1) vectors from the first to the
+        last delivery)."""
+        rcv = self.received
+        if len(rcv) < 2:
+            return 0.0
+        p = self.params
+        o = self.frames[-1][0] if self.frames else len(self.sent) - 1
+        v_last = self.sent[o][0] if o < len(self.sent) else None
+        end = next((e for _, v, e in rcv if v == v_last), rcv[-1][2])
+        n = sum(1 for _, _, e in rcv if e < end)
+        t = (end - rcv[0][2]) * self.rx_period / self.tx_period
+        return n * 8 * p.lanes / (t * p.width) if t > 0 else 0.0
 
     def latencies(self):
         """Receiver cycles from the TX accepting a vector to ``recv_valid`` (delivered ones)."""
@@ -70,11 +138,13 @@ class LinkRun:
 
 def run_link(cfg, *, tx_ppm=0.0, rx_ppm=0.0, n_vectors=200, interval=None, gap_jitter=0,
              compensate=True, flips=(), seed=1, tail=None, run_cycles=None, train_words=None,
-             vcd=None):
+             vcd=None, frame=None):
     """Simulate one link.
 
     * ``interval``: TX cycles between vectors (default ``send_interval``, the link rate);
-      ``gap_jitter`` adds 0..gap_jitter random extra cycles per vector.
+      ``gap_jitter`` adds 0..gap_jitter random extra cycles per vector (burst framing: per frame).
+    * ``frame``: burst framing: vectors per SEND (one frame each, default ``burst_vectors``), sent
+      back to back at ``interval``, then ``frame_gap`` cycles (the link rate).
     * ``flips``: ``(flit_index, word_index, mask)`` — XOR ``mask`` (bit ``width`` = K flag) into
       word ``word_index`` (0 = header) of the ``flit_index``-th DATA flit on the wire.
     * ``run_cycles``: instead of stopping after the last vector plus ``tail``, run this many TX
@@ -88,6 +158,10 @@ def run_link(cfg, *, tx_ppm=0.0, rx_ppm=0.0, n_vectors=200, interval=None, gap_j
     rng = random.Random(seed)
     vectors = [rng.getrandbits(8 * cfg.lanes) for _ in range(n_vectors)]
     tail = 4 * p.depth + 8 * p.flit_words if tail is None else tail
+    frame = (p.burst_vectors if frame is None else frame) if p.burst else 1
+    res.frames = [(o, min(frame, n_vectors - o)) for o in range(0, n_vectors, frame)]
+    if p.burst:
+        tail += 2 * p.frame_words(frame)
     flip_at = {}
     for f, wi, mask in flips:
         flip_at[(f, wi)] = flip_at.get((f, wi), 0) ^ mask
@@ -104,14 +178,18 @@ def run_link(cfg, *, tx_ppm=0.0, rx_ppm=0.0, n_vectors=200, interval=None, gap_j
             tx_edges[0] += 1
             if ctx.get(dut.trained):
                 break
-        for v in vectors:
+        for i, v in enumerate(vectors):
+            o, cnt = res.frames[i // frame]
             ctx.set(dut.send_valid, 1)
             ctx.set(dut.send_data, v)
+            ctx.set(dut.send_count, cnt if p.burst else 0)
             await ctx.tick("tx")
             res.sent.append((v, tx_edges[0]))
             tx_edges[0] += 1
             ctx.set(dut.send_valid, 0)
-            gap = interval - 1 + (rng.randint(0, gap_jitter) if gap_jitter else 0)
+            last = i == o + cnt - 1
+            gap = interval - 1 + (p.frame_gap if last else 0) + \
+                (rng.randint(0, gap_jitter) if gap_jitter and last else 0)
             if gap:
                 await ctx.tick("tx").repeat(gap)
                 tx_edges[0] += gap
@@ -126,11 +204,13 @@ def run_link(cfg, *, tx_ppm=0.0, rx_ppm=0.0, n_vectors=200, interval=None, gap_j
 
     async def monitor(ctx):
         edge = 0
-        async for _, _, valid, seq, data, hv, off, trained, alarm in ctx.tick("rx").sample(
+        async for _, _, valid, seq, data, hv, off, trained, alarm, err in ctx.tick("rx").sample(
                 dut.recv_valid, dut.recv_seq, dut.recv_data, dut.hac_valid, dut.hac_offset,
-                dut.trained, dut.alarm):
+                dut.trained, dut.alarm, dut.error):
             if valid:
                 res.received.append((seq, data, edge))
+            if err:
+                res.errors.append(edge)
             if hv:
                 res.hac_offsets.append((edge, off))
             if trained and res.trained_at is None:
@@ -214,16 +294,22 @@ def measure_link(cfg, ppm, n_vectors=300, *, rx_ppm=0.0, seed=1, **kw):
     }
 
 
-def random_flips(p, n_vectors, ber, seed):
-    """Independent bit errors at rate ``ber`` on every wire bit (data and K flag) of every DATA flit:
+def random_flips(p, n_vectors, ber, seed, frame=None):
+    """Independent bit errors at rate ``ber`` on every wire bit (data and K flag) of every DATA flit
+    (burst framing: of every frame of ``frame`` vectors, default ``burst_vectors``):
     ``[(flit, word, mask)]`` for ``run_link``."""
     rng = random.Random(seed)
     out = []
     if ber <= 0:
         return out
     nbits = p.width + 1
-    for f in range(n_vectors):
-        for w in range(p.flit_words):
+    if p.burst:
+        frame = frame or p.burst_vectors
+        frames = [p.frame_words(min(frame, n_vectors - o)) for o in range(0, n_vectors, frame)]
+    else:
+        frames = [p.flit_words] * n_vectors
+    for f, words in enumerate(frames):
+        for w in range(words):
             mask = 0
             b = -1
             while True:                       # geometric gaps: fast for small rates
@@ -236,70 +322,103 @@ def random_flips(p, n_vectors, ber, seed):
     return out
 
 
-#: (label, width_bits, relative ppm offset (sender - receiver), bit error rate) of ``tinylpu bench c2c``.
+#: burst_vectors of the burst-framed bench cases per width: the shortest frame that meets issue 19's
+#: goodput target (0.94 at width 32: 64/67 = 0.955; 0.97 at width 64: 128/131 = 0.977)
+BENCH_BURST = {32: 16, 64: 64}
+#: frames per burst-framed bench case
+BENCH_FRAMES = 20
+
+
+#: (label, width_bits, relative ppm offset (sender - receiver), bit error rate, framing) of
+#: ``tinylpu bench c2c``.
 def bench_cases():
     cases = []
     for width in (32, 64):
         for ppm in (0, 100, -100, 300, -300, 600, -600):
-            cases.append((f"w{width} {ppm:+d} ppm", width, ppm, 0.0))
+            cases.append((f"w{width} {ppm:+d} ppm", width, ppm, 0.0, "burst"))
     for width in (32, 64):
         for ber in (1e-4, 1e-3, 1e-2):
-            cases.append((f"w{width} +300 ppm BER {ber:g}", width, 300, ber))
+            cases.append((f"w{width} +300 ppm BER {ber:g}", width, 300, ber, "burst"))
+    for width in (32, 64):
+        cases.append((f"w{width} +300 ppm flit", width, 300, 0.0, "flit"))
+        cases.append((f"w{width} +300 ppm BER 0.001 flit", width, 300, 1e-3, "flit"))
     return cases
 
 
-def run_case(width, ppm, ber, n=300, seed=1, base="tray"):
-    """One bench case: ``n`` random vectors back to back at the link rate (one per
-    ``send_interval``, what a SEND of n vectors does), the sender ``ppm/2`` fast and the receiver
-    ``ppm/2`` slow, bit errors at ``ber``.  Returns the row of ``tinylpu bench c2c --json``."""
+def case_config(width, framing="burst", base="tray"):
+    """The bench's link: ``base`` at ``width_bits`` ``width`` with ``framing`` (burst: ``BENCH_BURST``
+    vectors per frame), ``link_latency`` (and ``rx_vectors``) the least the loader accepts."""
     from tinylpu.link import min_link_latency
     b = load_config(base)
-    need = min_link_latency(b.lanes, dict(b.link, width_bits=width))
-    cfg = b if width == b.link["width_bits"] else link_variant(base, width_bits=width,
-                                                               link_latency=max(b.link_latency, need))
+    if framing == "burst":
+        return burst_variant(base, BENCH_BURST[width], **({"width_bits": width} if width != b.link["width_bits"] else {}))
+    need = min_link_latency(b.lanes, dict(b.link, width_bits=width, framing="flit"))
+    if width == b.link["width_bits"] and b.link.get("framing", "flit") == "flit":
+        return b
+    return link_variant(base, width_bits=width, framing="flit", link_latency=max(b.link_latency, need))
+
+
+def run_case(width, ppm, ber, n=None, seed=1, base="tray", framing="burst"):
+    """One bench case: ``n`` random vectors back to back at the link rate (flits: one per
+    ``send_interval``, what a SEND of n vectors does; bursts: SENDs of ``burst_vectors`` vectors,
+    each one frame, one per ``frame_period``), the sender ``ppm/2`` fast and the receiver ``ppm/2``
+    slow, bit errors at ``ber``.  Returns the row of ``tinylpu bench c2c --json``."""
+    cfg = case_config(width, framing, base)
     p = LinkParams.from_cfg(cfg)
+    if n is None:
+        n = BENCH_FRAMES * p.burst_vectors if p.burst else 300
     flips = random_flips(p, n, ber, seed)
     r = run_link(cfg, tx_ppm=ppm / 2, rx_ppm=-ppm / 2, n_vectors=n, flips=flips, seed=seed)
     rcv = r.received
     sent = [v for v, _ in r.sent]
-    # delivered vectors must be a subsequence of the sent ones: any other is silently wrong
-    wrong, it = 0, iter(sent)
-    for _, v, _ in rcv:
+    # delivered vectors must be a subsequence of the sent ones: any other is wrong, and silently so
+    # unless ``error`` pulses by the end of its frame's delivery (burst framing: the CRC of a
+    # miscorrected frame is checked as its vectors leave the frame buffer, one per cycle)
+    window = p.burst_vectors + 4 if p.burst else 2
+    wrong = flagged = 0
+    it = iter(sent)
+    for _, v, e in rcv:
         if not any(s == v for s in it):
             wrong += 1
+            flagged += any(e <= x <= e + window for x in r.errors)
             it = iter(sent)
-    if len(rcv) >= 2:
-        t = (rcv[-1][2] - rcv[0][2]) * r.rx_period / r.tx_period
-        goodput = (len(rcv) - 1) * 8 * p.lanes / (t * p.width)
-    else:
-        goodput = 0.0
+    goodput = r.goodput()
     lat = r.latencies()
+    flat = r.frame_latencies()
     s = r.status
-    return {"width_bits": width, "ppm": ppm, "ber": ber, "vectors": n, "delivered": len(rcv),
+    return {"width_bits": width, "framing": p.framing, "ppm": ppm, "ber": ber, "vectors": n, "delivered": len(rcv),
             "goodput_fraction": goodput, "goodput_bound": p.goodput_max,
             "framing_efficiency": p.framing_efficiency, "send_interval": p.send_interval,
-            "flit_words": p.flit_words,
+            "flit_words": p.frame_words(p.burst_vectors) if p.burst else p.flit_words,
+            "burst_vectors": p.burst_vectors if p.burst else 1, "frame_gap": p.frame_gap,
             "latency_cycles": sum(lat) / len(lat) if lat else None,
             "latency_min": min(lat) if lat else None, "latency_max": max(lat) if lat else None,
+            "frame_latency_min": min(flat) if flat else None, "frame_latency_max": max(flat) if flat else None,
+            "nominal_latency_formula": p.nominal_latency,
             "max_latency_formula": p.max_latency,
             "bits_flipped": sum(bin(m).count("1") for _, _, m in flips),
-            "flits_hit": len({f for f, _, _ in flips}),
+            "flits_hit": len({f for f, _, _ in flips}), "frames": len(r.frames),
             "corrected": s["corrected"], "detected": s["crc_errors"] + s["frame_errors"] + s["seq_errors"],
-            "lost": n - len(rcv), "silently_wrong": wrong,
+            "lost": n - len(rcv), "silently_wrong": wrong - flagged, "wrong_flagged": flagged,
             "crc_errors": s["crc_errors"], "frame_errors": s["frame_errors"], "seq_errors": s["seq_errors"],
             "skips_removed": s["skips_removed"], "skips_inserted": s["skips_inserted"], "alarm": s["alarm"]}
 
 
 def table(rows):
-    L = ["| case | flit / interval (words) | goodput (data bits) | bound | latency min/mean/max (rx cycles) "
-         "| max_latency | bits flipped / flits hit | corrected | detected | lost | silently wrong | SKIPs -/+ |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    L = [("| case | vectors per frame / frame words / cycles per vector + gap | goodput (data bits) | bound | "
+          "latency per vector min/mean/max (rx cycles) | frame latency min/max (last element -> first delivery) | "
+          "nominal / max_latency | bits flipped / frames hit | corrected | detected | lost | silently wrong / wrong but "
+          "flagged | SKIPs -/+ |"),
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = (f"{r['latency_min']:.2f} / {r['latency_cycles']:.2f} / {r['latency_max']:.2f}"
                if r["latency_cycles"] is not None else "-")
-        L.append(f"| {r['case']} | {r['flit_words']} / {r['send_interval']} | {r['goodput_fraction']:.4f} | "
-                 f"{r['goodput_bound']:.4f} | {lat} | {r['max_latency_formula']} | {r['bits_flipped']} / "
-                 f"{r['flits_hit']} | {r['corrected']} | {r['detected']} | {r['lost']} | {r['silently_wrong']} | "
+        flat = (f"{r['frame_latency_min']:.2f} / {r['frame_latency_max']:.2f}"
+                if r["frame_latency_min"] is not None else "-")
+        L.append(f"| {r['case']} | {r['burst_vectors']} / {r['flit_words']} / {r['send_interval']} + {r['frame_gap']} | "
+                 f"{r['goodput_fraction']:.4f} | {r['goodput_bound']:.4f} | {lat} | {flat} | "
+                 f"{r['nominal_latency_formula']} / {r['max_latency_formula']} | {r['bits_flipped']} / "
+                 f"{r['flits_hit']} | {r['corrected']} | {r['detected']} | {r['lost']} | {r['silently_wrong']} / {r['wrong_flagged']} | "
                  f"{r['skips_removed']}/{r['skips_inserted']} |")
     return L
 
@@ -313,9 +432,14 @@ def write_doc(rows, path, n):
     from pathlib import Path
     p = Path(path)
     text = p.read_text()
-    block = [DOC_BEGIN, "", f"Written by `tinylpu bench c2c` ({n} random vectors per case, back to back at the link "
-             "rate, config `tray` at the width named, the sender ppm/2 fast and the receiver ppm/2 slow, Amaranth "
-             "simulator; bit errors at the rate named on every wire bit (data and K flag) of every DATA flit).", ""]
+    sizes = ", ".join(f"{v} at width {w}" for w, v in BENCH_BURST.items())
+    block = [DOC_BEGIN, "", (f"Written by `tinylpu bench c2c` (burst framing: {BENCH_FRAMES} frames of "
+             f"burst_vectors random vectors per case ({sizes}), "
+             "SENDs back to back at the link rate (one vector per cycles-per-vector, the frame gap between "
+             f"frames); flit framing (the old format, for comparison): {n} vectors, one per send_interval. Config "
+             "`tray`'s link at the width named (`case_config`); the sender "
+             "ppm/2 fast and the receiver ppm/2 slow, Amaranth simulator; bit errors at the rate named on every wire "
+             "bit (data and K flag) of every DATA flit or frame)."), ""]
     block += table(rows) + ["", DOC_END]
     if DOC_BEGIN in text:
         head, _, rest = text.partition(DOC_BEGIN)
@@ -330,8 +454,8 @@ def bench_main(as_json=False, n=300, output="docs/c2c.md"):
     """``tinylpu bench c2c [--json]``."""
     import json
     rows = []
-    for label, width, ppm, ber in bench_cases():
-        r = run_case(width, ppm, ber, n=n)
+    for label, width, ppm, ber, framing in bench_cases():
+        r = run_case(width, ppm, ber, n=n if framing == "flit" else None, framing=framing)
         r["case"] = label
         rows.append(r)
         if not as_json:

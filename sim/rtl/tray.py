@@ -67,8 +67,9 @@ def inject_entries(cfg, link_flips, flip_scan=4096):
     for a, q, i, w, m in flips:
         if not (0 <= a < cfg.chips and 0 <= q < cfg.c2c_ports):
             raise ValueError(f"link flip on chip {a} port {q}: no such link in {cfg.name}")
-        if not (0 <= w < p.flit_words and 0 <= m < (1 << (p.width + 1)) and 0 <= i < (1 << INJECT_INDEX_BITS)):
-            raise ValueError(f"link flip {(a, q, i, w, m)}: word must be below {p.flit_words}, mask below "
+        most = p.frame_words(p.burst_vectors) if p.burst else p.flit_words
+        if not (0 <= w < most and 0 <= m < (1 << (p.width + 1)) and 0 <= i < (1 << INJECT_INDEX_BITS)):
+            raise ValueError(f"link flip {(a, q, i, w, m)}: word must be below {most}, mask below "
                              f"2**{p.width + 1}, index below 2**{INJECT_INDEX_BITS}")
         key = (a, q)
         acc.setdefault(key, {})

@@ -15,24 +15,41 @@ from amaranth.sim import Simulator
 
 from tinylpu.config import load_config
 from tinylpu.hdl.c2c import C2CLinkPair, LinkRX, LinkTX, secded_check, secded_correct
-from tinylpu.link import (CORRECTED, OK, UNCORRECTABLE, LinkParams, Sym, decode_frame, encode_flit, encode_hac,
-                          link_problems, min_link_latency, secded_check_bits, secded_decode, secded_encode)
-from tinylpu.sim.perf.c2c import link_variant, measure_link, run_link
+from tinylpu.link import (
+    CORRECTED,
+    OK,
+    UNCORRECTABLE,
+    LinkParams,
+    Sym,
+    decode_frame,
+    encode_flit,
+    encode_hac,
+    link_problems,
+    min_link_latency,
+    secded_check_bits,
+    secded_decode,
+    secded_encode,
+)
+from tinylpu.sim.perf.c2c import flit_variant, link_variant, measure_link, run_link
 
 SLOW = pytest.mark.slow
 
 
+#: the tray's link on per-vector flit framing: the tests up to "burst framing" are about that framing
+FLIT_TRAY = flit_variant("tray")
+
+
 @pytest.fixture(scope="module")
 def tray():
-    return load_config("tray")
+    return FLIT_TRAY
 
 
 def width_variant(width, **c2c):
     """The tray's link at another ``width_bits`` (and other ``c2c`` fields), with ``link_latency``
     raised to what that link needs (the loader refuses less: ``tinylpu.link.link_problems``)."""
-    base = load_config("tray")
+    base = FLIT_TRAY
     need = min_link_latency(base.lanes, dict(base.link, width_bits=width, **c2c))
-    return link_variant(width_bits=width, link_latency=max(base.link_latency, need), **c2c)
+    return link_variant(base, width_bits=width, link_latency=max(base.link_latency, need), **c2c)
 
 
 def delivered(r):
@@ -132,7 +149,7 @@ def test_symbol_codes_have_distance_two():
 def test_wire_format(tray):
     """Capture the TX wire: training, SKIP every skip_interval words, flits = header + payload
     (lane 0 in the low byte of the first word) + zlib CRC-32, HAC frames with the TX counter."""
-    cfg = link_variant(skip_interval=32, hac_interval=64)
+    cfg = link_variant(FLIT_TRAY, skip_interval=32, hac_interval=64)
     p = LinkParams.from_cfg(cfg)
     dut = C2CLinkPair(cfg, train_words=40)
     sim = Simulator(dut)
@@ -327,20 +344,20 @@ def test_loader_link_rules():
     """Every power-of-two width from 8 to 8 x lanes loads when link_latency covers the link's
     latency; narrow links need more (named with the reason), and a SKIP rate above one per flit
     slot is refused."""
-    base = load_config("tray")
+    base = FLIT_TRAY
     for w in WIDTHS:
         assert width_variant(w).link["width_bits"] == w
     assert link_problems(base.lanes, base.link, base.link_latency) == []
     with pytest.raises(ValueError, match=r"'c2c.link_latency': is 24 but with c2c.width_bits 8 a vector can take "
                                          r"up to 36 cycles from SEND to RECV .*19-word flits.* at least 40"):
-        link_variant(width_bits=8)
+        link_variant(FLIT_TRAY, width_bits=8)
     with pytest.raises(ValueError, match=r"'c2c.link_latency': is 20 but with c2c.width_bits 16 .* at least 28"):
-        link_variant(width_bits=16, link_latency=20)
+        link_variant(FLIT_TRAY, width_bits=16, link_latency=20)
     with pytest.raises(ValueError, match=r"'c2c.skip_interval': is 20 but with c2c.width_bits 8 a vector takes 20 "
                                          r"link cycles .*must be more than 20"):
-        link_variant(width_bits=8, skip_interval=20, link_latency=64)
+        link_variant(FLIT_TRAY, width_bits=8, skip_interval=20, link_latency=64)
     with pytest.raises(ValueError, match=r"'c2c.width_bits': is 256 but a vector has only 128 bits"):
-        link_variant(width_bits=256, link_latency=64)
+        link_variant(FLIT_TRAY, width_bits=256, link_latency=64)
     assert link_problems(16, dict(base.link, width_bits=24), 64) == [
         ("c2c.width_bits", ("is 24 but a link word must be a power of two of at least 8 bits that divides the "
                             "vector's 128 bits"))]
@@ -353,7 +370,7 @@ def test_loader_link_rules():
                                            pytest.param(-5000, 0, marks=SLOW),
                                            (5000, -5000), pytest.param(-5000, 5000, marks=SLOW)])
 def test_exaggerated_drift(tx_ppm, rx_ppm):
-    cfg = link_variant(skip_interval=64)              # absorbs up to 1/64 = 15625 ppm
+    cfg = link_variant(FLIT_TRAY, skip_interval=64)              # absorbs up to 1/64 = 15625 ppm
     r = run_link(cfg, tx_ppm=tx_ppm, rx_ppm=rx_ppm, n_vectors=300, seed=3)
     expect_clean(r, 300)
     s = r.status
@@ -369,7 +386,7 @@ def test_exaggerated_drift(tx_ppm, rx_ppm):
 # ---------------------------------------------------------------------------------------------
 # (c) bit errors: single ones corrected, double ones detected, never a wrong vector
 
-def _flip_run(flips, n=120, cfg="tray"):
+def _flip_run(flips, n=120, cfg=FLIT_TRAY):
     """Run with ``flips``; every delivered vector is the one sent (in order), a vector is missing
     only if its flit was hit, and nothing raises the alarm."""
     r = run_link(cfg, n_vectors=n, flips=flips, seed=5)
@@ -401,7 +418,7 @@ def _protected_bits(p, word):
 def test_single_bit_errors_corrected(width):
     """One flipped bit in every flit, anywhere in its sequence number, check bits, payload or in a
     body word's K flag: every vector delivered bit-exact, each counted as corrected."""
-    cfg = "tray" if width == 32 else width_variant(width)
+    cfg = FLIT_TRAY if width == 32 else width_variant(width)
     p = LinkParams.from_cfg(load_config(cfg))
     rng = random.Random(width)
     flips = []
@@ -491,7 +508,7 @@ def test_decode_frame_model_matches_rtl_injection(tray):
 
 @pytest.mark.parametrize("tx_ppm,flag", [(25000, "high"), pytest.param(-25000, "low", marks=SLOW)])
 def test_drift_beyond_budget_alarms(tx_ppm, flag):
-    cfg = link_variant(skip_interval=64)              # absorbs at most 15625 ppm
+    cfg = link_variant(FLIT_TRAY, skip_interval=64)              # absorbs at most 15625 ppm
     r = run_link(cfg, tx_ppm=tx_ppm, n_vectors=100, run_cycles=2000, seed=2)
     assert r.status["alarm"] == 1 and r.status["alarm_flags"][flag] == 1
 
@@ -499,7 +516,7 @@ def test_drift_beyond_budget_alarms(tx_ppm, flag):
 @pytest.mark.slow
 @pytest.mark.parametrize("tx_ppm,flags", [(5000, ("high", "overflow")), (-5000, ("low", "underflow"))])
 def test_no_compensation_runs_away(tx_ppm, flags):
-    cfg = link_variant(skip_interval=64)
+    cfg = link_variant(FLIT_TRAY, skip_interval=64)
     off = run_link(cfg, tx_ppm=tx_ppm, n_vectors=200, run_cycles=3000, compensate=False, seed=8)
     on = run_link(cfg, tx_ppm=tx_ppm, n_vectors=200, run_cycles=3000, compensate=True, seed=8)
     assert off.status["alarm"] == 1
@@ -532,7 +549,7 @@ def test_latency_isolated_vectors_exact(tray):
 
 
 def test_hac_offset_tracks_drift():
-    cfg = link_variant(skip_interval=64, hac_interval=64)
+    cfg = link_variant(FLIT_TRAY, skip_interval=64, hac_interval=64)
     r0 = run_link(cfg, n_vectors=100, seed=1)
     assert r0.hac_offsets and all(off == 0 for _, off in r0.hac_offsets)
     r = run_link(cfg, tx_ppm=4000, n_vectors=200, seed=1)
@@ -546,7 +563,7 @@ def test_hac_offset_tracks_drift():
 # the rate contract, training
 
 def test_overrun_when_faster_than_link_rate():
-    cfg = link_variant(skip_interval=16)
+    cfg = link_variant(FLIT_TRAY, skip_interval=16)
     p = LinkParams.from_cfg(cfg)
     r = run_link(cfg, n_vectors=150, interval=p.send_interval - 1)
     assert r.status["overrun"] == 1
@@ -583,7 +600,7 @@ def test_training_handshake(tray):
 def test_small_elastic_buffer_rejected():
     # the config refuses it (two synchronizer delays alone use about 7 words of the buffer)
     with pytest.raises(ValueError, match=r"c2c.elastic_depth': must be in \[16, 1024\], got 8"):
-        LinkRX(link_variant(elastic_depth=8))
+        LinkRX(link_variant(FLIT_TRAY, elastic_depth=8))
 
 
 @SLOW
@@ -619,7 +636,7 @@ def test_long_run_no_compensation_real_config(tray, tx_ppm):
 @pytest.mark.slow
 @pytest.mark.parametrize("tx_ppm", [14000, -14000])
 def test_near_compensation_limit(tx_ppm):
-    cfg = link_variant(skip_interval=64)              # limit 15625 ppm
+    cfg = link_variant(FLIT_TRAY, skip_interval=64)              # limit 15625 ppm
     r = run_link(cfg, tx_ppm=tx_ppm, n_vectors=1500, seed=21)
     expect_clean(r, 1500)
 
@@ -633,8 +650,249 @@ def test_cocotb_icarus_two_clocks(tmp_path, tx_ps, rx_ps):
 
     assert shutil.which("iverilog"), "Icarus Verilog is missing: `make setup` installs it (apt-get install iverilog)"
     from tinylpu.sim.rtl.cocotb_c2c import run_c2c_cocotb
-    results = run_c2c_cocotb(link_variant(skip_interval=64), tmp_path, tx_ps=tx_ps, rx_ps=rx_ps)
+    results = run_c2c_cocotb(link_variant(FLIT_TRAY, skip_interval=64), tmp_path, tx_ps=tx_ps, rx_ps=rx_ps)
     cases = ET.parse(results).getroot().iter("testcase")
     outcomes = [(c.get("name"), [x.tag for x in c if x.tag in ("failure", "error", "skipped")])
                 for c in cases]
     assert outcomes and all(not bad for _, bad in outcomes), outcomes
+
+
+# ---------------------------------------------------------------------------------------------
+# burst framing (c2c.framing: burst): one frame per SEND, a frame FEC, store and forward
+
+def burst_cfg(width=32, burst_vectors=None, **c2c):
+    from tinylpu.sim.perf.c2c import burst_variant
+    B = burst_vectors or (16 if width == 32 else 64)
+    return burst_variant("tray", B, **({"width_bits": width} if width != 32 else {}), **c2c)
+
+
+def test_burst_params():
+    p = LinkParams.from_cfg(burst_cfg())
+    assert (p.send_interval, p.count_bits, p.bhdr_bits, p.frame_syndrome_bits, p.frame_fec_bits, p.trailer_words,
+            p.frame_gap) == (4, 4, 22, 13, 30, 1, 3)
+    assert p.frame_words(16) == 66 and p.frame_period(16) == 67
+    assert p.goodput_max == 64 / 67 >= 0.94
+    p64 = LinkParams.from_cfg(burst_cfg(64))
+    assert (p64.send_interval, p64.frame_gap, p64.frame_period(64)) == (2, 3, 131)
+    assert p64.goodput_max == 128 / 131 >= 0.97
+    # every payload bit has its own code, none a power of two (a check bit's syndrome)
+    from tinylpu.link import burst_bit_codes
+    for q in (p, p64):
+        codes = {(j << q.bit_code_bits) | c for j in range(q.burst_vectors * q.payload_words)
+                 for c in burst_bit_codes(q)}
+        assert len(codes) == q.burst_vectors * q.payload_words * q.width
+        assert all(c & (c - 1) for c in codes) and max(codes) < 1 << q.frame_syndrome_bits
+
+
+@pytest.mark.parametrize("width,n", [(32, 1), (32, 3), (32, 16), (64, 5), pytest.param(64, 64, marks=SLOW)])
+def test_burst_codec_every_single_and_random_double_error(width, n):
+    """``encode_burst``/``decode_burst``: every covered bit flipped alone is corrected bit-exact;
+    two in one code are detected; a body K flag is ignored; a bit in each code is corrected."""
+    from tests.tray_programs import burst_cells
+    from tinylpu.link import decode_burst, encode_burst
+    p = LinkParams.from_cfg(burst_cfg(width))
+    rng = random.Random(n)
+    vecs = [rng.getrandbits(128) for _ in range(n)]
+    frame = encode_burst(p, vecs, 7)
+    assert len(frame) == p.frame_words(n) and decode_burst(p, frame) == (vecs, 7, OK)
+
+    def hit(cells):
+        f = list(frame)
+        for w, b in cells:
+            k, d = f[w]
+            f[w] = (k ^ 1, d) if b == p.width else (k, d ^ (1 << b))
+        return decode_burst(p, f)
+    cells = burst_cells(p, n)
+    for w, b, _ in cells:
+        assert hit([(w, b)]) == (vecs, 7, CORRECTED), (w, b)
+    for _ in range(2000):
+        (w1, b1, c1), (w2, b2, c2) = rng.sample(cells, 2)
+        got = hit([(w1, b1), (w2, b2)])
+        if "k" in (c1, c2) or c1 != c2:
+            assert got == (vecs, 7, CORRECTED)
+        else:
+            assert got[2] == UNCORRECTABLE, ((w1, b1), (w2, b2))
+
+
+@pytest.mark.parametrize("ppm", [0, 300, pytest.param(-300, marks=SLOW), pytest.param(600, marks=SLOW),
+                                 pytest.param(-600, marks=SLOW), pytest.param(100, marks=SLOW),
+                                 pytest.param(-100, marks=SLOW)])
+def test_burst_link_goodput_at_ppm(ppm):
+    """Frames of 16 vectors back to back at the link rate (4 cycles per vector + the 3-cycle frame
+    gap), the sender ppm/2 fast and the receiver ppm/2 slow: every vector delivered in order, the
+    goodput the formula's (64/67 >= 0.94) within the run's edges, the frame latency within
+    [nominal - 2, max_latency]."""
+    cfg = burst_cfg()
+    p = LinkParams.from_cfg(cfg)
+    r = run_link(cfg, tx_ppm=ppm / 2, rx_ppm=-ppm / 2, n_vectors=12 * 16)
+    assert delivered(r) == [v for v, _ in r.sent]
+    s = r.status
+    assert (s["crc_errors"], s["frame_errors"], s["seq_errors"], s["alarm"], s["overrun"]) == (0, 0, 0, 0, 0)
+    assert s["flits_ok"] == 12
+    assert abs(r.goodput() - p.goodput_max) < 0.003 and r.goodput() >= 0.94
+    lat = r.frame_latencies()
+    assert p.nominal_latency - 2 <= min(lat) and max(lat) <= p.max_latency
+
+
+def test_burst_link_width_64():
+    cfg = burst_cfg(64)
+    p = LinkParams.from_cfg(cfg)
+    r = run_link(cfg, tx_ppm=150, rx_ppm=-150, n_vectors=4 * 64)
+    assert delivered(r) == [v for v, _ in r.sent] and r.status["overrun"] == 0
+    assert abs(r.goodput() - p.goodput_max) < 0.003 and r.goodput() >= 0.97
+    lat = r.frame_latencies()
+    assert p.nominal_latency - 2 <= min(lat) and max(lat) <= p.max_latency
+
+
+def test_burst_link_short_frames_and_gaps():
+    """Frames of 1 and 3 vectors (a SEND of 1 is a frame of 1), random gaps: all delivered."""
+    cfg = burst_cfg()
+    for frame in (1, 3):
+        r = run_link(cfg, n_vectors=18, frame=frame, gap_jitter=5, seed=frame)
+        assert delivered(r) == [v for v, _ in r.sent] and r.status["overrun"] == 0
+        assert r.status["flits_ok"] == 18 // frame
+
+
+def _burst_flip_run(flips, n, frame, ppm=200):
+    return run_link(burst_cfg(), tx_ppm=ppm, n_vectors=n, frame=frame, flips=flips)
+
+
+def test_burst_single_bit_errors_corrected_rtl():
+    """One random covered bit flipped in every frame (header fields, payload, trailer, body K
+    flags): every vector delivered bit-exact, every frame counted as corrected."""
+    from tests.tray_programs import burst_cells
+    p = LinkParams.from_cfg(burst_cfg())
+    rng = random.Random(11)
+    cells = burst_cells(p, 4)
+    picks = [cells[0], cells[-1], cells[-2]] + rng.sample(cells, 21)      # header, trailer K and bits
+    flips = [(f, w, 1 << b) for f, (w, b, _) in enumerate(picks)]
+    r = _burst_flip_run(flips, 4 * len(picks), 4)
+    assert delivered(r) == [v for v, _ in r.sent]
+    s = r.status
+    assert s["corrected"] == len(picks) and (s["crc_errors"], s["frame_errors"], s["seq_errors"]) == (0, 0, 0)
+
+
+def test_burst_double_bit_errors_detected_rtl():
+    """Two covered bits of one code flipped in every other frame: each such frame detected
+    (``crc_errors``, ``error``), none of its vectors delivered, the others intact."""
+    from tests.tray_programs import burst_cells
+    p = LinkParams.from_cfg(burst_cfg())
+    rng = random.Random(12)
+    by = {c: [(w, b) for w, b, cc in burst_cells(p, 4) if cc == c] for c in ("hdr", "frame")}
+    flips = []
+    for f in range(0, 16, 2):
+        two = rng.sample(by["hdr" if f % 4 == 0 else "frame"], 2)
+        flips += [(f, w, 1 << b) for w, b in two]
+    r = _burst_flip_run(flips, 64, 4, ppm=-200)
+    sent = [v for v, _ in r.sent]
+    assert delivered(r) == [v for i, v in enumerate(sent) if (i // 4) % 2 == 1]
+    s = r.status
+    assert s["crc_errors"] == 8 and s["corrected"] == 0 and s["frame_errors"] == 0
+
+
+def test_burst_adjacent_bit_bursts_corrected_or_flagged_rtl():
+    """Bursts of 2 adjacent wire bits anywhere in a frame: every frame either delivered bit-exact
+    or counted as uncorrectable (or a framing error), never a wrong vector."""
+    p = LinkParams.from_cfg(burst_cfg())
+    rng = random.Random(13)
+    flips = []
+    n_frames = 16
+    for f in range(n_frames):
+        w = rng.randrange(p.frame_words(4))
+        b = rng.randrange(p.width)
+        flips.append((f, w, 3 << b))
+    r = _burst_flip_run(flips, 4 * n_frames, 4)
+    sent = [v for v, _ in r.sent]
+    got = delivered(r)
+    assert all(v in sent for v in got) and got == sorted(got, key=sent.index)
+    s = r.status
+    assert len(got) // 4 + s["crc_errors"] + s["frame_errors"] >= n_frames
+    assert len(got) % 4 == 0
+
+
+def test_burst_loader_rules():
+    from tinylpu.config import ConfigError
+    from tinylpu.sim.perf.c2c import link_variant
+    with pytest.raises(ConfigError, match=r"c2c.framing.*must be one of flit, burst; got 'wide'"):
+        link_variant(FLIT_TRAY, framing="wide")
+    with pytest.raises(ConfigError, match=r"c2c.burst_vectors.*applies to c2c.framing burst only"):
+        link_variant(FLIT_TRAY, burst_vectors=4)
+    with pytest.raises(ConfigError, match=r"c2c.width_bits.*burst framing needs width_bits >= 32"):
+        link_variant(FLIT_TRAY, framing="burst", burst_vectors=16, width_bits=16, link_latency=60, rx_vectors=64)
+    with pytest.raises(ConfigError, match=r"c2c.link_latency.*is 24 but .* link_latency must be at least 26"):
+        link_variant(FLIT_TRAY, framing="burst", burst_vectors=16, rx_vectors=64)
+    with pytest.raises(ConfigError, match=r"c2c.rx_vectors.*is 8 but a SEND of c2c.burst_vectors 16 .* at least 24"):
+        link_variant(FLIT_TRAY, framing="burst", burst_vectors=16, link_latency=26)
+    with pytest.raises(ConfigError, match=r"c2c.skip_interval.*is 64 but .* skip_interval must be more than 67"):
+        link_variant(FLIT_TRAY, framing="burst", burst_vectors=16, link_latency=26, rx_vectors=24, skip_interval=64)
+    with pytest.raises(ConfigError, match=r"c2c.hac_interval.*is 64 but .* hac_interval must be more than 67"):
+        link_variant(FLIT_TRAY, framing="burst", burst_vectors=16, link_latency=26, rx_vectors=24, hac_interval=64)
+    with pytest.raises(ConfigError, match=r"c2c.burst_vectors.*"):
+        link_variant(FLIT_TRAY, framing="burst", burst_vectors=0)
+
+
+def test_burst_verilog_convert():
+    cfg = burst_cfg()
+    verilog.convert(C2CLinkPair(cfg), name="c2c_pair_burst")
+
+
+@pytest.mark.parametrize("n", [1, pytest.param(2, marks=SLOW)])
+def test_burst_every_single_bit_error_corrected_rtl(n):
+    """Every covered bit of a frame of n vectors (header fields, payload bits, trailer bits, the
+    body words' K flags) flipped in its own frame on the RTL link: every vector delivered bit-exact,
+    every frame counted as corrected, nothing detected."""
+    from tests.tray_programs import burst_cells
+    p = LinkParams.from_cfg(burst_cfg())
+    cells = burst_cells(p, n)
+    flips = [(f, w, 1 << b) for f, (w, b, _) in enumerate(cells)]
+    r = _burst_flip_run(flips, n * len(cells), n, ppm=-150)
+    assert delivered(r) == [v for v, _ in r.sent]
+    s = r.status
+    assert s["corrected"] == len(cells) and (s["crc_errors"], s["frame_errors"], s["seq_errors"]) == (0, 0, 0)
+
+
+def test_burst_codec_triple_errors_never_silently_wrong():
+    """Three flipped bits of the frame code (which SECDED alone may miscorrect): the CRC-16 of the
+    trailer, checked on the corrected payload, refuses every one of 3000 random patterns."""
+    from tests.tray_programs import burst_cells
+    from tinylpu.link import decode_burst, encode_burst
+    p = LinkParams.from_cfg(burst_cfg())
+    rng = random.Random(21)
+    vecs = [rng.getrandbits(128) for _ in range(16)]
+    frame = encode_burst(p, vecs, 3)
+    cells = [(w, b) for w, b, c in burst_cells(p, 16) if c == "frame"]
+    for _ in range(3000):
+        f = list(frame)
+        for w, b in rng.sample(cells, 3):
+            k, d = f[w]
+            f[w] = (k, d ^ (1 << b))
+        assert decode_burst(p, f)[2] == UNCORRECTABLE
+
+
+def test_burst_triple_errors_detected_rtl():
+    """Three flipped payload / trailer bits in each of 12 frames of 4 vectors on the RTL link:
+    no wrong vector is silent: every such frame is counted uncorrectable (by the Hamming code, or
+    by the CRC of the corrected frame as it is delivered, which pulses ``error`` too)."""
+    from tests.tray_programs import burst_cells
+    p = LinkParams.from_cfg(burst_cfg())
+    rng = random.Random(22)
+    cells = [(w, b) for w, b, c in burst_cells(p, 4) if c == "frame"]
+    flips = []
+    for f in range(12):
+        for w, b in rng.sample(cells, 3):
+            flips.append((f, w, 1 << b))
+    r = _burst_flip_run(flips, 48, 4)
+    assert r.status["crc_errors"] == 12
+
+
+def test_burst_header_code_and_k_flag_hits_detected_rtl():
+    """A flipped bit of a burst header's symbol code or its K flag (outside the header's SECDED):
+    the frame is not recognised, a framing / sequence error is counted (``error``: the link flag),
+    its vectors are lost, nothing wrong is delivered and the next frames arrive intact."""
+    p = LinkParams.from_cfg(burst_cfg())
+    flips = [(1, 0, 1 << 1), (3, 0, 1 << p.width), (5, 0, 1 << 3)]
+    r = _burst_flip_run(flips, 32, 4)
+    sent = [v for v, _ in r.sent]
+    assert delivered(r) == [v for i, v in enumerate(sent) if i // 4 not in (1, 3, 5)]
+    s = r.status
+    assert s["frame_errors"] + s["seq_errors"] >= 3 and s["corrected"] == 0

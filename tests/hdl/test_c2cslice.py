@@ -17,7 +17,6 @@ from amaranth.sim import Simulator
 
 from tests import harness
 from tests.harness import check_landing, drive_issue, issue_words, tap_ints, vec_int
-from tinylpu.config import load_config
 from tinylpu.hdl.c2cslice import C2CSlice
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.link import min_link_latency
@@ -36,9 +35,9 @@ def W(i):
 
 def duo_variant(width=32, **latency):
     """``duo`` at another link width (``link_latency`` raised as the loader requires) and latencies."""
-    duo = load_config("duo")
+    duo = harness.flit("duo")            # per-vector flit framing (burst framing: the end of the file)
     need = min_link_latency(duo.lanes, dict(duo.link, width_bits=width))
-    return harness.variant("duo", f"duo-w{width}", c2c={"width_bits": width,
+    return harness.variant(duo, f"duo-w{width}", c2c={"width_bits": width,
                                                         "link_latency": max(duo.link_latency, need)}, **latency)
 
 
@@ -193,7 +192,7 @@ def test_send_samples_the_stream_each_element():
 def test_two_ports_against_golden():
     """tray (7 ports): SEND and RECV on different ports at once, RECVs on ports 2 and 6 whose
     elements fall in different cycles."""
-    cfg = load_config("tray")
+    cfg = harness.flit("tray")
     F = cfg.vector_interval
     rng = np.random.default_rng(4)
     v = rng.integers(-128, 128, size=(4, cfg.lanes)).astype(np.int8)
@@ -290,7 +289,7 @@ def test_send_from_empty_slot_flags_empty():
 def test_two_ports_landing_together_flag_port():
     """RECV elements of two ports in the same cycle (port 1's RECV issued in the cycle of port 2's
     second element): both results would land in one cycle."""
-    cfg = load_config("tray")
+    cfg = harness.flit("tray")
     v = np.ones(cfg.lanes, np.int8)
     F = cfg.vector_interval
     issues = {3: recv(2, E(1), 2), 3 + F: recv(1, E(0), 1)}
@@ -315,3 +314,39 @@ def test_port_out_of_range_flags_addr():
     rec = run_rtl(cfg, cycles, {2: send(1, E(0), 1)}, rng_taps(cfg, cycles, 9))
     assert first_error(rec) == (2, {"addr"})
     assert all(r["tx"] == {} for r in rec)
+
+
+def test_burst_send_carries_its_count_and_refuses_more_than_a_frame():
+    """Burst framing (``c2c.framing: burst``): SEND elements every F = payload words (4 on ``duo``),
+    each with the SEND's count on ``tx_count`` (the LinkTX reads it with the frame's first vector);
+    a SEND of more than ``burst_vectors`` flags ``link`` at issue, as the golden tray refuses it."""
+    from tinylpu.sim.perf.c2c import burst_variant
+    cfg = burst_variant("duo", 16)
+    assert cfg.vector_interval == 4
+    rng = np.random.default_rng(3)
+    cycles = 30
+    taps = [Tap(cfg, rng) for _ in range(cycles)]
+    dut = C2CSlice(cfg, cfg.slice("c2c0"))
+    words = issue_words(cycles, {2: send(0, E(1), 3), 20: send(0, E(1), 17)}, encode)
+    ints = [tap_ints(cfg, t) for t in taps]
+    te, tev, tw, twv = (dut.tap.east.as_value(), dut.tap.east_valid, dut.tap.west.as_value(), dut.tap.west_valid)
+    seen = []
+
+    async def bench(ctx):
+        for c in range(cycles):
+            drive_issue(ctx, dut, words, c)
+            for sig, v in zip((te, tev, tw, twv), ints[c]):
+                ctx.set(sig, v)
+            err = ctx.get(dut.err.as_value())
+            errs = {n for i, n in enumerate(ERROR_BITS) if (err >> i) & 1}
+            if ctx.get(dut.tx_valid) or errs:
+                seen.append((c, ctx.get(dut.tx_valid), ctx.get(dut.tx_count[0]),
+                             ctx.get(dut.tx_data[0]) == vec_int(taps[c].data[0, 1]), errs))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen[:3] == [(2, 1, 3, True, set()), (6, 1, 3, True, set()), (10, 1, 3, True, set())]
+    assert seen[3][0] == 20 and "link" in seen[3][4]

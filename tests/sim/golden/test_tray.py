@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from tests import tray_programs
+from tests.harness import flit
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import AsmError, assemble
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.tray import GoldenTray
 
-CFG = load_config("tray")
+CFG = flit("tray")         # the per-vector timing below is flit framing's; burst framing: the end of the file
 F = CFG.vector_interval
 LAT = CFG.link_latency
 EMPTY = ".queue mem0\n HALT\n"
@@ -113,7 +114,7 @@ def test_deskew_needs_every_queue_parked_and_the_chip_quiet():
 
 def test_port_out_of_range_and_c2c_on_a_single_chip():
     with pytest.raises(AsmError, match=r"port 7 out of range: config tray has 7 C2C ports"):
-        assemble(".queue c2c0\n SEND 7, e0\n", CFG, "x.s")
+        assemble(".queue c2c0\n SEND 7, e0\n", load_config("tray"), "x.s")
     with pytest.raises(AsmError, match=r"RECV needs a C2C slice; config tiny has no C2C ports"):
         assemble(".queue mem0\n RECV e0, 0\n", load_config("tiny"), "x.s")
 
@@ -129,8 +130,9 @@ def _flip_cells(p):
 def test_single_bit_link_errors_corrected_bit_exact():
     """Every flit of a 3-vector SEND hit by one random bit: every vector arrives bit-exact, each
     corrected; over 30 runs every position class is hit."""
-    from tinylpu.link import LinkParams
     import random
+
+    from tinylpu.link import LinkParams
     p = LinkParams.from_cfg(CFG)
     cells = _flip_cells(p)
     rng = random.Random(1)
@@ -152,8 +154,9 @@ def test_single_bit_link_errors_corrected_bit_exact():
 
 
 def test_double_bit_link_errors_raise_the_link_error():
-    from tinylpu.link import LinkParams
     import random
+
+    from tinylpu.link import LinkParams
     p = LinkParams.from_cfg(CFG)
     cells = [(w, b) for w, b in _flip_cells(p) if b < p.width]
     rng = random.Random(2)
@@ -197,3 +200,118 @@ def test_stride0_read_feeds_sends_on_several_ports(ports):
         peer, _ = CFG.peer(0, p)
         assert np.array_equal(t.chips[peer].read_mem("mem7", 5, 2), data), p
     assert r.link_vectors == {(0, p): 2 for p in range(ports)}
+
+
+# --- burst framing (c2c.framing: burst): a SEND is one frame ---------------------------------------
+
+def _burst():
+    from tinylpu.sim.perf.c2c import burst_variant
+    return burst_variant("duo", 16)
+
+
+def _burst_tray(cfg, srcs, data, flips=None):
+    t = GoldenTray(cfg, link_flips=flips)
+    t.load_programs([assemble(s, cfg) for s in srcs])
+    t.chips[0].write_mem("mem7", 0, data)
+    return t
+
+
+def test_burst_every_vector_arrives_link_latency_after_the_last_element():
+    cfg = _burst()
+    Fb, Lb, n = cfg.vector_interval, cfg.link_latency, 5
+    assert Fb == cfg.link_params.payload_words == 4
+    data = np.random.default_rng(5).integers(-128, 128, (n, 16), dtype=np.int8)
+    arrive = 3 + (n - 1) * Fb + Lb
+    t = _burst_tray(cfg, [tray_programs.sender(cfg, 0, n), tray_programs.receiver(cfg, 0, n, arrive)], data)
+    r = t.run()
+    assert np.array_equal(t.chips[1].read_mem("mem7", 5, n), data) and r.link_vectors == {(0, 0): n}
+    t = _burst_tray(cfg, [tray_programs.sender(cfg, 0, n), tray_programs.receiver(cfg, 0, n, arrive - 1)], data)
+    with pytest.raises(ProgramError, match=rf"RECV on port 0: no vector has arrived; the next arrives at cycle {arrive}"):
+        t.run()
+
+
+def test_burst_send_longer_than_a_frame_is_an_error():
+    cfg = _burst()
+    n = cfg.link["burst_vectors"] + 1
+    data = np.zeros((n, 16), np.int8)
+    t = _burst_tray(cfg, [tray_programs.sender(cfg, 0, n), EMPTY], data)
+    with pytest.raises(ProgramError, match=r"cycle 3, slice chip0.c2c0: SEND of 17 vectors on port 0: a burst frame holds at "
+                                           r"most c2c.burst_vectors = 16"):
+        t.run()
+
+
+def test_burst_frames_need_the_frame_gap():
+    """Two SENDs back to back (the second one element slot after the first): the link needs
+    ``frame_gap`` cycles between frames, refused as an overrun; with the gap they run."""
+    cfg = _burst()
+    Fb, G = cfg.vector_interval, cfg.link_params.frame_gap
+    for extra, ok in ((0, False), (G - 1, False), (G, True)):
+        src = f"""
+        .queue mem7
+            READ e0, 0
+            NOP {Fb - 1}
+            READ e0, 1
+            NOP {Fb - 1 + extra}
+            READ e0, 2
+            NOP {Fb - 1}
+            READ e0, 3
+            NOP 40
+            HALT
+        .queue c2c0
+            NOP 3
+            SEND 0, e0, n=2
+            NOP {Fb * 2 - 1 + extra}
+            SEND 0, e0, n=2
+            NOP 40
+            HALT
+        """
+        recv = """
+        .queue c2c0
+            NOP 100
+            RECV w0, 0, n=4
+            NOP 40
+            HALT
+        """
+        t = _burst_tray(cfg, [src, recv], np.zeros((4, 16), np.int8))
+        if ok:
+            t.run()
+        else:
+            with pytest.raises(ProgramError, match=rf"link overrun on port 0: a SEND may start a frame at cycle "
+                                                   rf"{3 + 2 * Fb + G} at the earliest"):
+                t.run()
+
+
+def _burst_flip_run(cfg, n, flips):
+    data = np.random.default_rng(n).integers(-128, 128, (n, 16), dtype=np.int8)
+    arrive = 3 + (n - 1) * cfg.vector_interval + cfg.link_latency
+    t = _burst_tray(cfg, [tray_programs.sender(cfg, 0, n), tray_programs.receiver(cfg, 0, n, arrive)], data, flips)
+    return t, data
+
+
+def test_burst_single_bit_link_errors_corrected_bit_exact():
+    """Every covered bit of a 3-vector frame (header fields, payload, trailer, body K flags) flipped
+    on its own: every vector arrives bit-exact, the frame counted as corrected."""
+    cfg = _burst()
+    p = cfg.link_params
+    cells = tray_programs.burst_cells(p, 3)
+    for w, b, _ in cells[::7] + cells[-3:]:
+        t, data = _burst_flip_run(cfg, 3, lambda a, port, i: [(w, 1 << b)])
+        t.run()
+        assert np.array_equal(t.chips[1].read_mem("mem7", 5, 3), data), (w, b)
+        assert t.corrected == 1
+
+
+def test_burst_double_bit_link_errors_raise_the_link_error():
+    """Two flipped bits in one code (the header's or the frame's): the link error, never a wrong
+    vector.  (A body word's K flag is ignored, and a bit in each code is corrected by each.)"""
+    import random
+    cfg = _burst()
+    p = cfg.link_params
+    rng = random.Random(4)
+    for code in ("hdr", "frame"):
+        cells = [(w, b) for w, b, c in tray_programs.burst_cells(p, 2) if c == code]
+        for _ in range(8):
+            two = rng.sample(cells, 2)
+            t, _ = _burst_flip_run(cfg, 2, lambda a, port, i: [(w, 1 << b) for w, b in two])
+            with pytest.raises(ProgramError, match="link error: frame 0 on port 0 has an uncorrectable error"):
+                t.run()

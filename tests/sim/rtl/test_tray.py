@@ -15,12 +15,15 @@ from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
 from tinylpu.firmware.quant import quantize_ffn
 from tinylpu.firmware.tray import compile_tp
+from tinylpu.link import LinkParams, arrival_cycles
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.tray import GoldenTray, run_tray_golden
 from tinylpu.sim.rtl.tray import link_flip_fn, run_tray_compiled_rtl, run_tray_rtl
 
-
 DUO = load_config("duo")
+#: per-vector flit framing (the tests of that framing's wire format and its RTL FEC; burst framing
+#: is the shipped duo's, tested with it and at the end of the file)
+FLIT_DUO = harness.flit("duo")
 
 
 def variant(base, name, **c2c):
@@ -42,8 +45,9 @@ def test_send_recv_equals_golden_under_drift(ppm):
     """One Icarus launch per case: the fast tier runs the widest offset, the slow tier all three."""
     n = 4
     data = np.random.default_rng(1).integers(-128, 128, (n, DUO.lanes), dtype=np.int8)
-    progs = [assemble(sender(DUO, 0, n), DUO, "s.s"),
-             assemble(receiver(DUO, 0, n, 3 + DUO.link_latency), DUO, "r.s")]
+    p = LinkParams.from_cfg(DUO)
+    t_recv = arrival_cycles(p, DUO.link_latency, 3, n)[0]     # burst framing: the frame's last element + L
+    progs = [assemble(sender(DUO, 0, n), DUO, "s.s"), assemble(receiver(DUO, 0, n, t_recv), DUO, "r.s")]
     mems = [{"mem7": data}, None]
     t, g = golden(DUO, progs, mems)
     res = run_tray_rtl(DUO, progs, mems, [None, [("mem7", 5, n)]], ppm=ppm)
@@ -53,7 +57,7 @@ def test_send_recv_equals_golden_under_drift(ppm):
     assert np.array_equal(chips[1]["mem"][0], t.chips[1].read_mem("mem7", 5, n))
     assert np.array_equal(chips[1]["mem"][0], data)
     link = chips[1]["links"][0]
-    assert link["flits_ok"] == n and link["crc_errors"] == link["seq_errors"] == link["alarm"] == 0
+    assert link["flits_ok"] == (1 if p.burst else n) and link["crc_errors"] == link["seq_errors"] == link["alarm"] == 0
     assert chips[0]["links"][0]["overrun"] == 0
 
 
@@ -98,7 +102,7 @@ def test_link_injector_hits_the_named_word_of_the_named_data_flit():
 
     from tinylpu.hdl.tray import LinkInjector
     from tinylpu.link import LinkParams, Sym, encode_flit, encode_hac
-    p = LinkParams.from_cfg(DUO)
+    p = LinkParams.from_cfg(FLIT_DUO)
     idle = [(1, Sym.IDLE.value)]
     frames = [encode_flit(p, 0x1234 + i, i) for i in range(4)]
     stream = idle + frames[0] + encode_hac(p, 77) + frames[1] + idle * 2 + frames[2] + frames[3] + idle
@@ -115,7 +119,7 @@ def test_link_injector_hits_the_named_word_of_the_named_data_flit():
         if pos is not None:
             pos = pos + 1 if pos + 1 < p.flit_words else None
     assert sum(a != b for a, b in zip(want, stream)) == 3
-    dut = LinkInjector(DUO)
+    dut = LinkInjector(FLIT_DUO)
     got = []
 
     async def bench(ctx):
@@ -141,7 +145,7 @@ def _tp_duo():
     w = _layer(32, 64, 7)
     x = np.random.default_rng(5).normal(size=(3, 32))
     q = quantize_ffn(w, x)
-    tc = compile_tp(q, DUO, 3, 2)
+    tc = compile_tp(q, FLIT_DUO, 3, 2)
     return q, tc, q.quantize_input(x)
 
 
@@ -163,24 +167,25 @@ SINGLE = [(0, 0, 0, 0, 1 << 5), (0, 0, 2, 3, 1 << 17), (0, 0, 5, 2, K32),
           (1, 0, 1, 1, 1 << 0), (1, 0, 4, 0, 1 << 15), (1, 0, 8, 4, 1 << 31), (1, 0, 6, 2, K32)]
 
 
-@pytest.mark.parametrize("seed", [6, pytest.param(7, marks=pytest.mark.slow)])
+@pytest.mark.slow        # flit framing's Verilog (the fast tier checks the shipped burst framing's FEC)
+@pytest.mark.parametrize("seed", [6, 7])
 def test_tensor_parallel_with_corrected_link_errors_equals_golden_tray(seed):
-    """Single-bit errors on the wires: every hit flit is corrected (counted in the receiver's
+    """Flit framing, single-bit errors on the wires: every hit flit is corrected (counted in the receiver's
     ``corrected``), the output bit-exact, the cycles those of the clean run, no error flag."""
     q, tc, xq = _tp_duo()
-    assert DUO.link["width_bits"] == 32
+    assert FLIT_DUO.link["width_bits"] == 32
     tray, gres = _golden_with_flips(tc, xq, SINGLE)
     assert tray.corrected == len(SINGLE)
     y_gold = tc.chips[0].unpack_output(tray.chips[0].read_mem)
-    ppm = np.random.default_rng(seed).uniform(-300, 300, DUO.chips).round(1).tolist()
-    y, res = run_tray_compiled_rtl(tc, [xq] * DUO.chips, ppm=ppm, link_flips=SINGLE)
+    ppm = np.random.default_rng(seed).uniform(-300, 300, FLIT_DUO.chips).round(1).tolist()
+    y, res = run_tray_compiled_rtl(tc, [xq] * FLIT_DUO.chips, ppm=ppm, link_flips=SINGLE)
     chips = res["chips"]
     assert [c["errors"] for c in chips] == [[], []]
     assert [c["cycles"] for c in chips] == gres.cycles == tc.predicted_cycles
     assert np.array_equal(y, y_gold)
     assert np.array_equal(y, q.run_int(xq))
-    for a in range(DUO.chips):
-        b, port = DUO.peer(a, 0)
+    for a in range(FLIT_DUO.chips):
+        b, port = FLIT_DUO.peer(a, 0)
         link = chips[b]["links"][port]
         assert link["corrected"] == sum(f[0] == a for f in SINGLE)
         assert link["flits_ok"] == gres.link_vectors[(a, 0)]
@@ -195,7 +200,7 @@ def test_tensor_parallel_with_a_double_bit_link_error_raises_the_link_flag():
     flips = [(0, 0, 2, 1, (1 << 3) | (1 << 20))]
     with pytest.raises(ProgramError, match="link error: flit 2 on port 0 has an uncorrectable error"):
         _golden_with_flips(tc, xq, flips)
-    _, res = run_tray_compiled_rtl(tc, [xq] * DUO.chips, ppm=[120.0, -80.0], link_flips=flips)
+    _, res = run_tray_compiled_rtl(tc, [xq] * FLIT_DUO.chips, ppm=[120.0, -80.0], link_flips=flips)
     chips = res["chips"]
     assert "link" in chips[1]["errors"]
     assert chips[1]["links"][0]["crc_errors"] == 1
@@ -309,3 +314,46 @@ def test_tray_eight_chips_deskew_under_drift():
     progs = ping_pong(cfg, rounds, deskew=False) + [empty] * (cfg.chips - 2)
     res = run_tray_rtl(cfg, progs, mems, [None, [("mem7", 0, rounds)]], ppm=ppm)
     assert res["chips"][1]["errors"] == ["link"]
+
+
+# --- burst framing (c2c.framing: burst) -------------------------------------------------------------
+
+def _burst_duo():
+    from tinylpu.sim.perf.c2c import burst_variant
+    b = burst_variant("duo", 16)
+    return variant("duo", "duo-burst", framing="burst", burst_vectors=16, rx_vectors=b.link["rx_vectors"],
+                   link_latency=b.link_latency)
+
+
+#: single-bit flips (chip, port, frame, word, mask) on both links of the burst duo at 16 tokens
+#: (4-vector frames: 18 words): header fields, payload, trailer, K flags of body words
+BURST_SINGLE = [(0, 0, 0, 0, 1 << 5), (0, 0, 1, 3, 1 << 17), (0, 0, 2, 2, K32), (0, 0, 3, 17, 1 << 12),
+                (1, 0, 0, 1, 1 << 0), (1, 0, 1, 0, 1 << 15), (1, 0, 2, 5, 1 << 31), (1, 0, 3, 2, K32)]
+
+
+@pytest.mark.parametrize("seed,flips", [(8, BURST_SINGLE), pytest.param(9, None, marks=pytest.mark.slow)])
+def test_burst_tensor_parallel_equals_golden_tray(seed, flips):
+    """Burst framing on the RTL duo: a compiled tensor-parallel SwiGLU (16 tokens: multi-vector
+    frames) at random clock offsets, with and without single-bit link errors: the golden tray's
+    cycles and bits, every hit frame corrected, no error flag."""
+    cfg = _burst_duo()
+    w = _layer(32, 64, 7)
+    x = np.random.default_rng(5).normal(size=(16, 32))
+    q = quantize_ffn(w, x)
+    tc = compile_tp(q, cfg, 16, 2)
+    xq = q.quantize_input(x)
+    tray, gres = _golden_with_flips(tc, xq, flips or [])
+    assert tray.corrected == len(flips or [])
+    y_gold = tc.chips[0].unpack_output(tray.chips[0].read_mem)
+    ppm = np.random.default_rng(seed).uniform(-300, 300, cfg.chips).round(1).tolist()
+    y, res = run_tray_compiled_rtl(tc, [xq] * cfg.chips, ppm=ppm, link_flips=flips)
+    chips = res["chips"]
+    assert [c["errors"] for c in chips] == [[], []]
+    assert [c["cycles"] for c in chips] == gres.cycles == tc.predicted_cycles
+    assert np.array_equal(y, y_gold) and np.array_equal(y, q.run_int(xq))
+    for a in range(cfg.chips):
+        b, port = cfg.peer(a, 0)
+        link = chips[b]["links"][port]
+        assert link["corrected"] == sum(f[0] == a for f in flips or [])
+        assert link["crc_errors"] == link["frame_errors"] == link["seq_errors"] == link["alarm"] == 0
+        assert chips[a]["links"][0]["overrun"] == 0
