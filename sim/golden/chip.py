@@ -23,6 +23,8 @@ Timing contract (what the RTL must reproduce, see docs/microarchitecture.md):
 * The program ends at cycle H + 1, H the cycle of the last HALT; nothing may be in flight then.
 """
 
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,7 @@ from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Insn, Opcode, StreamRef, 
 __all__ = ["Golden", "ProgramError", "RunResult"]
 
 EAST, WEST = 0, 1
+_I8 = np.dtype(np.int8)
 
 
 class ProgramError(RuntimeError):
@@ -82,6 +85,94 @@ class _Queue:
     issued: int = 0
 
 
+_POOL = {}                    # bank arrays of dead models, for reuse: {(depth, lanes): [array]}
+_POOL_MAX = 64                # arrays kept per shape (an 8-chip tray's banks)
+
+
+_SCRATCH = [np.empty((0, 0), np.int8)]
+
+
+def _image_scratch(rows, lanes):
+    """A (rows, lanes) int8 work array for ``write_image``, reused (fresh memory faults per page)."""
+    buf = _SCRATCH[0]
+    if buf.shape[1] != lanes or buf.shape[0] < rows:
+        buf = _SCRATCH[0] = np.empty((max(rows, 2 * buf.shape[0] if buf.shape[1] == lanes else 0), lanes), np.int8)
+    return buf[:rows]
+
+
+def _new_bank(depth, lanes):
+    """An uninitialized (depth, lanes) int8 bank: a dead model's, or fresh.  (Fresh memory costs a
+    page fault per 4 KiB page on first touch, as much as a small run.)"""
+    free = _POOL.get((depth, lanes))
+    return free.pop() if free else np.empty((depth, lanes), np.int8)
+
+
+class _Banks(Mapping):
+    """The MEM banks, ``{name: (depth, lanes) int8 array}``, zeroed lazily when they are large: an
+    LPU-class chip's 16 MiB of banks cost a memset of 16 MiB per model, more than a one-token
+    layer's run (banks of up to ``_EAGER`` bytes are zeroed up front).  Each bank is allocated
+    uninitialized and zeroed up to a watermark (rows below it hold what was written, or zeros);
+    ``bank[name]`` (every outside reader, the reference stepper) zeroes the rest first, so it
+    always sees a plain array in which unwritten memory reads as zeros.  The fast paths ask only for
+    the rows below some address (``rows(name, hi)``), zeroing at most a chunk past it; ``valid``
+    holds each allocated bank's valid rows as a view (``FastGolden.write_mem``'s fast path)."""
+    _CHUNK = 1024
+    _EAGER = 1 << 18          # banks of at most this many bytes are simply zeroed up front (cheaper)
+
+    def __init__(self, names, depth, lanes):
+        self.depth, self.lanes = depth, lanes
+        self.lazy = depth * lanes > self._EAGER
+        if self.lazy:
+            self._arr = {n: None for n in names}
+            self._mark = dict.fromkeys(names, 0)   # rows [0, mark) are valid
+            self.valid = {}                        # name -> its valid rows (a view), once allocated
+        else:
+            self._arr = {n: np.zeros((depth, lanes), np.int8) for n in names}
+            self._mark = dict.fromkeys(names, depth)
+            self.valid = dict(self._arr)
+
+    def rows(self, name, hi):
+        """The array of bank `name`, valid (written or zero) in rows 0..hi-1 at least; KeyError
+        for an unknown bank."""
+        a = self._arr[name]
+        if a is not None and hi <= self._mark[name]:
+            return a
+        if a is None:
+            a = self._arr[name] = _new_bank(self.depth, self.lanes)
+        m = self._mark[name]
+        top = max(m, min(self.depth, -(-hi // self._CHUNK) * self._CHUNK))
+        a[m:top] = 0
+        self._mark[name] = top
+        self.valid[name] = a[:top]
+        return a
+
+    def __getitem__(self, name):
+        return self.rows(name, self.depth)
+
+    def __del__(self):
+        # give the banks that nothing else holds (no array, no view of one) to the next model
+        try:
+            if not self.lazy:
+                return
+            self.valid.clear()
+            free = _POOL.setdefault((self.depth, self.lanes), [])
+            for name in list(self._arr):
+                a = self._arr.pop(name)
+                if a is not None and len(free) < _POOL_MAX and sys.getrefcount(a) <= 2:
+                    free.append(a)
+        except (AttributeError, NameError, TypeError):     # (interpreter shutdown: module state gone)
+            pass
+
+    def __iter__(self):
+        return iter(self._arr)
+
+    def __len__(self):
+        return len(self._arr)
+
+    def __contains__(self, name):
+        return name in self._arr
+
+
 _SUBUNIT = {
     Opcode.READ: "rd", Opcode.GATHER: "rd", Opcode.WRITE: "wr", Opcode.SCATTER: "wr",
     Opcode.LW: "install", Opcode.MM: "mm", Opcode.EMIT: "emit",
@@ -100,7 +191,7 @@ class Golden:
         self.lanes, self.S, self.P = cfg.lanes, cfg.streams, cfg.positions
         self.pos = {s.name: s.position for s in cfg.slices}
         self.kind = {s.name: s.kind for s in cfg.slices}
-        self.mem = {s.name: np.zeros((cfg.mem_depth, cfg.lanes), np.int8) for s in cfg.slices_of("mem")}
+        self.mem = _Banks([s.name for s in cfg.slices_of("mem")], cfg.mem_depth, cfg.lanes)
         self.weights = {s.name: np.zeros((2, cfg.lanes, cfg.lanes), np.int8) for s in cfg.slices_of("mxm")}
         self.acc = {s.name: np.zeros((cfg.acc_depth, cfg.lanes), np.int32) for s in cfg.slices_of("mxm")}
         self.lut = {s.name: np.zeros(256, np.int8) for s in cfg.slices_of("vxm")}
@@ -114,14 +205,16 @@ class Golden:
 
     # --- host-side access -------------------------------------------------------------------
     def _bank(self, bank):
+        """The bank's name (``mem3`` or 3), checked."""
         if isinstance(bank, int):
             bank = f"mem{bank}"
         if bank not in self.mem:
             raise ValueError(f"no MEM bank {bank!r} in config {self.cfg.name} (banks: {', '.join(self.mem)})")
-        return self.mem[bank]
+        return bank
 
     def write_mem(self, bank, addr, vectors):
-        m = self._bank(bank)
+        bank = self._bank(bank)
+        depth = self.mem.depth
         v = np.asarray(vectors)
         if v.ndim == 1:
             v = v.reshape(1, -1)
@@ -131,17 +224,63 @@ class Golden:
             if v.dtype.kind not in "iu" or v.min(initial=0) < -128 or v.max(initial=0) > 127:
                 raise ValueError(f"MEM data must be int8 values in [-128, 127] (dtype {v.dtype})")
             v = v.astype(np.int8)
-        if not 0 <= addr or addr + len(v) > len(m):
+        if not 0 <= addr or addr + len(v) > depth:
             raise ValueError(f"MEM write {bank}[{addr}:{addr + len(v)}] is outside the bank "
-                             f"(depth {len(m)})")
-        m[addr:addr + len(v)] = v
+                             f"(depth {depth})")
+        self.mem.rows(bank, addr + len(v))[addr:addr + len(v)] = v
+
+    def write_image(self, image):
+        """Write a MEM image ``{bank: [(addr, vectors), ...]}`` (a compiled layer's weights and inputs):
+        the same result and errors as ``write_mem`` on every piece in order, but each bank's pieces
+        in one numpy copy.  The common case (bank names, int addresses, (n, lanes) int8 arrays, no
+        two pieces of a bank overlapping) takes the bulk path; anything else (another dtype, a 1-D
+        vector, overlapping pieces, a piece out of range, an unknown bank) goes piece by piece
+        through ``write_mem``, which raises its error at the first bad piece."""
+        lanes, depth = self.lanes, self.mem.depth
+        for bank, pieces in image.items():
+            if type(bank) is not str or bank not in self.mem or not pieces:
+                self._write_pieces(bank, pieces)
+                continue
+            try:
+                addrs, arrs = zip(*pieces)
+                a0 = np.array(addrs)
+                lens = np.fromiter(map(len, arrs), np.int64, len(arrs))
+                data = _image_scratch(int(lens.sum()), lanes)
+                # (int8 (n, lanes) arrays only: anything else fails the shape or the casting rule)
+                np.concatenate(arrs, out=data, casting="no")
+            except (TypeError, ValueError):
+                self._write_pieces(bank, pieces)
+                continue
+            if a0.ndim != 1 or a0.dtype.kind not in "iu":
+                self._write_pieces(bank, pieces)
+                continue
+            a0 = a0.astype(np.int64)
+            a1 = a0 + lens
+            top = int(a1.max())
+            if a0.min() < 0 or top > depth:
+                self._write_pieces(bank, pieces)
+                continue
+            if (a0[1:] == a1[:-1]).all():                   # one contiguous run, in order
+                self.mem.rows(bank, top)[a0[0]:top] = data
+                continue
+            order = np.argsort(a0, kind="stable")
+            if (a0[order][1:] < a1[order][:-1]).any():     # overlapping pieces: the later one wins
+                self._write_pieces(bank, pieces)
+                continue
+            rows = np.arange(len(data), dtype=np.int64) + np.repeat(a0 - (np.cumsum(lens) - lens), lens)
+            self.mem.rows(bank, top)[rows] = data
+
+    def _write_pieces(self, bank, pieces):
+        for addr, v in pieces:
+            self.write_mem(bank, addr, v)
 
     def read_mem(self, bank, addr=0, n=None):
-        m = self._bank(bank)
-        n = len(m) - addr if n is None else n
-        if addr < 0 or addr + n > len(m):
-            raise ValueError(f"MEM read {bank}[{addr}:{addr + n}] is outside the bank (depth {len(m)})")
-        return m[addr:addr + n].copy()
+        bank = self._bank(bank)
+        depth = self.mem.depth
+        n = depth - addr if n is None else n
+        if addr < 0 or addr + n > depth:
+            raise ValueError(f"MEM read {bank}[{addr}:{addr + n}] is outside the bank (depth {depth})")
+        return self.mem.rows(bank, addr + n)[addr:addr + n].copy()
 
     def load_program(self, program: Program):
         check_program(program, self.cfg)

@@ -31,11 +31,18 @@ Program errors are detected (any of: queue past its end, busy sub-unit, port con
 stream slot, address out of range (also GATHER/SCATTER indices), accumulator hazard, deadlock,
 work in flight at the end, ``max_cycles``), and then the run is redone by ``Golden.run`` from the
 untouched state: phase 3 writes the unit state back only at the end of a clean run, so the error
-is reported by the reference itself, with its cycle, slice and instruction.  Programs with C2C
-instructions (SEND, RECV, DESKEW) run on ``Golden.run`` too.
+is reported by the reference itself, with its cycle, slice and instruction.
+
+C2C: DESKEW is scheduled (a queue parks until the next epoch boundary; phase 1 checks that every
+live queue is parked there, phase 2 that nothing started before it is still busy or in flight).
+SEND and RECV elements are scheduled as one unit per element (``vector_interval`` cycles apart).
+A chip alone cannot SEND or RECV, so ``run`` redoes such programs on ``Golden.run`` (which
+reports the error); their plans keep the scheduled units (phases 1 and 2 done) for a tray, which
+builds one flow over all its chips (``sim/golden/fasttray.py``).
 """
 
 import bisect
+import gc
 import heapq
 import weakref
 
@@ -52,7 +59,6 @@ __all__ = ["FastGolden", "ProgramError", "RunResult"]
 EAST, WEST = 0, 1
 _MAX_UNITS = 200_000           # more dispatched unit instructions than this: run on Golden
 _I8 = np.dtype(np.int8)
-_C2C = {Opcode.SEND, Opcode.RECV, Opcode.DESKEW}
 _READS = (Opcode.READ, Opcode.GATHER)
 _LOADS = (Opcode.LDM, Opcode.LDLUT, Opcode.LDPERM)
 
@@ -85,12 +91,14 @@ class _Plan:
     and 2 and the dataflow of phase 3 (or that it is in error).  Held for the program object while
     its queues hold the same instructions (``snap``); the program itself only by a weak reference,
     whose death drops the plan."""
-    __slots__ = ("activity", "bad", "flow", "halted", "last_halt", "ref", "snap", "units")
+    __slots__ = ("__weakref__", "activity", "bad", "c2c", "flow", "halted", "last_halt", "ref", "snap", "tray",
+                 "units")
 
     def __init__(self, program, key):
         self.ref = weakref.ref(program, lambda r: _forget(key, r))
         self.snap = {name: list(insns) for name, insns in program.queues.items()}
-        self.units = self.flow = None
+        self.units = self.flow = self.c2c = None
+        self.tray = None        # (sim/golden/fasttray.py: its link replay of a tray with this chip 0)
         self.bad = False
 
 
@@ -149,6 +157,7 @@ class _Unit:
         "op",
         "out",
         "planes",
+        "port",
         "pos",
         "ready",
         "sl",
@@ -165,6 +174,7 @@ class _Unit:
         self.done = self.ready = 0
         self.srcs = ()
         self.out = self.tbuf = None
+        self.port = None
 
 
 # the stream operands an element samples: (field, byte planes), in the order Golden reads them;
@@ -174,6 +184,7 @@ _SRCS = {
     Opcode.LW: (("s", 1),), Opcode.MM: (("s", 1),), Opcode.SCATTER: (("s", 1), ("a", 1)),
     Opcode.REQ: (("a", INT32_PLANES),), Opcode.REQL: (("a", INT32_PLANES),),
     Opcode.ADD32: (("a", INT32_PLANES), ("b", INT32_PLANES)), Opcode.SEL: (("a", 1), ("b", 1), ("c", 1)),
+    Opcode.SEND: (("s", 1),), Opcode.RECV: (),
     **{op: (("a", 1), ("b", 1)) for op in BINARY_OPS},
 }
 
@@ -201,7 +212,40 @@ def _tables(L):
                Opcode.MM: L["mxm_mm"]}.get(op, 1)
         tab[op] = (lat, out, eff)
         srcs[op] = _SRCS.get(op, (("a", 1),) if info.unit in ("vxm", "sxm") else ())
+    # C2C: a SEND element samples its stream (and hands the vector to the link at once), a RECV
+    # element's vector lands c2c_recv cycles later
+    tab[Opcode.SEND], srcs[Opcode.SEND] = (0, None, 0), _SRCS[Opcode.SEND]
+    tab[Opcode.RECV], srcs[Opcode.RECV] = (L["c2c_recv"], ("s", 1), 1), _SRCS[Opcode.RECV]
     return tab, srcs
+
+
+def _evaluate(flow, g, commit):
+    """``flow.run(g, commit)`` (the state written in place only at its end, unless ``commit`` is
+    false: then its pending final state is returned); ``_Fallback`` on a GATHER / SCATTER index out
+    of its bank (nothing written)."""
+    try:
+        if flow.blas:
+            with _one_blas_thread():
+                return flow.run(g, commit)
+        return flow.run(g, commit)
+    except FlowError:
+        raise _Fallback from None
+
+
+def _c2c_elements(units):
+    """The C2C elements of a schedule: {"send": {port: [(cycle, first element's cycle, elements of
+    the SEND)]}, "recv": {port: [cycle]}} in element order, or None without any."""
+    out = None
+    for u in units:
+        if u.port is not None:
+            if out is None:
+                out = {"send": {}, "recv": {}}
+            port, _, t0, n = u.port
+            if u.op is Opcode.SEND:
+                out["send"].setdefault(port, []).append((u.t, t0, n))
+            else:
+                out["recv"].setdefault(port, []).append(u.t)
+    return out
 
 
 def _advance_fields(insn):
@@ -229,16 +273,12 @@ class _Landings:
     result per slice and cycle), so their order does not matter to a reader."""
 
     def __init__(self, ivs):
-        self.ivs = ivs
-        self.order = sorted(range(len(ivs)), key=lambda i: ivs[i][1])
-        self.klo = [ivs[i][1] for i in self.order]
+        self.ivs = sorted(ivs, key=lambda iv: iv[1])          # (stable: ties in landing order)
+        self.klo = [iv[1] for iv in self.ivs]
         self.span = max(iv[2] - iv[1] for iv in ivs) if ivs else 0
 
     def window(self, k0, k1):
-        a = bisect.bisect_left(self.klo, k0 - self.span)
-        b = bisect.bisect_right(self.klo, k1)
-        ivs = self.ivs
-        return [ivs[i] for i in self.order[a:b]]
+        return self.ivs[bisect.bisect_left(self.klo, k0 - self.span):bisect.bisect_right(self.klo, k1)]
 
 
 _NO_LANDINGS = _Landings([])
@@ -255,6 +295,7 @@ class FastGolden(Golden):
             _TABLES[key] = _tables(self.L)
         self._fast_tab, self._fast_srcs = _TABLES[key]
         self._fast_cfg_key = _cfg_key(self.cfg)
+        self._valid, self._row = self.mem.valid, (self.lanes,)
 
     def load_program(self, program):
         """``Golden.load_program``; the static check is skipped for a program whose plan is cached
@@ -267,12 +308,16 @@ class FastGolden(Golden):
     def write_mem(self, bank, addr, vectors):
         """``Golden.write_mem``, with its checks short-cut for the common case (a bank name, an int
         address, (n, lanes) int8 vectors that fit): a compiled layer's image is thousands of pieces."""
-        m = self.mem.get(bank) if type(bank) is str else None
-        if m is not None and type(vectors) is np.ndarray and type(addr) is int and vectors.dtype is _I8:
+        if type(vectors) is np.ndarray and type(addr) is int and vectors.dtype is _I8 and type(bank) is str:
             shape = vectors.shape
-            if len(shape) == 2 and shape[1] == self.lanes and 0 <= addr and addr + shape[0] <= m.shape[0]:
-                m[addr:addr + shape[0]] = vectors
-                return
+            if shape[1:] == self._row:
+                m = self._valid.get(bank)                          # (the bank's valid rows)
+                if m is not None and 0 <= addr <= len(m) - shape[0]:
+                    m[addr:addr + shape[0]] = vectors
+                    return
+                if bank in self.mem and 0 <= addr <= self.mem.depth - shape[0]:
+                    self.mem.rows(bank, addr + shape[0])[addr:addr + shape[0]] = vectors
+                    return
         Golden.write_mem(self, bank, addr, vectors)
 
     def run(self, max_cycles=1_000_000) -> RunResult:
@@ -306,17 +351,29 @@ class FastGolden(Golden):
         if plan.bad:
             raise _Fallback
         if plan.units is None:
+            # (planning allocates tens of thousands of small containers, none of them garbage in a
+            # cycle: the cyclic collector's passes over them cost ~15 % of a first run)
+            collect = gc.isenabled()
+            gc.disable()
             try:
-                units, activity, halted, last_halt = self._fast_schedule(max_cycles)
-                self._fast_prepare(units, last_halt)
+                units, activity, halted, last_halt, deskews = self._fast_schedule(max_cycles)
+                self._fast_prepare(units, last_halt, deskews)
+                plan.units, plan.activity, plan.halted, plan.last_halt = units, activity, halted, last_halt
+                plan.c2c = _c2c_elements(units)
+                if plan.c2c is None:
+                    plan.flow = Flow.build(self, units)
+                    plan.units = ()               # (the flow holds all it needs)
+                # (SEND / RECV: the units are kept for a tray's flow, sim/golden/fasttray.py)
             except _TooLong:
+                plan.units = None
                 raise                             # (not a property of the program: not cached)
             except _Fallback:
+                plan.units = None
                 plan.bad = True
                 raise
-            plan.units, plan.activity, plan.halted, plan.last_halt = units, activity, halted, last_halt
-            plan.flow = Flow.build(self, units)
-            plan.units = ()                       # (the flow holds all it needs)
+            finally:
+                if collect:
+                    gc.enable()
         if plan.last_halt >= max_cycles:
             raise _Fallback                       # Golden.run reports that it did not halt in time
         return plan
@@ -324,14 +381,13 @@ class FastGolden(Golden):
     def _fast_run(self, max_cycles):
         self.rx = {p: [] for p in range(self.cfg.c2c_ports)}
         plan = self._fast_plan(max_cycles)
-        try:
-            if plan.flow.blas:
-                with _one_blas_thread():
-                    plan.flow.run(self)           # (writes the state in place only at its end)
-            else:
-                plan.flow.run(self)
-        except FlowError:
-            raise _Fallback from None             # a GATHER / SCATTER index out of the bank
+        if plan.c2c:
+            raise _Fallback                       # SEND / RECV: only in a tray (``fasttray``)
+        _evaluate(plan.flow, self, True)
+        return self._fast_finish(plan)
+
+    def _fast_finish(self, plan):
+        """The run's bookkeeping (activity, halt cycles, cycle count) after a clean evaluation."""
         activity = {k: dict(v) for k, v in plan.activity.items()}
         halted, last_halt = dict(plan.halted), plan.last_halt
         self.activity, self.halted, self.last_halt = activity, halted, last_halt
@@ -347,10 +403,12 @@ class FastGolden(Golden):
         notify_lat = self.L["notify"]
         queues = []            # [name, insns, pc, next_issue, state, rep_left, rep_d, rep_insn, rep_index]
         for name, insns in self.program.queues.items():
-            for insn in insns:
-                if insn.op in _C2C:
-                    raise _Fallback
             queues.append([name, insns, 0, 0, "run", 0, 0, None, 0])
+        F = self.cfg.vector_interval if self.cfg.c2c_ports else 1   # (SEND / RECV need C2C ports)
+        epoch = self.cfg.link["epoch"]                                 # (as Golden._issue)
+        deskews = []           # epoch boundaries where queues leave DESKEW (checked in phase 2)
+        parked_deskew = 0      # queues parked in DESKEW
+        c2c_seq = {}           # (sub-unit) -> elements so far
         halted = {}
         for n in pos:
             if n not in self.program.queues:
@@ -361,7 +419,7 @@ class FastGolden(Golden):
         units = []
         last_halt = -1
         if not queues:
-            return units, activity, halted, last_halt
+            return units, activity, halted, last_halt, deskews
         run = [(0, qi) for qi in range(len(queues))]      # heap of (next issue, queue)
         parked = []
         fires = []             # heap of notify fire cycles
@@ -379,6 +437,16 @@ class FastGolden(Golden):
                 raise _Fallback
             if c >= max_cycles:
                 raise _TooLong
+            if parked_deskew and run and run[0][0] == c and any(q[4] == "deskew" and q[3] == c for q in queues):
+                # leaving DESKEW at an epoch boundary: every live queue parked in DESKEW until now
+                # (the quiet chip is checked in phase 2)
+                for q in queues:
+                    if q[4] != "halt" and not (q[4] == "deskew" and q[3] == c):
+                        raise _Fallback
+                    if q[4] == "deskew":
+                        q[4] = "run"
+                        parked_deskew -= 1
+                deskews.append(c)
             while fires and fires[0] < c:
                 heapq.heappop(fires)
             if fires and fires[0] == c and parked:
@@ -429,6 +497,10 @@ class FastGolden(Golden):
                             q[4] = "halt"
                             halted[name] = c
                             insn = None
+                        elif op is Opcode.DESKEW:
+                            q[4], q[3] = "deskew", (c // epoch + 1) * epoch
+                            parked_deskew += 1
+                            insn = None
                         else:
                             q[3] = c + 1
                             insn = (op, insn.fields)
@@ -442,6 +514,9 @@ class FastGolden(Golden):
                             n = busy = -(-n // install_rows)        # (isa.element_count)
                         elif op is Opcode.TRANS:
                             n, busy = lanes, 2 * lanes
+                        elif op is Opcode.SEND or op is Opcode.RECV:
+                            sub = f"{'tx' if op is Opcode.SEND else 'rx'}{f['port']}"
+                            busy = n * F
                         key = (name, sub)
                         if busy_until.get(key, -1) >= c:
                             raise _Fallback                 # busy sub-unit
@@ -449,13 +524,24 @@ class FastGolden(Golden):
                         act = activity[name]
                         k = sub + "_busy"
                         act[k] = act.get(k, 0) + busy
-                        units.append(_Unit(uid, name, pos[name], sub, op, f, idx, c, n, busy))
-                        uid += 1
+                        if op is Opcode.SEND or op is Opcode.RECV:
+                            # one unit per element (elements F cycles apart); ``port``: (port, element
+                            # index on the port's sub-unit, first element's cycle, elements of the insn)
+                            seq = c2c_seq.get(sub, 0)
+                            for e in range(n):
+                                u = _Unit(uid, name, pos[name], sub, op, f, idx, c + e * F, 1, busy - e * F)
+                                u.port = (f["port"], seq + e, c, n)
+                                units.append(u)
+                                uid += 1
+                            c2c_seq[sub] = seq + n
+                        else:
+                            units.append(_Unit(uid, name, pos[name], sub, op, f, idx, c, n, busy))
+                            uid += 1
                         if uid > _MAX_UNITS:
                             raise _Fallback
                     break
                 st = q[4]
-                if st == "run":
+                if st == "run" or st == "deskew":
                     heapq.heappush(run, (q[3], qi))
                 elif st == "sync":
                     parked.append(qi)
@@ -463,18 +549,19 @@ class FastGolden(Golden):
                     last_halt = c
                     nhalt_left -= 1
             if not nhalt_left:
-                return units, activity, halted, last_halt
+                return units, activity, halted, last_halt, deskews
             if not run and not fires:
                 raise _Fallback                              # deadlock
 
     # --- phase 2: landings, operands, static checks ----------------------------------------------
-    def _fast_prepare(self, units, last_halt):
+    def _fast_prepare(self, units, last_halt, deskews=()):
         lanes, S, tab = self.lanes, self.S, self._fast_tab
         mem_depth, acc_depth, R = self.cfg.mem_depth, self.cfg.acc_depth, self.cfg.install_rows
         end = last_halt + 1
         lands = {}               # (dir, stream) -> [(pos, key_lo, key_hi, uid, plane, c_lo)]
         port = {}                # slice -> [(c_lo, c_hi)]
         acc_w, acc_r = {}, {}    # mxm -> [(first addr, first cycle, n)]
+        quiet = [] if deskews else None   # per unit (first cycle, last busy cycle, last effect's due cycle)
         for u in units:
             op, t, n = u.op, u.t, u.n
             f = u.f
@@ -487,6 +574,8 @@ class FastGolden(Golden):
                 planes = out[1]
                 c_lo = t + lat if op is not Opcode.TRANS else t + lanes - 1 + lat
                 c_hi = c_lo + n - 1
+                if quiet is not None:
+                    quiet.append((t, t + u.busy - 1, c_hi))
                 if c_hi > end or dst.index + planes > S:
                     raise _Fallback      # a result still in flight at the end
                 d = WEST if dst.west else EAST
@@ -510,6 +599,8 @@ class FastGolden(Golden):
                 u.planes = planes
             else:
                 u.planes = 0
+                if quiet is not None:
+                    quiet.append((t, t + u.busy - 1, t + n - 1 + eff))
                 if t + n - 1 + eff > end:
                     raise _Fallback      # a write still in flight at the end
             # static addresses (REPEAT repetitions may run off the end)
@@ -532,6 +623,16 @@ class FastGolden(Golden):
                     acc_r.setdefault(u.sl, []).append((f["addr"], t, n))
             elif op is Opcode.LDLUT and f["imm"] + n > 256 // lanes:
                 raise _Fallback
+        # DESKEW: at each epoch boundary D where queues leave DESKEW, nothing that started before D may
+        # still be busy (last busy cycle >= D) or have an effect due after D
+        if quiet:
+            q = np.array(sorted(quiet), np.int64)
+            busy_max = np.maximum.accumulate(q[:, 1])
+            due_max = np.maximum.accumulate(q[:, 2])
+            for D in deskews:
+                i = int(np.searchsorted(q[:, 0], D, "left"))
+                if i and (busy_max[i - 1] >= D or due_max[i - 1] > D):
+                    raise _Fallback
         # one result per slice and cycle
         for ivs in port.values():
             if len(ivs) > 1:

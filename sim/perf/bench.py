@@ -134,9 +134,7 @@ def bench_golden(cfg, repeat=5):
         for program, image in jobs:
             g = cls(cfg)
             g.load_program(Program(program.queues) if fresh else program)
-            for bank, parts in image.items():
-                for addr, img in parts:
-                    g.write_mem(bank, addr, img)
+            g.write_image(image)
             total += g.run().cycles
         return total
 
@@ -434,8 +432,18 @@ def write_sim_speed(cfg="tiny", repeat=3, path="docs/benchmarks.md"):
 
 
 #: (tray config, single-chip config, d_model, d_ff, token counts) of `tinylpu bench tray`: issue 19's
-#: 64 x 256 SwiGLU on the tray of tiny chips, and the SmolLM2-135M FFN (576 x 1536 SwiGLU) on lpu-tray
-TRAY_WORKLOADS = [("tray", "tiny", 64, 256, (1, 16, 64)), ("lpu-tray", "lpu", 576, 1536, (1, 16, 64))]
+#: 64 x 256 SwiGLU on the tray of tiny chips (flit framing, and the same tray with burst-framed links:
+#: ``tray-burst``, ``sim.perf.c2c.burst_variant``), and the SmolLM2-135M FFN (576 x 1536 SwiGLU) on lpu-tray
+TRAY_WORKLOADS = [("tray", "tiny", 64, 256, (1, 16, 64)), ("tray-burst", "tiny", 64, 256, (1, 16, 64)),
+                  ("lpu-tray", "lpu", 576, 1536, (1, 16, 64))]
+
+
+def _tray_config(name):
+    """A tray workload's config: a shipped one, or ``<base>-burst`` (its links with burst framing)."""
+    if name.endswith("-burst"):
+        from tinylpu.sim.perf.c2c import burst_variant
+        return burst_variant(name[:-len("-burst")], 16)
+    return load_config(name)
 
 
 def write_tray_perf(path="docs/tray-performance.md", workloads=None, chips=(2, 4, 8), splits=("gather", "partial")):
@@ -448,7 +456,8 @@ def write_tray_perf(path="docs/tray-performance.md", workloads=None, chips=(2, 4
              "Written by `tinylpu bench tray` (`make perf`). Cycles are measured on the golden tray and equal the "
              "compiler's prediction on every chip; the int8 outputs equal the single-chip program's (and "
              "`QuantFFN.run_int`). The 1-chip column is the single-chip compiler's program on one chip of the "
-             "tray's kind.", "",
+             "tray's kind. `tray-burst` is `tray` with burst-framed links (`c2c.framing: burst`, 16 vectors per "
+             "frame, `sim.perf.c2c.burst_variant`; docs/c2c.md, \"Burst framing\").", "",
              "Splits (`compile_tp(..., split=)`): **gather**: chip c computes the gated product H for "
              "its d_ff tiles and SENDs it (int8) to every W2 chip; the first min(chips, d_model tiles) chips "
              "(\"W2 chips\") compute requant(H W2) for their output columns over all of d_ff, and SEND their int8 "
@@ -459,7 +468,7 @@ def write_tray_perf(path="docs/tray-performance.md", workloads=None, chips=(2, 4
              "(to chip 0) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for cfg_name, one_name, dm, dff, token_counts in workloads or TRAY_WORKLOADS:
-        cfg, one_cfg = load_config(cfg_name), load_config(one_name)
+        cfg, one_cfg = _tray_config(cfg_name), load_config(one_name)
         rng = np.random.default_rng(0)
         w = FFNWeights(rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=(dff, dm)) / np.sqrt(dff),
                        rng.normal(size=(dm, dff)) / np.sqrt(dm), activation="swiglu")

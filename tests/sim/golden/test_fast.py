@@ -599,3 +599,149 @@ def test_dynamic_banks_rerun_with_bad_indices():
         assert res[0] == "error" and not fast and "out of range" in res[-1], (seed, res)
         n += 1
     assert n >= 10
+
+
+# --- DESKEW on one chip -----------------------------------------------------------------------------
+
+def test_deskew_in_the_schedule():
+    """Queues parking in DESKEW around the epoch boundary, a READ -> WRITE in flight near it: clean
+    runs on the fast path, equal to Golden; the DESKEW errors (a queue not parked, the chip not
+    quiet) reported by Golden."""
+    E = CFG.link["epoch"]
+    image = {"mem0": [(0, np.arange(2 * CFG.lanes, dtype=np.int8).reshape(2, CFG.lanes))]}
+    seen = set()
+    for k in (1, 2, 3, 4, 6, 12):
+        for j, w in ((0, True), (5, True), (E + 2, True), (0, False), (E - 1, False)):
+            write = f"""        NOP {E - k + 3}
+        WRITE e0, 4, n=2
+""" if w else ""
+            src = f"""
+    .queue mem0
+        NOP {E - k}
+        READ e0, 0, n=2
+        DESKEW
+        READ e0, 1
+        NOP 20
+        HALT
+    .queue mem1
+{write}        DESKEW
+        NOP 3
+        WRITE e0, 9
+        HALT
+    .queue mem7
+{f"        NOP {j}" if j else ""}
+        DESKEW
+        HALT
+    """
+            res, fast = compare(CFG, assemble(src, CFG), image, max_cycles=3 * E)
+            assert fast == (res[0] == "ok")
+            seen.add(res[0] if res[0] == "ok" else res[-1][:30])
+    assert "ok" in seen and len(seen) >= 3, seen
+
+
+# --- MEM: lazily zeroed banks, write_image -----------------------------------------------------------
+
+def _writes(g, image):
+    try:
+        for bank, lst in image.items():
+            for addr, v in lst:
+                g.write_mem(bank, addr, v)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("cfgname", ["tiny", "lpu"])
+@pytest.mark.parametrize("cls", [Golden, FastGolden])
+def test_write_image_equals_write_mem(cls, cfgname):
+    """``write_image`` leaves every bank as ``write_mem`` on its pieces in order does, and raises
+    the same error at the same piece: contiguous and scattered pieces, overlaps (the later wins), 1-D
+    vectors, wider int dtypes, numpy addresses, bank numbers, and bad banks, shapes, values and
+    addresses; unwritten rows read as zeros (``lpu``: lazily zeroed banks, written at both ends)."""
+    cfg = load_config(cfgname)
+    rng = np.random.default_rng(0)
+    L, depth = cfg.lanes, cfg.mem_depth
+
+    def v(n):
+        return rng.integers(-128, 128, (n, L), dtype=np.int8)
+
+    good = [
+        {"mem0": [(0, v(4)), (4, v(3)), (7, v(1))], "mem3": [(100, v(2))]},
+        {"mem1": [(50, v(4)), (0, v(2)), (20, v(5))]},                         # scattered
+        {"mem2": [(0, v(6)), (3, v(2)), (5, v(4))]},                          # overlaps
+        {"mem4": [(depth - 2, v(2)), (0, rng.integers(-128, 128, L, dtype=np.int8))]},
+        {"mem5": [(np.int64(3), v(2)), (10, v(1).astype(np.int16))], 6: [(1, v(1))]},
+        {"mem6": []},
+    ]
+    bad = [
+        {"mem0": [(0, v(2))], "mem9": [(0, v(1))]},
+        {"mem0": [(0, v(2)), (depth - 1, v(2))]},
+        {"mem0": [(0, v(2)), (-1, v(1))]},
+        {"mem1": [(0, v(2)), (4, rng.integers(-128, 128, (2, L + 1), dtype=np.int8))]},
+        {"mem1": [(0, v(2)), (4, np.full((1, L), 300, np.int16))]},
+        {"mem1": [(0, v(2)), (4, v(1).astype(np.float32))]},
+    ]
+    for image in good + bad:
+        a, b = cls(cfg), cls(cfg)
+        want = _writes(a, image)
+        try:
+            b.write_image(image)
+            got = None
+        except ValueError as e:
+            got = str(e)
+        assert got == want
+        assert (want is None) == (image in good)
+        assert list(a.mem) == list(b.mem) == [f"mem{k}" for k in range(cfg.banks)]
+        for bank in a.mem:
+            assert np.array_equal(a.read_mem(bank, 0, 200), b.read_mem(bank, 0, 200)), bank
+            assert np.array_equal(a.mem[bank], b.mem[bank]), bank
+    g = cls(cfg)
+    assert not g.read_mem("mem3", depth - 4, 4).any() and not g.mem["mem7"].any()
+    with pytest.raises(ValueError, match=r"MEM read mem3\[0:\d+\] is outside the bank"):
+        g.read_mem("mem3", 0, depth + 1)
+
+
+def test_banks_of_dead_models_are_reused_only_when_free():
+    """A dead model's (large, lazily zeroed) banks go to the next model, where they read as zeros;
+    a bank array (or a view of one) that someone still holds is never handed on."""
+    cfg = load_config("lpu")
+    rng = np.random.default_rng(1)
+    full = rng.integers(-128, 128, (cfg.mem_depth, cfg.lanes), dtype=np.int8)
+    g = FastGolden(cfg)
+    for b in g.mem:
+        g.write_mem(b, 0, full)
+    held, view = g.mem["mem0"], g.mem["mem1"][5:9]
+    want_held, want_view = held.copy(), view.copy()
+    del g
+    for _ in range(3):
+        f = Golden(cfg)
+        assert all(not f.read_mem(b).any() for b in f.mem)
+        f.write_image({b: [(0, full[::-1].copy())] for b in f.mem})
+        assert all(np.array_equal(f.mem[b], full[::-1]) for b in f.mem)
+        del f
+    assert np.array_equal(held, want_held) and np.array_equal(view, want_view)
+
+
+def test_random_programs_with_deskews():
+    """DESKEW inserted into random programs (one to three, anywhere): a queue parks until the epoch
+    boundary, where every live queue must be parked and the chip quiet; equal to Golden, the clean
+    ones on the fast path."""
+    stats = {"ok": 0, "DESKEW": 0, "stream": 0}
+    for seed in range(40):
+        case = random_program(CFG, seed)
+        rng = np.random.default_rng(20_000 + seed)
+        queues = {k: list(v) for k, v in case.program.queues.items()}
+        names = [k for k, v in queues.items() if v]
+        for _ in range(int(rng.integers(1, 4))):
+            q = queues[names[int(rng.integers(len(names)))]]
+            at = len(q) - 1 if rng.random() < 0.5 else int(rng.integers(len(q)))   # (before HALT, or anywhere)
+            q.insert(at, Insn.make(Opcode.DESKEW))
+        if rng.random() < 0.3:                      # a queue still running at the boundary
+            q = queues[names[int(rng.integers(len(names)))]]
+            q.insert(len(q) - 1, Insn.make(Opcode.NOP, n=CFG.link["epoch"] + 10))
+        res, fast = compare(CFG, Program(queues), case_image(case))
+        stats[res[0] if res[0] == "ok" else res[-1].split(" ")[0]] += 1
+        assert fast == (res[0] == "ok")
+        if res[0] == "ok":
+            assert res[1] > CFG.link["epoch"]
+    assert stats["ok"] >= 8 and stats["DESKEW"] >= 3 and stats["stream"] >= 3, stats
