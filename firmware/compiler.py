@@ -49,12 +49,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinylpu.firmware.compress import compress_program
 from tinylpu.firmware.quant import QuantFFN
 from tinylpu.firmware.sched import Schedule, read_to, write_from
 from tinylpu.isa import INT32_PLANES, Insn, Opcode, StreamRef, latency_key
 
-__all__ = ["CompileError", "Compiled", "check_emittable", "check_single_chip", "compile_ffn", "compile_moe",
-           "plan_blocks"]
+__all__ = ["CompileError", "Compiled", "Programs", "check_emittable", "check_single_chip", "compile_ffn",
+           "compile_moe", "plan_blocks"]
 
 
 class CompileError(ValueError):
@@ -236,6 +237,49 @@ class Compiled:
                                          "clock_mhz": mhz}})
 
 
+@dataclass
+class Programs:
+    """One layer's (expert's) programs for several token counts on ONE resident MEM image
+    (``compile_moe(experts, cfg, tokens=[1, 2, 4, 8])``): every program reads the same weight,
+    requantization-parameter and LUT addresses and the same X / Y / intermediate regions, sized for
+    the largest count. The host runs the smallest that holds a call's tokens (``pick``), padding only
+    up to its count."""
+    programs: tuple                 # Compiled per token count, ascending
+
+    def __post_init__(self):
+        self.programs = tuple(sorted(self.programs, key=lambda c: c.tokens))
+        if len({id(c.mem_image) for c in self.programs}) != 1:
+            raise ValueError("the programs of one layer must share one MEM image (one compile_moe call)")
+
+    @property
+    def cfg(self):
+        return self.programs[0].cfg
+
+    @property
+    def q(self):
+        return self.programs[0].q
+
+    @property
+    def mem_image(self):
+        return self.programs[0].mem_image
+
+    @property
+    def tokens(self):
+        """The largest token count (the most a call may pass)."""
+        return self.programs[-1].tokens
+
+    @property
+    def token_counts(self):
+        return tuple(c.tokens for c in self.programs)
+
+    def pick(self, n) -> "Compiled":
+        """The program with the fewest tokens >= n."""
+        for c in self.programs:
+            if c.tokens >= n:
+                return c
+        raise ValueError(f"{n} tokens: the largest program is for {self.tokens} (token counts {self.token_counts})")
+
+
 def plan_blocks(cfg, tokens, pieces=1):
     """Token blocks: the accumulators hold two blocks (double-buffered between tiles). ``pieces``:
     accumulator rows per token of a block (2 for a hi/lo gated product: its W2 pass multiplies both
@@ -291,8 +335,8 @@ class _FFNScheduler:
         self.tile_no = 0
         # the "tiles" arithmetic (QuantFFN.tile_luts / mul_sh per channel / hilo; check_single_chip):
         # a SiLU table per d_ff tile, a MUL shift per d_ff tile, h as hi/lo pieces through W2
-        self.tl = q.tile_luts is not None
-        self.hilo = int(q.hilo)
+        self.tl = getattr(q, "tile_luts", None) is not None      # (the projection's shape-only layers
+        self.hilo = int(getattr(q, "hilo", 0))                   # carry neither field)
         self.pieces = 2 if self.hilo else 1
         self.lut_rows = 256 // L
 
@@ -1319,11 +1363,13 @@ def _expert(err, e, n):
     return CompileError(f"expert {e} of {n}: {err}") if n > 1 else err
 
 
-def _compile(qs, cfg, T, plan):
-    """Every expert of `qs` with `plan`: one MEM image, per expert a Compiled with its runs."""
+def _compile(qs, cfg, Ts, plan):
+    """Every expert of `qs` with `plan`: one MEM image; per expert, per token count of `Ts`, a Compiled
+    with its runs. Every run size (over all the counts) is scheduled once per expert, on the regions
+    placed for the largest (``placed``), so all the programs of an expert share its addresses."""
     alloc, image, shared = _Alloc(cfg), {}, {}
-    chunks = plan.runs(T)
-    sizes = sorted({n for _, n in chunks}, reverse=True)
+    chunks = {T: plan.runs(T) for T in Ts}
+    sizes = sorted({n for ch in chunks.values() for _, n in ch}, reverse=True)
     tb = max(b for n in sizes for _, b in plan.blocks(cfg, n))
     out = []
     for e, q in enumerate(qs):
@@ -1340,21 +1386,26 @@ def _compile(qs, cfg, T, plan):
             except CompileError as err:
                 raise _expert(err, e, len(qs)) from None
             program, H, listing = s.sch.finish()
+            program, listing, _ = compress_program(program, listing)   # REPEAT runs (firmware/compress.py)
             worst = max(program.queues, key=lambda k: len(program.queues[k]))
             if len(program.queues[worst]) > cfg.queue_depth:
                 raise _QueueFull(worst, len(program.queues[worst]))
             per_size[size] = (s, program, H + 1, listing, xl, yl, tuple(blocks))
-        runs = []
-        for t0, n in chunks:
-            s, program, cyc, listing, xl, yl, blocks = per_size[n]
-            runs.append(Run(program, listing, s.sch, t0, n, xl, yl, cyc, blocks))
-        r0 = runs[0]
-        c = Compiled(cfg, r0.program, image, r0.x_layout, r0.y_layout, T, sum(r.predicted_cycles for r in runs),
-                     r0.listing, r0.schedule, q, runs=runs)
-        c.report = _report(c, first, plan)
-        out.append(c)
-    for c in out:
-        c.report["sram_bytes_used"] = alloc.used_bytes
+        per_T = []
+        for T in Ts:
+            runs = []
+            for t0, n in chunks[T]:
+                s, program, cyc, listing, xl, yl, blocks = per_size[n]
+                runs.append(Run(program, listing, s.sch, t0, n, xl, yl, cyc, blocks))
+            r0 = runs[0]
+            c = Compiled(cfg, r0.program, image, r0.x_layout, r0.y_layout, T, sum(r.predicted_cycles for r in runs),
+                         r0.listing, r0.schedule, q, runs=runs)
+            c.report = _report(c, first, plan)
+            per_T.append(c)
+        out.append(per_T)
+    for per_T in out:
+        for c in per_T:
+            c.report["sram_bytes_used"] = alloc.used_bytes
     return out
 
 
@@ -1406,15 +1457,54 @@ def check_single_chip(q, cfg):
                            f"shifts by mul_sh - hilo >= 0")
 
 
-def _compile_layers(qs, cfg, T):
-    """Plan, then compile; a program longer than queue_depth is split into runs of fewer blocks."""
+def _shared_rows(cfg, Ts, pieces):
+    """The weight rows installed per cycle for programs of several token counts on one image: the
+    placement of the weight tiles depends on it, so they share one value. ``_rows`` of each count's
+    block size are the candidates; the one with the least summed estimate (per weight tile and block,
+    as ``_plan``'s cost) wins, ties to more rows. On ``lpu`` (8 install rows, 8 banks) 8 tokens alone
+    would install 4 rows per cycle from the weight banks; 8 rows keeps the 1-token program fast."""
+    L, nw = cfg.lanes, min(cfg.banks, max(4, cfg.banks // 2))
+
+    def est(rows):
+        install, total = L // rows, 0
+        for T in Ts:
+            for _, b in plan_blocks(cfg, T, pieces)[0]:
+                total += max(b, install) + 1 if rows <= nw else b + install + 2
+        return total
+    cands = {_rows(cfg, plan_blocks(cfg, T, pieces)[1]) for T in Ts}
+    return min(cands, key=lambda r: (est(r), -r))
+
+
+def _token_counts(tokens):
+    """`tokens` (an int, or a list of token counts) -> sorted distinct counts; CompileError if any < 1."""
+    Ts = [tokens] if isinstance(tokens, (int, np.integer)) else list(tokens)
+    if not Ts:
+        raise CompileError("tokens: an empty list of token counts")
+    for T in Ts:
+        if not isinstance(T, (int, np.integer)) or isinstance(T, bool) or T < 1:
+            raise CompileError(f"tokens must be integers >= 1, got {T!r}")
+    if len(set(Ts)) != len(Ts):
+        raise CompileError(f"tokens lists a token count twice: {list(Ts)}")
+    return sorted(int(T) for T in Ts)
+
+
+def _compile_layers(qs, cfg, Ts):
+    """Plan (for the largest of the token counts `Ts`), then compile every count on one image; a
+    program longer than queue_depth is split into runs of fewer blocks. Returns per layer a list of
+    Compiled, one per count (ascending)."""
     for q in qs:
         check_single_chip(q, cfg)
     t0 = time.perf_counter()
-    plan = _plan(cfg, qs, T)
+    plan = _plan(cfg, qs, Ts[-1])
+    if len(Ts) > 1:
+        rows = _shared_rows(cfg, Ts, plan.pieces)
+        if rows != plan.rows:
+            alt = _Plan(plan.chunk, plan.tb, plan.even, plan.ring, rows, plan.pieces)
+            if _trial(cfg, qs, alt) is None:
+                plan = alt
     while True:
         try:
-            out = _compile(qs, cfg, T, plan)
+            out = _compile(qs, cfg, Ts, plan)
             break
         except _QueueFull as full:
             nb = len(plan.blocks(cfg, plan.chunk))
@@ -1428,8 +1518,9 @@ def _compile_layers(qs, cfg, T):
             tb = max(b for _, b in plan.blocks(cfg, plan.chunk))
             plan = _Plan(min(plan.chunk, nb * tb), tb, True, plan.ring, plan.rows, plan.pieces)
     dt = time.perf_counter() - t0
-    for c in out:
-        c.report["compile_s"] = dt
+    for per_T in out:
+        for c in per_T:
+            c.report["compile_s"] = dt
     return out
 
 
@@ -1439,7 +1530,7 @@ def compile_ffn(q: QuantFFN, cfg, tokens) -> Compiled:
     (``Compiled.runs``) on one resident MEM image."""
     if tokens < 1:
         raise CompileError("tokens must be >= 1")
-    return _compile_layers([q], cfg, tokens)[0]
+    return _compile_layers([q], cfg, [tokens])[0][0]
 
 
 def compile_moe(experts, cfg, tokens):
@@ -1448,6 +1539,10 @@ def compile_moe(experts, cfg, tokens):
     The experts share the input, output and intermediate regions (one expert runs at a time), and
     each keeps its weights, requantization parameters and LUT. The host picks an expert at run time
     by loading its program; nothing is copied. Raises CompileError when the experts do not fit.
+
+    `tokens` an int: a list of ``Compiled``, one per expert. `tokens` a list of token counts (e.g.
+    [1, 2, 4, 8]): a list of ``Programs``, one per expert, each holding a program per count, all on
+    the one image (the weights resident once; X, Y and the intermediates sized for the largest count).
     """
     if not experts:
         raise CompileError("an MoE layer needs at least one expert")
@@ -1457,12 +1552,15 @@ def compile_moe(experts, cfg, tokens):
     if len({int(q.hilo) for q in experts}) != 1:
         raise CompileError(f"experts must share one hilo (their H buffers are shared), got "
                            f"{sorted({int(q.hilo) for q in experts})}")
-    if tokens < 1:
-        raise CompileError("tokens must be >= 1")
-    out = _compile_layers(list(experts), cfg, tokens)
-    for c in out:
-        c.report["experts_resident"] = len(out)
-    return out
+    Ts = _token_counts(tokens)
+    out = _compile_layers(list(experts), cfg, Ts)
+    for per_T in out:
+        for c in per_T:
+            c.report["experts_resident"] = len(out)
+            c.report["token_counts"] = Ts
+    if isinstance(tokens, (int, np.integer)):
+        return [per_T[0] for per_T in out]
+    return [Programs(tuple(per_T)) for per_T in out]
 
 
 def _report(c: Compiled, s: _FFNScheduler, plan=None):

@@ -5,6 +5,8 @@ One API, several engines, the same answers::
     chip = Chip("tiny", engine="golden")               # or "rtl", "amaranth", "uart"
     await chip.load(compile_moe(experts, cfg, tokens))  # weights resident once
     out = await chip.run(xq, expert=1)                  # RunOutput(y int8, cycles, ...)
+    await chip.load(compile_moe(experts, cfg, [1, 2, 4, 8]))   # a program per token count, one image
+    out = await chip.run(xq[:3], expert=1)              # runs the 4-token program (3 rows + 1 zero row)
     out = run_compiled(compiled, xq, engine="rtl")      # the same, synchronously, for one call
 
 * ``golden``: a persistent golden model per chip.
@@ -77,6 +79,12 @@ def _as_list(compiled):
     return list(compiled) if isinstance(compiled, (list, tuple)) else [compiled]
 
 
+def _programs(c):
+    """One resident expert -> its programs, ascending token counts: a ``Compiled`` is one program, a
+    ``compiler.Programs`` (``compile_moe`` with a list of token counts) one per count."""
+    return tuple(c.programs) if hasattr(c, "programs") else (c,)
+
+
 def _image_rows(compiled):
     """The resident MEM image of a compiled set: {bank: [(addr, int8 vectors)]}."""
     img = {}
@@ -88,6 +96,9 @@ def _image_rows(compiled):
 
 class Chip:
     """One chip: ``await load(compiled or [compiled per expert])``, ``await run(xq, expert=k)``.
+
+    An expert may be a ``Programs`` (``compile_moe`` with a list of token counts): ``run`` then picks
+    the program with the fewest tokens that holds the call's, padding only up to its count.
 
     ``engine``: a name from ``engine.ENGINES`` (golden, rtl, amaranth, uart), made into an
     ``Engine`` by ``make_engine``; or an ``Engine`` object.  ``dut`` (inside a cocotb simulation),
@@ -110,28 +121,32 @@ class Chip:
         self.image = None
         self.calls = 0
         self.cycles_total = 0
+        self.programs_run = {}         # program token count -> (calls, cycles) of ``run``
 
     async def load(self, compiled):
         """Make a compiled layer (or a ``compile_moe`` list of experts) resident on the chip."""
-        experts = _as_list(compiled)
-        for c in experts:
-            if c.cfg.name != self.cfg.name and c.cfg.raw != self.cfg.raw:
-                raise EngineError(f"program compiled for config {c.cfg.name}, chip is {self.cfg.name}")
-        if len({id(c.mem_image) for c in experts}) != 1:
+        experts = [_programs(c) for c in _as_list(compiled)]
+        for progs in experts:
+            for c in progs:
+                if c.cfg.name != self.cfg.name and c.cfg.raw != self.cfg.raw:
+                    raise EngineError(f"program compiled for config {c.cfg.name}, chip is {self.cfg.name}")
+        if len({id(c.mem_image) for progs in experts for c in progs}) != 1:
             raise EngineError("the experts of one chip must come from one compile_moe call (one MEM image)")
-        self.experts, self.image = experts, _image_rows(experts)
+        self.experts, self.image = experts, _image_rows([experts[0][0]])
 
     def _check(self, xq, expert):
         if self.experts is None:
             raise EngineError(f"{self.name}: no program loaded: call load(compiled) first")
         if not 0 <= expert < len(self.experts):
             raise EngineError(f"{self.name}: expert {expert} is not resident (0..{len(self.experts) - 1})")
-        c = self.experts[expert]
+        progs = self.experts[expert]
+        big = progs[-1]
         xq = np.asarray(xq)
-        if xq.ndim != 2 or xq.shape[1] != c.q.d_model or not 1 <= len(xq) <= c.tokens:
-            raise EngineError(f"{self.name}: input shape {xq.shape}; expected (1..{c.tokens}, {c.q.d_model}) int8")
+        if xq.ndim != 2 or xq.shape[1] != big.q.d_model or not 1 <= len(xq) <= big.tokens:
+            raise EngineError(f"{self.name}: input shape {xq.shape}; expected (1..{big.tokens}, {big.q.d_model}) int8")
         if xq.dtype != np.int8:
             raise EngineError(f"{self.name}: input dtype {xq.dtype}; expected int8")
+        c = next(c for c in progs if c.tokens >= len(xq))       # the smallest program that holds them
         return c, xq
 
     @staticmethod
@@ -142,9 +157,11 @@ class Chip:
         return full
 
     async def run(self, xq, expert=0) -> RunOutput:
-        """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens): every
-        run of the compiled layer (one per chunk of tokens) on the resident image, X written before
-        and Y read after each.  ``cycles`` is their sum, ``run_cycles`` each run's."""
+        """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens; with
+        several programs, the one with the fewest tokens >= n): every run of the compiled layer (one per
+        chunk of tokens) on the resident image, X written before and Y read after each.  ``cycles`` is
+        their sum, ``run_cycles`` each run's; ``programs_run`` counts the calls and cycles per program
+        token count."""
         c, xq = self._check(xq, expert)
         n = len(xq)
         full = self._pad(c, xq)
@@ -159,6 +176,8 @@ class Chip:
         cycles = [int(res.cycles) for res in results]
         self.calls += 1
         self.cycles_total += sum(cycles)
+        calls, cyc = self.programs_run.get(c.tokens, (0, 0))
+        self.programs_run[c.tokens] = (calls + 1, cyc + sum(cycles))
         return RunOutput(y[:n].copy(), sum(cycles), self.engine, results[-1].activity, [], cycles)
 
 
@@ -255,10 +274,17 @@ class Tray:
     @property
     def stats(self):
         d = {"calls": sum(c.calls for c in self.chips), "chip_cycles": sum(c.cycles_total for c in self.chips)}
+        runs = {}
+        for c in self.chips:
+            for t, (n, cyc) in c.programs_run.items():
+                a, b = runs.get(t, (0, 0))
+                runs[t] = (a + n, b + cyc)
+        # program token count -> [calls, chip cycles] (the programs run, ``Chip.run``'s pick)
+        d["by_program_tokens"] = {t: list(runs[t]) for t in sorted(runs)}
         if self.rtl_tray:
             d.update(rtl_tray=True, dut_reloads=sum(p.reloads for p in self.ports.ports))
         elif self.port is not None:
-            d.update(dut_reloads=self.port.reloads, shared_dut=True)
+            d.update(dut_reloads=self.port.reloads, shared_dut=True, backdoor_vectors=self.port.backdoor_vectors)
         return d
 
 

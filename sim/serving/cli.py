@@ -134,7 +134,10 @@ def _print_named(scfg, model, mode, where, args, rep):
           f"{c.d_model}, {c.heads} query / {c.kv_heads} KV heads, vocab {c.vocab} (GGUF: {model.source})")
     print("split    GPU model: embeddings, RMSNorm, attention (RoPE, GQA, KV cache), LM head, sampling; "
           f"every decode-step FFN on the {where}: int8 at the boundary, requantized on the chip, "
-          f"{len(model.q[0])} program(s) per layer compiled once, weights resident")
+          f"{len(model.q[0])} layer program(s) compiled once for "
+          f"{', '.join(map(str, scfg['lpu'].get('batch_tokens') or [scfg['lpu'].get('tokens_per_call', 8)]))} "
+          "token(s) (a program per count, one MEM image, a call runs the smallest that holds its tokens), "
+          "weights resident once")
     print("prefill  on the GPU model (float FFN); the LPU tray sees decode steps only")
     if mode == "lpu":
         lp = rep["totals"]["ffn_backend"]
@@ -434,18 +437,33 @@ def compare_named(args, scfg):
     be = t["ffn_backend"]
     per_call = be["chip_cycles"] / max(be["calls"], 1)
     tpc = int(scfg["lpu"].get("tokens_per_call", 8))
+    bt = scfg["lpu"].get("batch_tokens") or [tpc]
+    # the programs the LPU runs (non-speculative runs): token count -> [calls, cycles], summed over runs
+    progs = {}
+    for _, mode, r in runs:
+        if mode == "lpu" and not r["totals"]["speculate"]:
+            for k, (n_calls, cyc) in r["totals"]["ffn_backend"].get("by_program_tokens", {}).items():
+                a, b = progs.get(int(k), (0, 0))
+                progs[int(k)] = (a + n_calls, b + cyc)
+    ran = ", ".join(f"{t} tokens: {a:,} calls of {b / a:,.0f} cycles" for t, (a, b) in sorted(progs.items())) or "none"
     acc = [r["totals"]["spec_acceptance"] for _, _, r in runs if r["totals"]["speculate"]]
     lines += ["", "### What the numbers say, and what they do not", "",
               f"* The LPU side is {be.get('chips')} chips at {be.get('clock_mhz'):g} MHz; "
               "every FFN call's cycles are the compiled program's, measured on the golden model (equal to the "
               "compiler's prediction, and to the RTL on the cut-down configs the tests run).",
-              f"* Each layer's program is compiled for `lpu.tokens_per_call` = {tpc} token(s) "
-              f"({per_call:,.0f} cycles per call here): a decode batch of B requests runs ceil(B / {tpc}) programs "
-              "back to back on the layer's chip, streaming the layer's 2.65 MB of weights each time, while the GPU "
-              "roofline reads the weights once per batch: a batch of requests is where a 1-token program loses "
-              "(`tinylpu serve --model smollm2-135m --prompt ...` shows one request alone). A program for more "
-              "tokens streams the weights once for all of them (`tinylpu bench compiler`, docs/performance.md: the "
-              "lpu 576 x 1536 SwiGLU at 1 and at 16 tokens).",
+              (f"* Each layer is compiled for {', '.join(map(str, bt))} token(s) (`lpu.batch_tokens`), one program "
+               "per count, all on its chip's one MEM image (the weights resident once, the activation "
+               f"regions sized for {bt[-1]}): a layer's decode batch of B <= {tpc} tokens is one call, run by the "
+               "smallest program that holds it (the rows beyond B are zero padding), streaming the layer's 2.65 MB "
+               f"of weights once for the batch. The programs run in the runs above without speculation: {ran} "
+               "(every layer's program of a count takes the same cycles). More tokens per program cost little "
+               "because weight streaming dominates; the GPU roofline also reads the weights once per batch."
+               if len(bt) > 1 else
+               f"* Each layer's program is compiled for `lpu.tokens_per_call` = {tpc} token(s) "
+               f"({per_call:,.0f} cycles per call here): a decode batch of B requests runs ceil(B / {tpc}) programs "
+               "back to back on the layer's chip, streaming the layer's 2.65 MB of weights each time, while the GPU "
+               "roofline reads the weights once per batch (`lpu.batch_tokens`, e.g. [1, 2, 4, 8], compiles a "
+               "program per count on one image and runs a batch as one call)."),
               f"* One `{ccfg.name.replace('-tray', '')}` chip reads {ccfg.sram_read_bytes_per_cycle} B of SRAM per cycle "
               f"({ccfg.sram_read_bytes_per_cycle * be.get('clock_mhz', 900) * 1e6 / 1e12:.2f} TB/s at "
               f"{be.get('clock_mhz'):g} MHz) and a layer lives on one chip: the config is a 64-lane model of an LPU, "

@@ -1,7 +1,11 @@
 """The FFN side of the decode loop: MoE experts on the LPU tray (or on the GPU model, for comparison).
 
 ``TrayFFN``: expert e of every layer is resident on tray chip e % chips (``compile_moe`` per
-chip, loaded once).  A layer's MoE for a batch of tokens is one tray step: the int8 rows cross
+chip, loaded once).  Each expert is compiled for the token counts ``lpu.batch_tokens`` (default
+[``tokens_per_call``]), one program per count on the chip's one MEM image; an expert's tokens of a
+step go in jobs of at most ``tokens_per_call`` tokens, each run by the smallest program that holds
+it (``Chip.run``: a decode batch of 5 runs the 8-token program once with [1, 2, 4, 8]).  A layer's
+MoE for a batch of tokens is one tray step: the int8 rows cross
 the GPU -> tray network hop, the ingress chip (chip 0) forwards each expert's rows over C2C,
 every chip runs its experts' programs (chips in parallel, one chip's programs back to back), the
 int8 results come back over C2C and the network.  Latency = exact chip cycles / clock + link
@@ -70,6 +74,12 @@ class TrayFFN:
         self.link_latency, self.vector_interval = link.link_latency, link.vector_interval
         self.clock_hz = 1e6 * (lpu_cfg.get("clock_mhz") or self.chip_cfg.clock_mhz)
         self.tokens = int(lpu_cfg.get("tokens_per_call", 8))
+        # the token counts each layer is compiled for (one program each, all on one MEM image); the
+        # largest is tokens_per_call (the serving schema checks it)
+        self.batch_tokens = sorted(lpu_cfg.get("batch_tokens") or [self.tokens])
+        if self.batch_tokens[-1] != self.tokens:
+            raise ValueError(f"serving config: lpu.batch_tokens {self.batch_tokens} must end with "
+                             f"lpu.tokens_per_call {self.tokens} (the largest program)")
         self.where, per_chip = model.placement(chips) if hasattr(model, "placement") else placement(model.cfg, chips)
         self.per_chip = per_chip
         self.tray = Tray(chips, self.chip_cfg, engine, dut=dut)
@@ -79,7 +89,8 @@ class TrayFFN:
         self.split = {"network_s": 0.0, "c2c_s": 0.0, "lpu_s": 0.0}    # summed over calls (``moe``)
 
     async def load(self):
-        comp = [_compiled(self.model, lst, self.chip_cfg, self.tokens) for lst in self.per_chip]
+        counts = self.tokens if len(self.batch_tokens) == 1 else self.batch_tokens
+        comp = [_compiled(self.model, lst, self.chip_cfg, counts) for lst in self.per_chip]
         await self.tray.load(comp)
 
     def _vectors(self, n_tokens):
@@ -141,12 +152,13 @@ _COMPILED = {}
 
 
 def _compiled(model, layers_experts, chip_cfg, tokens):
-    """``compile_moe`` of one chip's (layer, expert) list, once per process: serve-compare serves the
+    """``compile_moe`` of one chip's (layer, expert) list for `tokens` (a count, or a list of counts:
+    a program per count on one image), once per process: serve-compare serves the
     same model in several set-ups.  A real model's programs (SmolLM2: 30 layers of 576 x 1536, ~30 s
     to compile on 2 cores) are also kept on disk (``_disk_cached``)."""
     if not layers_experts:
         return None
-    key = (id(model), tuple(layers_experts), repr(chip_cfg), tokens)
+    key = (id(model), tuple(layers_experts), repr(chip_cfg), repr(tokens))
     if key not in _COMPILED:
         qs = [model.q[layer][e] for layer, e in layers_experts]
         build = lambda: compile_moe(qs, chip_cfg, tokens)            # noqa: E731
@@ -169,7 +181,8 @@ def _source_text():
 def _disk_cached(qs, chip_cfg, tokens, build):
     """A compiled program from the derived-file cache ($TINYLPU_CACHE, default ~/.cache/tinylpu, as
     the calibration), keyed by everything the compiler reads: the source of the core and of
-    firmware/, the chip config, the token count and every array and field of the layers.  A
+    firmware/, the chip config, the token count (or the list of counts) and every array and field of
+    the layers.  A
     program compiled here is the same object the compiler returns (pickled), so the cycles and
     outputs are unchanged; an unreadable or stale entry is compiled again."""
     import hashlib
@@ -179,7 +192,7 @@ def _disk_cached(qs, chip_cfg, tokens, build):
     from tinylpu.sim.serving.smollm2 import _cache_dir
     h = hashlib.sha1(_source_text().encode())
     h.update(repr(chip_cfg).encode())
-    h.update(repr(tokens).encode())
+    h.update(repr(("tokens", tokens if isinstance(tokens, int) else [int(t) for t in tokens])).encode())
     for q in qs:
         for k, v in sorted(vars(q).items()):
             h.update(k.encode())
@@ -240,3 +253,64 @@ class GpuFFN:
     @property
     def stats(self):
         return {"engine": "gpu-roofline", "calls": self.calls}
+
+
+def main(argv=None):
+    """``python -m tinylpu.sim.serving.lpu [--serving-config NAME|FILE] [--tokens 1,2,4,8] [--layers N]``:
+    compile (or load from the disk cache) every chip's layer programs for the token counts (default:
+    the config's ``lpu.batch_tokens``), run every program once on the golden model with random int8
+    rows, and print each count's cycles per layer; exit status 1 unless every measured cycle count
+    equals the compiler's prediction and every output equals ``QuantFFN.run_int``."""
+    import argparse
+    import time
+
+    from tinylpu.sim.host.api import Chip, drive
+    from tinylpu.sim.serving.serve import build_model, default_config
+    ap = argparse.ArgumentParser(prog="python -m tinylpu.sim.serving.lpu", description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("--serving-config", default="smollm2")
+    ap.add_argument("--tokens", help="comma-separated token counts (default: the config's lpu.batch_tokens)")
+    ap.add_argument("--layers", type=int, help="the model cut to its first N layers")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    scfg = default_config(a.serving_config)
+    if a.layers:
+        scfg["model"]["layers"] = a.layers
+        if scfg["model"].get("draft_layers"):
+            scfg["model"]["draft_layers"] = min(scfg["model"]["draft_layers"], a.layers)
+    lp = scfg["lpu"]
+    counts = ([int(t) for t in a.tokens.split(",")] if a.tokens else (lp["batch_tokens"] or [lp["tokens_per_call"]]))
+    model = build_model(scfg)
+    cfg = load_config(lp["chip_config"])
+    chips = cfg.chips if cfg.chips > 1 else (lp.get("chips") or 8)
+    _, per_chip = model.placement(chips) if hasattr(model, "placement") else placement(model.cfg, chips)
+    arg = counts[0] if len(counts) == 1 else counts
+    rng = np.random.default_rng(0)
+    cycles, ok = {}, True
+    for lst in per_chip:
+        comp = _compiled(model, lst, cfg, arg)
+        if comp is None:
+            continue
+        chip = Chip(cfg, "golden")
+        drive(chip.load(comp))
+        for idx, (layer, e) in enumerate(lst):
+            progs = getattr(comp[idx], "programs", (comp[idx],))
+            for c in progs:
+                x = rng.integers(-128, 128, size=(c.tokens, c.q.d_model)).astype(np.int8)
+                out = drive(chip.run(x, idx))
+                good = out.cycles == c.predicted_cycles and np.array_equal(out.y, model.q[layer][e].run_int(x))
+                ok &= bool(good)
+                cycles.setdefault(c.tokens, []).append(out.cycles)
+    print(f"{model.cfg.layers} layers x {len(model.q[0])} program group(s) on {chips} {cfg.name} chips at "
+          f"{cfg.clock_mhz:g} MHz, compiled for {counts} token(s) on one MEM image per chip:")
+    print("tokens  cycles per layer (golden)   us at the clock")
+    for t in sorted(cycles):
+        lo, hi = min(cycles[t]), max(cycles[t])
+        span = f"{lo:,}" if lo == hi else f"{lo:,}..{hi:,}"
+        print(f"{t:6d}  {span:>26s}   {hi / cfg.clock_mhz:8.2f}")
+    print(f"measured = predicted and outputs = QuantFFN.run_int for all {sum(map(len, cycles.values()))} "
+          f"programs: {ok} ({time.time() - t0:.0f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -52,6 +52,17 @@ def _check_lpu(doc, path, lpu):
     if cfg.chips > 1 and chips not in (None, cfg.chips):
         raise doc.err(path + ("chips",), f"lpu.chips is {chips} but lpu.chip_config {cfg.name!r} is a tray of "
                       f"{cfg.chips} chips (set lpu.chips to null or {cfg.chips})")
+    bt = lpu["batch_tokens"]
+    if bt is not None and bt[-1] != lpu["tokens_per_call"]:
+        raise doc.err(path + ("batch_tokens",), f"the largest token count {bt[-1]} must equal lpu.tokens_per_call "
+                      f"{lpu['tokens_per_call']} (the largest program; a job holds at most tokens_per_call tokens)")
+
+
+def _check_increasing(doc, path, counts):
+    for i in range(1, len(counts)):
+        if counts[i] <= counts[i - 1]:
+            raise doc.err(path + (i,), f"token counts must be strictly increasing, got {counts[i]} after "
+                          f"{counts[i - 1]} (in {counts})")
 
 
 def _check_range(doc, path, pair):
@@ -104,6 +115,9 @@ SERVING_SCHEMA = Map({
         "chip_config": Str(r"\S+", "a shipped chip config name or a .yaml path", default="tiny", check=_chip_config),
         "chips": Int(1, 256, nullable=True, default=None),
         "tokens_per_call": Int(1, 256, default=8),
+        # the token counts each layer is compiled for, one program each on one MEM image (a call runs the
+        # smallest that holds its tokens); null: [tokens_per_call]
+        "batch_tokens": List(Int(1, 256), 1, 16, nullable=True, default=None, check=_check_increasing),
         "clock_mhz": Num(0, 1e5, open_lo=True, nullable=True, default=None),
         "link_config": Str(r"\S+", "a shipped chip config name or a .yaml path", default="tray", check=_chip_config),
         "net_hop_s": Num(0, 1),

@@ -302,6 +302,7 @@ def test_tiles_programs_exact(cfgname, dm, dff, T, act, hilo):
     combine_acc): bit-exact, predicted cycles = the golden model's, an LDLUT per d_ff tile and
     block, one MUL shift per tile, and hilo ADD32 doublings + one ADD32 per W2 tile and block (for
     blocks of at most vxm_alu tokens chained on the streams: no ADD32 operand read from MEM)."""
+    from tinylpu.firmware.compress import expand_program
     cfg = load_config(cfgname)
     w = layer(dm, dff, act, gated=act == "swiglu", seed=dm + dff)
     x = np.random.default_rng(T).normal(size=(T, dm))
@@ -312,7 +313,8 @@ def test_tiles_programs_exact(cfgname, dm, dff, T, act, hilo):
     assert out.cycles == c.predicted_cycles and np.array_equal(out.y, q.run_int(xq))
     ft, mt = -(-dff // cfg.lanes), -(-dm // cfg.lanes)
     blocks = len(c.runs[0].blocks)
-    vxm = c.program.queues["vxm0"]
+    issued = expand_program(c.program)[0]          # one instruction per issue (REPEATs written out)
+    vxm = issued.queues["vxm0"]
     assert sum(i.op.name == "LDLUT" for i in vxm) == ft * blocks
     assert sum(i.op.name == "ADD32" for i in vxm) == mt * blocks * (hilo + 1 if hilo else 0)
     if q.gated:
@@ -322,7 +324,7 @@ def test_tiles_programs_exact(cfgname, dm, dff, T, act, hilo):
     if hilo:
         assert max(n for _, n in c.runs[0].blocks) <= cfg.acc_depth // 4
         streamed = max(n for _, n in c.runs[0].blocks) <= cfg.latency["vxm_alu"]
-        emits = [i for i in c.program.queues["mxm0"] if i.op.name == "EMIT"]
+        emits = [i for i in issued.queues["mxm0"] if i.op.name == "EMIT"]
         assert len(emits) == blocks * (2 * ft + (2 if streamed else 1) * mt)     # hi, lo EMITted apart
         assert any(i.op.name == "ADD32" and i.a == i.b for i in vxm)            # the doublings
         assert {(i.imm, i.sh) for i in vxm if i.op.name == "MUL" and i.use_imm} == {(1 << hilo, 0)}
@@ -354,6 +356,70 @@ def test_tiles_tokens_in_runs_and_moe():
     plain = quantize_ffn(layer(16, 32, "swiglu", gated=True, seed=5), xs)
     with pytest.raises(CompileError, match=r"experts must share one hilo .* got \[0, 4\]"):
         compile_moe([experts[0], plain], CFG, 4)
+
+
+@pytest.mark.parametrize("tiles", [False, True])
+def test_moe_programs_for_several_token_counts_share_one_image(tiles):
+    """compile_moe with a list of token counts: per expert a program per count, every one on the one
+    MEM image (same weight and activation addresses); each program is exact with its predicted
+    cycles, and the program for T tokens gives, row by row, the 1-token program's rows. The host
+    Chip runs the smallest program that holds a call's tokens (padding up to its count only)."""
+    from tinylpu.firmware.compiler import Programs, compile_moe
+    from tinylpu.sim.host.api import Chip, drive
+    from tinylpu.sim.host.engine import EngineError
+    xs = np.random.default_rng(9).normal(size=(6, 16))
+    experts = [quantize_ffn(layer(16, 32, "swiglu", gated=True, bias=not tiles, seed=e), xs) for e in range(2)]
+    if tiles:         # streamed hi/lo for blocks of <= 2 tokens, through MEM for 3 and 5, on one image
+        experts = [tiles_variant(q, CFG.lanes, seed=e) for e, q in enumerate(experts)]
+    counts = [1, 2, 3, 5]
+    progs = compile_moe(experts, CFG, [5, 1, 3, 2])
+    assert all(isinstance(p, Programs) for p in progs) and [p.token_counts for p in progs] == [tuple(counts)] * 2
+    image = progs[0].mem_image
+    assert all(c.mem_image is image for p in progs for c in p.programs)
+    for p in progs:
+        first = p.programs[0]
+        for c in p.programs:
+            assert {k: (r.bank, r.addr) for k, r in c.x_layout.items()} == \
+                {k: (r.bank, r.addr) for k, r in first.x_layout.items()}
+            assert {m: (r.bank, r.addr) for m, r in c.y_layout.items()} == \
+                {m: (r.bank, r.addr) for m, r in first.y_layout.items()}
+    rng = np.random.default_rng(4)
+    for e, p in enumerate(progs):
+        xq = rng.integers(-128, 128, size=(5, 16)).astype(np.int8)
+        want = experts[e].run_int(xq)
+        one = np.concatenate([run_compiled(p.programs[0], xq[i:i + 1]).y for i in range(5)])
+        assert np.array_equal(one, want)
+        for c in p.programs:
+            out = run_compiled(c, xq[:c.tokens])          # raises unless measured = predicted
+            assert out.cycles == c.predicted_cycles and np.array_equal(out.y, one[:c.tokens])
+        assert [c.predicted_cycles for c in p.programs] == sorted(c.predicted_cycles for c in p.programs)
+    chip = Chip(CFG, "golden")
+    drive(chip.load(progs))
+    xq = rng.integers(-128, 128, size=(5, 16)).astype(np.int8)
+    for n, picked in [(1, 1), (2, 2), (3, 3), (4, 5), (5, 5)]:
+        before = dict(chip.programs_run)
+        out = drive(chip.run(xq[:n], expert=1))
+        c = progs[1].pick(n)
+        assert c.tokens == picked and out.cycles == c.predicted_cycles
+        assert np.array_equal(out.y, experts[1].run_int(xq[:n]))
+        assert chip.programs_run[picked][0] == before.get(picked, (0, 0))[0] + 1
+    with pytest.raises(EngineError, match=r"input shape \(6, 16\); expected \(1\.\.5, 16\)"):
+        drive(chip.run(np.zeros((6, 16), np.int8), expert=0))
+    assert [c.tokens for c in compile_moe(experts, CFG, 3)] == [3, 3]      # an int: a Compiled per expert
+    for bad, msg in [([], "empty list"), ([2, 2], "token count twice"), ([0, 4], "integers >= 1, got 0"),
+                     ([1.5], "integers >= 1")]:
+        with pytest.raises(CompileError, match=msg):
+            compile_moe(experts, CFG, bad)
+
+
+def test_shared_weight_rows_favour_the_small_programs():
+    """On lpu (8 install rows, 8 banks) 8 tokens alone would install 4 rows per cycle from the weight
+    banks; programs of 1, 2, 4 and 8 tokens on one image share the 8-row placement, which keeps the
+    small programs (the single-request case) at their own speed."""
+    from tinylpu.firmware.compiler import _rows, _shared_rows, plan_blocks
+    lpu = load_config("lpu")
+    assert _rows(lpu, plan_blocks(lpu, 8, 2)[1]) == 4 and _rows(lpu, 1) == 8
+    assert _shared_rows(lpu, [1, 2, 4, 8], 2) == 8 and _shared_rows(lpu, [8], 2) == 4
 
 
 def test_tiles_errors():

@@ -4,6 +4,7 @@ on the GPU model and on the LPU tray, every run's tokens checked against the mon
 model, and the command's section of docs/serving.md replaced without touching the other's."""
 
 import json
+import re
 
 import yaml
 
@@ -48,6 +49,10 @@ def test_serve_compare_model_writes_its_section(tmp_path, capsys):
     cells = [c.strip() for c in lpu_row.split("|")[1:-1]]
     assert float(cells[5]) > 0 and float(cells[2]) == 0.0            # LPU chips > 0, GPU FFN 0
     assert "| The capital of France is |" in sec
+    # the notes say which programs ran: a layer's batch of 2 is one call of its 2-token program, the
+    # ping-pong micro-batches of 1 run the 1-token program (lpu.batch_tokens [1, 2, 4, 8])
+    assert "Each layer is compiled for 1, 2, 4, 8 token(s) (`lpu.batch_tokens`)" in sec
+    assert re.search(r"1 tokens: [\d,]+ calls of [\d,]+ cycles, 2 tokens: [\d,]+ calls of [\d,]+ cycles \(", sec)
     # run again: the section is replaced, not appended
     _write_section(doc, "smollm2-135m", ["## smollm2-135m again"])
     text = doc.read_text()
