@@ -432,17 +432,22 @@ def write_sim_speed(cfg="tiny", repeat=3, path="docs/benchmarks.md"):
 
 
 #: (tray config, single-chip config, d_model, d_ff, token counts) of `tinylpu bench tray`: issue 19's
-#: 64 x 256 SwiGLU on the tray of tiny chips (flit framing, and the same tray with burst-framed links:
-#: ``tray-burst``, ``sim.perf.c2c.burst_variant``), and the SmolLM2-135M FFN (576 x 1536 SwiGLU) on lpu-tray
-TRAY_WORKLOADS = [("tray", "tiny", 64, 256, (1, 16, 64)), ("tray-burst", "tiny", 64, 256, (1, 16, 64)),
+#: 64 x 256 SwiGLU on the tray of tiny chips (its burst-framed links, and the same tray on the older
+#: per-vector flits: ``tray-flit``, ``sim.perf.c2c.flit_variant``), and the SmolLM2-135M FFN (576 x 1536
+#: SwiGLU) on lpu-tray
+TRAY_WORKLOADS = [("tray", "tiny", 64, 256, (1, 16, 64)), ("tray-flit", "tiny", 64, 256, (1, 16, 64)),
                   ("lpu-tray", "lpu", 576, 1536, (1, 16, 64))]
 
 
 def _tray_config(name):
-    """A tray workload's config: a shipped one, or ``<base>-burst`` (its links with burst framing)."""
+    """A tray workload's config: a shipped one, ``<base>-burst`` or ``<base>-flit`` (its links with
+    that framing)."""
     if name.endswith("-burst"):
         from tinylpu.sim.perf.c2c import burst_variant
         return burst_variant(name[:-len("-burst")], 16)
+    if name.endswith("-flit"):
+        from tinylpu.sim.perf.c2c import flit_variant
+        return flit_variant(name[:-len("-flit")])
     return load_config(name)
 
 
@@ -456,8 +461,9 @@ def write_tray_perf(path="docs/tray-performance.md", workloads=None, chips=(2, 4
              "Written by `tinylpu bench tray` (`make perf`). Cycles are measured on the golden tray and equal the "
              "compiler's prediction on every chip; the int8 outputs equal the single-chip program's (and "
              "`QuantFFN.run_int`). The 1-chip column is the single-chip compiler's program on one chip of the "
-             "tray's kind. `tray-burst` is `tray` with burst-framed links (`c2c.framing: burst`, 16 vectors per "
-             "frame, `sim.perf.c2c.burst_variant`; docs/c2c.md, \"Burst framing\").", "",
+             "tray's kind. The shipped trays' links use burst framing (`c2c.framing: burst`, up to 16 vectors per "
+             "frame; docs/c2c.md, \"Burst framing\"); `tray-flit` is `tray` on the older per-vector flits "
+             "(`sim.perf.c2c.flit_variant`), for comparison.", "",
              "Splits (`compile_tp(..., split=)`): **gather**: chip c computes the gated product H for "
              "its d_ff tiles and SENDs it (int8) to every W2 chip; the first min(chips, d_model tiles) chips "
              "(\"W2 chips\") compute requant(H W2) for their output columns over all of d_ff, and SEND their int8 "

@@ -453,6 +453,7 @@ def test_mutated_random_programs_same_errors():
 
 # --- RTL ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow      # every compiled program is compressed, so the fast tier's RTL FFN tests run REPEATs too
 def test_compressed_layer_on_rtl():
     """tiny, 32 x 64 SwiGLU, 8 tokens: the compressed program (17 READ REPEATs with d > 1) on the
     Verilog under Icarus takes the predicted cycles and gives golden's numbers."""
