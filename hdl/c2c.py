@@ -233,22 +233,7 @@ class LinkTX(wiring.Component):
             m.d.comb += [start_hac.eq(1), word.eq(hac_frame[:w])]
             d += [active.eq(1), left.eq(p.hac_frame_words - 1), body.eq(hac_frame[w:])]
 
-        # training: TRAIN for train_words words (or until train_done)
-        with m.If(training):
-            d += train_cnt.eq(train_cnt + 1)
-            if self.train_words:
-                with m.If(train_cnt == self.train_words - 1):
-                    d += training.eq(0)
-            with m.If(self.train_done):
-                d += training.eq(0)
-
-        # HAC schedule: due every hac_interval cycles after training, sent when the link is free.
-        with m.If(~training):
-            d += hac_timer.eq(Mux(hac_timer == p.hac_interval - 1, 0, hac_timer + 1))
-            with m.If(hac_timer == p.hac_interval - 1):
-                d += hac_due.eq(1)
-            with m.Elif(start_hac):
-                d += hac_due.eq(0)
+        self._train_and_hac(m, training, train_cnt, hac_timer, hac_due, start_hac)
 
         # accepting vectors: one waiting slot; no back-pressure, overrun instead
         with m.If(training):
@@ -264,6 +249,24 @@ class LinkTX(wiring.Component):
             with m.Else():
                 d += [pend_valid.eq(1), pend_data.eq(self.send_data)]
         return m
+
+    def _train_and_hac(self, m, training, train_cnt, hac_timer, hac_due, start_hac):
+        """Both framings: TRAIN for train_words words (or until train_done); then a HAC frame due every
+        hac_interval cycles, sent when the link is free (``start_hac``)."""
+        d, p = m.d[self._domain], self.params
+        with m.If(training):
+            d += train_cnt.eq(train_cnt + 1)
+            if self.train_words:
+                with m.If(train_cnt == self.train_words - 1):
+                    d += training.eq(0)
+            with m.If(self.train_done):
+                d += training.eq(0)
+        with m.If(~training):
+            d += hac_timer.eq(Mux(hac_timer == p.hac_interval - 1, 0, hac_timer + 1))
+            with m.If(hac_timer == p.hac_interval - 1):
+                d += hac_due.eq(1)
+            with m.Elif(start_hac):
+                d += hac_due.eq(0)
 
     def queue_vectors(self):
         """Burst framing: vectors the TX queue holds (it falls behind the SEND elements by at most
@@ -363,19 +366,7 @@ class LinkTX(wiring.Component):
             m.d.comb += [start_hac.eq(1), word.eq(hac_frame[:w])]
             d += [hac_left.eq(p.hac_frame_words - 1), hac_body.eq(hac_frame[w:])]
 
-        with m.If(training):
-            d += train_cnt.eq(train_cnt + 1)
-            if self.train_words:
-                with m.If(train_cnt == self.train_words - 1):
-                    d += training.eq(0)
-            with m.If(self.train_done):
-                d += training.eq(0)
-        with m.If(~training):
-            d += hac_timer.eq(Mux(hac_timer == p.hac_interval - 1, 0, hac_timer + 1))
-            with m.If(hac_timer == p.hac_interval - 1):
-                d += hac_due.eq(1)
-            with m.Elif(start_hac):
-                d += hac_due.eq(0)
+        self._train_and_hac(m, training, train_cnt, hac_timer, hac_due, start_hac)
 
         # accepting vectors into the queue; no back-pressure, overrun instead
         cnt_m1 = Signal(cb)

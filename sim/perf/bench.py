@@ -193,26 +193,17 @@ def main(args):
 def _write_golden_section(cfg, repeat, output):
     rows = bench_golden(cfg, repeat)
     cmd = f"tinylpu bench golden --config {cfg.name} --repeat {repeat}"
-    lines = [f"### Golden model speed (config `{cfg.name}`)", "",
-             f"Measured with `{cmd}` (median of {repeat} runs; on compiled layers the reference is timed once on the "
+    title = f"Golden model speed (config `{cfg.name}`)"
+    lines = [f"Measured with `{cmd}` (median of {repeat} runs; on compiled layers the reference is timed once on the "
              "largest; \"first run\": each program new to the model, \"program cached\": run before, see "
              "sim/golden/fast.py) on "
              f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}.",
              "", "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
              "|---|---|---|---|---|---|"] + _golden_rows(rows)
-    text = "\n".join(lines) + "\n"
-    print(text)
+    print("\n".join([f"### {title}", ""] + lines))
     if output:
-        p = Path(output)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        old = p.read_text() if p.exists() else "# Benchmarks\n\nEvery figure here is written by the command quoted with it.\n\n"
-        marker = f"### Golden model speed (config `{cfg.name}`)"
-        if marker in old:
-            head, _, rest = old.partition(marker)
-            nxt = rest.find("\n### ")
-            old = head + (rest[nxt + 1:] if nxt >= 0 else "")
-        p.write_text(old.rstrip() + "\n\n" + text)
-        print(f"wrote {p}")
+        from tinylpu.sim.perf.golden_speed import write_section
+        write_section(output, title, lines)
 
 
 # ------------------------------------------------------------------------------------------

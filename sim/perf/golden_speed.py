@@ -257,9 +257,11 @@ def _platform():
             f"numpy {np.__version__}, {os.cpu_count()} cores at load average {os.getloadavg()[0]:.1f}")
 
 
-def _write_section(output, title, lines):
+def write_section(output, title, lines):
+    """Replace (or append) the ``### title`` section of a benchmarks page with ``lines``."""
     text = "\n".join([f"### {title}", ""] + lines) + "\n"
     p = Path(output)
+    p.parent.mkdir(parents=True, exist_ok=True)
     old = p.read_text() if p.exists() else "# Benchmarks\n\nEvery figure here is written by the command quoted with it.\n\n"
     marker = f"### {title}"
     if marker in old:
@@ -313,11 +315,11 @@ def main(argv):
     if what in ("lpu", "all"):
         rows = bench_lpu_jobs(repeat)
         if output:
-            _write_section(output, "Golden model jobs with bulk image writes (config `lpu`)", _lpu_section(rows, repeat))
+            write_section(output, "Golden model jobs with bulk image writes (config `lpu`)", _lpu_section(rows, repeat))
     if what in ("tray", "all"):
         rows, compile_s = bench_tray(min(repeat, 3))
         if output:
-            _write_section(output, "Golden tray speed (config `lpu-tray`)", _tray_section(rows, compile_s, min(repeat, 3)))
+            write_section(output, "Golden tray speed (config `lpu-tray`)", _tray_section(rows, compile_s, min(repeat, 3)))
 
 
 if __name__ == "__main__":
