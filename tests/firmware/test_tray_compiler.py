@@ -153,12 +153,18 @@ def test_tray_errors():
         compile_tp(q, CFG, 2, 2, split="rows")
 
 
-def test_cli_ffn_chips(tmp_path):
+def _cli_base(tmp_path):
+    """`tinylpu ffn` on a 32 x 64 SwiGLU and 2 tokens written to tmp_path."""
     w = layer(32, 64, 3)
     np.savez(tmp_path / "W.npz", w1=w.w1, w2=w.w2, w3=w.w3, b1=w.b1, b2=w.b2, b3=w.b3)
     np.save(tmp_path / "X.npy", np.random.default_rng(4).normal(size=(2, 32)).astype(np.float32))
     base = [sys.executable, "-m", "tinylpu.cli", "ffn", "--weights", str(tmp_path / "W.npz"), "--input",
             str(tmp_path / "X.npy"), "--output", str(tmp_path / "Y.npy"), "--report", str(tmp_path / "R.json")]
+    return base
+
+
+def test_cli_ffn_chips(tmp_path):
+    base = _cli_base(tmp_path)
     r = subprocess.run(base + ["--chips", "4", "--ppm", "0,100,-100,300"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "R.json").read_text())
@@ -169,7 +175,12 @@ def test_cli_ffn_chips(tmp_path):
     assert r.returncode == 2 and "--ppm has 2 values for --chips 4" in r.stderr
     r = subprocess.run(base + ["--chips", "2", "--config", "tiny"], capture_output=True, text=True)
     assert r.returncode == 2 and "needs a tray config" in r.stderr
-    # the RTL tray (tests/test_rtl_tray.py): the 2-chip config, per-chip cycles and link statistics
+
+
+@pytest.mark.slow      # the RTL duo tray runs in the fast tier through tests/sim/rtl/test_tray.py
+def test_cli_ffn_chips_rtl(tmp_path):
+    """The RTL tray through the CLI: the 2-chip config, per-chip cycles and link statistics."""
+    base = _cli_base(tmp_path)
     r = subprocess.run(base + ["--chips", "2", "--config", "duo", "--engine", "rtl", "--ppm", "200,-200"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -714,7 +714,7 @@ def test_burst_codec_every_single_and_random_double_error(width, n):
             assert got[2] == UNCORRECTABLE, ((w1, b1), (w2, b2))
 
 
-@pytest.mark.parametrize("ppm", [0, 300, pytest.param(-300, marks=SLOW), pytest.param(600, marks=SLOW),
+@pytest.mark.parametrize("ppm", [0, pytest.param(300, marks=SLOW), pytest.param(-300, marks=SLOW), pytest.param(600, marks=SLOW),
                                  pytest.param(-600, marks=SLOW), pytest.param(100, marks=SLOW),
                                  pytest.param(-100, marks=SLOW)])
 def test_burst_link_goodput_at_ppm(ppm):
@@ -831,6 +831,7 @@ def test_burst_loader_rules():
         link_variant(FLIT_TRAY, framing="burst", burst_vectors=0)
 
 
+@SLOW      # the fast tier: the duo build converts the link; the codec test covers triples
 def test_burst_verilog_convert():
     cfg = burst_cfg()
     verilog.convert(C2CLinkPair(cfg), name="c2c_pair_burst")
@@ -869,6 +870,7 @@ def test_burst_codec_triple_errors_never_silently_wrong():
         assert decode_burst(p, f)[2] == UNCORRECTABLE
 
 
+@SLOW      # the codec test (fast) refuses every triple pattern; this is the RTL's side
 def test_burst_triple_errors_detected_rtl():
     """Three flipped payload / trailer bits in each of 12 frames of 4 vectors on the RTL link:
     no wrong vector is silent: every such frame is counted uncorrectable (by the Hamming code, or

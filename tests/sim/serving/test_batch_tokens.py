@@ -101,6 +101,7 @@ def test_rtl_duo_tray_with_several_programs_equals_golden():
     assert {int(k): v for k, v in rb["by_program_tokens"].items()} == gb["by_program_tokens"]
 
 
+@pytest.mark.slow      # ~11 s: compiles and runs every program of the cut; the serving test above runs them too
 def test_cycles_command_on_the_cut_model(capsys):
     """`python -m tinylpu.sim.serving.lpu --layers 2 --tokens 1,3`: every program run on the golden
     model, measured = predicted, outputs = run_int; the cycles it prints (docs/smollm2.md quotes them)."""
