@@ -262,7 +262,7 @@ class RtlPort:
         """Write a resident image through the host port (8L/64 words and a clock per word, so a
         SmolLM2 layer's 2.65 MB would take ~330,000 simulated cycles and minutes of cocotb); in a
         simulation of the chip top, an image of more than ``BACKDOOR_VECTORS`` vectors goes
-        straight into the bank arrays instead, and the first and last vector of every run are read
+        straight into the bank arrays instead, and each bank's first and last vector written are read
         back through the host port and compared before the image is trusted."""
         h, cfg = self.host, self.cfg
         rows = _merge(image, {})
@@ -280,13 +280,13 @@ class RtlPort:
             for addr, v in lst:
                 backdoor_write(banks[bank], addr, v)
         await h.edge()
-        for bank, lst in rows.items():
-            for addr, v in lst:
-                for k in {0, len(v) - 1}:
-                    got = np.asarray(await h.read_mem(cfg.slice(bank).index, addr + k, 1), np.int8)[0]
-                    if not np.array_equal(got, v[k]):
-                        raise EngineError(f"backdoor image load: {bank}[{addr + k}] reads back {got.tolist()}, "
-                                          f"expected {v[k].tolist()} (the simulator did not take the write)")
+        for bank, lst in rows.items():                  # per bank: its first and its last vector written
+            (a0, v0), (a1, v1) = lst[0], lst[-1]
+            for addr, v in ((a0, v0[0]), (a1 + len(v1) - 1, v1[-1])):
+                got = np.asarray(await h.read_mem(cfg.slice(bank).index, addr, 1), np.int8)[0]
+                if not np.array_equal(got, v):
+                    raise EngineError(f"backdoor image load: {bank}[{addr}] reads back {got.tolist()}, "
+                                      f"expected {v.tolist()} (the simulator did not take the write)")
         self.backdoor_vectors += n
 
 
