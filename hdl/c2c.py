@@ -194,14 +194,7 @@ class LinkTX(wiring.Component):
         start_hac = Signal()
         send_skip = Signal()
 
-        # The SKIP schedule: one falls due every skip_interval words and goes out at the next frame
-        # boundary (a frame's words are never split, so the receiver can take them by position).
-        d += skip_cnt.eq(Mux(skip_cnt == p.skip_interval - 1, 0, skip_cnt + 1))
-        with m.If(send_skip):
-            d += skip_pend.eq(0)
-        with m.Elif(skip_cnt == p.skip_interval - 1):
-            d += skip_pend.eq(1)
-        d += [self.wire.data.eq(word), self.wire.k.eq(k)]
+        self._skip_and_wire(m, skip_cnt, skip_pend, send_skip, word, k)
         m.d.comb += self.busy.eq(active | pend_valid)
 
         have_vec = pend_valid | self.send_valid
@@ -249,6 +242,18 @@ class LinkTX(wiring.Component):
             with m.Else():
                 d += [pend_valid.eq(1), pend_data.eq(self.send_data)]
         return m
+
+    def _skip_and_wire(self, m, skip_cnt, skip_pend, send_skip, word, k):
+        """Both framings: the SKIP schedule (one falls due every skip_interval words and goes out at the
+        next frame boundary: a frame's words are never split, so the receiver takes them by position)
+        and the registered wire word."""
+        d, p = m.d[self._domain], self.params
+        d += skip_cnt.eq(Mux(skip_cnt == p.skip_interval - 1, 0, skip_cnt + 1))
+        with m.If(send_skip):
+            d += skip_pend.eq(0)
+        with m.Elif(skip_cnt == p.skip_interval - 1):
+            d += skip_pend.eq(1)
+        d += [self.wire.data.eq(word), self.wire.k.eq(k)]
 
     def _train_and_hac(self, m, training, train_cnt, hac_timer, hac_due, start_hac):
         """Both framings: TRAIN for train_words words (or until train_done); then a HAC frame due every
@@ -310,12 +315,7 @@ class LinkTX(wiring.Component):
         send_skip = Signal()
         start_hac = Signal()
 
-        d += skip_cnt.eq(Mux(skip_cnt == p.skip_interval - 1, 0, skip_cnt + 1))
-        with m.If(send_skip):
-            d += skip_pend.eq(0)
-        with m.Elif(skip_cnt == p.skip_interval - 1):
-            d += skip_pend.eq(1)
-        d += [self.wire.data.eq(word), self.wire.k.eq(k)]
+        self._skip_and_wire(m, skip_cnt, skip_pend, send_skip, word, k)
         m.d.comb += self.busy.eq(in_frame | q.r_rdy | (hac_left != 0))
 
         head = q.r_data[:8 * p.lanes]
