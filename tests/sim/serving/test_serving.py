@@ -128,15 +128,18 @@ def test_rtl_time_shared_chip_in_one_simulation_equals_golden():
 
 # --- serving: numbers --------------------------------------------------------------------------
 
-def test_serving_engines_identical_and_equal_reference():
-    """Two requests decoding together on the golden tray and on the RTL duo tray (hdl/tray.py)."""
-    scfg = duo_cfg()
+@pytest.mark.parametrize("duo", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_serving_engines_identical_and_equal_reference(duo):
+    """Two requests decoding together on the golden engine and on the RTL: one simulated tiny chip
+    time-shared by the 4 chips (fast tier), or the duo tray's Verilog (hdl/tray.py; slow tier)."""
+    scfg = duo_cfg() if duo else small_cfg()
     g = run_serving(small_requests(), scfg, "lpu", "golden", reference=True)
     r = run_serving(small_requests(), scfg, "lpu", "rtl", reference=True)
     assert g["totals"]["reference_identical"] and r["totals"]["reference_identical"]
     assert g["requests"] == r["requests"]            # tokens AND modelled latencies (exact cycles)
     assert g["totals"]["ffn_backend"]["chip_cycles"] == r["totals"]["ffn_backend"]["chip_cycles"]
-    assert r["totals"]["ffn_backend"]["rtl_tray"] is True
+    be = r["totals"]["ffn_backend"]
+    assert (be.get("rtl_tray") if duo else be.get("shared_dut")) is True
 
 
 def test_gpu_and_lpu_ffn_give_identical_tokens():
