@@ -272,7 +272,7 @@ DRIFT = dict(epoch=256, hac_interval=64, skip_interval=64)
 def test_deskew_keeps_the_schedule_under_exaggerated_drift():
     """Its own Verilog build (a duo with a short epoch): the slow tier; the fast tier checks DESKEW on
     the golden tray (tests/sim/golden/test_tray.py) and the compiled DESKEW programs on the RTL duo."""
-    cfg = variant("duo", "duo-drift", **DRIFT)
+    cfg = variant(FLIT_DUO, "duo-drift", **DRIFT)     # SKIPs every 64 words: shorter than a burst frame
     rounds = 12
     data = np.random.default_rng(2).integers(-128, 128, (rounds, cfg.lanes), dtype=np.int8)
     mems = [{"mem7": data}, None]
@@ -297,7 +297,7 @@ def test_deskew_keeps_the_schedule_under_exaggerated_drift():
 def test_tray_eight_chips_deskew_under_drift():
     """The 8-chip tray: chip 0 and chip 7 (the extremes of a drift spread), DESKEW each epoch; then
     the same without DESKEW fails."""
-    cfg = variant("tray", "tray-drift", **DRIFT)
+    cfg = variant(harness.flit("tray"), "tray-drift", **DRIFT)
     rounds = 12
     data = np.random.default_rng(2).integers(-128, 128, (rounds, cfg.lanes), dtype=np.int8)
     mems = [{"mem7": data}]
