@@ -113,7 +113,6 @@ def bench_golden(cfg, repeat=5):
     layer runs again for the next token; one untimed run first).  Workloads: on 16-lane configs the
     steady-state program and 30 random programs; on others (``lpu``) compiled GELU layers
     (LPU_GOLDEN_SHAPES), the reference timed once on the largest."""
-    from tinylpu.firmware.program import Program
     from tinylpu.sim.golden.fast import FastGolden
     cfg = load_config(cfg)
     try:
@@ -130,13 +129,8 @@ def bench_golden(cfg, repeat=5):
         workloads = _compiled_jobs(cfg, LPU_GOLDEN_SHAPES)
 
     def job(cls, jobs, fresh=False):
-        total = 0
-        for program, image in jobs:
-            g = cls(cfg)
-            g.load_program(Program(program.queues) if fresh else program)
-            g.write_image(image)
-            total += g.run().cycles
-        return total
+        from tinylpu.sim.perf.golden_speed import run_jobs
+        return run_jobs(cls, cfg, jobs, fresh)
 
     engines = (("reference (Golden)", Golden, False), ("fast (FastGolden), first run", FastGolden, True),
                ("fast (FastGolden), program cached", FastGolden, False))

@@ -153,13 +153,7 @@ def bench_lpu_jobs(repeat=5, shapes=LPU_SHAPES):
         name = f"compiled {dm} x {dff} GELU, {tokens} token{'s' if tokens > 1 else ''}"
 
         def job(fresh, jobs=jobs):
-            total = 0
-            for program, image in jobs:
-                g = FastGolden(cfg)
-                g.load_program(Program(program.queues) if fresh else program)
-                g.write_image(image)
-                total += g.run().cycles
-            return total
+            return run_jobs(FastGolden, cfg, jobs, fresh)
 
         cycles = job(False)                      # (plans cached from here on)
         timed = []
@@ -255,6 +249,18 @@ def _platform():
     time slices, the fastest run (also given) does not."""
     return (f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
             f"numpy {np.__version__}, {os.cpu_count()} cores at load average {os.getloadavg()[0]:.1f}")
+
+
+def run_jobs(cls, cfg, jobs, fresh=False):
+    """Each (program, image) on a new ``cls(cfg)`` model (``fresh``: a copy of the program, so the
+    fast path plans it anew); the simulated cycles summed."""
+    total = 0
+    for program, image in jobs:
+        g = cls(cfg)
+        g.load_program(Program(program.queues) if fresh else program)
+        g.write_image(image)
+        total += g.run().cycles
+    return total
 
 
 def write_section(output, title, lines):

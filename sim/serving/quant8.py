@@ -162,6 +162,16 @@ def _gate_up(xq, s_x, w1, w3, headroom):
     return w1q, s_w1, w3q, acc1, s_u, req3, uq
 
 
+def _better(best, sh, hq, s_h, w2, s_y, y_ref):
+    """One candidate product shift: W2 quantized for h's scale s_h, Y requantized, its squared error
+    against y_ref; the better of it and ``best`` as (err, sh, w2q, req2)."""
+    w2q, s_w2 = _wq(w2 * s_h[:, None])
+    req2 = _req(s_w2 / s_y)
+    yq = req2.apply(np.rint(hq.astype(np.float64) @ w2q.astype(np.float64)).astype(np.int64))
+    err = float(np.sum((yq * s_y - y_ref) ** 2))
+    return (err, sh, w2q, req2) if best is None or err < best[0] else best
+
+
 def _group(act, xq, s_x, w1, w3, w2, y_ref, zc, headroom):
     """Calibrate one channel group: (QuantFFN, s_y per output channel, squared error)."""
     w1q, s_w1, w3q, acc1, s_u, req3, uq = _gate_up(xq, s_x, w1, w3, headroom)
@@ -178,13 +188,7 @@ def _group(act, xq, s_x, w1, w3, w2, y_ref, zc, headroom):
     best = None
     for sh in range(3, 9):
         hq = sat8(rshift_round(prod, sh))
-        s_h = s_a * s_u * 2.0 ** sh
-        w2q, s_w2 = _wq(w2 * s_h[:, None])
-        req2 = _req(s_w2 / s_y)
-        yq = req2.apply(np.rint(hq.astype(np.float64) @ w2q.astype(np.float64)).astype(np.int64))
-        err = float(np.sum((yq * s_y - y_ref) ** 2))
-        if best is None or err < best[0]:
-            best = (err, sh, w2q, req2)
+        best = _better(best, sh, hq, s_a * s_u * 2.0 ** sh, w2, s_y, y_ref)
     err, sh, w2q, req2 = best
     scales = {"x": s_x, "z": s_z, "z_offset": off, "a": s_a, "u_max": float(s_u.max()), "u_min": float(s_u.min()),
               "y_max": float(s_y.max()), "y_min": float(s_y.min())}
@@ -222,13 +226,7 @@ def _group_tiles(act, xq, s_x, w1, w3, w2, y_ref, block, hilo, zc, u_head):
             hq = hi * (1 << hilo) + sat8(fine - sat8(hi * (1 << hilo)))
         else:
             hq = hi
-        s_h = s_at[blk] * s_u * 2.0 ** (sh - hilo)
-        w2q, s_w2 = _wq(w2 * s_h[:, None])
-        req2 = _req(s_w2 / s_y)
-        yq = req2.apply(np.rint(hq.astype(np.float64) @ w2q.astype(np.float64)).astype(np.int64))
-        err = float(np.sum((yq * s_y - y_ref) ** 2))
-        if best is None or err < best[0]:
-            best = (err, sh, w2q, req2)
+        best = _better(best, sh, hq, s_at[blk] * s_u * 2.0 ** (sh - hilo), w2, s_y, y_ref)
     err, sh, w2q, req2 = best
     scales = {"x": s_x, "z_max": float(s_zt.max()), "z_min": float(s_zt.min()), "a_max": float(s_at.max()),
               "a_min": float(s_at.min()), "u_max": float(s_u.max()), "u_min": float(s_u.min()),
