@@ -213,6 +213,9 @@ class Compiled:
     def trace_json(self):
         """Chrome / Perfetto trace: one track per slice, one slice per scheduled operation; the runs
         one after the other."""
+        if any(r.schedule is None for r in self.runs):
+            raise ValueError("this program carries no schedule (the serving cache drops it: "
+                             "sim/serving/lpu.py); compile the layer with compile_ffn to trace it")
         events = []
         mhz = self.cfg.clock_mhz
         for tid, s in enumerate(self.cfg.slices):

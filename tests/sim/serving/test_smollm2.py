@@ -270,3 +270,28 @@ def test_channel_scheme_selectable_in_serving(cut_cfg):
     ids = m.tokenizer.encode("The capital of France is")
     rep = run_serving([Request("a", ids, 2)], cfg, "lpu", "golden", reference=True)
     assert rep["totals"]["reference_identical"]
+
+
+def test_program_disk_cache_drops_schedules_only(tmp_path, monkeypatch, cut):
+    """The serving cache of compiled layers keeps programs, images and cycles and drops the
+    compiler's schedules (half of a pickled layer); tracing such a program says why it cannot."""
+    from tinylpu.config import load_config
+    from tinylpu.firmware.compiler import compile_moe
+    from tinylpu.sim.serving.lpu import _disk_cached
+    monkeypatch.setenv("TINYLPU_CACHE", str(tmp_path))
+    cfg = load_config("lpu")
+    qs = [cut.q[0][0]]
+    fresh = compile_moe(qs, cfg, [1, 2])
+    built = _disk_cached(qs, cfg, [1, 2], lambda: compile_moe(qs, cfg, [1, 2]))
+    loaded = _disk_cached(qs, cfg, [1, 2], lambda: pytest.fail("the cached entry was not read"))
+    assert len(list(tmp_path.glob("compiled-*.pkl"))) == 1
+    for got in (built, loaded):
+        for a, b in zip(fresh[0].programs, got[0].programs):
+            assert b.schedule is None and all(r.schedule is None for r in b.runs)
+            assert b.predicted_cycles == a.predicted_cycles and b.program.queues == a.program.queues
+            assert [r.predicted_cycles for r in b.runs] == [r.predicted_cycles for r in a.runs]
+            with pytest.raises(ValueError, match="carries no schedule"):
+                b.trace_json()
+    for bank, chunks in fresh[0].mem_image.items():
+        for (a0, v0), (a1, v1) in zip(chunks, loaded[0].mem_image[bank]):
+            assert a0 == a1 and np.array_equal(v0, v1)
