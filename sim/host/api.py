@@ -284,7 +284,7 @@ class Tray:
         if self.rtl_tray:
             d.update(rtl_tray=True, dut_reloads=sum(p.reloads for p in self.ports.ports))
         elif self.port is not None:
-            d.update(dut_reloads=self.port.reloads, shared_dut=True, backdoor_vectors=self.port.backdoor_vectors)
+            d.update(shared_dut=True, **self.port.stats)
         return d
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinylpu.config import load_config
+from tinylpu.wire import Cmd, command
 
 __all__ = ["Engine", "EngineError", "EngineResult", "RunOutput", "ENGINES", "make_engine", "GoldenEngine",
            "LaunchEngine", "AmaranthEngine", "PortEngine", "RtlPort", "TrayPorts"]
@@ -198,6 +199,9 @@ class RtlPort:
         self.reloads = 0
         self.calls = 0
         self.backdoor_vectors = 0     # image vectors written through the simulator's bank handles
+        self.backdoor_words = 0       # queue words written through the simulator's queue handles
+        # simulated clocks by phase (a simulation only): where a run's host-port time goes
+        self.clocks = dict.fromkeys(("power_on", "program", "image", "inputs", "run", "reads"), 0)
 
     async def power_on(self):
         """Reset and scrub once: unit state equals the golden model's power-on state."""
@@ -231,29 +235,84 @@ class RtlPort:
             raise EngineError(str(e)) from None
         self.started = True
 
+    def _clock(self):
+        if self.dut is None:
+            return 0
+        from tinylpu.sim.rtl.cocotb_chip import sim_clocks
+        return sim_clocks(self.dut, self.period_ps)
+
+    def _phase(self, name, t0):
+        """Charge the clocks since `t0` to phase `name`; the clock now."""
+        t = self._clock()
+        self.clocks[name] += t - t0
+        return t
+
     async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
+        t = self._clock()
         if not self.started:
             await self.power_on()
+            t = self._phase("power_on", t)
         h, cfg = self.host, self.cfg
         await h.edge()                # Host methods start just after a falling edge of THIS chip's clock
-        await h.load_program(program)
+        await self._load_program(program)
+        t = self._phase("program", t)
         if self.resident is not owner:
             await self._load_image(image)
             self.resident = owner
             self.reloads += 1
+            t = self._phase("image", t)
         for bank, lst in _merge({}, inputs).items():
             for addr, v in lst:
                 await h.write_mem(cfg.slice(bank).index, addr, np.asarray(v).astype(int).tolist())
+        t = self._phase("inputs", t)
         await h.start()
         st = await h.wait_done(max_cycles, poll=16, max_poll=128)
         if st["timeout"]:
             raise EngineError(f"the chip did not halt within {max_cycles} cycles")
         _flagged(st["errors"])
+        t = self._phase("run", t)
         out = {}
         for bank, addr, n in reads:
             out[(bank, addr)] = np.asarray(await h.read_mem(cfg.slice(bank).index, addr, n), np.int8)
+        self._phase("reads", t)
         self.calls += 1
         return EngineResult(st["cycles"], out)
+
+    #: a queue of more words than this is written straight into the simulated queue array
+    BACKDOOR_WORDS = 64
+
+    async def _load_program(self, program):
+        """Every slice's queue through the host port (a clock per instruction word: a SmolLM2 decode
+        layer is ~14,900 words, twice its run), except that in a simulation of the chip top a queue
+        of more than ``BACKDOOR_WORDS`` words has its middle written straight into the simulated
+        queue array: LOAD_QUEUE sends words 0-1 (which the ICU also keeps in registers) and, after
+        the backdoor writes, the last word at its index, which sets the queue's length.  The run
+        that follows checks the words: its cycles and results are compared with the golden model."""
+        from tinylpu.isa import encode
+        h, cfg = self.host, self.cfg
+        queues = None
+        if self.dut is not None and any(len(v) > self.BACKDOOR_WORDS for v in program.queues.values()):
+            from tinylpu.sim.rtl.cocotb_chip import backdoor_queues
+            queues = backdoor_queues(self.dut, cfg)
+        if queues is None:
+            return await h.load_program(program)
+        for s in cfg.slices:
+            words = [encode(i) for i in program.queues.get(s.name, [])]
+            if len(words) <= max(self.BACKDOOR_WORDS, 3):
+                await h.load_queue(s.position, words)
+                continue
+            n = len(words)
+            await h.send([command(Cmd.LOAD_QUEUE, s.position, 0, 2)] + words[:2])
+            for i in range(2, n - 1):
+                queues[s.name][i].value = words[i]
+            await h.edge()
+            await h.send([command(Cmd.LOAD_QUEUE, s.position, n - 1, 1), words[-1]])
+            self.backdoor_words += n - 3
+
+    @property
+    def stats(self):
+        return {"dut_reloads": self.reloads, "backdoor_vectors": self.backdoor_vectors,
+                "backdoor_words": self.backdoor_words, "host_port_clocks": dict(self.clocks)}
 
     #: a resident image of more vectors than this is written straight into the simulated banks
     BACKDOOR_VECTORS = 4096
@@ -302,7 +361,7 @@ class PortEngine(Engine):
 
     @property
     def stats(self):
-        return {"dut_reloads": self.port.reloads, "backdoor_vectors": self.port.backdoor_vectors}
+        return self.port.stats
 
 
 class TrayPorts:

@@ -101,6 +101,21 @@ def backdoor_banks(dut, cfg):
         return None
 
 
+def backdoor_queues(dut, cfg):
+    """Every slice's instruction-queue array (``icu_<slice>.queue``) as a simulator handle,
+    ``{slice name: handle}``, or None when `dut` does not expose them (see ``backdoor_banks``)."""
+    try:
+        return {s.name: getattr(dut, f"icu_{s.name}").queue for s in cfg.slices}
+    except AttributeError:
+        return None
+
+
+def sim_clocks(dut, period_ps):
+    """The simulated time so far in clock periods of `period_ps`."""
+    from cocotb.utils import get_sim_time
+    return int(get_sim_time("ps")) // period_ps
+
+
 def backdoor_write(handle, addr, vectors):
     """Write int8 vectors into a bank array directly (lane 0 in bits 0-7, as the host port writes
     them): the test bench's fast path for megabyte images, applied at the simulator's next write

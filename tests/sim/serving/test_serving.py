@@ -63,10 +63,12 @@ async def _tray_job(tray, config="tiny"):
     return out
 
 
-async def tray_job_rtl(dut, config="tiny", backdoor_vectors=None):
+async def tray_job_rtl(dut, config="tiny", backdoor_vectors=None, backdoor_words=None):
+    from tinylpu.sim.host.engine import RtlPort
     if backdoor_vectors is not None:         # images above this many vectors go in through the backdoor
-        from tinylpu.sim.host.engine import RtlPort
         RtlPort.BACKDOOR_VECTORS = backdoor_vectors
+    if backdoor_words is not None:           # queues above this many words: their middle too
+        RtlPort.BACKDOOR_WORDS = backdoor_words
     tray = Tray(2 if config == "tiny" else None, config, "rtl", dut=dut)
     out = await _tray_job(tray, config)
     out.append(tray.stats)
@@ -118,12 +120,16 @@ def test_rtl_duo_tray_in_one_simulation_equals_golden():
 
 def test_rtl_time_shared_chip_in_one_simulation_equals_golden():
     """One simulated chip stands in for both; every image is written through the simulator's bank
-    handles (the backdoor that big images take, forced here) and checked by host-port reads."""
+    handles and every queue's middle through its queue handle (the backdoors that big images and
+    programs take, forced here), the images checked by host-port reads, the queues by the runs."""
     golden = drive(_tray_job(Tray(2, "tiny", "golden")))
-    rtl = run_in_simulation(f"{__name__}:tray_job_rtl", {"backdoor_vectors": 0})
+    rtl = run_in_simulation(f"{__name__}:tray_job_rtl", {"backdoor_vectors": 0, "backdoor_words": 0})
     stats = rtl.pop()
     assert rtl == golden and stats["shared_dut"] is True
-    assert stats["dut_reloads"] >= 2 and stats["backdoor_vectors"] > 0
+    assert stats["dut_reloads"] >= 2 and stats["backdoor_vectors"] > 0 and stats["backdoor_words"] > 0
+    clocks = stats["host_port_clocks"]
+    assert set(clocks) == {"power_on", "program", "image", "inputs", "run", "reads"}
+    assert clocks["run"] >= sum(g["cycles"] for g in golden[:4]) and all(v > 0 for v in clocks.values())
 
 
 # --- serving: numbers --------------------------------------------------------------------------
