@@ -37,6 +37,13 @@ block.  When every token does not fit beside the weights (or one program would e
 queue_depth), the tokens run in chunks: ``Compiled.runs``, several runs of a program on the one
 image, the host writing X before and reading Y after each (``_plan`` picks the sizes).
 
+Work: when even one block's program exceeds queue_depth (the MXM queue takes about 3 words per
+weight tile, which REPEAT cannot shorten), each chunk of tokens (one block) runs as several runs
+that cut the block's work in order: its units are the d_ff tiles of H (W1 [and W3] with the
+activation, H[n] written to its own region) and then the output tiles of Y (W2 over every H
+tile).  H stays in MEM between the runs of a chunk; a run writes the Y tiles of its units
+(``Run.work``; the host reads them after that run).  ``_split_work`` picks the cuts.
+
 Weight rows: with ``mxm.install_rows`` R > 1 each tile's rows are spread over a group of banks
 (row i in bank i mod G) and one LW takes G rows per cycle from G streams, one READ per bank
 (``lw``, ``_rows`` picks G: R, or fewer when R would take the banks the activations need).
@@ -129,6 +136,23 @@ class Run:
     y_layout: dict
     predicted_cycles: int
     blocks: tuple = ()              # (first token within the run, tokens) per accumulator block
+    work: tuple = None              # (first, end) unit of a block cut into several runs (``_split_work``):
+                                    # units 0 .. FT - 1 the d_ff tiles of H, FT .. FT + MT - 1 the output
+                                    # tiles of Y; None: the whole layer. x_layout is empty when the run
+                                    # computes no H tile, y_layout holds only the output tiles it writes
+
+    def describe(self, ft):
+        """What the run computes, for listings: its tokens and, cut by work, its tiles."""
+        what = f"tokens {self.token0}..{self.token0 + self.tokens - 1}"
+        if self.work is None:
+            return what
+        u0, u1 = self.work
+        parts = []
+        if u0 < ft:
+            parts.append(f"H d_ff tiles {u0}..{min(u1, ft) - 1}")
+        if u1 > ft:
+            parts.append(f"Y output tiles {max(u0, ft) - ft}..{u1 - ft - 1}")
+        return f"{what}, {' and '.join(parts)}"
 
 
 @dataclass
@@ -137,14 +161,15 @@ class Compiled:
     program: object                 # the first run's program (the only one for a single-run layer)
     mem_image: dict                 # bank -> list of (addr, int8 array (n, lanes)): resident for every run
     x_layout: dict                  # the first run's: k tile -> Region (tokens contiguous)
-    y_layout: dict                  # the first run's: m tile -> Region
+    y_layout: dict                  # the first chunk's (its runs' together): m tile -> Region
     tokens: int                     # all runs together
     predicted_cycles: int           # all runs together
     listing: dict
     schedule: object
     q: QuantFFN
     report: dict = field(default_factory=dict)
-    runs: list = None               # [Run]: the token chunks, run one after the other on one MEM image
+    runs: list = None               # [Run]: the token chunks (each one run, or several cut by work), run one
+                                    # after the other on one MEM image
 
     def __post_init__(self):
         if self.runs is None:
@@ -180,17 +205,32 @@ class Compiled:
         return out
 
     def output_reads(self, run=None):
-        """[(bank, addr, n)]: what the host reads after run `run` (its Y regions)."""
+        """[(bank, addr, n)]: what the host reads after run `run` (its Y regions; none for a run of a
+        block cut by work that writes no output tile)."""
         r = self.run_of(run)
         return [(reg.bank, reg.addr, r.tokens) for reg in r.y_layout.values()]
 
     def unpack_output(self, read, run=None):
-        """read(bank, addr, n) -> int8 vectors; returns int8 tokens x d_model (run `run`'s tokens)."""
+        """read(bank, addr, n) -> int8 vectors; returns int8 tokens x d_model (run `run`'s tokens; the
+        columns of output tiles the run does not write, ``Run.work``, are 0)."""
         lanes = self.cfg.lanes
         r = self.run_of(run)
-        y = np.zeros((r.tokens, len(r.y_layout) * lanes), np.int8)
+        y = np.zeros((r.tokens, _ceil(self.q.d_model, lanes) * lanes), np.int8)
         for m, reg in r.y_layout.items():
             y[:, m * lanes:(m + 1) * lanes] = read(reg.bank, reg.addr, r.tokens)
+        return y[:, :self.q.d_model]
+
+    def assemble_output(self, reads):
+        """reads[i](bank, addr, n) -> int8 vectors read after run i (``output_reads(i)``); returns the
+        layer's int8 tokens x d_model: each run's output tiles at its tokens (chunks of tokens one
+        after the other, a chunk cut by work from the runs that write its tiles)."""
+        if len(reads) != len(self.runs):
+            raise ValueError(f"{len(reads)} reads for {len(self.runs)} runs")
+        lanes = self.cfg.lanes
+        y = np.zeros((self.tokens, _ceil(self.q.d_model, lanes) * lanes), np.int8)
+        for r, read in zip(self.runs, reads):
+            for m, reg in r.y_layout.items():
+                y[r.token0:r.token0 + r.tokens, m * lanes:(m + 1) * lanes] = read(reg.bank, reg.addr, r.tokens)
         return y[:, :self.q.d_model]
 
     def listing_text(self):
@@ -205,7 +245,10 @@ class Compiled:
             if seen.get(id(r.program), [None])[0] != i:
                 continue
             which = seen.pop(id(r.program))
-            out.append(f"; ===== runs {', '.join(map(str, which))} ({r.tokens} tokens each, "
+            work = ""
+            if r.work is not None:
+                work = ": " + r.describe(_ceil(self.q.d_ff, self.cfg.lanes)).split(", ", 1)[1]
+            out.append(f"; ===== runs {', '.join(map(str, which))} ({r.tokens} tokens each{work}, "
                        f"{r.predicted_cycles} cycles) =====\n")
             out.append(disassemble(r.program, r.listing))
         return "".join(out)
@@ -1122,16 +1165,28 @@ class _FFNScheduler:
         self.place_activations(self.T, tb)
         return self.schedule(self.T, blocks)
 
-    def schedule(self, T, blocks):
+    def schedule(self, T, blocks, work=None):
         """The program for T tokens (X and Y regions from their start) in accumulator blocks
-        [(first token, tokens)]; returns the run's (x_layout, y_layout)."""
+        [(first token, tokens)]; returns the run's (x_layout, y_layout).  ``work`` (first, end): one
+        block's units first .. end - 1 only (``Run.work``: the d_ff tiles of H, then the output
+        tiles of Y; the H tiles an earlier run wrote are in MEM)."""
         q = self.q
         KT, FT, MT = self.KT, self.FT, self.MT
         wt, p1, p3, p2 = self.wt, self.p1, self.p3, self.p2
-        x_layout = {k: _sub(r, T) for k, r in self.xr.items()}
-        y_layout = {m: _sub(r, T) for m, r in self.yr.items()}
+        if work is None:
+            h_tiles, y_tiles = range(FT), range(MT)
+        else:
+            if len(blocks) != 1 or not 0 <= work[0] < work[1] <= FT + MT:
+                raise ValueError(f"work {work}: a range of the {FT + MT} units of one block")
+            h_tiles = range(min(work[0], FT), min(work[1], FT))
+            y_tiles = range(max(work[0] - FT, 0), max(work[1] - FT, 0))
+        x_layout = {k: _sub(r, T) for k, r in self.xr.items()} if h_tiles else {}
+        y_layout = {m: _sub(self.yr[m], T) for m in y_tiles}
         P = self.pieces
-        self.ldlut(self.lut, "activation LUT tile 0" if self.tl else "activation LUT")
+        if h_tiles:
+            n0 = h_tiles[0]
+            self.ldlut(self.luts[n0] if self.tl else self.lut,
+                       f"activation LUT tile {n0}" if self.tl else "activation LUT")
         # the matmul jobs, in order: each a list of (weight tile, activation region, offset), the
         # accumulator half, and what happens to the result
         jobs = []
@@ -1142,12 +1197,18 @@ class _FFNScheduler:
                 uu = {n: _sub(r, bn) for n, r in self.uu.items()}
                 aa = {n: _sub(r, bn) for n, r in self.aa.items()}
             tokens = f"tokens {bstart}..{bstart + bn - 1}"
-            for n in range(FT):
+            for n in h_tiles:
                 # tiles: the next tile's table is loaded right after this tile's LUT (the VXM waits for
                 # the MUL's operands then); the last block's last tile reloads tile 0 for the next block
-                nxt = (n + 1) % FT
+                # (a run of some tiles, ``work``: the next tile's only while the run has one)
+                if work is None:
+                    nxt = (n + 1) % FT
+                    more = FT > 1 and (nxt or bstart != blocks[-1][0])
+                else:
+                    nxt = n + 1
+                    more = nxt < h_tiles.stop
                 reload = ([(Opcode.LDLUT, self.luts[nxt], f"activation LUT tile {nxt}", {})]
-                          if self.tl and FT > 1 and (nxt or bstart != blocks[-1][0]) else [])
+                          if self.tl and more else [])
                 tiles = [(("w1", k, n), x_layout[k], bstart) for k in range(KT)]
                 jobs.append((tiles, bn, p1, n, z1[n], f"w1 tile {n} {tokens}", None))
                 if q.gated:
@@ -1172,7 +1233,7 @@ class _FFNScheduler:
                     jobs.append((tiles, bn, p3, n, uu[n], f"w3 tile {n} {tokens}", after))
                 else:
                     jobs[-1] = jobs[-1][:6] + ([(Opcode.LUT, [z1[n]], hh[n], {})] + reload,)
-            for m in range(MT):
+            for m in y_tiles:
                 tiles = [(("w2", k, m), hh[k], 0) for k in range(FT)]
                 if self.w2_mode == "partial":
                     grp = [self.alloc.take([b], bn, f"partial Y tile {m} plane {p} block {bstart}")
@@ -1366,42 +1427,127 @@ def _expert(err, e, n):
     return CompileError(f"expert {e} of {n}: {err}") if n > 1 else err
 
 
+def _unit_words(q, cfg, rows):
+    """Estimated MXM queue words of each unit of one block (``Run.work``): the d_ff tiles of H (W1
+    [and W3] tiles of KT weight tiles each, an EMIT each), then the output tiles of Y (FT weight
+    tiles, an EMIT [two for a hi/lo product]). A weight tile takes LW, NOP, MM (an LW of fewer rows
+    than install_rows one word more: its REPEAT)."""
+    L = cfg.lanes
+    KT, FT, MT = _ceil(q.d_model, L), _ceil(q.d_ff, L), _ceil(q.d_model, L)
+    g = 2 if q.gated else 1
+    tile = 3 if rows == cfg.install_rows else 4
+    return [g * (tile * KT + 2)] * FT + [tile * FT + (4 if q.hilo else 2)] * MT
+
+
+def _cut(u0, u1, k, est):
+    """Units u0 .. u1 - 1 cut into k (at most u1 - u0) consecutive ranges of about equal estimated words."""
+    k = max(1, min(k, u1 - u0))
+    cum = np.cumsum([0] + list(est[u0:u1]))
+    bounds = [u0]
+    for i in range(1, k):
+        j = int(np.searchsorted(cum, i * cum[-1] / k))
+        j = min(max(j, bounds[-1] - u0 + 1), (u1 - u0) - (k - i))
+        bounds.append(u0 + j)
+    bounds.append(u1)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+#: the share of queue_depth a cut by work aims its runs' longest queue at (the rest: the estimate's error)
+_WORK_FILL = 0.92
+
+
+def _split_work(cfg, q, piece, est, measured=None):
+    """One block's work cut into runs whose queues fit queue_depth: `piece((first, end))` schedules
+    units first .. end - 1 (``_FFNScheduler.schedule``'s ``work``) and returns (run, longest queue,
+    its words). The first cut takes the estimate `est` (words per unit; scaled by ``measured`` =
+    (queue, words) of the whole block when that was scheduled); a run that still overflows is cut
+    again in proportion. Returns the runs in order."""
+    depth, U = cfg.queue_depth, len(est)
+    scale = measured[1] / sum(est) if measured else 1.0
+    budget = _WORK_FILL * depth
+    todo = _cut(0, U, max(2, _ceil(int(sum(est) * scale), int(budget))), est)
+    done = []
+    while todo:
+        work = todo.pop(0)
+        run, queue, n = piece(work)
+        if n <= depth:
+            done.append(run)
+            continue
+        if work[1] - work[0] == 1:
+            L, FT = cfg.lanes, _ceil(q.d_ff, cfg.lanes)
+            u = work[0]
+            what = (f"d_ff tile {u} of H ({_ceil(q.d_model, L)} weight tiles of W1{' and of W3' if q.gated else ''})"
+                    if u < FT else f"output tile {u - FT} of Y ({FT} weight tiles of W2: d_ff {q.d_ff} in "
+                                   f"tiles of {L})")
+            raise CompileError(
+                f"one run of the layer's smallest unit of work, {what}, needs {n} instructions in queue {queue}; "
+                f"config {cfg.name} has queue_depth {depth} (the MXM queue takes about 3 instructions per weight "
+                f"tile: a bigger queue_depth or a smaller layer is needed)")
+        todo[0:0] = _cut(*work, max(2, _ceil(n, int(budget))), est)
+    return done
+
+
 def _compile(qs, cfg, Ts, plan):
     """Every expert of `qs` with `plan`: one MEM image; per expert, per token count of `Ts`, a Compiled
     with its runs. Every run size (over all the counts) is scheduled once per expert, on the regions
-    placed for the largest (``placed``), so all the programs of an expert share its addresses."""
+    placed for the largest (``placed``), so all the programs of an expert share its addresses.  A run
+    size of one block whose program exceeds queue_depth is cut by work (``_split_work``); a run of
+    several blocks that does raises ``_QueueFull`` (the caller makes runs of fewer blocks)."""
     alloc, image, shared = _Alloc(cfg), {}, {}
     chunks = {T: plan.runs(T) for T in Ts}
     sizes = sorted({n for ch in chunks.values() for _, n in ch}, reverse=True)
     tb = max(b for n in sizes for _, b in plan.blocks(cfg, n))
+    depth = cfg.queue_depth
     out = []
     for e, q in enumerate(qs):
-        first, per_size = None, {}
+        first = _FFNScheduler(cfg, q, sizes[0], alloc, image, shared)
+        first.rows = plan.rows
+        try:
+            first.place_resident()
+            first.place_activations(sizes[0], tb, plan.ring)
+        except CompileError as err:
+            raise _expert(err, e, len(qs)) from None
+        est = _unit_words(q, cfg, plan.rows)
+        per_size = {}
         for size in sizes:
-            s = _FFNScheduler(cfg, q, size, alloc, image, shared, placed=first)
-            s.rows = plan.rows
-            try:
+            blocks = tuple(plan.blocks(cfg, size))
+
+            def piece(work, size=size, blocks=blocks):
+                s = _FFNScheduler(cfg, q, size, alloc, image, shared, placed=first)
+                s.rows = plan.rows
                 s.place_resident()
                 s.place_activations(sizes[0], tb, plan.ring)
-                first = first or s
-                blocks = plan.blocks(cfg, size)
-                xl, yl = s.schedule(size, blocks)
-            except CompileError as err:
-                raise _expert(err, e, len(qs)) from None
-            program, H, listing = s.sch.finish()
-            program, listing, _ = compress_program(program, listing)   # REPEAT runs (firmware/compress.py)
-            worst = max(program.queues, key=lambda k: len(program.queues[k]))
-            if len(program.queues[worst]) > cfg.queue_depth:
-                raise _QueueFull(worst, len(program.queues[worst]))
-            per_size[size] = (s, program, H + 1, listing, xl, yl, tuple(blocks))
+                try:
+                    xl, yl = s.schedule(size, list(blocks), work)
+                except CompileError as err:
+                    raise _expert(err, e, len(qs)) from None
+                program, H, listing = s.sch.finish()
+                program, listing, _ = compress_program(program, listing)   # REPEAT runs (firmware/compress.py)
+                worst = max(program.queues, key=lambda k: len(program.queues[k]))
+                return (s, program, H + 1, listing, xl, yl, blocks, work), worst, len(program.queues[worst])
+
+            guess = sum(est) * len(blocks)
+            if guess > 1.05 * depth and len(blocks) > 1:
+                raise _QueueFull("mxm (estimated)", guess)
+            if guess > 1.05 * depth:        # surely too long: cut by work without scheduling it whole
+                per_size[size] = _split_work(cfg, q, piece, est)
+                continue
+            run, worst, n = piece(None)
+            if n <= depth:
+                per_size[size] = [run]
+            elif len(blocks) > 1:
+                raise _QueueFull(worst, n)
+            else:
+                per_size[size] = _split_work(cfg, q, piece, est, (worst, n))
         per_T = []
         for T in Ts:
             runs = []
             for t0, n in chunks[T]:
-                s, program, cyc, listing, xl, yl, blocks = per_size[n]
-                runs.append(Run(program, listing, s.sch, t0, n, xl, yl, cyc, blocks))
+                for s, program, cyc, listing, xl, yl, blocks, work in per_size[n]:
+                    runs.append(Run(program, listing, s.sch, t0, n, xl, yl, cyc, blocks, work))
             r0 = runs[0]
-            c = Compiled(cfg, r0.program, image, r0.x_layout, r0.y_layout, T, sum(r.predicted_cycles for r in runs),
+            y0 = {m: reg for r in runs if r.token0 == 0 for m, reg in r.y_layout.items()}
+            c = Compiled(cfg, r0.program, image, r0.x_layout, y0, T, sum(r.predicted_cycles for r in runs),
                          r0.listing, r0.schedule, q, runs=runs)
             c.report = _report(c, first, plan)
             per_T.append(c)
@@ -1509,14 +1655,11 @@ def _compile_layers(qs, cfg, Ts):
         try:
             out = _compile(qs, cfg, Ts, plan)
             break
-        except _QueueFull as full:
+        except _QueueFull as full:      # (only runs of several blocks: one block is cut by work)
             nb = len(plan.blocks(cfg, plan.chunk))
             if nb == 1:
-                raise CompileError(
-                    f"the program needs {full.n} instructions in queue {full.queue} for one block of "
-                    f"{plan.tb} tokens; config {cfg.name} has queue_depth {cfg.queue_depth} (the MXM queue "
-                    f"takes about 3 instructions per weight tile and block: a bigger queue_depth or a smaller "
-                    f"layer is needed)") from None
+                raise CompileError(f"internal: a run of one block overflowed queue {full.queue} ({full.n} words; "
+                                   f"queue_depth {cfg.queue_depth}) without being cut by work") from None
             nb = max(1, min(nb - 1, nb * cfg.queue_depth // full.n))
             tb = max(b for _, b in plan.blocks(cfg, plan.chunk))
             plan = _Plan(min(plan.chunk, nb * tb), tb, True, plan.ring, plan.rows, plan.pieces)
@@ -1530,7 +1673,8 @@ def _compile_layers(qs, cfg, Ts):
 def compile_ffn(q: QuantFFN, cfg, tokens) -> Compiled:
     """Compile one FFN layer for `tokens` tokens. When X, Y and the intermediates of all tokens do not
     fit beside the weights (or the program would exceed queue_depth) the tokens run in several runs
-    (``Compiled.runs``) on one resident MEM image."""
+    (``Compiled.runs``) on one resident MEM image; when one block of tokens alone exceeds queue_depth,
+    each chunk runs as several runs cut by work (``Run.work``: H tiles, then output tiles)."""
     if tokens < 1:
         raise CompileError("tokens must be >= 1")
     return _compile_layers([q], cfg, [tokens])[0][0]
@@ -1603,6 +1747,7 @@ def _report(c: Compiled, s: _FFNScheduler, plan=None):
         "runs": len(c.runs),
         "run_tokens": [r.tokens for r in c.runs],
         "run_cycles": [r.predicted_cycles for r in c.runs],
+        "run_work": [r.work for r in c.runs],          # (first, end) unit per run cut by work, else None
         "scales": {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(v)
                    for k, v in q.scales.items()},
     }

@@ -159,7 +159,8 @@ class Chip:
     async def run(self, xq, expert=0) -> RunOutput:
         """Run resident expert `expert` on int8 tokens xq (n x d_model, n <= compiled tokens; with
         several programs, the one with the fewest tokens >= n): every run of the compiled layer (one per
-        chunk of tokens) on the resident image, X written before and Y read after each.  ``cycles`` is
+        chunk of tokens, or several per chunk cut by work) on the resident image, X written before and Y
+        read after each, Y assembled by ``Compiled.assemble_output``.  ``cycles`` is
         their sum, ``run_cycles`` each run's; ``programs_run`` counts the calls and cycles per program
         token count."""
         c, xq = self._check(xq, expert)
@@ -169,10 +170,11 @@ class Chip:
         for i, r in enumerate(c.runs):
             budget = max(200_000, 2 * r.predicted_cycles + 10_000)
             jobs.append((r.program, c.pack_input(full, run=i), c.output_reads(i), budget))
+        if self.engine == "amaranth" and any(r.work is not None for r in c.runs):
+            raise EngineError(f"{self.name}: this layer runs cut by work (H left in MEM between runs: "
+                              f"Compiled.runs); the amaranth engine starts every run from a fresh MEM")
         results = await self.backend.run_many(self, self.image, jobs)
-        ys = [c.unpack_output(lambda bank, addr, k, res=res: res.reads[(bank, addr)][:k], run=i)
-              for i, res in enumerate(results)]
-        y = np.concatenate(ys) if len(ys) > 1 else ys[0]
+        y = c.assemble_output([lambda bank, addr, k, res=res: res.reads[(bank, addr)][:k] for res in results])
         cycles = [int(res.cycles) for res in results]
         self.calls += 1
         self.cycles_total += sum(cycles)
