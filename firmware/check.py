@@ -8,7 +8,7 @@ by the golden model while it runs.
 
 from tinylpu.isa import COUNT_MAX, INT32_PLANES, OPS, Format, Insn, Opcode, StreamRef
 
-__all__ = ["insn_problems", "program_problems", "ProgramCheckError", "check_program"]
+__all__ = ["insn_problems", "program_problems", "program_ok", "ProgramCheckError", "check_program"]
 
 
 class ProgramCheckError(ValueError):
@@ -97,14 +97,111 @@ def program_problems(program, cfg):
         if len(insns) > cfg.queue_depth:
             out.append(f"queue {q}: {len(insns)} instructions, the queue holds {cfg.queue_depth}")
         for k, insn in enumerate(insns):
-            if insn.op == Opcode.REPEAT and (k == 0 or OPS[insns[k - 1].op].fmt == Format.CTL):
+            # (the previous instruction must be a unit instruction: not NOP, REPEAT, SYNC, NOTIFY,
+            # HALT or DESKEW, the instructions of unit "any")
+            if insn.op == Opcode.REPEAT and (k == 0 or OPS[insns[k - 1].op].unit == "any"):
                 out.append(f"queue {q} #{k} {insn}: REPEAT must follow a unit instruction")
             for fld, msg in insn_problems(insn, names[q].kind, cfg):
                 out.append(f"queue {q} #{k} {insn}: {msg}")
     return out
 
 
+_RULES = {}                    # id(config) -> (config, {id(op): (slice kinds or None for any, [problem tests])})
+
+
+def _rules(cfg):
+    """Per opcode (keyed by its id): the slice kinds it may run on (None: any) and the tests of
+    ``insn_problems`` that apply to it, each a function of the fields that is true on a problem (no
+    kinds at all: an opcode this config cannot run)."""
+    e = _RULES.get(id(cfg))
+    if e is not None and e[0] is cfg:
+        return e[1]
+    S, R, lanes, depth, acc_depth = cfg.streams, cfg.install_rows, cfg.lanes, cfg.mem_depth, cfg.acc_depth
+    out = {}
+    for op, info in OPS.items():
+        if info.unit == "c2c" and not cfg.c2c_ports:
+            out[id(op)] = (frozenset(), [])
+            continue
+        kinds = None if info.unit == "any" else frozenset([info.unit])
+        tests = []
+        for o in info.operands:
+            if o.kind in ("stream", "group"):
+                top = S - (INT32_PLANES - 1 if o.kind == "group" else 0)
+                if o.imm_flag:
+                    tests.append(lambda f, fld=o.field, top=top: not f.get("use_imm") and f[fld].index >= top)
+                else:
+                    tests.append(lambda f, fld=o.field, top=top: f[fld].index >= top)
+        if info.unit == "c2c":
+            tests.append(lambda f: f["port"] >= cfg.c2c_ports)
+        if info.fmt != Format.CTL and op not in (Opcode.TRANS, Opcode.DESKEW):
+            tests.append(lambda f: not 1 <= f.get("count", 1) <= COUNT_MAX)
+        if op == Opcode.NOP:
+            tests.append(lambda f: f["n"] < 1)
+        elif op == Opcode.REPEAT:
+            tests.append(lambda f: f["n"] < 1 or f["d"] < 1)
+        elif op in (Opcode.READ, Opcode.WRITE):
+            def t(f):
+                a, b = f["addr"], f["addr"] + (f.get("count", 1) - 1) * f["stride"]
+                return a < 0 or b < 0 or a >= depth or b >= depth
+            tests.append(t)
+        elif op in (Opcode.GATHER, Opcode.SCATTER):
+            tests.append(lambda f: f["addr"] >= depth)
+        elif op == Opcode.LW:
+            tests.append(lambda f: f["addr"] + f.get("count", 1) > lanes or (R > 1 and f["s"].index + R > S))
+        elif op in (Opcode.MM, Opcode.EMIT):
+            tests.append(lambda f: f["addr"] + f.get("count", 1) > acc_depth)
+        elif op == Opcode.LDLUT:
+            tests.append(lambda f: (f["imm"] + f.get("count", 1)) * lanes > 256)
+        elif op in (Opcode.SHIFT, Opcode.ROT):
+            tests.append(lambda f: not -lanes <= f["imm"] <= lanes)
+        elif op == Opcode.DIST:
+            tests.append(lambda f: not 0 <= f["imm"] < lanes)
+        elif op == Opcode.LDM:
+            tests.append(lambda f: f["count"] != 4)
+        elif op == Opcode.TRANS:
+            tests.append(lambda f: f["count"] != 0)
+        elif op == Opcode.LDPERM:
+            tests.append(lambda f: f["count"] != 1)
+        if any(o.imm_flag for o in info.operands):
+            tests.append(lambda f: f.get("use_imm") and not -128 <= f["imm"] <= 127)
+        out[id(op)] = (kinds, tests)              # (by id: an enum member's hash runs Python code)
+    _RULES[id(cfg)] = (cfg, out)
+    if len(_RULES) > 64:
+        _RULES.pop(next(iter(_RULES)))
+    return out
+
+
+def program_ok(program, cfg):
+    """Whether ``program_problems`` finds nothing (the same tests, without building messages: a
+    compiled layer has thousands of instructions)."""
+    rules = _rules(cfg)
+    kinds = {s.name: s.kind for s in cfg.slices}
+    depth = cfg.queue_depth
+    repeat = Opcode.REPEAT
+    for q, insns in program.queues.items():
+        kind = kinds.get(q)
+        if kind is None or len(insns) > depth:
+            return False
+        unit = False                                # the previous instruction is a unit instruction
+        for insn in insns:
+            op = insn.op
+            ks, tests = rules[id(op)]
+            if ks is not None and kind not in ks:
+                return False
+            if op is repeat and not unit:
+                return False
+            unit = ks is not None
+            if tests:
+                f = insn.fields
+                for t in tests:
+                    if t(f):
+                        return False
+    return True
+
+
 def check_program(program, cfg):
+    if program_ok(program, cfg):
+        return
     probs = program_problems(program, cfg)
     if probs:
         more = f" (and {len(probs) - 10} more)" if len(probs) > 10 else ""

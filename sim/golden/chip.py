@@ -238,8 +238,8 @@ class Golden:
         through ``write_mem``, which raises its error at the first bad piece."""
         lanes, depth = self.lanes, self.mem.depth
         for bank, pieces in image.items():
-            if type(bank) is not str or bank not in self.mem or not pieces:
-                self._write_pieces(bank, pieces)
+            if type(bank) is not str or bank not in self.mem or type(pieces) is not list or len(pieces) < 4:
+                self._write_pieces(bank, pieces)        # (a few pieces: cheaper one by one)
                 continue
             try:
                 addrs, arrs = zip(*pieces)

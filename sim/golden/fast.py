@@ -5,8 +5,11 @@
 ``start``/``step``/``result`` that a tray drives) and replaces ``run`` by a run in three phases:
 
 1. **Issue schedule.**  Issue times are static given the queues, so the queues are stepped from
-   event to event (NOP, REPEAT, SYNC/NOTIFY), not cycle by cycle.  This gives every unit
-   instruction's issue cycle, the activity counters, the halt cycles and the cycle count.
+   event to event (NOP, REPEAT, SYNC/NOTIFY), not cycle by cycle; only SYNC, NOTIFY, DESKEW and
+   HALT interact with other queues, so each queue runs ahead on its own up to its next one.  This
+   gives every unit instruction's issue cycle, the activity counters, the halt cycles and the cycle
+   count.  REPEAT repetitions that continue each other (each starts where the last one's elements
+   ended, its addresses where they ended) are one *unit* of all their elements, dispatched at once.
 2. **Static checks and the stream graph.**  Every result lands at a known (position, cycle,
    stream), so an element reading stream s at position p in cycle c sees the last landing upstream
    on the diagonal (c - p for eastward streams, c + p westward).  Landings are intervals (one
@@ -61,6 +64,13 @@ _MAX_UNITS = 200_000           # more dispatched unit instructions than this: ru
 _I8 = np.dtype(np.int8)
 _READS = (Opcode.READ, Opcode.GATHER)
 _LOADS = (Opcode.LDM, Opcode.LDLUT, Opcode.LDPERM)
+# REPEAT repetitions never merged into one unit: TRANS and LDM (their elements' roles restart with each
+# repetition), C2C (one unit per element)
+_UNMERGED = frozenset((Opcode.TRANS, Opcode.LDM, Opcode.SEND, Opcode.RECV))
+# the queue instructions that interact with other queues (phase 1 runs a queue ahead up to one)
+# (by id: an enum member's hash runs Python code)
+_CONTROL_IDS = frozenset(id(op) for op in (Opcode.SYNC, Opcode.NOTIFY, Opcode.DESKEW, Opcode.HALT))
+_SUB_BY_ID = {id(op): sub for op, sub in _SUBUNIT.items()}
 
 
 class _Fallback(Exception):
@@ -160,6 +170,7 @@ class _Unit:
         "port",
         "pos",
         "ready",
+        "rpe",
         "sl",
         "srcs",
         "sub",
@@ -171,6 +182,7 @@ class _Unit:
     def __init__(self, uid, sl, pos, sub, op, f, idx, t, n, busy):
         self.uid, self.sl, self.pos, self.sub, self.op, self.f, self.idx = uid, sl, pos, sub, op, f, idx
         self.t, self.n, self.busy = t, n, busy
+        self.rpe = None             # LW: weight rows per element (install_rows, or fewer: see _fast_schedule)
         self.done = self.ready = 0
         self.srcs = ()
         self.out = self.tbuf = None
@@ -216,7 +228,8 @@ def _tables(L):
     # element's vector lands c2c_recv cycles later
     tab[Opcode.SEND], srcs[Opcode.SEND] = (0, None, 0), _SRCS[Opcode.SEND]
     tab[Opcode.RECV], srcs[Opcode.RECV] = (L["c2c_recv"], ("s", 1), 1), _SRCS[Opcode.RECV]
-    return tab, srcs
+    # (keyed by the opcode's id: an enum member's hash runs Python code)
+    return {id(op): v for op, v in tab.items()}, {id(op): v for op, v in srcs.items()}
 
 
 def _evaluate(flow, g, commit):
@@ -248,22 +261,48 @@ def _c2c_elements(units):
     return out
 
 
-def _advance_fields(insn):
-    """``chip._advance`` on (opcode, fields): the next repetition under REPEAT continues at the
-    address where this one ended (without building an ``Insn`` per repetition)."""
+def _advance_fields(insn, k=1):
+    """``chip._advance`` on (opcode, fields), `k` times: the next repetition under REPEAT continues at
+    the address where this one ended (without building an ``Insn`` per repetition)."""
     op, f = insn
     if op is Opcode.READ or op is Opcode.WRITE:
         f = dict(f)
-        f["addr"] += f["count"] * f["stride"]
+        f["addr"] += k * f["count"] * f["stride"]
     elif op is Opcode.LW or op is Opcode.MM or op is Opcode.EMIT:
         f = dict(f)
-        f["addr"] += f["count"]
+        f["addr"] += k * f["count"]
     elif op is Opcode.LDLUT:
         f = dict(f)
-        f["imm"] += f["count"]
+        f["imm"] += k * f["count"]
     else:
         return insn
     return op, f
+
+
+def _acc_hazard(wr, rd, Lmm, pairs=None):
+    """Whether an accumulator read (an MM with acc=1 or an EMIT: (first address, first cycle, n), element
+    k reading address + k in cycle + k) in cycle r reads an entry that an MM element (``wr``, alike)
+    sampled at w < r writes after r (w + Lmm > r).  ``pairs``: decide by pairs of instructions (True) or
+    element by element (False); default: pairs unless there are very many."""
+    if pairs is None:
+        pairs = len(wr) * len(rd) <= 1 << 20
+    if pairs:
+        # both run along a diagonal, so where a write's and a read's addresses overlap, every common
+        # address is written (w - r) = (t_w - a_w) - (t_r - a_r) cycles after it is read: a hazard iff
+        # that lag is in (-Lmm, 0)
+        w = np.array(wr, np.int64)
+        r = np.array(rd, np.int64)
+        lag = (w[:, 1] - w[:, 0])[:, None] - (r[:, 1] - r[:, 0])[None, :]
+        overlap = (w[:, 0, None] < (r[:, 0] + r[:, 2])[None, :]) & (r[:, 0][None, :] < (w[:, 0] + w[:, 2])[:, None])
+        return bool((overlap & (lag < 0) & (lag > -Lmm)).any())
+    wa = np.concatenate([np.arange(a, a + n) for a, _, n in wr])
+    wc = np.concatenate([np.arange(t, t + n) for _, t, n in wr])
+    key = np.sort(wa * _BIG + wc)
+    ra = np.concatenate([np.arange(a, a + n) for a, _, n in rd])
+    rc = np.concatenate([np.arange(t, t + n) for _, t, n in rd])
+    lo = np.searchsorted(key, ra * _BIG + rc - Lmm + 1, "left")
+    hi = np.searchsorted(key, ra * _BIG + rc, "left")
+    return bool((hi > lo).any())
 
 
 class _Landings:
@@ -397,13 +436,17 @@ class FastGolden(Golden):
     # --- phase 1: the issue schedule ------------------------------------------------------------
     def _fast_schedule(self, max_cycles):
         """Step the queues from event to event.  Within one cycle the order of the queues only
-        matters for which error is reported first, and errors are reported by Golden.run."""
+        matters for which error is reported first, and errors are reported by Golden.run.  A queue
+        runs ahead of the others up to its next SYNC, NOTIFY, DESKEW or HALT, which are taken in
+        cycle order (they are all that one queue's issue depends on of another's), so the units are
+        not in cycle order; nothing after this depends on their order."""
         lanes, pos, kind = self.lanes, self.pos, self.kind
         install_rows = self.cfg.install_rows
         notify_lat = self.L["notify"]
-        queues = []            # [name, insns, pc, next_issue, state, rep_left, rep_d, rep_insn, rep_index]
+        # [name, insns, pc, next_issue, state, rep_left, rep_d, rep_insn, rep_index, last unit dispatched]
+        queues = []
         for name, insns in self.program.queues.items():
-            queues.append([name, insns, 0, 0, "run", 0, 0, None, 0])
+            queues.append([name, insns, 0, 0, "run", 0, 0, None, 0, None])
         F = self.cfg.vector_interval if self.cfg.c2c_ports else 1   # (SEND / RECV need C2C ports)
         epoch = self.cfg.link["epoch"]                                 # (as Golden._issue)
         deskews = []           # epoch boundaries where queues leave DESKEW (checked in phase 2)
@@ -425,6 +468,7 @@ class FastGolden(Golden):
         fires = []             # heap of notify fire cycles
         nhalt_left = len(queues)
         uid = 0
+        NOP, REPEAT, LW = Opcode.NOP, Opcode.REPEAT, Opcode.LW
 
         while True:
             if run:
@@ -461,94 +505,132 @@ class FastGolden(Golden):
                 qi = heapq.heappop(run)[1]
                 q = queues[qi]
                 name = q[0]
-                while True:                                 # a REPEAT with d = 1 issues in its own cycle
-                    if q[5]:
-                        q[7] = insn = _advance_fields(q[7])
-                        idx = q[8]
-                        q[5] -= 1
-                        q[3] = c + q[6]
-                    else:
-                        if q[2] >= len(q[1]):
-                            raise _Fallback                 # ran past its last instruction
-                        insn, idx = q[1][q[2]], q[2]
-                        q[2] += 1
-                        activity[name]["issued"] += 1
-                        op = insn.op
-                        if op is Opcode.NOP:
-                            q[3] = c + insn.fields["n"]
-                            insn = None
-                        elif op is Opcode.REPEAT:
-                            f = insn.fields
-                            q[7], q[8], q[5], q[6] = last_disp[name], idx - 1, f["n"], f["d"]
-                            q[3] = last_issue[name] + f["d"]
-                            if q[3] == c:
-                                continue
-                            if q[3] < c:                    # pragma: no cover - check_program forbids it
+                act, p_, vsub = activity[name], pos[name], ("alu" if kind[name] == "vxm" else "sxm")
+                qc = c          # the queue's own cycle: it runs ahead of the others up to its next control
+                while True:     # instruction (SYNC, NOTIFY, DESKEW, HALT: the only ones that interact)
+                    while True:                                 # a REPEAT with d = 1 issues in its own cycle
+                        rep = q[5]
+                        if rep:
+                            q[7] = insn = _advance_fields(q[7])
+                            idx = q[8]
+                            q[5] -= 1
+                            q[3] = qc + q[6]
+                        else:
+                            if q[2] >= len(q[1]):
+                                raise _Fallback                 # ran past its last instruction
+                            insn, idx = q[1][q[2]], q[2]
+                            q[2] += 1                           # (activity "issued": q[2] at the end)
+                            op = insn.op
+                            if op is NOP:
+                                q[3] = qc + insn.fields["n"]
+                                insn = None
+                            elif op is REPEAT:
+                                f = insn.fields
+                                q[7], q[8], q[5], q[6] = last_disp[name], idx - 1, f["n"], f["d"]
+                                q[3] = last_issue[name] + f["d"]
+                                if q[3] == qc:
+                                    continue
+                                if q[3] < qc:                    # pragma: no cover - check_program forbids it
+                                    raise _Fallback
+                                insn = None
+                            elif op is Opcode.SYNC:
+                                q[4] = "sync"
+                                insn = None
+                            elif op is Opcode.NOTIFY:
+                                heapq.heappush(fires, qc + notify_lat)
+                                q[3] = qc + 1
+                                insn = None
+                            elif op is Opcode.HALT:
+                                q[4] = "halt"
+                                halted[name] = qc
+                                insn = None
+                            elif op is Opcode.DESKEW:
+                                q[4], q[3] = "deskew", (qc // epoch + 1) * epoch
+                                parked_deskew += 1
+                                insn = None
+                            else:
+                                q[3] = qc + 1
+                                insn = (op, insn.fields)
+                        if insn is not None:                    # dispatch a unit instruction: (opcode, fields)
+                            op, f = insn
+                            last_disp[name] = insn
+                            last_issue[name] = qc
+                            sub = _SUB_BY_ID.get(id(op)) or vsub
+                            n = busy = f["count"]
+                            if op is LW:
+                                n = busy = -(-n // install_rows)        # (isa.element_count)
+                            elif op is Opcode.TRANS:
+                                n, busy = lanes, 2 * lanes
+                            elif op is Opcode.SEND or op is Opcode.RECV:
+                                sub = f"{'tx' if op is Opcode.SEND else 'rx'}{f['port']}"
+                                busy = n * F
+                            key = (name, sub)
+                            if busy_until.get(key, -1) >= qc:
+                                raise _Fallback                 # busy sub-unit
+                            busy_until[key] = qc + busy - 1
+                            k = sub + "_busy"
+                            act[k] = act.get(k, 0) + busy
+                            if op is Opcode.SEND or op is Opcode.RECV:
+                                # one unit per element (elements F cycles apart); ``port``: (port, element
+                                # index on the port's sub-unit, first element's cycle, elements of the insn)
+                                seq = c2c_seq.get(sub, 0)
+                                for e in range(n):
+                                    u = _Unit(uid, name, p_, sub, op, f, idx, qc + e * F, 1, busy - e * F)
+                                    u.port = (f["port"], seq + e, qc, n)
+                                    units.append(u)
+                                    uid += 1
+                                c2c_seq[sub] = seq + n
+                            else:
+                                pu = q[9]
+                                if (rep and pu is not None and pu.t + pu.n == qc and pu.idx == idx and busy == n
+                                        and op not in _UNMERGED
+                                        and (op is not Opcode.LW or f["count"] % install_rows == 0 or n == 1)):
+                                    # a repetition that starts where the last one ended (d = its elements) continues
+                                    # it: one unit (addresses continue as the repetitions' do, see _advance_fields;
+                                    # an LW of fewer rows than install_rows (one element) installs that many rows
+                                    # per element from as many streams: its rows per element, ``rpe``)
+                                    reps = 1
+                                    if q[5] and q[6] == n:
+                                        # every further repetition continues it too: all of them at once
+                                        more, q[5] = q[5], 0
+                                        reps += more
+                                        last = qc + more * n
+                                        q[7] = insn = _advance_fields(insn, more)
+                                        last_disp[name], last_issue[name] = insn, last
+                                        q[3] = last + n
+                                        busy_until[key] = last + busy - 1
+                                        act[k] += more * busy
+                                    pu.n += reps * n
+                                    pu.busy += reps * busy
+                                    if op is Opcode.LW:
+                                        pu.f = dict(pu.f, count=pu.f["count"] + reps * f["count"])
+                                        if f["count"] < install_rows:
+                                            pu.rpe = f["count"]
+                                else:
+                                    q[9] = u = _Unit(uid, name, p_, sub, op, f, idx, qc, n, busy)
+                                    if op is Opcode.LW:
+                                        u.rpe = install_rows
+                                    units.append(u)
+                                    uid += 1
+                            if uid > _MAX_UNITS:
                                 raise _Fallback
-                            insn = None
-                        elif op is Opcode.SYNC:
-                            q[4] = "sync"
-                            insn = None
-                        elif op is Opcode.NOTIFY:
-                            heapq.heappush(fires, c + notify_lat)
-                            q[3] = c + 1
-                            insn = None
-                        elif op is Opcode.HALT:
-                            q[4] = "halt"
-                            halted[name] = c
-                            insn = None
-                        elif op is Opcode.DESKEW:
-                            q[4], q[3] = "deskew", (c // epoch + 1) * epoch
-                            parked_deskew += 1
-                            insn = None
-                        else:
-                            q[3] = c + 1
-                            insn = (op, insn.fields)
-                    if insn is not None:                    # dispatch a unit instruction: (opcode, fields)
-                        op, f = insn
-                        last_disp[name] = insn
-                        last_issue[name] = c
-                        sub = _SUBUNIT.get(op) or ("alu" if kind[name] == "vxm" else "sxm")
-                        n = busy = f["count"]
-                        if op is Opcode.LW:
-                            n = busy = -(-n // install_rows)        # (isa.element_count)
-                        elif op is Opcode.TRANS:
-                            n, busy = lanes, 2 * lanes
-                        elif op is Opcode.SEND or op is Opcode.RECV:
-                            sub = f"{'tx' if op is Opcode.SEND else 'rx'}{f['port']}"
-                            busy = n * F
-                        key = (name, sub)
-                        if busy_until.get(key, -1) >= c:
-                            raise _Fallback                 # busy sub-unit
-                        busy_until[key] = c + busy - 1
-                        act = activity[name]
-                        k = sub + "_busy"
-                        act[k] = act.get(k, 0) + busy
-                        if op is Opcode.SEND or op is Opcode.RECV:
-                            # one unit per element (elements F cycles apart); ``port``: (port, element
-                            # index on the port's sub-unit, first element's cycle, elements of the insn)
-                            seq = c2c_seq.get(sub, 0)
-                            for e in range(n):
-                                u = _Unit(uid, name, pos[name], sub, op, f, idx, c + e * F, 1, busy - e * F)
-                                u.port = (f["port"], seq + e, c, n)
-                                units.append(u)
-                                uid += 1
-                            c2c_seq[sub] = seq + n
-                        else:
-                            units.append(_Unit(uid, name, pos[name], sub, op, f, idx, c, n, busy))
-                            uid += 1
-                        if uid > _MAX_UNITS:
-                            raise _Fallback
-                    break
+                        break
+                    if q[4] != "run":
+                        break
+                    qc = q[3]
+                    if qc >= max_cycles or (not q[5] and (q[2] >= len(q[1]) or id(q[1][q[2]].op) in _CONTROL_IDS)):
+                        break
                 st = q[4]
                 if st == "run" or st == "deskew":
                     heapq.heappush(run, (q[3], qi))
                 elif st == "sync":
                     parked.append(qi)
                 else:
-                    last_halt = c
+                    last_halt = max(last_halt, qc)
                     nhalt_left -= 1
             if not nhalt_left:
+                for q in queues:
+                    activity[q[0]]["issued"] = q[2]
                 return units, activity, halted, last_halt, deskews
             if not run and not fires:
                 raise _Fallback                              # deadlock
@@ -562,17 +644,19 @@ class FastGolden(Golden):
         port = {}                # slice -> [(c_lo, c_hi)]
         acc_w, acc_r = {}, {}    # mxm -> [(first addr, first cycle, n)]
         quiet = [] if deskews else None   # per unit (first cycle, last busy cycle, last effect's due cycle)
+        TRANS, READ, WRITE, LW, MM, EMIT, LDLUT = (Opcode.TRANS, Opcode.READ, Opcode.WRITE, Opcode.LW, Opcode.MM,
+                                                   Opcode.EMIT, Opcode.LDLUT)
         for u in units:
             op, t, n = u.op, u.t, u.n
             f = u.f
             if t + u.busy - 1 > last_halt:
                 raise _Fallback          # sub-unit still running at the end
-            lat, out, eff = tab[op]
+            lat, out, eff = tab[id(op)]
             u.lat = lat
             if out is not None:
                 dst = f[out[0]]
                 planes = out[1]
-                c_lo = t + lat if op is not Opcode.TRANS else t + lanes - 1 + lat
+                c_lo = t + lat if op is not TRANS else t + lanes - 1 + lat
                 c_hi = c_lo + n - 1
                 if quiet is not None:
                     quiet.append((t, t + u.busy - 1, c_hi))
@@ -604,24 +688,24 @@ class FastGolden(Golden):
                 if t + n - 1 + eff > end:
                     raise _Fallback      # a write still in flight at the end
             # static addresses (REPEAT repetitions may run off the end)
-            if op is Opcode.READ or op is Opcode.WRITE:
+            if op is READ or op is WRITE:
                 a0 = f["addr"]
                 a1 = a0 + (n - 1) * f["stride"]
                 if a0 < 0 or a1 < 0 or a0 >= mem_depth or a1 >= mem_depth:
                     raise _Fallback
-            elif op is Opcode.LW:
+            elif op is LW:
                 if f["addr"] + f["count"] > lanes or f["s"].index + R > S:
                     raise _Fallback
                 u.buf = f["buf"]
-            elif op is Opcode.MM or op is Opcode.EMIT:
+            elif op is MM or op is EMIT:
                 if f["addr"] + n > acc_depth:
                     raise _Fallback
-                if op is Opcode.MM:
+                if op is MM:
                     u.buf = f["buf"]
                     acc_w.setdefault(u.sl, []).append((f["addr"], t, n))
-                if op is Opcode.EMIT or f["acc"]:
+                if op is EMIT or f["acc"]:
                     acc_r.setdefault(u.sl, []).append((f["addr"], t, n))
-            elif op is Opcode.LDLUT and f["imm"] + n > 256 // lanes:
+            elif op is LDLUT and f["imm"] + n > 256 // lanes:
                 raise _Fallback
         # DESKEW: at each epoch boundary D where queues leave DESKEW, nothing that started before D may
         # still be busy (last busy cycle >= D) or have an effect due after D
@@ -647,30 +731,22 @@ class FastGolden(Golden):
         Lmm = self.L["mxm_mm"]
         for sl, rd in acc_r.items():
             wr = acc_w.get(sl)
-            if not wr:
-                continue
-            wa = np.concatenate([np.arange(a, a + n) for a, _, n in wr])
-            wc = np.concatenate([np.arange(t, t + n) for _, t, n in wr])
-            key = np.sort(wa * _BIG + wc)
-            ra = np.concatenate([np.arange(a, a + n) for a, _, n in rd])
-            rc = np.concatenate([np.arange(t, t + n) for _, t, n in rd])
-            lo = np.searchsorted(key, ra * _BIG + rc - Lmm + 1, "left")
-            hi = np.searchsorted(key, ra * _BIG + rc, "left")
-            if (hi > lo).any():
+            if wr and _acc_hazard(wr, rd, Lmm):
                 raise _Fallback
         # stream operands -> segments (each stream's landings indexed by key, so a reader looks only at
         # the landings that overlap its own window: linear, not quadratic, in the program's length)
         lands = {key: _Landings(lst) for key, lst in lands.items()}
-        resolve = self._fast_resolve
+        resolve, specs = self._fast_resolve, self._fast_srcs
         for u in units:
-            if u.op is Opcode.LW and R > 1:
-                # stream s+j feeds element k when k*R + j < count: ceil((count - j) / R) elements
-                s, cnt = u.f["s"], u.f["count"]
+            if u.op is LW and R > 1:
+                # stream s+j feeds element k when k*r + j < count: ceil((count - j) / r) elements (r: the
+                # unit's rows per element, install_rows unless merged repetitions of a shorter LW)
+                s, cnt, r = u.f["s"], u.f["count"], u.rpe
                 d = WEST if s.west else EAST
-                u.srcs = [resolve(lands.get((d, s.index + j), _NO_LANDINGS), u.pos, d, u.t, -(-(cnt - j) // R))
-                          for j in range(min(R, cnt))]
+                u.srcs = [resolve(lands.get((d, s.index + j), _NO_LANDINGS), u.pos, d, u.t, -(-(cnt - j) // r))
+                          for j in range(min(r, cnt))]
                 continue
-            spec = self._fast_srcs[u.op]
+            spec = specs[id(u.op)]
             if spec:
                 f = u.f
                 srcs = []

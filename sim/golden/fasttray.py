@@ -152,7 +152,7 @@ def _tray_flow(tray, plans):
         off = len(units)
         for u in plans[a].units:
             v = _Unit(off + u.uid, (a, u.sl), u.pos, u.sub, u.op, u.f, u.idx, u.t, u.n, u.busy)
-            v.lat, v.planes, v.buf, v.port = u.lat, u.planes, getattr(u, "buf", None), u.port
+            v.lat, v.planes, v.buf, v.port, v.rpe = u.lat, u.planes, getattr(u, "buf", None), u.port, u.rpe
             v.srcs = [[(ka, kb, off + pid, pl, pka) for ka, kb, pid, pl, pka in segs] for segs in u.srcs]
             units.append(v)
             if u.op is Opcode.RECV:

@@ -12,7 +12,9 @@ its inputs are ready, in the order of its next element's cycle), with *row ids* 
   run reads, and the results of computing instructions), every int32 accumulator vector a row of ``A``;
 * data moves are only ids: a READ returns the id of the row that the last visible WRITE stored (or
   of the bank's initial row), WRITE and LW log ids in versioned stores (``_Store``), MOV forwards its
-  input ids, so no data is copied for them when the flow runs;
+  input ids, so no data is copied for them when the flow runs; READs that can only see the bank's
+  initial rows (no WRITE to their addresses commits by then, as for a layer's weights) get their
+  ids before the walk, a bank at a time;
 * computing instructions (MM, EMIT, the VXM and SXM ops) become *nodes*: input ids, parameters,
   output ids.  A node's level is 1 + the highest level of its inputs (initial rows: 0);
 * an accumulation chain (MM with acc=1 onto an MM result that nothing else reads, as in a K-loop
@@ -55,13 +57,14 @@ class _Store:
     the log (appended in commit order by the single writer) the later ones.  LW chunks of several
     streams are only queued (``append_rows``) and logged together when the log is next looked at
     (thousands of small numpy operations saved on a layer's first run)."""
-    __slots__ = ("A", "D", "T", "_cat", "_rows", "base")
+    __slots__ = ("A", "D", "T", "_cat", "_last", "_rows", "base")
 
     def __init__(self, base):
         self.base = base
         self.T, self.A, self.D = [], [], []
         self._cat = None
         self._rows = []
+        self._last = None            # (materialize's work array)
 
     def append(self, times, addrs, data):
         if self._rows:
@@ -80,6 +83,14 @@ class _Store:
     def _flush(self):
         """Log the queued LW chunks, in order: one numpy operation per run of chunks of one shape."""
         q, self._rows = self._rows, []
+        if len(q) == 1:                             # (the common case: one chunk, as few operations as can be)
+            t0, r0, R, X = q[0]
+            nx, m = len(X), len(X[0])
+            k = np.arange(m, dtype=np.int64)
+            self.T.append(np.repeat(k + t0, nx))
+            self.A.append(((k * R + r0)[:, None] + np.arange(nx)).ravel())
+            self.D.append(np.array(X).T.ravel())
+            return
         i = 0
         while i < len(q):
             _, _, R, X = q[i]
@@ -111,6 +122,16 @@ class _Store:
 
     def materialize(self, upto):
         """Apply every logged write committed at or before `upto` to the base."""
+        if self._rows and not self.T and all(c[0] + len(c[3][0]) <= upto + 1 for c in self._rows):
+            # only queued LW chunks, all committed by then: straight into the base, in order (the
+            # rows of one chunk are distinct)
+            base = self.base
+            for t0, r0, R, X in self._rows:
+                # (stream j, element k) -> row r0 + k * R + j
+                rows = np.arange(len(X), dtype=np.int64)[:, None] + (np.arange(len(X[0]), dtype=np.int64) * R + r0)
+                base[rows] = np.array(X)
+            self._rows = []
+            return
         if self._rows:
             self._flush()
         if not self.T:
@@ -121,10 +142,17 @@ class _Store:
             return
         a, d = A[:i], D[:i]
         if i > 1:
-            ra = a[::-1]
-            u, first = np.unique(ra, return_index=True)
-            if len(u) < i:
-                keep = i - 1 - first
+            # the last write to each address wins: mark each address with its last write's index
+            # (``ufunc.at`` is unbuffered and in order; a plain fancy assignment of repeated indices
+            # has no defined order)
+            last = self._last
+            if last is None:
+                last = self._last = np.full(len(self.base), -1, np.int64)
+            k = np.arange(i, dtype=np.int64)
+            np.maximum.at(last, a, k)
+            keep = last[a] == k
+            last[a] = -1
+            if not keep.all():
                 a, d = a[keep], d[keep]
         self.base[a] = d
         if i == len(T):
@@ -154,14 +182,17 @@ class _Store:
         return v
 
     def split_times(self, lo, hi):
-        """Commit times of logged writes in (lo, hi]."""
-        if self._rows:
-            self._flush()
-        if not self.T:
-            return []
-        T = self._log()[0]
-        sel = T[(T > lo) & (T <= hi)]
-        return sorted(set(sel.tolist()))
+        """Commit times of logged writes in (lo, hi] (each logged piece is in commit order; queued LW
+        chunks commit on consecutive cycles from their first)."""
+        out = []
+        for T in self.T:
+            if T[0] <= hi and T[-1] > lo:
+                out += T[(T > lo) & (T <= hi)].tolist()
+        for t0, _, _, X in self._rows:
+            a, b = max(t0, lo + 1), min(t0 + len(X[0]) - 1, hi)
+            if a <= b:
+                out += range(a, b + 1)
+        return sorted(set(out)) if out else out
 
 
 class _Walk:
@@ -175,15 +206,16 @@ class _Walk:
     def __init__(self, units, L):
         self.units, self.L = units, L
         groups = {}
+        WRITE, SCATTER, LW, MM, EMIT = Opcode.WRITE, Opcode.SCATTER, Opcode.LW, Opcode.MM, Opcode.EMIT
         for u in units:
             op = u.op
-            if op is Opcode.WRITE or op is Opcode.SCATTER:
+            if op is WRITE or op is SCATTER:
                 g = ("wr", u.sl)
-            elif op is Opcode.LW:
+            elif op is LW:
                 g = ("lw", u.sl, u.buf)
-            elif op is Opcode.MM:
+            elif op is MM:
                 g = ("mm", u.sl)
-            elif op is Opcode.EMIT:
+            elif op is EMIT:
                 g = ("emit", u.sl)
             else:
                 continue
@@ -213,7 +245,7 @@ class _Walk:
         units, L = self.units, self.L
         Lw, Linst, Lmm = L["mem_write"], L["mxm_install"], L["mxm_mm"]
         groups, frontier = self.groups, self.frontier
-        heap = [(u.t, u.uid) for u in units]
+        heap = [(u.t, u.uid) for u in units if u.done < u.n]      # (some READs are done before the walk)
         heapq.heapify(heap)
         pop, push = heapq.heappop, heapq.heappush
         while heap:
@@ -415,7 +447,8 @@ class _Builder:
         self.mems, self.wts, self.accs = {}, {}, {}  # versioned stores of ids (entries >= _INIT: initial rows)
         self.luts, self.regs, self.perms = {}, {}, {}  # slice -> LUT row ids / LDM row ids (-1: initial) / LDPERM id
         # banks with GATHER or SCATTER: their accesses are resolved at run time, in a log per bank
-        self.dyn = {u.sl for u in units if u.op is Opcode.GATHER or u.op is Opcode.SCATTER}
+        GATHER, SCATTER = Opcode.GATHER, Opcode.SCATTER
+        self.dyn = {u.sl for u in units if u.op is GATHER or u.op is SCATTER}
         # C2C (a tray's flow: slices are (chip, name)): RECV element j of a port gets the vector
         # that SEND element j of its peer port sampled, by id; link: (chip, port) -> peer (chip, port)
         self.link = link
@@ -445,6 +478,7 @@ class _Builder:
         dyn = self.dyn
         static = {sl: B.source("mem", sl, cfg.mem_depth) for sl in {u.sl for u in units if u.op is Opcode.READ}
                   if sl not in mems and sl not in dyn}     # banks only read: initial rows
+        self.initial_reads(Lw)
         for u, k0, k1 in walker:
             op, t, n, sl, f = u.op, u.t, u.n, u.sl, u.f
             m = k1 - k0
@@ -475,6 +509,7 @@ class _Builder:
             elif op is Opcode.WRITE:
                 mems[sl].append(ar[k0:k1] + (t + Lw), ar[k0:k1] * f["stride"] + f["addr"], X[0].copy())
             elif op is Opcode.LW:
+                R = u.rpe                            # (rows per element: install_rows, or fewer, fast.py)
                 st = wts[(sl, u.buf)]
                 if len(X) == 1:
                     st.append(ar[k0:k1] + (t + Linst), ar[k0:k1] * R + f["addr"], X[0].copy())
@@ -549,6 +584,49 @@ class _Builder:
                     if u.out is None:
                         u.out = np.full((n, u.planes), -1, np.int64)
                     u.out[k0:k1] = res
+
+    def initial_reads(self, Lw):
+        """The READs (of banks without GATHER / SCATTER) whose every element sees only the bank's
+        initial rows (no WRITE to its address commits by its cycle), done before the walk: their ids,
+        all of a bank at once (a layer's weight reads: thousands of walk chunks saved)."""
+        B, depth = self.B, self.cfg.mem_depth
+        reads, writes = {}, {}
+        for u in self.units:
+            if u.op is Opcode.READ and u.sl not in self.dyn:
+                reads.setdefault(u.sl, []).append(u)
+            elif u.op is Opcode.WRITE and u.sl not in self.dyn:
+                writes.setdefault(u.sl, []).append(u)
+        for sl, us in reads.items():
+            if len(us) < 8:
+                continue                            # (a few: cheaper in the walk)
+            sizes = np.fromiter((u.n for u in us), np.int64, len(us))
+            start = np.cumsum(sizes) - sizes
+            k = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(start, sizes)      # element index
+            a0 = np.fromiter((u.f["addr"] for u in us), np.int64, len(us))
+            st = np.fromiter((u.f["stride"] for u in us), np.int64, len(us))
+            addr = np.repeat(a0, sizes) + k * np.repeat(st, sizes)
+            ws = writes.get(sl)
+            if ws:
+                # the first commit to each address; an element at cycle c sees the initial row iff it is > c
+                wsz = np.fromiter((u.n for u in ws), np.int64, len(ws))
+                wk = np.arange(int(wsz.sum()), dtype=np.int64) - np.repeat(np.cumsum(wsz) - wsz, wsz)
+                wa = (np.repeat(np.fromiter((u.f["addr"] for u in ws), np.int64, len(ws)), wsz)
+                      + wk * np.repeat(np.fromiter((u.f["stride"] for u in ws), np.int64, len(ws)), wsz))
+                wc = np.repeat(np.fromiter((u.t for u in ws), np.int64, len(ws)), wsz) + wk + Lw
+                first = np.full(depth, INF, np.int64)
+                np.minimum.at(first, wa, wc)
+                cyc = np.repeat(np.fromiter((u.t for u in us), np.int64, len(us)), sizes) + k
+                ok = np.logical_and.reduceat(first[addr] > cyc, start)
+                if not ok.any():
+                    continue
+                sel = np.repeat(ok, sizes)
+                addr, sizes, us = addr[sel], sizes[ok], [u for u, o in zip(us, ok.tolist()) if o]
+            ids = B.initial(B.source("mem", sl, depth), addr)[:, None]
+            a = 0
+            for u, b in zip(us, np.cumsum(sizes).tolist()):
+                u.out = ids[a:b]
+                u.done = u.ready = u.n
+                a = b
 
     def vxm(self, u, f, op, X, m, k0):
         B, sl = self.B, u.sl
@@ -688,6 +766,30 @@ class _Builder:
         base[root[heads]] = e_ain[heads]
         return root, base, first, e_out
 
+    def _mm_levels(self, ids, levA, levB, chain, fused):
+        """``levels`` for the MM nodes `ids` (consecutive in node order) together, as the loop would one by
+        one; False (nothing done) when a chain base among them is a chain root of another of them."""
+        root, base, first, _ = fused
+        mm = self.mm
+        e0, e1 = int(first[ids[0]]), int(first[ids[-1] + 1])
+        r = root[e0:e1]
+        isroot = r == np.arange(e0, e1)
+        o = np.concatenate([mm[i][3] for i in ids])
+        b = base[e0:e1]
+        hasb = b >= 0
+        if hasb.any() and isroot.any() and np.isin(b[hasb], o[isroot]).any():
+            return False
+        sizes = first[np.array(ids) + 1] - first[np.array(ids)]
+        lt = levB[np.concatenate([mm[i][0] for i in ids])] + 1
+        wl = levB[np.stack([mm[i][1] for i in ids])].max(axis=1) + 1
+        np.maximum(lt, np.repeat(wl, sizes), out=lt)
+        if hasb.any():
+            np.maximum(lt, np.where(hasb, levA[np.maximum(b, 0)] + 1, 0), out=lt)
+        np.maximum.at(chain, r, lt)
+        if isroot.any():
+            levA[o[isroot]] = chain[r[isroot]]
+        return True
+
     def levels(self, fused):
         """Level of every node (1 + its inputs' highest; initial rows: 0) -> {(level, kind): [payload]}.
         MM elements join their chain root's level."""
@@ -699,8 +801,24 @@ class _Builder:
             root, base, first, _ = fused
             chain = np.zeros(len(root), np.int32)
             tlev = []
-        for nd in self.nodes:
+        nodes = self.nodes
+        batch_end = single_end = -1
+        for ni, nd in enumerate(nodes):
             kind = nd[0]
+            if kind == "mm":
+                if ni <= batch_end:
+                    continue
+                if ni > single_end:
+                    # a run of MM nodes at once, unless one of them adds to a chain root of another
+                    j = ni
+                    while j + 1 < len(nodes) and nodes[j + 1][0] == "mm":
+                        j += 1
+                    run = [nodes[x][1] for x in range(ni, j + 1)]
+                    if len(run) >= 3 and self._mm_levels(run, levA, levB, chain, fused):
+                        tlev += run
+                        batch_end = j
+                        continue
+                    single_end = j
             if kind == "mm":
                 i = nd[1]
                 xs, W, _, o = self.mm[i]
@@ -745,7 +863,7 @@ class _Builder:
                 e0, e1 = first[i], first[i + 1]
                 r = root[e0:e1]
                 lr = chain[r]
-                for lev in np.unique(lr).tolist():
+                for lev in ([int(lr[0])] if lr.min() == lr.max() else np.unique(lr).tolist()):
                     sel = np.flatnonzero(lr == lev)
                     if len(sel) == len(r):
                         part = (xs, W, r)
@@ -784,7 +902,7 @@ class Flow:
         used = np.zeros(bld.A.n, bool)
         if fused is not None:
             root, base = fused[0], fused[1]
-            used[fused[3][np.unique(root)]] = True
+            used[fused[3][root]] = True                # (repeats: the same True)
             used[base[base >= 0]] = True
         for nd in bld.nodes:
             if nd[0][0] == "emit":
@@ -986,7 +1104,11 @@ def _step(kind, lst, lanes, rb, ra, fused):
         W = rb[np.stack([p[1] for p in lst])]
         sizes = np.array([len(p[0]) for p in lst])
         tgt = np.concatenate([p[2] for p in lst])
-        roots, inv = np.unique(tgt, return_inverse=True)
+        # (np.unique(tgt, return_inverse=True) by counting: the roots are element indices, no sort)
+        per = np.bincount(tgt)
+        has = per > 0
+        roots = np.flatnonzero(has)
+        inv = (np.cumsum(has) - 1)[tgt]
         reduce = None
         if len(roots) < len(tgt):
             order = np.argsort(inv, kind="stable")
@@ -1077,7 +1199,11 @@ def _mm_rows(st):
             return len(x) if len(W) == 1 else 1
         return len(x) // len(W) if pad == "even" else pad[2]
     groups = st[3]
-    return 1 if groups[0] == "batch" else max(len(g[2]) for g in groups)
+    if groups[0] == "batch":
+        return 1
+    if groups[0] == "gbatch":
+        return groups[1].shape[1]
+    return max(len(g[2]) for g in groups)
 
 
 def _mm_float(lanes):
@@ -1096,8 +1222,7 @@ def _chain_step(x, W, blk, order, K, roots, lanes, ra, fused):
     _, base, _, e_out = fused
     xo = x[order].reshape(-1, K)                     # (roots, K) x ids, roots in `roots` order
     bo = blk[order].reshape(-1, K)                   # (roots, K) weight blocks
-    seqs, ginv = np.unique(bo, axis=0, return_inverse=True)
-    ginv = ginv.reshape(-1)
+    seqs, ginv = _unique_rows(bo)
     span = max(1, (1 << 10) // lanes) * lanes if _mm_float(lanes) is np.float32 else K * lanes  # exact slices
     cuts = list(range(0, K * lanes, span)) + [K * lanes]
     if len(seqs) == len(xo):                         # one root per weight sequence: one batched matmul
@@ -1105,16 +1230,37 @@ def _chain_step(x, W, blk, order, K, roots, lanes, ra, fused):
         Wseq = W[seqs].reshape(len(seqs), K * lanes)
         groups = ("batch", xo[pos], Wseq, pos)
     else:
-        groups = []
-        for gi in range(len(seqs)):
-            pos = np.flatnonzero(ginv == gi)
-            groups.append((xo[pos], W[seqs[gi]].reshape(K * lanes), pos))
+        pos = np.argsort(ginv, kind="stable")            # roots by weight sequence
+        per = np.bincount(ginv, minlength=len(seqs))
+        if (per == per[0]).all() and per[0] <= 64:      # as many (few) roots per sequence: one batched matmul
+            # (measured: faster up to tens of roots, a few % slower than one matmul per sequence at 256)
+            groups = ("gbatch", xo[pos].reshape(len(seqs), int(per[0]), K), W[seqs].reshape(len(seqs), K * lanes),
+                      pos)
+        else:
+            groups = []
+            for gi in range(len(seqs)):
+                pos = np.flatnonzero(ginv == gi)
+                groups.append((xo[pos], W[seqs[gi]].reshape(K * lanes), pos))
     out = ra[e_out[roots]]
     b = base[roots]
     has = b >= 0
     base_pos = np.flatnonzero(has) if has.any() else None
     base_ids = ra[b[has]] if has.any() else None
     return ("mmc", K, cuts, groups, out, base_pos, base_ids)
+
+
+def _unique_rows(a):
+    """``np.unique(a, axis=0, return_inverse=True)`` for a 2-D int array (sorted rows, and each row's
+    index among them), by one lexsort (unique on axis 0 sorts a structured view: several times slower)."""
+    if len(a) == 0:
+        return a, np.zeros(0, np.int64)
+    order = np.lexsort(a.T[::-1])
+    s = a[order]
+    new = np.ones(len(s), bool)
+    new[1:] = (s[1:] != s[:-1]).any(axis=1)
+    inv = np.empty(len(a), np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return s[new], inv
 
 
 def _weights(B, ids, lanes):
@@ -1140,6 +1286,15 @@ def _chain_mm(B, st, lanes):
         for a, b in itertools.pairwise(cuts):
             part += np.matmul(X[:, :, a:b], Wf[:, a:b, :])[:, 0, :].astype(np.int64)
         y[pos] = part
+    elif groups[0] == "gbatch":                         # (sequences, roots each, K) x ids, (sequences, K * lanes) W
+        _, xo, Wseq, pos = groups
+        G, P = xo.shape[:2]
+        X = _take(B, xo.reshape(-1)).reshape(G, P, K * lanes).astype(_mm_float(lanes))
+        Wf = _weights(B, Wseq, lanes)
+        part = np.zeros((G, P, lanes), np.int64)
+        for a, b in itertools.pairwise(cuts):
+            part += np.matmul(X[:, :, a:b], Wf[:, a:b, :]).astype(np.int64)
+        y[pos] = part.reshape(G * P, lanes)
     else:
         for xo, Wseq, pos in groups:
             X = _take(B, xo).reshape(len(xo), K * lanes).astype(_mm_float(lanes))

@@ -5,6 +5,7 @@ Golden model speed: simulated chip cycles per wall-clock second, median of N run
   * the random valid programs of firmware/randprog.py (short, mixed, mostly idle slices).
 """
 
+import os
 import platform
 import statistics
 import time
@@ -110,9 +111,10 @@ def bench_golden(cfg, repeat=5):
     ``load_program`` with its static check, MEM writes, ``run``) is timed.  The fast path twice:
     on a first run of each program (a new program object: nothing cached, the static check, the
     schedule and the dataflow are built), and on a program run before (its plan cached, as when a
-    layer runs again for the next token; one untimed run first).  Workloads: on 16-lane configs the
-    steady-state program and 30 random programs; on others (``lpu``) compiled GELU layers
-    (LPU_GOLDEN_SHAPES), the reference timed once on the largest."""
+    layer runs again for the next token; one untimed run first).  The engines take turns, one
+    repeat each at a time.  Workloads: on 16-lane configs the steady-state program and 30 random
+    programs; on others (``lpu``) compiled GELU layers (LPU_GOLDEN_SHAPES), the reference timed
+    once on the largest."""
     from tinylpu.sim.golden.fast import FastGolden
     cfg = load_config(cfg)
     try:
@@ -137,11 +139,18 @@ def bench_golden(cfg, repeat=5):
     rows = []
     for wi, (name, jobs) in enumerate(workloads):
         ref = None
+        job(FastGolden, jobs)                        # (the untimed run that caches the plans)
+        # the engines take turns, repeat by repeat: on a shared machine a burst of load then hits
+        # every engine alike, not all the repeats of one
+        timed = {label: [] for label, _, _ in engines}
+        for r in range(repeat):
+            for label, cls, fresh in engines:
+                if r and prog is None and cls is Golden and wi == len(workloads) - 1:
+                    continue                         # (the reference once on the largest layer)
+                timed[label] += _time(lambda cls=cls, jobs=jobs, fresh=fresh: job(cls, jobs, fresh), 1)
         for label, cls, fresh in engines:
-            n = 1 if prog is None and cls is Golden and wi == len(workloads) - 1 else repeat
-            if cls is FastGolden and not fresh:
-                job(cls, jobs)                       # (the untimed run that caches the plans)
-            runs = _time(lambda cls=cls, jobs=jobs, fresh=fresh: job(cls, jobs, fresh), n)
+            runs = timed[label]
+            n = len(runs)
             speed = statistics.median(c / t for c, t in runs)
             row = {"workload": name, "engine": label, "cycles": runs[0][0], "runs": n,
                    "median_s": statistics.median(t for _, t in runs), "median_cycles_per_s": speed}
@@ -186,12 +195,14 @@ def main(args):
 
 def _write_golden_section(cfg, repeat, output):
     rows = bench_golden(cfg, repeat)
-    cmd = f"tinylpu bench golden --config {cfg.name} --repeat {repeat}"
+    cmd = f"tinylpu bench golden --config {cfg.name} --repeat {repeat}" + (f" -o {output}" if output else "")
     title = f"Golden model speed (config `{cfg.name}`)"
     lines = [f"Measured with `{cmd}` (median of {repeat} runs; on compiled layers the reference is timed once on the "
              "largest; \"first run\": each program new to the model, \"program cached\": run before, see "
              "sim/golden/fast.py) on "
-             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}.",
+             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}, "
+             f"{os.cpu_count()} cores at load average {os.getloadavg()[0]:.1f} (1 minute, this run included; other "
+             "jobs may share the machine: compare the engines within one table, they take turns repeat by repeat).",
              "", "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
              "|---|---|---|---|---|---|"] + _golden_rows(rows)
     print("\n".join([f"### {title}", ""] + lines))

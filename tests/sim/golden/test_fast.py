@@ -355,6 +355,142 @@ def test_compiled_ffn(dm, dff, act, gated, tokens):
     assert np.array_equal(y, q.run_int(q.quantize_input(x)))
 
 
+@pytest.mark.parametrize("dm,dff,tokens", [(64, 128, 17), (128, 128, 9), (64, 192, 1), (128, 64, 40)])
+def test_compiled_ffn_install_rows(dm, dff, tokens):
+    """Compiled GELU layers on lpu-mini (64 lanes, 8 install rows): with several tokens the compiler
+    installs 4 rows per cycle (``LW`` of 4 rows, ``REPEAT E-1, 1``), which the fast path runs as one
+    unit of E elements of 4 rows each (``_Unit.rpe``); it equals the reference stepper."""
+    cfg = load_config("lpu-mini")
+    w = _layer(dm, dff, "gelu", seed=dm + tokens)
+    x = np.random.default_rng(2).normal(size=(tokens, dm))
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, cfg, tokens)
+    image = {}
+    for bank, lst in list(c.mem_image.items()) + list(c.pack_input(q.quantize_input(x)).items()):
+        image.setdefault(bank, []).extend(lst)
+    f = FastGolden(cfg)
+    res, fast = compare(cfg, c.program, image, f=f, max_cycles=1_000_000)
+    assert res[0] == "ok" and fast and res[1] == c.predicted_cycles
+    assert np.array_equal(c.unpack_output(f.read_mem), q.run_int(q.quantize_input(x)))
+    g = FastGolden(cfg)
+    g.load_program(c.program)
+    units = g._fast_schedule(1_000_000)[0]
+    short = [u for u in units if u.op is Opcode.LW and u.rpe < cfg.install_rows]
+    assert bool(short) == (tokens > 1) and all(u.n > 1 for u in short)
+
+
+def _split_repeats(program, rng, R):
+    """The same program with unit instructions of e > 1 elements cut into e / s repetitions of s
+    elements (``X(s); REPEAT e/s - 1, s``) where the queue waits for them anyway (a NOP follows that
+    ends no earlier than they do): every element issues in the same cycle with the same address, so
+    the fast path, which joins such repetitions into one unit again, must still equal the reference.
+    (LW: only of whole elements of R rows.)  None when nothing was cut."""
+    out, cut = {}, False
+    for name, insns in program.queues.items():
+        q = []
+        i = 0
+        while i < len(insns):
+            x = insns[i]
+            nxt = insns[i + 1] if i + 1 < len(insns) else None
+            c = x.fields.get("count", 0)
+            step = R if x.op is Opcode.LW else 1
+            e = c // step
+            if (OPS[x.op].unit in ("mem", "mxm", "vxm", "sxm") and x.op not in (Opcode.TRANS, Opcode.LDM)
+                    and e > 1 and c % step == 0 and nxt is not None and nxt.op is Opcode.NOP and nxt.n + 1 >= e):
+                s = int(rng.choice([d for d in range(1, e) if e % d == 0]))
+                q += [x.replace(count=s * step), Insn.make(Opcode.REPEAT, n=e // s - 1, d=s)]
+                if nxt.n + 1 > e:
+                    q.append(Insn.make(Opcode.NOP, n=nxt.n + 1 - e))
+                i += 2
+                cut = True
+                continue
+            q.append(x)
+            i += 1
+        out[name] = q
+    return Program(out) if cut else None
+
+
+LW_REPEATED = """
+    .queue mem0
+        NOP 6
+        READ w0, 0, n=4
+        NOP 14
+        HALT
+    .queue mem1
+        NOP 5
+        READ w1, 0, n=4
+        HALT
+    .queue mem2
+        NOP 4
+        READ w2, 0, n=4
+        HALT
+    .queue mem3
+        NOP 3
+        READ w3, 0, n=4
+        HALT
+    .queue mem4
+        NOP 5
+        READ w4, 8, n=2
+        HALT
+    .queue mxm0
+        NOP 10
+        LW w0, 0, 0, n={n}
+        REPEAT {rep}, {d}
+        MM w4, 0, 1, n=2
+        NOP 5
+        HALT
+"""
+
+
+@pytest.mark.parametrize("n,rep,d,units", [(6, 1, 2, 2), (3, 3, 1, 1), (8, 1, 2, 1), (4, 3, 1, 1), (2, 3, 1, 1),
+                                           (5, 1, 2, 2)])
+def test_repeated_lw_with_install_rows(n, rep, d, units):
+    """LW with R = 4 repeated on back-to-back cycles: repetitions of whole elements (n = 8, 4) or of
+    one short element (n = 3, 2: 3 or 2 rows per element) are joined into one unit, repetitions with
+    a partial last element (n = 6, 5) are not (their rows do not continue element by element)."""
+    rng = np.random.default_rng(7)
+    image = {f"mem{b}": [(0, rng.integers(-128, 128, (16, CFG.lanes), dtype=np.int8))] for b in range(8)}
+    prog = assemble(LW_REPEATED.format(n=n, rep=rep, d=d), ROWS4)
+    res, fast = compare(ROWS4, prog, image)
+    assert res[0] == "ok" and fast
+    g = FastGolden(ROWS4)
+    g.load_program(prog)
+    assert sum(u.op is Opcode.LW for u in g._fast_schedule(100)[0]) == units
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_repetitions_joined_into_one_unit(rows):
+    """Random programs with their multi-element instructions cut into REPEATed pieces (READ, WRITE,
+    LW, MM, EMIT, LDLUT, GATHER, SCATTER, the VXM and SXM ops): FastGolden equals Golden, on its
+    fast path, and it joins the pieces (fewer units than dispatches)."""
+    cfg = CFG if rows == 1 else ROWS4
+    rng = np.random.default_rng(rows)
+    cut = joined = 0
+    ops = set()
+    for seed in range(40):
+        case = random_program(cfg, seed)
+        prog = _split_repeats(case.program, rng, cfg.install_rows)
+        if prog is None:
+            continue
+        cut += 1
+        res, fast = compare(cfg, prog, case_image(case))
+        assert res[0] == "ok" and fast, (seed, case.flows)
+        g = FastGolden(cfg)
+        g.load_program(prog)
+        units = g._fast_schedule(20_000)[0]
+        dispatched = 0
+        for insns in prog.queues.values():
+            for k, x in enumerate(insns):
+                if x.op is Opcode.REPEAT:
+                    dispatched += x.n
+                    ops.add(insns[k - 1].op)
+                elif OPS[x.op].unit != "any":
+                    dispatched += 1
+        joined += len(units) < dispatched
+    assert cut >= 20 and joined == cut
+    assert {Opcode.READ, Opcode.WRITE, Opcode.LW, Opcode.MM, Opcode.EMIT, Opcode.GATHER} <= ops, ops
+
+
 # --- slow: a larger sweep -------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -745,3 +881,145 @@ def test_random_programs_with_deskews():
         if res[0] == "ok":
             assert res[1] > CFG.link["epoch"]
     assert stats["ok"] >= 8 and stats["DESKEW"] >= 3 and stats["stream"] >= 3, stats
+
+
+def test_accumulator_hazard_by_pairs_and_by_elements():
+    """Phase 2's accumulator-hazard test, by pairs of instructions and element by element, against
+    its definition: a read of acc[a] in cycle r while an MM element that sampled at w < r writes a
+    after r (w + mxm_mm > r)."""
+    from tinylpu.sim.golden.fast import _acc_hazard
+    rng = np.random.default_rng(5)
+    hits = 0
+    for _ in range(3000):
+        Lmm = int(rng.integers(1, 6))
+        wr = [(int(rng.integers(0, 12)), int(rng.integers(0, 30)), int(rng.integers(1, 6)))
+              for _ in range(int(rng.integers(1, 4)))]
+        rd = [(int(rng.integers(0, 12)), int(rng.integers(0, 30)), int(rng.integers(1, 6)))
+              for _ in range(int(rng.integers(1, 4)))]
+        want = any(a + i == b + j and s + i < t + j < s + i + Lmm
+                   for a, s, n in wr for i in range(n) for b, t, m in rd for j in range(m))
+        assert _acc_hazard(wr, rd, Lmm, pairs=True) == want
+        assert _acc_hazard(wr, rd, Lmm, pairs=False) == want
+        hits += want
+    assert 150 < hits < 2850
+
+
+def _levels_both_ways(cfg, program, monkeypatch):
+    """The node levels of a program's flow with runs of MM nodes leveled together (the default) and
+    node by node; and how many runs went together."""
+    from tinylpu.sim.golden import flow as flow_mod
+    g = FastGolden(cfg)
+    g.load_program(program)
+    units, _, _, last_halt, deskews = g._fast_schedule(1_000_000)
+    g._fast_prepare(units, last_halt, deskews)
+    bld = flow_mod._Builder(g, units)
+    bld.walk()
+    fused = bld.fuse(bld.finals())
+    together = []
+    real = flow_mod._Builder._mm_levels
+
+    def spy(self, *a):
+        together.append(real(self, *a))
+        return together[-1]
+
+    monkeypatch.setattr(flow_mod._Builder, "_mm_levels", spy)
+    a = bld.levels(fused)
+    monkeypatch.setattr(flow_mod._Builder, "_mm_levels", lambda self, *a: False)
+    b = bld.levels(fused)
+    assert a.keys() == b.keys()
+    for key in a:
+        for pa, pb in zip(a[key], b[key], strict=True):
+            for x, y in zip(pa, pb, strict=True):
+                assert np.array_equal(np.asarray(x, dtype=object), np.asarray(y, dtype=object))
+    return sum(together)
+
+
+def test_mm_levels_in_runs(monkeypatch):
+    """``_Builder.levels`` levels a run of consecutive MM nodes with a few numpy operations: the same
+    levels, on compiled layers (K-loop chains, one and several tokens) and random programs."""
+    runs = 0
+    for cfgname, dm, dff, tokens in [("tiny", 64, 128, 1), ("tiny", 48, 64, 8), ("lpu-mini", 128, 128, 9),
+                                     ("lpu-mini", 64, 192, 1)]:
+        cfg = load_config(cfgname)
+        w = _layer(dm, dff, "gelu", seed=tokens)
+        x = np.random.default_rng(3).normal(size=(tokens, dm))
+        q = quantize_ffn(w, x)
+        runs += _levels_both_ways(cfg, compile_ffn(q, cfg, tokens).program, monkeypatch)
+    for seed in range(20):
+        _levels_both_ways(CFG, random_program(CFG, seed).program, monkeypatch)
+    assert runs >= 4
+
+
+def test_mm_levels_in_runs_synthetic():
+    """The same on random synthetic node lists: MM nodes whose x and W rows come from computed rows
+    of several levels, chains across nodes, chain bases from earlier MM nodes (also from the same run
+    of MM nodes, which must then go node by node)."""
+    from types import SimpleNamespace
+
+    from tinylpu.sim.golden import flow as flow_mod
+    rng = np.random.default_rng(11)
+    together = 0
+    for _ in range(300):
+        nb, lanes = 40, 4
+        nodes, mm = [], []
+        nodes += [(("ew", 0), None, (np.array([i]),), (), np.array([i + 1]), None) for i in range(0, 8)]  # levels 1..8
+        na = 0
+        sizes = []
+        for _ in range(int(rng.integers(3, 9))):
+            m = int(rng.integers(1, 4))
+            xs = rng.integers(0, 10, m)
+            W = rng.integers(0, 10, lanes)
+            mm.append((xs, W, None, np.arange(na, na + m)))
+            na += m
+            sizes.append(m)
+            nodes.append(("mm", len(mm) - 1))
+            if rng.random() < 0.2:                      # an EMIT-like node between runs
+                nodes.append((("emit",), None, (), (np.array([na - 1]),), np.array([nb - 1]), None))
+        E = na
+        first = np.concatenate([[0], np.cumsum(sizes)])
+        root = np.arange(E)
+        for e in range(E - 1):                          # chains: e continues at a later element
+            if rng.random() < 0.4:
+                root[e] = int(rng.integers(e + 1, E))
+        while True:
+            far = root[root]
+            if (far == root).all():
+                break
+            root = far
+        base = np.full(E, -1, np.int64)
+        for e in np.unique(root):
+            if rng.random() < 0.5:
+                base[e] = int(rng.integers(0, E))       # an A id: another chain's output (maybe in the run)
+        e_out = np.concatenate([p[3] for p in mm])
+        fused = (root, base, first, e_out)
+        bld = SimpleNamespace(nodes=nodes, mm=mm, B=SimpleNamespace(n=nb), A=SimpleNamespace(n=na))
+        calls = []
+
+        def batched(*a, bld=bld, calls=calls):
+            calls.append(flow_mod._Builder._mm_levels(bld, *a))
+            return calls[-1]
+
+        bld._mm_levels = batched
+        a = flow_mod._Builder.levels(bld, fused)
+        bld._mm_levels = lambda *a: False
+        b = flow_mod._Builder.levels(bld, fused)
+        assert a.keys() == b.keys()
+        for key in a:
+            for pa, pb in zip(a[key], b[key], strict=True):
+                for x, y in zip(pa if isinstance(pa, tuple) else (pa,), pb if isinstance(pb, tuple) else (pb,),
+                                strict=True):
+                    assert np.array_equal(np.asarray(x, dtype=object), np.asarray(y, dtype=object))
+        together += sum(calls)
+    assert together > 50
+
+
+def test_unique_rows_equals_numpy():
+    """``flow._unique_rows`` (the chain step's grouping by weight sequence) is ``np.unique(axis=0,
+    return_inverse=True)``."""
+    from tinylpu.sim.golden.flow import _unique_rows
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        a = rng.integers(0, 3, (int(rng.integers(1, 30)), int(rng.integers(1, 5))))
+        s, inv = _unique_rows(a)
+        s2, inv2 = np.unique(a, axis=0, return_inverse=True)
+        assert np.array_equal(s, s2) and np.array_equal(inv, inv2.reshape(-1))

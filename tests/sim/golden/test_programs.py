@@ -10,7 +10,9 @@ from tinylpu.arith import planes_to_int32, requantize
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import AsmError, assemble
 from tinylpu.firmware.check import ProgramCheckError, check_program, program_problems
+from tinylpu.firmware.program import Program
 from tinylpu.firmware.randprog import random_program
+from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import Golden, ProgramError
 
 CFG = load_config("tiny")
@@ -461,3 +463,70 @@ def test_install_rows_random_programs_run_clean():
                 g.write_mem(bank, addr, img)
             g.run()
     assert lws >= 15
+
+
+
+@pytest.mark.parametrize("prev", [Opcode.NOP, Opcode.SYNC, Opcode.NOTIFY, Opcode.DESKEW, Opcode.REPEAT, None])
+def test_repeat_must_follow_a_unit_instruction(prev):
+    """REPEAT repeats the last unit instruction: after a control instruction (NOP, SYNC, NOTIFY,
+    DESKEW, another REPEAT: the instructions of unit "any") or at the start of a queue the checker
+    refuses it.  (DESKEW is not of the CTL format, and was once let through.)  The assembler refuses
+    such a queue itself, so it is built from instructions."""
+    cfg = load_config("duo")
+    read = Insn.make(Opcode.READ, s=StreamRef(0, False), addr=0)
+    rep = Insn.make(Opcode.REPEAT, n=2, d=1)
+    tail = [Insn.make(Opcode.NOP, n=4), Insn.make(Opcode.HALT)]
+    head = [] if prev is None else [read, Insn.make(prev, n=1, d=1) if prev is Opcode.REPEAT else
+                                    Insn.make(prev, n=2) if prev is Opcode.NOP else Insn.make(prev)]
+    k = len(head)
+    with pytest.raises(ProgramCheckError, match=rf"queue mem0 #{k} REPEAT 2, 1: REPEAT must follow a unit instruction"):
+        check_program(Program({"mem0": head + [rep] + tail}), cfg)
+    assert program_problems(Program({"mem0": head + [read, rep] + tail}), cfg) == []
+
+
+def test_program_ok_agrees_with_program_problems():
+    """``check_program``'s fast test (``program_ok``) accepts exactly the programs in which
+    ``program_problems`` finds nothing: random instructions of every opcode, with fields around
+    their limits, on random slices of configs with and without C2C ports and install_rows > 1."""
+    from tinylpu.firmware.check import program_ok
+    from tinylpu.isa import COUNT_MAX, OPS
+    rng = np.random.default_rng(7)
+    bad = good = 0
+    for cfg in (load_config("tiny"), load_config("duo"), variant("tiny", "tiny-rows4", install_rows=4)):
+        S, names, L = cfg.streams, [s.name for s in cfg.slices], cfg.lanes
+        limits = (L, cfg.acc_depth, cfg.mem_depth, 256 // L)        # (values on both sides of every limit)
+        edges = {"imm": (-L - 1, -L, -129, -128, 0, 1, L - 1, L, 127, 128), "stride": (-3, -1, 0, 1, 2),
+                 "count": (-1, 0, 1, 2, 3, 4, 5, L // 2, L, COUNT_MAX, COUNT_MAX + 1), "n": (0, 1, 2), "d": (0, 1, 2)}
+
+        def value(k, v, count, S=S):
+            if isinstance(v, StreamRef):
+                i = int(rng.integers(0, S)) if rng.random() < 0.5 else S - int(rng.integers(0, 6))
+                return StreamRef(max(i, 0), bool(rng.integers(0, 2)))
+            if k in ("addr", "imm") and rng.random() < 0.5:     # addr + count (imm + count) near a limit
+                return int(limits[int(rng.integers(0, 4))] - max(count, 1) + rng.integers(-1, 2))
+            if k in edges:
+                return int(rng.choice(edges[k]))
+            return int(rng.integers(-2, 70 if k == "addr" else 4))
+
+        ops = list(OPS)
+        for it in range(6000):
+            insns = []
+            for j in range(int(rng.integers(1, 3)), 0, -1):       # (the last one: every opcode in turn)
+                op = ops[it % len(ops)] if j == 1 else ops[int(rng.integers(0, len(ops)))]
+                base = Insn.make(op)
+                count = int(rng.choice(edges["count"]))
+                f = {k: count if k == "count" else value(k, v, count) for k, v in base.fields.items()}
+                insns.append(base.replace(**f) if rng.random() < 0.8 else base)
+            unit = OPS[insns[-1].op].unit                # (mostly a slice that runs the last one)
+            fits = [s.name for s in cfg.slices if s.kind == unit] or names
+            names_ = fits if rng.random() < 0.9 else names
+            prog = Program({names_[int(rng.integers(0, len(names_)))]: insns})
+            probs = program_problems(prog, cfg)
+            assert program_ok(prog, cfg) == (not probs), (cfg.name, [str(i) for i in insns], probs)
+            bad += bool(probs)
+            good += not probs
+    assert bad > 3000 and good > 3000
+    cfg = load_config("tiny")                   # queues: an unknown slice, more than the queue holds
+    for prog in (Program({"nosuch": [Insn.make(Opcode.HALT)]}),
+                 Program({"mem0": [Insn.make(Opcode.NOP, n=1)] * cfg.queue_depth + [Insn.make(Opcode.HALT)]})):
+        assert program_problems(prog, cfg) and not program_ok(prog, cfg)
