@@ -27,6 +27,7 @@ uart        a board running the FPGA top (``hdl/fpga_top.py``) behind a serial p
 ==========  ======================================================================================
 """
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ import numpy as np
 
 from tinylpu.config import load_config
 from tinylpu.wire import Cmd, command
+
+# under cocotb's logger, so that a simulation's log shows the host's progress
+_LOG = logging.getLogger("cocotb.tinylpu.host")
 
 __all__ = ["Engine", "EngineError", "EngineResult", "RunOutput", "ENGINES", "make_engine", "GoldenEngine",
            "LaunchEngine", "AmaranthEngine", "PortEngine", "RtlPort", "TrayPorts"]
@@ -242,14 +246,20 @@ class RtlPort:
         return sim_clocks(self.dut, self.period_ps)
 
     def _phase(self, name, t0):
-        """Charge the clocks since `t0` to phase `name`; the clock now."""
+        """Charge the clocks since `t0` to phase `name` and log it (a long simulation's progress, in
+        the simulator's log); the clock now."""
         t = self._clock()
         self.clocks[name] += t - t0
+        if self.dut is not None:
+            _LOG.info("call %d: %s took %d clocks (now at clock %d)",
+                                                   self.calls, name, t - t0, t)
         return t
 
     async def run(self, owner, image, program, inputs, reads, max_cycles=200_000):
         t = self._clock()
         if not self.started:
+            if self.dut is not None:
+                _LOG.info("power on: reset and scrub")
             await self.power_on()
             t = self._phase("power_on", t)
         h, cfg = self.host, self.cfg
@@ -266,7 +276,7 @@ class RtlPort:
                 await h.write_mem(cfg.slice(bank).index, addr, np.asarray(v).astype(int).tolist())
         t = self._phase("inputs", t)
         await h.start()
-        st = await h.wait_done(max_cycles, poll=16, max_poll=128)
+        st = await self._wait_done(max_cycles)
         if st["timeout"]:
             raise EngineError(f"the chip did not halt within {max_cycles} cycles")
         _flagged(st["errors"])
@@ -277,6 +287,22 @@ class RtlPort:
         self._phase("reads", t)
         self.calls += 1
         return EngineResult(st["cycles"], out)
+
+    #: in a simulation, the run's progress is logged every this many cycles
+    PROGRESS_CYCLES = 4096
+
+    async def _wait_done(self, max_cycles):
+        """``wait_done``; in a simulation, logging the chip's cycle counter every
+        ``PROGRESS_CYCLES`` cycles (a 64-lane chip under Icarus runs ~10-60 cycles/s)."""
+        if self.dut is None:
+            return await self.host.wait_done(max_cycles, poll=16, max_poll=128)
+        upto = self.PROGRESS_CYCLES
+        while True:
+            st = await self.host.wait_done(min(upto, max_cycles), poll=16, max_poll=128)
+            if not st["timeout"] or st["cycles"] > max_cycles:
+                return st
+            _LOG.info("call %d: running, chip cycle %d", self.calls, st["cycles"])
+            upto = st["cycles"] + self.PROGRESS_CYCLES
 
     #: a queue of more words than this is written straight into the simulated queue array
     BACKDOOR_WORDS = 64
