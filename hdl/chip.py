@@ -32,6 +32,13 @@ units may still see the issues of cycles c+1 and c+2 after an error in c (``stop
 from c+3), which only matters to a program that has already failed.  Chips with C2C keep the combinational issue,
 because DESKEW's release is decided in the cycle the queues leave it.
 
+Tap registers (``fabric.tap_registers``, chips without C2C; hdl/taps.py): every unit is a
+``Tapped`` unit that reads a registered copy of its position's stream registers and gets its issue
+one cycle later, built with result latencies one shorter, so the golden model's timing holds.  Its
+``err``/``busy`` come one cycle late, so the run logic takes every flag one more cycle late (the
+queue states through one more register, ``*_t``) and acts in c+3 with c's counter; ``stopped``
+then masks the issues from c+4.
+
 C2C (only when the floorplan has a c2c slice; docs/c2c.md): the ``C2CSlice``, per port p a
 ``LinkTX`` (``link_tx<p>``, this chip's clock) and a ``LinkRX`` (``link_rx<p>``: its front end in
 clock domain ``rxrec<p>``, which the tray maps to the sending chip's clock; its back end in this
@@ -64,6 +71,7 @@ from amaranth.lib.wiring import In, Out
 from tinylpu.hdl.hostport import HostPort
 from tinylpu.hdl.icu import ICU
 from tinylpu.hdl.streams import StreamFabric
+from tinylpu.hdl.taps import Tapped
 from tinylpu.wire import ERROR_BITS, ErrorFlags
 
 __all__ = ["Chip", "unit_classes", "deskew_margin", "ref_port", "deskew_ref", "LINK_STATUS",
@@ -204,7 +212,12 @@ class Chip(wiring.Component):
         for s in cfg.slices:
             p = s.position
             icu = ICU(cfg, s)
-            unit = classes[s.kind](cfg, s)
+            if cfg.tap_registers:
+                # tap registers (hdl/taps.py): the unit reads a registered copy of its position's
+                # streams; its err/busy come one cycle late (``_error_flags``)
+                unit = Tapped(classes[s.kind], cfg, s)
+            else:
+                unit = classes[s.kind](cfg, s)
             m.submodules[f"icu_{s.name}"] = icu
             m.submodules[s.name] = unit
             icus.append(icu)
@@ -308,11 +321,14 @@ class Chip(wiring.Component):
         unit_busy = [u.busy for u in sl.units]
         queue_err = Cat(st[4] for st in sl.icu_st).any()
         halted_now, deadlock_now = all_halted, deadlock
+        # tap registers (hdl/taps.py): the units' err/busy of cycle c come in c + late
+        late = 1 if cfg.tap_registers else 0
         if ahead:
             # With registered issue the run logic decides two cycles late: cycle c's unit err/busy
             # vectors, queue states and deadlock are registered per unit in c+1 (no OR across the
             # chip in front of a register yet), OR-ed into ``err_seen`` in c+2, and acted on in c+2
             # with c's counter.  So no unit's combinational err/busy crosses the chip in one cycle.
+            # With tap registers each step is one cycle later (the queue states wait a cycle).
             def stage1(name, v):
                 r = Signal(len(Value.cast(v)), name=name)
                 with m.If(start):
@@ -322,6 +338,10 @@ class Chip(wiring.Component):
                 return r
             unit_errs = [stage1(f"err_{s.name}", e) for s, e in zip(cfg.slices, unit_errs)]
             unit_busy = [stage1(f"busy_{s.name}", b) for s, b in zip(cfg.slices, unit_busy)]
+            if late:
+                queue_err = stage1("queue_err_t", queue_err)
+                all_halted = stage1("halted_t", all_halted)
+                deadlock = stage1("deadlock_t", deadlock)
             queue_err = stage1("queue_err_d", queue_err)
             halted_now = stage1("halted_d", all_halted)
             deadlock_now = stage1("deadlock_d", deadlock)
@@ -346,7 +366,7 @@ class Chip(wiring.Component):
             m.d.sync += [dec_err.eq(0), dec_halted.eq(0)]
         with m.Else():
             m.d.sync += [dec_err.eq(err_now), dec_halted.eq(halted_now)]
-        return dec_err, dec_halted, (counter - 2)[:32]
+        return dec_err, dec_halted, (counter - 2 - late)[:32]
 
     def _stop(self, m, icus, icu_start, start, stopped, stop_next, any_err):
         """The ICUs' ``stop``: at once (C2C chips), or three cycles late (err_*, err_seen,

@@ -27,7 +27,7 @@ from tinylpu.isa import COUNT_MAX, INT32_PLANES, Instr
 from tinylpu.wire import ERROR_BITS, ErrorFlags
 
 __all__ = ["vec", "Vec", "ErrorFlags", "OutPortSignature", "StreamTap", "unit_signature", "ERROR_BITS",
-           "LAND_LANES", "land_copies", "landing", "port_landing", "drive_landing", "hw_multipliers",
+           "LAND_LANES", "land_copies", "aligned", "landing", "port_landing", "drive_landing", "hw_multipliers",
            "lut_mul8", "below", "ecp5_dsp", "ecp5_mult", "select", "pick_stream", "predecode", "predecode_held",
            "ElementField", "ElementSequencer"]
 
@@ -71,6 +71,13 @@ def OutPortSignature(lanes, streams):  # noqa: N802
     })
 
 
+def aligned(cfg):
+    """True when every int32 group (4 consecutive streams) necessarily starts at stream 0: a chip
+    with 4 streams per direction.  Its units then drive a one-vector result on every plane of
+    ``out.data`` and the stream fabric needs no plane select (hdl/streams.py)."""
+    return cfg.streams == INT32_PLANES
+
+
 def landing(valid, index, west, wide, streams):
     """The ``2 * streams`` landing bits of a result (``OutPortSignature``): bit ``d * streams + s``
     when it lands on stream s in direction d.  A wide (int32) group starting at index covers
@@ -105,7 +112,7 @@ def port_landing(m, name, valid, index, west, wide, cfg, planes=True):
         lg = Signal(2 * cfg.streams, name=f"{name}_land{g}", attrs={"keep": 1})
         m.d.sync += lg.eq(nxt)
         land.append(lg)
-        if not planes:
+        if not planes or aligned(cfg):      # (aligned: the fabric has no plane select)
             plane.append(Const(0, 2))
             continue
         pg = Signal(2, name=f"{name}_plane{g}", attrs={"keep": 1})

@@ -17,13 +17,17 @@ the stream register: on an FPGA this was the longest route of the chip (docs/fpg
 ``wide`` (optional, one bool per position) says which positions' units can drive an int32 group
 (``out.wide``); a position whose unit never does (MEM, SXM) has no plane select.  The plane that
 lands on stream s is selected once per position and shared by both directions.
+
+On a chip with 4 streams per direction (``common.aligned``) every int32 group starts at stream 0,
+so the units drive a one-vector result on all four planes of ``data`` (the VXM, hdl/vxm.py) and
+stream s always takes plane s: there is no plane select at all, and ``out.plane`` is unused.
 """
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from tinylpu.hdl.common import LAND_LANES, OutPortSignature, StreamTap, land_copies, vec
+from tinylpu.hdl.common import LAND_LANES, OutPortSignature, StreamTap, aligned, land_copies, vec
 from tinylpu.isa import INT32_PLANES
 
 __all__ = ["StreamFabric"]
@@ -36,6 +40,7 @@ class StreamFabric(wiring.Component):
         self.cfg = cfg
         self.lanes, self.streams, self.positions = cfg.lanes, cfg.streams, cfg.positions
         self.wide = [True] * cfg.positions if wide is None else [bool(w) for w in wide]
+        self.aligned = aligned(cfg)
         assert len(self.wide) == cfg.positions
         super().__init__({
             "outs": In(OutPortSignature(cfg.lanes, cfg.streams)).array(cfg.positions),
@@ -71,6 +76,11 @@ class StreamFabric(wiring.Component):
                 for s in range(S):
                     if not self.wide[p]:
                         value[s][g] = out.data[0][lo:hi]
+                        continue
+                    if self.aligned:
+                        # every int32 group starts at stream 0, and a unit drives a one-vector
+                        # result on every plane: stream s takes plane s, no plane select
+                        value[s][g] = out.data[s][lo:hi]
                         continue
                     v = Signal(hi - lo, name=f"land{s}_p{p}_g{g}")
                     # stream s takes plane (s - index) % 4; planes above s cannot land on it

@@ -52,6 +52,7 @@ from tinylpu.config import MIN_LATENCY
 from tinylpu.hdl.common import (
     ElementField,
     ElementSequencer,
+    aligned,
     below,
     ecp5_dsp,
     ecp5_mult,
@@ -267,6 +268,7 @@ class VxmSlice(wiring.Component):
         self.cfg = cfg
         self.slice = slice
         self.lanes = cfg.lanes
+        self.aligned = aligned(cfg)       # 4 streams: one-vector results on every plane
         self.latency = {k: cfg.latency[k] for k in ("vxm_alu", "vxm_mul", "vxm_req", "vxm_lut")}
         for key, value in self.latency.items():
             if value < MIN_LATENCY[key]:
@@ -399,11 +401,13 @@ class VxmSlice(wiring.Component):
             m.d.comb += s32.eq(Cat(*(p[j] for p in sa)) + Cat(*(p[j] for p in sb)))
             r = Signal(8, name=f"alu_res{j}")
             values = self._alu_values(sa[0][j], sb[0][j], s["yc"][j].as_signed(), s["yl"][j], s["sh"], s["cs"][j])
-            m.d.comb += r.eq(_or([sel[o].replicate(8) & Value.cast(values[o])[0:8] for o in ALU8_OPS]
-                                 + [sel[Opcode.ADD32].replicate(8) & s32[0:8]]))
+            r8 = Signal(8, name=f"alu_res8_{j}")
+            m.d.comb += r8.eq(_or([sel[o].replicate(8) & Value.cast(values[o])[0:8] for o in ALU8_OPS]))
+            m.d.comb += r.eq(r8 | (sel[Opcode.ADD32].replicate(8) & s32[0:8]))
             planes[0][j] = r
             for p in range(1, INT32_PLANES):
-                planes[p][j] = sel[Opcode.ADD32].replicate(8) & s32[8 * p:8 * p + 8]
+                # aligned chips (common.aligned): an int8 result on every plane (hdl/streams.py)
+                planes[p][j] = (sel[Opcode.ADD32].replicate(8) & s32[8 * p:8 * p + 8]) | (r8 if self.aligned else 0)
         return alu, alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]}, self.cfg, zeroed=True)
 
     @staticmethod
@@ -574,7 +578,9 @@ class VxmSlice(wiring.Component):
                              self.out.west.eq(f["west"]), self.out.wide.eq(f["wide"])]
             first = False
         for p in range(INT32_PLANES):
-            ds = [f["data"][p] for f in finals if p < len(f["data"])]
+            # aligned chips (common.aligned): one-vector results on every plane (hdl/streams.py)
+            ds = [f["data"][p] if p < len(f["data"]) else f["data"][0] for f in finals
+                  if p < len(f["data"]) or self.aligned]
             m.d.comb += self.out.data[p].eq(_or(ds))
         for g in range(land_copies(self.lanes)):
             m.d.comb += [self.out.land[g].eq(_or([f["land"][g] for f in finals])),

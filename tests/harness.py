@@ -121,14 +121,15 @@ def run_unit_op(cfg, unit, op, operands, out_planes=1, n=None, pre=(), **fields)
 def land_bits(drive, streams):
     """The pre-decoded landing selects (``out.land``/``out.plane``, hdl/common.py) of a result port
     drive, None or (west, index, wide, ...): bit ``west * streams + s`` for every stream register
-    it loads, and the plane rotation ``index % 4``; (0, 0) when nothing is driven."""
+    it loads, and the plane rotation ``index % 4`` (0 on a chip with 4 streams); (0, 0) when nothing is
+    driven."""
     if drive is None:
         return 0, 0
     w, idx, wide = drive[:3]
     bits = 0
     for k in range(4 if wide else 1):
         bits |= 1 << (w * streams + idx + k)
-    return bits, idx % 4
+    return bits, 0 if streams == 4 else idx % 4      # 4 streams: no plane select (hdl/streams.py)
 
 
 def check_landing(ctx, out, cfg, wide_unit=True):
@@ -173,25 +174,35 @@ def run_unit_rtl(dut, cfg, cycles, issues, taps, wide_unit):
                         dut.tap.west_valid)
     words = issue_words(cycles, issues, encode)
 
+    # a unit behind tap registers (hdl/taps.py ``Tapped``) gives cycle c's err/busy in c + delay
+    delay = getattr(dut, "FLAG_DELAY", 0)
+    flags = []
+
     async def bench(ctx):
         await lead_in(ctx, dut, words)
-        for c in range(cycles):
-            drive_issue(ctx, dut, words, c)
-            e, ev, wd, wv = ints[c]
+        for c in range(cycles + delay):
+            if c < cycles:
+                drive_issue(ctx, dut, words, c)
+                e, ev, wd, wv = ints[c]
+            else:
+                ctx.set(dut.issue, 0)
             ctx.set(te, e)
             ctx.set(tev, ev)
             ctx.set(tw, wd)
             ctx.set(twv, wv)
             ev_ = ctx.get(err_v)
-            if not (ev_ >> ERRS.index("port")) & 1:       # a port clash ORs two results' selects
-                check_landing(ctx, dut.out, cfg, wide_unit=wide_unit)
-            rec.append((ctx.get(dut.out.valid), ctx.get(dut.out.west), ctx.get(dut.out.index),
-                        ctx.get(dut.out.wide), ctx.get(data_v),
-                        {n: (ev_ >> i) & 1 for i, n in enumerate(ERRS)}, ctx.get(dut.busy)))
+            flags.append(({n: (ev_ >> i) & 1 for i, n in enumerate(ERRS)}, ctx.get(dut.busy)))
+            if c < cycles:
+                # (the port clash of this cycle's results: the wrapped unit's, before the delay)
+                port_err = ctx.get(dut.unit.err.as_value() if delay else err_v)
+                if not (port_err >> ERRS.index("port")) & 1:  # a port clash ORs two results' selects
+                    check_landing(ctx, dut.out, cfg, wide_unit=wide_unit)
+                rec.append([ctx.get(dut.out.valid), ctx.get(dut.out.west), ctx.get(dut.out.index),
+                            ctx.get(dut.out.wide), ctx.get(data_v)])
             await ctx.tick()
 
     simulate(dut, bench)
-    return rec
+    return [tuple(r + list(flags[c + delay])) for c, r in enumerate(rec)]
 
 
 # One simulator per shared DUT and test process (``shared_dut``, ``simulate``)

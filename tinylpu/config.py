@@ -15,7 +15,7 @@ from tinylpu.link import FRAMINGS, LinkParams, link_problems
 from tinylpu.schema import Doc, SchemaError, parse_yaml
 
 __all__ = ["ConfigError", "ChipConfig", "Slice", "load_config", "shipped_configs",
-           "LATENCY_KEYS", "MIN_LATENCY", "SLICE_KINDS", "DEFAULT_CONFIG"]
+           "LATENCY_KEYS", "MIN_LATENCY", "TAP_LATENCY_KEYS", "SLICE_KINDS", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = "tiny"
 
@@ -39,6 +39,11 @@ MIN_LATENCY = {
 }
 _LATENCY_DEFAULTS = {"c2c_recv": 2}
 LATENCY_KEYS = tuple(MIN_LATENCY)
+
+#: Latencies from a unit's sample cycle to its result on the streams: with ``fabric.tap_registers``
+#: each unit reads a registered copy of the streams, which takes one of these cycles (hdl/taps.py),
+#: so each must be at least its MIN_LATENCY + 1.
+TAP_LATENCY_KEYS = ("mem_read", "mxm_emit", "vxm_alu", "vxm_mul", "vxm_req", "vxm_lut", "sxm")
 
 _NAME_RE = re.compile(r"^(mem|mxm|vxm|sxm|c2c)(\d+)$")
 
@@ -77,6 +82,7 @@ class ChipConfig:
     chips: int
     link: dict            # C2C link-layer parameters (width_bits, skip_interval, elastic_depth, ...)
     install_rows: int = 1  # weight rows an MXM installs per cycle (LW element), from that many streams
+    tap_registers: bool = False  # fabric.tap_registers: units read registered copies of the streams
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     # --- floorplan helpers -------------------------------------------------------------
@@ -213,11 +219,12 @@ class _Reader(Doc):
 
 
 _TOP_KEYS = {"name", "description", "lanes", "streams", "floorplan", "mem", "mxm", "queue_depth",
-             "latency", "clock", "c2c", "chips"}
+             "latency", "clock", "c2c", "chips", "fabric"}
 _C2C_KEYS = {"ports", "link_latency", "topology", "width_bits", "skip_interval", "elastic_depth", "ppm_budget",
              "hac_interval", "epoch", "rx_vectors", "link_slack", "framing", "burst_vectors"}
 #: The keys of each section (``latency`` is checked against LATENCY_KEYS below).
-_SECTION_KEYS = {"mem": {"depth", "banks"}, "mxm": {"acc_depth", "install_rows"}, "clock": {"mhz", "ppm"}, "c2c": _C2C_KEYS}
+_SECTION_KEYS = {"mem": {"depth", "banks"}, "mxm": {"acc_depth", "install_rows"}, "clock": {"mhz", "ppm"}, "c2c": _C2C_KEYS,
+                 "fabric": {"tap_registers"}}
 
 
 def parse_config(text, source="<string>") -> ChipConfig:
@@ -277,6 +284,8 @@ def parse_config(text, source="<string>") -> ChipConfig:
     latency = {k: r.int(f"latency.{k}", MIN_LATENCY[k], 64, default=_LATENCY_DEFAULTS.get(k, KeyError))
                for k in LATENCY_KEYS}
 
+    tap_registers = r.bool("fabric.tap_registers", default=False)
+
     chips = r.int("chips", 1, 256, default=1)
     clock_mhz = r.num("clock.mhz", 1, 5000)
     ppm_raw = r.get("clock.ppm", 0)
@@ -318,6 +327,13 @@ def parse_config(text, source="<string>") -> ChipConfig:
         raise r.err("floorplan", f"at most one c2c slice (it serves all {c2c_ports} ports), got {n_c2c}")
     if n_c2c and not c2c_ports:
         raise r.err("floorplan", "has a c2c slice but c2c.ports is 0")
+    if tap_registers and c2c_ports:
+        raise r.err("fabric.tap_registers", "applies to chips without C2C (c2c.ports 0) only")
+    if tap_registers:
+        for k in TAP_LATENCY_KEYS:
+            if latency[k] < MIN_LATENCY[k] + 1:
+                raise r.err(f"latency.{k}", f"is {latency[k]}, but with fabric.tap_registers the tap register takes "
+                            f"one cycle of it: the minimum is {MIN_LATENCY[k] + 1}")
     if chips > 1 and topology == "full" and c2c_ports < chips - 1:
         raise r.err("c2c.ports", f"a fully connected tray of {chips} chips needs {chips - 1} ports per chip, "
                     f"got {c2c_ports}")
@@ -325,7 +341,8 @@ def parse_config(text, source="<string>") -> ChipConfig:
                       lanes=lanes, streams=streams, slices=tuple(slices), mem_depth=mem_depth,
                       acc_depth=acc_depth, queue_depth=queue_depth, latency=latency, clock_mhz=clock_mhz,
                       ppm=ppm, c2c_ports=c2c_ports, link_latency=link_latency, topology=topology,
-                      chips=chips, link=link, install_rows=install_rows, raw=data)
+                      chips=chips, link=link, install_rows=install_rows, tap_registers=tap_registers,
+                      raw=data)
 
 
 def _ppm(r, i, v):

@@ -13,12 +13,13 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from tests.harness import check_landing, drive_issue, issue_words, lead_in, shared_dut, simulate, variant, vec_int
+from tests.hdl.test_taps import cut_config
 from tinylpu.config import load_config
 from tinylpu.hdl.mem import MemSlice
+from tinylpu.hdl.taps import Tapped
 from tinylpu.isa import Insn, Opcode, StreamRef, encode
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
-
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
@@ -29,6 +30,7 @@ CONFIGS = {
     "fpga": lambda: load_config("fpga"),
     "padded": lambda: variant("tiny", mem_read=5, mem_write=4),
     "lanes4": lambda: variant("tiny", lanes=4, streams=4, mem_read=3),
+    "cut": cut_config,                  # configs/synth/fpga-cut.yaml: tap registers (hdl/taps.py)
 }
 
 
@@ -64,7 +66,8 @@ def set_idx(tap, sref, idx):
 
 
 def _mem(cfg, sl, early):
-    dut = MemSlice(cfg, sl)
+    # with tap registers (hdl/taps.py) the unit is wrapped: err/busy come one cycle late
+    dut = Tapped(MemSlice, cfg, sl) if cfg.tap_registers else MemSlice(cfg, sl)
     dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
     return dut
 
@@ -91,9 +94,13 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
     words = issue_words(len(taps), schedule, encode,
                         (lambda c: int(rng.integers(0, 1 << 63))) if garbage else None)
 
+    inner = getattr(dut, "unit", dut)           # (the unit inside tap registers)
+    delay = getattr(dut, "FLAG_DELAY", 0)       # err/busy of cycle c come in c + delay
+    exp_busy = {}
+
     async def bench(ctx):
         for a, v in preload.items():
-            ctx.set(dut.bank.data[a], vec_int(v))
+            ctx.set(inner.bank.data[a], vec_int(v))
         await lead_in(ctx, dut, words)
         err_at = None
         for c, tap in enumerate(taps):
@@ -104,7 +111,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
             ctx.set(dut.tap.west.as_value(), vecs_int(tap[2]))
             ctx.set(dut.tap.west_valid, int(np.dot(tap[3], 1 << np.arange(cfg.streams))))
             err = {k: ctx.get(getattr(dut.err, k)) for k in ("empty", "busy", "addr", "hazard")}
-            if err_at is not None and c == err_at + 1:
+            if err_at is not None and c == err_at + 1 + delay:
                 assert err == {k: int(k == expect_error) for k in err}, (c, err)
                 if after:
                     await after(ctx, dut, err_at)
@@ -122,7 +129,9 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
                 err_at = c
                 await ctx.tick()
                 continue
-            assert ctx.get(dut.busy) == busy, (c, busy)
+            exp_busy[c] = busy
+            if c - delay in exp_busy:
+                assert ctx.get(dut.busy) == exp_busy[c - delay], (c - delay, exp_busy[c - delay])
             check_landing(ctx, dut.out, cfg, wide_unit=False)
             if out:
                 (d, s, v), = out
@@ -136,7 +145,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, gar
             await ctx.tick()
         assert expect_error is None, "the golden model raised no error"
         for a in range(cfg.mem_depth):
-            got = int_vec(ctx.get(dut.bank.data[a]), cfg.lanes)
+            got = int_vec(ctx.get(inner.bank.data[a]), cfg.lanes)
             assert np.array_equal(got, gmem[a]), (a, got, gmem[a])
         result["checked"] = True
 

@@ -12,13 +12,14 @@ import pytest
 from amaranth.back import verilog
 
 from tests.harness import check_landing, drive_issue, issue_words, lead_in, shared_dut, simulate, variant
+from tests.hdl.test_taps import cut_config, tapped
 from tinylpu.arith import int32_to_planes, planes_to_int32
 from tinylpu.config import load_config
 from tinylpu.hdl.mxm import MxmSlice, tree_cuts
+from tinylpu.hdl.taps import Tapped
 from tinylpu.isa import Insn, Opcode, StreamRef, element_count, encode
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
-
 
 ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range": "addr",
                "accumulator hazard": "hazard"}
@@ -37,6 +38,8 @@ CONFIGS = {
     "rows4": lambda: variant("tiny", install_rows=4, mxm_install=2, mxm_mm=4),
     "rows8": lambda: variant("tiny", install_rows=8),                  # R = streams: every stream
     "rows8_lanes8": lambda: variant("tiny", lanes=8, install_rows=8, mxm_install=2, mxm_mm=6),  # all rows at once
+    "cut": cut_config,                  # configs/synth/fpga-cut.yaml: tap registers (hdl/taps.py)
+    "tiny-tap": lambda: tapped("tiny"),
 }
 ROWS_CONFIGS = ["rows2", "rows4", "rows8", "rows8_lanes8"]
 
@@ -78,7 +81,8 @@ def set_stream(tap, sref, vec):
 
 
 def _mxm(cfg, sl, early):
-    dut = MxmSlice(cfg, sl)
+    # with tap registers (hdl/taps.py) the unit is wrapped: err/busy come one cycle late
+    dut = Tapped(MxmSlice, cfg, sl) if cfg.tap_registers else MxmSlice(cfg, sl)
     dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
     return dut
 
@@ -98,9 +102,13 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, ear
 
     words = issue_words(len(taps), schedule, encode, lambda c: int(rng.integers(0, 1 << 63)))
 
+    inner = getattr(dut, "unit", dut)           # (the unit inside tap registers)
+    delay = getattr(dut, "FLAG_DELAY", 0)       # err/busy of cycle c come in c + delay
+    exp_busy = {}
+
     async def bench(ctx):
         for a, v in preload.items():
-            ctx.set(dut.acc.data[a], acc_int(v))
+            ctx.set(inner.acc.data[a], acc_int(v))
         await lead_in(ctx, dut, words)
         err_at = None
         for c, tap in enumerate(taps):
@@ -111,7 +119,7 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, ear
             ctx.set(dut.tap.west.as_value(), vec_int(tap[2]))
             ctx.set(dut.tap.west_valid, int(np.dot(tap[3], 1 << np.arange(S))))
             err = {k: ctx.get(getattr(dut.err, k)) for k in ("empty", "busy", "addr", "hazard")}
-            if err_at is not None and c == err_at + 1:
+            if err_at is not None and c == err_at + 1 + delay:
                 assert err == {k: int(k == expect_error) for k in err}, (c, err)
                 if after:
                     await after(ctx, dut, err_at)
@@ -129,7 +137,9 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, ear
                 err_at = c
                 await ctx.tick()
                 continue
-            assert ctx.get(dut.busy) == busy, (c, busy)
+            exp_busy[c] = busy
+            if c - delay in exp_busy:
+                assert ctx.get(dut.busy) == exp_busy[c - delay], (c - delay, exp_busy[c - delay])
             check_landing(ctx, dut.out, cfg, wide_unit=True)
             if out:
                 assert len(out) == 4
@@ -149,9 +159,9 @@ def run(cfg, schedule, taps, *, preload=None, expect_error=None, after=None, ear
         assert not ctx.get(dut.busy)
         for b in range(2):
             for i in range(cfg.lanes):
-                assert np.array_equal(int_vec(ctx.get(dut.weights[b][i]), cfg.lanes), gw[b][i]), (b, i)
+                assert np.array_equal(int_vec(ctx.get(inner.weights[b][i]), cfg.lanes), gw[b][i]), (b, i)
         for a in range(cfg.acc_depth):
-            assert np.array_equal(int_acc(ctx.get(dut.acc.data[a]), cfg.lanes), gacc[a]), a
+            assert np.array_equal(int_acc(ctx.get(inner.acc.data[a]), cfg.lanes), gacc[a]), a
         result["checked"] = True
 
     simulate(dut, bench)

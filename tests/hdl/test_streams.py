@@ -1,17 +1,20 @@
 """The stream fabric against a numpy model of the golden model's stream shift (Amaranth sim)."""
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from tests.harness import land_bits
 from tinylpu.config import load_config
-from tinylpu.hdl.common import land_copies
+from tinylpu.hdl.common import aligned, land_copies
 from tinylpu.hdl.streams import StreamFabric
 
-CFG = load_config("tiny")
 
-
-def test_random_drive():
+@pytest.mark.parametrize("cfg_name", ["tiny", "ice40"])
+def test_random_drive(cfg_name):
+    """``ice40`` has 4 streams (``common.aligned``): no plane select, so a unit drives a one-vector
+    result on every plane of ``data``, as the VXM does there."""
+    CFG = load_config(cfg_name)
     S, P, lanes = CFG.streams, CFG.positions, CFG.lanes
     dut = StreamFabric(CFG)
     rng = np.random.default_rng(1)
@@ -25,8 +28,10 @@ def test_random_drive():
             if rng.random() < 0.3:
                 wide = bool(rng.random() < 0.4)
                 idx = int(rng.integers(0, S - 3 if wide else S))
-                row.append((int(rng.integers(0, 2)), idx, wide,
-                            [int.from_bytes(rng.bytes(lanes), "little") for _ in range(4)]))
+                vals = [int.from_bytes(rng.bytes(lanes), "little") for _ in range(4)]
+                if aligned(CFG) and not wide:
+                    vals = [vals[0]] * 4
+                row.append((int(rng.integers(0, 2)), idx, wide, vals))
             else:
                 row.append(None)
         drives.append(row)

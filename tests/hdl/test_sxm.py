@@ -13,12 +13,13 @@ import pytest
 from amaranth.back import verilog
 
 from tests.harness import run_unit_rtl, shared_dut, tap_ints, vec_int
+from tests.hdl.test_taps import cut_config, tapped
 from tinylpu.config import load_config
 from tinylpu.hdl.sxm import SxmSlice
+from tinylpu.hdl.taps import Tapped
 from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
-
 
 O = Opcode
 
@@ -33,6 +34,10 @@ def config(name):
     if name == "lanes8":
         cfg = load_config("tiny")
         return dataclasses.replace(cfg, name=name, lanes=8, latency={**cfg.latency, "sxm": 3})
+    if name == "cut":               # configs/synth/fpga-cut.yaml: 4 streams, tap registers (hdl/taps.py)
+        return cut_config()
+    if name.endswith("-tap"):       # tap registers, every result latency one longer
+        return tapped(name[:-4])
     return load_config(name)
 
 
@@ -60,7 +65,11 @@ class Tap:
 def sxm(cfg, early=False):
     """The SXM under test, one per config and ``early`` in a test process (its simulator is reused)."""
     def build():
-        dut = SxmSlice(cfg, cfg.slice("sxm0"))
+        cls = SxmSlice
+        if cfg.tap_registers:       # the unit behind tap registers: err/busy one cycle late (harness)
+            dut = Tapped(cls, cfg, cfg.slice("sxm0"))
+        else:
+            dut = cls(cfg, cfg.slice("sxm0"))
         dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
         return dut
     return shared_dut(("sxm", repr(cfg), early), build)
@@ -140,7 +149,8 @@ def random_schedule(cfg, seed, n_insns, max_gap=2):
 
 
 @pytest.mark.parametrize("cfg_name,seed", [("tiny", 1), ("tiny", 2), ("fpga", 3), ("min", 4), ("deep", 5),
-                                           ("lanes8", 6)])
+                                           ("lanes8", 6), ("cut", 2),
+                                           pytest.param("tiny-tap", 7, marks=pytest.mark.slow)])
 def test_random_against_golden(cfg_name, seed):
     """Seeds 2, 3 and 6 run the unit with predecoded issue (``early``, as on a chip with
     registered issue)."""
@@ -160,7 +170,7 @@ def tap_with(cfg, contents):
     return t
 
 
-@pytest.mark.parametrize("cfg_name", ["tiny", "fpga", "deep"])
+@pytest.mark.parametrize("cfg_name", ["tiny", "fpga", "deep", "fpga-tap"])
 def test_trans(cfg_name):
     """Two TRANS back to back (the second at the earliest cycle), then a SHIFT right after."""
     cfg = config(cfg_name)

@@ -13,13 +13,14 @@ import pytest
 from amaranth.back import verilog
 
 from tests.harness import run_unit_rtl, shared_dut, tap_ints, vec_int
+from tests.hdl.test_taps import cut_config, tapped
 from tinylpu.arith import int32_to_planes, requantize, rshift_round, sat8
 from tinylpu.config import load_config
+from tinylpu.hdl.taps import Tapped
 from tinylpu.hdl.vxm import VxmSlice
 from tinylpu.isa import Insn, Opcode, StreamRef
 from tinylpu.sim.golden.chip import ProgramError
 from tinylpu.sim.golden.stepper import SliceStepper
-
 
 O = Opcode
 
@@ -29,6 +30,10 @@ WIDE_IMM = [-32768, 32767, 255, 256, -129, -257, 511, 512, -512, -513, 0x1234, -
 def config(name):
     if name.endswith("-late"):      # the ECP5 build's LUT table: operand registered, read late
         return dataclasses.replace(config(name[:-5]), name=name)
+    if name == "cut":               # configs/synth/fpga-cut.yaml: 4 streams, tap registers (hdl/taps.py)
+        return cut_config()
+    if name.endswith("-tap"):       # tap registers, every result latency one longer
+        return tapped(name[:-4])
     if name == "min":
         cfg = load_config("tiny")
         return dataclasses.replace(cfg, name="min", latency={**cfg.latency, "vxm_alu": 2, "vxm_mul": 2,
@@ -44,7 +49,11 @@ def vxm(cfg, early=False):
     """The VXM under test, one per config and ``early`` in a test process (its simulator is reused,
     tests/harness.py ``simulate``); ``fpga-late`` elaborates the LUT-RAM variant an ECP5 build uses."""
     def build():
-        dut = VxmSlice(cfg, cfg.slice("vxm0"), lut_read="late" if cfg.name.endswith("-late") else None)
+        kw = {"lut_read": "late" if cfg.name.endswith("-late") else None}
+        if cfg.tap_registers:       # the unit behind tap registers: err/busy one cycle late (harness)
+            dut = Tapped(VxmSlice, cfg, cfg.slice("vxm0"), **kw)
+        else:
+            dut = VxmSlice(cfg, cfg.slice("vxm0"), **kw)
         dut.early = early             # the chip's registered issue: pre_insn one cycle ahead
         return dut
     return shared_dut(("vxm", repr(cfg), early), build)
@@ -211,6 +220,10 @@ RANDOM += [pytest.param(c, s, 150, marks=SLOW, id=f"{c}-{s}-long") for c, s, n i
 RANDOM = [pytest.param(*r, marks=SLOW) if r in (("tiny", 2, 50), ("min", 4, 50)) else r for r in RANDOM]
 # each (config, early) pair is a simulator build of ~8 s: these two add builds the fast tier has not made
 RANDOM += [pytest.param("fpga", 3, 150, marks=SLOW), pytest.param("deep", 5, 150, marks=SLOW)]
+# tap registers (hdl/taps.py): the ECP5 build of the synthesized cut (4 streams), early issue (seed 6);
+# slow: the cut with the synchronous LUT, and taps on 8 and 16 lanes with 8 streams
+RANDOM += [("cut-late", 6, 150), pytest.param("cut", 8, 150, marks=SLOW),
+           pytest.param("fpga-tap", 9, 150, marks=SLOW), pytest.param("tiny-tap", 2, 50, marks=SLOW)]
 
 
 @pytest.mark.parametrize("cfg_name,seed,n_insns", RANDOM)
@@ -275,7 +288,7 @@ E = lambda i: StreamRef(i, False)
 W = lambda i: StreamRef(i, True)
 
 
-@pytest.mark.parametrize("cfg_name", ["tiny", "fpga"])
+@pytest.mark.parametrize("cfg_name", ["tiny", "fpga", "fpga-tap"])
 def test_edge_arithmetic(cfg_name):
     cfg = config(cfg_name)
     lanes = cfg.lanes
@@ -384,7 +397,7 @@ def test_ldm_then_reql_next_cycle():
     assert list(out_at(rec, t3 + cfg.latency["vxm_req"] - 1, lanes=lanes)) == list(requantize(acc, mlist, shs, zs))
 
 
-@pytest.mark.parametrize("cfg_name", ["tiny", "fpga", "fpga-late"])
+@pytest.mark.parametrize("cfg_name", ["tiny", "fpga", "fpga-late", "cut-late"])
 def test_ldlut_then_lut(cfg_name):
     cfg = config(cfg_name)
     lanes = cfg.lanes
@@ -416,7 +429,7 @@ def run_flags(cfg, issues, taps, cycles):
     return [{n for n, v in r[5].items() if v} for r in rec], rec
 
 
-@pytest.mark.parametrize("cfg_name", ["tiny", "fpga"])
+@pytest.mark.parametrize("cfg_name", ["tiny", "fpga", "cut"])
 def test_port_conflict(cfg_name):
     cfg = config(cfg_name)
     L = cfg.latency

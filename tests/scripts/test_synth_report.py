@@ -94,3 +94,56 @@ def test_floorplan_option_builds_a_smaller_chip_of_the_same_config():
                                                                      full.latency)
     with pytest.raises(ConfigError, match="floorplan"):
         synth.config_with_floorplan("fpga", "mxm0,bogus7")
+
+
+# --- the ECP5 seed flow (``--seeds``): place, route alone, next seed ---------------------------------
+
+LINE = ('"$NEXTPNR_ECP5" --quiet --timing-allow-fail --report nextpnr_report.json --router router2 '
+        '--log tinylpu.tim --85k --package CABGA381 --speed 6 --json tinylpu.json --lpf tinylpu.lpf '
+        '--textcfg tinylpu.config')
+
+
+def test_seed_commands_place_then_route_the_placement():
+    place, route = synth.seed_commands(LINE, "tinylpu", 3, tmdriv=False)
+    assert place.startswith('"$NEXTPNR_ECP5" --quiet --timing-allow-fail --report place_s3.json --router router2')
+    assert "--log tinylpu_s3_place.tim" in place and "--json tinylpu.json" in place
+    assert "--textcfg" not in place and place.endswith("--seed 3 --no-route --write placed_s3.json")
+    assert "--json placed_s3.json" in route and "--log tinylpu_s3.tim" in route
+    assert "--report route_s3.json" in route and "--textcfg tinylpu.config" in route and "--lpf tinylpu.lpf" in route
+    assert route.endswith("--seed 3 --no-pack --no-place --router2-heatmap heat_s3/iter --no-tmdriv")
+    assert "--tmg-ripup" not in place + route
+    _, timed = synth.seed_commands(LINE + " --seed 9", "tinylpu", 4, tmdriv=True)
+    assert "--seed 9" not in timed and "--no-tmdriv" not in timed and "--seed 4" in timed
+
+
+def test_router_history_and_stall():
+    log = "".join(f"Info:     iter={i} wires=1000 overused={o} overuse={o} archfail=NA\n"
+                  for i, o in enumerate([900, 500, 300, 200, 250, 220, 210, 205], 1))
+    hist = synth.router_history(log)
+    assert hist[0] == (1, 900) and hist[-1] == (8, 205) and len(hist) == 8
+    assert not synth.route_stalled(hist, 0)
+    assert not synth.route_stalled(hist, 5)          # not yet 2 x 5 iterations
+    assert synth.route_stalled(hist, 4)              # 200 at iteration 4, nothing lower in the last 4
+    assert not synth.route_stalled(hist + [(9, 199)], 4)
+    # a few overused wires left: no stall, the time limit decides
+    few = [(i, max(2, 60 - 10 * i)) for i in range(1, 30)]
+    assert not synth.route_stalled(few, 8) and synth.route_stalled(few, 8, floor=1)
+
+
+def test_try_seeds_stops_at_the_first_routed_seed_and_at_the_time_limit():
+    now = [0.0]
+    tried = []
+
+    def attempt(seed, deadline):
+        tried.append(seed)
+        now[0] += 1000
+        if seed == 3:
+            return {"seed": seed, "stage": "routed", "fmax_mhz": 80.0}
+        return {"seed": seed, "stage": "route stopped (stalled)", "overused_wires": 100 * seed}
+
+    routed, recs = synth.try_seeds([1, 2, 3, 4], attempt, deadline=5000, clock=lambda: now[0])
+    assert routed == 3 and tried == [1, 2, 3] and [r["seed"] for r in recs] == [1, 2, 3]
+    now[0], tried[:] = 0.0, []
+    routed, recs = synth.try_seeds([1, 2, 4, 5], attempt, deadline=2500, clock=lambda: now[0])
+    assert routed is None and tried == [1, 2, 4]
+    assert recs[-1] == {"seed": 5, "stage": "not tried (time limit)"}

@@ -1,0 +1,123 @@
+"""Tap registers (``fabric.tap_registers``, hdl/taps.py) on whole chips against the golden model.
+
+The tapped chips run random programs (firmware/randprog.py: copies, VXM ops, GATHER/SCATTER, SXM,
+MXM tiles, TRANS, SYNC/NOTIFY) and an error program under Icarus through the same host driver as
+every RTL chip test; MEM contents and cycle counts must equal the golden model's, which reads the
+same config (its longer latencies) and knows nothing of the taps.  The unit tests run each tapped
+unit against the golden model too (tests/hdl/test_vxm.py, test_sxm.py, test_mem.py, test_mxm.py:
+configs ``*-tap``).  Also: the config loader's minimum-latency rule.
+"""
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from tinylpu.config import MIN_LATENCY, TAP_LATENCY_KEYS, ConfigError, load_config, parse_config
+from tinylpu.firmware.asm import assemble
+from tinylpu.sim.golden.chip import Golden, ProgramError
+
+os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+
+CUT = "configs/synth/fpga-cut.yaml"
+
+
+def tapped(base, name=None, **latency):
+    """A shipped config with tap registers and every result latency one longer (the same unit
+    pipelines as `base` behind the tap), latencies in `latency` set as given."""
+    raw = copy.deepcopy(load_config(base).raw)
+    raw["name"] = name or f"{base}-tap"
+    raw["fabric"] = {"tap_registers": True}
+    for k in TAP_LATENCY_KEYS:
+        raw["latency"][k] = raw["latency"].get(k, MIN_LATENCY[k]) + 1
+    raw["latency"].update(latency)
+    return parse_config(yaml.safe_dump(raw), f"<{raw['name']}>")
+
+
+def cut_config():
+    from pathlib import Path
+    return load_config(str(Path(__file__).resolve().parents[2] / CUT))
+
+
+def test_tap_config_rules():
+    cfg = tapped("tiny")
+    assert cfg.tap_registers and not load_config("tiny").tap_registers
+    cut = cut_config()
+    assert cut.tap_registers and cut.streams == 4
+    fpga = load_config("fpga")
+    # the cut keeps fpga's unit pipelines: every result latency one longer, the rest unchanged
+    assert {k: cut.latency[k] - fpga.latency[k] for k in fpga.latency} == {
+        k: int(k in TAP_LATENCY_KEYS) for k in fpga.latency}
+    for k in TAP_LATENCY_KEYS:
+        with pytest.raises(ConfigError, match=rf"<tiny-low>.*latency\.{k}.*is {MIN_LATENCY[k]}, but with "
+                                              rf"fabric\.tap_registers .*minimum is {MIN_LATENCY[k] + 1}"):
+            tapped("tiny", "tiny-low", **{k: MIN_LATENCY[k]})
+    raw = copy.deepcopy(load_config("duo").raw)
+    raw["fabric"] = {"tap_registers": True}
+    with pytest.raises(ConfigError, match="fabric.tap_registers.*without C2C"):
+        parse_config(yaml.safe_dump(raw), "<duo-tap>")
+    raw = copy.deepcopy(load_config("tiny").raw)
+    raw["fabric"] = {"taps": True}
+    with pytest.raises(ConfigError, match="fabric.taps.*unknown field"):
+        parse_config(yaml.safe_dump(raw), "<bad>")
+
+
+def _golden(cfg, prog, mem, reads):
+    g = Golden(cfg)
+    g.load_program(prog)
+    for bank, (addr, data) in mem.items():
+        g.write_mem(bank, addr, data)
+    r = g.run()
+    return r.cycles, {bank: g.read_mem(bank, addr, n) for bank, addr, n in reads}
+
+
+def _check_random(cfg, seeds):
+    from tinylpu.firmware.randprog import random_program
+    from tinylpu.sim.rtl.runner import run_cases_rtl
+    rcs = [random_program(cfg, s) for s in seeds]
+    cases = [{"program": rc.program, "mem": rc.mem, "read": rc.readback, "name": f"rand{rc.seed}"} for rc in rcs]
+    # an error program: a READ of an empty stream (VXM ADD of e0 that nothing drives)
+    err_text = f""".queue {cfg.slices_of('vxm')[0].name}
+    ADD e1, e0, #1
+    NOP 12
+    HALT
+"""
+    err_prog = assemble(err_text, cfg, "empty")
+    cases.append({"program": err_prog, "mem": {}, "read": [], "name": "err_empty"})
+    results = run_cases_rtl(cfg, cases, sim="icarus")
+    failed = []
+    for rc, case, res in zip(rcs, cases, results):
+        try:
+            cycles, mem = _golden(cfg, case["program"], case["mem"], case["read"])
+            assert res["errors"] == [] and res["done"] and not res["timeout"], res
+            for (bank, addr, n), got in zip(case["read"], res["reads"]):
+                assert np.array_equal(got, mem[bank]), f"{bank}[{addr}..{addr + n}] differs"
+            assert res["cycles"] == cycles, (res["cycles"], cycles)
+        except AssertionError as e:
+            failed.append(f"seed {rc.seed}: {e}")
+    with pytest.raises(ProgramError) as e:
+        _golden(cfg, err_prog, {}, [])
+    r = results[-1]
+    assert "empty" in r["errors"] and r["done"], r
+    assert r["cycles"] == e.value.cycle, (r["cycles"], e.value.cycle)
+    assert not failed, "\n".join(failed)
+
+
+def test_tapped_ice40_random_programs():
+    """``ice40`` (4 lanes, 4 streams: no plane select) with tap registers: 8 random programs and an
+    error program equal to the golden model, MEM and cycles."""
+    _check_random(tapped("ice40"), range(8))
+
+
+@pytest.mark.slow
+def test_tapped_tiny_random_programs():
+    """``tiny`` (16 lanes, 8 streams: int32 groups at any stream) with tap registers."""
+    _check_random(tapped("tiny"), range(12))
+
+
+@pytest.mark.slow
+def test_fpga_cut_random_programs():
+    """The config ``make synth BOARD=ulx3s-85f`` builds (configs/synth/fpga-cut.yaml)."""
+    _check_random(cut_config(), range(12))
