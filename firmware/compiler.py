@@ -457,13 +457,15 @@ class _FFNScheduler:
 
     def _stream(self, tx, src_pos, dst_pos, land, n, prefer):
         """Pick a stream index toward dst whose path is free."""
-        for idx in list(prefer) + [i for i in range(self.cfg.streams) if i not in prefer]:
+        S = self.cfg.streams
+        cands = [i for i in prefer if i < S] + [i for i in range(S) if i not in prefer]
+        for idx in cands:
             s = StreamRef(idx, dst_pos < src_pos)
             probe = self.sch.txn()
             probe.path(s, src_pos, land, dst_pos, n)
             if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
                 return idx
-        return prefer[0]
+        return cands[0]
 
     def _free(self, tx, region, n, dst, arrive):
         """A cheap test first: the bank queue and read port of a READ (n elements) that reaches `dst`

@@ -454,3 +454,22 @@ def test_tiles_errors():
     with pytest.raises(CompileError, match=r"needs \d+ bytes of SRAM \(\d+ of int8 weights .* the LUTs\); "
                                            r"config tiny has 65536"):
         compile_ffn(big, CFG, 1)
+
+
+def test_four_stream_chip_uses_only_its_streams():
+    """On a 4-stream chip (configs/synth/fpga-cut.yaml, the FPGA cut) the compiler's preferred
+    result streams (4..7 on 8+-stream chips) do not exist; it picks among the chip's own.  A 1-token
+    SwiGLU compiles, passes the program check and runs exact with its predicted cycles."""
+    from pathlib import Path
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "synth" / "fpga-cut.yaml")
+    assert cfg.streams == 4
+    rng = np.random.default_rng(1)
+    w = FFNWeights(rng.normal(size=(32, 128)) / 8, rng.normal(size=(128, 32)) / 8, rng.normal(size=(32, 128)) / 8,
+                   activation="swiglu")
+    x = rng.normal(size=(1, 32))
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, cfg, 1)
+    assert all(i.fields.get(f).index < 4 for insns in c.program.queues.values() for i in insns
+               for f in ("s", "d", "a") if hasattr(i.fields.get(f), "index"))
+    out = run_compiled(c, q.quantize_input(x))
+    assert out.cycles == c.predicted_cycles and np.array_equal(out.y, q.run_int(q.quantize_input(x)))
