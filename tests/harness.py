@@ -271,9 +271,11 @@ async def lead_in(ctx, dut, words):
         await ctx.tick()
 
 
-def variant(base, name=None, lanes=None, streams=None, c2c=None, install_rows=None, **latency):
+def variant(base, name=None, lanes=None, streams=None, c2c=None, install_rows=None, queue_depth=None, **latency):
     """A shipped config with some fields changed (latencies as keywords), through the loader."""
     raw = copy.deepcopy(load_config(base).raw)
+    if queue_depth:
+        raw["queue_depth"] = queue_depth
     if install_rows:
         raw.setdefault("mxm", {})["install_rows"] = install_rows
     raw["name"] = name or f"{base}-test"
@@ -292,3 +294,23 @@ def flit(base):
     framing's timing and codec (the shipped trays use burst framing)."""
     from tinylpu.sim.perf.c2c import flit_variant
     return flit_variant(base)
+
+
+def ffn_layer(dm, dff, act, gated=False, bias=True, seed=0):
+    """Random float FFN weights (``FFNWeights``) of one layer, scaled by fan-in."""
+    from tinylpu.firmware.quant import FFNWeights
+    rng = np.random.default_rng(seed)
+    return FFNWeights(rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=(dff, dm)) / np.sqrt(dff),
+                      rng.normal(size=(dm, dff)) / np.sqrt(dm) if gated else None,
+                      rng.normal(size=dff) * 0.1 if bias else None, rng.normal(size=dm) * 0.1 if bias else None,
+                      rng.normal(size=dff) * 0.1 if (bias and gated) else None, act)
+
+
+def golden_run(cfg, prog, mem, reads):
+    """A program on a fresh reference golden model: (cycles, {bank: vectors read})."""
+    g = Golden(cfg)
+    g.load_program(prog)
+    for bank, (addr, data) in mem.items():
+        g.write_mem(bank, addr, data)
+    r = g.run()
+    return r.cycles, {bank: g.read_mem(bank, addr, n) for bank, addr, n in reads}

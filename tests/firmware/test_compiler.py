@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.harness import ffn_layer
 from tinylpu.config import load_config
 from tinylpu.firmware.compiler import CompileError, compile_ffn
 from tinylpu.firmware.quant import FFNWeights, WeightsError, float_ffn, load_weights, quantize_ffn
@@ -16,12 +17,7 @@ from tinylpu.sim.host.engine import GoldenEngine
 CFG = load_config("tiny")
 
 
-def layer(dm, dff, act, gated=False, bias=True, seed=0):
-    rng = np.random.default_rng(seed)
-    return FFNWeights(rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=(dff, dm)) / np.sqrt(dff),
-                      rng.normal(size=(dm, dff)) / np.sqrt(dm) if gated else None,
-                      rng.normal(size=dff) * 0.1 if bias else None, rng.normal(size=dm) * 0.1 if bias else None,
-                      rng.normal(size=dff) * 0.1 if (bias and gated) else None, act)
+layer = ffn_layer
 
 
 def run(w, x, cfg=CFG):

@@ -2,13 +2,11 @@
 runs of output tiles of Y, on one resident image (H left in MEM between them).  Exact on the golden
 model, every run's cycles predicted, for FFNs, SwiGLU, the tiles arithmetic and MoE token lists."""
 
-import copy
-
 import numpy as np
 import pytest
-import yaml
 
-from tinylpu.config import load_config, parse_config
+from tests.harness import ffn_layer, variant
+from tinylpu.config import load_config
 from tinylpu.firmware.compiler import CompileError, Programs, compile_ffn, compile_moe
 from tinylpu.firmware.quant import FFNWeights, quantize_ffn
 from tinylpu.sim.host.api import Chip, drive, run_compiled
@@ -19,17 +17,10 @@ TINY = load_config("tiny")
 
 def with_depth(base, depth):
     """A shipped config with another queue_depth, through the loader."""
-    raw = copy.deepcopy(load_config(base).raw)
-    raw["name"], raw["queue_depth"] = f"{base}-q{depth}", depth
-    return parse_config(yaml.safe_dump(raw), f"<{raw['name']}>")
+    return variant(base, f"{base}-q{depth}", queue_depth=depth)
 
 
-def layer(dm, dff, act, gated=False, bias=True, seed=0):
-    rng = np.random.default_rng(seed)
-    return FFNWeights(rng.normal(size=(dm, dff)) / np.sqrt(dm), rng.normal(size=(dff, dm)) / np.sqrt(dff),
-                      rng.normal(size=(dm, dff)) / np.sqrt(dm) if gated else None,
-                      rng.normal(size=dff) * 0.1 if bias else None, rng.normal(size=dm) * 0.1 if bias else None,
-                      rng.normal(size=dff) * 0.1 if (bias and gated) else None, act)
+layer = ffn_layer
 
 
 def check_cut(c, cfg):

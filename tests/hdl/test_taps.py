@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.harness import golden_run
 from tinylpu.config import MIN_LATENCY, TAP_LATENCY_KEYS, ConfigError, load_config, parse_config
 from tinylpu.firmware.asm import assemble
-from tinylpu.sim.golden.chip import Golden, ProgramError
+from tinylpu.sim.golden.chip import ProgramError
 
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
@@ -64,13 +65,7 @@ def test_tap_config_rules():
         parse_config(yaml.safe_dump(raw), "<bad>")
 
 
-def _golden(cfg, prog, mem, reads):
-    g = Golden(cfg)
-    g.load_program(prog)
-    for bank, (addr, data) in mem.items():
-        g.write_mem(bank, addr, data)
-    r = g.run()
-    return r.cycles, {bank: g.read_mem(bank, addr, n) for bank, addr, n in reads}
+_golden = golden_run
 
 
 def _check_random(cfg, seeds):

@@ -12,13 +12,12 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from tests.harness import variant
+from tests.harness import golden_run, variant
 from tinylpu.config import load_config
 from tinylpu.firmware.asm import assemble
 from tinylpu.firmware.program import Program
 from tinylpu.sim.golden.chip import Golden, ProgramError
 from tinylpu.sim.rtl.runner import run_cases_rtl
-
 
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
@@ -31,12 +30,7 @@ ROWS4_SEEDS = range(10)
 
 
 def _golden(prog, mem, reads, cfg=CFG):
-    g = Golden(cfg)
-    g.load_program(prog)
-    for bank, (addr, data) in mem.items():
-        g.write_mem(bank, addr, data)
-    r = g.run()
-    return r.cycles, {bank: g.read_mem(bank, addr, n) for bank, addr, n in reads}
+    return golden_run(cfg, prog, mem, reads)
 
 
 # --- cases -------------------------------------------------------------------------------------
