@@ -48,3 +48,6 @@ def test_rtl_decode_step_equals_golden_on_two_layer_cut():
     be = rtl["totals"]["ffn_backend"]
     assert be["calls"] == 2 and be["chip_cycles"] == gold["totals"]["ffn_backend"]["chip_cycles"]
     assert be["shared_dut"] and be["dut_reloads"] == 1 and be["backdoor_vectors"] > 2 * 3 * 576 * 1536 // 64
+    clocks = be["host_port_clocks"]
+    print("simulated clocks by phase:", clocks)
+    assert be["backdoor_words"] > 2 * 10_000 and clocks["run"] >= be["chip_cycles"]
