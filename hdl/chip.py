@@ -229,16 +229,26 @@ class Chip(wiring.Component):
                 icu_st.append([icu.halted, icu.parked, icu.deskewed, icu.halt, icu.err_queue])
             wiring.connect(m, unit.out, fabric.outs[p])
             wiring.connect(m, fabric.taps[p], unit.tap)
+            # host access: with tap registers, registered at the slice (and MEM read data on its way
+            # back), so no host-port wire crosses the chip between two logic levels
+            # (``HostPort.mem_latency`` counts the MEM registers)
+            def hreg(src, name, s=s):
+                if not cfg.tap_registers:
+                    return src
+                r = Signal.like(src, name=f"host_{s.name}_{name}")
+                m.d.sync += r.eq(src)
+                return r
             m.d.comb += [
-                icu.load_we.eq(host.q_we[p]), icu.load_addr.eq(host.q_addr), icu.load_data.eq(host.q_data),
-                icu.len_we.eq(host.q_len_we[p]), icu.len.eq(host.q_len),
+                icu.load_we.eq(hreg(host.q_we[p], "q_we")), icu.load_addr.eq(hreg(host.q_addr, "q_addr")),
+                icu.load_data.eq(hreg(host.q_data, "q_data")),
+                icu.len_we.eq(hreg(host.q_len_we[p], "q_len_we")), icu.len.eq(hreg(host.q_len, "q_len")),
                 icu.start.eq(icu_start),
             ]
             if s.kind == "mem":
                 m.d.comb += [
-                    unit.host_addr.eq(host.mem_addr), unit.host_wdata.eq(host.mem_wdata),
-                    unit.host_we.eq(host.mem_we[s.index]), unit.host_re.eq(host.mem_re[s.index]),
-                    host.mem_rdata[s.index].eq(unit.host_rdata),
+                    unit.host_addr.eq(hreg(host.mem_addr, "addr")), unit.host_wdata.eq(hreg(host.mem_wdata, "wdata")),
+                    unit.host_we.eq(hreg(host.mem_we[s.index], "we")), unit.host_re.eq(hreg(host.mem_re[s.index], "re")),
+                    host.mem_rdata[s.index].eq(hreg(unit.host_rdata, "rdata")),
                 ]
             if s.kind == "c2c":
                 c2c = unit

@@ -25,7 +25,9 @@ chip.
 Timing: ``cmd.ready`` and ``resp.valid``/``resp.payload`` depend on registers only (never
 combinationally on the host's signals), so a host may sample them anywhere in the cycle.
 MEM side: ``mem_we``/``mem_re`` (one bit per bank number) with ``mem_addr``/``mem_wdata``;
-the read data of ``mem_re`` in cycle c is on ``mem_rdata`` in c+1.
+the read data of ``mem_re`` in cycle c is on ``mem_rdata`` in c + ``mem_latency``: 1, or 3 on
+chips with tap registers, whose MEM slices register the host's signals and the read data
+(hdl/chip.py).  Writes are delayed alike, so a read still sees every earlier write.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -36,7 +38,13 @@ from tinylpu.hdl.common import vec
 from tinylpu.isa import INSTR_BITS
 from tinylpu.wire import ERROR_BITS, Cmd, CommandWord, StatusWord0, StatusWord1
 
-__all__ = ["HostPort"]
+__all__ = ["HostPort", "mem_latency"]
+
+
+def mem_latency(cfg):
+    """Cycles from ``mem_re`` to its data on ``mem_rdata``: the bank's read, plus with tap
+    registers a register on the way to the MEM slice and one on the way back (hdl/chip.py)."""
+    return 3 if cfg.tap_registers else 1
 
 
 def _onehot(sel, n):
@@ -48,6 +56,7 @@ class HostPort(wiring.Component):
         self.cfg = cfg
         self.banks = max(s.index for s in cfg.slices_of("mem")) + 1
         self.words = -(-cfg.lanes // 8)              # host words per vector
+        self.mem_latency = mem_latency(cfg)
         super().__init__({
             "cmd": In(stream.Signature(64)),
             "resp": Out(stream.Signature(64)),
@@ -149,10 +158,19 @@ class HostPort(wiring.Component):
                     with m.Else():
                         m.d.sync += widx.eq(widx + 1)
 
+            extra = self.mem_latency - 1                  # cycles in RWAIT before RDATA
+            wait = Signal(range(max(extra, 1) + 1))
+            after_read = "RWAIT" if extra else "RDATA"
             with m.State("RREAD"):
                 # the first vector's read; its data is on mem_rdata in RDATA
                 m.d.comb += self.mem_re.eq(_onehot(target, self.banks))
-                m.next = "RDATA"
+                m.d.sync += wait.eq(extra - 1 if extra else 0)
+                m.next = after_read
+            if extra:
+                with m.State("RWAIT"):
+                    m.d.sync += wait.eq(wait - 1)
+                    with m.If(wait == 0):
+                        m.next = "RDATA"
             with m.State("RDATA"):
                 with m.If(target < self.banks):
                     m.d.sync += buf.eq(rdata[target])
@@ -170,7 +188,8 @@ class HostPort(wiring.Component):
                         with m.Else():
                             # read the next vector while its predecessor's last word goes out
                             m.d.comb += [self.mem_re.eq(_onehot(target, self.banks)), raddr.eq(addr1)]
-                            m.next = "RDATA"
+                            m.d.sync += wait.eq(extra - 1 if extra else 0)
+                            m.next = after_read
                     with m.Else():
                         m.d.sync += widx.eq(widx + 1)
 

@@ -215,6 +215,11 @@ def main(argv=None):
     ap.add_argument("--route-no-tmdriv", action="store_true",
                     help="ECP5: route with --no-tmdriv (congestion negotiation without router2's timing "
                          "weights; on the ice40 chip it converged more slowly, docs/fpga.md)")
+    ap.add_argument("--router", choices=("router1", "router2"), default="router2",
+                    help="ECP5: nextpnr's router (default router2, its router for large designs)")
+    ap.add_argument("--pin-blocks", action=argparse.BooleanOptionalAction, default=True,
+                    help="ECP5-85F: pin the hard blocks (MULT18X18D, DP16KD) of each floorplan slice in a band "
+                         "of columns, west to east in floorplan order (scripts/pin_blocks.py; default on)")
     ap.add_argument("--tag", help="build in build/synth/<board>-<tag> (to compare tool settings side by side)")
     ap.add_argument("--write-docs", action="store_true",
                     help="rewrite docs/fpga.md's measured table from build/synth/*/report.json")
@@ -288,7 +293,7 @@ def build(args):
     if family == "ice40":
         overrides["synth_opts"] = "-dsp"
     else:
-        overrides["nextpnr_opts"] += " --router router2"     # nextpnr's router for large designs
+        overrides["nextpnr_opts"] += f" --router {args.router}"     # router2: nextpnr's router for large designs
     if args.nextpnr_opts:
         overrides["nextpnr_opts"] += " " + args.nextpnr_opts
     env = tool_env()
@@ -301,11 +306,12 @@ def build(args):
         return write_report(args, platform, cfg, family, build_dir, name, *last_stage(build_dir, name))
     args.commit = source_commit()                 # the RTL as it is now, at elaboration
     pll = ecp5_pll(platform, cfg, build_dir) if family == "ecp5" else None
+    args.route_freq = cfg.clock_mhz if pll is not None else platform.default_clk_frequency / 1e6
     plan = platform.build(BoardTop(cfg, args.baud, pll=pll), name=name, build_dir=str(build_dir), do_build=False,
                           **overrides)
     # logs of an earlier build must not be read as this one's
     for stale in (f"{name}.rpt", f"{name}.json", f"{name}.tim", "nextpnr_report.json", f"{name}.config",
-                  f"{name}.bit", "stage.json", "report.json", "units.json", "units.rpt", "seeds.json"):
+                  f"{name}.bit", "stage.json", "report.json", "units.json", "units.rpt", "seeds.json", "pins.json"):
         (build_dir / stale).unlink(missing_ok=True)
     for pattern in ("placed_s*.json", "place_s*.json", "route_s*.json", f"{name}_s*.tim"):
         for stale in build_dir.glob(pattern):        # an earlier build's seeds (pnr_seeds)
@@ -356,6 +362,15 @@ def build(args):
             print(f"synth: {label} failed ({r.returncode})", flush=True)
             break
         stage = {"yosys": "synthesized", "pnr": "placed_and_routed", "pack": "bitstream"}[label]
+        if label == "yosys" and family == "ecp5" and args.pin_blocks and not args.yosys_only:
+            import pin_blocks
+            if platform.device != "LFE5U-85F":
+                print(f"synth: --pin-blocks knows the LFE5U-85F's sites only, not {platform.device}: not pinned",
+                      flush=True)
+            else:
+                pins = pin_blocks.pin_json(build_dir / f"{name}.json", list(cfg.floorplan))
+                (build_dir / "pins.json").write_text(json.dumps(pins, indent=1) + "\n")
+                print(f"synth: pinned {pins['pinned']} hard blocks in floorplan order (pins.json)", flush=True)
         if label == "yosys" and args.units:
             t_u = time.time()
             units = unit_breakdown(build_dir, name, family)
@@ -382,7 +397,7 @@ def _set_opt(line, opt, value):
     return line if value is None else f"{line} {opt} {value}"
 
 
-def seed_commands(line, name, seed, tmdriv=True):
+def seed_commands(line, name, seed, tmdriv=True, freq=None):
     """The plan's nextpnr command `line` as two: placement (``--no-route --write placed_s<seed>.json``,
     log ``<name>_s<seed>_place.tim``, its report the post-placement timing) and routing of that
     placement alone (``--no-pack --no-place``; without `tmdriv` also ``--no-tmdriv``, congestion
@@ -398,7 +413,33 @@ def seed_commands(line, name, seed, tmdriv=True):
     route += f" --seed {seed} --no-pack --no-place --router2-heatmap heat_s{seed}/iter"
     if not tmdriv:
         route += " --no-tmdriv"
+    if freq:
+        # the PLL output's constraint is derived while packing, which the route step skips: without
+        # this its clock would be timed against nextpnr's default 12 MHz target
+        route += f" --freq {freq:g}"
     return place, route
+
+
+def set_route_settings(placed, router="router2", tmdriv=True):
+    """Make the settings stored in a placement's JSON (`placed`, nextpnr ``--write``) say `router` and
+    `tmdriv`.  nextpnr loads a design's saved settings over the command line, so without this a route
+    step run with ``--router router1`` or ``--no-tmdriv`` on that placement silently keeps the
+    placement run's router2 and timing-driven routing (measured: ``--router router1`` logged
+    "Running router2...").  Returns the settings that changed {name: (old, new)}."""
+    netlist = json.loads(Path(placed).read_text())
+    changed = {}
+    for module in netlist["modules"].values():
+        settings = module.get("settings")
+        if settings is None:
+            continue
+        want = {"router": router, "timing_driven": format(int(bool(tmdriv)), "032b")}
+        for k, v in want.items():
+            if settings.get(k) != v:
+                changed[k] = (settings.get(k), v)
+                settings[k] = v
+    if changed:
+        Path(placed).write_text(json.dumps(netlist))
+    return changed
 
 
 def router_history(text):
@@ -473,7 +514,8 @@ def pnr_seeds(args, line, build_dir, name, env, deadline):
     seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
 
     def attempt(seed, deadline):
-        place, route = seed_commands(line, name, seed, tmdriv=not args.route_no_tmdriv)
+        place, route = seed_commands(line, name, seed, tmdriv=not args.route_no_tmdriv,
+                                     freq=getattr(args, "route_freq", None))
         rec = {"seed": seed}
         t = time.time()
         rc, why = _run_watched(place, build_dir, env, build_dir / f"{name}_s{seed}_place.tim", deadline)
@@ -484,6 +526,8 @@ def pnr_seeds(args, line, build_dir, name, env, deadline):
             rec["stage"] = "place failed" if why == "exit" else f"placement stopped ({why})"
             return rec
         (build_dir / f"heat_s{seed}").mkdir(exist_ok=True)
+        # the placement's saved settings would override the route step's --router / --no-tmdriv
+        set_route_settings(build_dir / f"placed_s{seed}.json", args.router, not args.route_no_tmdriv)
         t = time.time()
         log = build_dir / f"{name}_s{seed}.tim"
         rc, why = _run_watched(route, build_dir, env, log, min(deadline, t + args.route_timeout), args.stall)
@@ -672,6 +716,10 @@ def write_report(args, platform, cfg, family, build_dir, name, stage, times):
     units = build_dir / "units.json"
     if units.exists() and units.stat().st_mtime >= (build_dir / f"{name}.il").stat().st_mtime:
         report["units"] = json.loads(units.read_text())
+    report["router"] = getattr(args, "router", None)
+    pins = build_dir / "pins.json"
+    if pins.exists() and pins.stat().st_mtime >= (build_dir / f"{name}.il").stat().st_mtime:
+        report["pinned_blocks"] = json.loads(pins.read_text())
     seeds = build_dir / "seeds.json"
     if seeds.exists():
         report["seeds"] = json.loads(seeds.read_text())

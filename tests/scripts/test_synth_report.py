@@ -114,6 +114,10 @@ def test_seed_commands_place_then_route_the_placement():
     assert "--tmg-ripup" not in place + route
     _, timed = synth.seed_commands(LINE + " --seed 9", "tinylpu", 4, tmdriv=True)
     assert "--seed 9" not in timed and "--no-tmdriv" not in timed and "--seed 4" in timed
+    assert "--freq" not in place + route + timed
+    # the route step skips packing, where the PLL output's constraint is derived: it gets --freq
+    place, route = synth.seed_commands(LINE, "tinylpu", 5, freq=100.0)
+    assert route.endswith("--freq 100") and "--freq" not in place
 
 
 def test_router_history_and_stall():
@@ -147,3 +151,73 @@ def test_try_seeds_stops_at_the_first_routed_seed_and_at_the_time_limit():
     routed, recs = synth.try_seeds([1, 2, 4, 5], attempt, deadline=2500, clock=lambda: now[0])
     assert routed is None and tried == [1, 2, 4]
     assert recs[-1] == {"seed": 5, "stage": "not tried (time limit)"}
+
+
+PIN_SPEC = importlib.util.spec_from_file_location("pin_blocks", Path(__file__).resolve().parents[2] / "scripts" /
+                                                  "pin_blocks.py")
+pin_blocks = importlib.util.module_from_spec(PIN_SPEC)
+PIN_SPEC.loader.exec_module(pin_blocks)
+FLOORPLAN = ["mxm0", "sxm0", "mem0", "mem1", "vxm0", "mem2", "mem3"]
+
+
+def _fpga_like_cells():
+    """Yosys-JSON-shaped cells of the fpga-cut chip's hard blocks, with logic cells as weights."""
+    cells = {}
+    for i in range(8):
+        for j in range(8):
+            cells[f"top.chip.mxm0.unit.mm_dsp_i{i}_j{j}"] = {"type": "MULT18X18D"}
+    for k in range(16):
+        cells[f"top.chip.mxm0.unit.acc.0.{k}"] = {"type": "DP16KD"}
+    for s, n_logic in zip(FLOORPLAN, (10781, 5185, 4191, 3903, 17841, 4180, 4214)):
+        for k in range(n_logic // 100):
+            cells[f"top.chip.{s}.unit.l{k}"] = {"type": "LUT4"}
+        for k in range(3):
+            cells[f"top.chip.icu_{s}.queue.0.{k}"] = {"type": "DP16KD"}
+        if s.startswith("mem"):
+            cells.update({f"top.chip.{s}.unit.bank.0.{k}": {"type": "DP16KD"} for k in range(16)})
+            cells[f"top.chip.icu_{s}.head_step_MULT18X18D_P9"] = {"type": "MULT18X18D"}
+    cells.update({f"top.chip.vxm0.unit.mul_dsp{j}": {"type": "MULT18X18D"} for j in range(24)})
+    cells["top.chip.streams.e0_p0"] = {"type": "TRELLIS_FF"}
+    cells["top.host.x"] = {"type": "DP16KD"}          # outside the floorplan: not pinned
+    return cells
+
+
+def test_pin_blocks_follow_the_floorplan():
+    cells = _fpga_like_cells()
+    pins, summary = pin_blocks.plan(cells, FLOORPLAN)
+    hard = [n for n, c in cells.items() if c["type"] in pin_blocks.HARD and pin_blocks.slice_of(n, FLOORPLAN)]
+    assert set(pins) == set(hard) and "top.host.x" not in pins
+    assert len(set(pins.values())) == len(pins)                       # one cell per site
+    valid = {b for kind in pin_blocks.HARD for _, _, b in pin_blocks.sites(kind)}
+    assert set(pins.values()) <= valid
+    x = {n: int(b.split("/")[0][1:]) for n, b in pins.items()}
+    # west to east: each MEM bank's block RAMs lie east of the previous slice's
+    mean = {s: sum(v for n, v in x.items() if f".{s}." in n) / sum(1 for n in x if f".{s}." in n)
+            for s in ("mxm0", "mem0", "mem1", "mem2", "mem3")}
+    assert mean["mxm0"] < mean["mem0"] < mean["mem1"] < mean["mem2"] < mean["mem3"]
+    # one output lane's eight products share a DSP row, next to each other
+    for j in range(8):
+        rows = {pins[f"top.chip.mxm0.unit.mm_dsp_i{i}_j{j}"].split("/")[1] for i in range(8)}
+        xs = [x[f"top.chip.mxm0.unit.mm_dsp_i{i}_j{j}"] for i in range(8)]
+        assert len(rows) <= 2 and max(xs) - min(xs) <= 18      # 8 sites: at most 3 groups of 4
+    assert summary["mxm0"]["MULT18X18D"] == 64 and summary["vxm0"]["MULT18X18D"] == 24
+
+
+def test_pin_blocks_refuses_more_cells_than_sites():
+    cells = {f"top.chip.mxm0.unit.mm_dsp_{k}": {"type": "MULT18X18D"} for k in range(157)}
+    with pytest.raises(ValueError, match="157 MULT18X18D cells, the LFE5U-85F has 156 sites"):
+        pin_blocks.plan(cells, FLOORPLAN)
+
+
+def test_route_settings_override_the_placements(tmp_path):
+    """nextpnr loads a placement's saved settings over the command line: the route step rewrites them."""
+    import json
+    placed = tmp_path / "placed_s1.json"
+    placed.write_text(json.dumps({"modules": {"tinylpu": {"settings": {
+        "router": "router2", "timing_driven": "00000000000000000000000000000001", "seed": "1"}, "cells": {}}}}))
+    changed = synth.set_route_settings(placed, "router1", tmdriv=False)
+    assert changed == {"router": ("router2", "router1"),
+                       "timing_driven": ("00000000000000000000000000000001", "00000000000000000000000000000000")}
+    s = json.loads(placed.read_text())["modules"]["tinylpu"]["settings"]
+    assert s == {"router": "router1", "timing_driven": "00000000000000000000000000000000", "seed": "1"}
+    assert synth.set_route_settings(placed, "router1", tmdriv=False) == {}
