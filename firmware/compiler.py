@@ -47,12 +47,20 @@ tile).  H stays in MEM between the runs of a chunk; a run writes the Y tiles of 
 Weight rows: with ``mxm.install_rows`` R > 1 each tile's rows are spread over a group of banks
 (row i in bank i mod G) and one LW takes G rows per cycle from G streams, one READ per bank
 (``lw``, ``_rows`` picks G: R, or fewer when R would take the banks the activations need).
+
+Four streams per direction (configs/synth/fpga-cut.yaml): an EMIT's int32 group then takes every
+stream toward the VXM, so while a block of more than vxm_req tokens passes, the REQL's int8 result
+can only go back toward the MXM.  Its destinations (Z1, U, Y) are placed between the MXM and the
+VXM (``req_near``), or, where they lie beyond the VXM, the EMIT and REQL go in pieces of vxm_req
+tokens (``emit_req``); the compiler keeps the faster of the two programs (``_compile_layers``).
+An ADD32 chain sends its results the other way (``_group_path``), and a hi/lo W2 combination
+through MEM (int32 groups from both sides) is refused, so its blocks stay small enough to chain.
 """
 
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -369,6 +377,7 @@ class _FFNScheduler:
         self.partials = {}            # (block start, m) -> 4 plane regions (partial mode)
         self.placed = placed
         self.rows = 1                 # weight rows installed per cycle (``_rows``); set before placing
+        self.near = True              # ``req_near`` may place the REQL destinations near (``_Plan.near``)
         # bank -> int64 per address: the last cycle a WRITE samples into it (RAW) and the last cycle
         # a READ reads it (WAR: intermediate buffers are reused by every token block)
         self.wr_t, self.rd_t = {}, {}
@@ -622,12 +631,34 @@ class _FFNScheduler:
         return t
 
     def emit_req(self, commit, n, half, dst, tag):
-        """EMIT an accumulator half, requantize it on the VXM (REQL), write it to region dst."""
+        """EMIT an accumulator half, requantize it on the VXM (REQL), write it to region dst.
+
+        When the EMIT's int32 group fills every stream of its direction (streams = 4) and dst lies
+        beyond the VXM in that direction, the REQL's result needs a stream of that direction at the
+        VXM, free only once the group has passed: more than vxm_req tokens then go in pieces of
+        vxm_req, each EMIT timed after the previous piece's results.  (``req_near`` places the
+        destinations between the MXM and the VXM instead, where the banks there have room and that
+        program is the faster: ``_compile_layers``.)"""
+        pv, pm = self.pos[self.vxm], self.pos[self.mxm]
+        Lq = self.Lat["vxm_req"]
+        beyond = (self.pos[dst.bank] - pv) * (pv - pm) > 0
+        step = Lq if beyond and self.cfg.streams <= INT32_PLANES else n
+        free_at = None
+        for off in range(0, n, step):
+            m = min(step, n - off)
+            te, tr = self._emit_req(commit, off, m, half, dst, tag if m == n else f"{tag} rows {off}..{off + m - 1}")
+            free_at = te - off if free_at is None else max(free_at, te - off)
+        self.acc_free_at[half] = free_at
+        return tr
+
+    def _emit_req(self, commit, off, n, half, dst, tag):
+        """EMIT accumulator entries off .. off + n - 1 of a half -> REQL -> dst[off:off + n]."""
         Le, Lq = self.Lat["mxm_emit"], self.Lat["vxm_req"]
-        base = half * (self.cfg.acc_depth // 2)
+        base = half * (self.cfg.acc_depth // 2) + off
         d_mv = abs(self.pos[self.vxm] - self.pos[self.mxm])
         d_out = abs(self.pos[dst.bank] - self.pos[self.vxm])
-        t_min = max(commit, self.next_emit, self.next_vxm - Le - d_mv, self._war(dst, 0, n) - Le - d_mv - Lq - d_out)
+        t_min = max(commit + off, self.next_emit, self.next_vxm - Le - d_mv,
+                    self._war(dst, off, n) - Le - d_mv - Lq - d_out)
 
         def build(tx, te):
             land = te + Le
@@ -647,16 +678,15 @@ class _FFNScheduler:
                    "emit", (te, te + n - 1), [land + k for k in range(n)], tag=f"{tag} emit")
             tx.acc_read(self.mxm, base, te, n)
             tr = land + d_mv
-            out = self._write_from(tx, self.vxm, tr + Lq, dst, 0, n, [4, 5, 6, 7], f"{tag} store")
+            out = self._write_from(tx, self.vxm, tr + Lq, dst, off, n, [4, 5, 6, 7], f"{tag} store")
             tx.add(self.vxm, tr, [Insn.make(Opcode.REQL, d=out, a=StreamRef(g, west), count=n)], tr + 1, "alu",
                    (tr, tr + n - 1), [tr + Lq + k for k in range(n)], tag=tag)
             return te, tr
         te, tr = self._asap(t_min, build, tag)
         self.next_emit = te + n
         self.next_vxm = tr + n
-        self.acc_free_at[half] = te
-        self.note_write(dst, 0, tr + Lq + d_out, n)
-        return tr
+        self.note_write(dst, off, tr + Lq + d_out, n)
+        return te, tr
 
     def group_banks(self, side):
         """Four banks on one side of the VXM, for an int32 group whose planes travel together.
@@ -894,15 +924,22 @@ class _FFNScheduler:
 
     def _group_path(self, tx, p_from, land, p_to, n, west):
         """The first int32 group (4 consecutive streams toward p_to) free for n elements landing at
-        p_from from cycle `land`; its paths are reserved in tx."""
-        base = 0
-        for gi in range(self.cfg.streams - INT32_PLANES + 1):
-            probe = self.sch.txn()
-            for p in range(INT32_PLANES):
-                probe.path(StreamRef(gi + p, west), p_from, land, p_to, n)
-            if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
-                base = gi
+        p_from from cycle `land`; its paths are reserved in tx.  A group sampled where it lands
+        (p_from = p_to) may use either direction: the other one when none of `west`'s is free (on a
+        4-stream chip an EMIT's group takes every stream of its direction)."""
+        base = None
+        for d in ((west, not west) if p_from == p_to else (west,)):
+            for gi in range(self.cfg.streams - INT32_PLANES + 1):
+                probe = self.sch.txn()
+                for p in range(INT32_PLANES):
+                    probe.path(StreamRef(gi + p, d), p_from, land, p_to, n)
+                if probe.ok and not (probe.cells & tx.plands or probe.plands & tx.cells):
+                    base, west = gi, d
+                    break
+            if base is not None:
                 break
+        if base is None:
+            base = 0
         for p in range(INT32_PLANES):
             tx.path(StreamRef(base + p, west), p_from, land, p_to, n)
         return StreamRef(base, west)
@@ -1030,6 +1067,13 @@ class _FFNScheduler:
             # MXM's side of the VXM, and the combination 2^k acc(hi) + acc(lo) on the other (blocks
             # of at most combine_tokens chain on the streams and need none)
             tb = self.group_tokens
+            if self.cfg.streams <= INT32_PLANES:
+                # an ADD32 needs a stream of some direction for its result while its operand groups
+                # pass the VXM: with 4 streams, a group from each side (+ lo) leaves none
+                raise CompileError(f"config {self.cfg.name}: the W2 combination of a hi/lo product for blocks of "
+                                   f"more than {self.combine_tokens} tokens goes through MEM as int32 groups, "
+                                   f"which needs more than {INT32_PLANES} streams per direction (the chip has "
+                                   f"{self.cfg.streams}); blocks of at most {self.combine_tokens} chain on the streams")
             self.pg = self.group_region("near", self.pieces * tb, "W2 accumulators")
             self.dg = self.group_region("far", tb, "W2 combined")
         self.wt = {}
@@ -1103,11 +1147,30 @@ class _FFNScheduler:
                            f"group has room left: {self.cfg.banks} banks x {self.cfg.mem_depth} vectors x {L} B = "
                            f"{self.cfg.sram_bytes} bytes of SRAM, {self.alloc.used_bytes} already allocated")
 
-    def act_region(self, k, n, what, avoid=()):
-        """An activation region, preferably in bank ab[k], never in a bank of `avoid`."""
+    def req_near(self, tb):
+        """True when the destinations of the REQLs after an EMIT (Z1, U, Y) go between the MXM and the
+        VXM (``act_region``'s ``near``) for blocks of tb tokens: an EMIT's int32 group fills every
+        stream of its direction (streams = 4), so while it passes the VXM (a block of more than
+        vxm_req tokens) a REQL can send its result at full rate only back toward the MXM; to a bank
+        beyond the VXM it goes in pieces (``emit_req``).  ``near`` False (``_Plan.near``): where 8
+        streams have them (``_compile_layers`` keeps the faster program)."""
+        return self.near and self.cfg.streams <= INT32_PLANES and tb > self.Lat["vxm_req"]
+
+    def act_region(self, k, n, what, avoid=(), near=False):
+        """An activation region, preferably in bank ab[k], never in a bank of `avoid`.  ``near``:
+        preferably in a bank between the MXM and the VXM, the k-th of them other than the MM's bank
+        ab[0] (the VXM reads Z1 and U while the MXM reads X), else as above."""
         if self.shared is not None and what in self.shared:
             return self.shared[what]
-        pref = [b for b in self.ab[k % len(self.ab):] + self.ab[:k % len(self.ab)] if b not in avoid]
+        ab = self.ab
+        if near:
+            pv, pm = self.pos[self.vxm], self.pos[self.mxm]
+            side = [b for b in ab[1:] if (self.pos[b] < pv) == (pm < pv)]
+            if side:
+                i = k % len(side)
+                side = side[i:] + side[:i]
+                ab, k = side + [b for b in ab if b not in side], 0
+        pref = [b for b in ab[k % len(ab):] + ab[:k % len(ab)] if b not in avoid]
         r = self.alloc.take(pref, n, what)
         if self.shared is not None:
             self.shared[what] = r
@@ -1134,10 +1197,11 @@ class _FFNScheduler:
             self.ff, self.gg = p.ff, p.gg
             return
         KT, FT, MT = self.KT, self.FT, self.MT
+        near = self.req_near(tb)
         self.xr = {k: self.act_region(0, T, f"input X tile {k}") for k in range(KT)}
-        self.yr = {m: self.act_region(3, T, f"output Y tile {m}") for m in range(MT)}
+        self.yr = {m: self.act_region(3, T, f"output Y tile {m}", near=near and not self.hilo) for m in range(MT)}
         tiles = [0] * FT if ring else range(FT)          # the region of each d_ff tile
-        z1 = {n: self.act_region(1, tb, f"Z1 tile {n}") for n in sorted(set(tiles))}
+        z1 = {n: self.act_region(1, tb, f"Z1 tile {n}", near=near) for n in sorted(set(tiles))}
         self.z1 = {n: z1[i] for n, i in enumerate(tiles)}
         # hilo: tile n's hi pieces then its lo pieces, one region (one MM of 2 x tokens rows into W2)
         self.hh = {n: self.act_region(0, self.pieces * tb, f"H tile {n}") for n in range(FT)}
@@ -1150,7 +1214,7 @@ class _FFNScheduler:
             if tb > self.chain_tokens:
                 self.gg = self.act_region(2, tb, "H hi x 2^k", avoid=(self.ff.bank,))
         if self.q.gated:
-            uu = {n: self.act_region(2, tb, f"U tile {n}") for n in sorted(set(tiles))}
+            uu = {n: self.act_region(2, tb, f"U tile {n}", near=near) for n in sorted(set(tiles))}
             # MUL reads A and U in the same cycles: one read port per bank, so two banks
             aa = {n: self.act_region(3, tb, f"A tile {n}", avoid=(uu[n].bank,)) for n in sorted(set(tiles))}
             self.uu = {n: uu[i] for n, i in enumerate(tiles)}
@@ -1299,6 +1363,7 @@ class _Plan:
     ring: bool = False    # one Z1 / U / A region for every d_ff tile (see place_activations)
     rows: int = 1         # weight rows installed per cycle (``_rows``)
     pieces: int = 1       # accumulator rows per token in W2 (2: a hi/lo gated product, ``plan_blocks``)
+    near: bool = True     # 4 streams: the REQL destinations between the MXM and the VXM (``req_near``)
 
     def runs(self, T):
         """[(first token, tokens)] per run: ceil(T / chunk) runs whose sizes differ by at most one."""
@@ -1347,7 +1412,7 @@ def _trial(cfg, qs, plan):
     for e, q in enumerate(qs):
         before = alloc.clone()
         s = _FFNScheduler(cfg, q, plan.chunk, alloc, image=None, shared=shared)
-        s.rows = plan.rows
+        s.rows, s.near = plan.rows, plan.near
         try:
             s.place_resident(dry=True)
             s.place_activations(plan.chunk, plan.tb, plan.ring)
@@ -1503,7 +1568,7 @@ def _compile(qs, cfg, Ts, plan):
     out = []
     for e, q in enumerate(qs):
         first = _FFNScheduler(cfg, q, sizes[0], alloc, image, shared)
-        first.rows = plan.rows
+        first.rows, first.near = plan.rows, plan.near
         try:
             first.place_resident()
             first.place_activations(sizes[0], tb, plan.ring)
@@ -1516,7 +1581,7 @@ def _compile(qs, cfg, Ts, plan):
 
             def piece(work, size=size, blocks=blocks):
                 s = _FFNScheduler(cfg, q, size, alloc, image, shared, placed=first)
-                s.rows = plan.rows
+                s.rows, s.near = plan.rows, plan.near
                 s.place_resident()
                 s.place_activations(sizes[0], tb, plan.ring)
                 try:
@@ -1639,6 +1704,21 @@ def _token_counts(tokens):
     return sorted(int(T) for T in Ts)
 
 
+def _compile_fitting(qs, cfg, Ts, plan):
+    """``_compile`` with `plan`; a program longer than queue_depth is split into runs of fewer blocks."""
+    while True:
+        try:
+            return _compile(qs, cfg, Ts, plan)
+        except _QueueFull as full:      # (only runs of several blocks: one block is cut by work)
+            nb = len(plan.blocks(cfg, plan.chunk))
+            if nb == 1:
+                raise CompileError(f"internal: a run of one block overflowed queue {full.queue} ({full.n} words; "
+                                   f"queue_depth {cfg.queue_depth}) without being cut by work") from None
+            nb = max(1, min(nb - 1, nb * cfg.queue_depth // full.n))
+            tb = max(b for _, b in plan.blocks(cfg, plan.chunk))
+            plan = replace(plan, chunk=min(plan.chunk, nb * tb), tb=tb, even=True)
+
+
 def _compile_layers(qs, cfg, Ts):
     """Plan (for the largest of the token counts `Ts`), then compile every count on one image; a
     program longer than queue_depth is split into runs of fewer blocks. Returns per layer a list of
@@ -1650,21 +1730,22 @@ def _compile_layers(qs, cfg, Ts):
     if len(Ts) > 1:
         rows = _shared_rows(cfg, Ts, plan.pieces)
         if rows != plan.rows:
-            alt = _Plan(plan.chunk, plan.tb, plan.even, plan.ring, rows, plan.pieces)
+            alt = replace(plan, rows=rows)
             if _trial(cfg, qs, alt) is None:
                 plan = alt
-    while True:
+    out = _compile_fitting(qs, cfg, Ts, plan)
+    if cfg.streams <= INT32_PLANES and plan.tb > cfg.latency["vxm_req"]:
+        # 4 streams: the REQL destinations near the MXM (the default) or where 8 streams have them,
+        # a REQL of more than vxm_req tokens to a bank beyond the VXM going in pieces (``emit_req``):
+        # the faster program wins
+        def total(o):
+            return sum(c.predicted_cycles for per_T in o for c in per_T)
         try:
-            out = _compile(qs, cfg, Ts, plan)
-            break
-        except _QueueFull as full:      # (only runs of several blocks: one block is cut by work)
-            nb = len(plan.blocks(cfg, plan.chunk))
-            if nb == 1:
-                raise CompileError(f"internal: a run of one block overflowed queue {full.queue} ({full.n} words; "
-                                   f"queue_depth {cfg.queue_depth}) without being cut by work") from None
-            nb = max(1, min(nb - 1, nb * cfg.queue_depth // full.n))
-            tb = max(b for _, b in plan.blocks(cfg, plan.chunk))
-            plan = _Plan(min(plan.chunk, nb * tb), tb, True, plan.ring, plan.rows, plan.pieces)
+            far = _compile_fitting(qs, cfg, Ts, replace(plan, near=False))
+        except CompileError:
+            far = None
+        if far is not None and total(far) < total(out):
+            out = far
     dt = time.perf_counter() - t0
     for per_T in out:
         for c in per_T:

@@ -469,3 +469,77 @@ def test_four_stream_chip_uses_only_its_streams():
                for f in ("s", "d", "a") if hasattr(i.fields.get(f), "index"))
     out = run_compiled(c, q.quantize_input(x))
     assert out.cycles == c.predicted_cycles and np.array_equal(out.y, q.run_int(q.quantize_input(x)))
+
+
+def fpga_cut():
+    """configs/synth/fpga-cut.yaml: the `fpga` chip with 4 streams per direction and tap registers."""
+    from pathlib import Path
+    return load_config(Path(__file__).resolve().parents[2] / "configs" / "synth" / "fpga-cut.yaml")
+
+
+def bench_layer(dm, dff, gated, T):
+    """The layers of sim/perf/bench.py's bench_compiler (seed 1, no biases): (q, x)."""
+    rng = np.random.default_rng(1)
+    w = FFNWeights(rng.normal(size=(dm, dff)) / 8, rng.normal(size=(dff, dm)) / 8,
+                   rng.normal(size=(dm, dff)) / 8 if gated else None, activation="swiglu" if gated else "gelu")
+    x = rng.normal(size=(T, dm))
+    return quantize_ffn(w, x), x
+
+
+@pytest.mark.parametrize("dm,dff,gated,T", [(64, 64, True, 64), (64, 128, False, 64), (32, 128, True, 1),
+                                            (64, 64, True, 8)])
+def test_four_stream_cut_compiles_the_fpga_perf_layers(dm, dff, gated, T):
+    """The `fpga` layers of `make perf` (sim/perf/bench.py) on the 4-stream cut: an EMIT's int32 group
+    takes every stream of its direction, so a REQL of more than vxm_req tokens sends its result
+    toward the MXM (its destination placed between the MXM and the VXM) or goes in pieces
+    (``emit_req``).  Exact, predicted = measured cycles, at most 2 % slower than the 8-stream `fpga`
+    (the taps' extra latency included)."""
+    cfg = fpga_cut()
+    q, x = bench_layer(dm, dff, gated, T)
+    c = compile_ffn(q, cfg, T)
+    assert all(i.fields.get(f).index < 4 for insns in c.program.queues.values() for i in insns
+               for f in ("s", "d", "a") if hasattr(i.fields.get(f), "index"))
+    xq = q.quantize_input(x)
+    out = run_compiled(c, xq)
+    assert out.cycles == c.predicted_cycles and np.array_equal(out.y, q.run_int(xq))
+    assert c.predicted_cycles <= 1.02 * compile_ffn(q, load_config("fpga"), T).predicted_cycles
+
+
+@pytest.mark.parametrize("chip,dm,dff,act,T", [
+    ("cut", 40, 72, "swiglu", 17),      # padded tiles, a block of 17 > vxm_req tokens
+    ("cut", 32, 64, "gelu", 3),
+    ("cut", 32, 64, "gelu", 64),
+    ("tiny4", 64, 64, "swiglu", 16),    # 4 banks on each side of the VXM
+    ("tiny4", 128, 128, "gelu", 16),    # the banks between MXM and VXM full of weights: REQL in pieces
+])
+def test_four_stream_chips_compile_exact(chip, dm, dff, act, T):
+    """More 4-stream layers (with biases): the cut, and `tiny` with 4 streams (the weight banks
+    between the MXM and the VXM, so the REQL destinations there compete with the weights; when
+    those banks are full every REQL of a block goes in pieces of at most vxm_req tokens)."""
+    from tests.harness import variant
+    cfg = fpga_cut() if chip == "cut" else variant("tiny", name="tiny-4s", streams=4)
+    w = layer(dm, dff, act, gated=act == "swiglu", seed=dm + T)
+    x = np.random.default_rng(T).normal(size=(T, dm))
+    q, c, out, xq = run(w, x, cfg)
+    assert out.cycles == c.predicted_cycles and np.array_equal(out.y, q.run_int(xq))
+    reqls = [i.count for i in c.program.queues["vxm0"] if i.op.name == "REQL"]
+    if (chip, dm) == ("tiny4", 128):
+        assert max(reqls) <= cfg.latency["vxm_req"]
+
+
+@pytest.mark.parametrize("chip,T,hilo", [("cut", 3, 4), ("cut", 17, 4), ("tiny4", 3, 4)])
+def test_four_stream_chips_tiles_arithmetic(chip, T, hilo):
+    """The "tiles" scheme on 4 streams: the W2 combination chained on the streams sends its ADD32
+    results the other way when the EMITted groups fill one direction; the combination through MEM
+    (int32 groups from both sides) cannot run, so blocks of more than vxm_alu tokens are refused
+    there and the plan takes smaller ones."""
+    from tests.harness import variant
+    cfg = fpga_cut() if chip == "cut" else variant("tiny", name="tiny-4s", streams=4)
+    w = layer(32, 64, "swiglu", gated=True, seed=T)
+    x = np.random.default_rng(T).normal(size=(T, 32))
+    q = tiles_variant(quantize_ffn(w, x), cfg.lanes, hilo, seed=T)
+    c = compile_ffn(q, cfg, T)
+    xq = q.quantize_input(x)
+    out = run_compiled(c, xq)
+    assert out.run_cycles == [r.predicted_cycles for r in c.runs] and np.array_equal(out.y, q.run_int(xq))
+    assert max(n for r in c.runs for _, n in r.blocks) <= cfg.latency["vxm_alu"]
