@@ -48,7 +48,7 @@ Weight rows: with ``mxm.install_rows`` R > 1 each tile's rows are spread over a 
 (row i in bank i mod G) and one LW takes G rows per cycle from G streams, one READ per bank
 (``lw``, ``_rows`` picks G: R, or fewer when R would take the banks the activations need).
 
-Four streams per direction (configs/synth/fpga-cut.yaml): an EMIT's int32 group then takes every
+Four streams per direction (configs/fpga.yaml): an EMIT's int32 group then takes every
 stream toward the VXM, so while a block of more than vxm_req tokens passes, the REQL's int8 result
 can only go back toward the MXM.  Its destinations (Z1, U, Y) are placed between the MXM and the
 VXM (``req_near``), or, where they lie beyond the VXM, the EMIT and REQL go in pieces of vxm_req

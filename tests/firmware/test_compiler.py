@@ -453,11 +453,11 @@ def test_tiles_errors():
 
 
 def test_four_stream_chip_uses_only_its_streams():
-    """On a 4-stream chip (configs/synth/fpga-cut.yaml, the FPGA cut) the compiler's preferred
+    """On a 4-stream chip (configs/fpga.yaml, the FPGA cut) the compiler's preferred
     result streams (4..7 on 8+-stream chips) do not exist; it picks among the chip's own.  A 1-token
     SwiGLU compiles, passes the program check and runs exact with its predicted cycles."""
     from pathlib import Path
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "synth" / "fpga-cut.yaml")
+    cfg = load_config("fpga")
     assert cfg.streams == 4
     rng = np.random.default_rng(1)
     w = FFNWeights(rng.normal(size=(32, 128)) / 8, rng.normal(size=(128, 32)) / 8, rng.normal(size=(32, 128)) / 8,
@@ -472,9 +472,9 @@ def test_four_stream_chip_uses_only_its_streams():
 
 
 def fpga_cut():
-    """configs/synth/fpga-cut.yaml: the `fpga` chip with 4 streams per direction and tap registers."""
+    """configs/fpga.yaml: the `fpga` chip with 4 streams per direction and tap registers."""
     from pathlib import Path
-    return load_config(Path(__file__).resolve().parents[2] / "configs" / "synth" / "fpga-cut.yaml")
+    return load_config("fpga")
 
 
 def bench_layer(dm, dff, gated, T):

@@ -23,7 +23,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from tinylpu.config import load_config
+from tests.hdl.test_taps import unit_config
 from tinylpu.hdl.common import ecp5_mult
 from tinylpu.hdl.mxm import MxmSlice
 from tinylpu.hdl.vxm import VxmSlice
@@ -44,7 +44,7 @@ def test_products_in_dsp_blocks_with_registers(unit, count, mode):
     the DSP's input registers, the VXM's from the DSP's input registers; every product is in a DSP's
     output register."""
     assert MxmSlice.DSP_WEIGHT_REG == "fabric"
-    cfg = load_config("fpga")
+    cfg = unit_config("fpga")
     cls = {"mxm": MxmSlice, "vxm": VxmSlice}[unit]
     dut = cls(cfg, cfg.slices_of(unit)[0])
     if unit == "mxm":

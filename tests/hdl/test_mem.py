@@ -13,7 +13,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from tests.harness import check_landing, drive_issue, issue_words, lead_in, shared_dut, simulate, variant, vec_int
-from tests.hdl.test_taps import cut_config
+from tests.hdl.test_taps import cut_config, unit_config
 from tinylpu.config import load_config
 from tinylpu.hdl.mem import MemSlice
 from tinylpu.hdl.taps import Tapped
@@ -27,10 +27,10 @@ ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range"
 
 CONFIGS = {
     "tiny": lambda: load_config("tiny"),
-    "fpga": lambda: load_config("fpga"),
+    "fpga": lambda: unit_config("fpga"),
     "padded": lambda: variant("tiny", mem_read=5, mem_write=4),
     "lanes4": lambda: variant("tiny", lanes=4, streams=4, mem_read=3),
-    "cut": cut_config,                  # configs/synth/fpga-cut.yaml: tap registers (hdl/taps.py)
+    "cut": cut_config,                  # configs/fpga.yaml: tap registers (hdl/taps.py)
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from amaranth.back import verilog
 
 from tests.harness import check_landing, drive_issue, issue_words, lead_in, shared_dut, simulate, variant
-from tests.hdl.test_taps import cut_config, tapped
+from tests.hdl.test_taps import cut_config, tapped, unit_config
 from tinylpu.arith import int32_to_planes, planes_to_int32
 from tinylpu.config import load_config
 from tinylpu.hdl.mxm import MxmSlice, tree_cuts
@@ -27,7 +27,7 @@ ERROR_KINDS = {"holds no data": "empty", "is busy until": "busy", "out of range"
 
 CONFIGS = {
     "tiny": lambda: load_config("tiny"),             # install 1, mm 5, emit 2
-    "fpga": lambda: load_config("fpga"),             # install 1, mm 7 (fully pipelined tree), emit 3
+    "fpga": lambda: unit_config("fpga"),             # install 1, mm 7 (fully pipelined tree), emit 3
     "min": lambda: variant("tiny", mxm_install=1, mxm_mm=3, mxm_emit=2),
     "padded": lambda: variant("tiny", mxm_install=3, mxm_mm=9, mxm_emit=4),
     "mm4": lambda: variant("tiny", mxm_install=2, mxm_mm=4),
@@ -38,7 +38,7 @@ CONFIGS = {
     "rows4": lambda: variant("tiny", install_rows=4, mxm_install=2, mxm_mm=4),
     "rows8": lambda: variant("tiny", install_rows=8),                  # R = streams: every stream
     "rows8_lanes8": lambda: variant("tiny", lanes=8, install_rows=8, mxm_install=2, mxm_mm=6),  # all rows at once
-    "cut": cut_config,                  # configs/synth/fpga-cut.yaml: tap registers (hdl/taps.py)
+    "cut": cut_config,                  # configs/fpga.yaml: tap registers (hdl/taps.py)
     "tiny-tap": lambda: tapped("tiny"),
 }
 ROWS_CONFIGS = ["rows2", "rows4", "rows8", "rows8_lanes8"]

@@ -13,7 +13,7 @@ import pytest
 from amaranth.back import verilog
 
 from tests.harness import run_unit_rtl, shared_dut, tap_ints, vec_int
-from tests.hdl.test_taps import cut_config, tapped
+from tests.hdl.test_taps import cut_config, tapped, unit_config
 from tinylpu.config import load_config
 from tinylpu.hdl.sxm import SxmSlice
 from tinylpu.hdl.taps import Tapped
@@ -34,11 +34,11 @@ def config(name):
     if name == "lanes8":
         cfg = load_config("tiny")
         return dataclasses.replace(cfg, name=name, lanes=8, latency={**cfg.latency, "sxm": 3})
-    if name == "cut":               # configs/synth/fpga-cut.yaml: 4 streams, tap registers (hdl/taps.py)
+    if name == "cut":               # configs/fpga.yaml: 4 streams, tap registers (hdl/taps.py)
         return cut_config()
     if name.endswith("-tap"):       # tap registers, every result latency one longer
         return tapped(name[:-4])
-    return load_config(name)
+    return unit_config(name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ configs ``*-tap``).  Also: the config loader's minimum-latency rule.
 
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,13 +23,22 @@ from tinylpu.sim.golden.chip import ProgramError
 
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
 
-CUT = "configs/synth/fpga-cut.yaml"
+CUT = "fpga"
+#: the `fpga` chip before the cut (8 streams, no taps): its units are the ones the cut chip wraps in
+#: tap registers (hdl/taps.py ``Tapped`` builds them at latencies one shorter), so the unit tests
+#: build bare units from it under the name "fpga"
+FPGA_UNITS = Path(__file__).resolve().parents[2] / "configs" / "synth" / "fpga-8s.yaml"
+
+
+def unit_config(name):
+    """A config for a bare unit (no ``Tapped`` wrapper): "fpga" is the 8-stream chip's pipelines."""
+    return load_config(FPGA_UNITS if name == "fpga" else name)
 
 
 def tapped(base, name=None, **latency):
     """A shipped config with tap registers and every result latency one longer (the same unit
     pipelines as `base` behind the tap), latencies in `latency` set as given."""
-    raw = copy.deepcopy(load_config(base).raw)
+    raw = copy.deepcopy(unit_config(base).raw)
     raw["name"] = name or f"{base}-tap"
     raw["fabric"] = {"tap_registers": True}
     for k in TAP_LATENCY_KEYS:
@@ -38,8 +48,8 @@ def tapped(base, name=None, **latency):
 
 
 def cut_config():
-    from pathlib import Path
-    return load_config(str(Path(__file__).resolve().parents[2] / CUT))
+    """The shipped `fpga` config: the FPGA cut (4 streams, tap registers)."""
+    return load_config(CUT)
 
 
 def test_tap_config_rules():
@@ -47,8 +57,9 @@ def test_tap_config_rules():
     assert cfg.tap_registers and not load_config("tiny").tap_registers
     cut = cut_config()
     assert cut.tap_registers and cut.streams == 4
-    fpga = load_config("fpga")
-    # the cut keeps fpga's unit pipelines: every result latency one longer, the rest unchanged
+    fpga = load_config(FPGA_UNITS)
+    assert fpga.streams == 8 and not fpga.tap_registers
+    # the cut keeps the 8-stream chip's unit pipelines: every result latency one longer, the rest unchanged
     assert {k: cut.latency[k] - fpga.latency[k] for k in fpga.latency} == {
         k: int(k in TAP_LATENCY_KEYS) for k in fpga.latency}
     for k in TAP_LATENCY_KEYS:
@@ -114,5 +125,5 @@ def test_tapped_tiny_random_programs():
 
 @pytest.mark.slow
 def test_fpga_cut_random_programs():
-    """The config ``make synth BOARD=ulx3s-85f`` builds (configs/synth/fpga-cut.yaml)."""
+    """The config ``make synth BOARD=ulx3s-85f`` builds (configs/fpga.yaml)."""
     _check_random(cut_config(), range(12))

@@ -13,7 +13,7 @@ import pytest
 from amaranth.back import verilog
 
 from tests.harness import run_unit_rtl, shared_dut, tap_ints, vec_int
-from tests.hdl.test_taps import cut_config, tapped
+from tests.hdl.test_taps import cut_config, tapped, unit_config
 from tinylpu.arith import int32_to_planes, requantize, rshift_round, sat8
 from tinylpu.config import load_config
 from tinylpu.hdl.taps import Tapped
@@ -30,7 +30,7 @@ WIDE_IMM = [-32768, 32767, 255, 256, -129, -257, 511, 512, -512, -513, 0x1234, -
 def config(name):
     if name.endswith("-late"):      # the ECP5 build's LUT table: operand registered, read late
         return dataclasses.replace(config(name[:-5]), name=name)
-    if name == "cut":               # configs/synth/fpga-cut.yaml: 4 streams, tap registers (hdl/taps.py)
+    if name == "cut":               # configs/fpga.yaml: 4 streams, tap registers (hdl/taps.py)
         return cut_config()
     if name.endswith("-tap"):       # tap registers, every result latency one longer
         return tapped(name[:-4])
@@ -42,7 +42,7 @@ def config(name):
         cfg = load_config("tiny")
         return dataclasses.replace(cfg, name="deep", latency={**cfg.latency, "vxm_alu": 4, "vxm_mul": 6,
                                                                  "vxm_req": 9, "vxm_lut": 5})
-    return load_config(name)
+    return unit_config(name)
 
 
 def vxm(cfg, early=False):

@@ -161,7 +161,7 @@ FLOORPLAN = ["mxm0", "sxm0", "mem0", "mem1", "vxm0", "mem2", "mem3"]
 
 
 def _fpga_like_cells():
-    """Yosys-JSON-shaped cells of the fpga-cut chip's hard blocks, with logic cells as weights."""
+    """Yosys-JSON-shaped cells of the fpga chip's hard blocks, with logic cells as weights."""
     cells = {}
     for i in range(8):
         for j in range(8):
