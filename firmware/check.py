@@ -106,13 +106,14 @@ def program_problems(program, cfg):
     return out
 
 
-_RULES = {}                    # id(config) -> (config, {id(op): (slice kinds or None for any, [problem tests])})
+_RULES = {}                    # id(config) -> (config, {id(op): (slice kinds or None for any, problem test or None)})
 
 
 def _rules(cfg):
-    """Per opcode (keyed by its id): the slice kinds it may run on (None: any) and the tests of
-    ``insn_problems`` that apply to it, each a function of the fields that is true on a problem (no
-    kinds at all: an opcode this config cannot run)."""
+    """Per opcode (keyed by its id): the slice kinds it may run on (None: any) and one function of the
+    fields that is true on a problem (the tests of ``insn_problems`` that apply to it, in one
+    expression: a compiled layer has thousands of instructions), or None when none apply (no kinds at
+    all: an opcode this config cannot run)."""
     e = _RULES.get(id(cfg))
     if e is not None and e[0] is cfg:
         return e[1]
@@ -120,7 +121,7 @@ def _rules(cfg):
     out = {}
     for op, info in OPS.items():
         if info.unit == "c2c" and not cfg.c2c_ports:
-            out[id(op)] = (frozenset(), [])
+            out[id(op)] = (frozenset(), None)
             continue
         kinds = None if info.unit == "any" else frozenset([info.unit])
         tests = []
@@ -128,43 +129,44 @@ def _rules(cfg):
             if o.kind in ("stream", "group"):
                 top = S - (INT32_PLANES - 1 if o.kind == "group" else 0)
                 if o.imm_flag:
-                    tests.append(lambda f, fld=o.field, top=top: not f.get("use_imm") and f[fld].index >= top)
+                    tests.append(f'(not f.get("use_imm") and f["{o.field}"].index >= {top})')
                 else:
-                    tests.append(lambda f, fld=o.field, top=top: f[fld].index >= top)
+                    tests.append(f'f["{o.field}"].index >= {top}')
         if info.unit == "c2c":
-            tests.append(lambda f: f["port"] >= cfg.c2c_ports)
+            tests.append(f'f["port"] >= {int(cfg.c2c_ports)}')
         if info.fmt != Format.CTL and op not in (Opcode.TRANS, Opcode.DESKEW):
-            tests.append(lambda f: not 1 <= f.get("count", 1) <= COUNT_MAX)
+            tests.append(f'not 1 <= f.get("count", 1) <= {COUNT_MAX}')
         if op == Opcode.NOP:
-            tests.append(lambda f: f["n"] < 1)
+            tests.append('f["n"] < 1')
         elif op == Opcode.REPEAT:
-            tests.append(lambda f: f["n"] < 1 or f["d"] < 1)
+            tests.append('(f["n"] < 1 or f["d"] < 1)')
         elif op in (Opcode.READ, Opcode.WRITE):
-            def t(f):
-                a, b = f["addr"], f["addr"] + (f.get("count", 1) - 1) * f["stride"]
-                return a < 0 or b < 0 or a >= depth or b >= depth
-            tests.append(t)
+            # (the first and the last address: a < 0 or b < 0 or a >= depth or b >= depth)
+            tests.append(f'not 0 <= f["addr"] < {depth}')
+            tests.append(f'not 0 <= f["addr"] + (f.get("count", 1) - 1) * f["stride"] < {depth}')
         elif op in (Opcode.GATHER, Opcode.SCATTER):
-            tests.append(lambda f: f["addr"] >= depth)
+            tests.append(f'f["addr"] >= {depth}')
         elif op == Opcode.LW:
-            tests.append(lambda f: f["addr"] + f.get("count", 1) > lanes or (R > 1 and f["s"].index + R > S))
+            tests.append(f'(f["addr"] + f.get("count", 1) > {lanes} or ({R} > 1 and f["s"].index + {R} > {S}))')
         elif op in (Opcode.MM, Opcode.EMIT):
-            tests.append(lambda f: f["addr"] + f.get("count", 1) > acc_depth)
+            tests.append(f'f["addr"] + f.get("count", 1) > {acc_depth}')
         elif op == Opcode.LDLUT:
-            tests.append(lambda f: (f["imm"] + f.get("count", 1)) * lanes > 256)
+            tests.append(f'(f["imm"] + f.get("count", 1)) * {lanes} > 256')
         elif op in (Opcode.SHIFT, Opcode.ROT):
-            tests.append(lambda f: not -lanes <= f["imm"] <= lanes)
+            tests.append(f'not -{lanes} <= f["imm"] <= {lanes}')
         elif op == Opcode.DIST:
-            tests.append(lambda f: not 0 <= f["imm"] < lanes)
+            tests.append(f'not 0 <= f["imm"] < {lanes}')
         elif op == Opcode.LDM:
-            tests.append(lambda f: f["count"] != 4)
+            tests.append('f["count"] != 4')
         elif op == Opcode.TRANS:
-            tests.append(lambda f: f["count"] != 0)
+            tests.append('f["count"] != 0')
         elif op == Opcode.LDPERM:
-            tests.append(lambda f: f["count"] != 1)
+            tests.append('f["count"] != 1')
         if any(o.imm_flag for o in info.operands):
-            tests.append(lambda f: f.get("use_imm") and not -128 <= f["imm"] <= 127)
-        out[id(op)] = (kinds, tests)              # (by id: an enum member's hash runs Python code)
+            tests.append('(f.get("use_imm") and not -128 <= f["imm"] <= 127)')
+        # (the config's numbers are ints, written into the expression as literals)
+        test = eval("lambda f: " + " or ".join(tests), {}) if tests else None   # noqa: S307
+        out[id(op)] = (kinds, test)               # (by id: an enum member's hash runs Python code)
     _RULES[id(cfg)] = (cfg, out)
     if len(_RULES) > 64:
         _RULES.pop(next(iter(_RULES)))
@@ -185,17 +187,14 @@ def program_ok(program, cfg):
         unit = False                                # the previous instruction is a unit instruction
         for insn in insns:
             op = insn.op
-            ks, tests = rules[id(op)]
+            ks, test = rules[id(op)]
             if ks is not None and kind not in ks:
                 return False
             if op is repeat and not unit:
                 return False
             unit = ks is not None
-            if tests:
-                f = insn.fields
-                for t in tests:
-                    if t(f):
-                        return False
+            if test is not None and test(insn.fields):
+                return False
     return True
 
 

@@ -190,15 +190,17 @@ class Golden:
         self.L = cfg.latency
         self.lanes, self.S, self.P = cfg.lanes, cfg.streams, cfg.positions
         self.pos = {s.name: s.position for s in cfg.slices}
-        self.kind = {s.name: s.kind for s in cfg.slices}
-        self.mem = _Banks([s.name for s in cfg.slices_of("mem")], cfg.mem_depth, cfg.lanes)
-        self.weights = {s.name: np.zeros((2, cfg.lanes, cfg.lanes), np.int8) for s in cfg.slices_of("mxm")}
-        self.acc = {s.name: np.zeros((cfg.acc_depth, cfg.lanes), np.int32) for s in cfg.slices_of("mxm")}
-        self.lut = {s.name: np.zeros(256, np.int8) for s in cfg.slices_of("vxm")}
-        self.req_m = {s.name: np.zeros(cfg.lanes, np.int16) for s in cfg.slices_of("vxm")}
-        self.req_sh = {s.name: np.zeros(cfg.lanes, np.int64) for s in cfg.slices_of("vxm")}
-        self.req_z = {s.name: np.zeros(cfg.lanes, np.int8) for s in cfg.slices_of("vxm")}
-        self.perm = {s.name: np.arange(cfg.lanes) for s in cfg.slices_of("sxm")}
+        self.kind = kind = {s.name: s.kind for s in cfg.slices}
+        lanes = cfg.lanes
+        mem, mxm, vxm, sxm = ([n for n, k in kind.items() if k == x] for x in ("mem", "mxm", "vxm", "sxm"))
+        self.mem = _Banks(mem, cfg.mem_depth, lanes)
+        self.weights = {n: np.zeros((2, lanes, lanes), np.int8) for n in mxm}
+        self.acc = {n: np.zeros((cfg.acc_depth, lanes), np.int32) for n in mxm}
+        self.lut = {n: np.zeros(256, np.int8) for n in vxm}
+        self.req_m = {n: np.zeros(lanes, np.int16) for n in vxm}
+        self.req_sh = {n: np.zeros(lanes, np.int64) for n in vxm}
+        self.req_z = {n: np.zeros(lanes, np.int8) for n in vxm}
+        self.perm = {n: np.arange(lanes) for n in sxm}
         self.tx_hook = None          # set by a tray: (port, cycle, vector) for every SEND element
         self.rx = {p: [] for p in range(cfg.c2c_ports)}
         self.program = Program({})

@@ -30,6 +30,11 @@ costs only phase 3's evaluation (``load_program`` skips the static check too).  
 last 64 programs, each only by a weak reference; a program whose queues changed is planned anew.
 Evaluation runs with one BLAS thread (the products are small; OpenBLAS threads only contend).
 
+A program's *first* run (no plan cached) is walked instead when it is small (``sim/golden/walk.py``:
+one pass that issues, runs and checks the program without building the plan; most of a random test
+program's cost was building the plan it then runs once); its second run builds the plan.  The
+walk reports errors the same way (nothing written, ``Golden.run`` redoes the run).
+
 Program errors are detected (any of: queue past its end, busy sub-unit, port conflict, empty
 stream slot, address out of range (also GATHER/SCATTER indices), accumulator hazard, deadlock,
 work in flight at the end, ``max_cycles``), and then the run is redone by ``Golden.run`` from the
@@ -56,11 +61,13 @@ from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Opcode
 from tinylpu.sim.golden.chip import _SUBUNIT, Golden, ProgramError, RunResult
 from tinylpu.sim.golden.flow import KEY as _BIG
 from tinylpu.sim.golden.flow import Flow, FlowError
+from tinylpu.sim.golden.walk import Bail, TooLong, walk
 
 __all__ = ["FastGolden", "ProgramError", "RunResult"]
 
 EAST, WEST = 0, 1
 _MAX_UNITS = 200_000           # more dispatched unit instructions than this: run on Golden
+_WALK_ELEMENTS = 4000          # a first run of a program of at most this many elements is walked (walk.py)
 _I8 = np.dtype(np.int8)
 _READS = (Opcode.READ, Opcode.GATHER)
 _LOADS = (Opcode.LDM, Opcode.LDLUT, Opcode.LDPERM)
@@ -102,7 +109,7 @@ class _Plan:
     its queues hold the same instructions (``snap``); the program itself only by a weak reference,
     whose death drops the plan."""
     __slots__ = ("__weakref__", "activity", "bad", "c2c", "flow", "halted", "last_halt", "ref", "snap", "tray",
-                 "units")
+                 "units", "walked")
 
     def __init__(self, program, key):
         self.ref = weakref.ref(program, lambda r: _forget(key, r))
@@ -110,6 +117,7 @@ class _Plan:
         self.units = self.flow = self.c2c = None
         self.tray = None        # (sim/golden/fasttray.py: its link replay of a tray with this chip 0)
         self.bad = False
+        self.walked = False     # its first run was walked (sim/golden/walk.py)
 
 
 def _forget(key, ref):
@@ -329,11 +337,10 @@ class FastGolden(Golden):
     def __init__(self, config="tiny"):
         super().__init__(config)
         self.fallbacks = 0          # runs redone on Golden.run (errors, C2C programs)
-        key = tuple(sorted(self.L.items()))
+        self._fast_cfg_key = key = _cfg_key(self.cfg)          # (names every latency too)
         if key not in _TABLES:
             _TABLES[key] = _tables(self.L)
         self._fast_tab, self._fast_srcs = _TABLES[key]
-        self._fast_cfg_key = _cfg_key(self.cfg)
         self._valid, self._row = self.mem.valid, (self.lanes,)
 
     def load_program(self, program):
@@ -419,6 +426,28 @@ class FastGolden(Golden):
 
     def _fast_run(self, max_cycles):
         self.rx = {p: [] for p in range(self.cfg.c2c_ports)}
+        if _WALK_ELEMENTS:
+            program = self.program
+            plan = self._fast_cached(program) or _remember(self._fast_cfg_key, program)
+            if not (plan.walked or plan.bad or plan.units is not None or plan.flow is not None):
+                # a first run: walked in one pass (a later run builds the plan)
+                # (the walk allocates thousands of small containers and no cyclic garbage to speak of:
+                # as for planning, the cyclic collector's passes over them would only cost time)
+                collect = gc.isenabled()
+                gc.disable()
+                try:
+                    r = walk(self, max_cycles, _WALK_ELEMENTS)
+                except TooLong:
+                    raise _Fallback from None
+                except Bail:
+                    plan.bad = True
+                    raise _Fallback from None
+                finally:
+                    if collect:
+                        gc.enable()
+                if r is not None:
+                    plan.walked = True
+                    return r
         plan = self._fast_plan(max_cycles)
         if plan.c2c:
             raise _Fallback                       # SEND / RECV: only in a tray (``fasttray``)

@@ -18,6 +18,7 @@ from tinylpu.firmware.program import Program
 from tinylpu.firmware.quant import FFNWeights, quantize_ffn
 from tinylpu.firmware.randprog import random_program
 from tinylpu.isa import OPS, Format, Insn, Opcode, StreamRef
+from tinylpu.sim.golden import fast as fast_mod
 from tinylpu.sim.golden.chip import Golden, ProgramError
 from tinylpu.sim.golden.fast import FastGolden
 from tinylpu.sim.perf.bench import steady_state_source
@@ -511,6 +512,12 @@ def test_mutated_random_programs_sweep():
 # --- (d) the batched path (sim/golden/flow.py) and the plan cache ----------------------------------
 
 @pytest.fixture
+def no_walk(monkeypatch):
+    """First runs on the plan (phases 1 and 2 and the dataflow), not walked (sim/golden/walk.py)."""
+    monkeypatch.setattr(fast_mod, "_WALK_ELEMENTS", 0)
+
+
+@pytest.fixture
 def no_gather(monkeypatch):
     """Random programs without GATHER/SCATTER (their flows drawn as VXM and MXM flows instead): more
     computing nodes per program, and no dynamic banks."""
@@ -526,7 +533,7 @@ def batched(f, program):
 
 
 @pytest.mark.parametrize("cfgname", ["tiny", "fpga", "ice40", "duo"])
-def test_batched_random_programs(cfgname, no_gather):
+def test_batched_random_programs(cfgname, no_gather, no_walk):
     cfg = load_config(cfgname)
     for seed in range(40 if cfgname == "tiny" else 20):
         case = random_program(cfg, seed)
@@ -535,7 +542,7 @@ def test_batched_random_programs(cfgname, no_gather):
         assert res[0] == "ok" and fast and batched(f, case.program), (cfgname, seed, case.flows)
 
 
-def test_batched_other_latencies_and_install_rows(no_gather):
+def test_batched_other_latencies_and_install_rows(no_gather, no_walk):
     for cfg in (variant("tiny", "tiny-min", mem_read=2, mem_write=2, mxm_install=1, mxm_mm=3, mxm_emit=2,
                         vxm_alu=2, vxm_mul=2, vxm_req=2, vxm_lut=2, sxm=2, notify=1),
                 variant("tiny", "tiny-long", mem_read=4, mem_write=5, mxm_install=3, mxm_mm=7, vxm_req=6, notify=4),
@@ -547,13 +554,13 @@ def test_batched_other_latencies_and_install_rows(no_gather):
             assert res[0] == "ok" and fast and batched(f, case.program), (cfg.name, seed)
 
 
-def test_batched_mutants(no_gather):
+def test_batched_mutants(no_gather, no_walk):
     """Broken timing on the batched path's programs: the errors still reach Golden.run."""
     stats = _mutants(range(30), 4)
     assert stats["error"] >= 25 and stats["ok"] >= 10 and stats["fast"] >= stats["ok"], stats
 
 
-def test_batched_state_persists_and_repeats(no_gather):
+def test_batched_state_persists_and_repeats(no_gather, no_walk):
     """Programs in sequence on one chip, each run twice (the second run from the cached plan), with
     other MEM contents the second time: unit state carries over, and the cached flow reads the new data."""
     g, f = Golden(CFG), FastGolden(CFG)
@@ -599,11 +606,10 @@ def test_plan_cache_follows_the_program():
     assert want[0] == "error" and outcome(f, prog, case_image(case), max_cycles=10) == want
 
 
-def test_batched_unit_ops_and_register_state(monkeypatch):
-    """Every VXM/SXM opcode (the per-opcode programs of tests/harness.py, with edge operands,
-    immediates, shifts and register loads) on the batched path, each on a fresh chip and then all in
-    sequence on one chip, where REQL / LUT / PERM without a load of their own use the LDM / LDLUT /
-    LDPERM state an earlier program left."""
+def unit_op_jobs(monkeypatch):
+    """(program, image) of every VXM/SXM opcode (the per-opcode programs of tests/harness.py, with
+    edge operands, immediates, shifts and register loads), in an order where REQL / LUT / PERM
+    without a load of their own follow programs with LDM / LDLUT / LDPERM."""
     from tests import harness
     from tinylpu.arith import int32_to_planes
     jobs = []
@@ -664,6 +670,14 @@ def test_batched_unit_ops_and_register_state(monkeypatch):
     run(CFG, "sxm0", Opcode.PERM, {"a": v()})
     run(CFG, "sxm0", Opcode.TRANS, {"a": rng.integers(-128, 128, (lanes, lanes), dtype=np.int8)})
     assert len(jobs) >= 50
+    return jobs
+
+
+def test_batched_unit_ops_and_register_state(monkeypatch, no_walk):
+    """The unit ops on the batched path, each on a fresh chip and then all in sequence on one chip,
+    where REQL / LUT / PERM without a load of their own use the LDM / LDLUT / LDPERM state an earlier
+    program left."""
+    jobs = unit_op_jobs(monkeypatch)
     for program, image in jobs:
         f = FastGolden(CFG)
         res, fast = compare(CFG, program, image, f=f)
@@ -692,7 +706,7 @@ def _chains_source(cfg, mms, emit_at):
 
 @pytest.mark.parametrize("cfgname,mms,emit_at", [("tiny", 23, 10), ("tiny", 353, 175), ("tiny", 350, None),
                                                  ("lpu", 93, 45), ("lpu", 90, None)])
-def test_batched_accumulation_chains(cfgname, mms, emit_at):
+def test_batched_accumulation_chains(cfgname, mms, emit_at, no_walk):
     """Fused accumulation chains (flow.py's chain steps): uneven chain lengths in one step, chains
     longer than one exact float32 slice (64 products at 16 lanes, 16 at 64 lanes), initial
     accumulator contents and an EMITted row as the chains' bases; weights and accumulators preset

@@ -1,0 +1,213 @@
+"""FastGolden's first runs walked in one pass (sim/golden/walk.py) against Golden: random programs
+on several configs, broken mutants of them (every kind of program error), the unit ops with their
+register state, a first (walked) run followed by runs from the plan on one chip, and which programs
+are walked at all."""
+
+import numpy as np
+import pytest
+
+from tests.harness import variant
+from tests.sim.golden.test_fast import CFG, _mutants, case_image, compare, mutate, outcome, unit_op_jobs
+from tests.sim.golden.test_programs import ROWS4
+from tinylpu.config import load_config
+from tinylpu.firmware.asm import assemble
+from tinylpu.firmware.program import Program
+from tinylpu.firmware.randprog import random_program
+from tinylpu.sim.golden import fast as fast_mod
+from tinylpu.sim.golden.chip import Golden
+from tinylpu.sim.golden.fast import FastGolden
+from tinylpu.sim.golden.walk import walk
+
+
+def walked(f, program):
+    """The program's first run on `f` was walked (and its plan not built)."""
+    p = f._fast_cached(program)
+    return p is not None and p.walked and p.flow is None
+
+
+def test_fuzz_random_programs_tiny():
+    """1,000 random programs: the same cycles, activity, halt cycles and state as Golden, every one walked."""
+    for seed in range(3000, 4000):
+        case = random_program(CFG, seed)
+        f = FastGolden(CFG)
+        res, fast = compare(CFG, case.program, case_image(case), f=f)
+        assert res[0] == "ok" and fast and walked(f, case.program), (seed, case.flows)
+
+
+@pytest.mark.parametrize("cfg", [load_config("fpga"), load_config("ice40"), load_config("duo"), ROWS4,
+                                 variant("tiny", "tiny-rows2", install_rows=2),
+                                 variant("tiny", "tiny-min", mem_read=2, mem_write=2, mxm_install=1, mxm_mm=3,
+                                         mxm_emit=2, vxm_alu=2, vxm_mul=2, vxm_req=2, vxm_lut=2, sxm=2, notify=1),
+                                 variant("tiny", "tiny-long", mem_read=4, mem_write=5, mxm_install=3, mxm_mm=7,
+                                         vxm_req=6, notify=4)], ids=lambda c: c.name)
+def test_fuzz_random_programs_other_configs(cfg):
+    for seed in range(5000, 5080):
+        case = random_program(cfg, seed)
+        f = FastGolden(cfg)
+        res, fast = compare(cfg, case.program, case_image(case), f=f)
+        assert res[0] == "ok" and fast and walked(f, case.program), (cfg.name, seed, case.flows)
+
+
+def test_fuzz_error_programs():
+    """Mutants of random programs (shifted issue times, renamed streams, changed counts and addresses,
+    dropped instructions): the same outcome as Golden, errors reported by Golden itself."""
+    stats = _mutants(range(6000, 6250), 4)
+    assert stats["error"] >= 250 and stats["ok"] >= 80 and stats["fast"] >= stats["ok"], stats
+
+
+def test_fuzz_error_programs_install_rows():
+    stats = _mutants(range(6500, 6560), 4, ROWS4)
+    assert stats["error"] >= 50 and stats["ok"] >= 20 and stats["fast"] >= stats["ok"], stats
+
+
+def test_errors_leave_the_model_untouched():
+    """A walk that finds an error writes nothing: MEM, weights, accumulators and registers are as
+    before (Golden.run then starts from them), and the plan is marked bad (later runs: Golden.run)."""
+    rng = np.random.default_rng(3)
+    bad = 0
+    for seed in range(7000, 7150):
+        case = random_program(CFG, seed)
+        prog = case.program
+        for _ in range(2):
+            prog = mutate(prog, rng, CFG)
+        f = FastGolden(CFG)
+        try:
+            f.load_program(prog)
+        except ValueError:
+            continue
+        for b, (a, v) in case.mem.items():
+            f.write_mem(b, a, v)
+        state = {attr: {k: np.array(v) for k, v in getattr(f, attr).items()}
+                 for attr in ("weights", "acc", "lut", "req_m", "req_sh", "req_z", "perm")}
+        mem = {b: f.mem[b].copy() for b in f.mem}
+        f.program = prog
+        f._fast_cached(prog) or fast_mod._remember(f._fast_cfg_key, prog)
+        try:
+            r = walk(f, 20_000, fast_mod._WALK_ELEMENTS)
+        except fast_mod.Bail:
+            bad += 1
+            assert all(np.array_equal(f.mem[b], mem[b]) for b in mem)
+            for attr, d in state.items():
+                assert all(np.array_equal(getattr(f, attr)[k], v) for k, v in d.items()), attr
+            g = FastGolden(CFG)
+            assert outcome(g, prog, case_image(case))[0] == "error"
+            assert g._fast_cached(prog).bad and g.fallbacks == 1
+            continue
+        assert r is not None
+    assert bad >= 50
+
+
+def test_unit_ops_and_register_state_walked(monkeypatch):
+    """Every VXM / SXM opcode with its register loads, walked on fresh chips and in sequence on one
+    chip (REQL / LUT / PERM using the state an earlier program left)."""
+    jobs = unit_op_jobs(monkeypatch)
+    for program, image in jobs:
+        f = FastGolden(CFG)
+        res, fast = compare(CFG, program, image, f=f)
+        assert res[0] == "ok" and fast and walked(f, program), program
+    g, f = Golden(CFG), FastGolden(CFG)
+    for program, image in jobs:
+        program = Program(program.queues)                   # (a new program: walked again)
+        res, fast = compare(CFG, program, image, g, f)
+        assert res[0] == "ok" and fast and walked(f, program)
+
+
+def test_walked_then_planned_on_one_chip():
+    """Programs in sequence on one chip, each run three times with new data: walked first, then the
+    plan is built and run, then run from the cache; unit state carries over through all three."""
+    g, f = Golden(CFG), FastGolden(CFG)
+    rng = np.random.default_rng(9)
+    for seed in range(8000, 8030):
+        case = random_program(CFG, seed)
+        for run in range(3):
+            image = case_image(case)
+            if run:                                          # (new data; GATHER / SCATTER index rows kept)
+                image = {b: [(a, np.concatenate([v[:4], rng.integers(-128, 128, v[4:].shape, dtype=np.int8)]))]
+                         for b, [(a, v)] in image.items()}
+            res, fast = compare(CFG, case.program, image, g, f)
+            assert res[0] == "ok" and fast
+            p = f._fast_cached(case.program)
+            assert p.walked and (p.flow is None) == (run == 0)
+
+
+def test_what_is_walked():
+    """Small programs are walked; REPEAT bursts of many elements (the steady-state benchmark) and
+    programs of more than _WALK_ELEMENTS elements are planned; so are max_cycles overruns (not
+    marked bad: a larger max_cycles runs them fast)."""
+    from tinylpu.sim.perf.bench import steady_state_source
+    prog = assemble(steady_state_source(CFG, cycles=1000), CFG, "<steady>")
+    rng = np.random.default_rng(1)
+    image = {f"mem{b}": [(0, rng.integers(-128, 128, (4, CFG.lanes), dtype=np.int8))] for b in range(4)}
+    f = FastGolden(CFG)
+    res, fast = compare(CFG, prog, image, f=f)
+    assert res[0] == "ok" and fast and not f._fast_cached(prog).walked
+    case = random_program(CFG, 1)
+    f = FastGolden(CFG)
+    res, fast = compare(CFG, case.program, case_image(case), f=f, max_cycles=10)
+    assert res[0] == "error" and not fast
+    p = f._fast_cached(case.program)
+    assert not p.bad and not p.walked
+    res, fast = compare(CFG, case.program, case_image(case), f=FastGolden(CFG))
+    assert res[0] == "ok" and fast
+    big = Program({name: list(insns) for name, insns in case.program.queues.items()})
+    old = fast_mod._WALK_ELEMENTS
+    try:
+        fast_mod._WALK_ELEMENTS = 10
+        f = FastGolden(CFG)
+        res, fast = compare(CFG, big, case_image(case), f=f)
+        assert res[0] == "ok" and fast and not f._fast_cached(big).walked and f._fast_cached(big).flow is not None
+    finally:
+        fast_mod._WALK_ELEMENTS = old
+
+
+@pytest.mark.parametrize("cfgname,dm,dff,act,tokens", [("tiny", 16, 32, "relu", 4), ("tiny", 64, 128, "gelu", 1),
+                                                       ("fpga", 32, 64, "gelu", 4), ("lpu", 128, 256, "gelu", 1)])
+def test_compiled_layers_walked(cfgname, dm, dff, act, tokens):
+    """Compiled FFN layers (the LPU-class chip's with 8 weight rows installed per cycle) are walked,
+    with the reference's cycles and state and the layer's integer output."""
+    from tests.sim.golden.test_fast import _layer
+    from tinylpu.firmware.compiler import compile_ffn
+    from tinylpu.firmware.quant import quantize_ffn
+    cfg = load_config(cfgname)
+    w = _layer(dm, dff, act)
+    x = np.random.default_rng(2).normal(size=(tokens, dm))
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, cfg, tokens)
+    image = {}
+    for bank, lst in list(c.mem_image.items()) + list(c.pack_input(q.quantize_input(x)).items()):
+        image.setdefault(bank, []).extend(lst)
+    f = FastGolden(cfg)
+    res, fast = compare(cfg, c.program, image, f=f, max_cycles=1_000_000)
+    assert res[0] == "ok" and fast and walked(f, c.program)
+    assert np.array_equal(c.unpack_output(f.read_mem), q.run_int(q.quantize_input(x)))
+
+
+def test_long_copy_chain():
+    """A value copied 200 times through one bank and then computed on: resolving its READs and WRITEs
+    when first needed recurses through the chain (walked); with too little stack for that the
+    walk gives the program to the plan (RecursionError: nothing written), with the same result."""
+    import inspect
+    import sys
+    lines = [".queue mem0"]
+    for h in range(200):
+        lines += [f"    READ e0, {h}, n=1", "    NOP 1", f"    WRITE e0, {h + 1}, n=1", "    NOP 2"]
+    t = 200 * 5
+    lines += ["    READ e0, 200, n=1", "    NOP 20", "    HALT",
+              ".queue vxm0", f"    NOP {t + 6}", "    MOV e1, e0", "    NOP 10", "    HALT",
+              ".queue mem4", f"    NOP {t + 9}", "    WRITE e1, 7", "    NOP 8", "    HALT"]
+    src = "\n".join(lines)
+    image = {"mem0": [(0, np.arange(16 * 4, dtype=np.int8).reshape(4, 16))]}
+    for limit in (None, 120):
+        prog = assemble(src, CFG, "<chain>")
+        f = FastGolden(CFG)
+        old = sys.getrecursionlimit()
+        if limit:
+            sys.setrecursionlimit(len(inspect.stack()) + limit)
+        try:
+            res, fast = compare(CFG, prog, image, f=f)
+        finally:
+            sys.setrecursionlimit(old)
+        assert res[0] == "ok" and fast
+        assert np.array_equal(f.read_mem("mem4", 7, 1)[0], np.arange(16))
+        p = f._fast_cached(prog)
+        assert (p.walked, p.flow is None) == ((True, True) if limit is None else (False, False))
