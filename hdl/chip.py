@@ -64,7 +64,18 @@ The held cycles are counted in ``stall`` (STATUS word 1, bits 32-63).
 import math
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, Value
+from amaranth.hdl import (
+    Cat,
+    ClockDomain,
+    ClockSignal,
+    DomainRenamer,
+    EnableInserter,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    Value,
+)
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -218,12 +229,15 @@ class Chip(wiring.Component):
                 unit = Tapped(classes[s.kind], cfg, s)
             else:
                 unit = classes[s.kind](cfg, s)
-            m.submodules[f"icu_{s.name}"] = icu
-            m.submodules[s.name] = unit
+            dom = self._slice_domain(m, s)
+            # (renamed where added: ``icu`` and ``unit`` stay the objects themselves, whose
+            # attributes this method sets)
+            m.submodules[f"icu_{s.name}"] = DomainRenamer(dom)(icu) if dom != "sync" else icu
+            m.submodules[s.name] = DomainRenamer(dom)(unit) if dom != "sync" else unit
             icus.append(icu)
             units.append(unit)
             if ahead:
-                icu_st.append(self._issue_registers(m, s, icu, unit, stop_next))
+                icu_st.append(self._issue_registers(m, s, icu, unit, stop_next, dom))
             else:
                 m.d.comb += [unit.issue.eq(icu.issue), unit.insn.eq(icu.insn)]
                 icu_st.append([icu.halted, icu.parked, icu.deskewed, icu.halt, icu.err_queue])
@@ -232,11 +246,11 @@ class Chip(wiring.Component):
             # host access: with tap registers, registered at the slice (and MEM read data on its way
             # back), so no host-port wire crosses the chip between two logic levels
             # (``HostPort.mem_latency`` counts the MEM registers)
-            def hreg(src, name, s=s):
+            def hreg(src, name, s=s, dom=dom):
                 if not cfg.tap_registers:
                     return src
                 r = Signal.like(src, name=f"host_{s.name}_{name}")
-                m.d.sync += r.eq(src)
+                m.d[dom] += r.eq(src)
                 return r
             m.d.comb += [
                 icu.load_we.eq(hreg(host.q_we[p], "q_we")), icu.load_addr.eq(hreg(host.q_addr, "q_addr")),
@@ -254,7 +268,23 @@ class Chip(wiring.Component):
                 c2c = unit
         return SimpleNamespace(icus=icus, units=units, icu_st=icu_st, c2c=c2c)
 
-    def _issue_registers(self, m, s, icu, unit, stop_next):
+    def _slice_domain(self, m, s):
+        """The clock domain of slice `s`'s ICU, unit and issue registers: ``sync``, or with tap
+        registers ``slice_<s>``, the same clock with the reset registered for the slice
+        (``rst_<s>``), so the chip's reset reaches each slice from a register of its own instead of
+        one net (and the logic Yosys shares between slices) spanning the chip.  A slice leaves reset
+        one cycle after the rest of the chip, long before a host command can reach it."""
+        if not self.cfg.tap_registers:
+            return "sync"
+        dom = f"slice_{s.name}"
+        cd = ClockDomain(dom, local=True)
+        m.domains += cd
+        rst = Signal(name=f"rst_{s.name}", reset_less=True)
+        m.d.sync += rst.eq(ResetSignal("sync"))
+        m.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(rst)]
+        return dom
+
+    def _issue_registers(self, m, s, icu, unit, stop_next, dom="sync"):
         """Slice `s`'s ICU outputs, registered on their way to the unit and the run logic
         (``issue_<s>``, ``insn_<s>``, ``halted_<s>`` ...); the unit predecodes ``pre_insn``.
         Returns the registered queue states (halted, parked, deskewed, halt, err_queue)."""
@@ -263,7 +293,7 @@ class Chip(wiring.Component):
         st = [Signal(name=f"{n}_{s.name}") for n in ("halted", "parked", "deskewed", "halt", "err_queue")]
         # `iss` is the issue already masked by `stopped` of its own cycle (taken from the
         # stop register's input), so no chip-wide net gates the units' sample logic
-        m.d.sync += [iss.eq(icu.issue & ~stop_next), ins.eq(icu.insn),
+        m.d[dom] += [iss.eq(icu.issue & ~stop_next), ins.eq(icu.insn),
                      st[0].eq(icu.halted), st[1].eq(icu.parked), st[2].eq(icu.deskewed),
                      st[3].eq(icu.halt), st[4].eq(icu.err_queue)]
         m.d.comb += [unit.issue.eq(iss), unit.insn.eq(ins)]

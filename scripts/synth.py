@@ -419,12 +419,13 @@ def seed_commands(line, name, seed, tmdriv=True, freq=None):
     return place, route
 
 
-def set_route_settings(placed, router="router2", tmdriv=True):
-    """Make the settings stored in a placement's JSON (`placed`, nextpnr ``--write``) say `router` and
-    `tmdriv`.  nextpnr loads a design's saved settings over the command line, so without this a route
+def set_route_settings(placed, router="router2", tmdriv=True, freq=None):
+    """Make the settings stored in a placement's JSON (`placed`, nextpnr ``--write``) say `router`,
+    `tmdriv` and (`freq` MHz) the target frequency.  nextpnr loads a design's saved settings over the command line, so without this a route
     step run with ``--router router1`` or ``--no-tmdriv`` on that placement silently keeps the
     placement run's router2 and timing-driven routing (measured: ``--router router1`` logged
-    "Running router2...").  Returns the settings that changed {name: (old, new)}."""
+    "Running router2..."; ``--freq 100`` timed against "12.00 MHz", the target nextpnr stored when the
+    PLL output's constraint was not yet derived).  Returns the settings that changed {name: (old, new)}."""
     netlist = json.loads(Path(placed).read_text())
     changed = {}
     for module in netlist["modules"].values():
@@ -432,6 +433,8 @@ def set_route_settings(placed, router="router2", tmdriv=True):
         if settings is None:
             continue
         want = {"router": router, "timing_driven": format(int(bool(tmdriv)), "032b")}
+        if freq:
+            want["target_freq"] = f"{freq * 1e6:.6f}"
         for k, v in want.items():
             if settings.get(k) != v:
                 changed[k] = (settings.get(k), v)
@@ -526,7 +529,8 @@ def pnr_seeds(args, line, build_dir, name, env, deadline):
             return rec
         (build_dir / f"heat_s{seed}").mkdir(exist_ok=True)
         # the placement's saved settings would override the route step's --router / --no-tmdriv
-        set_route_settings(build_dir / f"placed_s{seed}.json", args.router, not args.route_no_tmdriv)
+        set_route_settings(build_dir / f"placed_s{seed}.json", args.router, not args.route_no_tmdriv,
+                           getattr(args, "route_freq", None))
         t = time.time()
         log = build_dir / f"{name}_s{seed}.tim"
         rc, why = _run_watched(route, build_dir, env, log, min(deadline, t + args.route_timeout), args.stall)

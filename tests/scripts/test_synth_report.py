@@ -221,3 +221,5 @@ def test_route_settings_override_the_placements(tmp_path):
     s = json.loads(placed.read_text())["modules"]["tinylpu"]["settings"]
     assert s == {"router": "router1", "timing_driven": "00000000000000000000000000000000", "seed": "1"}
     assert synth.set_route_settings(placed, "router1", tmdriv=False) == {}
+    assert synth.set_route_settings(placed, "router1", tmdriv=False, freq=100) == {
+        "target_freq": (None, "100000000.000000")}
