@@ -25,6 +25,7 @@ import copy
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -66,9 +67,15 @@ CAL_SHAPES = [  # (d_model, d_ff, gated, tokens)
 LAT_PATH = ("mem_read", "mxm_install", "mxm_mm", "mxm_emit", "vxm_req", "mem_write")
 
 
+#: the calibration's base chips: ``tiny`` and the FPGA chip's unit pipelines with 8 streams (the
+#: shipped ``fpga`` is cut to 4 streams for the ECP5, docs/fpga.md; a scaled LPU has many streams)
+_BASES = {"tiny": "tiny",
+          "fpga": Path(__file__).resolve().parents[3] / "configs" / "synth" / "fpga-8s.yaml"}
+
+
 def _variant(base, lanes, banks):
     from tinylpu.config import load_config, parse_config
-    raw = copy.deepcopy(load_config(base).raw)
+    raw = copy.deepcopy(load_config(_BASES[base]).raw)
     raw.update(name=f"cal-{base}-l{lanes}-b{banks}", lanes=lanes, queue_depth=4096)
     raw["floorplan"] = (["mxm0", "sxm0"] + [f"mem{i}" for i in range(banks // 2)] + ["vxm0"]
                         + [f"mem{i}" for i in range(banks // 2, banks)])
