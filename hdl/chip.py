@@ -271,7 +271,7 @@ class Chip(wiring.Component):
     def _slice_domain(self, m, s):
         """The clock domain of slice `s`'s ICU, unit and issue registers: ``sync``, or with tap
         registers ``slice_<s>``, the same clock with the reset registered for the slice
-        (``rst_<s>``), so the chip's reset reaches each slice from a register of its own instead of
+        (``slice_rst_<s>``), so the chip's reset reaches each slice from a register of its own instead of
         one net (and the logic Yosys shares between slices) spanning the chip.  A slice leaves reset
         one cycle after the rest of the chip, long before a host command can reach it."""
         if not self.cfg.tap_registers:
@@ -279,7 +279,8 @@ class Chip(wiring.Component):
         dom = f"slice_{s.name}"
         cd = ClockDomain(dom, local=True)
         m.domains += cd
-        rst = Signal(name=f"rst_{s.name}", reset_less=True)
+        # (scripts/synth.py ``KEEP_COPIES`` keeps Yosys from merging the slices' identical registers)
+        rst = Signal(name=f"slice_rst_{s.name}", reset_less=True)
         m.d.sync += rst.eq(ResetSignal("sync"))
         m.d.comb += [cd.clk.eq(ClockSignal("sync")), cd.rst.eq(rst)]
         return dom
