@@ -233,9 +233,9 @@ def main(argv=None):
     return rc
 
 
-#: Yosys command: mark the registers behind the ``*_land<g>`` / ``*_plane<g>`` wires and the slices' reset
-#: registers (``slice_rst_<s>``, hdl/chip.py) ``keep`` (a
-#: ``keep`` on the wire alone does not stop opt_merge from merging the copies into one register)
+#: Yosys command: mark the registers behind the ``*_land<g>`` / ``*_plane<g>`` wires and the slices'
+#: reset registers (``slice_rst_<s>``, hdl/chip.py) ``keep`` (a ``keep`` on the wire alone does not
+#: stop opt_merge from merging the copies into one register)
 KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u w:*slice_rst_* %u %ci1 t:$dff %i"
 
 
