@@ -770,8 +770,10 @@ def docs_table(reports):
         fmax = r.get("fmax_mhz")
         target = r.get("config_clock_mhz")
         why = f"; the config's target is {target:g} MHz" if target and target != r.get("clock_mhz") else ""
+        yosys_only = r["stage"] == "synthesized" and "pnr_s" not in r.get("times", {})
         fm = (f"**{fmax} MHz** ({r.get('clock_mhz')} MHz{why})" if fmax else
-              "not measured (no netlist)" if r["stage"] == "elaborated" else unfinished(r))
+              "not measured (no netlist)" if r["stage"] == "elaborated" else
+              "not measured (Yosys only)" if yosys_only else unfinished(r))
         t = r.get("times", {})
         tt = f"{t.get('yosys_s', '-')} s / {t.get('pnr_s', '-')} s"
         stage = {"elaborated": "Yosys failed" if "yosys_s" in t else "elaborated",
@@ -780,6 +782,8 @@ def docs_table(reports):
                                  "Yosys done; nextpnr did not place it" if "pnr_s" in t else "Yosys done"),
                  "placed_and_routed": "placed, routed", "bitstream": "placed, routed, bitstream"}.get(
                      r["stage"], r["stage"])
+        if r.get("seed") is not None:
+            stage += f", seed {r['seed']}"
         if r.get("commit"):
             stage += f" (RTL {r['commit']})"
         out.append(f"| {r['board']}, {r.get('device')} | `{r['config']}` | {stage} | "
@@ -792,7 +796,8 @@ def docs_table(reports):
             cells = [c for c in cp.get("cells", []) if c]
             first = cp.get("first_cell") or (cells[0] if cells else "?")
             last = cp.get("last_cell") or (cells[-1] if cells else "?")
-            paths.append(f"* {r['board']} / `{r['config']}`: {cp['delay_ns']} ns ({cp['logic_ns']} ns logic, "
+            seed = f", seed {r['seed']}" if r.get("seed") is not None else ""
+            paths.append(f"* {r['board']} / `{r['config']}`{seed}: {cp['delay_ns']} ns ({cp['logic_ns']} ns logic, "
                          f"{cp['routing_ns']} ns routing, {cp.get('steps', len(cells))} steps), from "
                          f"`{_short(first)}` to `{_short(last)}`.")
     out.append("")
