@@ -127,3 +127,12 @@ def test_tapped_tiny_random_programs():
 def test_fpga_cut_random_programs():
     """The config ``make synth BOARD=ulx3s-85f`` builds (configs/fpga.yaml)."""
     _check_random(cut_config(), range(12))
+
+
+def test_amaranth_engine_refuses_tapped_chips():
+    """Amaranth's simulator reads back wrong MEM contents on tapped chips (sim/rtl/pysim.py
+    ``_refuse_taps``): the engine says so instead of answering."""
+    from tinylpu.sim.rtl.pysim import run_case_pysim
+    with pytest.raises(ValueError, match=r"config fpga: the amaranth engine does not run chips with "
+                                         r"fabric.tap_registers"):
+        run_case_pysim(load_config("fpga"), assemble(".queue mem0\n    HALT\n", load_config("fpga"), "h"), {})
