@@ -159,12 +159,13 @@ class HostPort(wiring.Component):
                         m.d.sync += widx.eq(widx + 1)
 
             extra = self.mem_latency - 1                  # cycles in RWAIT before RDATA
-            wait = Signal(range(max(extra, 1) + 1))
+            wait = Signal(range(extra + 1), name="rwait") if extra else None
             after_read = "RWAIT" if extra else "RDATA"
             with m.State("RREAD"):
                 # the first vector's read; its data is on mem_rdata in RDATA
                 m.d.comb += self.mem_re.eq(_onehot(target, self.banks))
-                m.d.sync += wait.eq(extra - 1 if extra else 0)
+                if extra:
+                    m.d.sync += wait.eq(extra - 1)
                 m.next = after_read
             if extra:
                 with m.State("RWAIT"):
@@ -188,7 +189,8 @@ class HostPort(wiring.Component):
                         with m.Else():
                             # read the next vector while its predecessor's last word goes out
                             m.d.comb += [self.mem_re.eq(_onehot(target, self.banks)), raddr.eq(addr1)]
-                            m.d.sync += wait.eq(extra - 1 if extra else 0)
+                            if extra:
+                                m.d.sync += wait.eq(extra - 1)
                             m.next = after_read
                     with m.Else():
                         m.d.sync += widx.eq(widx + 1)
