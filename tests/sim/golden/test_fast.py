@@ -339,16 +339,23 @@ def _layer(dm, dff, act, gated=False, seed=0):
                       rng.normal(size=dff) * 0.1 if gated else None, act)
 
 
+def compiled_layer(cfg, w, x, tokens):
+    """The layer `w` quantized for inputs `x`, compiled for `cfg`, and its MEM image with the packed
+    input: (quantized layer, Compiled, {bank: [(addr, vectors)]})."""
+    q = quantize_ffn(w, x)
+    c = compile_ffn(q, cfg, tokens)
+    image = {}
+    for bank, lst in list(c.mem_image.items()) + list(c.pack_input(q.quantize_input(x)).items()):
+        image.setdefault(bank, []).extend(lst)
+    return q, c, image
+
+
 @pytest.mark.parametrize("dm,dff,act,gated,tokens", [(16, 32, "relu", False, 4), (32, 48, "gelu", False, 8),
                                                      (32, 48, "swiglu", True, 5), (48, 64, "gelu", False, 1)])
 def test_compiled_ffn(dm, dff, act, gated, tokens):
     w = _layer(dm, dff, act, gated)
     x = np.random.default_rng(1).normal(size=(tokens, dm))
-    q = quantize_ffn(w, x)
-    c = compile_ffn(q, CFG, tokens)
-    image = {}
-    for bank, lst in list(c.mem_image.items()) + list(c.pack_input(q.quantize_input(x)).items()):
-        image.setdefault(bank, []).extend(lst)
+    q, c, image = compiled_layer(CFG, w, x, tokens)
     f = FastGolden(CFG)
     res, fast = compare(CFG, c.program, image, f=f, max_cycles=1_000_000)
     assert res[0] == "ok" and fast and res[1] == c.predicted_cycles
@@ -364,11 +371,7 @@ def test_compiled_ffn_install_rows(dm, dff, tokens):
     cfg = load_config("lpu-mini")
     w = _layer(dm, dff, "gelu", seed=dm + tokens)
     x = np.random.default_rng(2).normal(size=(tokens, dm))
-    q = quantize_ffn(w, x)
-    c = compile_ffn(q, cfg, tokens)
-    image = {}
-    for bank, lst in list(c.mem_image.items()) + list(c.pack_input(q.quantize_input(x)).items()):
-        image.setdefault(bank, []).extend(lst)
+    q, c, image = compiled_layer(cfg, w, x, tokens)
     f = FastGolden(cfg)
     res, fast = compare(cfg, c.program, image, f=f, max_cycles=1_000_000)
     assert res[0] == "ok" and fast and res[1] == c.predicted_cycles

@@ -165,17 +165,11 @@ def test_what_is_walked():
 def test_compiled_layers_walked(cfgname, dm, dff, act, tokens):
     """Compiled FFN layers (the LPU-class chip's with 8 weight rows installed per cycle) are walked,
     with the reference's cycles and state and the layer's integer output."""
-    from tests.sim.golden.test_fast import _layer
-    from tinylpu.firmware.compiler import compile_ffn
-    from tinylpu.firmware.quant import quantize_ffn
+    from tests.sim.golden.test_fast import _layer, compiled_layer
     cfg = load_config(cfgname)
     w = _layer(dm, dff, act)
     x = np.random.default_rng(2).normal(size=(tokens, dm))
-    q = quantize_ffn(w, x)
-    c = compile_ffn(q, cfg, tokens)
-    image = {}
-    for bank, lst in list(c.mem_image.items()) + list(c.pack_input(q.quantize_input(x)).items()):
-        image.setdefault(bank, []).extend(lst)
+    q, c, image = compiled_layer(cfg, w, x, tokens)
     f = FastGolden(cfg)
     res, fast = compare(cfg, c.program, image, f=f, max_cycles=1_000_000)
     assert res[0] == "ok" and fast and walked(f, c.program)
