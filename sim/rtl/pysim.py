@@ -8,13 +8,14 @@ comparison and as a third, independent engine in the tests.
 import time
 from types import SimpleNamespace
 
+from amaranth.hdl import ClockDomain, ClockSignal, Fragment, Signal
 from amaranth.sim import Simulator
 
 from tinylpu.config import load_config
 from tinylpu.hdl.chip import Chip
 from tinylpu.sim.host.proto import HostProtocol
 
-__all__ = ["ReusedSimulator", "run_case_pysim", "run_tray_pysim"]
+__all__ = ["ReusedSimulator", "netlist_clocks", "run_case_pysim", "run_tray_pysim"]
 
 
 class _Host(HostProtocol):
@@ -56,15 +57,59 @@ class _Host(HostProtocol):
         return out
 
 
-def _refuse_taps(cfg):
-    """Chips with tap registers (``fabric.tap_registers``: ``fpga``) read back wrong MEM contents
-    under Amaranth's simulator through this host bench: the first vector of a MEM write is lost
-    (measured on ``ice40`` with taps, at 999bc80 and after, while the same programs pass under Icarus,
-    tests/hdl/test_taps.py).  Until that is understood, refuse them rather than answer wrongly."""
-    if cfg.tap_registers:
-        raise ValueError(f"config {cfg.name}: the amaranth engine does not run chips with "
-                         f"fabric.tap_registers (their MEM read-back under Amaranth's simulator is wrong, "
-                         f"docs/fpga.md); use engine 'rtl' (Icarus/Verilator) or 'golden'")
+def netlist_clocks(dut):
+    """`dut` elaborated, with every clock domain whose clock is a plain copy of another domain's clock
+    clocked by that domain's clock signal itself, as in the netlist.
+
+    A tapped chip (``fabric.tap_registers``) puts each slice in a clock domain ``slice_<s>`` whose
+    clock is ``m.d.comb += cd.clk.eq(ClockSignal("sync"))`` (hdl/chip.py ``_slice_domain``).  In the
+    netlist that is one net: the Verilog clocks the slice registers on ``clk`` itself.  Amaranth's
+    simulator instead runs the copy as combinational logic, one delta cycle after ``clk`` rises, so
+    the slice registers sample *after* the ``sync`` registers have taken their new values: a
+    register-to-register path from ``sync`` into a slice (the host port's ``mem_we``/``mem_wdata``
+    into the slice's ``host_<s>_we``/``host_<s>_wdata``, the streams into the taps ...) loses its
+    cycle, while a path through combinational logic (``mem_addr``) keeps it.  Host MEM writes then
+    land one address early and the first vector is lost.  This gives each such domain the source
+    domain's clock signal (creating ``sync`` at the top as ``Fragment.prepare`` would), so every
+    register of the chip fires on the same edge in the same delta cycle.  Designs without such
+    copies come back unchanged.
+    """
+    top = Fragment.get(dut, None)
+    defined = {}                      # non-local domains, wherever defined (they propagate to the top)
+
+    def collect(frag):
+        for cd in frag.domains.values():
+            if not cd.local:
+                defined.setdefault(cd.name, cd)
+        for sub, _name, _loc in frag.subfragments:
+            collect(Fragment.get(sub, None))
+
+    def source(name, scope):
+        if name in scope:
+            return scope[name]
+        if name not in defined:       # a missing domain: created at the top, as prepare() would
+            defined[name] = ClockDomain(name)
+            top.add_domains(defined[name])
+        return defined[name]
+
+    def alias(frag, scope):
+        scope = {**scope, **frag.domains}
+        clocks = {id(cd.clk): cd for cd in frag.domains.values()}
+        for stmt in frag.statements.get("comb", ()):
+            lhs, rhs = getattr(stmt, "lhs", None), getattr(stmt, "rhs", None)
+            if isinstance(lhs, Signal) and isinstance(rhs, ClockSignal) and id(lhs) in clocks:
+                cd = clocks[id(lhs)]
+                src = source(rhs.domain, scope)
+                if src is not cd:
+                    cd.clk = src.clk
+        for i, (sub, name, loc) in enumerate(frag.subfragments):
+            sub = Fragment.get(sub, None)
+            frag.subfragments[i] = (sub, name, loc)
+            alias(sub, scope)
+
+    collect(top)
+    alias(top, {})
+    return top
 
 
 class ReusedSimulator:
@@ -80,7 +125,7 @@ class ReusedSimulator:
 
     def __init__(self, dut, period=1e-8):
         self.dut = dut
-        self.sim = Simulator(dut)
+        self.sim = Simulator(netlist_clocks(dut))
         self.sim.add_clock(period)
         self._bench, self._used = None, False
 
@@ -108,7 +153,6 @@ def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
     the next run on the same config (``ReusedSimulator``); with it, a fresh one records the waveform.
     """
     cfg = load_config(cfg)
-    _refuse_taps(cfg)
     chip = None
     if not vcd:
         chip = _CHIPS.get(repr(cfg)) or _CHIPS.setdefault(repr(cfg), ReusedSimulator(Chip(cfg)))
@@ -132,7 +176,7 @@ def run_case_pysim(cfg, program, mem, reads=(), max_cycles=100_000, vcd=None):
     if chip:
         chip.run(bench)
         return result
-    sim = Simulator(dut)
+    sim = Simulator(netlist_clocks(dut))
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     with sim.write_vcd(vcd):
