@@ -256,8 +256,15 @@ class Chip(wiring.Component):
                 icu.load_we.eq(hreg(host.q_we[p], "q_we")), icu.load_addr.eq(hreg(host.q_addr, "q_addr")),
                 icu.load_data.eq(hreg(host.q_data, "q_data")),
                 icu.len_we.eq(hreg(host.q_len_we[p], "q_len_we")), icu.len.eq(hreg(host.q_len, "q_len")),
-                icu.start.eq(icu_start),
             ]
+            if cfg.tap_registers:
+                # the START pulse from a register of the slice's own (``start_<s>``), loaded with
+                # the host port's next-cycle start: the same cycle as ``icu_start``, no chip-wide net
+                st = Signal(name=f"start_{s.name}")
+                m.d[dom] += st.eq(host.start_next)
+                m.d.comb += icu.start.eq(st)
+            else:
+                m.d.comb += icu.start.eq(icu_start)
             if s.kind == "mem":
                 m.d.comb += [
                     unit.host_addr.eq(hreg(host.mem_addr, "addr")), unit.host_wdata.eq(hreg(host.mem_wdata, "wdata")),

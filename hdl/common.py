@@ -18,6 +18,7 @@ Conventions (see docs/rtl.md):
 """
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
@@ -151,12 +152,14 @@ def select(items, index):
     return Mux(index[bits:].any(), 0, out) if len(index) > bits else out
 
 
-def pick_stream(tap, west, index, offset=0):
+def pick_stream(tap, west, index, offset=0, lane=None):
     """(vector, valid) of stream ``index + offset`` of direction `west` (1: westward) in `tap`;
     a stream past the last one reads as empty.  The offset is applied to the mux inputs, not added
-    to `index`, so no adder sits between the instruction and the operand mux."""
+    to `index`, so no adder sits between the instruction and the operand mux.  `lane`: only that
+    lane's byte of the vector."""
     n = len(tap.east_valid)
-    pick = (lambda regs: select([regs[i + offset] if i + offset < n else 0 for i in range(n)], index))
+    part = (lambda r: r) if lane is None else (lambda r: r[8 * lane:8 * lane + 8])
+    pick = (lambda regs: select([part(regs[i + offset]) if i + offset < n else 0 for i in range(n)], index))
     data = Mux(west, pick(tap.west), pick(tap.east))
     valid = Mux(west, pick(tap.west_valid), pick(tap.east_valid))
     return data, valid
@@ -180,11 +183,17 @@ def predecode(m, unit, name, fn):
     return s
 
 
-def predecode_held(m, unit, name, fn, accept):
+def predecode_held(m, unit, name, fn, accept, seq=None):
     """A `predecode`d bit of the instruction the unit accepts in this cycle, held in a register
     (``cur_<name>``) while that instruction runs: ``accept ? predecode(fn) : cur_<name>``, so the
     running element's class is one mux away from flip-flops (units that ignore an issue while busy,
-    VXM and SXM)."""
+    VXM and SXM).  With a sequencer `seq` built ``ahead`` (tap registers): one register, loaded
+    with ``fn`` of the next cycle's instruction when that one is accepted (``seq.start_next``)."""
+    if seq is not None and seq.ahead is not None:
+        out = Signal(name=name)
+        with m.If(seq.start_next):
+            m.d.sync += out.eq(Value.cast(fn(seq.ahead.insn)).any())
+        return out
     new = predecode(m, unit, f"{name}_new", fn)
     cur = Signal(name=f"cur_{name}")
     with m.If(accept):
@@ -240,9 +249,10 @@ class ElementSequencer:
     """
 
     def __init__(self, m, prefix, issue, count, *, fields=None, replace=True, some=None, multi=None, few=None,
-                 span=COUNT_MAX, index=False, names=None):
+                 span=COUNT_MAX, index=False, names=None, ahead=None, copies=1):
         if (multi is None) == (few is None):
             raise ValueError("ElementSequencer: give exactly one of multi (count >= 2) and few (count <= 1)")
+        self.ahead = ahead
         nm = {key: f"{prefix}_{key}" for key in ("el", "left", "more", "idle", "start", "k", "knext")}
         nm.update(names or {})
         self.left = Signal(range(span + 1), name=nm["left"])
@@ -260,7 +270,10 @@ class ElementSequencer:
         self.err_busy = issue & self.running
         self.el = Signal(name=nm["el"])
         self._count(m, count, some, multi, few, span, index, nm)
-        self._fields(m, prefix, fields or {}, replace)
+        if ahead is None:
+            self._fields(m, prefix, fields or {}, replace)
+        else:
+            self._ahead(m, prefix, fields or {}, some, multi, index, nm, copies, replace)
 
     def _count(self, m, count, some, multi, few, span, index, nm):
         """``el``, ``left``, ``more``/``idle`` and (with `index`) ``k``/``knext``."""
@@ -268,20 +281,63 @@ class ElementSequencer:
         flag, flag_new, flag_next = ((self.more, multi, left != 1) if multi is not None
                                      else (self.idle, few, left == 1))
         knext = Signal(range(span + 1), name=nm["knext"]) if index else None
+        comb = self.ahead is None           # `ahead`: el and k are registers (``_ahead``)
         with m.If(start):
-            m.d.comb += self.el.eq(1 if some is None else some)
+            if comb:
+                m.d.comb += self.el.eq(1 if some is None else some)
             m.d.sync += [left.eq(count - 1 if some is None else Mux(some, count - 1, 0)), flag.eq(flag_new)]
             if index:
                 m.d.sync += knext.eq(1)
         with m.Else():
-            m.d.comb += self.el.eq(running)
+            if comb:
+                m.d.comb += self.el.eq(running)
             with m.If(running):
                 m.d.sync += [left.eq(left - 1), flag.eq(flag_next)]
                 if index:
                     m.d.sync += knext.eq(knext + 1)
+        self._next = SimpleNamespace(
+            flag=Mux(start, flag_new, Mux(running, flag_next, flag)),
+            knext=Mux(start, 1, Mux(running, knext + 1, knext)) if index else None)
         if index:
             self.k = Signal(range(span + 1), name=nm["k"])
-            m.d.comb += self.k.eq(Mux(start, 0, knext))
+            if comb:
+                m.d.comb += self.k.eq(Mux(start, 0, knext))
+
+    def _ahead(self, m, prefix, fields, some, multi, index, nm, copies, replace):
+        """`ahead` (a unit behind tap registers, hdl/taps.py, which sees the issue of its next cycle
+        a cycle early: ``ahead.issue``, ``ahead.fields[key]`` the fields' `new` values next cycle,
+        ``ahead.some`` the count test): ``el``, ``k`` and every field are registers loaded from
+        next-cycle values, so no mux on ``start`` sits between the issue and the unit's operand
+        selects.  Same values as the combinational form in every cycle:
+        ``start_next`` = next cycle's ``start`` (``ahead.issue``, and without `replace` not running
+        next cycle); a field register takes ``ahead.fields[key]`` then, and otherwise its ``step``
+        or its own value (element 0 and the held register are one register).  ``copies``: ``el`` and every field also in ``copies`` kept
+        registers (``<name>_copy<g>``, scripts/synth.py ``KEEP_COPIES``), ``el_copies`` and
+        ``field_copies[g]``, for selects spread over the lanes."""
+        run_next = self._next.flag if multi is not None else ~self._next.flag
+        self.start_next = Signal(name=f"{nm['start']}_next")
+        m.d.comb += self.start_next.eq(self.ahead.issue if replace else self.ahead.issue & ~run_next)
+        some_next = 1 if some is None else self.ahead.some
+        el_next = Mux(self.start_next, some_next, run_next)
+        self.el_copies = [self.el] + [Signal(name=f"{nm['el']}_copy{g}") for g in range(1, copies)]
+        m.d.sync += [e.eq(el_next) for e in self.el_copies]
+        if index:
+            m.d.sync += self.k.eq(Mux(self.start_next, 0, self._next.knext))
+        self.field_copies = [{} for _ in range(copies)]
+        for key, f in fields.items():
+            shape = f.shape if f.shape is not None else f.new.shape()
+            name = f.el or f"{prefix}_el_{key}"
+            for g in range(copies):
+                self.field_copies[g][key] = Signal(shape, name=name if g == 0 else f"{name}_copy{g}")
+        self.fields = self.field_copies[0]
+        for key, f in fields.items():
+            for g in range(copies):
+                r = self.field_copies[g][key]
+                with m.If(self.start_next):
+                    m.d.sync += r.eq(self.ahead.fields[key])
+                if f.step:
+                    with m.Else():
+                        m.d.sync += r.eq(f.step(self.field_copies[g]))
 
     def _fields(self, m, prefix, fields, replace):
         """Per field: this cycle's value (``fields[key]``) and its register.  `replace`: the

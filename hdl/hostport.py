@@ -74,6 +74,7 @@ class HostPort(wiring.Component):
             "q_len_we": Out(cfg.positions),
             # run control and status
             "start": Out(1),
+            "start_next": Out(1),       # `start` of the next cycle (its register's input)
             "st_running": In(1),
             "st_done": In(1),
             "st_errors": In(len(ERROR_BITS)),
@@ -113,7 +114,7 @@ class HostPort(wiring.Component):
         last = Signal()
         m.d.comb += [raddr.eq(addr), self.mem_addr.eq(Mux(self.mem_we.any(), waddr, raddr))]
 
-        m.d.sync += [self.start.eq(0), self.mem_we.eq(0)]
+        m.d.sync += [self.start.eq(self.start_next), self.mem_we.eq(0)]
         m.d.comb += [self.q_addr.eq(addr), self.q_data.eq(word)]
 
         with m.FSM(name="host"):
@@ -135,7 +136,7 @@ class HostPort(wiring.Component):
                             with m.If(c_count != 0):
                                 m.next = "QDATA"
                         with m.Case(Cmd.START):
-                            m.d.sync += self.start.eq(1)
+                            m.d.comb += self.start_next.eq(1)
                         with m.Case(Cmd.STATUS):
                             m.d.sync += [status_w0.eq(status_now[0]), status_w1.eq(status_now[1]), widx.eq(0)]
                             m.next = "STATUS"

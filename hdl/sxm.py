@@ -56,12 +56,13 @@ class SxmSlice(wiring.Component):
         if self.latency < MIN_LATENCY["sxm"]:
             self._MustUse__silence = True           # never elaborated: no "unused" warning
             raise ValueError(f"latency sxm = {self.latency} is below the minimum of {MIN_LATENCY['sxm']}")
+        self.ahead = None       # set by hdl/taps.py's ``Tapped`` (``ElementSequencer`` ahead)
         super().__init__(unit_signature(cfg))
 
     def elaborate(self, platform):
         m = Module()
         seq = self._sequencer(m)
-        dec = self._decode(m, seq.start)
+        dec = self._decode(m, seq)
         v = seq.fields["insn"].args.sxm
         op = self._sample(m, seq, dec, v)
         perm = self._perm_map(m, op, dec)
@@ -86,18 +87,25 @@ class SxmSlice(wiring.Component):
         new_span = predecode(m, self, "dec_span", span_of)
         new_some = predecode(m, self, "dec_some", lambda i: span_of(i) != 0)
         new_few = predecode(m, self, "dec_few", lambda i: span_of(i) <= 1)
+        kw = {}
+        if self.ahead is not None:
+            # behind tap registers: active, rel, el_insn and the op flags are registers loaded a
+            # cycle ahead (no mux on the issue before the operand select)
+            a = self.ahead
+            kw = {"ahead": SimpleNamespace(issue=a.issue, insn=a.insn, fields={"insn": a.insn},
+                                           some=span_of(a.insn) != 0)}
         seq = ElementSequencer(
             m, "el", self.issue, new_span, replace=False, some=new_some, few=new_few, index=True,
             span=max(COUNT_MAX, 2 * lanes),
             fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn")},
             names={"start": "accept", "el": "active", "left": "cycles_left", "idle": "idle", "k": "rel",
-                   "knext": "rel_next"})
+                   "knext": "rel_next"}, **kw)
         m.d.comb += self.err.busy.eq(seq.err_busy)
         return seq
 
-    def _decode(self, m, accept):
+    def _decode(self, m, seq):
         """Each op: predecoded for a new instruction, held while it runs (``predecode_held``)."""
-        return {o: predecode_held(m, self, f"dec_{o.name.lower()}", lambda i, o=o: i.op == o, accept)
+        return {o: predecode_held(m, self, f"dec_{o.name.lower()}", lambda i, o=o: i.op == o, seq.start, seq)
                 for o in (Opcode.SHIFT, Opcode.ROT, Opcode.PERM, Opcode.DIST, Opcode.TRANS, Opcode.LDPERM)}
 
     def _sample(self, m, seq, dec, v):

@@ -24,6 +24,7 @@ The config loader refuses a result latency below its minimum + 1 with taps.
 """
 
 import dataclasses
+from types import SimpleNamespace
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
@@ -60,6 +61,9 @@ class Tapped(wiring.Component):
         m.submodules.unit = u
         if hasattr(self, "pre_insn"):
             u.early = self.early
+        if hasattr(u, "ahead"):
+            # the unit's next-cycle issue, for the select registers it loads a cycle ahead
+            u.ahead = SimpleNamespace(issue=self.issue, insn=self.insn)
         S = self.cfg.streams
         for d, nm in ((0, "e"), (1, "w")):
             data_in = self.tap.west if d else self.tap.east

@@ -275,6 +275,9 @@ class VxmSlice(wiring.Component):
                 self._MustUse__silence = True       # never elaborated: no "unused" warning
                 raise ValueError(f"latency {key} = {value} is below the minimum of {MIN_LATENCY[key]}")
         self.lut_rows = 256 // cfg.lanes          # 0 when a row is wider than the table
+        # set by hdl/taps.py's ``Tapped`` before elaboration: this cycle's issue and instruction at
+        # the tap registers' inputs, i.e. the unit's of the next cycle (``ElementSequencer`` ahead)
+        self.ahead = None
         super().__init__(unit_signature(cfg))
 
     def _lut_read(self, platform):
@@ -285,7 +288,7 @@ class VxmSlice(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         seq = self._sequencer(m)
-        dec = self._decode(m, seq.start)
+        dec = self._decode(m, seq)
         op = self._operands(m, seq, dec)
         pipes = [self._alu(m, op), self._mul(m, platform, op), self._req(m, platform, op),
                  self._lut(m, platform, op)]
@@ -300,17 +303,27 @@ class VxmSlice(wiring.Component):
         # issue on chips with registered issue)
         new_some = predecode(m, self, "dec_some", lambda i: i.args.vxm.count != 0)
         new_few = predecode(m, self, "dec_few", lambda i: i.args.vxm.count <= 1)
+        kw = {}
+        if self.ahead is not None:
+            # behind tap registers: el_valid, el_k, el_insn and the op classes are registers loaded
+            # a cycle ahead, el_valid and el_insn once per lane (``el_insn_copy<j>``), so each
+            # lane's operand selects have their own select registers beside them
+            a = self.ahead
+            kw = {"ahead": SimpleNamespace(issue=a.issue, insn=a.insn, fields={"insn": a.insn},
+                                           some=a.insn.args.vxm.count != 0),
+                  "copies": self.lanes}
         seq = ElementSequencer(
             m, "el", self.issue, self.insn.args.vxm.count, replace=False, some=new_some, few=new_few, index=True,
             fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn")},
             names={"start": "accept", "el": "el_valid", "left": "elems_left", "idle": "idle", "k": "el_k",
-                   "knext": "elem_next"})
+                   "knext": "elem_next"}, **kw)
         m.d.comb += self.err.busy.eq(seq.err_busy)
         return seq
 
-    def _decode(self, m, accept):
+    def _decode(self, m, seq):
         """Each op class: predecoded for a new instruction, held while it runs
         (``common.predecode_held``).  {class: flag}."""
+        accept = seq.start
         O = Opcode
         dec = {}
         for nm, ops in {
@@ -321,7 +334,7 @@ class VxmSlice(wiring.Component):
             **{o.name.lower(): (o,) for o in ALU8_OPS},       # the ALU's one-hot op
         }.items():
             dec[nm] = predecode_held(m, self, f"dec_{nm}", lambda i, ops=ops: Cat(*(i.op == o for o in ops)).any(),
-                                     accept)
+                                     accept, seq)
         return dec
 
     def _operands(self, m, seq, dec):
@@ -330,12 +343,19 @@ class VxmSlice(wiring.Component):
         lanes, tap = self.lanes, self.tap
         v = seq.fields["insn"].args.vxm
         el = seq.el
+        # per lane: the instruction copy its selects read (one register for all without taps)
+        vl = [c["insn"].args.vxm for c in seq.field_copies] if self.ahead is not None else [v] * lanes
 
-        def stream(ref, name, plane=0):
-            """Stream ``ref.index + plane`` of direction ``ref.west`` (``common.pick_stream``)."""
+        def stream(which, name, plane=0):
+            """Stream ``ref.index + plane`` of direction ``ref.west`` (``common.pick_stream``), ref
+            = ``which(insn)``: each lane selected by its own copy of the instruction."""
             d = Signal(vec(lanes), name=name)
             ok = Signal(name=f"{name}_ok")
+            ref = which(v)
             pd, pv = pick_stream(tap, ref.west, ref.index, plane)
+            if self.ahead is not None:
+                pd = Cat(*(pick_stream(tap, which(vl[j]).west, which(vl[j]).index, plane, lane=j)[0]
+                           for j in range(lanes)))
             m.d.comb += [d.eq(pd), ok.eq(pv)]
             return d, ok
 
@@ -350,9 +370,9 @@ class VxmSlice(wiring.Component):
                                   select(win(tap.east_valid), ref.index)))
             return ok
 
-        a = [stream(v.a, f"opa{b}", b) for b in range(INT32_PLANES)]
-        bb = [stream(v.b, f"opb{b}", b) for b in range(INT32_PLANES)]
-        c, c_ok = stream(v.c, "opc")
+        a = [stream(lambda i: i.a, f"opa{b}", b) for b in range(INT32_PLANES)]
+        bb = [stream(lambda i: i.b, f"opb{b}", b) for b in range(INT32_PLANES)]
+        c, c_ok = stream(lambda i: i.c, "opc")
         a_ok4 = group_ok(v.a, "opa_ok4")
         b_ok4 = group_ok(v.b, "opb_ok4")
         a_group = dec["req"] | dec["add32"]
@@ -372,9 +392,10 @@ class VxmSlice(wiring.Component):
 
         return SimpleNamespace(
             v=v, el=el, dec=dec, seq=seq, imm=imm, meta=meta,
+            el_lane=getattr(seq, "el_copies", [el] * lanes),
             a=[p[0] for p in a], b=[p[0] for p in bb], xa=_lanes(a[0][0], lanes), xc=_lanes(c, lanes),
             # operand b of the binary ops: the stream lane, or the immediate (all 16 bits of it)
-            ys=[Mux(v.use_imm, imm, xb[j].as_signed()) for j in range(lanes)])
+            ys=[Mux(vl[j].use_imm, vl[j].imm, xb[j].as_signed()) for j in range(lanes)])
 
     # --- ALU: int8 ops and ADD32 -------------------------------------------------------------
     def _alu(self, m, op):
@@ -460,16 +481,17 @@ class VxmSlice(wiring.Component):
         ldm_m = [Signal(signed(16), name=f"ldm_m{j}") for j in range(lanes)]
         ldm_sh = [Signal(6, name=f"ldm_sh{j}") for j in range(lanes)]
         ldm_z = [Signal(signed(8), name=f"ldm_z{j}") for j in range(lanes)]
-        with m.If(op.el & op.dec["ldm"]):
-            with m.Switch(op.seq.k):
-                with m.Case(0):
-                    m.d.sync += [ldm_m[j][0:8].eq(xa[j]) for j in range(lanes)]
-                with m.Case(1):
-                    m.d.sync += [ldm_m[j][8:16].eq(xa[j]) for j in range(lanes)]
-                with m.Case(2):
-                    m.d.sync += [ldm_sh[j].eq(xa[j][0:6]) for j in range(lanes)]
-                with m.Default():
-                    m.d.sync += [ldm_z[j].eq(xa[j]) for j in range(lanes)]
+        for j in range(lanes):
+            with m.If(op.el_lane[j] & op.dec["ldm"]):
+                with m.Switch(op.seq.k):
+                    with m.Case(0):
+                        m.d.sync += ldm_m[j][0:8].eq(xa[j])
+                    with m.Case(1):
+                        m.d.sync += ldm_m[j][8:16].eq(xa[j])
+                    with m.Case(2):
+                        m.d.sync += ldm_sh[j].eq(xa[j][0:6])
+                    with m.Default():
+                        m.d.sync += ldm_z[j].eq(xa[j])
         return ldm_m, ldm_sh, ldm_z
 
     def _req(self, m, platform, op):
@@ -513,10 +535,14 @@ class VxmSlice(wiring.Component):
         row = Signal(signed(18), name="ldlut_row")
         row_ok = Signal(name="ldlut_row_ok")
         lut_we = Signal(name="ldlut_we")
-        row_next = Signal(signed(18), name="ldlut_row_next")   # row + 1, kept for the next element
-        m.d.sync += row_next.eq(row + 1)
+        if self.ahead is not None:
+            # a register loaded a cycle ahead (``ElementSequencer`` ahead): no mux on the issue
+            m.d.sync += row.eq(Mux(op.seq.start_next, self.ahead.insn.args.vxm.imm, row + 1))
+        else:
+            row_next = Signal(signed(18), name="ldlut_row_next")   # row + 1, kept for the next element
+            m.d.sync += row_next.eq(row + 1)
+            m.d.comb += row.eq(Mux(op.seq.start, op.imm, row_next))  # imm + k without an adder in the write path
         m.d.comb += [
-            row.eq(Mux(op.seq.start, op.imm, row_next)),     # imm + k without an adder in the write path
             row_ok.eq(below(row, self.lut_rows)),
             lut_we.eq(op.el & op.dec["ldlut"] & row_ok),
             self.err.addr.eq(op.el & op.dec["ldlut"] & ~row_ok),

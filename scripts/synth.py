@@ -233,11 +233,11 @@ def main(argv=None):
     return rc
 
 
-#: Yosys command: mark the registers behind the ``*_land<g>`` / ``*_plane<g>`` wires and the slices'
+#: Yosys command: mark the registers behind the ``*_land<g>`` / ``*_plane<g>`` / ``*_copy<g>`` wires and the slices'
 #: reset registers (``slice_rst_<s>``, hdl/chip.py) ``keep`` (a ``keep`` on the wire alone does not
 #: stop opt_merge from merging the copies into one register)
 #: (the reset wires are connected to the domains' reset wires first: two steps to their registers)
-KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u %ci1 t:$dff %i; setattr -set keep 1 w:*slice_rst_* %ci2 t:$dff %i"
+KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u w:*_copy* %u %ci1 t:$dff %i; setattr -set keep 1 w:*slice_rst_* %ci2 t:$dff %i"
 
 
 def landing_copies(netlist):
