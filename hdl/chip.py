@@ -191,7 +191,7 @@ class Chip(wiring.Component):
         m.d.comb += fabric.clear.eq(start)
 
         run = self._run_registers()
-        line = self._notify_line(m, sl.icus, icu_start, hold)
+        line = self._notify_line(m, sl, icu_start, hold)
         all_halted, deadlock = self._queue_states(m, sl, line)
         deskew_queue_err = Signal()
         deskew_busy_err = Signal()
@@ -202,7 +202,7 @@ class Chip(wiring.Component):
                                                            deskew_queue_err, deskew_busy_err)
         any_err = Signal()
         m.d.comb += any_err.eq(run.running & (dec_err.as_value() != 0))
-        self._stop(m, sl.icus, icu_start, start, stopped, stop_next, any_err)
+        self._stop(m, sl, icu_start, start, stopped, stop_next, any_err)
         self._run_state(m, run, sl, icu_start, start, hold, any_err, dec_err, dec_halted, dec_cycle)
         m.d.comb += [
             host.st_running.eq(run.running),
@@ -220,6 +220,7 @@ class Chip(wiring.Component):
         cfg = self.cfg
         ahead = not self.has_c2c
         icus, units, icu_st, c2c = [], [], [], None
+        doms, starts = [], []
         for s in cfg.slices:
             p = s.position
             icu = ICU(cfg, s)
@@ -236,6 +237,7 @@ class Chip(wiring.Component):
             m.submodules[s.name] = DomainRenamer(dom)(unit) if dom != "sync" else unit
             icus.append(icu)
             units.append(unit)
+            doms.append(dom)
             if ahead:
                 icu_st.append(self._issue_registers(m, s, icu, unit, stop_next, dom))
             else:
@@ -263,6 +265,7 @@ class Chip(wiring.Component):
                 st = Signal(name=f"start_{s.name}")
                 m.d[dom] += st.eq(host.start_next)
                 m.d.comb += icu.start.eq(st)
+                starts.append(st)
             else:
                 m.d.comb += icu.start.eq(icu_start)
             if s.kind == "mem":
@@ -273,7 +276,7 @@ class Chip(wiring.Component):
                 ]
             if s.kind == "c2c":
                 c2c = unit
-        return SimpleNamespace(icus=icus, units=units, icu_st=icu_st, c2c=c2c)
+        return SimpleNamespace(icus=icus, units=units, icu_st=icu_st, c2c=c2c, doms=doms, starts=starts or None)
 
     def _slice_domain(self, m, s):
         """The clock domain of slice `s`'s ICU, unit and issue registers: ``sync``, or with tap
@@ -326,9 +329,12 @@ class Chip(wiring.Component):
         return SimpleNamespace(running=running, done=done, counter=counter, last_halt_p1=last_halt_p1,
                                result_cycles=result_cycles, errors=errors, stall=stall)
 
-    def _notify_line(self, m, icus, icu_start, hold):
+    def _notify_line(self, m, sl, icu_start, hold):
         """The OR of the queues' NOTIFY pulses, delayed ``latency.notify`` cycles (``notify_d<i>``),
-        broadcast to every ICU as ``fire``.  Returns the delay line."""
+        broadcast to every ICU as ``fire``; with tap registers each ICU gets its own copy of the
+        line's last register (``fire_<s>``, in its slice's domain, cleared by its ``start_<s>``), so
+        no chip-wide net reaches the ICUs' issue logic.  Returns the delay line."""
+        icus = sl.icus
         n = self.cfg.latency["notify"]
         line = [Signal(name=f"notify_d{i + 1}") for i in range(n)]
         any_notify = Signal()
@@ -339,8 +345,15 @@ class Chip(wiring.Component):
         with m.Elif(~hold):
             m.d.sync += line[0].eq(any_notify)
             m.d.sync += [line[i].eq(line[i - 1]) for i in range(1, n)]
-        for icu in icus:
-            m.d.comb += icu.fire.eq(fire)
+        if sl.starts is None:
+            for icu in icus:
+                m.d.comb += icu.fire.eq(fire)
+            return line
+        before = line[-2] if n >= 2 else any_notify           # what `fire` takes next cycle (no hold here)
+        for s, icu, dom, st in zip(self.cfg.slices, icus, sl.doms, sl.starts):
+            copy = Signal(name=f"fire_{s.name}")
+            m.d[dom] += copy.eq(Mux(st, 0, before))
+            m.d.comb += icu.fire.eq(copy)
         return line
 
     def _queue_states(self, m, sl, line):
@@ -416,16 +429,24 @@ class Chip(wiring.Component):
             m.d.sync += [dec_err.eq(err_now), dec_halted.eq(halted_now)]
         return dec_err, dec_halted, (counter - 2 - late)[:32]
 
-    def _stop(self, m, icus, icu_start, start, stopped, stop_next, any_err):
+    def _stop(self, m, sl, icu_start, start, stopped, stop_next, any_err):
         """The ICUs' ``stop``: at once (C2C chips), or three cycles late (err_*, err_seen,
         ``stopped``); `stopped` also masks the issue registers, so units see at most the issues
-        of the two cycles after the error."""
+        of the two cycles after the error.  With tap registers each ICU reads its own copy of
+        ``stopped`` (``stopped_<s>``, in its slice's domain)."""
+        icus = sl.icus
         if self.has_c2c:
             for icu in icus:
                 m.d.comb += icu.stop.eq(any_err)
             return
         m.d.comb += stop_next.eq(Mux(icu_start | start, 0, stopped | any_err))
         m.d.sync += stopped.eq(stop_next)
+        if sl.starts is not None:
+            for s, icu, dom in zip(self.cfg.slices, icus, sl.doms):
+                copy = Signal(name=f"stopped_{s.name}")
+                m.d[dom] += copy.eq(stop_next)
+                m.d.comb += icu.stop.eq(copy)
+            return
         for icu in icus:
             m.d.comb += icu.stop.eq(stopped)
 
