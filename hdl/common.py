@@ -249,7 +249,7 @@ class ElementSequencer:
     """
 
     def __init__(self, m, prefix, issue, count, *, fields=None, replace=True, some=None, multi=None, few=None,
-                 span=COUNT_MAX, index=False, names=None, ahead=None, copies=1):
+                 span=COUNT_MAX, index=False, names=None, ahead=None, copies=1, copy_keys=None):
         if (multi is None) == (few is None):
             raise ValueError("ElementSequencer: give exactly one of multi (count >= 2) and few (count <= 1)")
         self.ahead = ahead
@@ -273,7 +273,7 @@ class ElementSequencer:
         if ahead is None:
             self._fields(m, prefix, fields or {}, replace)
         else:
-            self._ahead(m, prefix, fields or {}, some, multi, index, nm, copies, replace)
+            self._ahead(m, prefix, fields or {}, some, multi, index, nm, copies, replace, copy_keys)
 
     def _count(self, m, count, some, multi, few, span, index, nm):
         """``el``, ``left``, ``more``/``idle`` and (with `index`) ``k``/``knext``."""
@@ -303,7 +303,7 @@ class ElementSequencer:
             if comb:
                 m.d.comb += self.k.eq(Mux(start, 0, knext))
 
-    def _ahead(self, m, prefix, fields, some, multi, index, nm, copies, replace):
+    def _ahead(self, m, prefix, fields, some, multi, index, nm, copies, replace, copy_keys):
         """`ahead` (a unit behind tap registers, hdl/taps.py, which sees the issue of its next cycle
         a cycle early: ``ahead.issue``, ``ahead.fields[key]`` the fields' `new` values next cycle,
         ``ahead.some`` the count test): ``el``, ``k`` and every field are registers loaded from
@@ -313,7 +313,8 @@ class ElementSequencer:
         next cycle); a field register takes ``ahead.fields[key]`` then, and otherwise its ``step``
         or its own value (element 0 and the held register are one register).  ``copies``: ``el`` and every field also in ``copies`` kept
         registers (``<name>_copy<g>``, scripts/synth.py ``KEEP_COPIES``), ``el_copies`` and
-        ``field_copies[g]``, for selects spread over the lanes."""
+        ``field_copies[g]``, for selects spread over the lanes; `copy_keys`: only these fields
+        (default all; ``field_copies[g]`` holds copy 0 of the others)."""
         run_next = self._next.flag if multi is not None else ~self._next.flag
         self.start_next = Signal(name=f"{nm['start']}_next")
         m.d.comb += self.start_next.eq(self.ahead.issue if replace else self.ahead.issue & ~run_next)
@@ -324,14 +325,16 @@ class ElementSequencer:
         if index:
             m.d.sync += self.k.eq(Mux(self.start_next, 0, self._next.knext))
         self.field_copies = [{} for _ in range(copies)]
+        own = {key: copies if copy_keys is None or key in copy_keys else 1 for key in fields}
         for key, f in fields.items():
             shape = f.shape if f.shape is not None else f.new.shape()
             name = f.el or f"{prefix}_el_{key}"
             for g in range(copies):
-                self.field_copies[g][key] = Signal(shape, name=name if g == 0 else f"{name}_copy{g}")
+                self.field_copies[g][key] = (Signal(shape, name=name if g == 0 else f"{name}_copy{g}")
+                                             if g < own[key] else self.field_copies[0][key])
         self.fields = self.field_copies[0]
         for key, f in fields.items():
-            for g in range(copies):
+            for g in range(own[key]):
                 r = self.field_copies[g][key]
                 with m.If(self.start_next):
                     m.d.sync += r.eq(self.ahead.fields[key])

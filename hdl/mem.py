@@ -64,7 +64,7 @@ cycle c+1 until the next read of the port.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -121,6 +121,7 @@ class MemSlice(wiring.Component):
             "host_re": In(1),
             "host_rdata": Out(vec(lanes)),
         }))
+        self.ahead = None       # set by hdl/taps.py's ``Tapped`` (``ElementSequencer`` ahead)
         self.bank = Memory(shape=vec(lanes), depth=cfg.mem_depth, init=[])
         depth = cfg.mem_depth
         self._abits = max(1, (depth - 1).bit_length())          # bank address bits
@@ -144,32 +145,47 @@ class MemSlice(wiring.Component):
         """The issuing instruction's class, decoded from the word alone (``common.predecode``: in
         the cycle before the issue on chips with registered issue); ``multi``: count >= 2, so a
         register can say "elements left" without a compare in the sample cycle."""
-        dec_rd = predecode(m, self, "dec_rd", lambda i: ((i.op == Opcode.READ) | (i.op == Opcode.GATHER))
-                           & (i.args.mem.count != 0))
-        dec_wr = predecode(m, self, "dec_wr", lambda i: ((i.op == Opcode.WRITE) | (i.op == Opcode.SCATTER))
-                           & (i.args.mem.count != 0))
-        dec_gather = predecode(m, self, "dec_gather", lambda i: i.op == Opcode.GATHER)
-        dec_scatter = predecode(m, self, "dec_scatter", lambda i: i.op == Opcode.SCATTER)
+        fns = {
+            "rd": lambda i: ((i.op == Opcode.READ) | (i.op == Opcode.GATHER)) & (i.args.mem.count != 0),
+            "wr": lambda i: ((i.op == Opcode.WRITE) | (i.op == Opcode.SCATTER)) & (i.args.mem.count != 0),
+            "gather": lambda i: i.op == Opcode.GATHER,
+            "scatter": lambda i: i.op == Opcode.SCATTER,
+        }
+        dec_rd = predecode(m, self, "dec_rd", fns["rd"])
+        dec_wr = predecode(m, self, "dec_wr", fns["wr"])
+        dec_gather = predecode(m, self, "dec_gather", fns["gather"])
+        dec_scatter = predecode(m, self, "dec_scatter", fns["scatter"])
         dec_multi = predecode(m, self, "dec_multi", lambda i: i.args.mem.count[1:].any())
         issue_rd = Signal(name="issue_rd")
         issue_wr = Signal(name="issue_wr")
         m.d.comb += [issue_rd.eq(self.issue & dec_rd), issue_wr.eq(self.issue & dec_wr)]
-        return SimpleNamespace(rd=issue_rd, wr=issue_wr, gather=dec_gather, scatter=dec_scatter, multi=dec_multi)
+        # behind tap registers (``ElementSequencer`` ahead): the same, for the next cycle's issue
+        ahead = None
+        if self.ahead is not None:
+            a = self.ahead
+            ahead = {k: Value.cast(fn(a.insn)) for k, fn in fns.items()}
+            ahead["rd"], ahead["wr"] = a.issue & ahead["rd"], a.issue & ahead["wr"]
+        return SimpleNamespace(rd=issue_rd, wr=issue_wr, gather=dec_gather, scatter=dec_scatter, multi=dec_multi,
+                               ahead=ahead)
 
-    def _sequencer(self, m, prefix, issue, dec_indexed, indexed, multi):
+    def _sequencer(self, m, prefix, issue, dec_indexed, indexed, multi, dec):
         """The element sequencer of the read (``rd``) or write (``wr``) sub-unit: this cycle's
         element's streams ``s``/``a``, GATHER/SCATTER flag (`indexed`), base, stride and sequential
-        address ``seq`` (register ``<prefix>_addr``, advanced by the stride every element)."""
-        args = self.insn.args.mem
-        return ElementSequencer(m, prefix, issue, args.count, multi=multi, fields={
-            indexed: ElementField(dec_indexed),
-            "s": ElementField(args.s),
-            "a": ElementField(args.a),
-            "base": ElementField(args.addr),
-            "seq": ElementField(args.addr, shape=ADDR, reg=f"{prefix}_addr",
-                                step=lambda el: el["seq"] + el["stride"]),
-            "stride": ElementField(args.stride),
-        })
+        address ``seq`` (register ``<prefix>_addr``, advanced by the stride every element).  Behind
+        tap registers the fields are registers loaded a cycle ahead (``ElementSequencer`` ahead)."""
+        def values(args, flag):
+            return {indexed: flag, "s": args.s, "a": args.a, "base": args.addr, "seq": args.addr,
+                    "stride": args.stride}
+        v = values(self.insn.args.mem, dec_indexed)
+        fields = {key: ElementField(x) for key, x in v.items()}
+        fields["seq"] = ElementField(v["seq"], shape=ADDR, reg=f"{prefix}_addr", step=lambda el: el["seq"] + el["stride"])
+        kw = {}
+        if dec.ahead is not None:
+            # WRITE's data stream select once per lane (``wr_el_s_copy<j>``, common.pick_stream)
+            kw = {"ahead": SimpleNamespace(issue=dec.ahead[prefix],
+                                           fields=values(self.ahead.insn.args.mem, dec.ahead[indexed])),
+                  "copies": self.cfg.lanes if prefix == "wr" else 1, "copy_keys": {"s"}}
+        return ElementSequencer(m, prefix, issue, self.insn.args.mem.count, multi=multi, fields=fields, **kw)
 
     def _address(self, m, prefix, q):
         """The element's address (``<prefix>_el_addr``: base + index, or the sequential address)
@@ -186,7 +202,7 @@ class MemSlice(wiring.Component):
     # ------------------------------------------------------------------------------------
     def _read_unit(self, m, rport, dec):
         """READ / GATHER: the elements, their addresses, the read port and the result pipeline."""
-        seq = self._sequencer(m, "rd", dec.rd, dec.gather, "gather", dec.multi)
+        seq = self._sequencer(m, "rd", dec.rd, dec.gather, "gather", dec.multi, dec)
         el = seq.fields
         idx_data, idx_valid = pick_stream(self.tap, el["a"].west, el["a"].index)
         operands_ok = ~el["gather"] | idx_valid
@@ -250,9 +266,12 @@ class MemSlice(wiring.Component):
     # ------------------------------------------------------------------------------------
     def _write_unit(self, m, wport, dec):
         """WRITE / SCATTER: the elements, their addresses and the write stages."""
-        seq = self._sequencer(m, "wr", dec.wr, dec.scatter, "scatter", dec.multi)
+        seq = self._sequencer(m, "wr", dec.wr, dec.scatter, "scatter", dec.multi, dec)
         el = seq.fields
         src_data, src_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
+        if seq.ahead is not None:
+            src_data = Cat(*(pick_stream(self.tap, c["s"].west, c["s"].index, lane=j)[0]
+                             for j, c in enumerate(seq.field_copies)))
         idx_data, idx_valid = pick_stream(self.tap, el["a"].west, el["a"].index)
         operands_ok = src_valid & (~el["scatter"] | idx_valid)
         valids = []

@@ -131,6 +131,7 @@ class MxmSlice(wiring.Component):
         self.cfg = cfg
         self.slice = slice
         lanes = cfg.lanes
+        self.ahead = None       # set by hdl/taps.py's ``Tapped`` (``ElementSequencer`` ahead)
         super().__init__(unit_signature(cfg))
         self.acc = Memory(shape=unsigned(32 * lanes), depth=cfg.acc_depth, init=[])
         self.weights = [[Signal(vec(lanes), name=f"w{b}_row{i}") for i in range(lanes)] for b in range(2)]
@@ -157,31 +158,44 @@ class MxmSlice(wiring.Component):
         """The issuing instruction's sub-unit, decoded from the word alone (``common.predecode``:
         in the cycle before the issue on chips with registered issue); ``multi``: count >= 2;
         ``lw_multi``: an LW of more than one element (count > install_rows)."""
-        issue = {}
+        issue, ahead = {}, {}
         for code in (Opcode.LW, Opcode.MM, Opcode.EMIT):
             name = {Opcode.LW: "lw", Opcode.MM: "mm", Opcode.EMIT: "em"}[code]
             issue[name] = Signal(name=f"issue_{name}")
-            dec = predecode(m, self, f"dec_{code.name.lower()}",
-                            lambda i, code=code: (i.op == code) & (i.args.mxm.count != 0))
+            fn = (lambda i, code=code: (i.op == code) & (i.args.mxm.count != 0))
+            dec = predecode(m, self, f"dec_{code.name.lower()}", fn)
             m.d.comb += issue[name].eq(self.issue & dec)
+            if self.ahead is not None:
+                # behind tap registers: the next cycle's issue (``ElementSequencer`` ahead)
+                ahead[name] = self.ahead.issue & fn(self.ahead.insn)
         dec_multi = predecode(m, self, "dec_multi", lambda i: i.args.mxm.count[1:].any())
         rows = self.cfg.install_rows
         lw_multi = dec_multi if rows == 1 else predecode(m, self, "dec_lw_multi", lambda i: i.args.mxm.count > rows)
-        return SimpleNamespace(**issue, multi=dec_multi, lw_multi=lw_multi)
+        return SimpleNamespace(**issue, multi=dec_multi, lw_multi=lw_multi, ahead=ahead or None)
 
-    def _sequencer(self, m, prefix, issue, multi, with_buf=False, with_acc=False, count=None, step=1, extra=None):
+    def _sequencer(self, m, prefix, issue, multi, with_buf=False, with_acc=False, count=None, step=1, extra=None,
+                   dec=None):
         """Element sequencing of one sub-unit (``common.ElementSequencer``): this cycle's element's
         stream ``s``, address ``addr`` (+`step` per element) and, as asked, buffer, acc flag and
-        `extra` fields; `count`: the element count (default the ``count`` field)."""
+        `extra` fields (``extra(args)``: {key: ElementField} from an instruction's MXM fields);
+        `count`: the element count (default the ``count`` field).  Behind tap registers (`dec`'s
+        ``ahead``) the fields are registers loaded a cycle ahead (``ElementSequencer`` ahead)."""
+        def build(args):
+            fields = {"s": ElementField(args.s),
+                      "addr": ElementField(args.addr, shape=13, step=lambda el: el["addr"] + step)}
+            if with_buf:
+                fields["buf"] = ElementField(args.buf)
+            if with_acc:
+                fields["acc"] = ElementField(args.acc, reg=f"{prefix}_accum")
+            fields.update(extra(args) if extra else {})
+            return fields
         args = self.insn.args.mxm
-        fields = {"s": ElementField(args.s),
-                  "addr": ElementField(args.addr, shape=13, step=lambda el: el["addr"] + step)}
-        if with_buf:
-            fields["buf"] = ElementField(args.buf)
-        if with_acc:
-            fields["acc"] = ElementField(args.acc, reg=f"{prefix}_accum")
-        fields.update(extra or {})
-        return ElementSequencer(m, prefix, issue, args.count if count is None else count, multi=multi, fields=fields)
+        kw = {}
+        if dec is not None and dec.ahead is not None:
+            kw["ahead"] = SimpleNamespace(issue=dec.ahead[prefix],
+                                          fields={k: f.new for k, f in build(self.ahead.insn.args.mxm).items()})
+        return ElementSequencer(m, prefix, issue, args.count if count is None else count, multi=multi,
+                                fields=build(args), **kw)
 
     # ------------------------------------------------------------------------------------
     # install (LW)
@@ -194,7 +208,7 @@ class MxmSlice(wiring.Component):
         lanes, rows = self.cfg.lanes, self.cfg.install_rows
         rbits = max(1, (lanes - 1).bit_length())
         if rows == 1:
-            seq = self._sequencer(m, "lw", dec.lw, dec.multi, with_buf=True)
+            seq = self._sequencer(m, "lw", dec.lw, dec.multi, with_buf=True, dec=dec)
             el = seq.fields
             vec_data, vec_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
             row_ok = below(el["addr"], lanes)
@@ -246,9 +260,9 @@ class MxmSlice(wiring.Component):
         args = self.insn.args.mxm
         n_el = Signal(12, name="lw_elements")           # ceil(count / R)
         m.d.comb += n_el.eq(args.count[r:] + args.count[:r].any())
-        tail = ElementField((args.count[:r] - 1)[:r], shape=r)     # (count - 1) mod R: rows of the last element - 1
+        # (count - 1) mod R: rows of the last element - 1
         seq = self._sequencer(m, "lw", dec.lw, dec.lw_multi, with_buf=True, count=n_el, step=R,
-                              extra={"tail": tail})
+                              extra=lambda a: {"tail": ElementField((a.count[:r] - 1)[:r], shape=r)}, dec=dec)
         el = seq.fields
         s = el["s"]
         last = Signal(name="lw_last")                   # the element running now is the LW's last
@@ -285,7 +299,7 @@ class MxmSlice(wiring.Component):
     # ------------------------------------------------------------------------------------
     def _multiply_path(self, m, platform, dec, lw, acc_w, acc_rmw):
         """MM: operands, products, adder tree and the accumulator read-modify-write."""
-        seq = self._sequencer(m, "mm", dec.mm, dec.multi, with_buf=True, with_acc=True)
+        seq = self._sequencer(m, "mm", dec.mm, dec.multi, with_buf=True, with_acc=True, dec=dec)
         el = seq.fields
         x, x_valid = pick_stream(self.tap, el["s"].west, el["s"].index)
         addr_ok = below(el["addr"], self.cfg.acc_depth)
@@ -438,7 +452,7 @@ class MxmSlice(wiring.Component):
         """EMIT: the accumulator read (|addr| with L_e >= 3) and the result pipeline."""
         cfg = self.cfg
         abits = max(1, (cfg.acc_depth - 1).bit_length())
-        seq = self._sequencer(m, "em", dec.em, dec.multi)
+        seq = self._sequencer(m, "em", dec.em, dec.multi, dec=dec)
         el = seq.fields
         addr_ok = below(el["addr"], cfg.acc_depth)
         em_ok = seq.el & addr_ok
