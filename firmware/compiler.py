@@ -767,6 +767,10 @@ class _FFNScheduler:
 
         def build(tx, t):
             land = t + Lr
+            d = self.sch.port_shift(c2c, [land + k * F for k in range(n)])
+            if d:
+                tx.fail(f"{c2c} stream port busy", d)
+                return t
             idx = self._stream(tx, pc, pb, land, 1, [4, 5, 6, 7])
             s = StreamRef(idx, pb < pc)
             tx.add(c2c, t, [Insn.make(Opcode.RECV, s=s, port=port, count=n)], t + 1, f"rx{port}",
@@ -1220,15 +1224,22 @@ class _FFNScheduler:
             self.uu = {n: uu[i] for n, i in enumerate(tiles)}
             self.aa = {n: aa[i] for n, i in enumerate(tiles)}
 
-    def build(self):
-        """Place and schedule the whole layer as one program (the tray compiler's entry)."""
+    def build(self, alloc=None, placed=None):
+        """Place and schedule the whole layer as one program (the tray compiler's entry). ``alloc``
+        (tokens, block tokens): size X, Y and the intermediates (and choose the weight rows per
+        cycle) for that many tokens instead of this program's own, so that a shorter run of the layer
+        places everything at the same addresses as the longer one (the tray's token chunks).
+        ``placed()``: called once everything is placed, before the schedule."""
         blocks, tb = plan_blocks(self.cfg, self.T, self.pieces)
-        err = self.size_error(self.T, tb)
+        aT, atb = alloc if alloc is not None else (self.T, tb)
+        err = self.size_error(aT, atb)
         if err is not None:
             raise err
-        self.rows = _rows(self.cfg, tb)
+        self.rows = _rows(self.cfg, atb)
         self.place_resident()
-        self.place_activations(self.T, tb)
+        self.place_activations(aT, atb)
+        if placed is not None:
+            placed()
         return self.schedule(self.T, blocks)
 
     def schedule(self, T, blocks, work=None):
@@ -1554,7 +1565,7 @@ def _split_work(cfg, q, piece, est, measured=None):
     return done
 
 
-def _compile(qs, cfg, Ts, plan):
+def _compile(qs, cfg, Ts, plan, prepare=None):
     """Every expert of `qs` with `plan`: one MEM image; per expert, per token count of `Ts`, a Compiled
     with its runs. Every run size (over all the counts) is scheduled once per expert, on the regions
     placed for the largest (``placed``), so all the programs of an expert share its addresses.  A run
@@ -1582,6 +1593,8 @@ def _compile(qs, cfg, Ts, plan):
             def piece(work, size=size, blocks=blocks):
                 s = _FFNScheduler(cfg, q, size, alloc, image, shared, placed=first)
                 s.rows, s.near = plan.rows, plan.near
+                if prepare is not None:
+                    prepare(s)
                 s.place_resident()
                 s.place_activations(sizes[0], tb, plan.ring)
                 try:
@@ -1704,11 +1717,11 @@ def _token_counts(tokens):
     return sorted(int(T) for T in Ts)
 
 
-def _compile_fitting(qs, cfg, Ts, plan):
+def _compile_fitting(qs, cfg, Ts, plan, prepare=None):
     """``_compile`` with `plan`; a program longer than queue_depth is split into runs of fewer blocks."""
     while True:
         try:
-            return _compile(qs, cfg, Ts, plan)
+            return _compile(qs, cfg, Ts, plan, prepare)
         except _QueueFull as full:      # (only runs of several blocks: one block is cut by work)
             nb = len(plan.blocks(cfg, plan.chunk))
             if nb == 1:
@@ -1719,10 +1732,11 @@ def _compile_fitting(qs, cfg, Ts, plan):
             plan = replace(plan, chunk=min(plan.chunk, nb * tb), tb=tb, even=True)
 
 
-def _compile_layers(qs, cfg, Ts):
+def _compile_layers(qs, cfg, Ts, prepare=None):
     """Plan (for the largest of the token counts `Ts`), then compile every count on one image; a
     program longer than queue_depth is split into runs of fewer blocks. Returns per layer a list of
-    Compiled, one per count (ascending)."""
+    Compiled, one per count (ascending). ``prepare(scheduler)``: called on every scheduler before it
+    schedules (the tray's expert-parallel programs add their DESKEW barriers)."""
     for q in qs:
         check_single_chip(q, cfg)
     t0 = time.perf_counter()
@@ -1733,7 +1747,7 @@ def _compile_layers(qs, cfg, Ts):
             alt = replace(plan, rows=rows)
             if _trial(cfg, qs, alt) is None:
                 plan = alt
-    out = _compile_fitting(qs, cfg, Ts, plan)
+    out = _compile_fitting(qs, cfg, Ts, plan, prepare)
     if cfg.streams <= INT32_PLANES and plan.tb > cfg.latency["vxm_req"]:
         # 4 streams: the REQL destinations near the MXM (the default) or where 8 streams have them,
         # a REQL of more than vxm_req tokens to a bank beyond the VXM going in pieces (``emit_req``):
@@ -1741,7 +1755,7 @@ def _compile_layers(qs, cfg, Ts):
         def total(o):
             return sum(c.predicted_cycles for per_T in o for c in per_T)
         try:
-            far = _compile_fitting(qs, cfg, Ts, replace(plan, near=False))
+            far = _compile_fitting(qs, cfg, Ts, replace(plan, near=False), prepare)
         except CompileError:
             far = None
         if far is not None and total(far) < total(out):

@@ -100,6 +100,16 @@ class Schedule:
     def port_free(self, s, cycles):
         return not (self.port.get(s, set()) & set(cycles))
 
+    def port_shift(self, s, cycles):
+        """The least d >= 0 such that slice `s`'s stream port is free in every cycle of `cycles` + d
+        (an operation whose results land there fails the same way at every smaller move)."""
+        busy = self.port.get(s)
+        d = 0
+        if busy:
+            while any(c + d in busy for c in cycles):
+                d += 1
+        return d
+
     def txn(self):
         return Txn(self)
 
@@ -184,14 +194,22 @@ class Txn:
             elif any(not (busy[1] < a or busy[0] > b) for a, b in self.subspans.get((s, sub), [])):
                 self.fail(f"{s}.{sub} busy in {busy}")
             self.subspans.setdefault((s, sub), []).append(busy)
+        hi = end - 1
+        if busy and busy[1] > hi:
+            hi = busy[1]
         if lands:
-            if not sch.port_free(s, lands) or self.lands.get(s, set()) & set(lands):
+            mine = set(lands)
+            own = self.lands.get(s)
+            if not sch.port_free(s, mine) or (own is not None and not own.isdisjoint(mine)):
                 self.fail(f"{s} port busy")
-            self.lands.setdefault(s, set()).update(lands)
+            self.lands.setdefault(s, set()).update(mine)
+            hi = max(hi, max(lands) - 1)
         self.qspans.setdefault(s, []).append((t, end))
         self.items.append((s, t, insns, end, sub, busy, tuple(lands), tag))
-        self.lo = min(self.lo, t)
-        self.hi = max([self.hi, end - 1] + ([busy[1]] if busy else []) + [x - 1 for x in lands])
+        if t < self.lo:
+            self.lo = t
+        if hi > self.hi:
+            self.hi = hi
 
     def need(self, s, sub, a, b, queue_end=None):
         """Fail now (with the skip) unless sub-unit `sub` of `s` is free in [a, b] and, with
@@ -222,13 +240,18 @@ class Txn:
         M, NS = sch.cell_cycle, sch.cell_pos
         a0 = sch.cell(s, p_from, 0)
         B = M + step * NS                 # one slice on, one cycle later
-        cells, lands = set(), set()
-        for r in range(reps + 1):
-            c0 = a0 + (land + r * d) * M
-            lands.update(range(c0, c0 + n * M, M))
-            for i in range(dist + 1):
-                b = c0 + i * B
-                cells.update(range(b, b + n * M, M))
+        if n == 1 and not reps:           # (the common case: one element)
+            c0 = a0 + land * M
+            lands = {c0}
+            cells = {c0 + i * B for i in range(dist + 1)}
+        else:
+            cells, lands = set(), set()
+            for r in range(reps + 1):
+                c0 = a0 + (land + r * d) * M
+                lands.update(range(c0, c0 + n * M, M))
+                for i in range(dist + 1):
+                    b = c0 + i * B
+                    cells.update(range(b, b + n * M, M))
         if not (lands.isdisjoint(sch.cells) and lands.isdisjoint(self.cells) and cells.isdisjoint(sch.landings)
                 and cells.isdisjoint(self.plands)):
             self.fail(f"stream {s} path collision")

@@ -21,6 +21,10 @@ The default (split None) compiles both and keeps the faster program.
 Expert parallel: one expert per chip, each chip an ordinary single-chip program; the host routes
 each token to its expert's chip.
 
+Token chunks: when one program of all the tokens does not fit (SRAM, a queue, the RX buffers), the
+tokens run in chunks (``TrayCompiled.runs``, ``_chunked``): every chip keeps one resident MEM image
+and runs one program per chunk size; a layer that fits one program compiles exactly as before.
+
 DESKEW: the chips' clocks drift apart by up to 2 x ppm_budget; a RECV scheduled at SEND +
 link_latency tolerates `link_slack` cycles of it. Between realignments a program may therefore
 run D = epoch x max(1, floor(link_slack / (2 x ppm_budget x 1e-6 x epoch))) cycles, and the
@@ -29,13 +33,18 @@ a barrier, every queue parks in DESKEW just before it (docs/c2c.md).
 """
 
 import math
+import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from tinylpu.firmware.compiler import (
     Compiled,
     CompileError,
     Region,
+    Run,
     _ceil,
+    _compile_layers,
     _FFNScheduler,
     _report,
     _rows,
@@ -71,14 +80,46 @@ def slice_ffn(q: QuantFFN, cols) -> QuantFFN:
 
 
 @dataclass
+class TrayRun:
+    """One run of a tray program: every chip starts its program together (run i of a chip is
+    ``chips[c].runs[i]``, a ``compiler.Run``: its program, token offset, X and Y regions), and the
+    next run starts once every chip has halted."""
+    chips: list                       # per chip: compiler.Run, or None (the chip idles: a lone HALT)
+    predicted_cycles: list            # per chip (1 for an idle chip)
+
+    @property
+    def cycles(self):
+        """The run's length on the tray: its slowest chip."""
+        return max(self.predicted_cycles)
+
+
+@dataclass
 class TrayCompiled:
     cfg: object
     mode: str                         # "tp" or "ep"
-    chips: list                       # per chip: Compiled or None (idle)
-    predicted_cycles: list            # per chip (0 for idle chips)
+    chips: list                       # per chip: Compiled (its runs: ``Compiled.runs``) or None (idle)
+    predicted_cycles: list            # per chip, all runs together (1 per run for an idle chip)
     root: int = 0
-    y_layout: dict = field(default_factory=dict)
+    y_layout: dict = field(default_factory=dict)     # the root's, the first run's
     report: dict = field(default_factory=dict)
+    runs: list = None                 # [TrayRun], run one after the other on the chips' resident images:
+                                      # several when the tokens do not fit one program (``_chunked``)
+
+    def __post_init__(self):
+        if self.runs is None:
+            n = max((len(c.runs) for c in self.chips if c is not None), default=1)
+            runs = []
+            for i in range(n):
+                per = [c.runs[i] if c is not None and i < len(c.runs) else None for c in self.chips]
+                runs.append(TrayRun(per, [r.predicted_cycles if r is not None else 1 for r in per]))
+            self.runs = runs
+            if n > 1:
+                self.predicted_cycles = [sum(r.predicted_cycles[c] for r in runs) for c in range(len(self.chips))]
+
+    @property
+    def cycles(self):
+        """The tray's cycles: every run's slowest chip, the runs one after the other."""
+        return sum(r.cycles for r in self.runs)
 
 
 def _port_to(cfg, a, b):
@@ -125,12 +166,29 @@ def _barriers(sch, cfg, horizon):
     sch.barriers = list(range(D, horizon, D))
 
 
+def _rx_error(cfg, schedules, what, data="gathered activations"):
+    return CompileError(f"config {cfg.name}: the chips cannot RECV the {data} within the "
+                        f"{cfg.link['rx_vectors']}-vector RX buffer after {schedules} schedule"
+                        f"{'s' if schedules > 1 else ''} ({what})")
+
+
+def _attempts(most, tokens):
+    """How many times a tray of `tokens` tokens is scheduled again for its RX buffers: `most` up to
+    32 tokens, fewer for more (each schedule costs about tokens x tiles, so a compile that fails
+    costs about as much as one of 32 tokens that settles), at least 1: a program that does not
+    settle by then runs in shorter chunks of tokens (``_chunked``)."""
+    return max(1, min(most, most * 32 // max(tokens, 1)))
+
+
 def compile_tp(q: QuantFFN, cfg, tokens, chips=None, split=None):
     """Tensor-parallel FFN over `chips` chips of the tray (default: all).
 
     split: "gather" (the int8 gated product is all-gathered, W2 split by output columns, int8 Y
     gathered to chip 0), "partial" (W2 split by d_ff rows, int32 partial sums reduced on chip 0), or
-    None (the default): both, and the faster program (gather on a tie or when partial does not fit)."""
+    None (the default): both, and the faster program (gather on a tie or when partial does not fit).
+
+    When one program of all the tokens does not fit (SRAM, a queue, the RX buffers), the tokens run
+    in chunks (``TrayCompiled.runs``, ``_chunked``) on the one resident image of every chip."""
     check_emittable(q)
     n = chips or cfg.chips
     if n < 2 or n > cfg.chips:
@@ -139,25 +197,263 @@ def compile_tp(q: QuantFFN, cfg, tokens, chips=None, split=None):
         raise CompileError(f"config {cfg.name} has no c2c slice in its floorplan")
     if split not in (None, "gather", "partial"):
         raise CompileError(f"unknown tensor-parallel split {split!r} (gather or partial)")
+    if tokens < 1:
+        raise CompileError(f"tokens must be >= 1, got {tokens}")
+    t0 = time.perf_counter()
+
+    done = {}
+
+    def partial(T, alloc=None, probe=False, first=False):
+        # (a probe is the compile itself; alloc, even T itself, places for chunks: ``_compile_tp_partial``)
+        if (T, alloc) not in done:
+            try:
+                done[(T, alloc)] = _compile_tp_partial(q, cfg, T, n, alloc)
+            except CompileError as e:
+                done[(T, alloc)] = e
+        r = done[(T, alloc)]
+        if isinstance(r, CompileError):
+            raise r
+        return r
+
     if split == "partial":
-        return _compile_tp_partial(q, cfg, tokens, n)
-    tc = _compile_tp_gather(q, cfg, tokens, n)
-    if split is None:
+        return _timed(_chunked(partial, cfg, q, tokens), t0)
+    shifts, tried = {}, {}
+
+    def gather(T, alloc=None, probe=False, first=False):
+        # a run placed for a longer one (alloc) takes that one's plan (``gather_plan``'s shift); the
+        # chunks (not first) push late SENDs further (``_gather_schedule``)
+        alloc = None if alloc == T else alloc
+        tc = _compile_tp_gather(q, cfg, T, n, shifts[alloc] if alloc else None, alloc,
+                                tried.setdefault((T, alloc, first), {}), search=not probe, push=not first)
+        if alloc is None and not probe:
+            shifts[T] = tc.report["shift"]
+        return tc
+
+    def placed(T):
         try:
-            other = _compile_tp_partial(q, cfg, tokens, n)
+            _compile_tp_gather(q, cfg, T, n, place_only=True)
+            return True
         except CompileError:
-            return tc
-        if max(other.predicted_cycles) < max(tc.predicted_cycles):
-            return other
+            return False
+    tc = _chunked(gather, cfg, q, tokens, placed)
+    if split is None:
+        # partial's workers each SEND chip 0 four int32 planes of every output tile of every token, one
+        # vector per send_interval cycles on their port: a run of T tokens takes at least that long
+        L = cfg.lanes
+        if min(n, _ceil(q.d_ff, L)) > 1:
+            floor = 4 * _ceil(q.d_model, L) * cfg.link_params.send_interval
+            if sum(floor * r.chips[tc.root].tokens for r in tc.runs) >= tc.cycles:
+                return _timed(tc, t0)
+        try:
+            if len(tc.runs) == 1:
+                other = partial(tokens)
+            else:       # the same chunks of tokens, if partial fits them
+                sizes = sorted({r.chips[tc.root].tokens for r in tc.runs}, reverse=True)
+                parts = {m: partial(m, sizes[0]) for m in sizes}
+                other = _merge(cfg, q, parts, [(r.chips[tc.root].token0, r.chips[tc.root].tokens) for r in tc.runs],
+                               tokens)
+        except CompileError:
+            return _timed(tc, t0)
+        if other.cycles < tc.cycles:
+            return _timed(other, t0)
+    return _timed(tc, t0)
+
+
+def _timed(tc, t0):
+    tc.report["compile_s"] = time.perf_counter() - t0
     return tc
 
 
-def _compile_tp_partial(q, cfg, tokens, n):
+def _chunked(one, cfg, q, T, placed=None):
+    """The layer's T tokens as one tray program ``one(T)`` if that compiles; else in runs (chunks of
+    tokens) on one resident image per chip.  ``one(n, alloc=None, probe=False, first=False)``: the
+    TrayCompiled of one run of n tokens whose regions are sized for `alloc` tokens (a shorter run's
+    addresses are the longer's); ``probe``: a quicker compile that only has to tell whether n tokens
+    fit and how fast; ``first``: the layer's one program (as before there were chunks).
+    ``placed(n)``: a cheap test whether n tokens fit the SRAM (no schedule), or None.
+
+    The chunk size: at most the largest that fits the SRAM (bisection on ``placed``; a layer whose
+    weights do not fit fails at one token, naming the sizes); from T / 16 tokens (halved while that
+    does not compile) doubling while the chunk compiles and its cycles per token fall by 3 % or more
+    (past that, bigger chunks cost compile time and gain little; a chunk that fails a queue or the
+    RX buffers ends the doubling, after one step of bisection).  Then the chunks either split the
+    tokens evenly, or are whole accumulator blocks and a rest (two run sizes at most, each compiled
+    once, the smaller on the larger's addresses), or are all that size (one program; the last run
+    starts early enough to end at the last token, recomputing a few tokens): the fewer predicted
+    tray cycles win."""
+    try:
+        return one(T, None, False, True)
+    except CompileError as err:
+        if T == 1:
+            raise
+        first = err
+    tried = {}
+
+    def trial(n, alloc=None, probe=False):
+        key = (n, alloc, probe)
+        if key not in tried:
+            try:
+                tried[key] = one(n, alloc, probe)
+            except CompileError as e:
+                tried[key] = e
+        return tried[key]
+
+    def fits(n):
+        return isinstance(trial(n, probe=True), TrayCompiled)
+
+    def fail_one():
+        err = trial(1)
+        return CompileError(f"{err} (not even one token of the {T} at a time fits; {T} tokens at once: {first})")
+    top = T - 1                         # the largest run size that may compile
+    if placed is not None:
+        if not placed(1):
+            raise fail_one()
+        lo, hi = 1, T
+        while hi - lo > 1:              # the largest that fits the SRAM
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if placed(mid) else (lo, mid)
+        top = lo
+    # from about T / 16 tokens up, doubling while the chunk compiles and its cycles per token fall
+    # by 3 % or more (a bigger chunk also costs more to compile, a failing one most); the sizes are
+    # multiples or power-of-two fractions of an accumulator block (a chunk of 36 tokens is a block of
+    # 32 and one of 4, slower per token than either 32 or 64)
+    tb = plan_blocks(cfg, T)[1]
+
+    def aligned(n):                     # the largest such size <= n
+        if n >= tb:
+            return n // tb * tb
+        m = tb
+        while m > n:
+            m //= 2
+        return max(1, m)
+    top = aligned(top)
+    c, lo, per = aligned(max(1, min(top, T // 16))), 0, None
+    while True:
+        if not fits(c):
+            if lo == 0:
+                if c == 1:
+                    raise fail_one()
+                c = max(1, c // 2)
+                continue
+            if c - lo > lo // 4:        # one step of bisection
+                mid = (lo + c) // 2
+                if fits(mid):
+                    lo = mid
+            break
+        cyc = trial(c, probe=True).cycles / c
+        if per is not None and cyc > 0.97 * per:
+            lo = lo if per <= cyc else c
+            break
+        lo, per = c, cyc
+        if c >= top:
+            break
+        c = min(2 * c, top)
+    k = -(-T // lo)
+
+    def candidate(chunks):
+        sizes = sorted({m for _, m in chunks}, reverse=True)
+        parts = {}
+        for m in sizes:                 # (two sizes: each placed for the larger, the larger too)
+            r = trial(m, sizes[0] if len(sizes) > 1 else None)
+            if not isinstance(r, TrayCompiled):
+                return r
+            parts[m] = r
+        try:
+            return _merge(cfg, q, parts, chunks, T)
+        except CompileError as e:
+            return e
+    # the tokens split evenly; in whole blocks and a rest; all in chunks of lo, the last one ending
+    # at the last token (recomputing a few)
+    a, options = aligned(lo), [_even_chunks(T, k)]
+    options.append([(i * a, min(a, T - i * a)) for i in range(-(-T // a))])
+    options.append([(min(i * lo, T - lo), lo) for i in range(k)])
+    cands = []
+    for chunks in options:
+        if chunks not in options[:options.index(chunks)]:
+            cands.append(candidate(chunks))
+    ok = [c for c in cands if isinstance(c, TrayCompiled)]
+    if not ok:
+        raise cands[-1]
+    return min(ok, key=lambda tc: tc.cycles)
+
+
+def _even_chunks(total, parts):
+    """`total` tokens in `parts` consecutive chunks whose sizes differ by at most one, larger first."""
+    base, rem = divmod(total, parts)
+    out, start = [], 0
+    for i in range(parts):
+        n = base + (i < rem)
+        out.append((start, n))
+        start += n
+    return out
+
+
+def _same_image(a, b):
+    if sorted(a) != sorted(b):
+        return False
+    for bank in a:
+        if len(a[bank]) != len(b[bank]):
+            return False
+        for (x, u), (y, v) in zip(a[bank], b[bank]):
+            if x != y or not np.array_equal(u, v):
+                return False
+    return True
+
+
+def _merge(cfg, q, parts, chunks, T):
+    """One TrayCompiled of several runs: ``parts`` {run tokens: TrayCompiled of one run of that many,
+    all placed for the largest}, ``chunks`` [(first token, tokens)] in order (runs of equal size
+    share the program; only the token offset differs)."""
+    big = parts[max(parts)]
+    for m, p in parts.items():
+        for c, (a, b) in enumerate(zip(big.chips, p.chips)):
+            if (a is None) != (b is None) or (a is not None and not _same_image(a.mem_image, b.mem_image)):
+                raise CompileError(f"internal: the {m}-token run of chip {c} does not share the resident image "
+                                   f"of the {max(parts)}-token run")
+    chips = []
+    for c, comp in enumerate(big.chips):
+        if comp is None:
+            chips.append(None)
+            continue
+        runs = []
+        for t0, m in chunks:
+            p = parts[m].chips[c]
+            runs.append(Run(p.program, p.listing, p.schedule, t0, m, p.x_layout, p.y_layout, p.predicted_cycles,
+                            tuple(plan_blocks(cfg, m)[0])))
+        r0 = runs[0]
+        chips.append(Compiled(cfg, r0.program, comp.mem_image, r0.x_layout, r0.y_layout, T,
+                              sum(r.predicted_cycles for r in runs), r0.listing, r0.schedule, comp.q, runs=runs))
+    tc = TrayCompiled(cfg, big.mode, chips, None, big.root, dict(chips[big.root].y_layout))
+    counts = {m: sum(1 for _, n in chunks if n == m) for m in parts}
+    rep = dict(big.report)
+    mats = 3 if q.gated else 2
+    total = tc.cycles
+    rep.update({
+        "predicted_cycles": total, "per_chip_predicted_cycles": list(tc.predicted_cycles),
+        "useful_macs": T * q.d_model * q.d_ff * mats,
+        "mxm_utilization": T * q.d_model * q.d_ff * mats / (cfg.macs_per_cycle * rep["chips_used"] * total),
+        "runs": len(tc.runs), "run_tokens": [m for _, m in chunks], "run_token0": [t0 for t0, _ in chunks],
+        "run_cycles": [r.cycles for r in tc.runs],
+        "per_run_chip_predicted_cycles": [list(r.predicted_cycles) for r in tc.runs],
+    })
+    for key in ("link_vectors_to_root", "link_vectors", "deskews"):
+        if key in rep:
+            rep[key] = sum(counts[m] * parts[m].report[key] for m in parts)
+    tc.report = rep
+    return tc
+
+
+def _compile_tp_partial(q, cfg, tokens, n, alloc=None):
     """W2 split by d_ff rows: chip 0 reduces the workers' int32 partial sums (ADD32) and requantizes."""
     L = cfg.lanes
     FT = _ceil(q.d_ff, L)
     n = min(n, FT)                                   # at least one d_ff tile per chip
     bounds = [(c * FT) // n for c in range(n + 1)]
+    # alloc: the tokens to size X, Y and the intermediates for (``_chunked``: every run size of a
+    # layer on one image; chip 0 then places W2's params before its schedule, not after, as the
+    # partial-sum buffers it allocates while scheduling depend on the run's tokens), by default
+    # this run's
+    alloc = None if alloc is None else (alloc, plan_blocks(cfg, alloc)[1])
     cols = [list(range(bounds[c] * L, min(bounds[c + 1] * L, q.d_ff))) for c in range(n)]
     horizon = 1 << 22
     # A port holds rx_vectors vectors between SEND and RECV (in flight or arrived): a RECV that starts
@@ -166,13 +462,14 @@ def _compile_tp_partial(q, cfg, tokens, n):
     # delays its SEND, and the tray is scheduled again (delays only grow, so this ends).
     cap = (cfg.link["rx_vectors"] - 1) * cfg.vector_interval - math.ceil(cfg.link["link_slack"]) - 1
     floor = {}                                        # (chip, block, m, plane) -> earliest SEND cycle
-    for _attempt in range(16):
+    most = _attempts(16, alloc[0] if alloc else tokens)
+    for _attempt in range(most):
         sends, scheds, late = {}, {}, {}              # sends: (chip, block, m, plane, offset) -> (first SEND, n)
         total = {}                                    # (chip, block, m, plane) -> vectors
         for c in range(1, n):
             s = _FFNScheduler(cfg, slice_ffn(q, cols[c]), tokens, w2_mode="partial")
             _barriers(s.sch, cfg, horizon)
-            s.layouts = s.build()
+            s.layouts = s.build(alloc)
             port = _port_to(cfg, c, 0)
             for (b0, m), grp in sorted(s.partials.items()):
                 for p, r in enumerate(grp):
@@ -185,7 +482,12 @@ def _compile_tp_partial(q, cfg, tokens, n):
             scheds[c] = s
         root = _FFNScheduler(cfg, slice_ffn(q, cols[0]), tokens, w2_mode="partial")
         _barriers(root.sch, cfg, horizon)
-        xl, yl = root.build()
+        early = {}
+
+        def place_p2(root=root):
+            early["p2"] = root.params(q.req2, _ceil(q.d_model, L), "w2 (tray)", [root.abanks[1 % len(root.abanks)]] +
+                                      root.wbanks + root.abanks)
+        xl, yl = root.build(alloc, place_p2 if alloc is not None else None)
         far = root.group_banks("far")
         recv = {}
         bufs = {}
@@ -203,6 +505,9 @@ def _compile_tp_partial(q, cfg, tokens, n):
                                       + (f" from {off}" if off else ""))
             if t_recv - t_send > cap:
                 late[key] = t_send + (t_recv - t_send - cap)
+                if _attempt == most - 1:        # the last schedule allowed: fail now
+                    raise _rx_error(cfg, most, f"chip 0 RECEIVES partial Y{m} plane {p} from chip {c} "
+                                               f"{t_recv - t_send - cap} cycles too late", "partial sums")
             recv.setdefault((b0, m, c), [None] * 4)[p] = r
         if not late:
             break
@@ -211,8 +516,8 @@ def _compile_tp_partial(q, cfg, tokens, n):
     else:
         raise CompileError(f"config {cfg.name}: the root chip cannot RECV the partial sums within the "
                            f"{cfg.link['rx_vectors']}-vector RX buffer ({len(late)} SENDs still too early)")
-    p2 = root.params(q.req2, _ceil(q.d_model, L), "w2 (tray)", [root.abanks[1 % len(root.abanks)]] +
-                     root.wbanks + root.abanks)
+    p2 = early["p2"] if early else root.params(q.req2, _ceil(q.d_model, L), "w2 (tray)",
+                                               [root.abanks[1 % len(root.abanks)]] + root.wbanks + root.abanks)
     for (b0, m), own in sorted(root.partials.items()):
         for c in range(1, n):
             root.group_op(Opcode.ADD32, [own, recv[(b0, m, c)]], own, own[0].n, f"ADD32 partial Y{m} += chip {c}")
@@ -256,7 +561,11 @@ def _check_queues(cfg, program, chip):
 
 
 def compile_ep(experts, cfg, tokens_per_expert):
-    """Expert parallel: expert e on chip e with its own token count (0 tokens: the chip idles)."""
+    """Expert parallel: expert e on chip e with its own token count (0 tokens: the chip idles).
+
+    An expert whose tokens do not fit one program (SRAM, a queue) is compiled as the single-chip
+    compiler does (``compiler._compile_layers``: runs of tokens on its resident image, with this
+    tray's DESKEW barriers); the tray's run i runs every chip's run i (a chip with fewer runs idles)."""
     if len(experts) > cfg.chips:
         raise CompileError(f"{len(experts)} experts for a tray of {cfg.chips} chips (one expert per chip)")
     if len(tokens_per_expert) != len(experts):
@@ -267,18 +576,32 @@ def compile_ep(experts, cfg, tokens_per_expert):
             chips.append(None)
             cycles.append(1)          # an idle chip runs a lone HALT
             continue
-        s = _FFNScheduler(cfg, experts[e], tokens_per_expert[e])
-        _barriers(s.sch, cfg, 1 << 22)
-        xl, yl = s.build()
-        program, H, listing = s.sch.finish()
-        _check_queues(cfg, program, e)
-        comp = Compiled(cfg, program, s.image, xl, yl, tokens_per_expert[e], H + 1, listing, s.sch, experts[e])
-        comp.report = _report(comp, s)
+        try:
+            s = _FFNScheduler(cfg, experts[e], tokens_per_expert[e])
+            _barriers(s.sch, cfg, 1 << 22)
+            xl, yl = s.build()
+            program, H, listing = s.sch.finish()
+            _check_queues(cfg, program, e)
+            comp = Compiled(cfg, program, s.image, xl, yl, tokens_per_expert[e], H + 1, listing, s.sch, experts[e])
+            comp.report = _report(comp, s)
+        except CompileError:
+            # in runs of tokens (or an error naming the sizes when not even one token fits)
+            try:
+                comp = _compile_layers([experts[e]], cfg, [tokens_per_expert[e]],
+                                       prepare=lambda s: _barriers(s.sch, cfg, 1 << 22))[0][0]
+            except CompileError as err:
+                raise CompileError(f"expert {e} (chip {e}, {tokens_per_expert[e]} tokens): {err}") from None
+            for r in comp.runs:
+                _check_queues(cfg, r.program, e)
         chips.append(comp)
-        cycles.append(H + 1)
+        cycles.append(comp.predicted_cycles)
     tc = TrayCompiled(cfg, "ep", chips, cycles)
     tc.report = {"mode": "expert-parallel", "experts": len(experts), "tokens_per_expert": list(tokens_per_expert),
                  "predicted_cycles": max(cycles), "per_chip_predicted_cycles": cycles}
+    if len(tc.runs) > 1:
+        tc.report.update({"predicted_cycles": tc.cycles, "per_chip_predicted_cycles": list(tc.predicted_cycles),
+                          "runs": len(tc.runs), "run_cycles": [r.cycles for r in tc.runs],
+                          "per_chip_runs": [len(c.runs) if c is not None else 0 for c in chips]})
     return tc
 
 
@@ -437,13 +760,18 @@ def _recv(s, port, region, n, arrival, tag):
         if not tx.need(c2c, f"rx{port}", t, t + n * F - 1, t + 1):
             return t
         land = t + Lr
-        if not sch.port_free(c2c, [land + k * F for k in range(n)]):
-            tx.fail(f"{c2c} stream port busy")
+        d = sch.port_shift(c2c, [land + k * F for k in range(n)])
+        if d:
+            tx.fail(f"{c2c} stream port busy", d)
             return t
         for k in range(n):
             x = land + k * F + dist
-            if not (sch.queue_free(region.bank, x, x + 1) and sch.sub_free(region.bank, "wr", x, x)):
-                tx.fail(f"{region.bank} write slot busy at {x}")
+            if not sch.queue_free(region.bank, x, x + 1):
+                # (this element's WRITE fails the same way until it moves past the busy queue)
+                tx.fail(f"{region.bank} write slot busy at {x}", sch.qiv[region.bank].next_free(x, 1) - x)
+                return t
+            if not sch.sub_free(region.bank, "wr", x, x):
+                tx.fail(f"{region.bank} write slot busy at {x}", sch.sub_shift(region.bank, "wr", x, x))
                 return t
         idx = None
         for cand in [4, 5, 6, 7] + [i for i in range(cfg.streams) if i not in (4, 5, 6, 7)]:
@@ -475,13 +803,16 @@ def _recv(s, port, region, n, arrival, tag):
 class _GatherChip:
     """One chip of the gather split: its MEM image, its scheduler and its jobs."""
 
-    def __init__(self, cfg, q, T, c, dt, mt, consumers, blocks, tb, root, horizon):
+    def __init__(self, cfg, q, T, c, dt, mt, consumers, blocks, tb, root, horizon, alloc=None):
         self.cfg, self.q, self.T, self.c, self.dt, self.mt = cfg, q, T, c, dt, mt
+        # the regions are sized for alloc = (tokens, block tokens, blocks) (``_chunked``: every run
+        # size of a layer places everything at the addresses of the largest), by default this run's
+        aT, atb, anb = alloc if alloc is not None else (T, tb, len(blocks))
         self.consumers = [w for w in consumers if w != c]      # chips that need this chip's H
         self.blocks, self.root = blocks, root
         s = self.s = _FFNScheduler(cfg, q, T)
         _barriers(s.sch, cfg, horizon)
-        s.rows = _rows(cfg, tb)
+        s.rows = _rows(cfg, atb)
         L = cfg.lanes
         KT, FT, MT = s.KT, s.FT, s.MT
         allb = s.wbanks + [b for b in s.abanks if b not in s.wbanks]
@@ -510,20 +841,20 @@ class _GatherChip:
         self.p3 = s.params(q.req3, FT, "w3", pb) if dt and q.gated else None
         self.p2 = s.params(q.req2, MT, "w2", pb) if mt else None
         self.lut = s.place([ab[1]] + allb, q.lut.reshape(256 // L, L), "activation LUT") if dt else None
-        self.xr = {k: take([ab[0]], T, f"input X tile {k}") for k in range(KT)} if dt else {}
+        self.xr = {k: take([ab[0]], aT, f"input X tile {k}") for k in range(KT)} if dt else {}
         ring = 2
-        self.z1 = [take([ab[1]], tb, f"Z1 {i}") for i in range(ring)] if dt else []
-        self.uu = [take([ab[1]], tb, f"U {i}") for i in range(ring)] if dt and q.gated else []
-        self.aa = [take([b for b in [ab[2]] + allb if b != r.bank], tb, f"A {i}") for i, r in enumerate(self.uu)]
+        self.z1 = [take([ab[1]], atb, f"Z1 {i}") for i in range(ring)] if dt else []
+        self.uu = [take([ab[1]], atb, f"U {i}") for i in range(ring)] if dt and q.gated else []
+        self.aa = [take([b for b in [ab[2]] + allb if b != r.bank], atb, f"A {i}") for i, r in enumerate(self.uu)]
         # H to send: a ring of three blocks (a MUL waits for the SENDs of the block it overwrites)
-        nb = min(len(blocks) * len(dt), 3)
-        ring_h = [take([ab[3]], tb, f"H to send {i}") for i in range(nb)] if self.consumers else []
+        nb = min(anb * len(dt), 3)
+        ring_h = [take([ab[3]], atb, f"H to send {i}") for i in range(nb)] if self.consumers else []
         self.hs = {}
         for bi, (bstart, bn) in enumerate(blocks):
             for i, d in enumerate(dt):
                 if ring_h:
                     self.hs[(d, bstart)] = ring_h[(bi * len(dt) + i) % nb]
-        self.yr = {m: take([ab[3]], T, f"output Y tile {m}") for m in mt}
+        self.yr = {m: take([ab[3]], aT, f"output Y tile {m}") for m in mt}
         self.wt = {}
         groups = s.weight_groups() if cfg.install_rows > 1 else None
         half = len(s.wbanks) // 2
@@ -532,16 +863,16 @@ class _GatherChip:
             self.wt[key] = self._place_w(groups, i, tiles, key, rr(w2b, i) + rr(hb, i))
         east = s.pos[ab[3]] > s.pos[s.vxm]
         same = [b for b in allb if (s.pos[b] > s.pos[s.vxm]) == east and b not in (ab[3], ab[0])]
-        self.hh = {d: take([ab[0]] + same, T, f"H tile {d}") for d in dt} if mt else {}
+        self.hh = {d: take([ab[0]] + same, aT, f"H tile {d}") for d in dt} if mt else {}
         if mt:
             for i, d in enumerate(d for d in range(FT) if d not in dt):
                 cand = list(dict.fromkeys(hb + [ab[2], ab[0]]))
-                self.hh[d] = take(sorted(cand, key=lambda b: -s.alloc.free(b)) + w2b, T, f"H tile {d} (received)")
+                self.hh[d] = take(sorted(cand, key=lambda b: -s.alloc.free(b)) + w2b, aT, f"H tile {d} (received)")
         for i, key in enumerate(w13):
             self._place_w(groups, len(w2) + i, tiles, key, sorted(s.wbanks, key=lambda b: -s.alloc.free(b)))
         if c == root:
             for i, m in enumerate(m for m in range(MT) if m not in mt):
-                self.yr[m] = take(rr(hb, i) + w2b, T, f"output Y tile {m} (received)")
+                self.yr[m] = take(rr(hb, i) + w2b, aT, f"output Y tile {m} (received)")
         self.ex = _Exec(s, self.wt)
         self.rx_done = {}            # (d, block start) -> cycle the received H is in MEM
 
@@ -607,8 +938,10 @@ class _GatherChip:
                         sends[key] = (t + j, cnt)
         return post
 
-    def receive(self, sends, kind, late, cap):
-        """RECV every vector SENT to this chip of `kind` ("h" or "y"), in the order they were sent."""
+    def receive(self, sends, kind, late, cap, last=None):
+        """RECV every vector SENT to this chip of `kind` ("h" or "y"), in the order they were sent.
+        ``last``: the schedules so far when this one is the last allowed: a RECV too late fails the
+        compile at once."""
         mine = sorted(((t, key, cnt) for key, (t, cnt) in sends.items() if key[0] == kind and key[-1] == self.c),
                       key=lambda x: (x[0], x[1]))
         for t_send, key, cnt in mine:
@@ -620,6 +953,9 @@ class _GatherChip:
                       + f" from chip {src}")
             if t - t_send > cap:
                 late[key] = t_send + (t - t_send - cap)
+                if last is not None:
+                    raise _rx_error(self.cfg, last, f"chip {self.c} RECEIVES {'H' if kind == 'h' else 'Y'} tile "
+                                    f"{idx} from chip {src} {t - t_send - cap} cycles too late")
             if kind == "h":
                 done = t + (cnt - 1) * self.cfg.vector_interval
                 self.rx_done[(idx, bstart)] = max(self.rx_done.get((idx, bstart), done), done)
@@ -649,50 +985,63 @@ class _GatherChip:
         return post
 
 
-def _gather_schedule(q, cfg, tokens, dts, mts, active, w2chips, blocks, tb, root, horizon):
+def _gather_schedule(q, cfg, tokens, dts, mts, active, w2chips, blocks, tb, root, horizon, alloc=None, push=False):
     """Schedule every chip: the H producers first (their SEND cycles fix when the W2 chips RECV),
     then the W2 chips, then chip 0's RECVs of Y. A RECV later than the RX buffer allows delays its
-    SEND, and the tray is scheduled again (delays only grow, so this ends)."""
+    SEND by as much as it was late (``push``, for a layer's chunks: from the second schedule on, by
+    twice that, which settles in fewer schedules), and the tray is scheduled again (delays only
+    grow, so this ends)."""
     cap = (cfg.link["rx_vectors"] - 1) * cfg.vector_interval - math.ceil(cfg.link["link_slack"]) - 1
     floor = {}
-    for _attempt in range(24):
+    most = _attempts(24, alloc[0] if alloc else tokens)
+    for _attempt in range(most):
         sends, late = {}, {}
-        chips = {c: _GatherChip(cfg, q, tokens, c, dts[c], mts[c], w2chips, blocks, tb, root, horizon)
+        last = most if _attempt == most - 1 else None
+        chips = {c: _GatherChip(cfg, q, tokens, c, dts[c], mts[c], w2chips, blocks, tb, root, horizon, alloc)
                  for c in active}
         for c in active:
             chips[c].phase1(sends, floor)
         for c in w2chips:
-            chips[c].receive(sends, "h", late, cap)
+            chips[c].receive(sends, "h", late, cap, last)
             chips[c].phase2(sends, floor)
-        chips[root].receive(sends, "y", late, cap)
+        chips[root].receive(sends, "y", late, cap, last)
         if not late:
             return chips, sends
         for key, t in late.items():
-            floor[key] = max(floor.get(key, 0), t)
+            p = 2 if push and _attempt else 1
+            floor[key] = max(floor.get(key, 0), sends[key][0] + p * (t - sends[key][0]))
     raise CompileError(f"config {cfg.name}: the chips cannot RECV the gathered activations within the "
                        f"{cfg.link['rx_vectors']}-vector RX buffer ({len(late)} SENDs still too early)")
 
 
-def _compile_tp_gather(q, cfg, tokens, n, shift=None):
+def _compile_tp_gather(q, cfg, tokens, n, shift=None, alloc=None, tried=None, search=True, place_only=False,
+                       push=False):
     """Tensor parallel with int8 on the links: chip c computes H = act(X W1[:, own]) * (X W3[:, own])
     for its d_ff tiles and SENDs it to every W2 chip; W2 chip w computes Y[:, its columns] = requant(H
-    W2[:, its columns]) over all of d_ff, exactly as one chip does, and SENDs it to chip 0."""
+    W2[:, its columns]) over all of d_ff, exactly as one chip does, and SENDs it to chip 0.
+
+    ``tried``: the plans compiled so far for these tokens and alloc ({plan: TrayCompiled or
+    CompileError}, kept by the caller); ``search`` False: shift 0 only (``_chunked``'s probes);
+    ``place_only``: place every chip's MEM (raising CompileError if it does not fit), no schedule;
+    ``push``: ``_gather_schedule``'s."""
+    if shift is None and place_only:
+        shift = 0
     if shift is None:
         # the balance between the W2 chips and the others: from the even count of weight tiles, move
         # d_ff tiles to the W2 chips (their tails are longer) while the tray gets faster
-        tried = {}
+        tried = {} if tried is None else tried
 
         def attempt(sh):
             key = tuple(map(tuple, gather_plan(q, cfg, n, sh)[0]))
             if key not in tried:
                 try:
-                    tried[key] = _compile_tp_gather(q, cfg, tokens, n, sh)
+                    tried[key] = _compile_tp_gather(q, cfg, tokens, n, sh, alloc, push=push)
                 except CompileError as e:
                     tried[key] = e
             r = tried[key]
             return (max(r.predicted_cycles) if isinstance(r, TrayCompiled) else math.inf), r
         best = 0
-        for step in (-1, 1):
+        for step in (-1, 1) if search else ():
             while attempt(best + step)[0] < attempt(best)[0]:
                 best += step
             if best != 0:
@@ -707,11 +1056,19 @@ def _compile_tp_gather(q, cfg, tokens, n, shift=None):
     active = [c for c in range(n) if dts[c] or mts[c]]
     w2chips = [c for c in range(n) if mts[c]]
     blocks, tb = plan_blocks(cfg, tokens)
+    if alloc is not None:
+        ablocks, atb = plan_blocks(cfg, alloc)
+        alloc = (alloc, atb, len(ablocks))
     root = 0
+    if place_only:
+        for c in active:
+            _GatherChip(cfg, q, tokens, c, dts[c], mts[c], w2chips, blocks, tb, root, 1 << 16, alloc)
+        return None
     # DESKEW barriers up to a horizon (a long list slows every placement down); a program that
     # reaches it is scheduled again with a far one
     for horizon in (1 << 16, 1 << 22):
-        chips, sends = _gather_schedule(q, cfg, tokens, dts, mts, active, w2chips, blocks, tb, root, horizon)
+        chips, sends = _gather_schedule(q, cfg, tokens, dts, mts, active, w2chips, blocks, tb, root, horizon, alloc,
+                                        push)
         if max(g.s.sch.end_cycle for g in chips.values()) < horizon - 1:
             break
     chips_out, cycles = [], []
@@ -733,7 +1090,7 @@ def _compile_tp_gather(q, cfg, tokens, n, shift=None):
     mats = 3 if q.gated else 2
     worst = max(cycles)
     tc.report = {
-        "mode": "tensor-parallel", "split": "gather", "chips_used": len(active),
+        "mode": "tensor-parallel", "split": "gather", "chips_used": len(active), "shift": shift,
         "d_ff_columns_per_chip": [min(len(d) * L, max(0, q.d_ff - d[0] * L)) if d else 0 for d in dts],
         "d_model_columns_per_chip": [min(len(m) * L, max(0, q.d_model - m[0] * L)) if m else 0 for m in mts],
         "predicted_cycles": worst, "per_chip_predicted_cycles": cycles,

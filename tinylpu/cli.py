@@ -201,6 +201,8 @@ def _ffn(args):
         print(f"tray      {rep['chips_used']} chips; per-chip cycles {rep['per_chip_measured_cycles']}; "
               f"{rep['link_vectors_to_root']} vectors over C2C to chip 0; identical to one chip: "
               f"{rep['identical_to_single_chip']}")
+        if rep.get("runs", 1) > 1:
+            print(f"runs      {rep['runs']} chunks of tokens {rep['run_tokens']}, cycles per run {rep['run_cycles']}")
     print(f"cycles    predicted {rep['predicted_cycles']}, measured {rep['measured_cycles']}"
           f" ({'equal' if rep['cycles_match'] else 'MISMATCH'})")
     print(f"MXM utilization {rep['mxm_utilization']:.3f}, weight-bandwidth utilization {rep['weight_bw_utilization']:.3f}")

@@ -370,6 +370,9 @@ class StreamRef:
         return cls(v & 0xF, bool(v >> 4 & 1))
 
 
+_MADE = {}       # Insn.make's instructions by (op, fields and their types as passed): the compiler makes many alike
+
+
 @dataclass(frozen=True)
 class Insn:
     """A decoded instruction: opcode plus the values of its format's fields (streams as StreamRef)."""
@@ -378,12 +381,24 @@ class Insn:
 
     @classmethod
     def make(cls, op, **fields):
+        key = (op, *((k, v, type(v)) for k, v in fields.items()))     # (True and 1 are equal keys)
+        try:
+            hit = _MADE.get(key)
+        except TypeError:               # (an unhashable field value: made, not remembered)
+            key, hit = None, None
+        if hit is not None:
+            return hit
         info = OPS[op]
         full = dict(_field_defaults(info))
         if info.fixed:
             full.update(info.fixed)
         full.update(fields)
-        return cls(op, tuple(sorted(full.items())))
+        insn = cls(op, tuple(sorted(full.items())))
+        if key is not None:
+            if len(_MADE) >= 1 << 16:
+                _MADE.clear()
+            _MADE[key] = insn
+        return insn
 
     def __getattr__(self, name):
         if name in ("op", "f", "fields") or name.startswith("__"):

@@ -32,9 +32,12 @@ __all__ = ["GoldenTray", "TrayResult", "run_tray_golden"]
 
 @dataclass
 class TrayResult:
-    cycles: list                       # per chip
+    cycles: list                       # per chip (a program in several runs: the runs' sum)
     link_vectors: dict = field(default_factory=dict)   # (chip, port) -> vectors sent
-    activity: list = field(default_factory=list)
+    activity: list = field(default_factory=list)       # per chip (several runs: the last run's)
+    run_cycles: list = None            # per run (``TrayCompiled.runs``): cycles per chip
+    y: list = None                     # ``run_tray_golden``: per chip its int8 output, every run's
+                                       # tokens (None for a chip that writes no output)
 
 
 class GoldenTray:
@@ -183,17 +186,41 @@ class GoldenTray:
         return TrayResult([r.cycles for r in res], dict(self.sent), [r.activity for r in res])
 
 
-def run_tray_golden(tc, xq_per_chip):
-    """Run a ``firmware.tray.TrayCompiled`` on the golden tray; xq_per_chip: int8 inputs per chip (None for idle)."""
+def run_tray_golden(tc, xq_per_chip, lockstep=False):
+    """Run a ``firmware.tray.TrayCompiled`` on the golden tray; xq_per_chip: int8 inputs per chip (None for idle).
+
+    Every run of ``tc.runs`` in order on the one tray (the resident images written once; before each
+    run its chips' tokens of X, after it their Y read back), each on the fast tray (``lockstep``:
+    the per-cycle lockstep tray).  Returns (tray, TrayResult): per chip the cycles of all runs
+    together, per run the cycles per chip (``run_cycles``), the vectors sent over all runs, and per
+    chip the int8 output of all its tokens (``y``)."""
     t = GoldenTray(tc.cfg)
     empty = assemble(".queue mem0\n HALT\n", tc.cfg)
-    t.load_programs([c.program if c is not None else empty for c in tc.chips])
-    for chip, (c, xq) in enumerate(zip(tc.chips, xq_per_chip)):
-        if c is None:
-            continue
-        image = {b: list(lst) for b, lst in c.mem_image.items()}
-        for b, lst in c.pack_input(xq).items():
-            image.setdefault(b, []).extend(lst)
-        t.chips[chip].write_image(image)
-    res = t.run()
-    return t, res
+    chips = tc.chips
+    reads = [[] for _ in chips]
+    run_cycles, sent, activity = [], {}, None
+    one = len(tc.runs) == 1             # (one run: the chips' own programs, as a caller may have replaced them)
+    for i, run in enumerate(tc.runs):
+        t.load_programs([empty if r is None else c.program if one else r.program for c, r in zip(chips, run.chips)])
+        for chip, (c, r, xq) in enumerate(zip(chips, run.chips, xq_per_chip)):
+            if r is None:
+                continue
+            image = {b: list(lst) for b, lst in c.mem_image.items()} if i == 0 else {}
+            for b, lst in c.pack_input(xq, i).items():
+                image.setdefault(b, []).extend(lst)
+            t.chips[chip].write_image(image)
+        res = t.run(lockstep=lockstep)
+        run_cycles.append(list(res.cycles))
+        for key, n in res.link_vectors.items():
+            sent[key] = sent.get(key, 0) + n
+        activity = res.activity
+        for chip, r in enumerate(run.chips):
+            if r is not None:           # (a run that writes no output tile reads nothing)
+                got = {(reg.bank, reg.addr): t.chips[chip].read_mem(reg.bank, reg.addr, r.tokens)
+                       for reg in r.y_layout.values()}
+                reads[chip].append(lambda bank, addr, n, got=got: got[(bank, addr)][:n])
+    ys = [c.assemble_output(rd) if c is not None and c.y_layout else None for c, rd in zip(chips, reads)]
+    if len(tc.runs) == 1:
+        return t, TrayResult(run_cycles[0], sent, activity, run_cycles, ys)
+    cycles = [sum(rc[c] for rc in run_cycles) for c in range(len(chips))]
+    return t, TrayResult(cycles, sent, activity, run_cycles, ys)

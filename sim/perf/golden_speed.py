@@ -194,6 +194,9 @@ def bench_tray(repeat=3, config="lpu-tray", shape=TRAY_SHAPE):
     t0 = time.perf_counter()
     tc = compile_tp(q, cfg, tokens)
     compile_s = time.perf_counter() - t0
+    if len(tc.runs) > 1:
+        raise ValueError(f"{dm} x {dff}, {tokens} tokens: the tray program runs in {len(tc.runs)} chunks; this "
+                         f"benchmark times one run")
     empty = assemble(".queue mem0\n HALT\n", cfg)
     programs = [c.program if c is not None else empty for c in tc.chips]
     images = [_image(c, xq) if c is not None else {} for c in tc.chips]

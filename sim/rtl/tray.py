@@ -121,35 +121,61 @@ def run_tray_rtl(cfg, programs, mems=None, reads=None, ppm=None, sim="icarus", m
     return res
 
 
-def compiled_tray_inputs(tc, xq_per_chip):
-    """(programs, mems, reads) per chip for a ``firmware.tray.TrayCompiled`` and its inputs."""
+def compiled_tray_inputs(tc, xq_per_chip, run=0):
+    """(programs, mems, reads) per chip for run `run` of a ``firmware.tray.TrayCompiled`` and its
+    inputs: every chip's resident image with that run's tokens of X, and its Y regions to read."""
     from tinylpu.firmware.asm import assemble
     empty = assemble(".queue mem0\n HALT\n", tc.cfg)
     programs, mems, reads = [], [], []
-    for c, xq in zip(tc.chips, xq_per_chip):
-        if c is None:
+    for c, r, xq in zip(tc.chips, tc.runs[run].chips, xq_per_chip):
+        if r is None:
             programs.append(empty)
             mems.append(None)
             reads.append(None)
             continue
-        programs.append(c.program)
+        programs.append(c.program if len(tc.runs) == 1 else r.program)
         img = {}
-        for bank, lst in list(c.mem_image.items()) + list(c.pack_input(xq).items()):
+        for bank, lst in list(c.mem_image.items()) + list(c.pack_input(xq, run).items()):
             img.setdefault(bank, []).extend((addr, np.asarray(v, np.int8)) for addr, v in lst)
         mems.append(img)
-        reads.append([(r.bank, r.addr, c.tokens) for _, r in sorted(c.y_layout.items())])
+        reads.append([(g.bank, g.addr, r.tokens) for _, g in sorted(r.y_layout.items())])
     return programs, mems, reads
 
 
+def _reader(y_layout, reads):
+    got = {(g.bank, g.addr): np.asarray(x, np.int8) for (_, g), x in zip(sorted(y_layout.items()), reads)}
+    return lambda bank, addr, n: got[(bank, addr)][:n]
+
+
 def compiled_tray_output(tc, root_reads):
-    """The root chip's int8 output from its read-back (in the order of ``compiled_tray_inputs``)."""
+    """The root chip's int8 output from its read-back (in the order of ``compiled_tray_inputs``);
+    a program in several runs: ``root_reads`` per run, in order."""
     root = tc.chips[tc.root]
-    got = {(r.bank, r.addr): np.asarray(x, np.int8) for (_, r), x in zip(sorted(root.y_layout.items()), root_reads)}
-    return root.unpack_output(lambda bank, addr, n: got[(bank, addr)][:n])
+    if len(tc.runs) == 1:
+        return root.unpack_output(_reader(root.y_layout, root_reads))
+    return root.assemble_output([_reader(r.y_layout, rd) for r, rd in zip(root.runs, root_reads)])
 
 
 def run_tray_compiled_rtl(tc, xq_per_chip, ppm=None, sim="icarus", link_flips=None):
-    """A ``firmware.tray.TrayCompiled`` on the RTL tray.  Returns (y int8 of the root chip, result)."""
-    programs, mems, reads = compiled_tray_inputs(tc, xq_per_chip)
-    res = run_tray_rtl(tc.cfg, programs, mems, reads, ppm=ppm, sim=sim, link_flips=link_flips)
-    return compiled_tray_output(tc, res["chips"][tc.root]["mem"]), res
+    """A ``firmware.tray.TrayCompiled`` on the RTL tray.  Returns (y int8 of the root chip, result).
+
+    A program in several runs (``tc.runs``) runs each in its own simulation, the chips' resident
+    images written again with the run's tokens (a run needs nothing an earlier one left in MEM);
+    the result is the last run's, with per chip ``cycles`` summed over the runs and ``run_cycles``
+    per run."""
+    if len(tc.runs) == 1:
+        programs, mems, reads = compiled_tray_inputs(tc, xq_per_chip)
+        res = run_tray_rtl(tc.cfg, programs, mems, reads, ppm=ppm, sim=sim, link_flips=link_flips)
+        return compiled_tray_output(tc, res["chips"][tc.root]["mem"]), res
+    if any(r.work is not None for c in tc.chips if c is not None for r in c.runs):
+        raise ValueError("runs cut by work depend on an earlier run's MEM; the RTL tray launches each run afresh")
+    root_reads, per_run = [], []
+    for i in range(len(tc.runs)):
+        programs, mems, reads = compiled_tray_inputs(tc, xq_per_chip, i)
+        res = run_tray_rtl(tc.cfg, programs, mems, reads, ppm=ppm, sim=sim, link_flips=link_flips)
+        root_reads.append(res["chips"][tc.root]["mem"])
+        per_run.append([c["cycles"] for c in res["chips"]])
+    for a, c in enumerate(res["chips"]):
+        c["cycles"] = sum(rc[a] for rc in per_run)
+    res["run_cycles"] = per_run
+    return compiled_tray_output(tc, root_reads), res
