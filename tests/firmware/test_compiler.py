@@ -456,7 +456,6 @@ def test_four_stream_chip_uses_only_its_streams():
     """On a 4-stream chip (configs/fpga.yaml, the FPGA cut) the compiler's preferred
     result streams (4..7 on 8+-stream chips) do not exist; it picks among the chip's own.  A 1-token
     SwiGLU compiles, passes the program check and runs exact with its predicted cycles."""
-    from pathlib import Path
     cfg = load_config("fpga")
     assert cfg.streams == 4
     rng = np.random.default_rng(1)
@@ -473,7 +472,6 @@ def test_four_stream_chip_uses_only_its_streams():
 
 def fpga_cut():
     """configs/fpga.yaml: the `fpga` chip with 4 streams per direction and tap registers."""
-    from pathlib import Path
     return load_config("fpga")
 
 

@@ -19,7 +19,6 @@ from tinylpu.hdl.icu import ICU
 from tinylpu.isa import Insn, Opcode, encode
 from tinylpu.sim.golden.chip import Golden, ProgramError
 
-
 CFG = load_config("tiny")
 
 

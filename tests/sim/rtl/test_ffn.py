@@ -12,7 +12,6 @@ from tinylpu.sim.host.api import run_compiled
 from tinylpu.sim.rtl.pysim import run_case_pysim
 from tinylpu.sim.rtl.runner import run_cases_rtl
 
-
 CFG = load_config("tiny")
 
 
