@@ -179,7 +179,33 @@ class ICU(wiring.Component):
         # otherwise -- chosen from registers only (`head_rep`: head is a REPEAT, whose d = 1 form
         # issues its first repetition at once).  Units decode it a cycle before the issue
         # (hdl/common.py ``predecode``) without the issue logic in front of their decoders.
-        head_rep = Signal()
+        # head's opcode class, one register per class, loaded with head (decoded from the word
+        # that loads it): the issue decision and the enables of the wide registers below start
+        # from these flip-flops, not from a decoder of head.op (the routed critical path at
+        # 706b03f, 70.88 MHz, ran head.op -> decode -> state -> nxt's clock enable)
+        classes = ("nop", "rep", "sync", "deskew", "notify", "halt", "unit", "rep_d1")
+        head_is = {c: Signal(name=f"head_is_{c}") for c in classes}
+        head_rep = head_is["rep"]
+
+        def classify(word):
+            """The class flags of `word`'s opcode, as (register, value) assignments."""
+            ops = {"nop": [Opcode.NOP], "rep": [Opcode.REPEAT], "sync": [Opcode.SYNC],
+                   "deskew": [Opcode.DESKEW], "notify": [Opcode.NOTIFY], "halt": [Opcode.HALT],
+                   "unit": self.unit_ops}
+            out = []
+            d1 = Signal(name="is_rep_d1")
+            m.d.comb += d1.eq((word.op == Opcode.REPEAT) & (word.args.ctl.d == 1))
+            out.append(head_is["rep_d1"].eq(d1))
+            for c in classes[:-1]:
+                v = Signal(name=f"is_{c}")
+                m.d.comb += v.eq(0)
+                if ops[c]:
+                    with m.Switch(word.op):
+                        with m.Case(*ops[c]):
+                            m.d.comb += v.eq(1)
+                out.append(head_is[c].eq(v))
+            return out
+
         m.d.comb += self.dec_src.eq(Mux(rep_active | head_rep, last, head))
         go = Signal()                             # this queue issues in this cycle
         m.d.comb += go.eq(((state == State.RUN) & cnt_zero) | ((state == State.SYNC) & self.fire) |
@@ -190,10 +216,10 @@ class ICU(wiring.Component):
         m.d.comb += rd.addr.eq(Mux(self.start, 2, Mux(consume, pc + 3, pc + 2)))
         with m.If(self.start):
             m.d.sync += [pc.eq(0), head.eq(word0), nxt.eq(word1), head_step.eq(step_of(word0)),
-                         at_end.eq(length == 0), head_rep.eq(word0.op == Opcode.REPEAT)]
+                         at_end.eq(length == 0), *classify(word0)]
         with m.Elif(consume):
             m.d.sync += [pc.eq(pc + 1), head.eq(nxt), nxt.eq(rd.data), head_step.eq(step_of(nxt)),
-                         at_end.eq(pc + 1 >= length), head_rep.eq(nxt.op == Opcode.REPEAT)]
+                         at_end.eq(pc + 1 >= length), *classify(nxt)]
 
         def set_cnt(v, zero):
             m.d.sync += [cnt.eq(v), cnt_zero.eq(zero)]      # zero: v == 0, in the cheapest form
@@ -203,13 +229,6 @@ class ICU(wiring.Component):
 
         with m.If((state == State.RUN) & ~cnt_zero):
             m.d.sync += [cnt.eq(cnt - 1), cnt_zero.eq(cnt == 1)]
-
-        unit_op = Signal()
-        m.d.comb += unit_op.eq(0)
-        if self.unit_ops:
-            with m.Switch(cur.op):
-                with m.Case(*self.unit_ops):
-                    m.d.comb += unit_op.eq(1)
 
         with m.If(self.start):
             m.d.sync += [state.eq(Mux(length == 0, State.HALT, State.RUN)), adv.eq(adv_last)]
@@ -227,39 +246,37 @@ class ICU(wiring.Component):
             with m.Else():
                 m.d.sync += state.eq(State.RUN)
                 m.d.comb += consume.eq(1)
-                with m.Switch(cur.op):
-                    with m.Case(Opcode.NOP):
-                        set_cnt(cur.args.ctl.n - 1, cur.args.ctl.n == 1)
-                    with m.Case(Opcode.REPEAT):
-                        d = cur.args.ctl.d
-                        m.d.sync += rep_d.eq(d)
-                        with m.If(d == 1):
-                            # the first repetition issues right now (t + 1)
-                            m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
-                            m.d.sync += adv.eq(Mux(cur.args.ctl.n == 1, adv_last, adv_more))
-                            set_rep(cur.args.ctl.n - 1, cur.args.ctl.n != 1)
-                            set_cnt(0, 1)
-                        with m.Else():
-                            # the repetitions start again from `last`: `adv` stays advance(last)
-                            set_rep(cur.args.ctl.n, cur.args.ctl.n != 0)
-                            set_cnt(d - 2, d == 2)
-                    with m.Case(Opcode.SYNC):
-                        m.d.sync += state.eq(State.SYNC)
-                    with m.Case(Opcode.DESKEW):
-                        m.d.sync += state.eq(State.DESKEW)
-                    with m.Case(Opcode.NOTIFY):
-                        m.d.comb += self.notify.eq(1)
-                    with m.Case(Opcode.HALT):
-                        m.d.comb += self.halt.eq(1)
-                        m.d.sync += state.eq(State.HALT)
-                    with m.Default():
-                        with m.If(unit_op):
-                            m.d.comb += [self.issue.eq(1), self.insn.eq(cur)]
-                            m.d.sync += [last.eq(cur), last_step.eq(head_step), adv_last.eq(adv_head),
-                                         adv.eq(adv_head)]
-                        with m.Else():
-                            m.d.comb += self.err_queue.eq(1)
-                            m.d.sync += state.eq(State.HALT)
+                with m.If(head_is["nop"]):
+                    set_cnt(cur.args.ctl.n - 1, cur.args.ctl.n == 1)
+                with m.Elif(head_is["rep"]):
+                    d = cur.args.ctl.d
+                    m.d.sync += rep_d.eq(d)
+                    with m.If(head_is["rep_d1"]):
+                        # the first repetition issues right now (t + 1)
+                        m.d.comb += [self.issue.eq(1), self.insn.eq(adv)]
+                        m.d.sync += adv.eq(Mux(cur.args.ctl.n == 1, adv_last, adv_more))
+                        set_rep(cur.args.ctl.n - 1, cur.args.ctl.n != 1)
+                        set_cnt(0, 1)
+                    with m.Else():
+                        # the repetitions start again from `last`: `adv` stays advance(last)
+                        set_rep(cur.args.ctl.n, cur.args.ctl.n != 0)
+                        set_cnt(d - 2, d == 2)
+                with m.Elif(head_is["sync"]):
+                    m.d.sync += state.eq(State.SYNC)
+                with m.Elif(head_is["deskew"]):
+                    m.d.sync += state.eq(State.DESKEW)
+                with m.Elif(head_is["notify"]):
+                    m.d.comb += self.notify.eq(1)
+                with m.Elif(head_is["halt"]):
+                    m.d.comb += self.halt.eq(1)
+                    m.d.sync += state.eq(State.HALT)
+                with m.Elif(head_is["unit"]):
+                    m.d.comb += [self.issue.eq(1), self.insn.eq(cur)]
+                    m.d.sync += [last.eq(cur), last_step.eq(head_step), adv_last.eq(adv_head),
+                                 adv.eq(adv_head)]
+                with m.Else():
+                    m.d.comb += self.err_queue.eq(1)
+                    m.d.sync += state.eq(State.HALT)
         # (after the issue logic, so that `stop` never feeds back into this cycle's issue)
         with m.If(self.stop & ~self.start):
             m.d.sync += state.eq(State.HALT)
