@@ -311,36 +311,48 @@ class ElementSequencer:
         selects.  Same values as the combinational form in every cycle:
         ``start_next`` = next cycle's ``start`` (``ahead.issue``, and without `replace` not running
         next cycle); a field register takes ``ahead.fields[key]`` then, and otherwise its ``step``
-        or its own value (element 0 and the held register are one register).  ``copies``: ``el`` and every field also in ``copies`` kept
-        registers (``<name>_copy<g>``, scripts/synth.py ``KEEP_COPIES``), ``el_copies`` and
-        ``field_copies[g]``, for selects spread over the lanes; `copy_keys`: only these fields
-        (default all; ``field_copies[g]`` holds copy 0 of the others)."""
+        or its own value (element 0 and the held register are one register).  ``copies`` > 1:
+        ``el`` and every field also in ``copies`` kept registers (``<name>_copy<g>``, g = 0 ..
+        copies - 1, scripts/synth.py ``KEEP_COPIES``), ``el_copies`` and ``field_copies[g]``, for
+        selects spread over the lanes, beside the base registers the shared logic reads;
+        `copy_keys`: only these fields (default all; ``field_copies[g]`` holds the base register
+        of the others)."""
         run_next = self._next.flag if multi is not None else ~self._next.flag
         self.start_next = Signal(name=f"{nm['start']}_next")
         m.d.comb += self.start_next.eq(self.ahead.issue if replace else self.ahead.issue & ~run_next)
         some_next = 1 if some is None else self.ahead.some
         el_next = Mux(self.start_next, some_next, run_next)
-        self.el_copies = [self.el] + [Signal(name=f"{nm['el']}_copy{g}") for g in range(1, copies)]
-        m.d.sync += [e.eq(el_next) for e in self.el_copies]
+        # with copies: the base registers (``el``, ``fields``) feed the unit's shared logic only,
+        # and carry ``tinylpu_keep`` (scripts/synth.py ``KEEP_COPIES``) so that Yosys does not merge
+        # them into one of the lane copies (it did: the copy then fed every lane's logic and the
+        # shared logic from one place, the routed critical path at 706b03f, 72.44 MHz)
+        keep = {"tinylpu_keep": 1} if copies > 1 else {}
+        if copies > 1:
+            self.el = Signal(name=nm["el"], attrs=keep)
+        self.el_copies = ([self.el] if copies == 1 else
+                          [Signal(name=f"{nm['el']}_copy{g}") for g in range(copies)])
+        m.d.sync += [e.eq(el_next) for e in {id(e): e for e in [self.el, *self.el_copies]}.values()]
         if index:
             m.d.sync += self.k.eq(Mux(self.start_next, 0, self._next.knext))
+        self.fields = {}
         self.field_copies = [{} for _ in range(copies)]
-        own = {key: copies if copy_keys is None or key in copy_keys else 1 for key in fields}
+        copied = {key for key in fields if copies > 1 and (copy_keys is None or key in copy_keys)}
         for key, f in fields.items():
             shape = f.shape if f.shape is not None else f.new.shape()
             name = f.el or f"{prefix}_el_{key}"
+            self.fields[key] = Signal(shape, name=name, attrs=keep if key in copied else {})
             for g in range(copies):
-                self.field_copies[g][key] = (Signal(shape, name=name if g == 0 else f"{name}_copy{g}")
-                                             if g < own[key] else self.field_copies[0][key])
-        self.fields = self.field_copies[0]
+                self.field_copies[g][key] = (Signal(shape, name=f"{name}_copy{g}") if key in copied
+                                             else self.fields[key])
         for key, f in fields.items():
-            for g in range(own[key]):
-                r = self.field_copies[g][key]
+            regs = [self.fields] + ([c for c in self.field_copies] if key in copied else [])
+            for group in regs:
+                r = group[key]
                 with m.If(self.start_next):
                     m.d.sync += r.eq(self.ahead.fields[key])
                 if f.step:
                     with m.Else():
-                        m.d.sync += r.eq(f.step(self.field_copies[g]))
+                        m.d.sync += r.eq(f.step(group))
 
     def _fields(self, m, prefix, fields, replace):
         """Per field: this cycle's value (``fields[key]``) and its register.  `replace`: the
