@@ -220,7 +220,15 @@ class MxmSlice(wiring.Component):
         lw_buf = seq.fields["buf"]
         busy_valids = []
         l_inst = self.cfg.latency["mxm_install"]
+        we = None
         for k in range(1, l_inst + 1):
+            if k == l_inst:
+                # the last stage's row write enables, one register per buffer and row
+                # (``lw_we{b}_row{i}``), decoded from the stage before: each row's clock enable
+                # comes straight from a flip-flop (the routed critical path at 8747abf, 73.72 MHz,
+                # was lw_s1_valid -> buf/row decode -> a weight row's enable, across the MXM)
+                we = [[Signal(name=f"lw_we{b}_row{i}") for i in range(lanes)] for b in range(2)]
+                m.d.sync += [we[b][i].eq(self._lw_hit(i, slots, lw_buf == b)) for b in range(2) for i in range(lanes)]
             b = Signal(name=f"lw_s{k}_buf")
             staged = []
             for q, (lw_valid, lw_row, lw_data) in enumerate(slots):
@@ -233,11 +241,13 @@ class MxmSlice(wiring.Component):
                 if k < l_inst:
                     busy_valids.append(v)
             lw_buf, slots = b, staged
+        if we is None:
+            we = [[self._lw_hit(i, slots, lw_buf == b) for i in range(lanes)] for b in range(2)]
         for b in range(2):
             for i in range(lanes):
-                with m.If(self._lw_hit(i, slots, lw_buf == b)):
+                with m.If(we[b][i]):
                     m.d.sync += self.weights[b][i].eq(slots[i % rows][2])
-        return SimpleNamespace(seq=seq, buf=lw_buf, slots=slots, busy_valids=busy_valids,
+        return SimpleNamespace(seq=seq, buf=lw_buf, slots=slots, busy_valids=busy_valids, we=we,
                                err_empty=err_empty, err_addr=err_addr)
 
     def _lw_hit(self, i, slots, buf_match):
@@ -346,7 +356,7 @@ class MxmSlice(wiring.Component):
         w_next = []
         for i in range(lanes):
             hit = Signal(name=f"mm_lw_bypass{i}")
-            m.d.comb += hit.eq(self._lw_hit(i, lw.slots, lw.buf == buf_now))
+            m.d.comb += hit.eq(Mux(buf_now, lw.we[1][i], lw.we[0][i]))
             row = Mux(hit, lw.slots[i % self.cfg.install_rows][2], Mux(buf_now, self.weights[1][i], self.weights[0][i]))
             w_next.append([row[8 * j:8 * j + 8] for j in range(lanes)])
         return x_reg, w_next
