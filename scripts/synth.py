@@ -238,10 +238,11 @@ def main(argv=None):
 #: stop opt_merge from merging the copies into one register); also the VXM's LUT operand and LDLUT
 #: write-data registers (``lut_in_x<j>``, ``ldlut_w_data``), which hold the same bits as the ALU's
 #: ``alu_in_a0``: merged, one register fed the ALU's adders, the LUT read and the LUT write at once
-#: (the routed critical path at 110eb60, 64.03 MHz); and every register with the ``tinylpu_keep``
+#: (the routed critical path at 110eb60, 64.03 MHz; with only those two kept, Yosys merged
+#: ``alu_in_a0`` into ``ldlut_w_data`` instead, the routed critical path at 686ca70, 72.42 MHz); and every register with the ``tinylpu_keep``
 #: attribute (hdl/common.py: the base registers beside lane copies, which Yosys merged into a copy)
 #: (the reset wires are connected to the domains' reset wires first: two steps to their registers)
-KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u w:*_copy* %u w:*lut_in_x* %u w:*ldlut_w_data* %u a:tinylpu_keep %u %ci1 t:$dff %i; setattr -set keep 1 w:*slice_rst_* %ci2 t:$dff %i"
+KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u w:*_copy* %u w:*lut_in_x* %u w:*ldlut_w_data* %u w:*alu_in_a* %u a:tinylpu_keep %u %ci1 t:$dff %i; setattr -set keep 1 w:*slice_rst_* %ci2 t:$dff %i"
 
 
 def landing_copies(netlist):
