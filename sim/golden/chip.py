@@ -179,6 +179,22 @@ _SUBUNIT = {
 }
 
 
+_LAYOUTS = {}                  # id(config) -> (config, its slices' positions, kinds, names by kind)
+
+
+def _layout(cfg):
+    """{slice: position}, {slice: kind} and the mem, mxm, vxm, sxm slice names of a configuration
+    (cached: a model of a small chip is built in microseconds, and these were a third of it)."""
+    e = _LAYOUTS.get(id(cfg))
+    if e is None or e[0] is not cfg:
+        kind = {s.name: s.kind for s in cfg.slices}
+        e = _LAYOUTS[id(cfg)] = (cfg, {s.name: s.position for s in cfg.slices}, kind,
+                                 tuple([n for n, k in kind.items() if k == x] for x in ("mem", "mxm", "vxm", "sxm")))
+        if len(_LAYOUTS) > 64:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+    return e[1:]
+
+
 class Golden:
     """Cycle-exact numpy model of one chip.
 
@@ -189,10 +205,9 @@ class Golden:
         self.cfg = cfg = load_config(config)
         self.L = cfg.latency
         self.lanes, self.S, self.P = cfg.lanes, cfg.streams, cfg.positions
-        self.pos = {s.name: s.position for s in cfg.slices}
-        self.kind = kind = {s.name: s.kind for s in cfg.slices}
+        pos, kind, (mem, mxm, vxm, sxm) = _layout(cfg)
+        self.pos, self.kind = dict(pos), dict(kind)
         lanes = cfg.lanes
-        mem, mxm, vxm, sxm = ([n for n, k in kind.items() if k == x] for x in ("mem", "mxm", "vxm", "sxm"))
         self.mem = _Banks(mem, cfg.mem_depth, lanes)
         self.weights = {n: np.zeros((2, lanes, lanes), np.int8) for n in mxm}
         self.acc = {n: np.zeros((cfg.acc_depth, lanes), np.int32) for n in mxm}

@@ -387,13 +387,15 @@ class FastGolden(Golden):
                 return None
         return p
 
-    def _fast_plan(self, max_cycles):
+    def _fast_plan(self, max_cycles, plan=None):
         """Phases 1 and 2 and the dataflow of phase 3 for the loaded program: from the cache, or
-        computed (and cached, also when the program is in error: its runs go to Golden.run)."""
-        program = self.program
-        plan = self._fast_cached(program)
+        computed (and cached, also when the program is in error: its runs go to Golden.run).
+        ``plan``: the loaded program's cached plan, if the caller has just looked it up."""
         if plan is None:
-            plan = _remember(self._fast_cfg_key, program)
+            program = self.program
+            plan = self._fast_cached(program)
+            if plan is None:
+                plan = _remember(self._fast_cfg_key, program)
         if plan.bad:
             raise _Fallback
         if plan.units is None:
@@ -426,6 +428,7 @@ class FastGolden(Golden):
 
     def _fast_run(self, max_cycles):
         self.rx = {p: [] for p in range(self.cfg.c2c_ports)}
+        plan = None
         if _WALK_ELEMENTS:
             program = self.program
             plan = self._fast_cached(program) or _remember(self._fast_cfg_key, program)
@@ -448,7 +451,7 @@ class FastGolden(Golden):
                 if r is not None:
                     plan.walked = True
                     return r
-        plan = self._fast_plan(max_cycles)
+        plan = self._fast_plan(max_cycles, plan)
         if plan.c2c:
             raise _Fallback                       # SEND / RECV: only in a tray (``fasttray``)
         _evaluate(plan.flow, self, True)
@@ -456,7 +459,7 @@ class FastGolden(Golden):
 
     def _fast_finish(self, plan):
         """The run's bookkeeping (activity, halt cycles, cycle count) after a clean evaluation."""
-        activity = {k: dict(v) for k, v in plan.activity.items()}
+        activity = dict(zip(plan.activity, map(dict, plan.activity.values())))
         halted, last_halt = dict(plan.halted), plan.last_halt
         self.activity, self.halted, self.last_halt = activity, halted, last_halt
         self.c, self.done = last_halt + 1, True

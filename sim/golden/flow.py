@@ -422,8 +422,7 @@ def _requantize(acc, m, sh, z=0):
     p += bias
     p >>= sh
     p += z
-    np.clip(p, -128, 127, out=p)
-    return p.astype(np.int8)
+    return _sat8(p)
 
 
 def _planes(v):
@@ -883,9 +882,17 @@ class Flow:
     def __init__(self, nb, na, gathers_b, gathers_a, steps, finals):
         self.nb, self.na = nb, na
         self.gathers_b, self.gathers_a = gathers_b, gathers_a
+        # (each B gather with its first and last row + 1, taken once here)
+        self.gathers_b_span = [(kind, key, rows, a, b, int(rows[0]), int(rows[-1]) + 1)
+                               for kind, key, rows, a, b in gathers_b]
         self.steps, self.finals = steps, finals
         # a matmul of more than a few rows at once: worth running with one BLAS thread (fast.py)
         self.blas = any(_mm_rows(st) > 8 for st in steps if st[0] in ("mm", "mmc"))
+        # per final state entry of MEM, weights or accumulators, how a committing run writes it: its
+        # rows and ids as slices where they are contiguous, and the bank rows it needs (a small run's
+        # final state is a few rows: a fancy index and a max per entry cost as much as its data)
+        self.direct = [(_sel(rows), _sel(ids), int(rows[-1]) + 1) if kind in ("mem", "w", "acc") else None
+                       for kind, _, rows, ids in finals]
 
     # --- build ------------------------------------------------------------------------------------
     @classmethod
@@ -934,15 +941,13 @@ class Flow:
         lanes = g.lanes
         B = _scratch(0, self.nb, lanes, np.int8)
         A = _scratch(1, self.na, lanes, np.int64)
-        for kind, key, rows, a, b in self.gathers_b:
-            hi = int(rows[-1]) + 1
+        for kind, key, rows, a, b, lo, hi in self.gathers_b_span:
             if kind == "mem":
                 src = g.mem.rows(key, hi)
             elif kind == "w":
                 src = g.weights[key[0]][key[1]]
             else:
                 src = g.lut[key].reshape(-1, lanes)
-            lo = int(rows[0])
             if hi - lo == b - a:                     # (rows sorted, distinct: a contiguous run)
                 B[a:b] = src[lo:hi]
             else:
@@ -957,10 +962,16 @@ class Flow:
                 _, bank, T, addr, dyn, ids = st
                 if dyn is not None:                      # GATHER / SCATTER: index bytes 0, 1 + base
                     mask, ix, base = dyn
-                    v = B[ix].view(np.uint8)
-                    a = v[:, 1].astype(np.int64) * 256 + v[:, 0] + base
-                    if a.max() >= depth:
-                        raise FlowError
+                    if len(ix) <= _SMALL_DYN:            # (a few: the arithmetic on Python ints)
+                        a = [hi * 256 + lo + b for (lo, hi), b in zip(B[ix, :2].view(np.uint8).tolist(),
+                                                                     base.tolist())]
+                        if max(a) >= depth:
+                            raise FlowError
+                    else:
+                        v = B[ix].view(np.uint8)
+                        a = v[:, 1].astype(np.int64) * 256 + v[:, 0] + base
+                        if a.max() >= depth:
+                            raise FlowError
                     addr = addr.copy()
                     addr[mask] = a
                 if k == "dwrite":
@@ -1044,29 +1055,32 @@ class Flow:
                 B[out] = _take(B, x)[np.arange(len(x))[:, None], p]
             else:                                      # trans
                 B[st[2]] = _take(B, st[1]).transpose(0, 2, 1)
-        # the final state (copied out of the scratch rows: written now, or by ``commit``)
+        # the final state (copied out of the scratch rows: written now, or by ``commit``); a
+        # committing run writes MEM, weights and accumulators at once (nothing after this reads them)
         writes, regs = [], []
-        for kind, key, rows, ids in self.finals:
-            if kind == "ldm":
+        for (kind, key, rows, ids), direct in zip(self.finals, self.direct):
+            if direct is not None:
+                if commit:
+                    rsel, isel, hi = direct
+                    if kind == "mem":
+                        dst, src = g.mem.rows(key, hi), B
+                    elif kind == "w":
+                        dst, src = g.weights[key[0]][key[1]], B
+                    else:
+                        dst, src = g.acc[key], A
+                    dst[rsel] = src[isel] if isel.__class__ is slice else src.take(isel, axis=0)
+                else:
+                    writes.append((kind, key, rows, _take(A if kind == "acc" else B, ids)))
+            elif kind == "ldm":
                 regs.append((kind, key, _ldm_state(g, B, key, ids)))
             elif kind == "perm":
                 regs.append((kind, key, _perm(g, B, key, ids)))
             elif kind == "lut":
                 regs.append((kind, key, _take(B, ids).reshape(-1)))
-            elif kind == "mem":
-                writes.append((kind, key, rows, _take(B, ids)))
-            elif kind == "dmem":
+            else:                                      # dmem
                 log = logs.get(key)
                 if log:
-                    T, a, d = (np.concatenate(x) for x in zip(*log))
-                    order = np.lexsort((T, a))
-                    a_s = a[order]
-                    last = order[np.append(a_s[1:] != a_s[:-1], True)]
-                    writes.append(("mem", key, a[last], B[d[last]]))
-            elif kind == "w":
-                writes.append((kind, key, rows, _take(B, ids)))
-            else:
-                writes.append((kind, key, rows, _take(A, ids)))
+                    writes.append(("mem", key, *_last_writes(log, B)))
         pending = (writes, regs)
         if commit:
             Flow.commit(g, pending)
@@ -1267,6 +1281,8 @@ def _weights(B, ids, lanes):
     """Rows ``ids`` of B (any shape of ids) as MM floats, in reused work arrays (a layer's weights
     are megabytes: fresh arrays fault on every page)."""
     n = ids.size
+    if n * lanes <= 1 << 14:                 # (small: fresh arrays are cheaper than the scratch's calls)
+        return B.take(ids.reshape(-1), axis=0).astype(_mm_float(lanes)).reshape(ids.shape + (lanes,))
     w8 = _scratch(2, n, lanes, np.int8)
     B.take(ids.reshape(-1), axis=0, out=w8)
     wf = _scratch(3, n, lanes, _mm_float(lanes))
@@ -1306,9 +1322,68 @@ def _chain_mm(B, st, lanes):
     return y
 
 
+def _sel(ids):
+    """A sorted-or-not id array as a slice if it is a contiguous ascending run, else itself."""
+    lo = int(ids[0])
+    if int(ids[-1]) - lo + 1 == len(ids) and (len(ids) < 3 or (np.diff(ids) == 1).all()):
+        return slice(lo, lo + len(ids))
+    return ids
+
+
+_SMALL_LOG = 64                # dynamic-bank logs of at most this many entries are looked up in Python
+_SMALL_DYN = 16                # GATHER / SCATTER index rows of a step up to this many: addresses in Python
+
+
+def _log_entries(log):
+    """A dynamic bank's log as (commit cycle, address, data id) Python ints, in log order."""
+    out = []
+    for T, a, d in log:
+        out += zip(T.tolist(), a.tolist(), d.tolist())
+    return out
+
+
+def _last_writes(log, B):
+    """(addresses, rows) of the last logged write to each address of a dynamic bank (the latest
+    commit cycle; among equal ones the later entry)."""
+    if sum(len(x[1]) for x in log) <= _SMALL_LOG:
+        last = {}
+        for t, ai, di in _log_entries(log):
+            e = last.get(ai)
+            if e is None or e[0] <= t:
+                last[ai] = (t, di)
+        return np.array(list(last), np.int64), B.take([e[1] for e in last.values()], axis=0)
+    T, a, d = (np.concatenate(x) for x in zip(*log))
+    order = np.lexsort((T, a))
+    a_s = a[order]
+    last = order[np.append(a_s[1:] != a_s[:-1], True)]
+    return a[last], B[d[last]]
+
+
 def _dread(g, B, log, bank, T, addr, out):
     """Reads of a dynamic bank at cycles T: the last logged write to each address committed by
     then, else the bank as the run found it."""
+    if log and len(addr) * sum(len(x[1]) for x in log) <= _SMALL_LOG * 4:
+        # (a few reads of a few writes: looked up in Python, two numpy copies)
+        by = {}
+        for t, ai, di in _log_entries(log):
+            by.setdefault(ai, []).append((t, di))
+        o_log, i_log, o_mem, a_mem = [], [], [], []
+        for t, ai, o in zip(T.tolist(), addr.tolist(), out.tolist()):
+            best = None
+            for tw, di in by.get(ai, ()):
+                if tw <= t and (best is None or tw >= best[0]):
+                    best = (tw, di)
+            if best is None:
+                o_mem.append(o)
+                a_mem.append(ai)
+            else:
+                o_log.append(o)
+                i_log.append(best[1])
+        if o_log:
+            B[o_log] = B.take(i_log, axis=0)
+        if o_mem:
+            B[o_mem] = g.mem[bank].take(a_mem, axis=0)
+        return
     if log:
         Tw, a, d = (np.concatenate(x) for x in zip(*log)) if len(log) > 1 else log[0]
         order = np.lexsort((Tw, a))
@@ -1346,6 +1421,14 @@ def _perm(g, B, sl, i):
     return g.perm[sl] if i < 0 else B[i].view(np.uint8).astype(np.int64) % g.lanes
 
 
+def _sat8(x):
+    """``arith.sat8`` on a fresh integer array (clipped in place: ``np.clip`` costs several times
+    more on a small array)."""
+    np.minimum(x, 127, out=x)
+    np.maximum(x, -128, out=x)
+    return x.astype(np.int8)
+
+
 def _ew(st, B):
     """An element-wise VXM op over a step's rows (the formulas of Golden._vxm, vectorized)."""
     _, op, a, b, c, imm, sh, _ = st
@@ -1361,11 +1444,11 @@ def _ew(st, B):
         return ((x << sh) & 0xFF).astype(np.uint8).view(np.int8)
     y = imm if imm is not None else _take(B, b).astype(np.int16)
     if op is Opcode.ADD:
-        return np.clip(x + y, -128, 127).astype(np.int8)
+        return _sat8(x + y)
     if op is Opcode.SUB:
-        return np.clip(x - y, -128, 127).astype(np.int8)
+        return _sat8(x - y)
     if op is Opcode.MUL:
-        return np.clip(rshift_round(x.astype(np.int64) * y, sh), -128, 127).astype(np.int8)
+        return _sat8(rshift_round(x.astype(np.int64) * y, sh))
     if op is Opcode.MIN:
         return np.minimum(x, y).astype(np.int8)
     if op is Opcode.MAX:

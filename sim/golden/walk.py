@@ -11,7 +11,8 @@ range, accumulator hazard, deadlock, queue past its end, work in flight at the e
    done right there, all their elements at once: their addresses are static, and their data is taken
    when first needed (below).
 2. **Elements.**  The other instructions (MXM, VXM, SXM, GATHER, SCATTER) run element by element, in
-   cycle order, only in cycles where one of them has an element.
+   cycle order, only in cycles where one of them has an element; a TRANS takes its rows all at once
+   in its last element's cycle (what an element reads landed before its cycle: known by then).
 
 What makes it cheap:
 
@@ -40,7 +41,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from tinylpu.arith import requantize, rshift_round, sat8
+from tinylpu.arith import requantize, rshift_round
 from tinylpu.isa import BINARY_OPS, OPS, Opcode
 from tinylpu.sim.golden.chip import _SUBUNIT, Golden, ProgramError, RunResult, _Active, _advance
 
@@ -131,31 +132,37 @@ def _planes(v):
     return [b[0::4], b[1::4], b[2::4], b[3::4]]
 
 
+_IN_A, _IN_AB = [("a", 1)], [("a", 1), ("b", 1)]
+_BITWISE = {Opcode.AND: int.__and__, Opcode.OR: int.__or__, Opcode.XOR: int.__xor__}
+# (``arith.sat8`` is a clip to [-128, 127]: np.minimum / np.maximum are the same, and cheaper)
+_mn, _mx = np.minimum, np.maximum
+_ARITH = {Opcode.ADD: lambda x, y, sh: _mx(_mn(x + y, 127), -128),
+          Opcode.SUB: lambda x, y, sh: _mx(_mn(x - y, 127), -128),
+          Opcode.MUL: lambda x, y, sh: _mx(_mn(rshift_round(x * y, sh), 127), -128),
+          Opcode.MIN: lambda x, y, sh: _mn(x, y), Opcode.MAX: lambda x, y, sh: _mx(x, y)}
+
+
 def _vx(op, f, lanes, shim, sname):
     """A VXM / SXM op as (stream operands [(field, planes)], function of their byte vectors -> result
     planes), the arithmetic of ``Golden._vxm`` / ``_sxm`` (unit registers: the shim's working copies,
     changed in place by its loads)."""
     imm, sh = f.get("imm"), f.get("sh")
     if op in BINARY_OPS:
-        ins = [("a", 1)] if f["use_imm"] else [("a", 1), ("b", 1)]
-        if op is Opcode.AND or op is Opcode.OR or op is Opcode.XOR:
+        use_imm = f["use_imm"]
+        ins = _IN_A if use_imm else _IN_AB
+        fn = _BITWISE.get(op)
+        if fn is not None:
             # (bitwise: byte by byte, on the vectors as integers)
-            yb = bytes([imm & 0xFF]) * lanes if f["use_imm"] else None
-            fn = {Opcode.AND: int.__and__, Opcode.OR: int.__or__, Opcode.XOR: int.__xor__}[op]
-
-            def run(v, yb=yb, fn=fn):
-                return [fn(int.from_bytes(v[0], "little"),
-                           int.from_bytes(yb if yb is not None else v[1], "little")).to_bytes(lanes, "little")]
-            return ins, run
-        yi = np.full(lanes, imm, _I64) if f["use_imm"] else None
-        # (``arith.sat8`` is a clip to [-128, 127]: np.minimum / np.maximum are the same, and cheaper)
-        mn, mx = np.minimum, np.maximum
-        fn = {Opcode.ADD: lambda x, y: mx(mn(x + y, 127), -128), Opcode.SUB: lambda x, y: mx(mn(x - y, 127), -128),
-              Opcode.MUL: lambda x, y: sat8(rshift_round(x * y, sh)), Opcode.MIN: mn, Opcode.MAX: mx}[op]
-
-        def run(v, yi=yi, fn=fn):
-            return [fn(_i64(v[0]), yi if yi is not None else _i64(v[1])).astype(_I8).tobytes()]
-        return ins, run
+            if use_imm:
+                y = int.from_bytes(bytes([imm & 0xFF]) * lanes, "little")
+                return ins, lambda v: [fn(int.from_bytes(v[0], "little"), y).to_bytes(lanes, "little")]
+            return ins, lambda v: [fn(int.from_bytes(v[0], "little"),
+                                      int.from_bytes(v[1], "little")).to_bytes(lanes, "little")]
+        fn = _ARITH[op]
+        if use_imm:
+            yi = np.full(lanes, imm, _I64)
+            return ins, lambda v: [fn(_i64(v[0]), yi, sh).astype(_I8).tobytes()]
+        return ins, lambda v: [fn(_i64(v[0]), _i64(v[1]), sh).astype(_I8).tobytes()]
     if op is Opcode.MOV:
         return [("a", 1)], lambda v: [v[0]]
     if op is Opcode.RELU:
@@ -414,7 +421,8 @@ def _walk(g, max_cycles, budget, held):
     queues = program.queues
     if sum(map(len, queues.values())) > budget:
         return None
-    NOP, REP, HALT, SYNC = _NOP, _REP, _HALT, _SYNC
+    REP, HALT, SYNC = _REP, _HALT, _SYNC
+    NOP_OP = Opcode.NOP
     activity = {n: {"issued": 0} for n in pos}
     halted = {n: -1 for n in pos if n not in queues}
     fires = []                # NOTIFY fire cycles
@@ -436,14 +444,15 @@ def _walk(g, max_cycles, budget, held):
             if pc >= ninsns:
                 raise Bail                                # ran past its last instruction
             insn = insns[pc]
-            e = dec.get(id(insn.op))
-            if e is None:
-                raise _NotWalked                          # (C2C)
-            code = e[0]
-            if code == NOP:
+            op = insn.op
+            if op is NOP_OP:                              # (most of a queue: decoded first)
                 pc += 1
                 c += insn.fields["n"]
                 continue
+            e = dec.get(id(op))
+            if e is None:
+                raise _NotWalked                          # (C2C)
+            code = e[0]
             if code == REP:
                 f = insn.fields
                 last = st[1]
@@ -523,7 +532,7 @@ def _walk(g, max_cycles, budget, held):
                 off, sq = p * NDS + S + s.index, -p
             else:
                 off, sq = s.index - p * NDS, p
-            bk = bank(name)
+            bk = banks.get(name) or bank(name)
             if code == _READ:
                 key = (c + Lrd) * NDS + off
                 cyc = c
@@ -582,7 +591,9 @@ def _walk(g, max_cycles, budget, held):
             a, dd = f["a"], f["d"]
             off, sq = offq(p, dd.west, dd.index)
             aoff, aq = offq(p, a.west, a.index)
-            u = [code, c, n, [], None, 0, 0, off, sq, aoff, aq]
+            # (one step, in its last element's cycle: it reads its rows then, see phase 2)
+            u = [code, c + n - 1, 1, None, None, c, 0, off, sq, aoff, aq]
+            c += n - 1
         else:
             if shim is None:
                 shim = _Shim(g, rd, put, lambda due, fn: later(due, (3, fn)))
@@ -658,22 +669,23 @@ def _walk(g, max_cycles, budget, held):
                             e.append((u[7], v))
                         key += 1
                 elif code == _TRANS:
-                    # row k of the matrix; after the last, column r lands r cycles after column 0
-                    rows = u[3]
-                    rows.append(get(cN + u[9], u[10]))
-                    if k == lanes - 1:
-                        cols = np.frombuffer(b"".join(rows), _I8).reshape(lanes, lanes).T.tobytes()
-                        key = cN + Lsxm * NDS + u[7]
-                        for r in range(0, lanes * lanes, lanes):
-                            e = land.get(key)
-                            v = (u[8], cols[r:r + lanes])
-                            if e is None:
-                                land[key] = v
-                            elif e.__class__ is tuple:
-                                land[key] = [e, v]
-                            else:
-                                e.append(v)
-                            key += NDS
+                    # its rows (element k reads row k in cycle u[5] + k) all read now, in the last
+                    # element's cycle: every landing a reader up to this cycle sees is known (one
+                    # found later lands after it); then column r lands r cycles after column 0
+                    key, q = u[5] * NDS + u[9], u[10]
+                    rows = [get(key + j * NDS, q) for j in range(lanes)]
+                    cols = np.frombuffer(b"".join(rows), _I8).reshape(lanes, lanes).T.tobytes()
+                    key = cN + Lsxm * NDS + u[7]
+                    for r in range(0, lanes * lanes, lanes):
+                        e = land.get(key)
+                        v = (u[8], cols[r:r + lanes])
+                        if e is None:
+                            land[key] = v
+                        elif e.__class__ is tuple:
+                            land[key] = [e, v]
+                        else:
+                            e.append(v)
+                        key += NDS
                 elif code == _LW:
                     if R == 1:
                         v = get(cN + u[7], u[8])

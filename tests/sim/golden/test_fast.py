@@ -731,18 +731,26 @@ def test_batched_accumulation_chains(cfgname, mms, emit_at, no_walk):
     assert steps.count("mm") + steps.count("mmc") == (1 if emit_at is None else 2)
 
 
-def test_dynamic_banks_rerun_with_bad_indices():
+@pytest.mark.parametrize("numpy_paths", [False, True], ids=["small", "numpy"])
+def test_dynamic_banks_rerun_with_bad_indices(monkeypatch, numpy_paths):
     """GATHER/SCATTER programs (dynamic banks: their accesses resolved when the flow runs), run
-    again from the cached plan with index rows that point out of the bank: the error is found when
-    the flow runs, before any state is written, and Golden.run reports it."""
+    again from the cached plan, then with index rows that point out of the bank: the error is found
+    when the flow runs, before any state is written, and Golden.run reports it.  ``numpy_paths``:
+    the addresses, reads and last writes of dynamic banks by numpy even when few (``flow._SMALL_*``)."""
+    if numpy_paths:
+        from tinylpu.sim.golden import flow
+        monkeypatch.setattr(flow, "_SMALL_DYN", -1)
+        monkeypatch.setattr(flow, "_SMALL_LOG", -1)
     g, f = Golden(CFG), FastGolden(CFG)
     n = 0
     for seed in range(40):
         case = random_program(CFG, seed)
         if not any(("GATHER" in d or "SCATTER" in d) for d in case.flows):
             continue
-        res, fast = compare(CFG, case.program, case_image(case), g, f)
-        assert res[0] == "ok" and fast
+        for run in range(2):                          # (walked, then from the plan: its flow)
+            res, fast = compare(CFG, case.program, case_image(case), g, f)
+            assert res[0] == "ok" and fast
+        assert batched(f, case.program)
         bad = {}
         for bank, (addr, img) in case.mem.items():
             img = img.copy()
@@ -1040,3 +1048,84 @@ def test_unique_rows_equals_numpy():
         s, inv = _unique_rows(a)
         s2, inv2 = np.unique(a, axis=0, return_inverse=True)
         assert np.array_equal(s, s2) and np.array_equal(inv, inv2.reshape(-1))
+
+
+# --- small flows: the Python lookups of dynamic banks, the direct final-state writes ---------------
+
+def _random_log(rng, entries, n_addr, n_rows):
+    """A dynamic bank's log [(commit cycles, addresses, data ids)]: few cycles and addresses, so
+    that one address is written at one cycle by several entries (the later one must win)."""
+    return [(rng.integers(0, 6, k).astype(np.int64), rng.integers(0, n_addr, k).astype(np.int64),
+             rng.integers(0, n_rows, k).astype(np.int64)) for k in rng.integers(1, 5, entries)]
+
+
+def test_last_writes_small_equals_numpy(monkeypatch):
+    """``flow._last_writes`` by Python (small logs) and by numpy (large ones): the same last write
+    per address, the later log entry winning a tie of commit cycles."""
+    from tinylpu.sim.golden import flow
+    rng = np.random.default_rng(11)
+    ties = 0
+    for _ in range(300):
+        B = rng.integers(-128, 128, (40, CFG.lanes), dtype=np.int8)
+        log = _random_log(rng, int(rng.integers(1, 5)), 6, len(B))
+        got = {}
+        for small in (64, -1):
+            monkeypatch.setattr(flow, "_SMALL_LOG", small)
+            addrs, rows = flow._last_writes(log, B)
+            got[small] = {int(a): r.tobytes() for a, r in zip(addrs, rows)}
+            assert len(got[small]) == len(addrs)
+        assert got[64] == got[-1]
+        T, a = (np.concatenate(x) for x in list(zip(*log))[:2])
+        ties += len(set(zip(T.tolist(), a.tolist()))) < len(T)
+    assert ties >= 100
+
+
+def test_dread_small_equals_numpy(monkeypatch):
+    """``flow._dread`` by Python (few reads of few writes) and by numpy: each read gets the last
+    logged write to its address committed by its cycle (ties: the later entry), else the bank."""
+    from tinylpu.sim.golden import flow
+    rng = np.random.default_rng(12)
+    g = FastGolden(CFG)
+    g.write_mem("mem2", 0, rng.integers(-128, 128, (8, CFG.lanes), dtype=np.int8))
+    for _ in range(300):
+        B0 = rng.integers(-128, 128, (40, CFG.lanes), dtype=np.int8)
+        log = _random_log(rng, int(rng.integers(0, 4)), 8, 30)
+        k = int(rng.integers(1, 6))
+        T, addr, out = rng.integers(0, 8, k), rng.integers(0, 8, k), rng.choice(np.arange(30, 40), k, replace=False)
+        got = []
+        for small in (64, -1):
+            monkeypatch.setattr(flow, "_SMALL_LOG", small)
+            B = B0.copy()
+            flow._dread(g, B, log or None, "mem2", T, addr, out)
+            got.append(B)
+        assert np.array_equal(got[0], got[1])
+
+
+def test_sel_slices_only_contiguous_runs():
+    from tinylpu.sim.golden.flow import _sel
+    assert _sel(np.array([3])) == slice(3, 4)
+    assert _sel(np.array([3, 4, 5, 6])) == slice(3, 7)
+    for ids in ([3, 5], [4, 3], [1, 3, 3], [1, 2, 2, 3], [5, 4, 3, 2]):
+        got = _sel(np.array(ids))
+        assert isinstance(got, np.ndarray) and got.tolist() == ids
+
+
+def test_committing_run_equals_pending_commit():
+    """A flow run that writes its final state as it goes (``commit``, one chip) leaves the same
+    state as a run that returns it pending and ``Flow.commit`` (a tray's flows)."""
+    from tinylpu.sim.golden.flow import Flow
+    for seed in range(9300, 9360):
+        case = random_program(CFG, seed)
+        ref = FastGolden(CFG)
+        for _ in range(2):                                    # (walked, then planned)
+            outcome(ref, case.program, case_image(case))
+        plan = ref._fast_cached(case.program)
+        assert plan.flow is not None
+        a, b = FastGolden(CFG), FastGolden(CFG)
+        for g in (a, b):
+            for bank, lst in case_image(case).items():
+                for addr, v in lst:
+                    g.write_mem(bank, addr, v)
+        plan.flow.run(a, True)
+        Flow.commit(b, plan.flow.run(b, False))
+        assert_same_state(a, b)

@@ -205,3 +205,51 @@ def test_long_copy_chain():
         assert np.array_equal(f.read_mem("mem4", 7, 1)[0], np.arange(16))
         p = f._fast_cached(prog)
         assert (p.walked, p.flow is None) == ((True, True) if limit is None else (False, False))
+
+
+def _trans_source(read_at=0, mov_n=16, trans_at=10, cut=False):
+    """A TRANS on sxm0 (position 1) whose rows a VXM MOV (position 6) makes while the TRANS runs:
+    mem3 READ -> MOV onto w1 -> TRANS (rows at cycles trans_at + 1 + k) -> its columns on e2 ->
+    WRITE to mem0.  ``cut``: mem1 (position 3) READs three rows onto w1 in between, which replace
+    what MOV sent for TRANS rows 5..7 (the reader's nearest landing upstream)."""
+    cut_src = ".queue mem1\n    NOP 12\n    READ w1, 0, n=3\n    HALT\n" if cut else ""
+    return cut_src + f"""
+.queue mem3
+    NOP {read_at + 1}
+    READ e0, 0, n=16
+    HALT
+.queue vxm0
+    NOP 4
+    MOV w1, e0, n={mov_n}
+    HALT
+.queue sxm0
+    NOP {trans_at + 1}
+    TRANS e2, w1
+    HALT
+.queue mem0
+    NOP 29
+    WRITE e2, 0, n=16
+    NOP 15
+    HALT
+"""
+
+
+def test_trans_reads_rows_made_while_it_runs():
+    """The walk reads a TRANS's rows at once in its last element's cycle: rows that a VXM op makes
+    while the TRANS runs, some replaced upstream by a READ, are the reference's; a row missing (a
+    late READ, a short MOV, the TRANS a cycle early or late) is the reference's error."""
+    rng = np.random.default_rng(21)
+    image = {b: [(0, rng.integers(-128, 128, (16, CFG.lanes), dtype=np.int8))] for b in ("mem1", "mem3")}
+    written = []
+    for cut in (False, True):
+        prog = assemble(_trans_source(cut=cut), CFG, "<trans>")
+        f = FastGolden(CFG)
+        res, fast = compare(CFG, prog, image, f=f)
+        assert res[0] == "ok" and fast and walked(f, prog)
+        written.append(f.read_mem("mem0", 0, 16))
+    # (the cut replaced rows 5..7 of the matrix: columns keep their other bytes)
+    diff = np.flatnonzero((written[0] != written[1]).any(axis=0))
+    assert diff.tolist() == [5, 6, 7]
+    for kw in ({"read_at": 1}, {"mov_n": 15}, {"trans_at": 9}, {"trans_at": 11}):
+        res, _ = compare(CFG, assemble(_trans_source(**kw), CFG, "<trans>"), image)
+        assert res[0] == "error", kw
