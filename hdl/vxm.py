@@ -456,21 +456,30 @@ class VxmSlice(wiring.Component):
     def _mul(self, m, platform, op):
         lanes, dec, xa, ys = self.lanes, op.dec, op.xa, op.ys
         mul = Pipe(m, "mul", self.latency["vxm_mul"], cuts=("prod", "in", "coarse"))
+        # the shift amount: behind tap registers one register per lane and stage (``mul_*_sh_copy<j>``,
+        # kept apart by scripts/synth.py ``KEEP_COPIES``): one shared register fed every lane's
+        # coarse and fine shifters (the routed critical path at 86f96d4, 75.92 MHz, ran from
+        # mul_coarse_sh across the VXM to a lane's fine stage)
+        key = "sh_copy" if self.ahead is not None else "sh"
+
+        def sh_of(s, j):
+            return s[key][j] if key == "sh_copy" else s[key]
+        sh0 = [op.v.sh] * lanes if key == "sh_copy" else op.v.sh
         if ecp5_dsp(platform) and mul.has("in", "prod"):
             # ECP5: |in| and |prod| are the MULT18X18D's input and output registers
             prods = [ecp5_mult(m, xa[j].as_signed(), ys[j], f"mul_dsp{j}", reg_b=True)[:24].as_signed()
                      for j in range(lanes)]
-            s = mul.cut("in", {**op.meta(dec["mul"]), "sh": op.v.sh})
-            s = mul.cut("prod", {**_meta(s), "p": prods, "sh": s["sh"]}, done=("p",))
+            s = mul.cut("in", {**op.meta(dec["mul"]), key: sh0})
+            s = mul.cut("prod", {**_meta(s), "p": prods, key: s[key]}, done=("p",))
         else:
             s = mul.cut("in", {**op.meta(dec["mul"]), "x": [xa[j].as_signed() for j in range(lanes)],
-                               "y": ys, "sh": op.v.sh})
-            s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], "sh": s["sh"]})
-        co = [shr_coarse(m, p << 1, s["sh"], f"mul_co{j}", fit_bits=8) for j, p in enumerate(s["p"])]
+                               "y": ys, key: sh0})
+            s = mul.cut("prod", {**_meta(s), "p": [s["x"][j] * s["y"][j] for j in range(lanes)], key: s[key]})
+        co = [shr_coarse(m, p << 1, sh_of(s, j), f"mul_co{j}", fit_bits=8) for j, p in enumerate(s["p"])]
         s = mul.cut("coarse", {**_meta(s), "tl": [c[0] for c in co], "fits": [c[1] for c in co],
-                               "neg": [c[2] for c in co], "sh": s["sh"]})
+                               "neg": [c[2] for c in co], key: s[key]})
         return mul, mul.finish({**_meta(s), "data": [Cat(*(shr_fine_round(m, s["tl"][j], s["fits"][j], s["neg"][j],
-                                                                         s["sh"], None, f"mul_fi{j}")
+                                                                         sh_of(s, j), None, f"mul_fi{j}")
                                                           for j in range(lanes)))]}, self.cfg)
 
     # --- REQ / REQL: sat8(rshift_round(A * m, sh) + z), A int32, m int16, z int8 ------------------
