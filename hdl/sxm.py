@@ -90,10 +90,14 @@ class SxmSlice(wiring.Component):
         kw = {}
         if self.ahead is not None:
             # behind tap registers: active, rel, el_insn and the op flags are registers loaded a
-            # cycle ahead (no mux on the issue before the operand select)
+            # cycle ahead (no mux on the issue before the operand select), el_insn also once per
+            # lane (``el_insn_copy<j>``) for that lane's operand select (the routed critical path
+            # of seed 2 at 86f96d4, 72.09 MHz, ran from the one el_insn register through a lane's
+            # select into the TRANS buffer)
             a = self.ahead
             kw = {"ahead": SimpleNamespace(issue=a.issue, insn=a.insn, fields={"insn": a.insn},
-                                           some=span_of(a.insn) != 0)}
+                                           some=span_of(a.insn) != 0),
+                  "copies": lanes}
         seq = ElementSequencer(
             m, "el", self.issue, new_span, replace=False, some=new_some, few=new_few, index=True,
             span=max(COUNT_MAX, 2 * lanes),
@@ -115,6 +119,9 @@ class SxmSlice(wiring.Component):
         x = Signal(vec(lanes), name="opa")
         x_ok = Signal(name="opa_ok")
         xd, xv = pick_stream(self.tap, v.a.west, v.a.index)
+        if seq.ahead is not None:
+            xd = Cat(*(pick_stream(self.tap, c["insn"].args.sxm.a.west, c["insn"].args.sxm.a.index, lane=j)[0]
+                       for j, c in enumerate(seq.field_copies)))
         m.d.comb += [x.eq(xd), x_ok.eq(xv)]
         sample = Signal(name="sample")          # an element (or TRANS input row) samples a now
         trans_in = Signal(name="trans_in")
