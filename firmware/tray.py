@@ -45,6 +45,7 @@ from tinylpu.firmware.compiler import (
     Run,
     _ceil,
     _compile_layers,
+    _even,
     _FFNScheduler,
     _report,
     _rows,
@@ -364,7 +365,7 @@ def _chunked(one, cfg, q, T, placed=None):
             return e
     # the tokens split evenly; in whole blocks and a rest; all in chunks of lo, the last one ending
     # at the last token (recomputing a few)
-    a, options = aligned(lo), [_even_chunks(T, k)]
+    a, options = aligned(lo), [_even(T, k)]
     options.append([(i * a, min(a, T - i * a)) for i in range(-(-T // a))])
     options.append([(min(i * lo, T - lo), lo) for i in range(k)])
     cands = []
@@ -375,17 +376,6 @@ def _chunked(one, cfg, q, T, placed=None):
     if not ok:
         raise cands[-1]
     return min(ok, key=lambda tc: tc.cycles)
-
-
-def _even_chunks(total, parts):
-    """`total` tokens in `parts` consecutive chunks whose sizes differ by at most one, larger first."""
-    base, rem = divmod(total, parts)
-    out, start = [], 0
-    for i in range(parts):
-        n = base + (i < rem)
-        out.append((start, n))
-        start += n
-    return out
 
 
 def _same_image(a, b):

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.firmware.test_tray_compiler import layer
 from tinylpu.config import load_config
 from tinylpu.firmware.compiler import CompileError
 from tinylpu.firmware.quant import FFNWeights, quantize_ffn
@@ -13,14 +14,6 @@ from tinylpu.firmware.tray import _compile_tp_gather, compile_ep, compile_tp
 from tinylpu.sim.golden.tray import run_tray_golden
 
 CFG = load_config("tray")
-
-
-def layer(dm, dff, seed, gated=True):
-    rng = np.random.default_rng(seed)
-    return FFNWeights(rng.normal(size=(dm, dff)) / 6, rng.normal(size=(dff, dm)) / 11,
-                      rng.normal(size=(dm, dff)) / 6 if gated else None, rng.normal(size=dff) * 0.1,
-                      rng.normal(size=dm) * 0.1, rng.normal(size=dff) * 0.1 if gated else None,
-                      "swiglu" if gated else "gelu")
 
 
 def _check_runs(tc, res, cfg):
