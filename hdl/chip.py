@@ -187,7 +187,10 @@ class Chip(wiring.Component):
             m.d.sync += start.eq(icu_start)
         stopped = Signal()                      # an error stopped the run (gates the registered issue)
         stop_next = Signal()                    # `stopped` of the next cycle (its register's input)
-        sl = self._slices(m, classes, fabric, host, icu_start, stop_next)
+        # tap registers: each slice's own stop_next (``_stop``), from registers of its own
+        stop_nexts = ([Signal(name=f"stop_next_{s.name}") for s in self.cfg.slices]
+                      if ahead and self.cfg.tap_registers else None)
+        sl = self._slices(m, classes, fabric, host, icu_start, stop_next, stop_nexts)
         m.d.comb += fabric.clear.eq(start)
 
         run = self._run_registers()
@@ -202,7 +205,7 @@ class Chip(wiring.Component):
                                                            deskew_queue_err, deskew_busy_err)
         any_err = Signal()
         m.d.comb += any_err.eq(run.running & (dec_err.as_value() != 0))
-        self._stop(m, sl, icu_start, start, stopped, stop_next, any_err)
+        self._stop(m, sl, icu_start, start, stopped, stop_next, any_err, stop_nexts, run.running, dec_halted)
         self._run_state(m, run, sl, icu_start, start, hold, any_err, dec_err, dec_halted, dec_cycle)
         m.d.comb += [
             host.st_running.eq(run.running),
@@ -213,7 +216,7 @@ class Chip(wiring.Component):
         ]
         return m
 
-    def _slices(self, m, classes, fabric, host, icu_start, stop_next):
+    def _slices(self, m, classes, fabric, host, icu_start, stop_next, stop_nexts=None):
         """Per slice an ICU (``icu_<name>``) and the unit (``<name>``), joined to the fabric, the
         host port and (registered issue) through the issue registers.  Returns ``icus``, ``units``,
         ``icu_st`` (per ICU: halted, parked, deskewed, halt, err_queue, in chip time) and ``c2c``."""
@@ -221,7 +224,7 @@ class Chip(wiring.Component):
         ahead = not self.has_c2c
         icus, units, icu_st, c2c = [], [], [], None
         doms, starts = [], []
-        for s in cfg.slices:
+        for i, s in enumerate(cfg.slices):
             p = s.position
             icu = ICU(cfg, s)
             if cfg.tap_registers:
@@ -239,7 +242,8 @@ class Chip(wiring.Component):
             units.append(unit)
             doms.append(dom)
             if ahead:
-                icu_st.append(self._issue_registers(m, s, icu, unit, stop_next, dom))
+                icu_st.append(self._issue_registers(m, s, icu, unit, stop_next if stop_nexts is None
+                                                    else stop_nexts[i], dom))
             else:
                 m.d.comb += [unit.issue.eq(icu.issue), unit.insn.eq(icu.insn)]
                 icu_st.append([icu.halted, icu.parked, icu.deskewed, icu.halt, icu.err_queue])
@@ -414,6 +418,7 @@ class Chip(wiring.Component):
         m.d.comb += unit_err.eq(acc)
         inflight = halted_now & Cat(*unit_busy).any()
         m.d.comb += err_now.eq(unit_err)
+        self._err_now = err_now
         m.d.comb += [
             err_now.queue.eq(unit_err[ERROR_BITS.index("queue")] | queue_err | deskew_queue_err),
             err_now.deadlock.eq(unit_err[ERROR_BITS.index("deadlock")] | deadlock_now),
@@ -429,11 +434,17 @@ class Chip(wiring.Component):
             m.d.sync += [dec_err.eq(err_now), dec_halted.eq(halted_now)]
         return dec_err, dec_halted, (counter - 2 - late)[:32]
 
-    def _stop(self, m, sl, icu_start, start, stopped, stop_next, any_err):
+    def _stop(self, m, sl, icu_start, start, stopped, stop_next, any_err, stop_nexts=None, running=None,
+              dec_halted=None):
         """The ICUs' ``stop``: at once (C2C chips), or three cycles late (err_*, err_seen,
         ``stopped``); `stopped` also masks the issue registers, so units see at most the issues
-        of the two cycles after the error.  With tap registers each ICU reads its own copy of
-        ``stopped`` (``stopped_<s>``, in its slice's domain)."""
+        of the two cycles after the error.  With tap registers each slice computes its own
+        ``stop_next_<s>`` (= ``stop_next`` in every cycle) from registers in its own domain:
+        ``start_<s>`` (the ICU START), ``start_chip_<s>`` (START of the rest of the chip),
+        ``stopped_<s>`` and ``stop_err_<s>`` (= ``any_err``, loaded a cycle ahead with the run
+        state's next values: running_next & err_seen_next != 0), so no chip-wide net gates the
+        issue registers (the routed critical path of seed 2 at b18c578, 68.12 MHz, ran from
+        err_seen through the one stop_next to an issue register across the die)."""
         icus = sl.icus
         if self.has_c2c:
             for icu in icus:
@@ -442,9 +453,16 @@ class Chip(wiring.Component):
         m.d.comb += stop_next.eq(Mux(icu_start | start, 0, stopped | any_err))
         m.d.sync += stopped.eq(stop_next)
         if sl.starts is not None:
-            for s, icu, dom in zip(self.cfg.slices, icus, sl.doms):
+            # any_err of the next cycle: running_next = start | running & ~any_err & ~dec_halted
+            # (``_run_state``), err_seen_next = 0 on start, else err_now
+            err_next = Signal(name="stop_err_next")
+            m.d.comb += err_next.eq(~start & running & ~any_err & ~dec_halted & (self._err_now.as_value() != 0))
+            for s, icu, dom, st, sn in zip(self.cfg.slices, icus, sl.doms, sl.starts, stop_nexts):
                 copy = Signal(name=f"stopped_{s.name}")
-                m.d[dom] += copy.eq(stop_next)
+                st_chip = Signal(name=f"start_chip_{s.name}")
+                err = Signal(name=f"stop_err_{s.name}")
+                m.d.comb += sn.eq(Mux(st | st_chip, 0, copy | err))
+                m.d[dom] += [copy.eq(sn), st_chip.eq(st), err.eq(err_next)]
                 m.d.comb += icu.stop.eq(copy)
             return
         for icu in icus:

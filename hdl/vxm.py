@@ -577,12 +577,16 @@ class VxmSlice(wiring.Component):
         lut = Pipe(m, "lut", self.latency["vxm_lut"], cuts=("in",))
         sync_read = "in" in lut.cuts
         late = sync_read and self._lut_read(platform) == "late"
-        wr_row, wr_data, wr_en = row, op.a[0], lut_we
+        wr_row, wr_data, wr_en = [row] * lanes, op.a[0], [lut_we] * lanes
         if late:
-            wr_row = Signal(len(row), name="ldlut_w_row")
+            # the row and the enable once per lane's table (``ldlut_w_row_copy<j>``, kept apart by
+            # scripts/synth.py ``KEEP_COPIES``): one register fed all eight tables' write ports
+            # (the routed critical path of seed 1 at b18c578, 53.97 MHz, ran from ldlut_w_row to a
+            # table the placer had put 37 columns away)
+            wr_row = [Signal(len(row), name=f"ldlut_w_row_copy{j}") for j in range(lanes)]
             wr_data = Signal(vec(lanes), name="ldlut_w_data")
-            wr_en = Signal(name="ldlut_w_en")
-            m.d.sync += [wr_row.eq(row), wr_data.eq(op.a[0]), wr_en.eq(lut_we)]
+            wr_en = [Signal(name=f"ldlut_w_en_copy{j}") for j in range(lanes)]
+            m.d.sync += [wr_data.eq(op.a[0])] + [r.eq(row) for r in wr_row] + [e.eq(lut_we) for e in wr_en]
         s = lut.cut("in", {**op.meta(op.dec["lut"]), "x": [x if late else x[0:colbits] for x in xa]})
         # a 16-row table (16 lanes) is exactly one LUT-RAM column on ECP5
         attrs = {"ram_style": "distributed"} if rows <= 16 or late else {}
@@ -591,7 +595,7 @@ class VxmSlice(wiring.Component):
             mem = Memory(shape=vec(lanes), depth=rows, init=[], attrs=attrs)
             m.submodules[f"lut_mem{j}"] = mem
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(wr_row[:len(wp.addr)]), wp.data.eq(wr_data), wp.en.eq(wr_en)]
+            m.d.comb += [wp.addr.eq(wr_row[j][:len(wp.addr)]), wp.data.eq(wr_data), wp.en.eq(wr_en[j])]
             rp = mem.read_port(domain="sync" if sync_read and not late else "comb")
             m.d.comb += rp.addr.eq((s["x"][j] if late else xa[j])[colbits:8])
             byte = Signal(8, name=f"lut_res{j}")
