@@ -304,7 +304,7 @@ class Chip(wiring.Component):
         (``issue_<s>``, ``insn_<s>``, ``halted_<s>`` ...); the unit predecodes ``pre_insn``.
         Returns the registered queue states (halted, parked, deskewed, halt, err_queue)."""
         iss = Signal(name=f"issue_{s.name}")
-        ins = Signal.like(icu.insn, name=f"insn_{s.name}")
+        ins = Signal.like(icu.insn, name=f"insn_{s.name}", reset_less=True)     # (data: used with `iss`)
         st = [Signal(name=f"{n}_{s.name}") for n in ("halted", "parked", "deskewed", "halt", "err_queue")]
         # `iss` is the issue already masked by `stopped` of its own cycle (taken from the
         # stop register's input), so no chip-wide net gates the units' sample logic

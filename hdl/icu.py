@@ -155,13 +155,18 @@ class ICU(wiring.Component):
                 m.d.comb += nxt.args.vxm.imm.eq(insn.args.vxm.imm + step)
             return nxt
 
-        head = Signal(Instr)                      # the word at pc
-        nxt = Signal(Instr)                       # the word at pc + 1
-        head_step = Signal(signed(sbits))         # step_of(head)
-        last = Signal(Instr)                      # the last unit instruction issued
-        last_step = Signal(signed(sbits))         # step_of(last)
-        adv_last = Signal(Instr)                  # advance(last)
-        adv = Signal(Instr)                       # the repetition a REPEAT would issue now
+        # (the instruction words and steps are data: loaded before they are used -- head, nxt and
+        # head_step at START, last and adv at a unit instruction's issue, the only place a REPEAT
+        # may follow -- so they have no reset; the reset, a registered one per slice on tapped
+        # chips, then reaches only the control registers.  The routed critical path of seed 3 at
+        # d161505, 59.21 MHz, ran slice_rst_vxm0 through the issue logic into a register's LSR)
+        head = Signal(Instr, reset_less=True)     # the word at pc
+        nxt = Signal(Instr, reset_less=True)      # the word at pc + 1
+        head_step = Signal(signed(sbits), reset_less=True)    # step_of(head)
+        last = Signal(Instr, reset_less=True)     # the last unit instruction issued
+        last_step = Signal(signed(sbits), reset_less=True)    # step_of(last)
+        adv_last = Signal(Instr, reset_less=True)  # advance(last)
+        adv = Signal(Instr, reset_less=True)      # the repetition a REPEAT would issue now
         adv_head = step_add(head, head_step)      # advance(head)
         adv_more = step_add(adv, last_step)       # the repetition after `adv`
 

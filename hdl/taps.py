@@ -76,11 +76,11 @@ class Tapped(wiring.Component):
                 m.d.sync += [r.eq(data_in[k]), v.eq(valid_in[k])]
                 m.d.comb += [data_u[k].eq(r), valid_u[k].eq(v)]
         issue = Signal(name="tap_issue")
-        insn = Signal.like(self.insn, name="tap_insn")
+        insn = Signal.like(self.insn, name="tap_insn", reset_less=True)     # (data: used with the issue)
         m.d.sync += [issue.eq(self.issue), insn.eq(self.insn)]
         m.d.comb += [u.issue.eq(issue), u.insn.eq(insn)]
         if self.early:
-            pre = Signal.like(self.pre_insn, name="tap_pre_insn")
+            pre = Signal.like(self.pre_insn, name="tap_pre_insn", reset_less=True)
             m.d.sync += pre.eq(self.pre_insn)
             m.d.comb += u.pre_insn.eq(pre)
         wiring.connect(m, u.out, wiring.flipped(self.out))
