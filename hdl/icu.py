@@ -217,14 +217,19 @@ class ICU(wiring.Component):
                           ((state == State.DESKEW) & self.deskew_go))
 
         consume = Signal()
-        # the read port's data is the word at pc + 2 (pc of the next cycle + 1)
-        m.d.comb += rd.addr.eq(Mux(self.start, 2, Mux(consume, pc + 3, pc + 2)))
+        # the read port's data is the word at pc + 2 (pc of the next cycle + 1); pc + 2 and pc + 3
+        # are registers of the read address's width (``rd_pc2``, ``rd_pc3``), so that no adder sits
+        # between the issue decision and the block RAM's address (the routed critical path of
+        # seed 1 at 59caa47, 76.27 MHz, ran START through ``consume`` and pc + 3 to that address)
+        pc2 = Signal(len(rd.addr), name="rd_pc2", init=2)
+        pc3 = Signal(len(rd.addr), name="rd_pc3", init=3)
+        m.d.comb += rd.addr.eq(Mux(self.start, 2, Mux(consume, pc3, pc2)))
         with m.If(self.start):
-            m.d.sync += [pc.eq(0), head.eq(word0), nxt.eq(word1), head_step.eq(step_of(word0)),
-                         at_end.eq(length == 0), *classify(word0)]
+            m.d.sync += [pc.eq(0), pc2.eq(2), pc3.eq(3), head.eq(word0), nxt.eq(word1),
+                         head_step.eq(step_of(word0)), at_end.eq(length == 0), *classify(word0)]
         with m.Elif(consume):
-            m.d.sync += [pc.eq(pc + 1), head.eq(nxt), nxt.eq(rd.data), head_step.eq(step_of(nxt)),
-                         at_end.eq(pc + 1 >= length), *classify(nxt)]
+            m.d.sync += [pc.eq(pc + 1), pc2.eq(pc3), pc3.eq(pc3 + 1), head.eq(nxt), nxt.eq(rd.data),
+                         head_step.eq(step_of(nxt)), at_end.eq(pc + 1 >= length), *classify(nxt)]
 
         def set_cnt(v, zero):
             m.d.sync += [cnt.eq(v), cnt_zero.eq(zero)]      # zero: v == 0, in the cheapest form

@@ -101,7 +101,7 @@ class SxmSlice(wiring.Component):
         seq = ElementSequencer(
             m, "el", self.issue, new_span, replace=False, some=new_some, few=new_few, index=True,
             span=max(COUNT_MAX, 2 * lanes),
-            fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn")},
+            fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn", lanes=(("args", "sxm", "a"),))},
             names={"start": "accept", "el": "active", "left": "cycles_left", "idle": "idle", "k": "rel",
                    "knext": "rel_next"}, **kw)
         m.d.comb += self.err.busy.eq(seq.err_busy)

@@ -70,6 +70,12 @@ from tinylpu.isa import INT32_PLANES, Opcode
 __all__ = ["VxmSlice", "Pipe", "round_sat8", "sat8"]
 
 
+#: The instruction fields a lane's operand selects read (``_operands``): its copy of ``el_insn``
+#: behind tap registers holds only these (``ElementField.lanes``)
+LANE_FIELDS = (("args", "vxm", "a"), ("args", "vxm", "b"), ("args", "vxm", "c"), ("args", "vxm", "imm"),
+               ("args", "vxm", "use_imm"))
+
+
 class Pipe:
     """The result pipeline of one op class: ``latency - 1`` register stages.
 
@@ -314,7 +320,7 @@ class VxmSlice(wiring.Component):
                   "copies": self.lanes}
         seq = ElementSequencer(
             m, "el", self.issue, self.insn.args.vxm.count, replace=False, some=new_some, few=new_few, index=True,
-            fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn")},
+            fields={"insn": ElementField(self.insn, reg="cur_insn", el="el_insn", lanes=LANE_FIELDS)},
             names={"start": "accept", "el": "el_valid", "left": "elems_left", "idle": "idle", "k": "el_k",
                    "knext": "elem_next"}, **kw)
         m.d.comb += self.err.busy.eq(seq.err_busy)

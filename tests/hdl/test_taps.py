@@ -185,3 +185,27 @@ def test_amaranth_engine_on_tapped_chip():
 def test_amaranth_engine_on_tapped_tiny():
     """``tiny`` with tap registers (16 lanes: two host words per vector, 8 streams)."""
     _check_pysim(tapped("tiny"), range(3))
+
+
+def test_lane_copies_hold_only_the_fields_the_lanes_read():
+    """Behind tap registers the VXM and SXM keep the element's instruction once per lane
+    (``el_insn_copy<j>``), each copy only the fields that lane's selects read
+    (``ElementField.lanes``): the whole word per lane, kept apart from Yosys' merging, was 352 of
+    the 648 copy flip-flops read by nothing in the ULX3S netlist of 332cb7a."""
+    import re
+
+    from amaranth.back import rtlil
+
+    from tinylpu.hdl.common import bit_ranges
+    from tinylpu.hdl.sxm import SxmSlice
+    from tinylpu.hdl.taps import Tapped
+    from tinylpu.hdl.vxm import LANE_FIELDS, VxmSlice
+    from tinylpu.isa import Instr
+
+    assert bit_ranges(Instr, LANE_FIELDS) == [(13, 28), (40, 56), (62, 63)]      # a, b, c; imm; use_imm
+    assert bit_ranges(Instr, [("op",), ("args", "ctl", "n")]) == [(0, 32)]
+    cfg = cut_config()
+    for cls, name, width in ((VxmSlice, "vxm0", 32), (SxmSlice, "sxm0", 5)):
+        text = rtlil.convert(Tapped(cls, cfg, cfg.slice(name)), name=name)
+        copies = dict((int(j), int(w)) for w, j in re.findall(r"wire width (\d+) \\el_insn_copy(\d+)\n", text))
+        assert copies == {j: width for j in range(cfg.lanes)}, (name, copies)
