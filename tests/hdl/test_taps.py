@@ -10,15 +10,22 @@ configs ``*-tap``).  Also: the config loader's minimum-latency rule.
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from amaranth.back import rtlil
 
 from tests.harness import golden_run
 from tinylpu.config import MIN_LATENCY, TAP_LATENCY_KEYS, ConfigError, load_config, parse_config
 from tinylpu.firmware.asm import assemble
+from tinylpu.hdl.common import bit_ranges
+from tinylpu.hdl.sxm import SxmSlice
+from tinylpu.hdl.taps import Tapped
+from tinylpu.hdl.vxm import LANE_FIELDS, VxmSlice
+from tinylpu.isa import Instr
 from tinylpu.sim.golden.chip import ProgramError
 
 os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
@@ -192,16 +199,6 @@ def test_lane_copies_hold_only_the_fields_the_lanes_read():
     (``el_insn_copy<j>``), each copy only the fields that lane's selects read
     (``ElementField.lanes``): the whole word per lane, kept apart from Yosys' merging, was 352 of
     the 648 copy flip-flops read by nothing in the ULX3S netlist of 332cb7a."""
-    import re
-
-    from amaranth.back import rtlil
-
-    from tinylpu.hdl.common import bit_ranges
-    from tinylpu.hdl.sxm import SxmSlice
-    from tinylpu.hdl.taps import Tapped
-    from tinylpu.hdl.vxm import LANE_FIELDS, VxmSlice
-    from tinylpu.isa import Instr
-
     assert bit_ranges(Instr, LANE_FIELDS) == [(13, 28), (40, 56), (62, 63)]      # a, b, c; imm; use_imm
     assert bit_ranges(Instr, [("op",), ("args", "ctl", "n")]) == [(0, 32)]
     cfg = cut_config()
