@@ -319,8 +319,14 @@ class ElementSequencer:
                 m.d.sync += [left.eq(left - 1), flag.eq(flag_next)]
                 if index:
                     m.d.sync += knext.eq(knext + 1)
+        left_next = None
+        if self.ahead is not None:
+            left_next = Signal.like(left, name=f"{nm['left']}_next")      # next cycle's left
+            m.d.comb += left_next.eq(Mux(start, count - 1 if some is None else Mux(some, count - 1, 0),
+                                         Mux(running, left - 1, left)))
         self._next = SimpleNamespace(
             flag=Mux(start, flag_new, Mux(running, flag_next, flag)),
+            left=left_next,
             knext=Mux(start, 1, Mux(running, knext + 1, knext)) if index else None)
         if index:
             self.k = Signal(range(span + 1), name=nm["k"])
@@ -355,7 +361,30 @@ class ElementSequencer:
             self.el = Signal(name=nm["el"], attrs=keep)
         self.el_copies = ([self.el] if copies == 1 else
                           [Signal(name=f"{nm['el']}_copy{g}") for g in range(copies)])
-        m.d.sync += [e.eq(el_next) for e in {id(e): e for e in [self.el, *self.el_copies]}.values()]
+        # each lane copy's own start decision (``start_next_copy<g>``): without `replace` it needs
+        # "running next cycle" (``run_next``), which is kept per copy as a register
+        # (``<prefix>_run_copy<g>``) loaded a cycle earlier still, from next cycle's start
+        # (``start_next``, ``ahead.multi``: the next issue's count >= 2) and next cycle's count
+        # (``left_next``): run_next(t + 1) = start(t + 1) ? count >= 2 : running(t + 1) and
+        # left(t + 1) != 1.  So each copy's clock enable comes from a flip-flop beside it and the
+        # ICU's issue, not from the shared count (the routed critical path of seed 3 at 332cb7a,
+        # 70.16 MHz, ran elems_left through the one start decision to lane 2's copy, 13.0 ns of
+        # routing)
+        self.start_next_copies = [self.start_next] * copies
+        if copies > 1 and not replace:
+            self.start_next_copies, el_nexts = [], []
+            r_next = Mux(self.start_next, self.ahead.multi, run_next & (self._next.left != 1))
+            for g in range(copies):
+                run_g = Signal(name=f"{prefix}_run_copy{g}")
+                m.d.sync += run_g.eq(r_next)
+                sn = Signal(name=f"{nm['start']}_next_copy{g}")
+                m.d.comb += sn.eq(self.ahead.issue & ~run_g)
+                self.start_next_copies.append(sn)
+                el_nexts.append(Mux(sn, some_next, run_g))
+            m.d.sync += self.el.eq(el_next)
+            m.d.sync += [e.eq(x) for e, x in zip(self.el_copies, el_nexts)]
+        else:
+            m.d.sync += [e.eq(el_next) for e in {id(e): e for e in [self.el, *self.el_copies]}.values()]
         if index:
             m.d.sync += self.k.eq(Mux(self.start_next, 0, self._next.knext))
         self.fields = {}
@@ -379,7 +408,7 @@ class ElementSequencer:
                     bits = narrow[key]
                     reg = Signal(sum(hi - lo for lo, hi in bits), name=f"{name}_copy{g}")
                     src = Value.cast(self.ahead.fields[key])
-                    with m.If(self.start_next):
+                    with m.If(self.start_next_copies[g]):
                         m.d.sync += reg.eq(Cat(*(src[lo:hi] for lo, hi in bits)))
                     view = Signal(shape, name=f"{name}_lane{g}")
                     flat, at = Value.cast(view), 0
@@ -390,10 +419,11 @@ class ElementSequencer:
                 else:
                     self.field_copies[g][key] = Signal(shape, name=f"{name}_copy{g}")
         for key, f in fields.items():
-            regs = [self.fields] + ([c for c in self.field_copies] if key in copied and key not in narrow else [])
-            for group in regs:
+            regs = [(self.fields, self.start_next)] + (
+                list(zip(self.field_copies, self.start_next_copies)) if key in copied and key not in narrow else [])
+            for group, start_next in regs:
                 r = group[key]
-                with m.If(self.start_next):
+                with m.If(start_next):
                     m.d.sync += r.eq(self.ahead.fields[key])
                 if f.step:
                     with m.Else():

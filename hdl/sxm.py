@@ -96,7 +96,7 @@ class SxmSlice(wiring.Component):
             # select into the TRANS buffer)
             a = self.ahead
             kw = {"ahead": SimpleNamespace(issue=a.issue, insn=a.insn, fields={"insn": a.insn},
-                                           some=span_of(a.insn) != 0),
+                                           some=span_of(a.insn) != 0, multi=span_of(a.insn) >= 2),
                   "copies": lanes}
         seq = ElementSequencer(
             m, "el", self.issue, new_span, replace=False, some=new_some, few=new_few, index=True,

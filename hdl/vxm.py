@@ -316,7 +316,7 @@ class VxmSlice(wiring.Component):
             # lane's operand selects have their own select registers beside them
             a = self.ahead
             kw = {"ahead": SimpleNamespace(issue=a.issue, insn=a.insn, fields={"insn": a.insn},
-                                           some=a.insn.args.vxm.count != 0),
+                                           some=a.insn.args.vxm.count != 0, multi=a.insn.args.vxm.count >= 2),
                   "copies": self.lanes}
         seq = ElementSequencer(
             m, "el", self.issue, self.insn.args.vxm.count, replace=False, some=new_some, few=new_few, index=True,
