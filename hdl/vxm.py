@@ -412,7 +412,19 @@ class VxmSlice(wiring.Component):
         lanes, dec = self.lanes, op.dec
         alu = Pipe(m, "alu", self.latency["vxm_alu"], cuts=("in",))
         onehot = Cat(*(op.el & dec[o.name.lower()] for o in ALU8_OPS), op.el & dec["add32"])
-        s = alu.cut("in", {**op.meta(dec["alu8"] | dec["add32"], dec["add32"]), "onehot": onehot, "sh": op.v.sh,
+        # behind tap registers the op and the shift once per lane (``alu_in_onehot<j>``,
+        # ``alu_in_sh<j>``, kept apart by scripts/synth.py ``KEEP_COPIES``): the one onehot
+        # register fed every lane's AND-OR (the routed critical path of seed 3 at 154bb63 with
+        # timing weight 40, 79.14 MHz, ran alu_in_onehot across the VXM into lane 7's ALU)
+        per_lane = self.ahead is not None
+
+        def lane(v):
+            return [v] * lanes if per_lane else v
+
+        def of(s, key, j):
+            return s[key][j] if per_lane else s[key]
+        s = alu.cut("in", {**op.meta(dec["alu8"] | dec["add32"], dec["add32"]), "onehot": lane(onehot),
+                           "sh": lane(op.v.sh),
                            "a": op.a, "b": op.b,
                            # b clamped to 10 bits for ADD/SUB and the MIN/MAX comparison (same outcome
                            # against an int8 x), and its low byte for AND/OR/XOR and the MIN/MAX
@@ -422,12 +434,13 @@ class VxmSlice(wiring.Component):
         planes = [[None] * lanes for _ in range(INT32_PLANES)]
         sa = [_lanes(pa, lanes) for pa in s["a"]]
         sb = [_lanes(pb, lanes) for pb in s["b"]]
-        sel = dict(zip((*ALU8_OPS, Opcode.ADD32), s["onehot"]))
         for j in range(lanes):
+            sel = dict(zip((*ALU8_OPS, Opcode.ADD32), of(s, "onehot", j)))
             s32 = Signal(32, name=f"add32_sum{j}")
             m.d.comb += s32.eq(Cat(*(p[j] for p in sa)) + Cat(*(p[j] for p in sb)))
             r = Signal(8, name=f"alu_res{j}")
-            values = self._alu_values(sa[0][j], sb[0][j], s["yc"][j].as_signed(), s["yl"][j], s["sh"], s["cs"][j])
+            values = self._alu_values(sa[0][j], sb[0][j], s["yc"][j].as_signed(), s["yl"][j], of(s, "sh", j),
+                                      s["cs"][j])
             r8 = Signal(8, name=f"alu_res8_{j}")
             m.d.comb += r8.eq(_or([sel[o].replicate(8) & Value.cast(values[o])[0:8] for o in ALU8_OPS]))
             m.d.comb += r.eq(r8 | (sel[Opcode.ADD32].replicate(8) & s32[0:8]))
