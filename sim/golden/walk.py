@@ -199,6 +199,40 @@ def _vx(op, f, lanes, shim, sname):
     raise AssertionError(op)     # pragma: no cover
 
 
+# lane-local ops of one byte operand: each result byte a function of its input byte alone
+_BYTEWISE = frozenset(id(op) for op in (Opcode.RELU, Opcode.SHL, Opcode.SHR))
+_BYTEWISE_IMM = frozenset(id(op) for op in BINARY_OPS)          # (with an immediate operand)
+_IDENTITY = bytes(range(256))
+_VX_MEMO = {}                 # id(insn) -> (insn, lanes, its _vx), for the ops without unit registers
+_VX_MEMO_MAX = 1 << 12
+
+
+def _vx_insn(insn, lanes, shim, sname):
+    """``_vx`` of instruction `insn`, remembered per instruction (decoded once per instruction word:
+    a function of its opcode and fields alone, unless it reads unit registers); a lane-local op of one
+    byte operand becomes a 256-byte translation table (the op's own arithmetic on all 256 byte values
+    at once), applied by ``bytes.translate``."""
+    op = insn.op
+    if id(op) in _REGS:
+        return _vx(op, insn.fields, lanes, shim, sname)
+    e = _VX_MEMO.get(id(insn))
+    if e is not None and e[0] is insn and e[1] == lanes:
+        return e[2]
+    f = insn.fields
+    if id(op) in _BYTEWISE or (id(op) in _BYTEWISE_IMM and f["use_imm"]):
+        ins, fn = _vx(op, f, 256, None, sname)
+        tbl = fn([_IDENTITY])[0]
+        if len(tbl) != 256:                       # pragma: no cover - every such op maps bytes to bytes
+            raise AssertionError(op)
+        r = (ins, lambda v: [v[0].translate(tbl)])
+    else:
+        r = _vx(op, f, lanes, None, sname)
+    if len(_VX_MEMO) >= _VX_MEMO_MAX:
+        _VX_MEMO.clear()
+    _VX_MEMO[id(insn)] = (insn, lanes, r)
+    return r
+
+
 def _pick(lst, q):
     """The landing nearest upstream of signed position q among several on one diagonal."""
     if lst.__class__ is tuple:
@@ -578,7 +612,7 @@ def _walk(g, max_cycles, budget, held):
             if shim is None and id(op) in _REGS:
                 shim = _Shim(g, rd, put, lambda due, fn: later(due, (3, fn)))
                 shim.ports = vports
-            ins, run_ = _vx(op, f, lanes, shim, name)
+            ins, run_ = _vx_insn(insn, lanes, shim, name)
             offs = []
             for fld, planes in ins:
                 s = f[fld]
