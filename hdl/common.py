@@ -386,7 +386,9 @@ class ElementSequencer:
         else:
             m.d.sync += [e.eq(el_next) for e in {id(e): e for e in [self.el, *self.el_copies]}.values()]
         if index:
-            m.d.sync += self.k.eq(Mux(self.start_next, 0, self._next.knext))
+            self.k_next = Signal.like(self.k, name=f"{nm['k']}_next")       # next cycle's k
+            m.d.comb += self.k_next.eq(Mux(self.start_next, 0, self._next.knext))
+            m.d.sync += self.k.eq(self.k_next)
         self.fields = {}
         self.field_copies = [{} for _ in range(copies)]
         copied = {key for key in fields if copies > 1 and (copy_keys is None or key in copy_keys)}

@@ -284,19 +284,32 @@ class MemSlice(wiring.Component):
     def _write_port(self, m, wport, ok, addr, data, valids):
         """L_w - 1 stages after the address (|el| and |addr| count as one more each); the last
         drives the bank's write port, which the host uses while it is free."""
-        abits = self._abits
+        abits, lanes = self._abits, self.cfg.lanes
         wr_valid, wr_stage_addr, wr_data = ok, addr[:abits], data
-        for k in range(1, self.cfg.latency["mem_write"] + self._addr_reg):
+        stages = self.cfg.latency["mem_write"] + self._addr_reg
+        lane_valid = None
+        for k in range(1, stages):
             v = Signal(name=f"wr_s{k}_valid")
             a = Signal(abits, name=f"wr_s{k}_addr")
-            x = Signal(vec(self.cfg.lanes), name=f"wr_s{k}_data")
+            x = Signal(vec(lanes), name=f"wr_s{k}_data")
             m.d.sync += [v.eq(wr_valid), a.eq(wr_stage_addr), x.eq(wr_data)]
+            if k == stages - 1 and self.ahead is not None:
+                # behind tap registers the last stage's valid also once per lane
+                # (``wr_s<k>_valid_copy<j>``), for that lane's data select in front of the bank: the
+                # one register fed all 64 data selects at the bank's 16 block RAMs (the routed
+                # critical path of seed 2 at ee12e9f, 78.25 MHz: 11.89 ns of routing from it)
+                lane_valid = [Signal(name=f"wr_s{k}_valid_copy{j}") for j in range(lanes)]
+                m.d.sync += [c.eq(wr_valid) for c in lane_valid]
             wr_valid, wr_stage_addr, wr_data = v, a, x
             valids.append(v)
         host_we_ok = self.host_we & below(self.host_addr, self.cfg.mem_depth)
+        if lane_valid is None:
+            m.d.comb += wport.data.eq(Mux(wr_valid, wr_data, self.host_wdata))
+        else:
+            m.d.comb += wport.data.eq(Cat(*(Mux(lane_valid[j], wr_data[8 * j:8 * j + 8], self.host_wdata[8 * j:8 * j + 8])
+                                            for j in range(lanes))))
         m.d.comb += [
             wport.addr.eq(Mux(wr_valid, wr_stage_addr, self.host_addr[:abits])),
-            wport.data.eq(Mux(wr_valid, wr_data, self.host_wdata)),
             wport.en.eq(wr_valid | host_we_ok),
         ]
 

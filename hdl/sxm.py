@@ -126,20 +126,35 @@ class SxmSlice(wiring.Component):
         sample = Signal(name="sample")          # an element (or TRANS input row) samples a now
         trans_in = Signal(name="trans_in")
         trans_out = Signal(name="trans_row_out")
+        # rel's range tests; behind tap registers registers of their own, loaded from next cycle's
+        # rel (``rel_next``), so no compare chain sits between rel and the TRANS buffer's or the
+        # lane map's enables (the routed critical path of seed 1 at ee12e9f, 62.78 MHz, ran rel
+        # through rel < lanes to LDPERM's enable of perm7; seed 2 at 332cb7a, 75.37 MHz, ran it
+        # into the TRANS buffer)
+        tests = {"lt_n": lambda r: r < lanes, "lt_n1": lambda r: r < lanes - 1,
+                 "out": lambda r: (r >= lanes - 1) & (r <= 2 * lanes - 2)}
+        if seq.ahead is not None:
+            rt = {}
+            for key, fn in tests.items():
+                rt[key] = Signal(name=f"rel_{key}", init=int(bool(fn(0))))     # rel is 0 after reset
+                m.d.sync += rt[key].eq(fn(seq.k_next))
+        else:
+            rt = {key: fn(rel) for key, fn in tests.items()}
         m.d.comb += [
-            trans_in.eq(active & is_trans & (rel < lanes)),
-            trans_out.eq(active & is_trans & (rel >= lanes - 1) & (rel <= 2 * lanes - 2)),
+            trans_in.eq(active & is_trans & rt["lt_n"]),
+            trans_out.eq(active & is_trans & rt["out"]),
             sample.eq((active & ~is_trans) | trans_in),
             self.err.empty.eq(sample & ~x_ok),
         ]
         return SimpleNamespace(x=x, sample=sample, trans_in=trans_in, trans_out=trans_out,
-                               trans_busy=active & is_trans, rel=rel)
+                               trans_busy=active & is_trans, rel=rel, rel_lt_n1=rt["lt_n1"], active=active)
 
     def _perm_map(self, m, op, dec):
         """The PERM lane map, written by LDPERM at the end of its sample cycle."""
         lanes = self.lanes
         perm = [Signal(range(lanes), name=f"perm{j}", init=j) for j in range(lanes)]
-        with m.If(op.sample & dec[Opcode.LDPERM]):
+        # (LDPERM is not TRANS: its elements sample whenever they run, with no TRANS row test)
+        with m.If(op.active & dec[Opcode.LDPERM]):
             for j in range(lanes):
                 m.d.sync += perm[j].eq(op.x[8 * j:8 * j + 8])      # mod lanes: the low bits
         return perm
@@ -154,7 +169,7 @@ class SxmSlice(wiring.Component):
         trow = Signal(vec(lanes), name="trans_row")
         m.d.comb += trow.eq(Cat(*(r[0:8] for r in rows)))
         with m.If(op.trans_busy):
-            with m.If(op.rel < lanes - 1):
+            with m.If(op.rel_lt_n1):
                 m.d.sync += [buf[i].eq(rows[i]) for i in range(lanes)]
             with m.Else():
                 m.d.sync += [buf[i].eq(rows[i][8:]) for i in range(lanes)]
