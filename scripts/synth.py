@@ -252,9 +252,7 @@ TIMING_WEIGHT = 40
 #: Every VXM pipeline's input stage is kept whole (``alu_in_*``, ``mul_in_*``, ``req_in_*``,
 #: ``lut_in_*``): with only ``alu_in_a*`` kept, Yosys merged ``alu_in_sh`` into lane 7's
 #: ``mul_in_sh_copy7``, the routed critical path of seed 3 at 59caa47 (68.71 MHz)
-KEEP_COPIES = ("setattr -set keep 1 w:*_land* w:*_plane* %u w:*_copy* %u w:*lut_in_* %u w:*ldlut_w_data* %u "
-               "w:*alu_in_* %u w:*mul_in_* %u w:*req_in_* %u a:tinylpu_keep %u %ci1 t:$dff %i; "
-               "setattr -set keep 1 w:*slice_rst_* %ci2 t:$dff %i")
+KEEP_COPIES = "setattr -set keep 1 w:*_land* w:*_plane* %u w:*_copy* %u w:*lut_in_* %u w:*ldlut_w_data* %u w:*alu_in_* %u w:*mul_in_* %u w:*req_in_* %u a:tinylpu_keep %u %ci1 t:$dff %i; setattr -set keep 1 w:*slice_rst_* %ci2 t:$dff %i"
 
 
 def landing_copies(netlist):
