@@ -220,7 +220,7 @@ class MxmSlice(wiring.Component):
         lw_buf = seq.fields["buf"]
         busy_valids = []
         l_inst = self.cfg.latency["mxm_install"]
-        we = None
+        we = we_cols = None
         for k in range(1, l_inst + 1):
             if k == l_inst:
                 # the last stage's row write enables, one register per buffer and row
@@ -229,6 +229,15 @@ class MxmSlice(wiring.Component):
                 # was lw_s1_valid -> buf/row decode -> a weight row's enable, across the MXM)
                 we = [[Signal(name=f"lw_we{b}_row{i}") for i in range(lanes)] for b in range(2)]
                 m.d.sync += [we[b][i].eq(self._lw_hit(i, slots, lw_buf == b)) for b in range(2) for i in range(lanes)]
+                if self.ahead is not None:
+                    # behind tap registers also once per output lane (``lw_we{b}_row{i}_copy{j}``):
+                    # the enable of row i's byte j and its bypass into weight register (i, j), at
+                    # DSP column j (the routed critical path of seed 3 at 1f396d5, 73.19 MHz, ran
+                    # lw_we0_row6 across the MXM to mm_w_i6_j4, 12.65 ns of routing)
+                    we_cols = [[[Signal(name=f"lw_we{b}_row{i}_copy{j}") for j in range(lanes)]
+                                for i in range(lanes)] for b in range(2)]
+                    m.d.sync += [we_cols[b][i][j].eq(self._lw_hit(i, slots, lw_buf == b))
+                                 for b in range(2) for i in range(lanes) for j in range(lanes)]
             b = Signal(name=f"lw_s{k}_buf")
             staged = []
             for q, (lw_valid, lw_row, lw_data) in enumerate(slots):
@@ -243,11 +252,14 @@ class MxmSlice(wiring.Component):
             lw_buf, slots = b, staged
         if we is None:
             we = [[self._lw_hit(i, slots, lw_buf == b) for i in range(lanes)] for b in range(2)]
+        if we_cols is None:
+            we_cols = [[[we[b][i]] * lanes for i in range(lanes)] for b in range(2)]
         for b in range(2):
             for i in range(lanes):
-                with m.If(we[b][i]):
-                    m.d.sync += self.weights[b][i].eq(slots[i % rows][2])
-        return SimpleNamespace(seq=seq, buf=lw_buf, slots=slots, busy_valids=busy_valids, we=we,
+                for j in range(lanes):
+                    with m.If(we_cols[b][i][j]):
+                        m.d.sync += self.weights[b][i][8 * j:8 * j + 8].eq(slots[i % rows][2][8 * j:8 * j + 8])
+        return SimpleNamespace(seq=seq, buf=lw_buf, slots=slots, busy_valids=busy_valids, we=we, we_cols=we_cols,
                                err_empty=err_empty, err_addr=err_addr)
 
     def _lw_hit(self, i, slots, buf_match):
@@ -355,10 +367,17 @@ class MxmSlice(wiring.Component):
         m.d.sync += x_reg.eq(x)
         w_next = []
         for i in range(lanes):
-            hit = Signal(name=f"mm_lw_bypass{i}")
-            m.d.comb += hit.eq(Mux(buf_now, lw.we[1][i], lw.we[0][i]))
-            row = Mux(hit, lw.slots[i % self.cfg.install_rows][2], Mux(buf_now, self.weights[1][i], self.weights[0][i]))
-            w_next.append([row[8 * j:8 * j + 8] for j in range(lanes)])
+            new = lw.slots[i % self.cfg.install_rows][2]
+            old = Mux(buf_now, self.weights[1][i], self.weights[0][i])
+            if lw.we_cols[0][i][0] is lw.we[0][i]:
+                hit = Signal(name=f"mm_lw_bypass{i}")
+                m.d.comb += hit.eq(Mux(buf_now, lw.we[1][i], lw.we[0][i]))
+                row = Mux(hit, new, old)
+                w_next.append([row[8 * j:8 * j + 8] for j in range(lanes)])
+            else:
+                # (each weight register's bypass from its own column's copy of the row enables)
+                w_next.append([Mux(Mux(buf_now, lw.we_cols[1][i][j], lw.we_cols[0][i][j]),
+                                   new[8 * j:8 * j + 8], old[8 * j:8 * j + 8]) for j in range(lanes)])
         return x_reg, w_next
 
     def _products(self, m, platform, x, x_reg, w_next):
