@@ -173,11 +173,24 @@ def _rules(cfg):
     return out
 
 
+_INSN_OK = {}                  # id(config) -> (config, {slice: kind}, {id(insn): (insn, kinds, field tests pass, REPEAT)})
+_INSN_OK_MAX = 1 << 16
+
+
 def program_ok(program, cfg):
     """Whether ``program_problems`` finds nothing (the same tests, without building messages: a
-    compiled layer has thousands of instructions)."""
-    rules = _rules(cfg)
-    kinds = {s.name: s.kind for s in cfg.slices}
+    compiled layer has thousands of instructions).  Each instruction's own tests (its opcode's
+    slice kinds and field tests) are remembered per instruction: an ``Insn`` is immutable and
+    ``Insn.make`` makes one object per instruction word, so a word seen before (in any program, any
+    queue) is not tested again; the tests that depend on its place (its slice's kind, a REPEAT after
+    a unit instruction, the queue's length) are made every time."""
+    entry = _INSN_OK.get(id(cfg))
+    if entry is None or entry[0] is not cfg:
+        if len(_INSN_OK) >= 16:
+            _INSN_OK.clear()
+        entry = _INSN_OK[id(cfg)] = (cfg, {s.name: s.kind for s in cfg.slices}, {})
+    _, kinds, memo = entry
+    rules = None
     depth = cfg.queue_depth
     repeat = Opcode.REPEAT
     for q, insns in program.queues.items():
@@ -186,14 +199,23 @@ def program_ok(program, cfg):
             return False
         unit = False                                # the previous instruction is a unit instruction
         for insn in insns:
-            op = insn.op
-            ks, test = rules[id(op)]
+            e = memo.get(id(insn))
+            if e is None or e[0] is not insn:
+                if rules is None:
+                    rules = _rules(cfg)
+                op = insn.op
+                ks, test = rules[id(op)]
+                e = (insn, ks, test is None or not test(insn.fields), op is repeat)
+                if len(memo) >= _INSN_OK_MAX:
+                    memo.clear()
+                memo[id(insn)] = e
+            ks = e[1]
             if ks is not None and kind not in ks:
                 return False
-            if op is repeat and not unit:
+            if e[3] and not unit:
                 return False
             unit = ks is not None
-            if test is not None and test(insn.fields):
+            if not e[2]:
                 return False
     return True
 

@@ -37,7 +37,7 @@ walk reports errors the same way (nothing written, ``Golden.run`` redoes the run
 
 What a first run reuses from earlier programs is per instruction word only (an ``Insn`` object:
 ``Insn.make`` makes one per word), never per program: the result of its own static tests
-(``_program_ok``; the tests of its place, slice kind, REPEAT and queue length, are made every time)
+(``firmware.check.program_ok``; the tests of its place, slice kind, REPEAT and queue length, are made every time)
 and the walk's function of a VXM / SXM op without unit registers (``walk._vx_insn``).
 
 Program errors are detected (any of: queue past its end, busy sub-unit, port conflict, empty
@@ -61,8 +61,7 @@ import weakref
 
 import numpy as np
 
-from tinylpu.firmware.check import _rules as _check_rules
-from tinylpu.firmware.check import check_program
+from tinylpu.firmware.check import check_program, program_ok
 from tinylpu.isa import BINARY_OPS, INT32_PLANES, OPS, Opcode
 from tinylpu.sim.golden.chip import _SUBUNIT, Golden, ProgramError, RunResult
 from tinylpu.sim.golden.flow import KEY as _BIG
@@ -141,51 +140,6 @@ def _remember(cfg_key, program):
     if len(_PLANS) > _PLANS_MAX:
         _PLANS.pop(next(iter(_PLANS)))
     return plan
-
-
-_INSN_OK = {}                  # config key -> {id(insn): (insn, slice kinds or None, passes its field tests, REPEAT)}
-_INSN_OK_MAX = 1 << 16
-
-
-def _program_ok(program, cfg, key, kinds):
-    """``check.program_ok`` (the same answer, the same tests) with each instruction's own tests
-    remembered per instruction: an ``Insn`` is immutable and ``Insn.make`` makes one object per
-    instruction word, so a word seen before (in any program, any queue) is not tested again; the
-    tests that depend on its place (its slice's kind, a REPEAT after a unit instruction, the queue's
-    length) are made every time.  ``kinds``: {slice: kind}."""
-    memo = _INSN_OK.get(key)
-    if memo is None:
-        if len(_INSN_OK) >= 16:
-            _INSN_OK.clear()
-        memo = _INSN_OK[key] = {}
-    rules = None
-    depth = cfg.queue_depth
-    repeat = Opcode.REPEAT
-    for q, insns in program.queues.items():
-        kind = kinds.get(q)
-        if kind is None or len(insns) > depth:
-            return False
-        unit = False                                # the previous instruction is a unit instruction
-        for insn in insns:
-            e = memo.get(id(insn))
-            if e is None or e[0] is not insn:
-                if rules is None:
-                    rules = _check_rules(cfg)
-                op = insn.op
-                ks, test = rules[id(op)]
-                e = (insn, ks, test is None or not test(insn.fields), op is repeat)
-                if len(memo) >= _INSN_OK_MAX:
-                    memo.clear()
-                memo[id(insn)] = e
-            ks = e[1]
-            if ks is not None and kind not in ks:
-                return False
-            if e[3] and not unit:
-                return False
-            unit = ks is not None
-            if not e[2]:
-                return False
-    return True
 
 
 _BLAS = []
@@ -398,7 +352,7 @@ class FastGolden(Golden):
         """``Golden.load_program``; the static check is skipped for a program whose plan is cached
         (it passed the check on this configuration, and its instructions are unchanged)."""
         if self._fast_cached(program) is None:
-            if not _program_ok(program, self.cfg, self._fast_cfg_key, self.kind):
+            if not program_ok(program, self.cfg):
                 check_program(program, self.cfg)        # (raises, with the problems listed)
             _remember(self._fast_cfg_key, program)
         self.program = program

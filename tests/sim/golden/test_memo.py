@@ -1,5 +1,6 @@
 """FastGolden's per-instruction memos (keyed by the ``Insn`` object, one per instruction word): the
-static check's per-instruction tests (``fast._program_ok``) and the walk's VXM / SXM op functions
+static check's per-instruction tests (``firmware.check.program_ok``, which FastGolden's
+``load_program`` runs) and the walk's VXM / SXM op functions
 (``walk._vx_insn``, lane-local ops as byte translation tables).  A remembered word must give the
 same answers wherever it appears again: in another program, another slice, another place in a
 queue, with other data."""
@@ -9,24 +10,24 @@ import numpy as np
 from tests.sim.golden.test_fast import CFG, case_image, compare
 from tests.sim.golden.test_walk import walked
 from tinylpu.config import load_config
-from tinylpu.firmware.check import program_ok
+from tinylpu.firmware import check as check_mod
+from tinylpu.firmware.check import program_ok, program_problems
 from tinylpu.firmware.program import Program
 from tinylpu.firmware.randprog import random_program
 from tinylpu.isa import BINARY_OPS, OPS, Insn, Opcode, StreamRef
-from tinylpu.sim.golden import fast as fast_mod
 from tinylpu.sim.golden import walk as walk_mod
 from tinylpu.sim.golden.fast import FastGolden
 
 
 def _ok(prog, cfg):
-    f = FastGolden(cfg)
-    return fast_mod._program_ok(prog, cfg, f._fast_cfg_key, f.kind)
+    return program_ok(prog, cfg)
 
 
 def test_program_ok_memo_agrees_with_program_ok():
     """Random queues of random words (each word drawn from a small pool, so most are remembered by
-    the time they recur, in other slices and other places): the memoized check gives program_ok's
-    answer every time, with the memo cold and warm."""
+    the time they recur, in other slices and other places): the memoized program_ok gives the
+    answer every time (that of ``program_problems``, which tests every word each time and builds
+    the messages), with the memo cold and warm."""
     rng = np.random.default_rng(11)
     for cfg in (load_config("tiny"), load_config("duo")):
         names, S = [s.name for s in cfg.slices], cfg.streams
@@ -44,7 +45,7 @@ def test_program_ok_memo_agrees_with_program_ok():
                         f[k] = int(rng.integers(-2, 20))
                 pool.append(base.replace(**f))
         pool = [Insn.make(i.op, **i.fields) for i in pool]           # (one object per word)
-        fast_mod._INSN_OK.clear()
+        check_mod._INSN_OK.clear()
         good = bad = 0
         for _ in range(3000):
             queues = {}
@@ -52,7 +53,7 @@ def test_program_ok_memo_agrees_with_program_ok():
                 queues[names[int(rng.integers(0, len(names)))]] = [
                     pool[int(rng.integers(0, len(pool)))] for _ in range(int(rng.integers(1, 4)))]
             prog = Program(queues)
-            want = program_ok(prog, cfg)
+            want = not program_problems(prog, cfg)
             assert _ok(prog, cfg) == want, {q: [str(i) for i in v] for q, v in prog.queues.items()}
             assert _ok(prog, cfg) == want                                # (warm)
             good += want
