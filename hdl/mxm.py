@@ -227,8 +227,9 @@ class MxmSlice(wiring.Component):
                 # (``lw_we{b}_row{i}``), decoded from the stage before: each row's clock enable
                 # comes straight from a flip-flop (the routed critical path at 8747abf, 73.72 MHz,
                 # was lw_s1_valid -> buf/row decode -> a weight row's enable, across the MXM)
+                hits = [[self._lw_hit(i, slots, lw_buf == b) for i in range(lanes)] for b in range(2)]
                 we = [[Signal(name=f"lw_we{b}_row{i}") for i in range(lanes)] for b in range(2)]
-                m.d.sync += [we[b][i].eq(self._lw_hit(i, slots, lw_buf == b)) for b in range(2) for i in range(lanes)]
+                m.d.sync += [we[b][i].eq(hits[b][i]) for b in range(2) for i in range(lanes)]
                 if self.ahead is not None:
                     # behind tap registers also once per output lane (``lw_we{b}_row{i}_copy{j}``):
                     # the enable of row i's byte j and its bypass into weight register (i, j), at
@@ -236,7 +237,7 @@ class MxmSlice(wiring.Component):
                     # lw_we0_row6 across the MXM to mm_w_i6_j4, 12.65 ns of routing)
                     we_cols = [[[Signal(name=f"lw_we{b}_row{i}_copy{j}") for j in range(lanes)]
                                 for i in range(lanes)] for b in range(2)]
-                    m.d.sync += [we_cols[b][i][j].eq(self._lw_hit(i, slots, lw_buf == b))
+                    m.d.sync += [we_cols[b][i][j].eq(hits[b][i])
                                  for b in range(2) for i in range(lanes) for j in range(lanes)]
             b = Signal(name=f"lw_s{k}_buf")
             staged = []
@@ -252,10 +253,12 @@ class MxmSlice(wiring.Component):
             lw_buf, slots = b, staged
         if we is None:
             we = [[self._lw_hit(i, slots, lw_buf == b) for i in range(lanes)] for b in range(2)]
-        if we_cols is None:
-            we_cols = [[[we[b][i]] * lanes for i in range(lanes)] for b in range(2)]
         for b in range(2):
             for i in range(lanes):
+                if we_cols is None:
+                    with m.If(we[b][i]):
+                        m.d.sync += self.weights[b][i].eq(slots[i % rows][2])
+                    continue
                 for j in range(lanes):
                     with m.If(we_cols[b][i][j]):
                         m.d.sync += self.weights[b][i][8 * j:8 * j + 8].eq(slots[i % rows][2][8 * j:8 * j + 8])
@@ -369,7 +372,7 @@ class MxmSlice(wiring.Component):
         for i in range(lanes):
             new = lw.slots[i % self.cfg.install_rows][2]
             old = Mux(buf_now, self.weights[1][i], self.weights[0][i])
-            if lw.we_cols[0][i][0] is lw.we[0][i]:
+            if lw.we_cols is None:
                 hit = Signal(name=f"mm_lw_bypass{i}")
                 m.d.comb += hit.eq(Mux(buf_now, lw.we[1][i], lw.we[0][i]))
                 row = Mux(hit, new, old)
