@@ -224,6 +224,11 @@ class ICU(wiring.Component):
         pc2 = Signal(len(rd.addr), name="rd_pc2", init=2)
         pc3 = Signal(len(rd.addr), name="rd_pc3", init=3)
         m.d.comb += rd.addr.eq(Mux(self.start, 2, Mux(consume, pc3, pc2)))
+        # consume leaves `start` out (the issue logic below sees `start` first, so where it is set
+        # neither `consume` nor this value is used): START reaches the address through its last
+        # mux only (the routed critical path of seed 2 at 56a395c, 73.82 MHz, ran icu_mxm0's START
+        # register through ``consume`` to the queue's read address)
+        m.d.comb += consume.eq(go & ~rep_active & ~at_end)
         with m.If(self.start):
             m.d.sync += [pc.eq(0), pc2.eq(2), pc3.eq(3), head.eq(word0), nxt.eq(word1),
                          head_step.eq(step_of(word0)), at_end.eq(length == 0), *classify(word0)]
@@ -255,7 +260,6 @@ class ICU(wiring.Component):
                 m.d.sync += state.eq(State.HALT)
             with m.Else():
                 m.d.sync += state.eq(State.RUN)
-                m.d.comb += consume.eq(1)
                 with m.If(head_is["nop"]):
                     set_cnt(cur.args.ctl.n - 1, cur.args.ctl.n == 1)
                 with m.Elif(head_is["rep"]):

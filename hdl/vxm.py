@@ -7,8 +7,8 @@ during t+k+L-1 (visible on the stream during t+k+L), L the op's configured laten
 ===========================  ===========  =========================================================
 ops                          latency      pipeline; ``|cut|`` = optional register stage
 ===========================  ===========  =========================================================
-MOV ADD SUB MIN MAX RELU     ``vxm_alu``  operands |in| ALU -> result register
-SHL SHR AND OR XOR SEL ADD32
+MOV ADD SUB MIN MAX RELU     ``vxm_alu``  operands |in| every op's value, masked by its one-hot op
+SHL SHR AND OR XOR SEL ADD32              bit |mid| OR of the masked values -> result register
 MUL                          ``vxm_mul``  operands |in| 8x16 product |prod| coarse shift (by 8s)
                                           |coarse| fine shift, round, saturate -> result register
 REQ REQL                     ``vxm_req``  operands (A, m, sh, z) |in| two 16x16 partial products
@@ -23,11 +23,11 @@ M high bytes, SH, Z), LDLUT
 ===========================  ===========  =========================================================
 
 Each op class has its own result pipeline of L-1 registers.  The last one is always the result
-register; the cuts are used in the order of priority ALU: in; MUL: prod, in, coarse; REQ: prod, sum, in,
+register; the cuts are used in the order of priority ALU: in, mid; MUL: prod, in, coarse; REQ: prod, sum, in,
 coarse; LUT: in, as far as L-1 leaves room, and what is left over pads the result as a delay line.
 At the minimum latency (2) every op computes in its sample cycle.  tiny (mul 3, req 4, lut 2):
-MUL |prod|, REQ |prod|sum|; fpga (alu 3, mul 5, req 6, lut 3): ALU |in|, MUL |in|prod|coarse|, REQ
-|in|prod|sum|coarse|, LUT |in| (a synchronous table read).  On an ECP5 build MUL's and REQ's |in|
+MUL |prod|, REQ |prod|sum|; fpga-8s (alu 4, mul 5, req 6, lut 3), and fpga behind its tap registers:
+ALU |in|mid|, MUL |in|prod|coarse|, REQ |in|prod|sum|coarse|, LUT |in| (a synchronous table read).  On an ECP5 build MUL's and REQ's |in|
 and |prod| registers are the MULT18X18D's own (``common.ecp5_mult``).  The rounded shift is split in two
 (``shr_coarse``: by the multiple of 8, plus the range test looked up for each fine shift;
 ``shr_fine_round``: by 0..7, round, saturate) so that no stage has a 49-bit barrel shifter and a
@@ -401,7 +401,12 @@ class VxmSlice(wiring.Component):
             el_lane=getattr(seq, "el_copies", [el] * lanes),
             a=[p[0] for p in a], b=[p[0] for p in bb], xa=_lanes(a[0][0], lanes), xc=_lanes(c, lanes),
             # operand b of the binary ops: the stream lane, or the immediate (all 16 bits of it)
-            ys=[Mux(vl[j].use_imm, vl[j].imm, xb[j].as_signed()) for j in range(lanes)])
+            ys=[Mux(vl[j].use_imm, vl[j].imm, xb[j].as_signed()) for j in range(lanes)],
+            # ys clamped to 10 bits (``clamp10``), the clamp on the immediate only (an int8 lane is
+            # its own clamp): the range test is not behind the operand select (the routed critical
+            # path of seed 1 at 56a395c, 79.23 MHz, ran a lane's el_insn copy through the select
+            # and the clamp into ``alu_in_yc``)
+            yc=[Mux(vl[j].use_imm, clamp10(vl[j].imm), xb[j].as_signed()) for j in range(lanes)])
 
     # --- ALU: int8 ops and ADD32 -------------------------------------------------------------
     def _alu(self, m, op):
@@ -410,7 +415,7 @@ class VxmSlice(wiring.Component):
         |in|: the result is an AND-OR of the ops' values, 0 when no element is valid, with no op
         decoder, ADD32 mux or zeroing mux after the arithmetic."""
         lanes, dec = self.lanes, op.dec
-        alu = Pipe(m, "alu", self.latency["vxm_alu"], cuts=("in",))
+        alu = Pipe(m, "alu", self.latency["vxm_alu"], cuts=("in", "mid"))
         onehot = Cat(*(op.el & dec[o.name.lower()] for o in ALU8_OPS), op.el & dec["add32"])
         # behind tap registers the op and the shift once per lane (``alu_in_onehot<j>``,
         # ``alu_in_sh<j>``, kept apart by scripts/synth.py ``KEEP_COPIES``): the one onehot
@@ -429,25 +434,36 @@ class VxmSlice(wiring.Component):
                            # b clamped to 10 bits for ADD/SUB and the MIN/MAX comparison (same outcome
                            # against an int8 x), and its low byte for AND/OR/XOR and the MIN/MAX
                            # result: no 16-bit carry chain in the ALU stage
-                           "yc": [clamp10(y) for y in op.ys], "yl": [y[0:8] for y in op.ys],
+                           "yc": op.yc, "yl": [y[0:8] for y in op.ys],
                            "cs": [op.xc[j].any() for j in range(lanes)]})
-        planes = [[None] * lanes for _ in range(INT32_PLANES)]
         sa = [_lanes(pa, lanes) for pa in s["a"]]
         sb = [_lanes(pb, lanes) for pb in s["b"]]
+        # each op's value ANDed with its one-hot bit (``terms``, one 8-bit term per int8 op and the
+        # 32-bit ADD32 sum); the result is their OR.  |mid| registers the terms, so the compare,
+        # carry and saturation logic and the AND-OR are in different cycles
+        terms = {f"t_{o.name.lower()}": [] for o in ALU8_OPS}
+        terms["t_add32"] = []
         for j in range(lanes):
             sel = dict(zip((*ALU8_OPS, Opcode.ADD32), of(s, "onehot", j)))
             s32 = Signal(32, name=f"add32_sum{j}")
             m.d.comb += s32.eq(Cat(*(p[j] for p in sa)) + Cat(*(p[j] for p in sb)))
-            r = Signal(8, name=f"alu_res{j}")
             values = self._alu_values(sa[0][j], sb[0][j], s["yc"][j].as_signed(), s["yl"][j], of(s, "sh", j),
                                       s["cs"][j])
+            for o in ALU8_OPS:
+                terms[f"t_{o.name.lower()}"].append(sel[o].replicate(8) & Value.cast(values[o])[0:8])
+            terms["t_add32"].append(sel[Opcode.ADD32].replicate(32) & s32)
+        s = alu.cut("mid", {**_meta(s), **terms})
+        planes = [[None] * lanes for _ in range(INT32_PLANES)]
+        for j in range(lanes):
             r8 = Signal(8, name=f"alu_res8_{j}")
-            m.d.comb += r8.eq(_or([sel[o].replicate(8) & Value.cast(values[o])[0:8] for o in ALU8_OPS]))
-            m.d.comb += r.eq(r8 | (sel[Opcode.ADD32].replicate(8) & s32[0:8]))
+            m.d.comb += r8.eq(_or([s[f"t_{o.name.lower()}"][j] for o in ALU8_OPS]))
+            t32 = s["t_add32"][j]
+            r = Signal(8, name=f"alu_res{j}")
+            m.d.comb += r.eq(r8 | t32[0:8])
             planes[0][j] = r
             for p in range(1, INT32_PLANES):
                 # aligned chips (common.aligned): an int8 result on every plane (hdl/streams.py)
-                planes[p][j] = (sel[Opcode.ADD32].replicate(8) & s32[8 * p:8 * p + 8]) | (r8 if self.aligned else 0)
+                planes[p][j] = t32[8 * p:8 * p + 8] | (r8 if self.aligned else 0)
         return alu, alu.finish({**_meta(s), "data": [Cat(*pl) for pl in planes]}, self.cfg, zeroed=True)
 
     @staticmethod
