@@ -37,6 +37,8 @@ instruction's elements at once and is faster there.
 
 import bisect
 import heapq
+import struct
+from operator import getitem as _getitem
 from operator import itemgetter
 
 import numpy as np
@@ -87,7 +89,11 @@ _DUE = itemgetter(0)
 _LE32 = np.dtype("<i4")        # (byte plane b of an int32 is its byte b from the least significant)
 
 
-_TABLES = {}                  # id(config) -> (config, {id(op): (code, sub-unit, "<sub>_busy", latency)})
+# id(config) -> (config, {id(op): (code, sub-unit, "<sub>_busy", latency)},
+#                {id(insn): (insn, position, first and last address, stride, stream key offset, signed
+#                 position)} of the READ / WRITE instructions walked)
+_TABLES = {}
+_RW_MAX = 1 << 14
 
 
 def _table(cfg):
@@ -109,7 +115,7 @@ def _table(cfg):
         elif code >= 0:
             t += (lat.get(code, -1),)
         out[id(op)] = t
-    _TABLES[id(cfg)] = (cfg, out)
+    _TABLES[id(cfg)] = (cfg, out, {})
     if len(_TABLES) > 64:
         _TABLES.pop(next(iter(_TABLES)))
     return out
@@ -207,6 +213,67 @@ _VX_MEMO = {}                 # id(insn) -> (insn, lanes, its _vx), for the ops 
 _VX_MEMO_MAX = 1 << 12
 
 
+_SMALL_LANES = 64             # up to this many lanes, ``_vx_small``'s plain Python beats numpy's per-call cost
+_TABLES2 = {}                 # (id(op), sh) -> (op, 65536-byte table of a two-operand byte op)
+_TABLES2_MAX = 64
+_NONZERO = bytes([0]) + bytes([0xFF]) * 255      # (translation: a byte's select mask)
+_REQ_INT32 = {}               # lanes -> struct format of the int32 lanes of four interleaved planes
+
+
+def _table2(op, sh):
+    """The byte op `op` (shift `sh`) of two int8 operands as a 65536-byte table, entry x * 256 + y
+    its result on the bytes x, y: the op's own arithmetic (``_vx``) on all 65536 pairs at once."""
+    e = _TABLES2.get((id(op), sh))
+    if e is not None and e[0] is op:
+        return e[1]
+    x = np.repeat(np.arange(256, dtype=np.uint8), 256).view(_I8).tobytes()
+    y = np.tile(np.arange(256, dtype=np.uint8), 256).view(_I8).tobytes()
+    _, fn = _vx(op, {"use_imm": 0, "sh": sh}, 65536, None, None)
+    t = fn([x, y])[0]
+    if len(t) != 65536:                           # pragma: no cover - every such op maps bytes to bytes
+        raise AssertionError(op)
+    if len(_TABLES2) >= _TABLES2_MAX:
+        _TABLES2.clear()
+    _TABLES2[(id(op), sh)] = (op, t)
+    return t
+
+
+def _vx_small(op, f, lanes):
+    """A few ops of ``_vx`` on vectors of few lanes in plain Python (numpy's per-call cost is most
+    of a small vector's time): the two-operand byte ops (ADD, SUB, MUL, MIN, MAX) by a table of
+    their own arithmetic, SEL by masks on the vectors as integers, REQ lane by lane; None for the
+    other ops."""
+    if op in _ARITH and not f["use_imm"]:
+        t = _table2(op, f["sh"] if op is Opcode.MUL else 0)
+        rows = [t[x << 8:(x + 1) << 8] for x in range(256)]    # (row x: the results on x, y)
+        getrow = rows.__getitem__
+        return _IN_AB, lambda v: [bytes(map(_getitem, map(getrow, v[0]), v[1]))]
+    if op is Opcode.SEL:
+        full = (1 << (8 * lanes)) - 1
+
+        def sel(v):
+            m = int.from_bytes(v[2].translate(_NONZERO), "little")
+            a, b = int.from_bytes(v[0], "little"), int.from_bytes(v[1], "little")
+            return [((a & m) | (b & (full ^ m))).to_bytes(lanes, "little")]
+        return [("a", 1), ("b", 1), ("c", 1)], sel
+    if op is Opcode.REQ:
+        # requantize(acc, imm, sh): sat8(rshift_round(acc * imm, min(sh, 62))), exact in Python ints
+        m, sh = f["imm"], min(f["sh"], 62)
+        bias = 1 << (sh - 1) if sh > 0 else 0
+        fmt = _REQ_INT32.get(lanes) or _REQ_INT32.setdefault(lanes, struct.Struct(f"<{lanes}i"))
+
+        def req(v):
+            b = bytearray(4 * lanes)
+            b[0::4], b[1::4], b[2::4], b[3::4] = v
+            out = bytearray(lanes)
+            for i, x in enumerate(fmt.unpack(b)):
+                x = (x * m + bias) >> sh
+                out[i] = x & 0xFF if -128 <= x <= 127 else (0x7F if x > 0 else 0x80)
+            return [bytes(out)]
+        return [("a", 4)], req
+    return None
+
+
 def _vx_insn(insn, lanes, shim, sname):
     """``_vx`` of instruction `insn`, remembered per instruction (decoded once per instruction word:
     a function of its opcode and fields alone, unless it reads unit registers); a lane-local op of one
@@ -226,7 +293,9 @@ def _vx_insn(insn, lanes, shim, sname):
             raise AssertionError(op)
         r = (ins, lambda v: [v[0].translate(tbl)])
     else:
-        r = _vx(op, f, lanes, None, sname)
+        r = _vx_small(op, f, lanes) if lanes <= _SMALL_LANES else None
+        if r is None:
+            r = _vx(op, f, lanes, None, sname)
     if len(_VX_MEMO) >= _VX_MEMO_MAX:
         _VX_MEMO.clear()
     _VX_MEMO[id(insn)] = (insn, lanes, r)
@@ -309,10 +378,14 @@ def walk(g, max_cycles, budget):
     try:
         return _walk(g, max_cycles, budget, held)
     finally:
-        # (the walk's nested functions refer to each other: a cycle that lives until the next
-        # collection; empty what it holds now)
-        for x in held:
-            x.clear()
+        # (the walk's nested functions refer to each other through their cells: a reference cycle
+        # that would keep all they hold, the model too, alive until the next cyclic collection, and
+        # make that collection cost ~10 % of a small run.  ``held``: the function that empties
+        # those cells, then the walk's containers, emptied now)
+        if held:
+            held[0]()
+            for x in held[1:]:
+                x.clear()
 
 
 def _walk(g, max_cycles, budget, held):
@@ -344,7 +417,13 @@ def _walk(g, max_cycles, budget, held):
     shim = None
     vports = set()            # due * P + position of every VXM / SXM result (the only ones that can collide)
     starts = {}               # first cycle -> [unit record] (the units of phase 2)
-    held += [land, eff, banks, mxms, vports, starts]
+
+    def unlink():
+        nonlocal offq, mem_at, get, rd, put, later, bank, mxm, install, acc_at, apply, run_ahead, dispatch, shim
+        offq = mem_at = get = rd = put = later = bank = mxm = install = acc_at = apply = None
+        run_ahead = dispatch = shim = None
+
+    held += [unlink, land, eff, banks, mxms, vports, starts]
 
     def offq(p, west, s):
         return (p * NDS + S + s, -p) if west else (s - p * NDS, p)
@@ -452,6 +531,7 @@ def _walk(g, max_cycles, budget, held):
     # release is known by then: a fire after it needs a release first).  READ and WRITE units are
     # done at once here; the others are collected by first cycle for phase 2.
     dec = _table(cfg)
+    rwm = _TABLES[id(cfg)][2]
     queues = program.queues
     if sum(map(len, queues.values())) > budget:
         return None
@@ -554,18 +634,22 @@ def _walk(g, max_cycles, budget, held):
             # READ, WRITE: all elements now (the addresses are static); a READ's rows are read when
             # first needed (``mem_at``: the bank as in the element's cycle), a WRITE's operands when
             # first needed or at the end (``get``)
-            s = f["s"]
-            a0 = f["addr"]
-            st = f["stride"]
+            m = rwm.get(id(insn))
+            if m is None or m[0] is not insn or m[1] != p:
+                # (its first and last address, stride and stream key offset, decoded once per
+                # instruction word and position)
+                s = f["s"]
+                a0, st = f["addr"], f["stride"]
+                m = (insn, p, a0, a0 + (n - 1) * st, st) + offq(p, s.west, s.index)
+                if len(rwm) >= _RW_MAX:
+                    rwm.clear()
+                rwm[id(insn)] = m
+            _, _, a0, a1, st, off, sq = m
             if rep:
                 a0 += rep * n * st
-            a1 = a0 + (n - 1) * st
+                a1 += rep * n * st
             if a0 < 0 or a1 < 0 or a0 >= mem_depth or a1 >= mem_depth:
                 raise Bail                                # an address out of the bank
-            if s.west:
-                off, sq = p * NDS + S + s.index, -p
-            else:
-                off, sq = s.index - p * NDS, p
             bk = banks.get(name) or bank(name)
             if code == _READ:
                 key = (c + Lrd) * NDS + off
@@ -849,11 +933,15 @@ def _walk(g, max_cycles, budget, held):
     # write the state back
     for name, (ov, _, mark, _, mv) in banks.items():
         if ov:
-            top = max(ov) + 1
+            addrs = sorted(ov)
+            a0, top = addrs[0], addrs[-1] + 1
             if top > mark:
                 g.mem.rows(name, top)
-            for addr, lst in ov.items():
-                mv[addr * lanes:(addr + 1) * lanes] = lst[-1][1]
+            if top - a0 == len(addrs):                     # (one run of addresses: one copy)
+                mv[a0 * lanes:top * lanes] = b"".join([ov[addr][-1][1] for addr in addrs])
+            else:
+                for addr in addrs:
+                    mv[addr * lanes:(addr + 1) * lanes] = ov[addr][-1][1]
     for m in mxms.values():
         install(m, last_halt + 1)
         for buf, rows in enumerate(m[0]):

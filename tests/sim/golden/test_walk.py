@@ -253,3 +253,108 @@ def test_trans_reads_rows_made_while_it_runs():
     for kw in ({"read_at": 1}, {"mov_n": 15}, {"trans_at": 9}, {"trans_at": 11}):
         res, _ = compare(CFG, assemble(_trans_source(**kw), CFG, "<trans>"), image)
         assert res[0] == "error", kw
+
+
+@pytest.mark.parametrize("lanes", [1, 4, 16, 64])
+def test_small_vector_ops_equal_numpy(lanes):
+    """The walk's plain-Python ops on vectors of few lanes (``walk._vx_small``: the two-operand byte
+    ops by table, SEL by masks, REQ lane by lane) equal its numpy ops (``walk._vx``, the arithmetic
+    of ``Golden._vxm``) bit for bit, on random bytes and on the extreme values."""
+    from tinylpu.isa import Insn, Opcode
+    from tinylpu.sim.golden.walk import _vx, _vx_small
+    rng = np.random.default_rng(lanes)
+    edge = np.array([-128, -127, -1, 0, 1, 126, 127], np.int8)
+
+    def vec(k):
+        return [np.resize(np.roll(edge, i), lanes).tobytes() if k == 0 else
+                rng.integers(-128, 128, lanes, dtype=np.int8).tobytes() for i in range(8)]
+
+    cases = [(op, {"use_imm": 0, "sh": sh}) for op in (Opcode.ADD, Opcode.SUB, Opcode.MIN, Opcode.MAX)
+             for sh in (0, 3)]
+    cases += [(Opcode.MUL, {"use_imm": 0, "sh": sh}) for sh in (0, 1, 5, 7, 15, 63)]
+    cases += [(Opcode.SEL, {})]
+    cases += [(Opcode.REQ, {"imm": m, "sh": sh}) for m in (-32768, -300, -1, 0, 1, 77, 32767)
+              for sh in (0, 1, 8, 17, 31, 47, 48, 62, 63)]
+    for op, kw in cases:
+        insn = Insn.make(op, **kw)
+        ins, fast = _vx_small(op, insn.fields, lanes)
+        ins_ref, ref = _vx(op, insn.fields, lanes, None, None)
+        assert ins == ins_ref
+        for k in range(20):
+            v = vec(k)[:sum(planes for _, planes in ins)]
+            if op is Opcode.REQ and k == 1:                  # (the int32 extremes)
+                v = [bytes([0x00] * lanes), bytes([0x00] * lanes), bytes([0x00] * lanes), bytes([0x80] * lanes)]
+            if op is Opcode.REQ and k == 2:
+                v = [bytes([0xFF] * lanes)] * 3 + [bytes([0x7F] * lanes)]
+            assert fast(v) == ref(v), (op, kw, k)
+    assert _vx_small(Opcode.ADD, Insn.make(Opcode.ADD, use_imm=1, imm=3).fields, lanes) is None
+    assert _vx_small(Opcode.XOR, Insn.make(Opcode.XOR).fields, lanes) is None
+
+
+def test_one_read_word_at_two_positions():
+    """One READ instruction word (one ``Insn`` object) in two queues: the walk decodes a READ /
+    WRITE word's addresses and stream key once per word and position (``walk._TABLES``), so the
+    second queue's READ lands at its own position; mem5 (position 8) writes what arrives from mem1
+    (position 3), then what arrives from mem3 (position 5), and the REPEAT of the word in mem3 runs
+    past the bank's end (the reference's error)."""
+    lr = CFG.latency["mem_read"]
+    rng = np.random.default_rng(5)
+    image = {b: [(0, rng.integers(-128, 128, (8, CFG.lanes), dtype=np.int8))] for b in ("mem1", "mem3")}
+
+    def source(rep=""):
+        return f"""
+.queue mem1
+    READ e0, 0, n=4
+    NOP 4
+    HALT
+.queue mem3
+    NOP 10
+    READ e0, 0, n=4
+{rep}    NOP 4
+    HALT
+.queue mem5
+    NOP {lr + 5}
+    WRITE e0, 16, n=4
+    NOP 7
+    WRITE e0, 20, n=4
+    NOP 12
+    HALT
+"""
+    prog = assemble(source(), CFG, "<two positions>")
+    assert prog.queues["mem1"][0] is prog.queues["mem3"][1]
+    for _ in range(2):                                   # (the second time: decoded words remembered)
+        prog = Program(prog.queues)
+        f = FastGolden(CFG)
+        res, fast = compare(CFG, prog, image, f=f)
+        assert res[0] == "ok" and fast and walked(f, prog)
+        assert np.array_equal(f.read_mem("mem5", 16, 4), image["mem1"][0][1][:4])
+        assert np.array_equal(f.read_mem("mem5", 20, 4), image["mem3"][0][1][:4])
+    depth = CFG.mem_depth
+    res, fast = compare(CFG, assemble(source(f"    REPEAT {depth // 4}, 4\n"), CFG, "<past the end>"), image)
+    assert res[0] == "error" and not fast
+
+
+def test_walked_model_freed_without_the_cyclic_collector():
+    """After a walk nothing refers back to the model through the walk's nested functions: a model
+    dropped after its run is freed at once (with the cyclic collector off), and a run leaves no
+    cyclic garbage (which cost a collection every few runs)."""
+    import gc
+    import weakref
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for seed in range(20):
+            case = random_program(CFG, seed)
+            f = FastGolden(CFG)
+            f.load_program(Program(case.program.queues))
+            f.write_image(case_image(case))
+            f.run()
+            assert walked(f, f.program)
+            ref = weakref.ref(f)
+            del f
+            assert ref() is None, seed
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()
