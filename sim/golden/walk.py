@@ -20,7 +20,9 @@ What makes it cheap:
   stream travels along the diagonal c - p (westward: c + p), so a reader at position q in cycle c'
   sees the landing nearest upstream of q on its diagonal (one dict lookup);
 * vectors are ``bytes`` (a copy is a reference); only computing elements go through numpy (the VXM
-  / SXM register loads through the reference's own element code, ``Golden._vxm`` / ``_sxm``, on a shim);
+  / SXM register loads through the reference's own element code, ``Golden._vxm`` / ``_sxm``, on a shim),
+  and on vectors of few lanes not even they: numpy's per-call cost is most of a 16-lane op, so
+  lane-local ops are byte tables of their own numpy arithmetic (``_vx_insn``, ``_vx_small``);
 * MEM is versioned: every write is logged per address with its commit cycle; a READ element's
   landing holds (bank, address, cycle) and a WRITE element's log entry its stream slot, resolved when
   a reader first needs them (by then everything they depend on is known: it happened in earlier
