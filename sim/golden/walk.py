@@ -793,12 +793,11 @@ def _walk(g, max_cycles, budget, held):
                     # element's cycle: every landing a reader up to this cycle sees is known (one
                     # found later lands after it); then column r lands r cycles after column 0
                     key, q = u[5] * NDS + u[9], u[10]
-                    rows = [get(key + j * NDS, q) for j in range(lanes)]
-                    cols = np.frombuffer(b"".join(rows), _I8).reshape(lanes, lanes).T.tobytes()
+                    m = b"".join([get(k, q) for k in range(key, key + lanes * NDS, NDS)])
                     key = cN + Lsxm * NDS + u[7]
-                    for r in range(0, lanes * lanes, lanes):
+                    for r in range(lanes):
                         e = land.get(key)
-                        v = (u[8], cols[r:r + lanes])
+                        v = (u[8], m[r::lanes])               # (column r: byte r of every row)
                         if e is None:
                             land[key] = v
                         elif e.__class__ is tuple:
