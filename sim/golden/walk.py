@@ -412,7 +412,7 @@ def _walk(g, max_cycles, budget, held):
     # bank -> [{addr: [[commit cycle, bytes or None, WRITE's stream key, its signed position]]}, array,
     #          valid rows, name, the array's bytes]
     banks = {}
-    # mxm -> [[weight rows (bytes) per buffer, once installed into], [int32 weights per buffer], acc,
+    # mxm -> [[weights (bytearray) per buffer, once installed into], [int32 weights per buffer], acc,
     #         {addr: [(cycle, commit cycle, int32 row)]}, [(commit cycle, buffer, row, bytes)] installs,
     #         the model's weights, installs done]
     mxms = {}
@@ -501,10 +501,9 @@ def _walk(g, max_cycles, budget, held):
         while i < len(pend) and pend[i][0] <= upto:
             _, buf, row, v = pend[i]
             rows = m[0][buf]
-            if rows is None:                  # (the buffer's rows as bytes, from the model's weights)
-                whole = m[5][buf].tobytes()
-                rows = m[0][buf] = [whole[r * lanes:(r + 1) * lanes] for r in range(lanes)]
-            rows[row] = v
+            if rows is None:                  # (the buffer's bytes, from the model's weights)
+                rows = m[0][buf] = bytearray(m[5][buf].tobytes())
+            rows[row * lanes:(row + 1) * lanes] = v
             m[1][buf] = None
             i += 1
         m[6] = i
@@ -836,7 +835,7 @@ def _walk(g, max_cycles, budget, held):
                     if w is None:
                         rows = m[0][buf]
                         w = m[1][buf] = (m[5][buf] if rows is None else
-                                         np.frombuffer(b"".join(rows), _I8).reshape(lanes, lanes)).astype(np.int32)
+                                         np.frombuffer(rows, _I8).reshape(lanes, lanes)).astype(np.int32)
                     # (int32 arithmetic: the products' sum fits, and the accumulation wraps as the
                     # reference's int64 sum taken mod 2**32)
                     y = np.frombuffer(v, _I8) @ w
@@ -947,7 +946,7 @@ def _walk(g, max_cycles, budget, held):
         install(m, last_halt + 1)
         for buf, rows in enumerate(m[0]):
             if rows is not None:
-                m[5][buf] = np.frombuffer(b"".join(rows), _I8).reshape(lanes, lanes)
+                m[5][buf] = np.frombuffer(rows, _I8).reshape(lanes, lanes)
         acc = m[2]
         for addr, lst in m[3].items():
             acc[addr] = lst[-1][2]
