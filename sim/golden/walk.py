@@ -413,7 +413,8 @@ def _walk(g, max_cycles, budget, held):
     #          valid rows, name, the array's bytes]
     banks = {}
     # mxm -> [[weights (bytearray) per buffer, once installed into], [int32 weights per buffer], acc,
-    #         {addr: [(cycle, commit cycle, int32 row)]}, [(commit cycle, buffer, row, bytes)] installs,
+    #         {addr: [[cycle, commit cycle, int32 row (None: not computed yet), its MM unit's pending
+    #         products, addr]]}, [(commit cycle, buffer, row, bytes)] installs,
     #         the model's weights, installs done]
     mxms = {}
     shim = None
@@ -421,8 +422,10 @@ def _walk(g, max_cycles, budget, held):
     starts = {}               # first cycle -> [unit record] (the units of phase 2)
 
     def unlink():
-        nonlocal offq, mem_at, get, rd, put, later, bank, mxm, install, acc_at, apply, run_ahead, dispatch, shim
-        offq = mem_at = get = rd = put = later = bank = mxm = install = acc_at = apply = None
+        nonlocal offq, mem_at, get, rd, put, later, bank, mxm, install, acc_src, acc_row, products, acc_at, apply
+        nonlocal run_ahead, dispatch, shim
+        offq = mem_at = get = rd = put = later = bank = mxm = install = acc_src = acc_row = products = None
+        acc_at = apply = None
         run_ahead = dispatch = shim = None
 
     held += [unlink, land, eff, banks, mxms, vports, starts]
@@ -508,18 +511,51 @@ def _walk(g, max_cycles, budget, held):
             i += 1
         m[6] = i
 
-    def acc_at(m, addr, c):
-        """Accumulator entry addr in cycle c (int32 row); Bail on a hazard (a write sampled before c
-        and committed after it)."""
+    def acc_src(m, addr, c):
+        """The write that accumulator entry addr holds in cycle c (None: the model's row); Bail on a
+        hazard (a write sampled before c and committed after it)."""
         lst = m[3].get(addr)
         if lst:
             for i in range(len(lst) - 1, -1, -1):
                 e = lst[i]
                 if e[1] <= c:
-                    return e[2]
+                    return e
                 if e[0] < c:
                     raise Bail                # accumulator hazard
-        return m[2][addr]
+        return None
+
+    def acc_row(m, addr, e):
+        """The int32 row of accumulator write e (``acc_src``) at addr: its products computed now."""
+        if e is None:
+            return m[2][addr]
+        if e[2] is None:
+            products(m, e[3])
+        return e[2]
+
+    def products(m, batch):
+        """Compute the pending MM elements of one MM unit [(write, vector, weights, accumulated
+        write or False)]: one matmul per run of them on the same weights (a product is needed only
+        when read: by an EMIT, an accumulating MM or the write-back)."""
+        items = batch[:]
+        batch.clear()
+        i, n = 0, len(items)
+        while i < n:
+            w = items[i][2]
+            j = i + 1
+            while j < n and items[j][2] is w:
+                j += 1
+            # (int32 arithmetic: the products' sums fit, and the accumulation wraps as the
+            # reference's int64 sum taken mod 2**32)
+            y = np.frombuffer(b"".join([it[1] for it in items[i:j]]), _I8).reshape(j - i, lanes) @ w
+            for k in range(i, j):
+                e, _, _, src = items[k]
+                r = y[k - i]
+                e[2] = r if src is False else r + acc_row(m, e[4], src)
+            i = j
+
+    def acc_at(m, addr, c):
+        """Accumulator entry addr in cycle c (int32 row); Bail on a hazard."""
+        return acc_row(m, addr, acc_src(m, addr, c))
 
     def apply(upto):
         while eheap and eheap[0] <= upto:
@@ -691,7 +727,7 @@ def _walk(g, max_cycles, budget, held):
             if rep:
                 a0 += rep * f["count"]
             off, sq = offq(p, s.west, s.index)
-            u = [code, c, n, mxm(name), None, a0, f["buf"], off, sq, f["acc"], f["count"], p, s.west, s.index]
+            u = [code, c, n, mxm(name), None, a0, f["buf"], off, sq, f["acc"], f["count"], p, s.west, s.index, []]
         elif code == _VX:
             op = insn.op
             if shim is None and id(op) in _REGS:
@@ -836,16 +872,20 @@ def _walk(g, max_cycles, budget, held):
                         rows = m[0][buf]
                         w = m[1][buf] = (m[5][buf] if rows is None else
                                          np.frombuffer(rows, _I8).reshape(lanes, lanes)).astype(np.int32)
-                    # (int32 arithmetic: the products' sum fits, and the accumulation wraps as the
-                    # reference's int64 sum taken mod 2**32)
-                    y = np.frombuffer(v, _I8) @ w
+                    # (the product is computed when first read, with the unit's others: ``products``;
+                    # a pending write it accumulates onto is computed now, so no chain of them builds up)
+                    src = False
                     if u[9]:
-                        y += acc_at(m, addr, c)
+                        src = acc_src(m, addr, c)
+                        if src is not None and src[2] is None:
+                            products(m, src[3])
+                    ent = [c, c + Lmm, None, u[14], addr]
+                    u[14].append((ent, v, w, src))
                     lst = m[3].get(addr)
                     if lst is None:
-                        m[3][addr] = [(c, c + Lmm, y)]
+                        m[3][addr] = [ent]
                     else:
-                        lst.append((c, c + Lmm, y))
+                        lst.append(ent)
                 elif code == _EMIT:
                     addr = u[5] + k
                     if not 0 <= addr < acc_depth:
@@ -949,7 +989,7 @@ def _walk(g, max_cycles, budget, held):
                 m[5][buf] = np.frombuffer(rows, _I8).reshape(lanes, lanes)
         acc = m[2]
         for addr, lst in m[3].items():
-            acc[addr] = lst[-1][2]
+            acc[addr] = acc_row(m, addr, lst[-1])
     if shim is not None:
         shim.commit(g)
     g.rx = {p: [] for p in range(cfg.c2c_ports)}

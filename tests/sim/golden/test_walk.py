@@ -358,3 +358,68 @@ def test_walked_model_freed_without_the_cyclic_collector():
     finally:
         if was:
             gc.enable()
+
+
+def _mm_while_installing_source():
+    """mxm0 (position 0): LW of rows 0..3 into buffer 0 from mem1 while MM (8 rows of mem0, the
+    buffer's weights changing under it) runs, then an accumulating MM onto those 8 rows, EMIT of
+    rows 0..3 and the MEM write of the EMITted planes: the walk's MM products are computed when
+    read, one matmul per run of elements on the same weights."""
+    lr = CFG.latency["mem_read"]
+    t0 = lr + 5                                          # LW's first row at mxm0
+    return f"""
+.queue mem1
+    NOP {t0 - lr - 3}
+    READ w1, 8, n=4
+    NOP 30
+    HALT
+.queue mem0
+    NOP {t0 - lr - 1}
+    READ w0, 0, n=8
+    NOP 8
+    READ w0, 8, n=8
+    NOP 30
+    HALT
+.queue mxm0
+    NOP {t0}
+    LW w1, 0, 0, n=4
+    MM w0, 0, 0, n=8
+    NOP 8
+    MM w0, 0, 0, n=8, acc=1
+    NOP 12
+    EMIT e0, 0, n=4
+    NOP 20
+    HALT
+"""
+
+
+def test_mm_products_when_read():
+    """MM products computed when first read (``walk``'s ``products``): over weights installed while
+    the MM runs (several runs of one weights in one MM), accumulated onto, EMITted; and a chain of
+    500 MMs accumulating into one row, none read before the next adds to it (computed as it
+    grows, not as a recursion at the end), from the accumulator's preset contents."""
+    rng = np.random.default_rng(17)
+    image = {b: [(0, rng.integers(-128, 128, (16, CFG.lanes), dtype=np.int8))] for b in ("mem0", "mem1")}
+    prog = assemble(_mm_while_installing_source(), CFG, "<mm>")
+    g, f = Golden(CFG), FastGolden(CFG)
+    w = rng.integers(-128, 128, (2, CFG.lanes, CFG.lanes), dtype=np.int8)
+    for e in (g, f):
+        e.weights["mxm0"][...] = w
+    res, fast = compare(CFG, prog, image, g, f)
+    assert res[0] == "ok" and fast and walked(f, prog)
+    assert not np.array_equal(f.acc["mxm0"][:8], 0)
+    n, lmm = 500, CFG.latency["mxm_mm"]
+    pos = {s.name: s.position for s in CFG.slices}
+    t0 = CFG.latency["mem_read"] + pos["mem0"] - pos["mxm0"]
+    # (mxm0's queue first: the walk's issue sees its 500 units before the READ's 2,500 elements)
+    src = "\n".join([".queue mxm0", f"    NOP {t0}"] + [f"    MM w0, 0, 3, acc=1\n    NOP {lmm - 1}"] * n
+                    + [f"    NOP {lmm + 1}", "    HALT",
+                       ".queue mem0", f"    READ w0, 0, n={n * lmm}, stride=0", f"    NOP {n * lmm + 10}", "    HALT"])
+    prog = assemble(src, CFG, "<chain>")
+    g, f = Golden(CFG), FastGolden(CFG)
+    a = rng.integers(-(1 << 31), 1 << 31, (CFG.acc_depth, CFG.lanes), dtype=np.int64).astype(np.int32)
+    for e in (g, f):
+        e.weights["mxm0"][...] = w
+        e.acc["mxm0"][...] = a
+    res, fast = compare(CFG, prog, image, g, f)
+    assert res[0] == "ok" and fast and walked(f, prog)
