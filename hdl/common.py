@@ -346,12 +346,17 @@ class ElementSequencer:
         copies - 1, scripts/synth.py ``KEEP_COPIES``), ``el_copies`` and ``field_copies[g]``, for
         selects spread over the lanes, beside the base registers the shared logic reads;
         `copy_keys`: only these fields (default all; ``field_copies[g]`` holds the base register
-        of the others)."""
+        of the others).  The field registers and their copies have no reset: they are data, read
+        only where ``el`` marks an element (and hold the last instruction's values between
+        instructions anyway), so the slice's reset net reaches the sequencing registers only (the
+        routed critical path of seed 2 at dabd5b1, 78.22 MHz, was slice_rst_vxm0's net to
+        ``el_insn_copy6``, 11.84 ns of routing)."""
         run_next = self._next.flag if multi is not None else ~self._next.flag
         self.start_next = Signal(name=f"{nm['start']}_next")
         m.d.comb += self.start_next.eq(self.ahead.issue if replace else self.ahead.issue & ~run_next)
         some_next = 1 if some is None else self.ahead.some
         el_next = Mux(self.start_next, some_next, run_next)
+        self.el_next = el_next                  # next cycle's ``el`` (the base register's input)
         # with copies: the base registers (``el``, ``fields``) feed the unit's shared logic only,
         # and carry ``tinylpu_keep`` (scripts/synth.py ``KEEP_COPIES``) so that Yosys does not merge
         # them into one of the lane copies (it did: the copy then fed every lane's logic and the
@@ -396,7 +401,7 @@ class ElementSequencer:
         for key, f in fields.items():
             shape = f.shape if f.shape is not None else f.new.shape()
             name = f.el or f"{prefix}_el_{key}"
-            self.fields[key] = Signal(shape, name=name, attrs=keep if key in copied else {})
+            self.fields[key] = Signal(shape, name=name, attrs=keep if key in copied else {}, reset_less=True)
             if key in copied and f.lanes is not None:
                 if f.step:
                     raise ValueError(f"ElementSequencer: field {key!r} has a step; its lane copies hold all of it")
@@ -408,7 +413,7 @@ class ElementSequencer:
                     # the register holds the lanes' bits only; the lane reads them through a
                     # full-shape wire (``<name>_lane<g>``) whose other bits are 0
                     bits = narrow[key]
-                    reg = Signal(sum(hi - lo for lo, hi in bits), name=f"{name}_copy{g}")
+                    reg = Signal(sum(hi - lo for lo, hi in bits), name=f"{name}_copy{g}", reset_less=True)
                     src = Value.cast(self.ahead.fields[key])
                     with m.If(self.start_next_copies[g]):
                         m.d.sync += reg.eq(Cat(*(src[lo:hi] for lo, hi in bits)))
@@ -419,7 +424,7 @@ class ElementSequencer:
                         at += hi - lo
                     self.field_copies[g][key] = view
                 else:
-                    self.field_copies[g][key] = Signal(shape, name=f"{name}_copy{g}")
+                    self.field_copies[g][key] = Signal(shape, name=f"{name}_copy{g}", reset_less=True)
         for key, f in fields.items():
             regs = [(self.fields, self.start_next)] + (
                 list(zip(self.field_copies, self.start_next_copies)) if key in copied and key not in narrow else [])

@@ -146,8 +146,25 @@ class SxmSlice(wiring.Component):
             sample.eq((active & ~is_trans) | trans_in),
             self.err.empty.eq(sample & ~x_ok),
         ]
-        return SimpleNamespace(x=x, sample=sample, trans_in=trans_in, trans_out=trans_out,
-                               trans_busy=active & is_trans, rel=rel, rel_lt_n1=rt["lt_n1"], active=active)
+        lanes_ctl = [SimpleNamespace(trans_in=trans_in, trans_busy=active & is_trans, rel_lt_n1=rt["lt_n1"])] * lanes
+        if seq.ahead is not None:
+            # the TRANS buffer's controls once per row (``trans_in_copy<i>``, ``trans_busy_copy<i>``,
+            # ``trans_lt_n1_copy<i>``, kept apart by scripts/synth.py ``KEEP_COPIES``), registers
+            # loaded from next cycle's element, op and rel: no gate between the one ``active``
+            # register and 512 buffer flip-flops (the routed critical path of seed 3 at dabd5b1,
+            # 69.55 MHz, ran ``active`` through trans_in into ``trans_buf7``)
+            trans_next = Mux(seq.start_next, seq.ahead.insn.op == Opcode.TRANS, is_trans)
+            busy_next = seq.el_next & trans_next
+            lanes_ctl = []
+            for i in range(lanes):
+                ctl = SimpleNamespace(trans_in=Signal(name=f"trans_in_copy{i}"),
+                                      trans_busy=Signal(name=f"trans_busy_copy{i}"),
+                                      rel_lt_n1=Signal(name=f"trans_lt_n1_copy{i}", init=int(0 < lanes - 1)))
+                m.d.sync += [ctl.trans_in.eq(busy_next & tests["lt_n"](seq.k_next)),
+                             ctl.trans_busy.eq(busy_next), ctl.rel_lt_n1.eq(tests["lt_n1"](seq.k_next))]
+                lanes_ctl.append(ctl)
+        return SimpleNamespace(x=x, sample=sample, trans_in=trans_in, trans_out=trans_out, rows=lanes_ctl,
+                               rel=rel, active=active)
 
     def _perm_map(self, m, op, dec):
         """The PERM lane map, written by LDPERM at the end of its sample cycle."""
@@ -164,15 +181,13 @@ class SxmSlice(wiring.Component):
         output row ``trans_row`` (lane 0 of every buffered row)."""
         lanes = self.lanes
         buf = [Signal(vec(lanes), name=f"trans_buf{i}") for i in range(lanes)]
-        rows = [Mux(op.trans_in, buf[i + 1], buf[i]) for i in range(lanes - 1)]
-        rows.append(Mux(op.trans_in, op.x, buf[lanes - 1]))
+        rows = [Mux(op.rows[i].trans_in, buf[i + 1], buf[i]) for i in range(lanes - 1)]
+        rows.append(Mux(op.rows[-1].trans_in, op.x, buf[lanes - 1]))
         trow = Signal(vec(lanes), name="trans_row")
         m.d.comb += trow.eq(Cat(*(r[0:8] for r in rows)))
-        with m.If(op.trans_busy):
-            with m.If(op.rel_lt_n1):
-                m.d.sync += [buf[i].eq(rows[i]) for i in range(lanes)]
-            with m.Else():
-                m.d.sync += [buf[i].eq(rows[i][8:]) for i in range(lanes)]
+        for i, ctl in enumerate(op.rows):
+            with m.If(ctl.trans_busy):
+                m.d.sync += buf[i].eq(Mux(ctl.rel_lt_n1, rows[i], rows[i][8:]))
         return trow
 
     def _crossbar_selects(self, m, op, k, perm):
