@@ -319,10 +319,13 @@ def test_tray_eight_chips_deskew_under_drift():
 # --- burst framing (c2c.framing: burst) -------------------------------------------------------------
 
 def _burst_duo():
+    """The shipped ``duo`` is the burst-framed duo (16-vector bursts, the least ``rx_vectors`` and
+    ``link_latency`` + 2 the loader accepts): its RTL tray build is the one the other tests here
+    share (a variant of the same values under another name was a second Verilog build of ~1 min)."""
     from tinylpu.sim.perf.c2c import burst_variant
-    b = burst_variant("duo", 16)
-    return variant("duo", "duo-burst", framing="burst", burst_vectors=16, rx_vectors=b.link["rx_vectors"],
-                   link_latency=b.link_latency)
+    duo, b = load_config("duo"), burst_variant("duo", 16)
+    assert duo.link["framing"] == "burst" and duo.link == b.link and duo.link_latency == b.link_latency
+    return duo
 
 
 #: single-bit flips (chip, port, frame, word, mask) on both links of the burst duo at 16 tokens
