@@ -180,7 +180,7 @@ def test_cli_ffn_chips(tmp_path):
     assert r.returncode == 2 and "needs a tray config" in r.stderr
 
 
-@pytest.mark.slow      # the RTL duo tray runs in the fast tier through tests/sim/rtl/test_tray.py
+@pytest.mark.slow      # the RTL duo tray, like tests/sim/rtl/test_tray.py
 def test_cli_ffn_chips_rtl(tmp_path):
     """The RTL tray through the CLI: the 2-chip config, per-chip cycles and link statistics."""
     base = _cli_base(tmp_path)

@@ -28,12 +28,12 @@ from tinylpu.sim.rtl.tray import compiled_tray_inputs, compiled_tray_output, run
 #: (width_bits, per-chip clock offsets in ppm): both directions of drift across the widths.  Each
 #: simulation takes ~5 s; each width is its own RTL tray build, about a minute of Verilog conversion
 #: and Icarus compilation whenever hdl/ changed (duo's own width shares test_tray.py's build).
-#: The fast tier runs duo's own width (its build is shared); the other widths, one Verilog build
-#: each, run in the slow tier (`make test-all`).  The link itself is tested at every width in the
+#: Every width runs in the slow tier (`make test-all`), duo's own width on the build it shares with
+#: tests/sim/rtl/test_tray.py, the others on one Verilog build each.  The link itself is tested at every width in the
 #: fast tier by tests/hdl/test_c2c.py (Amaranth's simulator, no Verilog build).
 CASES = [pytest.param(8, (300, -300), id="w8", marks=pytest.mark.slow),
          pytest.param(16, (-300, 300), id="w16", marks=pytest.mark.slow),
-         pytest.param(32, (300, -300), id="w32"),
+         pytest.param(32, (300, -300), id="w32", marks=pytest.mark.slow),
          pytest.param(64, (-300, 300), id="w64", marks=pytest.mark.slow)]
 DM, DFF, TOKENS = 16, 32, 2             # one d_ff tile per chip, 8 partial vectors to chip 0
 

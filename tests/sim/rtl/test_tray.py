@@ -1,8 +1,10 @@
 """The RTL tray (hdl/tray.py): chips on their own drifting clocks, C2C links, SEND/RECV, DESKEW.
 
 Every run is compared with the golden tray (ideal lockstep clocks): the same MEM bits and the same
-program cycle counts on every chip, whatever the drift.  Fast tier on the 2-chip config ``duo``;
-the 8-chip ``tray`` in the slow tier.
+program cycle counts on every chip, whatever the drift.  Every test that runs the Verilog is in
+the slow tier (full trays in Icarus: the ``duo`` build alone is about a minute); the fast tier
+checks the link itself in Amaranth's simulator at every width (tests/hdl/test_c2c.py,
+test_c2cslice.py) and the tray programs on the golden tray.
 """
 
 
@@ -39,10 +41,10 @@ def golden(cfg, progs, mems):
     return t, t.run()
 
 
-@pytest.mark.parametrize("ppm", [(300, -300), pytest.param((0, 0), marks=pytest.mark.slow),
-                                 pytest.param((-300, 300), marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("ppm", [(300, -300), (0, 0), (-300, 300)])
 def test_send_recv_equals_golden_under_drift(ppm):
-    """One Icarus launch per case: the fast tier runs the widest offset, the slow tier all three."""
+    """One Icarus launch per case."""
     n = 4
     data = np.random.default_rng(1).integers(-128, 128, (n, DUO.lanes), dtype=np.int8)
     p = LinkParams.from_cfg(DUO)
@@ -61,6 +63,7 @@ def test_send_recv_equals_golden_under_drift(ppm):
     assert chips[0]["links"][0]["overrun"] == 0
 
 
+@pytest.mark.slow
 def test_recv_too_early_is_flagged():
     """A RECV well before the vector can have arrived: the golden model refuses it, the RTL raises
     the ``link`` error flag and stops the chip."""
@@ -75,7 +78,8 @@ def _layer(dm, dff, seed):
     return layer(dm, dff, seed, True)
 
 
-@pytest.mark.parametrize("seed", [3, pytest.param(4, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 4])
 def test_tensor_parallel_equals_golden_tray(seed):
     """A compiled tensor-parallel SwiGLU at random clock offsets (the seed draws them)."""
     w = _layer(32, 64, 7)
@@ -167,7 +171,7 @@ SINGLE = [(0, 0, 0, 0, 1 << 5), (0, 0, 2, 3, 1 << 17), (0, 0, 5, 2, K32),
           (1, 0, 1, 1, 1 << 0), (1, 0, 4, 0, 1 << 15), (1, 0, 8, 4, 1 << 31), (1, 0, 6, 2, K32)]
 
 
-@pytest.mark.slow        # flit framing's Verilog (the fast tier checks the shipped burst framing's FEC)
+@pytest.mark.slow        # flit framing's Verilog (the shipped burst framing's: test_burst_tensor_parallel_...)
 @pytest.mark.parametrize("seed", [6, 7])
 def test_tensor_parallel_with_corrected_link_errors_equals_golden_tray(seed):
     """Flit framing, single-bit errors on the wires: every hit flit is corrected (counted in the receiver's
@@ -270,8 +274,8 @@ DRIFT = dict(epoch=256, hac_interval=64, skip_interval=64)
 
 @pytest.mark.slow
 def test_deskew_keeps_the_schedule_under_exaggerated_drift():
-    """Its own Verilog build (a duo with a short epoch): the slow tier; the fast tier checks DESKEW on
-    the golden tray (tests/sim/golden/test_tray.py) and the compiled DESKEW programs on the RTL duo."""
+    """Its own Verilog build (a duo with a short epoch).  The fast tier checks DESKEW on the golden
+    tray (tests/sim/golden/test_tray.py)."""
     cfg = variant(FLIT_DUO, "duo-drift", **DRIFT)     # SKIPs every 64 words: shorter than a burst frame
     rounds = 12
     data = np.random.default_rng(2).integers(-128, 128, (rounds, cfg.lanes), dtype=np.int8)
@@ -334,7 +338,8 @@ BURST_SINGLE = [(0, 0, 0, 0, 1 << 5), (0, 0, 1, 3, 1 << 17), (0, 0, 2, 2, K32), 
                 (1, 0, 0, 1, 1 << 0), (1, 0, 1, 0, 1 << 15), (1, 0, 2, 5, 1 << 31), (1, 0, 3, 2, K32)]
 
 
-@pytest.mark.parametrize("seed,flips", [(8, BURST_SINGLE), pytest.param(9, None, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("seed,flips", [(8, BURST_SINGLE), (9, None)])
 def test_burst_tensor_parallel_equals_golden_tray(seed, flips):
     """Burst framing on the RTL duo: a compiled tensor-parallel SwiGLU (16 tokens: multi-vector
     frames) at random clock offsets, with and without single-bit link errors: the golden tray's

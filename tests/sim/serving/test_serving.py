@@ -108,7 +108,7 @@ def test_host_api_errors():
         drive(t.run(0, np.zeros((9, 32), np.int8)))
 
 
-@pytest.mark.slow      # the fast tier serves on the RTL duo tray (test_serving_engines_identical_...) through the same API
+@pytest.mark.slow      # the RTL duo tray's Verilog (the fast tier serves on a time-shared RTL chip through the same API)
 def test_rtl_duo_tray_in_one_simulation_equals_golden():
     """The host job on the 2-chip tray's Verilog: each chip its own host port, clock and weights."""
     golden = drive(_tray_job(Tray(None, "duo", "golden"), "duo"))
