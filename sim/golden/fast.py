@@ -371,16 +371,6 @@ class FastGolden(Golden):
                     return
         Golden.write_mem(self, bank, addr, vectors)
 
-    def write_image(self, image):
-        """``Golden.write_image``; a bank of a few pieces (a test's image) goes straight to
-        ``write_mem``, piece by piece, as ``Golden.write_image`` does for it."""
-        for bank, pieces in image.items():
-            if type(pieces) is list and len(pieces) < 4:
-                for addr, v in pieces:
-                    self.write_mem(bank, addr, v)
-            else:
-                Golden.write_image(self, {bank: pieces})
-
     def run(self, max_cycles=1_000_000) -> RunResult:
         try:
             return self._fast_run(max_cycles)

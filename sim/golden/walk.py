@@ -216,15 +216,16 @@ _VX_MEMO_MAX = 1 << 12
 
 
 _SMALL_LANES = 64             # up to this many lanes, ``_vx_small``'s plain Python beats numpy's per-call cost
-_TABLES2 = {}                 # (id(op), sh) -> (op, 65536-byte table of a two-operand byte op)
+_TABLES2 = {}                 # (id(op), sh) -> (op, the 256 rows of a two-operand byte op's table)
 _TABLES2_MAX = 64
 _NONZERO = bytes([0]) + bytes([0xFF]) * 255      # (translation: a byte's select mask)
 _REQ_INT32 = {}               # lanes -> struct format of the int32 lanes of four interleaved planes
 
 
 def _table2(op, sh):
-    """The byte op `op` (shift `sh`) of two int8 operands as a 65536-byte table, entry x * 256 + y
-    its result on the bytes x, y: the op's own arithmetic (``_vx``) on all 65536 pairs at once."""
+    """The byte op `op` (shift `sh`) of two int8 operands as a table of 256 rows of 256 bytes, row x
+    entry y its result on the bytes x, y: the op's own arithmetic (``_vx``) on all 65536 pairs at
+    once.  Kept per (op, shift), rows and all: a first run meets new instruction words, not new ops."""
     e = _TABLES2.get((id(op), sh))
     if e is not None and e[0] is op:
         return e[1]
@@ -234,10 +235,11 @@ def _table2(op, sh):
     t = fn([x, y])[0]
     if len(t) != 65536:                           # pragma: no cover - every such op maps bytes to bytes
         raise AssertionError(op)
+    rows = [t[r << 8:(r + 1) << 8] for r in range(256)]
     if len(_TABLES2) >= _TABLES2_MAX:
         _TABLES2.clear()
-    _TABLES2[(id(op), sh)] = (op, t)
-    return t
+    _TABLES2[(id(op), sh)] = (op, rows)
+    return rows
 
 
 def _vx_small(op, f, lanes):
@@ -246,9 +248,8 @@ def _vx_small(op, f, lanes):
     their own arithmetic, SEL by masks on the vectors as integers, REQ lane by lane; None for the
     other ops."""
     if op in _ARITH and not f["use_imm"]:
-        t = _table2(op, f["sh"] if op is Opcode.MUL else 0)
-        rows = [t[x << 8:(x + 1) << 8] for x in range(256)]    # (row x: the results on x, y)
-        getrow = rows.__getitem__
+        # (row x of the table: the results on x, y)
+        getrow = _table2(op, f["sh"] if op is Opcode.MUL else 0).__getitem__
         return _IN_AB, lambda v: [bytes(map(_getitem, map(getrow, v[0]), v[1]))]
     if op is Opcode.SEL:
         full = (1 << (8 * lanes)) - 1
