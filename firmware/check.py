@@ -173,51 +173,67 @@ def _rules(cfg):
     return out
 
 
-_INSN_OK = {}                  # id(config) -> (config, {slice: kind}, {id(insn): (insn, kinds, field tests pass, REPEAT)})
+_INSN_OK = {}                  # id(config) -> (config, {slice: kind bit}, {id(insn): code}, {id(insn): insn})
 _INSN_OK_MAX = 1 << 16
+_KIND_BITS = {"mem": 1, "mxm": 2, "vxm": 4, "sxm": 8, "c2c": 16}
+_ALL_KINDS = 31
+_UNIT, _REPEAT = 32, 64        # an instruction's code: the kind bits it passes on, | a unit instruction, | a REPEAT
 
 
 def program_ok(program, cfg):
     """Whether ``program_problems`` finds nothing (the same tests, without building messages: a
     compiled layer has thousands of instructions).  Each instruction's own tests (its opcode's
-    slice kinds and field tests) are remembered per instruction: an ``Insn`` is immutable and
+    slice kinds and field tests) are remembered per instruction, as one int (the slice kinds it
+    passes on, and whether it is a unit instruction or a REPEAT): an ``Insn`` is immutable and
     ``Insn.make`` makes one object per instruction word, so a word seen before (in any program, any
-    queue) is not tested again; the tests that depend on its place (its slice's kind, a REPEAT after
-    a unit instruction, the queue's length) are made every time."""
+    queue) is not tested again (the memo keeps the word alive: its id names no other object while
+    it is remembered).  The tests that depend on its place (its slice's kind, a REPEAT after a unit
+    instruction, the queue's length) are made every time."""
     entry = _INSN_OK.get(id(cfg))
     if entry is None or entry[0] is not cfg:
         if len(_INSN_OK) >= 16:
             _INSN_OK.clear()
-        entry = _INSN_OK[id(cfg)] = (cfg, {s.name: s.kind for s in cfg.slices}, {})
-    _, kinds, memo = entry
-    rules = None
+        entry = _INSN_OK[id(cfg)] = (cfg, {s.name: _KIND_BITS[s.kind] for s in cfg.slices}, {}, {})
+    _, kinds, memo, _ = entry
     depth = cfg.queue_depth
-    repeat = Opcode.REPEAT
+    get = memo.get
     for q, insns in program.queues.items():
         kind = kinds.get(q)
         if kind is None or len(insns) > depth:
             return False
-        unit = False                                # the previous instruction is a unit instruction
+        unit = 0                                    # the previous instruction is a unit instruction
         for insn in insns:
-            e = memo.get(id(insn))
-            if e is None or e[0] is not insn:
-                if rules is None:
-                    rules = _rules(cfg)
-                op = insn.op
-                ks, test = rules[id(op)]
-                e = (insn, ks, test is None or not test(insn.fields), op is repeat)
-                if len(memo) >= _INSN_OK_MAX:
-                    memo.clear()
-                memo[id(insn)] = e
-            ks = e[1]
-            if ks is not None and kind not in ks:
+            x = get(id(insn))
+            if x is None:
+                x = _insn_code(insn, cfg, entry)
+            if not x & kind or (x & _REPEAT and not unit):
                 return False
-            if e[3] and not unit:
-                return False
-            unit = ks is not None
-            if not e[2]:
-                return False
+            unit = x & _UNIT
     return True
+
+
+def _insn_code(insn, cfg, entry):
+    """`insn`'s code for ``program_ok`` (remembered): the bits of the slice kinds it passes its
+    tests on, | _UNIT for a unit instruction, | _REPEAT for a REPEAT."""
+    op = insn.op
+    ks, test = _rules(cfg)[id(op)]
+    if ks is None:
+        x = _ALL_KINDS
+    else:
+        x = _UNIT
+        for k in ks:
+            x |= _KIND_BITS[k]
+    if test is not None and test(insn.fields):
+        x &= ~_ALL_KINDS                            # (on no slice)
+    if op is Opcode.REPEAT:
+        x |= _REPEAT
+    memo, keep = entry[2], entry[3]
+    if len(memo) >= _INSN_OK_MAX:
+        memo.clear()
+        keep.clear()
+    memo[id(insn)] = x
+    keep[id(insn)] = insn
+    return x
 
 
 def check_program(program, cfg):

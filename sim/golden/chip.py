@@ -127,7 +127,9 @@ class _Banks(Mapping):
             self._mark = dict.fromkeys(names, 0)   # rows [0, mark) are valid
             self.valid = {}                        # name -> its valid rows (a view), once allocated
         else:
-            self._arr = {n: np.zeros((depth, lanes), np.int8) for n in names}
+            # (one allocation for all the banks, each a view of it: a small model is built for every
+            # short program a test runs)
+            self._arr = dict(zip(names, np.zeros((len(names), depth, lanes), np.int8)))
             self._mark = dict.fromkeys(names, depth)
             self.valid = dict(self._arr)
 
