@@ -124,9 +124,8 @@ def bench_golden(cfg, repeat=5):
     if prog is not None:
         rng = np.random.default_rng(0)
         image = {f"mem{b}": [(0, rng.integers(-128, 128, (4, cfg.lanes), dtype=np.int8))] for b in range(4)}
-        cases = [random_program(cfg, s) for s in range(30)]
         workloads = [("steady state (MXM multiply + install, VXM, 5 MEM ports busy)", [(prog, image)]),
-                     ("30 random programs", [(c.program, {b: [v] for b, v in c.mem.items()}) for c in cases])]
+                     ("30 random programs", _random_jobs(cfg))]
     else:
         workloads = _compiled_jobs(cfg, LPU_GOLDEN_SHAPES)
 
@@ -134,8 +133,7 @@ def bench_golden(cfg, repeat=5):
         from tinylpu.sim.perf.golden_speed import run_jobs
         return run_jobs(cls, cfg, jobs, fresh)
 
-    engines = (("reference (Golden)", Golden, False), ("fast (FastGolden), first run", FastGolden, True),
-               ("fast (FastGolden), program cached", FastGolden, False))
+    engines = _golden_engines()
     rows = []
     for wi, (name, jobs) in enumerate(workloads):
         ref = None
@@ -163,6 +161,67 @@ def bench_golden(cfg, repeat=5):
                 row["speedup"] = speed / ref
             rows.append(row)
     return rows
+
+
+def _random_jobs(cfg, n=30):
+    """The benchmark's random programs (``firmware/randprog.py``, seeds 0..n-1) as jobs."""
+    return [(c.program, {b: [v] for b, v in c.mem.items()}) for c in (random_program(cfg, s) for s in range(n))]
+
+
+def _golden_engines():
+    from tinylpu.sim.golden.fast import FastGolden
+    return (("reference (Golden)", Golden, False), ("fast (FastGolden), first run", FastGolden, True),
+            ("fast (FastGolden), program cached", FastGolden, False))
+
+
+def bench_golden_parts(cfg, repeat=5):
+    """Where the time of a random program's job goes: per engine (as in ``bench_golden``), the mean
+    microseconds per program of each part of the job (construct the model, ``load_program`` with its
+    static check, ``write_image``, ``run``), median of `repeat` passes over the 30 random programs,
+    the engines taking turns pass by pass."""
+    from tinylpu.firmware.program import Program
+    from tinylpu.sim.golden.fast import FastGolden
+    from tinylpu.sim.perf.golden_speed import run_jobs
+    cfg = load_config(cfg)
+    jobs = _random_jobs(cfg)
+    engines = _golden_engines()
+    run_jobs(FastGolden, cfg, jobs)
+    run_jobs(FastGolden, cfg, jobs)                  # (the cached engine's plans: walked, then built)
+    pc = time.perf_counter
+    got = {label: [] for label, _, _ in engines}
+    for _ in range(repeat):
+        for label, cls, fresh in engines:
+            t = [0.0] * 4
+            for program, image in jobs:
+                p = Program(program.queues) if fresh else program
+                t0 = pc()
+                g = cls(cfg)
+                t1 = pc()
+                g.load_program(p)
+                t2 = pc()
+                g.write_image(image)
+                t3 = pc()
+                g.run()
+                t4 = pc()
+                t[0] += t1 - t0
+                t[1] += t2 - t1
+                t[2] += t3 - t2
+                t[3] += t4 - t3
+            got[label].append([x / len(jobs) * 1e6 for x in t])
+    return [{"engine": label, **{part: statistics.median(r[i] for r in runs) for i, part in enumerate(_PARTS)}}
+            for label, runs in got.items()]
+
+
+_PARTS = ("construct", "load_program", "write_image", "run")
+
+
+def _parts_rows(parts):
+    out = ["| engine | " + " | ".join(f"{p} (us)" for p in _PARTS) + " | job (us) |",
+           "|---|" + "---|" * (len(_PARTS) + 1)]
+    for r in parts:
+        out.append(f"| {r['engine']} | " + " | ".join(f"{r[p]:.1f}" for p in _PARTS)
+                   + f" | {sum(r[p] for p in _PARTS):.1f} |")
+    return out
 
 
 def _golden_rows(rows):
@@ -208,6 +267,16 @@ def _write_golden_section(cfg, repeat, output):
              "jobs may share the machine: compare the engines within one table, they take turns repeat by repeat).",
              "", "| workload | engine | simulated cycles | median wall time (s) | median cycles/s | fast / reference |",
              "|---|---|---|---|---|---|"] + _golden_rows(rows)
+    try:
+        _steady_program(cfg)                         # (the configs with the random-program workload)
+    except ValueError:
+        pass
+    else:
+        parts = bench_golden_parts(cfg, repeat)
+        lines += ["", ("Where the time of one random program's job goes (`bench_golden_parts`, same command, measured "
+                       f"after the table above: mean microseconds per program of each part, median of {repeat} passes "
+                       "over the 30 programs; both engines run the same construct, static check and image write):"), ""]
+        lines += _parts_rows(parts)
     print("\n".join([f"### {title}", ""] + lines))
     if output:
         from tinylpu.sim.perf.golden_speed import write_section

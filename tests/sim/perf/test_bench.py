@@ -42,3 +42,17 @@ def test_tray_workload_data_differs_per_seed_program_does_not():
     assert not np.array_equal(x0, x1)
     assert tc0.predicted_cycles == tc1.predicted_cycles
     assert [c.program.to_bytes() for c in tc0.chips] == [c.program.to_bytes() for c in tc1.chips]
+
+
+def test_golden_parts_table():
+    """`bench golden`'s breakdown of a random program's job: one row per engine, every part timed,
+    the job column their sum (the figures themselves are measured, not asserted)."""
+    parts = bench.bench_golden_parts("tiny", 1)
+    assert [p["engine"] for p in parts] == [e[0] for e in bench._golden_engines()]
+    assert all(p[k] > 0 for p in parts for k in bench._PARTS)
+    rows = bench._parts_rows(parts)
+    assert len(rows) == 2 + len(parts)
+    for p, row in zip(parts, rows[2:]):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == p["engine"]
+        assert abs(float(cells[-1]) - sum(float(c) for c in cells[1:-1])) < 0.3
