@@ -89,8 +89,6 @@ for _op, _info in OPS.items():
 _I8, _I64 = np.int8, np.int64
 _DUE = itemgetter(0)
 _LE32 = np.dtype("<i4")        # (byte plane b of an int32 is its byte b from the least significant)
-_NATIVE_LE32 = np.dtype(np.int32) == _LE32      # (an int32 row's bytes are its planes interleaved)
-_dot = np.dot
 
 
 # id(config) -> (config, {id(op): (code, sub-unit, "<sub>_busy", latency)},
@@ -317,7 +315,7 @@ def _pick(lst, q):
             best = e
     if best is None:
         raise Bail                           # an empty stream slot
-    return best
+    return best[1]
 
 
 class _Shim:
@@ -399,8 +397,8 @@ def _walk(g, max_cycles, budget, held):
     mem_depth, acc_depth = cfg.mem_depth, cfg.acc_depth
     Lrd, Lwr, Linst, Lmm, Lemit, Lnot, Lsxm = (L["mem_read"], L["mem_write"], L["mxm_install"], L["mxm_mm"],
                                               L["mxm_emit"], L["notify"], L["sxm"])
-    # diagonal key -> a landing or a list of them; a landing: (signed position, bytes), or a READ
-    # element's (signed position, bank record, address, cycle)
+    # diagonal key -> (signed position, value) or a list of them; a value: bytes, or a READ element's
+    # (bank record, address, cycle)
     land = {}
     eff = {}                  # due cycle -> [effect] (VXM / SXM register loads)
     eheap = []
@@ -417,11 +415,11 @@ def _walk(g, max_cycles, budget, held):
     starts = {}               # first cycle -> [unit record] (the units of phase 2)
 
     def unlink():
-        nonlocal offq, mem_at, rowof, get, rd, put, later, bank, mxm, install, acc_src, acc_row, products, apply
-        nonlocal run_ahead, dispatch, rw_elems, shim
-        offq = mem_at = rowof = get = rd = put = later = bank = mxm = install = acc_src = acc_row = products = None
-        apply = None
-        run_ahead = dispatch = rw_elems = shim = None
+        nonlocal offq, mem_at, get, rd, put, later, bank, mxm, install, acc_src, acc_row, products, acc_at, apply
+        nonlocal run_ahead, dispatch, shim
+        offq = mem_at = get = rd = put = later = bank = mxm = install = acc_src = acc_row = products = None
+        acc_at = apply = None
+        run_ahead = dispatch = shim = None
 
     held += [unlink, land, eff, banks, mxms, vports, starts]
 
@@ -444,21 +442,18 @@ def _walk(g, max_cycles, budget, held):
             bk[2] = g.mem._mark[bk[3]]
         return bk[4][addr * lanes:(addr + 1) * lanes].tobytes()
 
-    def rowof(e):
-        """The row of READ landing e = (position, bank record, address, cycle), read now."""
-        _, bk, addr, cyc = e
-        if addr < bk[2] and addr not in bk[0]:
-            return bk[4][addr * lanes:(addr + 1) * lanes].tobytes()     # (never written)
-        return mem_at(bk, addr, cyc)
-
     def get(key, q):
         """The vector that a reader at signed position q sees on diagonal key (``Bail``: none)."""
         e = land.get(key)
         if e is None:
             raise Bail                        # an empty stream slot
-        if e.__class__ is not tuple or e[0] > q:
-            e = _pick(e, q)
-        return e[1] if len(e) == 2 else rowof(e)      # (a READ's landing: its row read when first needed)
+        v = e[1] if e.__class__ is tuple and e[0] <= q else _pick(e, q)
+        if v.__class__ is tuple:              # (a READ's row, read when first needed)
+            bk, addr, cyc = v
+            if addr < bk[2] and addr not in bk[0]:
+                return bk[4][addr * lanes:(addr + 1) * lanes].tobytes()     # (never written)
+            return mem_at(bk, addr, cyc)
+        return v
 
     def rd(d, s, p, c):
         off, q = offq(p, d, s)
@@ -544,13 +539,16 @@ def _walk(g, max_cycles, budget, held):
                 j += 1
             # (int32 arithmetic: the products' sums fit, and the accumulation wraps as the
             # reference's int64 sum taken mod 2**32)
-            # (np.dot: ~1 us less than the matmul operator on a few rows)
-            y = _dot(np.frombuffer(b"".join([it[1] for it in items[i:j]]), _I8).reshape(j - i, lanes), w)
+            y = np.frombuffer(b"".join([it[1] for it in items[i:j]]), _I8).reshape(j - i, lanes) @ w
             for k in range(i, j):
                 e, _, _, src = items[k]
                 r = y[k - i]
                 e[2] = r if src is False else r + acc_row(m, e[4], src)
             i = j
+
+    def acc_at(m, addr, c):
+        """Accumulator entry addr in cycle c (int32 row); Bail on a hazard."""
+        return acc_row(m, addr, acc_src(m, addr, c))
 
     def apply(upto):
         while eheap and eheap[0] <= upto:
@@ -579,46 +577,21 @@ def _walk(g, max_cycles, budget, held):
     def run_ahead(name, insns, pc, c, st):
         """Issue queue `name` from instruction pc in cycle c up to its next SYNC (parked) or HALT.
         ``st``: [{sub-unit: busy until}, last unit instruction (entry, insn, fields, index), its cycle]."""
-        nonlocal last_halt, elems, units, maxbusy, maxdue
+        nonlocal last_halt, elems
         act = activity[name]
         busy_until = st[0]
         p = pos[name]
+        ninsns = len(insns)
         while True:
-            try:
-                insn = insns[pc]
-            except IndexError:
-                raise Bail from None                      # ran past its last instruction
+            if c >= max_cycles:
+                raise TooLong
+            if pc >= ninsns:
+                raise Bail                                # ran past its last instruction
+            insn = insns[pc]
             op = insn.op
             if op is NOP_OP:                              # (most of a queue: decoded first)
                 pc += 1
                 c += insn.fields["n"]
-                continue
-            if c >= max_cycles:
-                raise TooLong
-            m = rwm.get(id(insn))                         # (the memo keeps insn: no other object has its id)
-            if m is not None and m[1] == p and m[10]:
-                # a READ or WRITE issued before at this position (``dispatch`` decoded it; its
-                # addresses in the bank): ``dispatch``'s work without its decoding
-                e, n = m[7], m[8]
-                units += 1
-                elems += n
-                if elems > budget or (elems > 2000 and elems > 40 * units):
-                    raise _NotWalked                      # (see below)
-                sub = e[1]
-                if busy_until.get(sub, -1) >= c:
-                    raise Bail                            # sub-unit busy
-                b_end = c + n - 1
-                busy_until[sub] = b_end
-                if b_end > maxbusy:
-                    maxbusy = b_end
-                if b_end + e[3] > maxdue:
-                    maxdue = b_end + e[3]
-                act[e[2]] = act.get(e[2], 0) + n
-                rw_elems(m, banks.get(name) or bank(name), c, 0)
-                st[1] = (e, insn, m[9], pc, n)
-                st[2] = c
-                pc += 1
-                c += 1
                 continue
             e = dec.get(id(op))
             if e is None:
@@ -664,40 +637,6 @@ def _walk(g, max_cycles, budget, held):
             pc += 1
             c += 1
 
-    def rw_elems(m, bk, c, shift):
-        """The elements of a READ or WRITE (its ``rwm`` record m, its addresses shifted by `shift`)
-        of bank record bk issued in cycle c: a READ's landings (its rows read when first needed:
-        ``mem_at``, the bank as in the element's cycle), a WRITE's log entries (its operands taken
-        when first needed or at the end: ``get``)."""
-        _, _, a0, a1, st, off, sq, _, n, _, _, read = m
-        if shift:
-            a0 += shift
-            a1 += shift
-        if read:
-            key = (c + Lrd) * NDS + off
-            sd = land.setdefault
-            for addr in range(a0, a1 + st, st) if st else [a0] * n:
-                v = (sq, bk, addr, c)
-                e = sd(key, v)
-                if e is not v:
-                    if e.__class__ is tuple:
-                        land[key] = [e, v]
-                    else:
-                        e.append(v)
-                key += NDS
-                c += 1
-        else:
-            sd = bk[0].setdefault
-            key = c * NDS + off
-            due = c + Lwr
-            for addr in range(a0, a1 + st, st) if st else [a0] * n:
-                ent = [due, None, key, sq]
-                lst = sd(addr, [ent])
-                if lst[-1] is not ent:
-                    lst.append(ent)
-                key += NDS
-                due += 1
-
     def dispatch(name, p, act, busy_until, e, insn, f, idx, c, rep):
         """Dispatch unit instruction insn (repetition `rep` of it) at cycle c; its element count."""
         nonlocal maxbusy, maxdue, shim, elems, units
@@ -728,20 +667,47 @@ def _walk(g, max_cycles, budget, held):
             m = rwm.get(id(insn))
             if m is None or m[0] is not insn or m[1] != p:
                 # (its first and last address, stride and stream key offset, decoded once per
-                # instruction word and position; with what ``run_ahead`` needs to issue it again)
+                # instruction word and position)
                 s = f["s"]
                 a0, st = f["addr"], f["stride"]
-                a1 = a0 + (n - 1) * st
-                m = (insn, p, a0, a1, st) + offq(p, s.west, s.index) + (
-                    e, n, f, 0 <= a0 < mem_depth and 0 <= a1 < mem_depth, code == _READ)
+                m = (insn, p, a0, a0 + (n - 1) * st, st) + offq(p, s.west, s.index)
                 if len(rwm) >= _RW_MAX:
                     rwm.clear()
                 rwm[id(insn)] = m
-            shift = rep * n * m[4]
-            a0, a1 = m[2] + shift, m[3] + shift
+            _, _, a0, a1, st, off, sq = m
+            if rep:
+                a0 += rep * n * st
+                a1 += rep * n * st
             if a0 < 0 or a1 < 0 or a0 >= mem_depth or a1 >= mem_depth:
                 raise Bail                                # an address out of the bank
-            rw_elems(m, banks.get(name) or bank(name), c, shift)
+            bk = banks.get(name) or bank(name)
+            if code == _READ:
+                key = (c + Lrd) * NDS + off
+                cyc = c
+                for addr in range(a0, a1 + st, st) if st else [a0] * n:
+                    v = (sq, (bk, addr, cyc))
+                    e = land.get(key)
+                    if e is None:
+                        land[key] = v
+                    elif e.__class__ is tuple:
+                        land[key] = [e, v]
+                    else:
+                        e.append(v)
+                    key += NDS
+                    cyc += 1
+            else:
+                ov = bk[0]
+                key = c * NDS + off
+                due = c + Lwr
+                for addr in range(a0, a1 + st, st) if st else [a0] * n:
+                    ent = [due, None, key, sq]
+                    lst = ov.get(addr)
+                    if lst is None:
+                        ov[addr] = [ent]
+                    else:
+                        lst.append(ent)
+                    key += NDS
+                    due += 1
             return n
         if code <= _SCATTER:                              # GATHER, SCATTER
             s, a = f["s"], f["a"]
@@ -833,9 +799,8 @@ def _walk(g, max_cycles, budget, held):
                         e = land.get(cN + off)
                         if e is None:
                             raise Bail                # an empty stream slot
-                        if e.__class__ is not tuple or e[0] > q:
-                            e = _pick(e, q)
-                        vals.append(e[1] if len(e) == 2 else rowof(e))
+                        v = e[1] if e.__class__ is tuple and e[0] <= q else _pick(e, q)
+                        vals.append(v if v.__class__ is bytes else mem_at(*v))
                     due = c + u[9]
                     pk = due * P + u[8]
                     if pk in vports:
@@ -918,23 +883,17 @@ def _walk(g, max_cycles, budget, held):
                     addr = u[5] + k
                     if not 0 <= addr < acc_depth:
                         raise Bail
-                    m = u[3]
-                    if addr in m[3]:
-                        e = acc_src(m, addr, c)
-                        r = m[2][addr] if e is None else e[2] if e[2] is not None else acc_row(m, addr, e)
-                    else:
-                        r = m[2][addr]                # (never written in this run)
-                    pl = r.tobytes() if _NATIVE_LE32 else r.astype(_LE32).tobytes()
+                    pl = acc_at(u[3], addr, c).astype(_LE32, copy=False).tobytes()
                     key = cN + Lemit * NDS + u[7]
-                    sq = u[8]
-                    for v in (pl[0::4], pl[1::4], pl[2::4], pl[3::4]):
+                    for b in range(4):
                         e = land.get(key)
+                        v = (u[8], pl[b::4])
                         if e is None:
-                            land[key] = (sq, v)
+                            land[key] = v
                         elif e.__class__ is tuple:
-                            land[key] = [e, (sq, v)]
+                            land[key] = [e, v]
                         else:
-                            e.append((sq, v))
+                            e.append(v)
                         key += 1
                 elif code == _GATHER or code == _SCATTER:
                     if code == _SCATTER:
@@ -946,7 +905,7 @@ def _walk(g, max_cycles, budget, held):
                     bk = u[3]
                     if code == _GATHER:
                         key = cN + Lrd * NDS + u[7]
-                        v = (u[8], bk, addr, c)
+                        v = (u[8], (bk, addr, c))
                         e = land.get(key)
                         if e is None:
                             land[key] = v
@@ -994,14 +953,14 @@ def _walk(g, max_cycles, budget, held):
                         e = lget(ent[2])
                         if e is None:
                             raise Bail
-                        if e.__class__ is not tuple or e[0] > ent[3]:
-                            e = _pick(e, ent[3])
-                        if len(e) == 2:
-                            ent[1] = e[1]
-                        else:
-                            _, sb, sa, sc = e
-                            ent[1] = (sb[4][sa * lanes:(sa + 1) * lanes].tobytes() if sa < sb[2] and sa not in sb[0]
-                                      else mem_at(sb, sa, sc))
+                        v = e[1] if e.__class__ is tuple and e[0] <= ent[3] else _pick(e, ent[3])
+                        if v.__class__ is tuple:
+                            sb, sa, sc = v
+                            if sa < sb[2] and sa not in sb[0]:
+                                v = sb[4][sa * lanes:(sa + 1) * lanes].tobytes()
+                            else:
+                                v = mem_at(sb, sa, sc)
+                        ent[1] = v
     except RecursionError:                                   # pragma: no cover - a very long copy chain
         return None
     # write the state back
