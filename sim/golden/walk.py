@@ -563,8 +563,12 @@ def _walk(g, max_cycles, budget, held):
     dec = _table(cfg)
     rwm = _TABLES[id(cfg)][2]
     queues = program.queues
-    if sum(map(len, queues.values())) > budget:
+    total = sum(map(len, queues.values()))
+    if total > budget:
         return None
+    # (a program of more elements than this is not walked whatever else it issues: it has at most
+    # `total` unit instructions, see the test after the issue)
+    many = max(300, 12 * total)
     REP, HALT, SYNC = _REP, _HALT, _SYNC
     NOP_OP = Opcode.NOP
     activity = {n: {"issued": 0} for n in pos}
@@ -604,7 +608,7 @@ def _walk(g, max_cycles, budget, held):
                     raise _NotWalked
                 reps, d = f["n"], f["d"]
                 elems += reps * last[4]
-                if elems > budget or (elems > 2000 and elems > 40 * units):
+                if elems > budget or elems > many:
                     raise _NotWalked                      # (see below)
                 idx = last[3]
                 pc += 1
@@ -649,7 +653,7 @@ def _walk(g, max_cycles, budget, held):
         if not rep:
             units += 1
             elems += n
-            if elems > budget or (elems > 2000 and elems > 40 * units):
+            if elems > budget or elems > many:
                 raise _NotWalked                          # (see below)
         if busy_until.get(sub, -1) >= c:
             raise Bail                                    # sub-unit busy
@@ -772,7 +776,10 @@ def _walk(g, max_cycles, budget, held):
             run_ahead(name, queues[name], pc, best[0], st)
         if elems > 300 and elems > 12 * units:
             # many elements per instruction (long counts, REPEAT bursts): the plan's leveled dataflow
-            # takes an instruction's elements at once, and is faster there (measured on compiled layers)
+            # takes an instruction's elements at once, and is faster there (measured on compiled layers).
+            # (Decided on the program's totals, after the issue: a test of the totals so far would
+            # depend on which queue comes first.  The issue stops early only where this test is sure
+            # to fail: more than `budget` elements, or more than 12 per instruction of the program.)
             return None
         # --- phase 2: the elements of the other units, cycle by cycle
         order = sorted(starts)

@@ -423,3 +423,20 @@ def test_mm_products_when_read():
         e.acc["mxm0"][...] = a
     res, fast = compare(CFG, prog, image, g, f)
     assert res[0] == "ok" and fast and walked(f, prog)
+
+
+def test_walked_or_planned_whatever_the_queue_order():
+    """Whether a first run is walked is decided on the program's totals (elements per unit
+    instruction), not while issuing: one READ of 2,100 elements beside 196 one-element READs
+    (11.7 elements per instruction) is walked with its long queue issued first or last."""
+    small = "\n".join(["    READ e1, 0, n=1"] * 28)
+    src = ".queue mem0\n    READ e0, 0, n=2100, stride=0\n    NOP 2110\n    HALT\n" + "".join(
+        f".queue mem{b}\n{small}\n    NOP 2130\n    HALT\n" for b in range(1, 8))
+    prog = assemble(src, CFG, "<order>")
+    image = {f"mem{b}": [(0, np.full((1, CFG.lanes), b, np.int8))] for b in range(8)}
+    names = list(prog.queues)
+    for order in (names, names[::-1]):
+        p = Program({n: prog.queues[n] for n in order})
+        f = FastGolden(CFG)
+        res, fast = compare(CFG, p, image, f=f)
+        assert res[0] == "ok" and fast and walked(f, p)
