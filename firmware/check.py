@@ -6,6 +6,7 @@ on timing (port conflicts, empty stream slots, repeated addresses running off th
 by the golden model while it runs.
 """
 
+from tinylpu.config import SLICE_KINDS
 from tinylpu.isa import COUNT_MAX, INT32_PLANES, OPS, Format, Insn, Opcode, StreamRef
 
 __all__ = ["insn_problems", "program_problems", "program_ok", "ProgramCheckError", "check_program"]
@@ -175,9 +176,10 @@ def _rules(cfg):
 
 _INSN_OK = {}                  # id(config) -> (config, {slice: kind bit}, {id(insn): code}, {id(insn): insn})
 _INSN_OK_MAX = 1 << 16
-_KIND_BITS = {"mem": 1, "mxm": 2, "vxm": 4, "sxm": 8, "c2c": 16}
-_ALL_KINDS = 31
-_UNIT, _REPEAT = 32, 64        # an instruction's code: the kind bits it passes on, | a unit instruction, | a REPEAT
+# an instruction's code: a bit per slice kind it passes its tests on, | _UNIT (a unit instruction), | _REPEAT
+_KIND_BITS = {k: 1 << i for i, k in enumerate(SLICE_KINDS)}
+_ALL_KINDS = (1 << len(SLICE_KINDS)) - 1
+_UNIT, _REPEAT = 1 << len(SLICE_KINDS), 2 << len(SLICE_KINDS)
 
 
 def program_ok(program, cfg):
