@@ -96,6 +96,9 @@ _LE32 = np.dtype("<i4")        # (byte plane b of an int32 is its byte b from th
 #                 position)} of the READ / WRITE instructions walked)
 _TABLES = {}
 _RW_MAX = 1 << 14
+# a program of more than _PLAN_ELEMS elements and more than _PLAN_PER_UNIT per unit instruction is
+# planned, not walked (see the test after the issue)
+_PLAN_ELEMS, _PLAN_PER_UNIT = 300, 12
 
 
 def _table(cfg):
@@ -568,7 +571,7 @@ def _walk(g, max_cycles, budget, held):
         return None
     # (a program of more elements than this is not walked whatever else it issues: it has at most
     # `total` unit instructions, see the test after the issue)
-    many = max(300, 12 * total)
+    many = max(_PLAN_ELEMS, _PLAN_PER_UNIT * total)
     REP, HALT, SYNC = _REP, _HALT, _SYNC
     NOP_OP = Opcode.NOP
     activity = {n: {"issued": 0} for n in pos}
@@ -774,12 +777,13 @@ def _walk(g, max_cycles, budget, held):
                 raise Bail                                # deadlock: queues in SYNC, no NOTIFY coming
             _, name, pc, st = parked.pop(best[1])
             run_ahead(name, queues[name], pc, best[0], st)
-        if elems > 300 and elems > 12 * units:
+        if elems > _PLAN_ELEMS and elems > _PLAN_PER_UNIT * units:
             # many elements per instruction (long counts, REPEAT bursts): the plan's leveled dataflow
             # takes an instruction's elements at once, and is faster there (measured on compiled layers).
             # (Decided on the program's totals, after the issue: a test of the totals so far would
             # depend on which queue comes first.  The issue stops early only where this test is sure
-            # to fail: more than `budget` elements, or more than 12 per instruction of the program.)
+            # to fail: more than `budget` elements, or more than _PLAN_PER_UNIT per instruction of the
+            # program.)
             return None
         # --- phase 2: the elements of the other units, cycle by cycle
         order = sorted(starts)
